@@ -1,0 +1,69 @@
+"""Batched generation in the lab's one prompt format, and scoring by the verifier.
+
+SFT's evaluation, preference candidates, the reward model's check against the
+verifier and PPO's evaluation all generate through ``generate`` so they see
+exactly the prompt format SFT trained on (``tokenizer.format_prompt``).
+Prompts are left-padded so every row's next token sits at the same position,
+and the KV cache is on (transformers' default).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .tokenizer import format_prompt
+from .world import verify
+
+
+@torch.no_grad()
+def generate(model, tokenizer, instructions: list[str], max_new_tokens: int = 32, temperature: float = 0.0,
+             top_p: float = 1.0, batch_size: int = 64, num_return_sequences: int = 1, seed: int | None = None,
+             progress=None) -> list[dict]:
+    """Responses for ``instructions``: one dict per (instruction, sample) with text and whether it stopped.
+
+    ``temperature=0`` is greedy. ``stopped`` is False when the model ran out of
+    ``max_new_tokens`` before writing EOS (a response that never ends).
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    tokenizer.padding_side = "left"
+    out = []
+    for i in range(0, len(instructions), batch_size):
+        chunk = instructions[i:i + batch_size]
+        enc = tokenizer([format_prompt(tokenizer, x) for x in chunk], return_tensors="pt", padding=True,
+                        add_special_tokens=False).to(device)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else \
+            dict(do_sample=False)
+        g = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
+                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                           top_k=0, **sampling)
+        resp = g[:, enc.input_ids.shape[1]:]
+        for j, row in enumerate(resp.tolist()):
+            stopped = tokenizer.eos_token_id in row
+            if stopped:
+                row = row[:row.index(tokenizer.eos_token_id)]
+            out.append({"instruction": chunk[j // num_return_sequences],
+                        "response": tokenizer.decode(row, skip_special_tokens=True).strip(),
+                        "stopped": stopped, "n_tokens": len(row) + int(stopped)})
+        if progress is not None:
+            progress.update(len(chunk))
+    model.train(was_training)
+    return out
+
+
+def score_tasks(model, tokenizer, tasks: list[dict], **gen_kw) -> dict:
+    """Generate for each task and check it with the verifier: accuracy overall and per family (percent)."""
+    gens = generate(model, tokenizer, [t["prompt"] for t in tasks], **gen_kw)
+    rows = []
+    for t, g in zip(tasks, gens):
+        rows.append({"family": t["family"], "prompt": t["prompt"], "answer": t["answer"],
+                     "response": g["response"], "stopped": g["stopped"],
+                     "correct": verify(t, g["response"]) if g["stopped"] else 0.0})
+    fams = sorted({r["family"] for r in rows})
+    per = {f: 100 * sum(r["correct"] for r in rows if r["family"] == f) / sum(r["family"] == f for r in rows)
+           for f in fams}
+    return {"accuracy": 100 * sum(r["correct"] for r in rows) / max(1, len(rows)), "per_family": per,
+            "stop_rate": 100 * sum(r["stopped"] for r in rows) / max(1, len(rows)), "rows": rows}

@@ -1,0 +1,92 @@
+"""Models: three standard transformers architectures, one per pretraining objective.
+
+All models are built from stock transformers configs, so ``save_pretrained``,
+``from_pretrained``, PEFT and accelerate work on them unchanged:
+
+* ``causal`` -> decoder-only **Llama** (``LlamaForCausalLM``): predicts the next
+  token; the architecture of today's chat models, and the one later stages use.
+* ``masked`` -> encoder-only **BERT** (``BertForMaskedLM``): sees the whole
+  sentence and fills in hidden tokens; good at understanding, cannot generate.
+* ``span`` -> encoder-decoder **T5** (``T5ForConditionalGeneration``): the
+  encoder reads text with spans replaced by sentinels, the decoder writes the
+  missing spans.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
+                          BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM, T5Config,
+                          T5ForConditionalGeneration)
+
+OBJECTIVES = {"causal": "decoder", "masked": "encoder", "span": "encoder-decoder"}
+AUTO = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "span": AutoModelForSeq2SeqLM}
+
+
+def build_model(objective: str, tokenizer, n_layer: int, n_head: int, n_embd: int, block_size: int,
+                ffn_mult: float = 4.0, dropout: float = 0.0, attn_impl: str = "sdpa") -> torch.nn.Module:
+    """A freshly initialised model for ``objective`` sized by the arguments."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
+    if n_embd % n_head:
+        raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head}")
+    vocab = len(tokenizer)
+    ffn = int(ffn_mult * n_embd)
+    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id)
+    if objective == "causal":
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=n_embd, intermediate_size=ffn, num_hidden_layers=n_layer,
+                          num_attention_heads=n_head, num_key_value_heads=n_head, max_position_embeddings=block_size,
+                          rms_norm_eps=1e-5, tie_word_embeddings=True, attention_dropout=dropout,
+                          hidden_act="silu", **ids)
+        model = LlamaForCausalLM._from_config(cfg, attn_implementation=attn_impl)
+    elif objective == "masked":
+        cfg = BertConfig(vocab_size=vocab, hidden_size=n_embd, num_hidden_layers=n_layer, num_attention_heads=n_head,
+                         intermediate_size=ffn, max_position_embeddings=block_size, hidden_dropout_prob=dropout,
+                         attention_probs_dropout_prob=dropout, hidden_act="gelu", type_vocab_size=1,
+                         pad_token_id=tokenizer.pad_token_id)
+        model = BertForMaskedLM._from_config(cfg, attn_implementation=attn_impl)
+    else:
+        cfg = T5Config(vocab_size=vocab, d_model=n_embd, d_kv=n_embd // n_head, d_ff=ffn, num_layers=n_layer,
+                       num_decoder_layers=n_layer, num_heads=n_head, dropout_rate=dropout,
+                       feed_forward_proj="gated-gelu", tie_word_embeddings=True,
+                       decoder_start_token_id=tokenizer.pad_token_id, **ids)
+        model = T5ForConditionalGeneration(cfg)
+    return model
+
+
+def load_model(path_or_name: str | Path, objective: str = "causal", dtype=None, **kw) -> torch.nn.Module:
+    """Load a checkpoint folder or hub name for ``objective`` (hub names need internet)."""
+    try:
+        return AUTO[objective].from_pretrained(str(path_or_name), dtype=dtype, **kw)
+    except OSError as e:
+        raise FileNotFoundError(f"could not load a model from {str(path_or_name)!r}: not a local checkpoint "
+                                f"folder, and the hub is unreachable or has no such model ({e.__class__.__name__})"
+                                ) from None
+
+
+def objective_of(path: str | Path) -> str:
+    """Which objective a saved checkpoint was built for (to refuse the wrong kind early)."""
+    cfg = AutoConfig.from_pretrained(str(path))
+    if cfg.is_encoder_decoder:
+        return "span"
+    archs = " ".join(cfg.architectures or [])
+    return "masked" if "MaskedLM" in archs else "causal"
+
+
+def max_positions(model) -> int | None:
+    """How many positions the model can attend over (None when unbounded, e.g. T5's relative bias)."""
+    cfg = model.config
+    return getattr(cfg, "max_position_embeddings", None) if not cfg.is_encoder_decoder else None
+
+
+def count_params(model, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

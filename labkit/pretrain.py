@@ -1,0 +1,443 @@
+"""Stage 1: train a tokenizer, then pretrain a model with a self-supervised objective.
+
+Self-supervised means the labels come from the text itself:
+
+* ``causal`` (GPT): predict token t+1 from tokens 1..t. Loss on every position.
+* ``masked`` (BERT, Devlin et al. 2019, sec. 3.1): hide 15% of tokens (80% ->
+  ``<mask>``, 10% -> random, 10% unchanged) and predict them from both sides.
+* ``span`` (T5, Raffel et al. 2020, sec. 3.1.4): replace random spans (15% of
+  tokens, mean length 3) with sentinels; the decoder writes the spans back.
+
+Run it from the notebook ``01_pretrain.ipynb``, from ``labkit run --stages
+pretrain``, or in Python::
+
+    from labkit import pretrain
+    cfg = pretrain.config("smoke", max_steps=20)
+    result = pretrain.run(cfg, run="demo")
+
+Writes ``runs/<run>/01_pretrain/``: ``tokenizer/``, ``model/``, ``config.json``,
+``metrics.jsonl``, ``eval.json``, ``samples.jsonl`` and ``ckpt/`` (for resume).
+Metric keys: ``pretrain/loss``, ``pretrain/lr``, ``pretrain/tokens_per_s``,
+``pretrain/val_loss``, ``pretrain/val_ppl``, ``pretrain/unigram_ppl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import world as W
+from .config import ConfigError, make_config, set_threads
+from .live import LiveChart, progress
+from .models import OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device
+from .runs import Run, append_jsonl, atomic_dir, atomic_write_json, read_jsonl, text_hash
+from .tokenizer import SENTINELS, train_tokenizer
+
+
+@dataclass
+class PretrainConfig:
+    # data
+    data: str = field(default="world", metadata={"help": "'world' (embedded corpus), a local .txt/.jsonl/.json/.parquet file or folder, or a hub dataset name"})
+    text_field: str = field(default="text", metadata={"help": "field holding the text in JSON/parquet/hub records"})
+    world_docs: int = field(default=12000, metadata={"help": "documents to generate when data='world'"})
+    val_fraction: float = field(default=0.05, metadata={"help": "fraction of documents held out for validation"})
+    # tokenizer
+    tokenizer: str = field(default="bpe", metadata={"help": "tokenizer to train: bpe | wordpiece | unigram"})
+    vocab_size: int = field(default=1024, metadata={"help": "tokenizer vocabulary size (incl. special tokens)"})
+    # model
+    objective: str = field(default="causal", metadata={"help": "causal (decoder) | masked (encoder) | span (encoder-decoder)"})
+    init_from: str | None = field(default=None, metadata={"help": "start from this checkpoint folder or hub name (its tokenizer too) instead of from scratch"})
+    n_layer: int = field(default=4, metadata={"help": "transformer blocks"})
+    n_head: int = field(default=4, metadata={"help": "attention heads"})
+    n_embd: int = field(default=192, metadata={"help": "model width"})
+    block_size: int = field(default=128, metadata={"help": "sequence length in tokens (also the model's max positions)"})
+    # objective details
+    mask_prob: float = field(default=0.15, metadata={"help": "masked: fraction of tokens to predict"})
+    noise_density: float = field(default=0.15, metadata={"help": "span: fraction of tokens corrupted"})
+    mean_span_length: float = field(default=3.0, metadata={"help": "span: mean corrupted span length in tokens"})
+    # optimisation
+    batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch"})
+    grad_accum_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_steps: int = field(default=400, metadata={"help": "optimizer steps"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW)"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of the peak (cosine decay)"})
+    warmup_steps: int = field(default=30, metadata={"help": "linear warm-up steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay on matrices"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip gradient norm to this (0 = off)"})
+    # bookkeeping
+    eval_interval: int = field(default=50, metadata={"help": "steps between validation passes"})
+    eval_batches: int = field(default=10, metadata={"help": "validation micro-batches per pass"})
+    log_interval: int = field(default=10, metadata={"help": "steps between training-loss log lines"})
+    checkpoint_interval: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
+    resume: bool = field(default=True, metadata={"help": "continue from ckpt/ when it matches this config"})
+    seed: int = field(default=0, metadata={"help": "seed for data, init and sampling"})
+    # hardware
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (None = on where the GPU supports it)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model (pays off on GPU)"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None = the cores this process may use)"})
+
+
+PRESETS = {
+    "smoke": dict(world_docs=600, vocab_size=512, n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=8,
+                  max_steps=30, warmup_steps=5, eval_interval=15, eval_batches=2, log_interval=5,
+                  checkpoint_interval=15),
+    "cpu": dict(),  # the dataclass defaults are the cpu preset
+    "gpu": dict(world_docs=200000, vocab_size=8192, n_layer=12, n_head=12, n_embd=768, block_size=1024,
+                batch_size=32, max_steps=5000, learning_rate=6e-4, warmup_steps=200, eval_interval=250,
+                eval_batches=20, checkpoint_interval=1000, compile=True),
+    "hub": dict(),
+}
+
+# Which metrics the live chart and the report draw, grouped into subplots.
+CHART = {"loss": ["pretrain/loss", "pretrain/val_loss"], "tokens/s": ["pretrain/tokens_per_s"]}
+# Fields that may change between an interrupted run and its resume.
+_RESUMABLE_CHANGES = {"max_steps", "eval_interval", "eval_batches", "log_interval", "checkpoint_interval",
+                      "resume", "device", "threads", "compile"}
+
+
+def config(preset: str = "cpu", **overrides) -> PretrainConfig:
+    return make_config(PretrainConfig, PRESETS, preset, overrides)
+
+
+# --- data ----------------------------------------------------------------------------
+
+def load_corpus(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
+    """Train and validation documents, split by document (never inside one)."""
+    if cfg.data == "world":
+        docs = W.corpus(W.World(cfg.seed), cfg.world_docs, seed=cfg.seed + 1)
+    else:
+        from .data import load_texts  # real text: local files or a hub dataset
+        docs = load_texts(cfg.data, text_field=cfg.text_field)
+        if len(docs) < 20:  # one long file: cut into ~paragraph-sized pieces so a split is possible
+            docs = [c for d in docs for c in _chunks(d, 600)]
+    return W.split_docs(docs, cfg.val_fraction, seed=cfg.seed)
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    words, out, cur = text.split(), [], []
+    for w in words:
+        cur.append(w)
+        if sum(len(x) + 1 for x in cur) >= size:
+            out.append(" ".join(cur))
+            cur = []
+    return out + ([" ".join(cur)] if cur else [])
+
+
+def encode(tokenizer, docs: list[str]) -> torch.Tensor:
+    """One long token stream, EOS after every document (so the model learns where text ends)."""
+    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    return torch.tensor([t for doc in ids for t in doc + [eos]], dtype=torch.long)
+
+
+def mask_tokens(x: torch.Tensor, tokenizer, prob: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking: pick ``prob`` of positions; 80% -> <mask>, 10% -> random token, 10% kept."""
+    labels = x.clone()
+    special = torch.tensor(tokenizer.all_special_ids)
+    picked = (torch.rand(x.shape, generator=gen) < prob) & ~torch.isin(x, special)
+    labels[~picked] = -100
+    x = x.clone()
+    r = torch.rand(x.shape, generator=gen)
+    x[picked & (r < 0.8)] = tokenizer.mask_token_id
+    rand = picked & (r >= 0.8) & (r < 0.9)
+    x[rand] = torch.randint(len(tokenizer), x.shape, generator=gen)[rand]
+    return x, labels
+
+
+def corrupt_spans(seq: list[int], sentinel_ids: list[int], density: float, mean_len: float,
+                  rng: random.Random) -> tuple[list[int], list[int]]:
+    """T5 span corruption of one sequence -> (input with sentinels, target of sentinel+span ...)."""
+    n = len(seq)
+    n_noise = max(1, round(n * density))
+    n_spans = max(1, min(len(sentinel_ids) - 1, round(n_noise / mean_len)))
+    starts = sorted(rng.sample(range(n), n_spans))
+    noise = [False] * n
+    per_span = max(1, n_noise // n_spans)
+    for s in starts:
+        for j in range(s, min(n, s + per_span)):
+            noise[j] = True
+    inp, tgt, k, prev = [], [], 0, False
+    for tok, is_noise in zip(seq, noise):
+        if is_noise and not prev:
+            inp.append(sentinel_ids[k])
+            tgt.append(sentinel_ids[k])
+            k += 1
+        (tgt if is_noise else inp).append(tok)
+        prev = is_noise
+    tgt.append(sentinel_ids[k])  # closing sentinel, as in T5
+    return inp, tgt
+
+
+def get_batch(stream: torch.Tensor, cfg: PretrainConfig, tokenizer, gen: torch.Generator) -> dict:
+    """A micro-batch of random windows, shaped for ``cfg.objective``."""
+    B, T = cfg.batch_size, cfg.block_size
+    starts = torch.randint(len(stream) - T - 1, (B,), generator=gen)
+    x = torch.stack([stream[s:s + T] for s in starts.tolist()])
+    if cfg.objective == "causal":
+        return {"input_ids": x, "labels": x}  # transformers shifts labels by one inside the model
+    if cfg.objective == "masked":
+        inp, labels = mask_tokens(x, tokenizer, cfg.mask_prob, gen)
+        return {"input_ids": inp, "labels": labels}
+    rng = random.Random(int(torch.randint(2**31, (1,), generator=gen)))
+    sentinels = tokenizer.convert_tokens_to_ids(SENTINELS)
+    pairs = [corrupt_spans(row, sentinels, cfg.noise_density, cfg.mean_span_length, rng) for row in x.tolist()]
+    li, lt = max(len(p[0]) for p in pairs), max(len(p[1]) for p in pairs)
+    pad = tokenizer.pad_token_id
+    inp = torch.tensor([p[0] + [pad] * (li - len(p[0])) for p in pairs])
+    tgt = torch.tensor([p[1] + [-100] * (lt - len(p[1])) for p in pairs])
+    return {"input_ids": inp, "attention_mask": (inp != pad).long(), "labels": tgt}
+
+
+def unigram_ppl(train: torch.Tensor, val: torch.Tensor, vocab: int) -> float:
+    """Perplexity of a model that ignores context: token frequencies from train, add-one smoothed."""
+    counts = torch.bincount(train, minlength=vocab).double() + 1
+    logp = (counts / counts.sum()).log()
+    return math.exp(-logp[val].mean().item())
+
+
+# --- training --------------------------------------------------------------------------
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` of the peak (nanoGPT's schedule)."""
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.learning_rate * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def make_optimizer(model, cfg: PretrainConfig, device) -> torch.optim.Optimizer:
+    """AdamW with decay on matrices only; norms and biases are not decayed (GPT-2/nanoGPT practice)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def train_step(model, opt, batches, cfg, autocast) -> float:
+    """One optimizer step over ``grad_accum_steps`` micro-batches; returns the mean loss (a tensor)."""
+    total = 0.0
+    for batch in batches:
+        with autocast:
+            loss = model(**batch).loss / len(batches)
+        loss.backward()
+        total = total + loss.detach()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return total
+
+
+@torch.no_grad()
+def evaluate(model, stream, cfg, tokenizer, device, autocast) -> float:
+    """Mean loss on a fixed set of validation windows (same windows every time: comparable numbers)."""
+    gen = torch.Generator().manual_seed(cfg.seed + 12345)
+    model.eval()
+    losses = []
+    for _ in range(cfg.eval_batches):
+        batch = {k: v.to(device) for k, v in get_batch(stream, cfg, tokenizer, gen).items()}
+        with autocast:
+            losses.append(model(**batch).loss.float().item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+@torch.no_grad()
+def samples(model, tokenizer, cfg, device) -> list[dict]:
+    """What the model does with its objective: continuations, mask fills or span fills."""
+    model.eval()
+    out = []
+    if cfg.objective == "causal":
+        prompts = ["One morning,", "7 plus 5 is", "The words cat, dog, bird in reverse order are"] \
+            if cfg.data == "world" else ["The", "It was"]
+        for p in prompts:
+            ids = tokenizer(p, return_tensors="pt", add_special_tokens=False).input_ids.to(device)
+            g = model.generate(ids, max_new_tokens=24, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            out.append({"prompt": p, "output": tokenizer.decode(g[0, ids.shape[1]:], skip_special_tokens=True)})
+    elif cfg.objective == "masked":
+        for p in ["Mara went to the <mask>.", "3 plus 4 is <mask>.", "The cat sat on the <mask>."]:
+            enc = tokenizer(p, return_tensors="pt", add_special_tokens=False).to(device)
+            logits = model(**enc).logits[0]
+            pos = (enc.input_ids[0] == tokenizer.mask_token_id).nonzero().flatten()
+            top = [tokenizer.convert_ids_to_tokens(logits[i].topk(3).indices.tolist()) for i in pos.tolist()]
+            out.append({"prompt": p, "output": " / ".join(",".join(t) for t in top)})
+    else:
+        for p in ["One morning, Mara went to the <extra_id_0>. She found a <extra_id_1>."]:
+            enc = tokenizer(p, return_tensors="pt", add_special_tokens=False).to(device)
+            g = model.generate(**enc, max_new_tokens=16, do_sample=False)
+            out.append({"prompt": p, "output": tokenizer.decode(g[0], skip_special_tokens=False)})
+    model.train()
+    return out
+
+
+def _check(cfg: PretrainConfig) -> None:
+    if cfg.objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
+    for name in ("max_steps", "batch_size", "block_size", "grad_accum_steps", "n_layer", "eval_batches"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
+def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
+        live: bool | None = None, progress_bar: bool = True) -> dict:
+    """Train the tokenizer and the model; write the stage folder; return the headline numbers."""
+    _check(cfg)
+    t_start = time.perf_counter()
+    threads = set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    # Data and tokenizer first: bad input fails before anything is written.
+    train_docs, val_docs = load_corpus(cfg)
+    r = Run(run, runs_dir)
+    stage = r.stage_dir("pretrain")
+    ckpt = stage / "ckpt"
+    resume_state = _load_ckpt(ckpt, cfg) if cfg.resume else None
+    if cfg.init_from:
+        from transformers import AutoTokenizer
+        from .tokenizer import ensure_chat_ready
+        tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(cfg.init_from))
+    elif resume_state is not None:
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(ckpt / "tokenizer")
+    else:
+        tokenizer = train_tokenizer(train_docs, cfg.tokenizer, cfg.vocab_size)
+    train_stream, val_stream = encode(tokenizer, train_docs), encode(tokenizer, val_docs)
+    if min(len(train_stream), len(val_stream)) <= cfg.block_size + 1:
+        raise ConfigError(f"not enough text for block_size={cfg.block_size}: {len(train_stream)} train and "
+                          f"{len(val_stream)} validation tokens; use more text or a smaller block_size")
+
+    if cfg.init_from:
+        if objective_of(cfg.init_from) != cfg.objective if Path(cfg.init_from).exists() else False:
+            raise ConfigError(f"{cfg.init_from} is a {objective_of(cfg.init_from)} model, not {cfg.objective}")
+        model = load_model(cfg.init_from, cfg.objective)
+    else:
+        model = build_model(cfg.objective, tokenizer, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size)
+    limit = max_positions(model)
+    if limit is not None and cfg.block_size > limit:
+        raise ConfigError(f"block_size={cfg.block_size} is beyond the model's {limit} positions")
+    model.to(device)
+    opt = make_optimizer(model, cfg, device)
+    step, tokens_seen = 0, 0
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        opt.load_state_dict(resume_state["optimizer"])
+        gen.set_state(resume_state["gen"])
+        step, tokens_seen = resume_state["step"], resume_state["tokens_seen"]
+    fwd = torch.compile(model) if cfg.compile else model
+
+    r.update_manifest(preset=preset or r.manifest().get("preset"), seed=cfg.seed)
+    r.start("pretrain", dataclasses.asdict(cfg))
+    metrics_path = stage / "metrics.jsonl"
+    # Keep history up to the resumed step, drop lines from the interrupted tail.
+    kept = [m for m in read_jsonl(metrics_path) if m.get("step", 0) <= step] if resume_state else []
+    atomic_write_json(stage / "data.json", {"train_docs": len(train_docs), "val_docs": len(val_docs),
+                                            "train_tokens": len(train_stream), "val_tokens": len(val_stream),
+                                            "data_hash": text_hash(train_docs + val_docs),
+                                            "corpus": W.corpus_stats(train_docs + val_docs)})
+    metrics_path.write_text("".join(__import__("json").dumps(m) + "\n" for m in kept))
+    baseline = unigram_ppl(train_stream, val_stream, len(tokenizer))
+    chart = LiveChart(CHART, title=f"pretraining ({cfg.objective})", enabled=live)
+    bar = progress(cfg.max_steps, "pretrain", initial=step, disable=not progress_bar)
+
+    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps
+    model.train()
+    t_train, t_window, tok_window = 0.0, time.perf_counter(), 0
+    val_loss = None
+    while step < cfg.max_steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        batches = [{k: v.to(device, non_blocking=True) for k, v in get_batch(train_stream, cfg, tokenizer, gen).items()}
+                   for _ in range(cfg.grad_accum_steps)]
+        t0 = time.perf_counter()
+        loss = train_step(fwd, opt, batches, cfg, autocast)
+        step += 1
+        tokens_seen += tokens_per_step
+        tok_window += tokens_per_step
+        bar.update(1)
+        if step % cfg.log_interval == 0 or step == cfg.max_steps:
+            loss = float(loss)  # the only host sync of the step, and only on log steps
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            m = {"step": step, "pretrain/loss": loss, "pretrain/lr": lr_at(step - 1, cfg),
+                 "pretrain/tokens_per_s": tok_window / (now - t_window), "pretrain/tokens": tokens_seen}
+            t_train += now - t_window
+            t_window, tok_window = now, 0
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"pretraining loss became {loss} at step {step}; lower learning_rate")
+            if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+                val_loss = evaluate(fwd, val_stream, cfg, tokenizer, device, autocast)
+                m.update({"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50))})
+                t_window = time.perf_counter()  # evaluation time is not training throughput
+            append_jsonl(metrics_path, m)
+            chart.update(step, m)
+            bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}" if val_loss else "-")
+        if step % cfg.checkpoint_interval == 0 and step < cfg.max_steps:
+            _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, cfg, tokenizer)
+    bar.close()
+    chart.update(step, {}, force=True)
+
+    if val_loss is None:
+        val_loss = evaluate(fwd, val_stream, cfg, tokenizer, device, autocast)
+    smp = samples(model, tokenizer, cfg, device)
+    with atomic_dir(stage / "model") as d:
+        model.save_pretrained(d)
+        tokenizer.save_pretrained(d)
+    with atomic_dir(stage / "tokenizer") as d:
+        tokenizer.save_pretrained(d)
+    _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, cfg, tokenizer)  # lets a later run continue training
+    rows = read_jsonl(metrics_path)
+    tps = [m["pretrain/tokens_per_s"] for m in rows if "pretrain/tokens_per_s" in m]
+    result = {"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50)),
+              "pretrain/unigram_ppl": baseline, "pretrain/tokens_per_s": sorted(tps)[len(tps) // 2] if tps else None,
+              "pretrain/params": count_params(model), "pretrain/steps": step, "pretrain/tokens": tokens_seen,
+              "pretrain/seconds": time.perf_counter() - t_start, "pretrain/threads": threads,
+              "objective": cfg.objective, "tokenizer": cfg.tokenizer if not cfg.init_from else cfg.init_from,
+              "vocab_size": len(tokenizer), "device": str(device), "resumed_from": resume_state and resume_state["step"]}
+    atomic_write_json(stage / "eval.json", {**result, "samples": smp})
+    atomic_write_text_lines(stage / "samples.jsonl", smp)
+    r.complete("pretrain", result["pretrain/seconds"], {k: result[k] for k in (
+        "pretrain/val_ppl", "pretrain/unigram_ppl", "pretrain/tokens_per_s", "pretrain/params")})
+    return result
+
+
+def atomic_write_text_lines(path, records):
+    from .runs import atomic_write_text
+    import json
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+# --- checkpoints (resume after an interruption) -------------------------------------------
+
+def _fingerprint(cfg: PretrainConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE_CHANGES}
+
+
+def _save_ckpt(path: Path, model, opt, gen, step, tokens_seen, cfg, tokenizer) -> None:
+    with atomic_dir(path) as d:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "gen": gen.get_state(),
+                    "step": step, "tokens_seen": tokens_seen, "config": _fingerprint(cfg)}, d / "state.pt")
+        tokenizer.save_pretrained(d / "tokenizer")
+
+
+def _load_ckpt(path: Path, cfg: PretrainConfig) -> dict | None:
+    """The checkpoint when it was made by this same config (bar step counts), else None."""
+    f = path / "state.pt"
+    if not f.exists():
+        return None
+    state = torch.load(f, map_location="cpu", weights_only=False)
+    if state.get("config") != _fingerprint(cfg) or state["step"] >= cfg.max_steps:
+        return None
+    return state

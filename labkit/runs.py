@@ -1,0 +1,212 @@
+"""Run folders: how stages hand over, and how nothing gets half-written.
+
+A run is a folder ``runs/<name>/`` (see DESIGN.md)::
+
+    run.json          manifest: preset, seed, versions, data hashes, stages completed + timings
+    01_pretrain/ 02_sft/ 03_preferences/ 04_reward/ 05_ppo/
+    notebooks/        executed notebooks (papermill output)
+    report.html
+
+Stages never share notebook state: each one reads its predecessor's folder by
+stage name (``Run.require("sft")``) and fails with a clear message when it is
+missing. Every file is written atomically (temp file + ``os.replace``), and
+model folders are swapped in whole, so an interrupted stage leaves the
+previous state intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+STAGES = ("pretrain", "sft", "preferences", "reward", "ppo")
+STAGE_DIRS = {"pretrain": "01_pretrain", "sft": "02_sft", "preferences": "03_preferences",
+              "reward": "04_reward", "ppo": "05_ppo"}
+NOTEBOOKS = {"pretrain": "01_pretrain.ipynb", "sft": "02_sft.ipynb", "preferences": "03_preferences.ipynb",
+             "reward": "04_reward_model.ipynb", "ppo": "05_ppo.ipynb"}
+
+
+# --- atomic writes -----------------------------------------------------------------
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temp file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_json(path: str | Path, default=None):
+    path = Path(path)
+    if not path.exists():
+        return default
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a temp folder; on success it replaces ``path`` whole (old copy removed last).
+
+    ``os.replace`` cannot swap a non-empty folder atomically, so the old one is
+    first renamed aside: at every instant either the old or the new folder is
+    complete under some name, and a crash leaves ``path`` or ``path.old``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        old = path.with_name(path.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old.exists():
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one line and flush it: a crash loses at most the line being written."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, default=float) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a JSONL file, ignoring a torn last line left by a crash."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def file_hash(path: str | Path) -> str:
+    h = hashlib.sha256()
+    p = Path(path)
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    for q in files:
+        h.update(q.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def text_hash(texts) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "tokenizers", "datasets", "peft", "accelerate", "trl"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+class StageMissing(RuntimeError):
+    """A stage needs a predecessor that this run has not completed."""
+
+
+class Run:
+    """A run folder and its manifest."""
+
+    def __init__(self, name: str = "demo", runs_dir: str | Path = "runs"):
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"run name must be a plain folder name, got {name!r}")
+        self.name = name
+        self.path = Path(runs_dir) / name
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def at(cls, path: str | Path) -> "Run":
+        path = Path(path)
+        return cls(path.name, path.parent)
+
+    # manifest -------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "run.json"
+
+    def manifest(self) -> dict:
+        return read_json(self.manifest_path, default={"name": self.name, "stages": {}})
+
+    def update_manifest(self, **fields) -> dict:
+        m = self.manifest()
+        m.update(fields)
+        m.setdefault("stages", {})
+        m["versions"] = versions()
+        atomic_write_json(self.manifest_path, m)
+        return m
+
+    # stages ---------------------------------------------------------------------
+    def stage_dir(self, stage: str) -> Path:
+        if stage not in STAGE_DIRS:
+            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        d = self.path / STAGE_DIRS[stage]
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def is_complete(self, stage: str) -> bool:
+        return stage in self.manifest().get("stages", {})
+
+    def start(self, stage: str, cfg) -> Path:
+        """Mark a stage as (re)started: drop its completion mark, write its config."""
+        m = self.manifest()
+        m.setdefault("stages", {}).pop(stage, None)
+        m["versions"] = versions()
+        atomic_write_json(self.manifest_path, m)
+        d = self.stage_dir(stage)
+        atomic_write_json(d / "config.json", cfg if isinstance(cfg, dict) else cfg.__dict__)
+        return d
+
+    def complete(self, stage: str, seconds: float, headline: dict, **extra) -> None:
+        m = self.manifest()
+        m.setdefault("stages", {})[stage] = {"seconds": round(seconds, 2), "headline": headline,
+                                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        m["versions"] = versions()
+        atomic_write_json(self.manifest_path, m)
+
+    def require(self, stage: str, what: str = "model") -> Path:
+        """The folder of a completed predecessor stage, or a clear error saying how to make it."""
+        if not self.is_complete(stage):
+            raise StageMissing(
+                f"run '{self.name}' has no completed '{stage}' stage (looked in {self.path / STAGE_DIRS[stage]}); "
+                f"run it first: labkit run --name {self.name} --stages {stage}")
+        d = self.path / STAGE_DIRS[stage]
+        if what and not (d / what).exists():
+            raise StageMissing(f"stage '{stage}' of run '{self.name}' is marked complete but {d / what} is missing")
+        return d / what if what else d

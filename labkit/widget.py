@@ -1,0 +1,352 @@
+"""A notebook widget for labelling preferences by hand (stage 3).
+
+    store = LabelStore(run_dir / "03_preferences" / "labels.sqlite")
+    RankingWidget(candidates, store, annotator="alice", mode="pair", judge=Constitution())
+
+It shows the prompt and the candidates side by side. Every action is a button
+and a key (click inside the widget first, so it has the keyboard):
+
+    pair mode   a / <-  A is better      b / ->  B is better
+                t       tie              x       both bad
+    rank mode   1..9    pick the next best response (the last one is placed by itself)
+                Backspace  take back the last pick
+    both        s  skip     u  undo the last saved label
+
+Each label is committed to the store before the widget moves on; the progress
+bar counts this annotator's labels; a new widget resumes where the annotator
+stopped. With `judge=`, the message line says whether the AI judge agreed.
+
+How it is built: one `anywidget.AnyWidget`. Python owns all the logic and
+sends the browser a plain `view` dict; the browser draws it and sends back
+only key names (`{"key": "a", "unit": ...}`), buttons included. So the tests
+drive the exact code path the browser drives: `press("a")`, `click_choice("a")`,
+`pick(i)`, `skip()`, `undo()`. The browser writes model text with
+`textContent` only, never as HTML, so a response that contains
+`<script>...</script>` shows those characters and runs nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import anywidget
+import traitlets
+
+from labkit.judges import stopped_flags
+from labkit.store import LabelStore, work_units
+
+CHOICE_NAMES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
+PAIR_KEYS = {"a": "a", "arrowleft": "a", "b": "b", "arrowright": "b", "t": "tie", "x": "both_bad"}
+RANK_KEYS = {str(d): d - 1 for d in range(1, 10)}   # "1" picks response 1 (index 0)
+
+
+def _unit_key(unit) -> str:
+    """A unit as a string, so the browser can say which unit a key press was meant for."""
+    return "" if unit is None else "|".join(str(u) for u in unit)
+
+
+class RankingWidget(anywidget.AnyWidget):
+    """Label `candidates` into `store` as `annotator`, in "pair" or "rank" mode; see the module docstring."""
+
+    view = traitlets.Dict().tag(sync=True)        # everything the browser draws
+    rationale = traitlets.Unicode("").tag(sync=True)  # the optional free-text "why", cleared after each label
+
+    def __init__(self, candidates: list[dict], store: LabelStore, annotator: str, mode: str = "pair",
+                 judge=None, **kwargs):
+        super().__init__(**kwargs)
+        if not annotator or not annotator.strip():
+            raise ValueError("annotator: give your name, so labels record who gave them")
+        if annotator.startswith("ai:"):
+            raise ValueError("annotator names starting with 'ai:' are kept for AI judges")
+        self.candidates = list(candidates)
+        self.store, self.annotator, self.mode, self.judge = store, annotator.strip(), mode, judge
+        self.units = work_units(self.candidates, mode)
+        self._by_id = {c["id"]: c for c in self.candidates}
+        self._skipped: set = set()   # skipped this session: shown again only when nothing else is left
+        self._picks: list[int] = []  # rank mode: responses picked so far for the current item, best first
+        self.message = ""
+        self.index = store.next_item(self.units, self.annotator, mode)  # resume
+        self.on_msg(self._on_browser_msg)
+        self._draw()
+
+    # -- what the buttons and keys call ------------------------------------------------
+
+    @property
+    def unit(self):
+        """The unit on screen: (item_id, a, b) in pair mode, (item_id, None, None) in rank mode; None when done."""
+        return None if self.index is None else self.units[self.index]
+
+    def press(self, key: str, unit: str | None = None):
+        """Handle one key (or button, which sends its key). `unit`: the unit the browser showed.
+
+        A press meant for another unit is ignored: that is the second click of a
+        double click arriving after the first one already saved and moved on.
+        """
+        if unit is not None and unit != _unit_key(self.unit):
+            return None
+        key = key.lower()
+        if key == "u":
+            return self.undo()
+        if key == "s":
+            return self.skip()
+        if self.mode == "pair" and key in PAIR_KEYS:
+            return self.click_choice(PAIR_KEYS[key])
+        if self.mode == "rank" and key in RANK_KEYS:
+            return self.pick(RANK_KEYS[key])
+        if self.mode == "rank" and key == "backspace":
+            return self.unpick()
+        return None
+
+    def click_choice(self, choice: str) -> int | None:
+        """Pair mode: save "a", "b", "tie" or "both_bad" for the pair on screen; return the label id."""
+        if self.mode != "pair" or self.unit is None:
+            return None
+        item_id, a, b = self.unit
+        return self._save({"a": a, "b": b, "choice": choice})
+
+    def pick(self, index: int) -> int | None:
+        """Rank mode: response `index` is the next best. Saves (and returns the id) once the order is complete."""
+        if self.mode != "rank" or self.unit is None:
+            return None
+        k = len(self._by_id[self.unit[0]]["responses"])
+        if not 0 <= index < k or index in self._picks:
+            return None
+        self._picks.append(index)
+        if len(self._picks) == k - 1:  # the one left is the worst: no need to click it
+            self._picks += [i for i in range(k) if i not in self._picks]
+        if len(self._picks) == k:
+            return self._save({"order": self._picks})
+        self._draw()
+        return None
+
+    def unpick(self):
+        """Rank mode: take back the last pick."""
+        if self._picks:
+            self._picks.pop()
+        self._draw()
+
+    def skip(self):
+        """Leave the unit on screen unlabelled for now and move on."""
+        if self.unit is not None:
+            self._skipped.add(self.unit)
+            self.message = "Skipped."
+            self._advance()
+        self._draw()
+
+    def undo(self):
+        """Take back this annotator's last saved label (in this mode) and show its unit again."""
+        label = self.store.undo_last(self.annotator, kind=self.mode)
+        self._picks = []
+        if label is None:
+            self.message = "Nothing to undo."
+        else:
+            self.message = f"Undid label #{label.id}."
+            self._skipped.discard(label.unit)
+            if label.unit in self.units:
+                self.index = self.units.index(label.unit)
+        self._draw()
+        return label
+
+    # -- the rest ------------------------------------------------------------------
+
+    def _save(self, payload: dict) -> int:
+        item_id = self.unit[0]
+        label_id = self.store.add_label(item_id, self.annotator, self.mode, payload,
+                                        rationale=self.rationale.strip() or None)
+        self.message = f"Saved label #{label_id}." + self._judge_says(item_id, payload)
+        self.rationale = ""
+        self._advance()
+        self._draw()
+        return label_id
+
+    def _advance(self):
+        self._picks = []
+        self.index = self.store.next_item(self.units, self.annotator, self.mode, skip=self._skipped)
+        if self.index is not None and self.unit in self._skipped:
+            # Only skipped units are left: go round them again, starting after this one.
+            current = self.units[self.index]
+            self._skipped = {current}
+            self.index = self.store.next_item(self.units, self.annotator, self.mode, skip=self._skipped)
+
+    def _judge_says(self, item_id: str, payload: dict) -> str:
+        """" The AI judge agrees." or what it would have said instead ('' without a judge)."""
+        if self.judge is None:
+            return ""
+        cand = self._by_id[item_id]
+        responses, stopped, task = cand["responses"], stopped_flags(cand), cand.get("task")
+        name = getattr(self.judge, "name", "judge")
+        if self.mode == "pair":
+            a, b = payload["a"], payload["b"]
+            says = self.judge.compare(cand["prompt"], task, responses[a], responses[b], stopped[a], stopped[b])
+            verdict = "agrees" if says == payload["choice"] else "disagrees"
+            return f" AI judge ({name}): {CHOICE_NAMES[says]} - {verdict}."
+        order = self.judge.rank(cand["prompt"], task, responses, stopped)
+        mine = {i: p for p, i in enumerate(payload["order"])}
+        theirs = {i: p for p, i in enumerate(order)}
+        pairs = list(itertools.combinations(range(len(responses)), 2))
+        same = sum((mine[i] < mine[j]) == (theirs[i] < theirs[j]) for i, j in pairs)
+        ranked = " > ".join(str(i + 1) for i in order)
+        return f" AI judge ({name}) ranked {ranked} - agrees on {same} of {len(pairs)} pairs."
+
+    def _on_browser_msg(self, widget, content, buffers):
+        if isinstance(content, dict) and "key" in content:
+            self.press(str(content["key"]), unit=content.get("unit"))
+
+    def _draw(self):
+        """Rebuild the `view` dict the browser draws (and the tests read)."""
+        done_units = {lab.unit for lab in self.store.labels(annotator=self.annotator, kind=self.mode)}
+        done = sum(u in done_units for u in self.units)
+        view = {"mode": self.mode, "annotator": self.annotator, "unit": _unit_key(self.unit),
+                "done": done, "total": len(self.units), "finished": self.unit is None,
+                "message": self.message, "prompt": "", "item_id": "", "candidates": [], "buttons": []}
+        if self.mode == "pair":
+            view["buttons"] = [{"label": "A is better", "key": "a"}, {"label": "B is better", "key": "b"},
+                               {"label": "Tie", "key": "t"}, {"label": "Both bad", "key": "x"}]
+            view["help"] = "Keys: a or \u2190 = A better, b or \u2192 = B better, t = tie, x = both bad, s = skip, u = undo"
+        else:
+            view["buttons"] = [{"label": "Take back pick", "key": "backspace"}]
+            view["help"] = "Keys: 1-9 = pick the next best response, Backspace = take back a pick, s = skip, u = undo"
+        view["buttons"] += [{"label": "Skip", "key": "s"}, {"label": "Undo", "key": "u"}]
+        view["keys"] = sorted({*(PAIR_KEYS if self.mode == "pair" else [*RANK_KEYS, "backspace"]), "s", "u"})
+        if self.unit is None:
+            view["message"] = (self.message + " " if self.message else "") + f"All {len(self.units)} labelled - thank you!"
+        else:
+            item_id, a, b = self.unit
+            cand = self._by_id[item_id]
+            view["prompt"], view["item_id"] = cand["prompt"], item_id
+            if self.mode == "pair":
+                view["candidates"] = [
+                    {"title": "A", "subtitle": f"response {a + 1}", "text": cand["responses"][a], "key": None},
+                    {"title": "B", "subtitle": f"response {b + 1}", "text": cand["responses"][b], "key": None}]
+            else:
+                view["candidates"] = [
+                    {"title": f"Response {i + 1}", "text": text, "key": str(i + 1),
+                     "subtitle": f"ranked {self._picks.index(i) + 1}" if i in self._picks else ""}
+                    for i, text in enumerate(cand["responses"])]
+        self.view = view
+
+
+# The browser side. Text from the model only ever goes through textContent.
+_ESM = r"""
+function node(tag, cls, text) {
+  const n = document.createElement(tag);
+  if (cls) n.className = cls;
+  if (text !== undefined) n.textContent = text;
+  return n;
+}
+
+function render({ model, el }) {
+  const root = node("div", "labkit-rank");
+  root.tabIndex = 0;
+  // Lumino (JupyterLab) skips its shortcuts for keys pressed inside this element;
+  // without it, "a" and "b" would insert notebook cells instead of labelling.
+  root.setAttribute("data-lm-suppress-shortcuts", "true");
+  const head = node("div", "labkit-head");
+  const who = node("span", "labkit-who");
+  const bar = node("progress", "labkit-progress");
+  const count = node("span", "labkit-count");
+  head.append(who, bar, count);
+  const prompt = node("div", "labkit-prompt");
+  const cards = node("div", "labkit-cards");
+  const buttons = node("div", "labkit-buttons");
+  const why = node("textarea", "labkit-why");
+  why.placeholder = "Why? (optional, saved with the next label)";
+  why.rows = 2;
+  const msg = node("div", "labkit-msg");
+  msg.setAttribute("role", "status");
+  const help = node("div", "labkit-help");
+  root.append(head, prompt, cards, buttons, why, msg, help);
+  el.appendChild(root);
+
+  const send = (key) => model.send({ key: key, unit: model.get("view").unit });
+
+  root.addEventListener("keydown", (e) => {
+    if (e.target === why || e.ctrlKey || e.metaKey || e.altKey) return;
+    const key = e.key.toLowerCase();
+    if (!(model.get("view").keys || []).includes(key)) return;
+    e.preventDefault();
+    e.stopPropagation();
+    send(key);
+  });
+  why.addEventListener("input", () => {
+    model.set("rationale", why.value);
+    model.save_changes();
+  });
+
+  function button(label, key) {
+    const b = node("button", "labkit-button", label + " (" + (key === "backspace" ? "\u232b" : key) + ")");
+    b.type = "button";
+    b.setAttribute("aria-keyshortcuts", key);
+    b.addEventListener("click", () => send(key));
+    return b;
+  }
+
+  function draw() {
+    const v = model.get("view");
+    const hadFocus = root.contains(document.activeElement) && document.activeElement !== why;
+    who.textContent = "Annotator: " + v.annotator + " \u00b7 " + v.mode + " mode";
+    bar.max = Math.max(v.total, 1);
+    bar.value = v.done;
+    count.textContent = v.done + " / " + v.total + " labelled";
+    prompt.textContent = v.finished ? "" : v.prompt;
+    prompt.hidden = v.finished;
+    cards.replaceChildren(...v.candidates.map((c) => {
+      const card = node("div", "labkit-card");
+      const top = node("div", "labkit-card-head");
+      top.append(node("b", "", c.title), node("span", "labkit-sub", c.subtitle || ""));
+      if (c.key) {
+        card.classList.add("labkit-pickable");
+        if (c.subtitle) card.classList.add("labkit-picked");
+        top.append(button("Pick " + c.key, c.key));
+      }
+      card.append(top, node("div", "labkit-text", c.text));
+      return card;
+    }));
+    buttons.replaceChildren(...v.buttons.map((b) => button(b.label, b.key)));
+    buttons.hidden = v.finished && v.buttons.length === 0;
+    if (why.value !== model.get("rationale")) why.value = model.get("rationale");
+    msg.textContent = v.message;
+    help.textContent = v.help;
+    // Redrawing replaced the focused button: keep the keyboard inside the widget.
+    if (hadFocus && !root.contains(document.activeElement)) root.focus({ preventScroll: true });
+  }
+
+  const onRationale = () => {
+    if (why.value !== model.get("rationale")) why.value = model.get("rationale");
+  };
+  model.on("change:view", draw);
+  model.on("change:rationale", onRationale);
+  draw();
+  return () => {
+    model.off("change:view", draw);
+    model.off("change:rationale", onRationale);
+  };
+}
+
+export default { render };
+"""
+
+_CSS = """
+.labkit-rank { font-family: var(--jp-ui-font-family, sans-serif); font-size: 13px; padding: 6px;
+  border: 1px solid var(--jp-border-color2, #ddd); border-radius: 4px; outline: none; }
+.labkit-rank:focus-within { border-color: var(--jp-brand-color1, #1976d2); }
+.labkit-head { display: flex; gap: 10px; align-items: center; margin-bottom: 6px; }
+.labkit-progress { flex: 1; }
+.labkit-prompt { white-space: pre-wrap; overflow-wrap: anywhere; font-weight: 600; margin: 6px 0; }
+.labkit-cards { display: flex; gap: 8px; align-items: stretch; }
+.labkit-card { flex: 1; min-width: 0; border: 1px solid var(--jp-border-color2, #ddd);
+  border-radius: 4px; padding: 6px; }
+.labkit-picked { border-color: var(--jp-brand-color1, #1976d2); background: var(--jp-layout-color2, #f3f7fc); }
+.labkit-card-head { display: flex; gap: 8px; align-items: center; margin-bottom: 4px; }
+.labkit-sub { color: var(--jp-ui-font-color2, #666); flex: 1; }
+.labkit-text { white-space: pre-wrap; overflow-wrap: anywhere; max-height: 20em; overflow: auto;
+  font-family: var(--jp-code-font-family, monospace); }
+.labkit-buttons { display: flex; gap: 6px; flex-wrap: wrap; margin: 8px 0; }
+.labkit-why { width: 100%; box-sizing: border-box; }
+.labkit-msg { min-height: 1.2em; margin-top: 4px; }
+.labkit-help { color: var(--jp-ui-font-color2, #666); font-size: 12px; }
+"""
+
+# anywidget reads these when a widget is created, so they can follow the class.
+RankingWidget._esm = _ESM
+RankingWidget._css = _CSS

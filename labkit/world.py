@@ -1,0 +1,322 @@
+"""The embedded world: a small, seeded universe of text, tasks and a verifier.
+
+No hub is reachable where the lab is developed, and a lab needs to *measure*
+what each stage did. So the lab ships its own world:
+
+* ``World(seed)`` holds a fixed cast of residents (name, town, job, pet,
+  favourite colour). These are the *facts* a model can learn in pretraining.
+* ``corpus(world, n_docs, seed)`` writes raw text about that world: short
+  stories with a random cast (names drawn from a pool far larger than the
+  model can memorise), fact paragraphs in several paraphrases, and simple
+  reasoning (counting, arithmetic, comparisons, word lists).
+* ``make_tasks(world, n, split, seed)`` turns the same world into instruction
+  tasks in five families, each with one right answer. ``verify(task, text)``
+  is the verifier: it knows the answer, so SFT accuracy, reward-model
+  correlation and PPO's *true* score are numbers, not opinions.
+
+Train and evaluation never leak: stories use names from disjoint halves of
+the name pool, facts are asked about disjoint halves of the residents,
+arithmetic uses disjoint operand pairs, and every family keeps one question
+template for evaluation only.
+
+Everything is deterministic from the seed; generating the default corpus
+takes about a second.
+
+    >>> w = World(0)
+    >>> docs = corpus(w, n_docs=10, seed=1)
+    >>> tasks = make_tasks(w, 5, split="train", seed=2)
+    >>> verify(tasks[0], tasks[0]["answer"])
+    1.0
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+# --- vocabulary of the world ------------------------------------------------------
+# Names are built from syllables so the pool is large (~2,500) while every
+# name is made of a few BPE-friendly pieces.
+_ONSETS = ["ba", "ca", "da", "fe", "ga", "ha", "ja", "ka", "la", "ma", "na", "pa", "ra", "sa", "ta", "va",
+           "bo", "co", "do", "fi", "go", "ji", "ki", "lo", "mi", "no", "po", "ri", "so", "to", "vi", "zo",
+           "be", "de", "le", "ne", "re", "te", "wi", "ya"]
+_CODAS = ["n", "ra", "la", "to", "mi", "ro", "na", "li", "ko", "sa", "x", "m", "ne", "da", "ria", "tan",
+          "lin", "vo", "ri", "bel", "do", "ka", "nor", "pi", "sen", "th", "va", "mo", "dy", "ley", "zi", "fa",
+          "ren", "wyn", "lo", "gan", "ti", "ma", "bo", "sha", "ck", "ver", "lia", "ro", "nie", "ston", "ry",
+          "ssa", "dre", "lux", "mar", "tis", "pa", "vin", "ja", "dor", "nik", "ya", "cus", "bi", "lyn", "ga"]
+NAME_POOL = sorted({(o + c).capitalize() for o in _ONSETS for c in _CODAS})
+
+TOWNS = ["Oakton", "Riverby", "Stonefield", "Maplewood", "Brookhaven", "Fernhill", "Ashford", "Willowmere",
+         "Pinecrest", "Elmstead", "Clearwater", "Redcliff"]
+JOBS = ["baker", "teacher", "farmer", "doctor", "painter", "sailor", "builder", "singer", "driver", "cook",
+        "gardener", "tailor"]
+PETS = ["cat", "dog", "bird", "fish", "rabbit", "horse", "fox", "owl", "frog", "goat", "turtle", "mouse"]
+COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "white", "black", "brown", "pink", "gray",
+          "silver"]
+PLACES = ["market", "park", "library", "river", "bakery", "school", "garden", "harbor", "forest", "station",
+          "museum", "beach", "farm", "bridge", "castle", "hill"]
+OBJECTS = ["apple", "book", "kite", "ball", "lamp", "cup", "hat", "key", "map", "shell", "coin", "drum",
+           "flute", "box", "ring", "scarf", "stone", "boat", "bell", "clock"]
+FEELINGS = ["happy", "tired", "proud", "surprised", "calm", "excited", "curious", "sleepy"]
+TIMES = ["One morning", "One evening", "Last week", "On a rainy day", "On Sunday", "At noon", "Long ago",
+         "Yesterday", "One cold night", "In the spring"]
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+ATTRIBUTES = ("town", "job", "pet", "color")
+FAMILIES = ("story_qa", "fact_recall", "arithmetic", "word_list", "extract")
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    town: str
+    job: str
+    pet: str
+    color: str
+
+
+class World:
+    """A fixed cast of residents plus the split of names into train/eval halves."""
+
+    def __init__(self, seed: int = 0, n_people: int = 48):
+        rng = random.Random(seed)
+        pool = NAME_POOL[:]
+        rng.shuffle(pool)
+        cast, rest = pool[:n_people], pool[n_people:]
+        self.seed = seed
+        self.people = [Person(n, rng.choice(TOWNS), rng.choice(JOBS), rng.choice(PETS), rng.choice(COLORS))
+                       for n in cast]
+        # Residents whose facts SFT may ask about vs. those kept for evaluation:
+        # a held-out resident tests *extraction* of knowledge stored in pretraining.
+        half = n_people // 2
+        self.fact_people = {"train": self.people[:half], "eval": self.people[half:]}
+        # Story characters: disjoint halves so evaluation stories have unseen casts.
+        mid = len(rest) // 2
+        self.story_names = {"train": rest[:mid], "eval": rest[mid:]}
+
+    def person(self, name: str) -> Person:
+        return next(p for p in self.people if p.name == name)
+
+
+# --- raw text --------------------------------------------------------------------
+
+_FACT_TEMPLATES = {
+    "town": ["{n} lives in {v}.", "{n}'s home is in {v}.", "The town where {n} lives is {v}.",
+             "{n} has a house in {v}."],
+    "job": ["{n} works as a {v}.", "{n} is a {v}.", "By trade, {n} is a {v}.", "{n}'s job is {v}."],
+    "pet": ["{n} has a pet {v}.", "{n}'s pet is a {v}.", "At home, {n} keeps a {v}.",
+            "The pet that {n} has is a {v}."],
+    "color": ["{n}'s favorite color is {v}.", "{n} likes the color {v}.", "The color {n} loves most is {v}.",
+              "{n} always picks {v}."],
+}
+
+
+def fact_paragraph(p: Person, rng: random.Random) -> str:
+    """Four facts about one resident, each in a random paraphrase, in random order.
+
+    Paraphrase and order variety is what lets a model *extract* a fact later
+    rather than memorise one sentence (Allen-Zhu & Li, "Physics of Language
+    Models 3.1", 2023: knowledge augmentation).
+    """
+    attrs = list(ATTRIBUTES)
+    rng.shuffle(attrs)
+    return " ".join(rng.choice(_FACT_TEMPLATES[a]).format(n=p.name, v=getattr(p, a)) for a in attrs)
+
+
+def story(names: list[str], rng: random.Random) -> tuple[str, dict]:
+    """A short story and the facts it states (who went where, found what, gave to whom)."""
+    a, b = rng.sample(names, 2)
+    place, obj, color, feel = rng.choice(PLACES), rng.choice(OBJECTS), rng.choice(COLORS), rng.choice(FEELINGS)
+    text = rng.choice([
+        "{t}, {a} went to the {p}. At the {p}, {a} found a {c} {o}. {a} gave the {o} to {b}. {b} was {f}.",
+        "{t}, {a} walked to the {p}. There {a} saw a {c} {o} and took it. Later {a} gave the {o} to {b}, "
+        "and {b} felt {f}.",
+        "{t}, {a} and {b} met near the {p}. {a} had found a {c} {o} there. {a} gave it to {b}. {b} was {f}.",
+    ]).format(t=rng.choice(TIMES), a=a, b=b, p=place, o=obj, c=color, f=feel)
+    return text, {"who": a, "place": place, "object": obj, "color": color, "receiver": b, "feeling": feel}
+
+
+def reasoning(rng: random.Random) -> str:
+    """Counting, arithmetic, comparison and word-list sentences: the skills SFT will ask for."""
+    kind = rng.randrange(5)
+    if kind == 0:
+        x, y = rng.randint(0, 20), rng.randint(0, 20)
+        return rng.choice(["{x} plus {y} is {s}.", "{x} + {y} = {s}.", "If you add {y} to {x}, you get {s}."]
+                          ).format(x=x, y=y, s=x + y)
+    if kind == 1:
+        x, y = sorted((rng.randint(0, 20), rng.randint(0, 20)), reverse=True)
+        return rng.choice(["{x} minus {y} is {d}.", "{x} - {y} = {d}.", "If you take {y} from {x}, {d} is left."]
+                          ).format(x=x, y=y, d=x - y)
+    if kind == 2:
+        n, obj, name = rng.randint(1, 9), rng.choice(OBJECTS), rng.choice(NAME_POOL)
+        k = rng.randint(1, n)
+        return (f"{name} had {n} {obj}s. {name} lost {k}. Now {name} has {n - k} {obj}s." if rng.random() < .5
+                else f"{name} had {n} {obj}s and found {k} more. Now {name} has {n + k} {obj}s.")
+    words = rng.sample(rng.choice([PETS, OBJECTS, COLORS, PLACES]), 3)
+    w = ", ".join(words)
+    if kind == 3:
+        return f"The words {w} in reverse order are {', '.join(words[::-1])}."
+    return rng.choice([f"In the list {w}, the first word is {words[0]} and the last word is {words[2]}.",
+                       f"The last word of {w} is {words[2]}.", f"The first word of {w} is {words[0]}."])
+
+
+def corpus(world: World, n_docs: int = 4000, seed: int = 0) -> list[str]:
+    """Raw text documents: ~45% stories, ~25% fact paragraphs, ~30% reasoning.
+
+    Stories draw their cast from *all* non-resident names (both halves), so the
+    pretrained model has read every name; only SFT's training tasks are split.
+    """
+    rng = random.Random(seed)
+    names = world.story_names["train"] + world.story_names["eval"]
+    docs = []
+    for _ in range(n_docs):
+        r = rng.random()
+        if r < 0.45:
+            docs.append(" ".join(story(names, rng)[0] for _ in range(rng.randint(1, 3))))
+        elif r < 0.70:
+            docs.append(" ".join(fact_paragraph(p, rng) for p in rng.sample(world.people, rng.randint(1, 3))))
+        else:
+            docs.append(" ".join(reasoning(rng) for _ in range(rng.randint(2, 5))))
+    return docs
+
+
+def split_docs(docs: list[str], val_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Split documents (not tokens) so no document straddles train and validation.
+
+    Exact duplicates (short templated reasoning can repeat) are removed from
+    validation when they also occur in train, so validation never scores a
+    memorised document.
+    """
+    rng = random.Random(seed)
+    idx = list(range(len(docs)))
+    rng.shuffle(idx)
+    n_val = max(1, int(len(docs) * val_fraction)) if len(docs) > 1 else 0
+    val = [docs[i] for i in idx[:n_val]]
+    train = [docs[i] for i in idx[n_val:]]
+    seen = set(train)
+    val = [d for d in val if d not in seen] or val
+    return train, val
+
+
+def corpus_stats(docs: list[str]) -> dict:
+    """Distinct sentences, vocabulary and size: evidence the corpus is not memorisable."""
+    sentences = [s for d in docs for s in re.split(r"(?<=[.!?])\s+", d) if s]
+    words = [w for d in docs for w in re.findall(r"[A-Za-z']+|\d+", d)]
+    return {"docs": len(docs), "sentences": len(sentences), "distinct_sentences": len(set(sentences)),
+            "words": len(words), "vocabulary": len(set(w.lower() for w in words)),
+            "characters": sum(len(d) for d in docs)}
+
+
+# --- instruction tasks -----------------------------------------------------------
+# Each family: (question templates; the LAST template is evaluation-only).
+
+_STORY_Q = {
+    "place": ["Where did {a} go?", "Which place did {a} visit?", "To which place did {a} go?"],
+    "object": ["What did {a} find?", "Which thing did {a} find?", "What was the thing {a} found?"],
+    "color": ["What color was the {o}?", "Which color was the {o}?", "The {o} had which color?"],
+    "receiver": ["Who got the {o}?", "To whom did {a} give the {o}?", "Who received the {o}?"],
+}
+_FACT_Q = {
+    "town": ["Where does {n} live?", "In which town does {n} live?", "What town is {n}'s home?"],
+    "job": ["What is {n}'s job?", "What does {n} work as?", "What work does {n} do?"],
+    "pet": ["What pet does {n} have?", "What animal is {n}'s pet?", "Which pet does {n} keep?"],
+    "color": ["What is {n}'s favorite color?", "Which color does {n} like most?", "What color does {n} love?"],
+}
+_ARITH_Q = ["What is {x} plus {y}?", "Add {x} and {y}.", "What is {x} + {y}?",
+            "Compute {x} + {y}."]
+_SUB_Q = ["What is {x} minus {y}?", "Subtract {y} from {x}.", "What is {x} - {y}?",
+          "Compute {x} - {y}."]
+_LIST_Q = {
+    "reverse": ["Reverse the list: {w}", "Write the words {w} in reverse order.", "Give {w} backwards."],
+    "first": ["What is the first word of {w}?", "Which word comes first in {w}?", "Name the first word in {w}."],
+    "last": ["What is the last word of {w}?", "Which word comes last in {w}?", "Name the last word in {w}."],
+}
+_EXTRACT_Q = {
+    "pet": ("Which animal is mentioned here? {s}", "Name the animal in this sentence: {s}",
+            "What animal does this text talk about? {s}"),
+    "color": ("Which color is mentioned here? {s}", "Name the color in this sentence: {s}",
+              "What color does this text talk about? {s}"),
+    "place": ("Which place is mentioned here? {s}", "Name the place in this sentence: {s}",
+              "What place does this text talk about? {s}"),
+}
+_EXTRACT_S = {
+    "pet": ["{n} saw a {v} near the road.", "A {v} slept next to {n}.", "{n} drew a picture of a {v}."],
+    "color": ["{n} painted the door {v}.", "The sky looked {v} to {n}.", "{n} wore a {v} coat."],
+    "place": ["{n} spent the day at the {v}.", "The {v} was quiet when {n} came.", "{n} ran to the {v}."],
+}
+_VALUES = {"pet": PETS, "color": COLORS, "place": PLACES}
+
+
+def _templates(options, split):
+    """Training uses all but the last template; evaluation uses only the last."""
+    return options[:-1] if split == "train" else options[-1:]
+
+
+def _pair_split(x: int, y: int) -> str:
+    # Operand pairs are split by a fixed hash so eval sums were never SFT targets.
+    return "eval" if (x * 7 + y * 13) % 5 == 0 else "train"
+
+
+def make_task(world: World, family: str, split: str, rng: random.Random) -> dict:
+    """One instruction task: {"family", "prompt", "answer", "split"} (+ family details)."""
+    if family == "story_qa":
+        text, facts = story(world.story_names[split], rng)
+        key = rng.choice(list(_STORY_Q))
+        q = rng.choice(_templates(_STORY_Q[key], split)).format(a=facts["who"], o=facts["object"])
+        prompt, answer = f"{text}\nQuestion: {q}", facts[key]
+    elif family == "fact_recall":
+        p = rng.choice(world.fact_people[split])
+        key = rng.choice(ATTRIBUTES)
+        prompt, answer = rng.choice(_templates(_FACT_Q[key], split)).format(n=p.name), getattr(p, key)
+    elif family == "arithmetic":
+        while True:
+            x, y = rng.randint(0, 20), rng.randint(0, 20)
+            if _pair_split(x, y) == split:
+                break
+        if rng.random() < 0.5:
+            prompt, answer = rng.choice(_templates(_ARITH_Q, split)).format(x=x, y=y), str(x + y)
+        else:
+            x, y = max(x, y), min(x, y)
+            prompt, answer = rng.choice(_templates(_SUB_Q, split)).format(x=x, y=y), str(x - y)
+    elif family == "word_list":
+        key = rng.choice(list(_LIST_Q))
+        words = rng.sample(rng.choice([PETS, OBJECTS, COLORS, PLACES]), 3)
+        prompt = rng.choice(_templates(_LIST_Q[key], split)).format(w=", ".join(words))
+        answer = {"reverse": ", ".join(words[::-1]), "first": words[0], "last": words[2]}[key]
+    elif family == "extract":
+        key = rng.choice(list(_EXTRACT_Q))
+        value = rng.choice(_VALUES[key])
+        name = rng.choice(world.story_names[split])
+        sentence = rng.choice(_EXTRACT_S[key]).format(n=name, v=value)
+        prompt, answer = rng.choice(_templates(list(_EXTRACT_Q[key]), split)).format(s=sentence), value
+    else:
+        raise ValueError(f"unknown task family {family!r}; choose from {', '.join(FAMILIES)}")
+    return {"family": family, "prompt": prompt, "answer": answer, "split": split}
+
+
+def make_tasks(world: World, n: int, split: str = "train", seed: int = 0,
+               families: tuple[str, ...] = FAMILIES) -> list[dict]:
+    """``n`` tasks cycling through ``families`` (balanced), deterministic from ``seed``."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    rng = random.Random(f"{world.seed}-{split}-{seed}")
+    tasks = [make_task(world, families[i % len(families)], split, rng) for i in range(n)]
+    for i, t in enumerate(tasks):
+        t["id"] = f"{split}-{seed}-{i}"
+    return tasks
+
+
+def normalize(text: str) -> str:
+    """Lower-case, collapse spaces, drop surrounding punctuation: '  Bird, dog.' -> 'bird, dog'."""
+    text = re.sub(r"\s+", " ", text.strip().lower())
+    return text.strip(" .!?\"'")
+
+
+def verify(task: dict, response: str) -> float:
+    """1.0 when the response *is* the answer (after normalisation), else 0.0.
+
+    Exact match on purpose: an answer followed by rambling scores 0, so a
+    model must also learn to stop. Stages report this as accuracy in percent.
+    """
+    return float(normalize(response) == normalize(task["answer"]))

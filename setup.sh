@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up LLM Training Lab in ./.venv: torch (CPU build where no GPU is present), labkit and its
+# dependencies, and a Jupyter kernel inside the venv so `jupyter lab` opens the notebooks and runs them.
+#   ./setup.sh          # the lab
+#   ./setup.sh --dev    # plus test tools (pytest, nbval, playwright)
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+if ! python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    python -m pip install -q torch                      # a GPU is present: pip's default (CUDA) build
+  else
+    # No GPU: the CPU build. 2.13.0 is served from local disk on the lab's machines; elsewhere the
+    # PyTorch CPU index has it. A bare `torch` would pull a multi-GB CUDA build for nothing.
+    python -m pip install -q torch==2.13.0 2>/dev/null \
+      || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+if [ "${1:-}" = "--dev" ]; then extra="[dev]"; else extra=""; fi
+python -m pip install -q -e ".${extra}"
+# A kernelspec inside the venv: `jupyter lab` from .venv finds it, papermill's "python3" resolves to it.
+python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (labkit)" >/dev/null
+echo "labkit is set up in .venv (torch $(python -c 'import torch; print(torch.__version__)'))"
