@@ -29,6 +29,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import gzip
+import itertools
 import json
 import os
 import re
@@ -113,7 +114,9 @@ def _read_text(path: Path, allow_empty: bool = False) -> str:
     if not raw[start:].strip():
         if allow_empty:
             return ""
-        raise DataError(f"{path}: file is empty — nothing to load; point at a file that contains data")
+        raise DataError(f"{path}: file is empty (or only whitespace) — point at a file that contains data")
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # e.g. saved by Windows Notepad / PowerShell
+        raise DataError(f"{path}: is UTF-16 text (byte-order mark at offset 0) — re-save it as UTF-8")
     nul = raw.find(b"\x00")
     if nul >= 0:
         raise DataError(f"{path}: looks like a binary file (NUL byte at {where} {nul}) — expected UTF-8 text "
@@ -235,6 +238,7 @@ def _load_hub(name: str, split: str, subset: str | None):
     import datasets
     offline_msg = (f"could not reach the Hugging Face Hub for dataset '{name}' (offline?) — pass a local file "
                    f"path instead (no local file or folder named '{name}' exists either)")
+    forced = False
     try:
         forced = not datasets.config.HF_HUB_OFFLINE and not _hub_reachable()
         with _offline_mode() if forced else contextlib.nullcontext():
@@ -381,7 +385,7 @@ def _check(on_error: str) -> None:
 def _detect(records: list[tuple[str, int, Any]], formats: dict[str, tuple[str, ...]], name: str, what: str) -> str:
     """The first format whose required fields all appear in one of the file's first records."""
     first = None
-    for _, _, rec in records[:100]:
+    for _, _, rec in records:
         if isinstance(rec, dict):
             first = rec if first is None else first
             for fmt, keys in formats.items():
@@ -402,12 +406,14 @@ def _load(source, on_error: str, split: str, subset: str | None, max_records: in
         if kind.startswith("txt"):
             raise DataError(f"{name}: plain text has no {what} records — use JSON/JSONL/parquet records "
                             f"(load_texts reads raw text)")
-        records = list(_records(kind, obj))
-        if not records:
+        stream = iter(_records(kind, obj))
+        head = list(itertools.islice(stream, 100))  # enough to detect the format; the rest streams
+        if not head:
             raise DataError(f"{name}: contains no records")
-        fmt = _detect(records, formats, name, what)
+        fmt = _detect(head, formats, name, what)
+        records = itertools.chain(head, stream)
         label = name if kind == "hub" else Path(name).name
-        report.place = report.place or records[0][0]
+        report.place = report.place or head[0][0]
         for place, n, rec in records:
             report.n_read += 1
             try:

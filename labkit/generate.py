@@ -35,11 +35,12 @@ def generate(model, tokenizer, instructions: list[str], max_new_tokens: int = 32
         chunk = instructions[i:i + batch_size]
         enc = tokenizer([format_prompt(tokenizer, x) for x in chunk], return_tensors="pt", padding=True,
                         add_special_tokens=False).to(device)
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else \
+        # top_k=0: sample from the whole distribution (transformers' default top_k=50 would truncate it)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else \
             dict(do_sample=False)
         g = model.generate(**enc, max_new_tokens=max_new_tokens, num_return_sequences=num_return_sequences,
                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                           top_k=0, **sampling)
+                           **sampling)
         resp = g[:, enc.input_ids.shape[1]:]
         for j, row in enumerate(resp.tolist()):
             stopped = tokenizer.eos_token_id in row

@@ -45,7 +45,7 @@ def stopped_flags(candidate: dict) -> list[bool]:
 
 @dataclass
 class Principle:
-    """One written principle: `check(prompt, task, response, stopped)` gives a score in [0, 1], or None when it does not apply."""
+    """One written principle: `check(prompt, task, response, stopped)` -> score in [0, 1], or None (not applicable)."""
 
     name: str
     weight: float

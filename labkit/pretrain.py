@@ -47,6 +47,7 @@ class PretrainConfig:
     data: str = field(default="world", metadata={"help": "'world' (embedded corpus), a local .txt/.jsonl/.json/.parquet file or folder, or a hub dataset name"})
     text_field: str = field(default="text", metadata={"help": "field holding the text in JSON/parquet/hub records"})
     world_docs: int = field(default=12000, metadata={"help": "documents to generate when data='world'"})
+    world_seed: int = field(default=0, metadata={"help": "which embedded world (its residents and facts); later stages read it from run.json"})
     val_fraction: float = field(default=0.05, metadata={"help": "fraction of documents held out for validation"})
     # tokenizer
     tokenizer: str = field(default="bpe", metadata={"help": "tokenizer to train: bpe | wordpiece | unigram"})
@@ -86,7 +87,7 @@ class PretrainConfig:
 
 
 PRESETS = {
-    "smoke": dict(world_docs=600, vocab_size=512, n_layer=2, n_head=2, n_embd=64, block_size=64, batch_size=8,
+    "smoke": dict(world_docs=600, vocab_size=512, n_layer=2, n_head=2, n_embd=64, block_size=128, batch_size=8,
                   max_steps=30, warmup_steps=5, eval_interval=15, eval_batches=2, log_interval=5,
                   checkpoint_interval=15),
     "cpu": dict(),  # the dataclass defaults are the cpu preset
@@ -112,7 +113,7 @@ def config(preset: str = "cpu", **overrides) -> PretrainConfig:
 def load_corpus(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
     """Train and validation documents, split by document (never inside one)."""
     if cfg.data == "world":
-        docs = W.corpus(W.World(cfg.seed), cfg.world_docs, seed=cfg.seed + 1)
+        docs = W.corpus(W.World(cfg.world_seed), cfg.world_docs, seed=cfg.seed + 1)
     else:
         from .data import load_texts  # real text: local files or a hub dataset
         docs = load_texts(cfg.data, text_field=cfg.text_field)
@@ -337,7 +338,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
         step, tokens_seen = resume_state["step"], resume_state["tokens_seen"]
     fwd = torch.compile(model) if cfg.compile else model
 
-    r.update_manifest(preset=preset or r.manifest().get("preset"), seed=cfg.seed)
+    r.update_manifest(preset=preset or r.manifest().get("preset"), seed=cfg.seed, world_seed=cfg.world_seed)
     r.start("pretrain", dataclasses.asdict(cfg))
     metrics_path = stage / "metrics.jsonl"
     # Keep history up to the resumed step, drop lines from the interrupted tail.

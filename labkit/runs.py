@@ -200,6 +200,11 @@ class Run:
         m["versions"] = versions()
         atomic_write_json(self.manifest_path, m)
 
+    def world(self):
+        """The embedded world this run's model was pretrained on (later stages draw tasks from it)."""
+        from .world import World
+        return World(self.manifest().get("world_seed", 0))
+
     def require(self, stage: str, what: str = "model") -> Path:
         """The folder of a completed predecessor stage, or a clear error saying how to make it."""
         if not self.is_complete(stage):

@@ -40,6 +40,7 @@ import os
 import sqlite3
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass
 
 KINDS = ("pair", "rank")
@@ -137,7 +138,9 @@ class LabelStore:
                                    check_same_thread=False)
         self._lock = threading.Lock()  # one connection, possibly used from widget callbacks
         self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
+        if self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+            warnings.warn(f"{self.path}: SQLite could not use WAL here (a network file system?); "
+                          "labels are still safe, but two processes will block each other more", stacklevel=2)
         # FULL (not WAL's usual NORMAL): fsync the WAL on every commit, so an
         # acknowledged label survives power loss too, not only a killed process.
         self._db.execute("PRAGMA synchronous = FULL")
@@ -248,13 +251,14 @@ class LabelStore:
             "SELECT DISTINCT annotator FROM labels WHERE undone_at IS NULL ORDER BY annotator")]
 
     def next_item(self, units: list[tuple], annotator: str, kind: str | None = None,
-                  skip: frozenset | set = frozenset()) -> int | None:
+                  skip: frozenset | set = frozenset(), after: tuple | None = None) -> int | None:
         """Index in `units` of the next unit this annotator should label, or None when all are done.
 
         Resumes exactly where the annotator stopped: the first unlabelled unit
-        after the one they labelled last (wrapping round to earlier gaps).
-        `kind` defaults to the kind the units describe. Units in `skip` (skipped
-        this session) come last, once nothing else is left.
+        after the one they labelled last (wrapping round to earlier gaps), or
+        after the unit `after` if given. `kind` defaults to the kind the units
+        describe. Units in `skip` (skipped this session) come last, once
+        nothing else is left.
         """
         if not units:
             return None
@@ -262,7 +266,9 @@ class LabelStore:
         labelled = self.labels(annotator=annotator, kind=kind)
         done = {lab.unit for lab in labelled}
         position = {u: i for i, u in enumerate(units)}
-        start = position.get(labelled[-1].unit, -1) + 1 if labelled else 0
+        if after is None and labelled:
+            after = labelled[-1].unit
+        start = position.get(after, -1) + 1
         ring = [(start + k) % len(units) for k in range(len(units))]
         todo = [i for i in ring if units[i] not in done]
         fresh = [i for i in todo if units[i] not in skip]
@@ -278,11 +284,12 @@ class LabelStore:
         all are counted in the returned stats. `annotators` restricts the export
         (default: everyone). Returns counts: pairs written, labels read, ties,
         both_bad, identical, unknown_item (labels whose item is not in
-        `candidates`), and pairs per annotator.
+        `candidates`), invalid (labels naming a response the item does not
+        have), and pairs per annotator.
         """
         by_id = {c["id"]: c for c in candidates}
         stats = {"pairs": 0, "labels": 0, "ties": 0, "both_bad": 0, "identical": 0,
-                 "unknown_item": 0, "by_annotator": {}}
+                 "unknown_item": 0, "invalid": 0, "by_annotator": {}}
         rows = []
         for lab in self.labels():
             if annotators is not None and lab.annotator not in annotators:
@@ -292,7 +299,11 @@ class LabelStore:
             if cand is None:
                 stats["unknown_item"] += 1
                 continue
-            for (i, j), choice in _preferences(lab):
+            prefs = _preferences(lab)
+            if any(j >= len(cand["responses"]) for (_, j), _ in prefs):  # candidates changed under the labels
+                stats["invalid"] += 1
+                continue
+            for (i, j), choice in prefs:
                 if choice in ("tie", "both_bad"):
                     stats["ties" if choice == "tie" else "both_bad"] += 1
                     continue

@@ -37,7 +37,7 @@ from labkit.store import LabelStore, work_units
 
 CHOICE_NAMES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 PAIR_KEYS = {"a": "a", "arrowleft": "a", "b": "b", "arrowright": "b", "t": "tie", "x": "both_bad"}
-RANK_KEYS = {str(d): d - 1 for d in range(1, 10)}   # "1" picks response 1 (index 0)
+RANK_KEYS = [str(d) for d in range(1, 10)]   # "3" picks response 3; buttons also send "10", "11", ...
 
 
 def _unit_key(unit) -> str:
@@ -91,8 +91,8 @@ class RankingWidget(anywidget.AnyWidget):
             return self.skip()
         if self.mode == "pair" and key in PAIR_KEYS:
             return self.click_choice(PAIR_KEYS[key])
-        if self.mode == "rank" and key in RANK_KEYS:
-            return self.pick(RANK_KEYS[key])
+        if self.mode == "rank" and key.isdigit():
+            return self.pick(int(key) - 1)
         if self.mode == "rank" and key == "backspace":
             return self.unpick()
         return None
@@ -130,7 +130,7 @@ class RankingWidget(anywidget.AnyWidget):
         if self.unit is not None:
             self._skipped.add(self.unit)
             self.message = "Skipped."
-            self._advance()
+            self._advance(skipped=True)
         self._draw()
 
     def undo(self):
@@ -159,22 +159,24 @@ class RankingWidget(anywidget.AnyWidget):
         self._draw()
         return label_id
 
-    def _advance(self):
+    def _advance(self, skipped: bool = False):
+        """Show the next unit: after the last label, or after the unit just skipped."""
         self._picks = []
-        self.index = self.store.next_item(self.units, self.annotator, self.mode, skip=self._skipped)
-        if self.index is not None and self.unit in self._skipped:
-            # Only skipped units are left: go round them again, starting after this one.
-            current = self.units[self.index]
-            self._skipped = {current}
-            self.index = self.store.next_item(self.units, self.annotator, self.mode, skip=self._skipped)
+        self.index = self.store.next_item(self.units, self.annotator, self.mode, skip=self._skipped,
+                                          after=self.unit if skipped else None)
 
     def _judge_says(self, item_id: str, payload: dict) -> str:
         """" The AI judge agrees." or what it would have said instead ('' without a judge)."""
         if self.judge is None:
             return ""
-        cand = self._by_id[item_id]
-        responses, stopped, task = cand["responses"], stopped_flags(cand), cand.get("task")
         name = getattr(self.judge, "name", "judge")
+        try:
+            return self._judge_verdict(name, self._by_id[item_id], payload)
+        except Exception as e:  # the label is saved either way; the judge is only a second opinion
+            return f" AI judge ({name}) failed: {type(e).__name__}: {e}."
+
+    def _judge_verdict(self, name: str, cand: dict, payload: dict) -> str:
+        responses, stopped, task = cand["responses"], stopped_flags(cand), cand.get("task")
         if self.mode == "pair":
             a, b = payload["a"], payload["b"]
             says = self.judge.compare(cand["prompt"], task, responses[a], responses[b], stopped[a], stopped[b])
@@ -189,8 +191,15 @@ class RankingWidget(anywidget.AnyWidget):
         return f" AI judge ({name}) ranked {ranked} - agrees on {same} of {len(pairs)} pairs."
 
     def _on_browser_msg(self, widget, content, buffers):
-        if isinstance(content, dict) and "key" in content:
+        if not (isinstance(content, dict) and "key" in content):
+            return
+        try:
             self.press(str(content["key"]), unit=content.get("unit"))
+        except Exception as e:
+            # An error in a comm callback only reaches the kernel's log: say it where the person looks.
+            self.message = f"That did not work - {type(e).__name__}: {e}"
+            self.view = {**self.view, "message": self.message}  # not _draw(): the store may be what failed
+            raise
 
     def _draw(self):
         """Rebuild the `view` dict the browser draws (and the tests read)."""
@@ -202,14 +211,16 @@ class RankingWidget(anywidget.AnyWidget):
         if self.mode == "pair":
             view["buttons"] = [{"label": "A is better", "key": "a"}, {"label": "B is better", "key": "b"},
                                {"label": "Tie", "key": "t"}, {"label": "Both bad", "key": "x"}]
-            view["help"] = "Keys: a or \u2190 = A better, b or \u2192 = B better, t = tie, x = both bad, s = skip, u = undo"
+            view["help"] = ("Keys: a or \u2190 = A better, b or \u2192 = B better, t = tie, x = both bad, "
+                            "s = skip, u = undo")
         else:
             view["buttons"] = [{"label": "Take back pick", "key": "backspace"}]
             view["help"] = "Keys: 1-9 = pick the next best response, Backspace = take back a pick, s = skip, u = undo"
         view["buttons"] += [{"label": "Skip", "key": "s"}, {"label": "Undo", "key": "u"}]
         view["keys"] = sorted({*(PAIR_KEYS if self.mode == "pair" else [*RANK_KEYS, "backspace"]), "s", "u"})
         if self.unit is None:
-            view["message"] = (self.message + " " if self.message else "") + f"All {len(self.units)} labelled - thank you!"
+            done_note = f"All {len(self.units)} labelled - thank you!"
+            view["message"] = f"{self.message} {done_note}" if self.message else done_note
         else:
             item_id, a, b = self.unit
             cand = self._by_id[item_id]
@@ -303,7 +314,6 @@ function render({ model, el }) {
       return card;
     }));
     buttons.replaceChildren(...v.buttons.map((b) => button(b.label, b.key)));
-    buttons.hidden = v.finished && v.buttons.length === 0;
     if (why.value !== model.get("rationale")) why.value = model.get("rationale");
     msg.textContent = v.message;
     help.textContent = v.help;

@@ -78,6 +78,7 @@ def test_texts_missing_field_names_line_and_fields(tmp_path):
     (b"  \n\n \n", "file is empty"),
     (b"hello\x00\x01\x02world", "NUL byte at offset 5"),
     ("caf\u00e9 ol\u00e9".encode("latin-1"), "byte 0xe9 at offset 3"),
+    ("hello".encode("utf-16"), "is UTF-16 text"),
 ])
 def test_texts_bad_files_give_one_line_errors(tmp_path, content, expect):
     p = tmp_path / "bad.txt"
@@ -142,11 +143,12 @@ def test_unreachable_hub_without_offline_flag_fails_fast(monkeypatch):
     import labkit.data as data
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(data, "_hub_reachable", lambda timeout_s=3.0: False)
+    before = constants.HF_HUB_OFFLINE
     t = time.time()
     with pytest.raises(DataError, match=r"could not reach the Hugging Face Hub .*\(offline\?\)"):
         load_instructions("someone/does-not-exist")
     assert time.time() - t < 10
-    assert datasets.config.HF_HUB_OFFLINE is False and constants.HF_HUB_OFFLINE is not True  # flags restored
+    assert datasets.config.HF_HUB_OFFLINE is False and constants.HF_HUB_OFFLINE is before  # flags restored
 
 
 def test_hub_dataset_rows_are_parsed(monkeypatch):

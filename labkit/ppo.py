@@ -1,0 +1,885 @@
+"""Stage 5: RLHF with PPO — make the SFT model write what the reward model prefers, on a KL leash.
+
+The policy gradient theorem says ∇J(θ) = E[∇ log π_θ(a|s) · R]: raise the
+log-probability of what was sampled, in proportion to how good it turned out.
+For a language model a *state* is the prompt plus the tokens so far, an
+*action* is the next token, and the episode is one response. The pieces:
+
+* **Rollouts**: sample a response to each prompt from the current policy
+  (temperature ``temperature``, top_k=0, top_p=1, KV cache on), cut it after
+  the first EOS (``ppo_math.first_eos_mask``); a response that never stops
+  gets ``missing_eos_penalty`` taken off its score [NDetails, EOS detail].
+* **Reward**: the reward model's score of the whole response, put on its last
+  token, minus ``kl_coef`` × a per-token estimate of KL(π_θ‖π_ref) to the SFT
+  model on every token (k1 or k3, ``kl_estimator``) — the *KL leash* of
+  Ziegler et al. 2019 eq. 2 — with a fixed or an adaptive coefficient
+  (``adaptive_kl``: proportional control towards ``target_kl``). Without the
+  leash the policy drifts to whatever text the reward model over-scores:
+  *reward hacking*. The run watches for it: the verifier of the embedded world
+  gives a *true* score next to the learned one, and an alarm fires when the
+  learned reward rises while the true score falls, or when KL runs away.
+* **Advantages**: GAE(γ, λ) over the response tokens with a learned value
+  function, whitened per batch. R above is replaced by the advantage: same
+  expected gradient, far less variance.
+* **PPO** (Schulman et al. 2017): several epochs of minibatch updates on each
+  batch of rollouts. Reusing samples makes the update off-policy, so the ratio
+  π_θ/π_old is clipped to [1-ε, 1+ε]: once a token's probability has moved
+  that far in the helpful direction, its gradient stops. The epochs also stop
+  early when the approximate KL between π_θ and π_old passes
+  ``early_stop_kl``. Value loss clipped likewise; gradient norm clipped.
+
+Implementation details that matter (Huang et al. 2024, "The N Implementation
+Details of RLHF with PPO", [NDetails]): logits at position t-1 predict token
+t; logits are divided by the sampling temperature before the log-softmax; the
+"old" log-probabilities and values are recomputed in a no-grad pass over the
+same left-padded tensors, with position ids taken from the attention mask,
+that the training passes use — so the ratio is exactly 1 on the first
+minibatch of the first epoch (logged as ``ppo/ratio_dev_first``); dropout is
+off; the reward model's score is normalised to mean 0, std 1 on the SFT
+model's own samples (the first batch), as lm-human-preferences did, so one
+``kl_coef`` means the same for any reward model.
+
+**Value function: a separate critic initialised from the reward model.** This
+is what lm-human-preferences and TRL's PPOv2 did. The critic starts out
+already predicting the score at the end of a response, so values are useful
+from the first step; and the value loss cannot pull the policy's features
+around (a value head on the policy trunk couples the two losses through the
+shared weights, and the value loss's scale then matters for the policy).
+The cost is memory and a second forward/backward; with LoRA it is small: the
+critic is the reward model *plus its own adapter* (and a trainable copy of the
+score head), and the reward itself is the same network with the adapter
+disabled — one copy of the reward model's weights serves both. Likewise the
+reference policy is the SFT model with the policy's adapter disabled
+(``with policy.disable_adapter():``), so no second copy. With
+``reward="verifier"`` (no reward model) the critic is the SFT trunk with a
+zero-initialised scalar head.
+
+Runs single-process (notebook) and, unchanged, data-parallel under
+``accelerate launch`` or ``torchrun`` (``accelerate.Accelerator``: the policy
+and critic are one module for DDP; each process draws its own prompts;
+metrics are averaged over processes; ``rollout_batch_size`` etc. are per
+process)::
+
+    from labkit import ppo
+    result = ppo.run(ppo.config("smoke"), run="demo")     # needs stages sft and reward in runs/demo
+    # torchrun --standalone --nproc_per_node 2 -m labkit.runner train ppo --run runs/demo --preset cpu
+
+Writes ``runs/<run>/05_ppo/``: ``model/`` (merged policy + tokenizer),
+``adapter/`` (LoRA), ``config.json``, ``metrics.jsonl``, ``eval.json``
+(before/after on held-out prompts, alarms, world_size), ``samples.jsonl``
+(before/after generations for the same prompts) and ``ckpt/`` (resume).
+
+Metric keys (one line per step): ``ppo/rm_score`` (raw reward-model score, or
+the verifier's 0/1 with ``reward="verifier"``), ``ppo/score`` (normalised,
+EOS-penalised, clipped: what PPO maximises), ``ppo/true_score`` (verifier,
+percent correct on the rollout's tasks), ``ppo/kl`` (mean per-sequence sum of
+the KL estimate), ``ppo/kl_coef``, ``ppo/reward`` (score + KL penalty),
+``ppo/entropy``, ``ppo/clipfrac``, ``ppo/approx_kl``, ``ppo/pg_loss``,
+``ppo/vf_loss``, ``ppo/vf_clipfrac``, ``ppo/explained_var``,
+``ppo/response_len``, ``ppo/eos_rate``, ``ppo/epochs``,
+``ppo/ratio_dev_first``, ``ppo/gen_seconds``, ``ppo/step_seconds``.
+Evaluation (eval.json, ``before``/``after``): ``true_greedy``,
+``true_sampled``, ``kl``, ``rm_score``, ``stop_rate``, ``length``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import ppo_math as pm
+from . import world as W
+from .config import ConfigError, make_config, set_threads
+from .live import LiveChart, progress
+from .models import count_params, objective_of
+from .runs import Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from .tokenizer import ensure_chat_ready, format_prompt
+
+
+@dataclass
+class PPOConfig:
+    # prompts
+    prompts: str = field(default="world", metadata={"help": "'world' (the embedded world's train tasks) or a JSONL file of {\"prompt\": ...} or task dicts (its last n_eval lines are held out)"})
+    families: str = field(default="story_qa,fact_recall,arithmetic,word_list,extract", metadata={"help": "comma list of world task families (prompts='world')"})
+    n_prompts: int = field(default=4000, metadata={"help": "world train tasks in the prompt pool"})
+    n_eval: int = field(default=200, metadata={"help": "held-out prompts for the before/after evaluation"})
+    max_prompt_tokens: int = field(default=112, metadata={"help": "drop prompts longer than this many tokens"})
+    # models
+    init_from: str = field(default="sft", metadata={"help": "policy start: 'sft' (this run's stage 2 model) or a checkpoint folder"})
+    reward: str = field(default="model", metadata={"help": "'model' (the reward model's score) | 'verifier' (the world's verifier, 1 if correct: an ablation)"})
+    reward_from: str = field(default="reward", metadata={"help": "reward model: 'reward' (this run's stage 4) or a checkpoint folder"})
+    use_lora: bool = field(default=True, metadata={"help": "train LoRA adapters (policy and critic); the reference is the base with adapters off"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (update scaled by alpha/r)"})
+    lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None = every linear layer of the transformer blocks)"})
+    # rollouts
+    rollout_batch_size: int = field(default=64, metadata={"help": "prompts (= responses) per PPO step, per process"})
+    max_new_tokens: int = field(default=16, metadata={"help": "response length limit in tokens"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of rollouts (logits are divided by it in training too)"})
+    missing_eos_penalty: float = field(default=1.0, metadata={"help": "subtracted from the score of a response that never emits EOS (score units)"})
+    # reward shaping
+    kl_coef: float = field(default=0.05, metadata={"help": "weight of the per-token KL penalty to the reference (initial value if adaptive_kl)"})
+    kl_estimator: str = field(default="k1", metadata={"help": "per-token KL estimate: k1 (log p - log q) | k3 (non-negative, lower variance)"})
+    adaptive_kl: bool = field(default=False, metadata={"help": "adapt kl_coef so the KL tracks target_kl (Ziegler et al. 2019)"})
+    target_kl: float = field(default=4.0, metadata={"help": "adaptive_kl: target KL per response in nats"})
+    kl_horizon: int = field(default=10000, metadata={"help": "adaptive_kl: horizon in responses (how fast kl_coef moves)"})
+    normalize_score: bool = field(default=True, metadata={"help": "scale the reward model's score to mean 0, std 1 on the SFT model's samples (first batch)"})
+    score_clip: float | None = field(default=None, metadata={"help": "clip the (normalised) score to +-this (None = no clipping)"})
+    whiten_rewards: bool = field(default=False, metadata={"help": "scale per-token rewards to unit variance per batch before GAE (mean kept)"})
+    # PPO
+    total_steps: int = field(default=60, metadata={"help": "PPO steps (rollout + update rounds)"})
+    ppo_epochs: int = field(default=4, metadata={"help": "passes over each batch of rollouts"})
+    minibatch_size: int = field(default=16, metadata={"help": "responses per optimizer step, per process"})
+    micro_batch_size: int | None = field(default=None, metadata={"help": "responses per forward/backward (gradient accumulation; None = minibatch_size)"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant)"})
+    gamma: float = field(default=1.0, metadata={"help": "discount per token in GAE"})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda (bias-variance trade-off of the advantage)"})
+    clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
+    clip_range_value: float = field(default=0.2, metadata={"help": "value clip, in score units"})
+    vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0 = off)"})
+    early_stop_kl: float | None = field(default=0.1, metadata={"help": "stop a step's epochs when approx KL(old||new) per token exceeds this (None = never)"})
+    # alarms
+    alarm_window: int = field(default=16, metadata={"help": "steps over which reward hacking is judged"})
+    alarm_true_drop: float = field(default=8.0, metadata={"help": "reward-hacking alarm: true score falls by this many points over the window while the learned reward rises"})
+    alarm_kl: float = field(default=25.0, metadata={"help": "drift alarm: KL per response (nats) above this"})
+    # bookkeeping
+    checkpoint_interval: int = field(default=20, metadata={"help": "steps between resumable checkpoints"})
+    resume: bool = field(default=True, metadata={"help": "continue from ckpt/ when it matches this config"})
+    seed: int = field(default=0, metadata={"help": "seed for LoRA init, prompt draws and sampling"})
+    # hardware
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (None = on where the GPU supports it)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward to save memory"})
+    gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget: let labkit.planner pick micro-batch, checkpointing and bf16 to fit it"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None = the cores this process may use)"})
+
+
+PRESETS = {
+    "smoke": dict(n_prompts=64, n_eval=8, rollout_batch_size=8, minibatch_size=4, max_new_tokens=8, total_steps=4,
+                  ppo_epochs=2, checkpoint_interval=2, alarm_window=4),
+    "cpu": dict(),  # the dataclass defaults are the cpu preset
+    "gpu": dict(n_prompts=50000, n_eval=1000, rollout_batch_size=256, minibatch_size=64, max_new_tokens=32,
+                total_steps=400, learning_rate=3e-4, lora_r=32, lora_alpha=64, max_prompt_tokens=448,
+                checkpoint_interval=50, alarm_window=40),
+    "hub": dict(rollout_batch_size=64, minibatch_size=8, max_new_tokens=64, total_steps=200, learning_rate=1e-5,
+                max_prompt_tokens=448, checkpoint_interval=25, alarm_window=30),
+}
+
+# Which metrics the live chart and the report draw, grouped into subplots.
+CHART = {"learned reward": ["ppo/rm_score", "ppo/score"], "true score (%)": ["ppo/true_score"],
+         "KL to reference": ["ppo/kl"], "losses": ["ppo/pg_loss", "ppo/vf_loss"],
+         "update size": ["ppo/clipfrac", "ppo/approx_kl"]}
+# Fields that may change between an interrupted run and its resume.
+_RESUMABLE_CHANGES = {"total_steps", "checkpoint_interval", "resume", "device", "threads", "n_eval",
+                      "alarm_window", "alarm_true_drop", "alarm_kl", "gpu_memory_gb"}
+
+
+def config(preset: str = "cpu", **overrides) -> PPOConfig:
+    return make_config(PPOConfig, PRESETS, preset, overrides)
+
+
+def _check(cfg: PPOConfig) -> None:
+    for name in ("rollout_batch_size", "minibatch_size", "max_new_tokens", "total_steps", "ppo_epochs",
+                 "n_eval", "checkpoint_interval", "lora_r"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.reward not in ("model", "verifier"):
+        raise ConfigError(f"reward must be 'model' or 'verifier', got {cfg.reward!r}")
+    if cfg.kl_estimator not in ("k1", "k3"):
+        raise ConfigError(f"kl_estimator must be 'k1' or 'k3', got {cfg.kl_estimator!r}")
+    if cfg.temperature <= 0:
+        raise ConfigError("temperature must be > 0: PPO needs sampled rollouts (and divides logits by it)")
+    if cfg.rollout_batch_size % cfg.minibatch_size:
+        raise ConfigError(f"minibatch_size={cfg.minibatch_size} must divide rollout_batch_size={cfg.rollout_batch_size}")
+    if cfg.micro_batch_size and cfg.minibatch_size % cfg.micro_batch_size:
+        raise ConfigError(f"micro_batch_size={cfg.micro_batch_size} must divide minibatch_size={cfg.minibatch_size}")
+    if cfg.adaptive_kl and cfg.target_kl <= 0:
+        raise ConfigError("adaptive_kl needs target_kl > 0")
+
+
+def _seed(*parts) -> int:
+    """A seed from (seed, purpose, rank, step): every step re-seeds, so a resumed run draws exactly the same."""
+    return zlib.crc32(repr(parts).encode())
+
+
+# --- prompts -----------------------------------------------------------------------------
+
+def load_prompts(cfg: PPOConfig, world: W.World) -> tuple[list[dict], list[dict]]:
+    """(training prompt pool, held-out evaluation prompts) as task dicts with "prompt" (+ "answer")."""
+    if cfg.prompts == "world":
+        fams = tuple(f.strip() for f in cfg.families.split(",") if f.strip())
+        bad = [f for f in fams if f not in W.FAMILIES]
+        if bad or not fams:
+            raise ConfigError(f"unknown task family {', '.join(bad) or '(none)'}; choose from {', '.join(W.FAMILIES)}")
+        return (W.make_tasks(world, cfg.n_prompts, "train", cfg.seed, fams),
+                W.make_tasks(world, cfg.n_eval, "eval", cfg.seed, fams))
+    path = Path(cfg.prompts)
+    if not path.exists():
+        raise ConfigError(f"prompts file {path} does not exist (or use prompts='world')")
+    tasks = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        rec = {"prompt": rec} if isinstance(rec, str) else rec
+        if not isinstance(rec.get("prompt"), str):
+            raise ConfigError(f"{path}:{i + 1}: every line needs a string 'prompt' field")
+        tasks.append({"family": rec.get("family", "custom"), "id": rec.get("id", f"p{i}"), **rec})
+    if len(tasks) <= cfg.n_eval:
+        raise ConfigError(f"{path} has {len(tasks)} prompts; need more than n_eval={cfg.n_eval}")
+    return tasks[:-cfg.n_eval], tasks[-cfg.n_eval:]
+
+
+def true_score(task: dict, response: str, stopped: bool) -> float | None:
+    """The verifier's verdict (1/0), None when the task has no known answer. A response that never stops is wrong."""
+    if task.get("answer") is None:
+        return None
+    return W.verify(task, response) if stopped else 0.0
+
+
+# --- models ------------------------------------------------------------------------------
+
+class _Verbosity(contextlib.ContextDecorator):
+    """Silence transformers' 'newly initialized weights' notice for the critic head we initialise ourselves."""
+
+    def __enter__(self):
+        import transformers
+        self.level = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        import transformers
+        transformers.logging.set_verbosity(self.level)
+
+
+def _no_dropout(model):
+    """PPO with dropout makes the old and new log-probabilities differ by noise alone [NDetails]."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    for k in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if isinstance(getattr(model.config, k, None), float):
+            setattr(model.config, k, 0.0)
+    return model
+
+
+def linear_targets(model) -> list[str]:
+    """Names of the linear layers inside the transformer blocks (LoRA's default targets here)."""
+    backbone = getattr(model, model.base_model_prefix)
+    return sorted({n.rsplit(".", 1)[-1] for n, m in backbone.named_modules() if isinstance(m, torch.nn.Linear)})
+
+
+def load_models(cfg: PPOConfig, policy_path, reward_path):
+    """(policy, reference or None, critic, reward model or None, tokenizer, reward tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    if Path(policy_path).exists() and objective_of(policy_path) != "causal":
+        raise ConfigError(f"PPO needs a causal (decoder) policy, but {policy_path} is a {objective_of(policy_path)} model")
+    tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(policy_path)))
+    policy = _no_dropout(AutoModelForCausalLM.from_pretrained(str(policy_path)))
+    rm_tok = None
+    if reward_path is not None:
+        rm_tok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(reward_path)))
+        critic = _no_dropout(AutoModelForSequenceClassification.from_pretrained(str(reward_path)))
+        if critic.config.num_labels != 1:
+            raise ConfigError(f"the reward model at {reward_path} has num_labels={critic.config.num_labels}; "
+                              "a reward model outputs one score (num_labels=1)")
+        # The critic is initialised from the reward model and reads the policy's token ids.
+        if rm_tok.get_vocab() != tokenizer.get_vocab():
+            raise ConfigError(f"the reward model ({reward_path}) and the policy ({policy_path}) use different "
+                              "tokenizers; the critic is initialised from the reward model and reads the "
+                              "policy's tokens, so train the reward model from this SFT model")
+    else:  # reward="verifier": the critic is the SFT trunk with a fresh, zero-initialised scalar head
+        with _Verbosity():
+            critic = _no_dropout(AutoModelForSequenceClassification.from_pretrained(str(policy_path), num_labels=1))
+        torch.nn.init.zeros_(critic.score.weight)
+    if critic.config.pad_token_id is None:
+        critic.config.pad_token_id = (rm_tok or tokenizer).pad_token_id
+    if cfg.use_lora:
+        from peft import LoraConfig, get_peft_model
+        targets = ([m.strip() for m in cfg.lora_target_modules.split(",")] if cfg.lora_target_modules
+                   else linear_targets(policy))
+        lora = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets)
+        policy = get_peft_model(policy, LoraConfig(task_type="CAUSAL_LM", **lora))
+        # The score head is trained as a copy (modules_to_save); disable_adapter() restores the reward model.
+        critic = get_peft_model(critic, LoraConfig(task_type="SEQ_CLS", modules_to_save=["score"], **lora))
+        ref, rm = None, None
+    else:
+        ref = _no_dropout(AutoModelForCausalLM.from_pretrained(str(policy_path))).requires_grad_(False).eval()
+        rm = None
+        if reward_path is not None:
+            rm = _no_dropout(AutoModelForSequenceClassification.from_pretrained(str(reward_path)))
+            rm.requires_grad_(False).eval()
+            if rm.config.pad_token_id is None:
+                rm.config.pad_token_id = rm_tok.pad_token_id
+    if cfg.gradient_checkpointing:
+        for m in (policy, critic):
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return policy, ref, critic, rm, tokenizer, rm_tok
+
+
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, as generate() does for left-padded prompts."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 1)
+
+
+class PolicyAndValue(torch.nn.Module):
+    """The two trained networks as one module, so one DDP wrapper syncs both (TRL PPOv2's PolicyAndValueWrapper).
+
+    ``forward`` returns, for the last ``n_response`` tokens of each row, the
+    policy's logits that *predict* them (positions t-1) and the critic's values
+    at the same positions: V(state before the token).
+    """
+
+    def __init__(self, policy, critic):
+        super().__init__()
+        self.policy, self.critic = policy, critic
+
+    def forward(self, input_ids, attention_mask, n_response: int):
+        pos = position_ids(attention_mask)
+        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
+                             logits_to_keep=n_response + 1, use_cache=False).logits[:, :-1]
+        return logits, critic_values(self.critic, input_ids, attention_mask, pos, n_response)
+
+
+def critic_values(critic, input_ids, attention_mask, pos, n_response: int) -> torch.Tensor:
+    """The sequence classifier's score head applied at every position, not just the last one."""
+    base = _base(critic)
+    hidden = getattr(base, base.base_model_prefix)(input_ids=input_ids, attention_mask=attention_mask,
+                                                   position_ids=pos, use_cache=False).last_hidden_state
+    return base.score(hidden[:, -n_response - 1:-1]).squeeze(-1)
+
+
+def reference(pv: PolicyAndValue, ref):
+    """The model to compute reference log-probs with: the frozen copy, or the policy with its adapter off."""
+    return contextlib.nullcontext(ref) if ref is not None else _disabled(pv.policy)
+
+
+@contextlib.contextmanager
+def _disabled(peft_model):
+    with peft_model.disable_adapter():
+        yield peft_model
+
+
+# --- rollouts and scores -------------------------------------------------------------------
+
+@torch.no_grad()
+def sample(policy, tokenizer, instructions: list[str], max_new_tokens: int, temperature: float | None,
+           autocast=contextlib.nullcontext()) -> dict:
+    """Generate one response per instruction (temperature None = greedy); responses cut after the first EOS."""
+    from transformers import GenerationConfig
+    device = next(policy.parameters()).device
+    enc = tokenizer([format_prompt(tokenizer, x) for x in instructions], return_tensors="pt", padding=True,
+                    padding_side="left", add_special_tokens=False).to(device)
+    how = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature else dict(do_sample=False)
+    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                               eos_token_id=tokenizer.eos_token_id, use_cache=True, **how)
+    was_training = policy.training
+    policy.eval()
+    with autocast:
+        out = policy.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask, generation_config=gen_cfg)
+    policy.train(was_training)
+    response = out[:, enc.input_ids.shape[1]:]
+    mask, has_eos = pm.first_eos_mask(response, tokenizer.eos_token_id)
+    response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
+    texts = [tokenizer.decode([t for t, m in zip(row, mrow) if m and t != tokenizer.eos_token_id],
+                              skip_special_tokens=True).strip()
+             for row, mrow in zip(response.tolist(), mask.tolist())]
+    return {"query": enc.input_ids, "query_mask": enc.attention_mask, "response": response, "mask": mask,
+            "has_eos": has_eos, "texts": texts}
+
+
+def _inputs(batch: dict, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.cat([batch["query"][idx], batch["response"][idx]], dim=1)
+    attn = torch.cat([batch["query_mask"][idx], batch["mask"][idx].to(batch["query_mask"].dtype)], dim=1)
+    return ids, attn
+
+
+@torch.no_grad()
+def forward_pass(pv: PolicyAndValue, ref, batch: dict, temperature: float, micro: int, autocast) -> dict:
+    """Old log-probs, reference log-probs, values and entropies of a rollout batch, ``micro`` rows at a time.
+
+    These are the "old" quantities of PPO: computed in the same way (padding,
+    position ids, temperature, micro-batch size) as the training passes, not
+    taken from generate(), so that the first ratio is exactly 1 [NDetails].
+    """
+    R = batch["response"].shape[1]
+    out = {k: [] for k in ("logprobs", "ref_logprobs", "values", "entropy")}
+    for s in range(0, batch["response"].shape[0], micro):
+        idx = slice(s, s + micro)
+        ids, attn = _inputs(batch, idx)
+        with autocast:
+            logits, values = pv(ids, attn, R)
+        logits = logits.float() / temperature
+        out["logprobs"].append(pm.logprobs_from_logits(logits, batch["response"][idx]))
+        out["entropy"].append(pm.entropy_from_logits(logits))
+        out["values"].append(values.float())
+        with reference(pv, ref) as model, autocast:
+            ref_logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn),
+                               logits_to_keep=R + 1, use_cache=False).logits[:, :-1]
+        out["ref_logprobs"].append(pm.logprobs_from_logits(ref_logits.float() / temperature, batch["response"][idx]))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def reward_model_scores(rm, rm_tok, instructions: list[str], responses: list[str], batch_size: int,
+                        autocast=contextlib.nullcontext()) -> torch.Tensor:
+    """The reward model's score of each (instruction, response) as a chat, [B] on the CPU.
+
+    The text is the chat template of the conversation ("<|user|>...<|assistant|>
+    response<eos>"), right-padded; the score is the logit at the last non-pad
+    token, as transformers' sequence classification computes it.
+    """
+    device = next(rm.parameters()).device
+    limit = getattr(rm.config, "max_position_embeddings", None)
+    scores = []
+    for s in range(0, len(instructions), batch_size):
+        texts = [rm_tok.apply_chat_template([{"role": "user", "content": i}, {"role": "assistant", "content": r}],
+                                            tokenize=False)
+                 for i, r in zip(instructions[s:s + batch_size], responses[s:s + batch_size])]
+        enc = rm_tok(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False,
+                     truncation=limit is not None, max_length=limit).to(device)
+        with torch.no_grad(), autocast:
+            scores.append(rm(**enc).logits[:, 0].float().cpu())
+    return torch.cat(scores)
+
+
+# --- the PPO update ---------------------------------------------------------------------------
+
+def shape_scores(raw: torch.Tensor, has_eos: torch.Tensor, cfg: PPOConfig, norm: dict | None) -> torch.Tensor:
+    """The score PPO maximises: normalised (``norm`` = mean/std on SFT samples, or None), minus
+    ``missing_eos_penalty`` where the response never stopped [NDetails], clipped to +-``score_clip``."""
+    s = (raw - norm["mean"]) / norm["std"] if norm is not None else raw
+    s = pm.apply_missing_eos_penalty(s, has_eos.to(s.device), cfg.missing_eos_penalty)
+    return s.clamp(-cfg.score_clip, cfg.score_clip) if cfg.score_clip else s
+
+
+def advantages_and_returns(batch: dict, cfg: PPOConfig) -> dict:
+    """Shaped per-token rewards -> GAE advantages (whitened) and value targets [NDetails, TRL]."""
+    rewards, kl = pm.per_token_rewards(batch["score"], batch["logprobs"], batch["ref_logprobs"], batch["mask"],
+                                       batch["kl_coef"], cfg.kl_estimator)
+    if cfg.whiten_rewards:
+        rewards = pm.masked_whiten(rewards, batch["mask"], shift_mean=False)
+    adv, returns = pm.gae(rewards, batch["values"], batch["mask"], cfg.gamma, cfg.lam)
+    return {"rewards": rewards, "kl": kl, "advantages": pm.masked_whiten(adv, batch["mask"]), "returns": returns}
+
+
+def ppo_update(model, opt, acc, batch: dict, cfg: PPOConfig, autocast, step: int) -> dict:
+    """``ppo_epochs`` passes of clipped-surrogate minibatch updates; stops early on a large approx KL."""
+    B, R = batch["response"].shape
+    micro = cfg.micro_batch_size or cfg.minibatch_size
+    params = [p for p in model.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(_seed(cfg.seed, "minibatch", acc.process_index, step))
+    stats = {k: [] for k in ("pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl")}
+    ratio_dev_first, epochs = None, 0
+    for epoch in range(cfg.ppo_epochs):
+        perm = torch.randperm(B, generator=gen).to(batch["response"].device)
+        epoch_kl = []
+        for mb in range(0, B, cfg.minibatch_size):
+            rows = perm[mb:mb + cfg.minibatch_size]
+            chunks = rows.split(micro)
+            for k, idx in enumerate(chunks):
+                last = k == len(chunks) - 1
+                with (contextlib.nullcontext() if last else acc.no_sync(model)):
+                    ids, attn = _inputs(batch, idx)
+                    with autocast:
+                        logits, values = model(ids, attn, R)
+                    logp = pm.logprobs_from_logits(logits.float() / cfg.temperature, batch["response"][idx])
+                    mask = batch["mask"][idx]
+                    pg_loss, clipfrac, approx_kl = pm.policy_loss(logp, batch["logprobs"][idx], batch["advantages"][idx],
+                                                                  mask, cfg.clip_range)
+                    vf_loss, vf_clipfrac = pm.value_loss(values.float(), batch["values"][idx], batch["returns"][idx],
+                                                         mask, cfg.clip_range_value)
+                    acc.backward((pg_loss + cfg.vf_coef * vf_loss) / len(chunks))
+                if ratio_dev_first is None:  # before any update: new == old up to float noise
+                    ratio = torch.exp(logp.detach() - batch["logprobs"][idx])
+                    ratio_dev_first = (ratio - 1).abs().masked_fill(~mask.bool(), 0).max().item()
+                for name, v in zip(stats, (pg_loss, vf_loss, clipfrac, vf_clipfrac, approx_kl)):
+                    stats[name].append(v.detach())
+                epoch_kl.append(approx_kl)
+            if cfg.grad_clip:
+                acc.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        epochs += 1
+        # Same decision on every process: the mean approx KL over all of them.
+        if cfg.early_stop_kl is not None and acc.reduce(torch.stack(epoch_kl).mean(), "mean").item() > cfg.early_stop_kl:
+            break
+    out = {k: torch.stack(v).mean().item() for k, v in stats.items()}
+    return {**out, "ratio_dev_first": ratio_dev_first, "epochs": epochs}
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+@torch.no_grad()
+def token_kl(policy, ref, tokenizer, instruction: str, response: str, temperature: float = 1.0) -> list[dict]:
+    """Per-token view of one response: each token, its log-prob under the policy and the reference,
+    the k1 estimate (their difference) and the exact KL(π‖π_ref) of the next-token distributions there."""
+    device = next(policy.parameters()).device
+    prompt = tokenizer(format_prompt(tokenizer, instruction), add_special_tokens=False).input_ids
+    resp = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    ids = torch.tensor([prompt + resp], device=device)
+    n = len(resp)
+    lp = [torch.log_softmax(m(input_ids=ids).logits[0, -n - 1:-1].float() / temperature, -1) for m in (policy, ref)]
+    exact = (lp[0].exp() * (lp[0] - lp[1])).sum(-1)
+    tgt = ids[0, -n:]
+    a, b = lp[0].gather(-1, tgt[:, None])[:, 0], lp[1].gather(-1, tgt[:, None])[:, 0]
+    return [{"position": i, "token": tokenizer.decode([t]), "logprob": a[i].item(), "ref_logprob": b[i].item(),
+             "k1": (a[i] - b[i]).item(), "kl": exact[i].item()} for i, t in enumerate(tgt.tolist())]
+
+
+@torch.no_grad()
+def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cfg: PPOConfig, acc, autocast) -> tuple[dict, list]:
+    """Greedy and sampled true score, KL to the reference (exact, per response) and reward-model score.
+
+    Tasks are split over processes and the rows gathered. Sampling uses a fixed
+    seed (the same before and after training) and leaves the training RNG alone.
+    """
+    from accelerate.utils import gather_object
+    mine = tasks[acc.process_index::acc.num_processes]
+    rows = []
+    with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []):
+        torch.manual_seed(_seed(cfg.seed, "eval", acc.process_index))
+        for s in range(0, len(mine), cfg.rollout_batch_size):
+            chunk = mine[s:s + cfg.rollout_batch_size]
+            instr = [t["prompt"] for t in chunk]
+            greedy = sample(pv.policy, tokenizer, instr, cfg.max_new_tokens, None, autocast)
+            sampled = sample(pv.policy, tokenizer, instr, cfg.max_new_tokens, cfg.temperature, autocast)
+            kl = _exact_kl(pv, ref, sampled, cfg, autocast)
+            rm_g = score_fn(chunk, greedy["texts"], greedy["has_eos"], raw=True)
+            rm_s = score_fn(chunk, sampled["texts"], sampled["has_eos"], raw=True)
+            for i, t in enumerate(chunk):
+                g_ok, s_ok = bool(greedy["has_eos"][i]), bool(sampled["has_eos"][i])
+                rows.append({"id": t.get("id"), "family": t.get("family"), "prompt": t["prompt"],
+                             "answer": t.get("answer"), "greedy": greedy["texts"][i], "greedy_stopped": g_ok,
+                             "greedy_correct": true_score(t, greedy["texts"][i], g_ok),
+                             "sampled": sampled["texts"][i], "sampled_stopped": s_ok,
+                             "sampled_correct": true_score(t, sampled["texts"][i], s_ok),
+                             "sampled_len": int(sampled["mask"][i].sum()), "kl": kl[i].item(),
+                             "rm_score": rm_s[i].item(), "rm_score_greedy": rm_g[i].item()})
+    rows = gather_object(rows) if acc.num_processes > 1 else rows
+    order = {t.get("id"): i for i, t in enumerate(tasks)}
+    rows.sort(key=lambda r: order.get(r["id"], 0))
+
+    def mean(key, scale=1.0):
+        vals = [r[key] for r in rows if r[key] is not None]
+        return scale * sum(vals) / len(vals) if vals else None
+
+    summary = {"true_greedy": mean("greedy_correct", 100), "true_sampled": mean("sampled_correct", 100),
+               "kl": mean("kl"), "rm_score": mean("rm_score"), "rm_score_greedy": mean("rm_score_greedy"),
+               "stop_rate": mean("sampled_stopped", 100), "length": mean("sampled_len"), "n": len(rows)}
+    return summary, rows
+
+
+def _exact_kl(pv, ref, batch, cfg, autocast) -> torch.Tensor:
+    """Sum over each response's tokens of KL(π(.|s_t) ‖ π_ref(.|s_t)), at the sampling temperature."""
+    R = batch["response"].shape[1]
+    ids, attn = _inputs(batch, slice(None))
+    kw = dict(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn), logits_to_keep=R + 1, use_cache=False)
+    with autocast:
+        logits = pv.policy(**kw).logits[:, :-1].float()
+    with reference(pv, ref) as model, autocast:
+        ref_logits = model(**kw).logits[:, :-1].float()
+    lp, lq = torch.log_softmax(logits / cfg.temperature, -1), torch.log_softmax(ref_logits / cfg.temperature, -1)
+    kl = (lp.exp() * (lp - lq)).sum(-1)
+    return torch.where(batch["mask"].bool(), kl, torch.zeros_like(kl)).sum(1).cpu()
+
+
+# --- alarms -------------------------------------------------------------------------------------
+
+def check_alarms(history: list[dict], cfg: PPOConfig, active: set) -> list[dict]:
+    """New alarms from the metric history: reward hacking (learned reward up, true score down over
+    ``alarm_window`` steps, judged on half-window means) and drift (KL above ``alarm_kl``).
+    ``active`` holds the alarms currently on, so each fires once until its condition clears."""
+    new = []
+    last = history[-1]
+    drift = last.get("ppo/kl") is not None and last["ppo/kl"] > cfg.alarm_kl
+    hacking = False
+    w = [h for h in history[-cfg.alarm_window:] if h.get("ppo/true_score") is not None]
+    if cfg.reward == "model" and len(history) >= cfg.alarm_window and len(w) == cfg.alarm_window:
+        half = cfg.alarm_window // 2
+
+        def rise(k):
+            return sum(h[k] for h in w[half:]) / (len(w) - half) - sum(h[k] for h in w[:half]) / half
+
+        rm_rise, true_rise = rise("ppo/rm_score"), rise("ppo/true_score")
+        hacking = rm_rise > 0 and true_rise <= -cfg.alarm_true_drop
+    for kind, on, msg in (
+            ("reward_hacking", hacking, lambda: f"learned reward rose by {rm_rise:+.3f} while the true score fell by "
+                                            f"{-true_rise:.1f} points over the last {cfg.alarm_window} steps: the "
+                                            "policy is exploiting the reward model (raise kl_coef, stop early)"),
+            ("kl_drift", drift, lambda: f"KL to the reference is {last['ppo/kl']:.1f} nats per response "
+                                        f"(> alarm_kl={cfg.alarm_kl}): the policy is drifting far from SFT")):
+        if on and kind not in active:
+            active.add(kind)
+            new.append({"step": last["step"], "kind": kind, "message": msg()})
+        elif not on:
+            active.discard(kind)
+    return new
+
+
+def _announce(alarm: dict) -> None:
+    print(f"\n⚠️  PPO ALARM at step {alarm['step']} [{alarm['kind']}]: {alarm['message']}", file=sys.stderr, flush=True)
+
+
+# --- run -------------------------------------------------------------------------------------------
+
+def _plan(cfg: PPOConfig, policy_path, reward_path) -> PPOConfig:
+    """With ``gpu_memory_gb`` set, let labkit.planner choose micro-batch, checkpointing and bf16 to fit."""
+    if cfg.gpu_memory_gb is None:
+        return cfg
+    try:
+        from . import planner
+    except ImportError:
+        return cfg
+    p = planner.plan(str(policy_path), "ppo", cfg.gpu_memory_gb, effective_batch_size=cfg.minibatch_size,
+                     seq_len=cfg.max_prompt_tokens + cfg.max_new_tokens, use_lora=cfg.use_lora, lora_r=cfg.lora_r,
+                     critic="separate", reward_model=str(reward_path) if reward_path else None)
+    if not p.fits:
+        raise ConfigError(f"PPO does not fit in gpu_memory_gb={cfg.gpu_memory_gb}: {p.reason}")
+    return dataclasses.replace(cfg, micro_batch_size=p.micro_batch_size, bf16=p.bf16,
+                               gradient_checkpointing=p.gradient_checkpointing)
+
+
+def _accelerator(cfg: PPOConfig):
+    from accelerate import Accelerator
+    # cpu=True also makes accelerate see a torchrun launch on a machine without a GPU (else: one process each)
+    return Accelerator(cpu=cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()))
+
+
+def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
+        live: bool | None = None, progress_bar: bool = True) -> dict:
+    """Train the policy with PPO, evaluate before/after with the verifier, write the stage folder."""
+    _check(cfg)
+    t_start = time.perf_counter()
+    acc = _accelerator(cfg)
+    main, rank, world_size = acc.is_main_process, acc.process_index, acc.num_processes
+    cores = len(os.sched_getaffinity(0))
+    threads = set_threads(cfg.threads or (max(1, cores // acc.num_processes) if world_size > 1 else None))
+    device = acc.device
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    # Predecessors first: a missing stage fails before anything is written.
+    r = Run(run, runs_dir)
+    policy_path = r.require("sft", "model") if cfg.init_from == "sft" else Path(cfg.init_from)
+    reward_path = None if cfg.reward == "verifier" else (
+        r.require("reward", "model") if cfg.reward_from == "reward" else Path(cfg.reward_from))
+    cfg = _plan(cfg, policy_path, reward_path)
+    micro = cfg.micro_batch_size or cfg.minibatch_size
+    train_tasks, eval_tasks = load_prompts(cfg, r.world())
+    if cfg.reward == "verifier" and any(t.get("answer") is None for t in train_tasks):
+        raise ConfigError("reward='verifier' needs prompts with an 'answer' (world tasks or task dicts)")
+    torch.manual_seed(cfg.seed)  # LoRA init
+    policy, ref, critic, rm, tokenizer, rm_tok = load_models(cfg, policy_path, reward_path)
+    limit = getattr(policy.config, "max_position_embeddings", None) or 10**9
+    budget = min(cfg.max_prompt_tokens, limit - cfg.max_new_tokens)
+    lengths = tokenizer([format_prompt(tokenizer, t["prompt"]) for t in train_tasks + eval_tasks],
+                        add_special_tokens=False)["input_ids"]
+    n_train = len(train_tasks)
+    train_tasks = [t for t, ids in zip(train_tasks, lengths[:n_train]) if len(ids) <= budget]
+    eval_tasks = [t for t, ids in zip(eval_tasks, lengths[n_train:]) if len(ids) <= budget]
+    if not train_tasks or not eval_tasks:
+        raise ConfigError(f"no prompt fits in {budget} tokens (max_prompt_tokens, and the model's {limit} positions "
+                          f"minus max_new_tokens={cfg.max_new_tokens})")
+
+    pv = PolicyAndValue(policy, critic).to(device)
+    for m in (ref, rm):
+        if m is not None:
+            m.to(device)
+    opt = torch.optim.AdamW([p for p in pv.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                            eps=1e-5, weight_decay=0.0)  # Adam eps 1e-5 as in OpenAI's PPO [NDetails]
+    n_trainable = count_params(pv, trainable_only=True)
+    model, opt = acc.prepare(pv, opt)
+    reward_net = rm if rm is not None else (critic if reward_path is not None else None)
+
+    def score_fn(tasks, texts, has_eos, raw=False):
+        """Raw score (reward model or verifier) or, with raw=False, the shaped score PPO maximises."""
+        if reward_net is None:
+            s = torch.tensor([true_score(t, x, bool(e)) or 0.0 for t, x, e in zip(tasks, texts, has_eos)])
+        else:
+            with (_disabled(reward_net) if rm is None else contextlib.nullcontext()):
+                s = reward_model_scores(reward_net, rm_tok, [t["prompt"] for t in tasks], texts, micro, autocast)
+        return s if raw else shape_scores(s, has_eos, cfg, norm)
+
+    # State: fresh, or resumed from the checkpoint of an interrupted run with the same config.
+    stage = r.stage_dir("ppo")
+    ckpt = stage / "ckpt"
+    kl_ctl = (pm.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
+              else pm.FixedKLController(cfg.kl_coef))
+    state = _load_ckpt(ckpt, cfg) if cfg.resume else None
+    acc.wait_for_everyone()
+    step, norm, alarms = 0, None, []
+    if state is not None:
+        acc.unwrap_model(model).load_state_dict(state["trainable"], strict=False)
+        opt.load_state_dict(state["optimizer"])
+        kl_ctl.load_state_dict(state["kl_ctl"])
+        step, norm, alarms = state["step"], state["score_norm"], state["alarms"]
+    before = read_json(stage / "eval_before.json") if state is not None else None
+
+    metrics_path = stage / "metrics.jsonl"
+    if main:
+        r.update_manifest(preset=preset or r.manifest().get("preset"))
+        r.start("ppo", dataclasses.asdict(cfg))
+        kept = [m for m in read_jsonl(metrics_path) if m.get("step", 0) <= step] if state else []
+        atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+    acc.wait_for_everyone()
+    unwrapped = acc.unwrap_model(model)
+    if before is None:
+        before, before_rows = evaluate(unwrapped, ref, score_fn, tokenizer, eval_tasks, cfg, acc, autocast)
+        if main:
+            atomic_write_json(stage / "eval_before.json", {**before, "rows": before_rows})
+    else:
+        before_rows = before.pop("rows")
+
+    history = read_jsonl(metrics_path) if main else []
+    active = set()
+    chart = LiveChart(CHART, title="PPO", enabled=live if main else False)
+    for h in history:
+        chart.update(h["step"], h)
+    bar = progress(cfg.total_steps, "ppo", initial=step, disable=not (progress_bar and main))
+    model.train()
+    while step < cfg.total_steps:
+        t0 = time.perf_counter()
+        # 1. rollouts: each process draws its own prompts; sampling is re-seeded per (seed, rank, step)
+        pick = random.Random(_seed(cfg.seed, "prompts", rank, step)).sample(range(len(train_tasks)),
+                                                                           min(cfg.rollout_batch_size, len(train_tasks)))
+        while len(pick) < cfg.rollout_batch_size:  # a pool smaller than a batch: draw with repeats
+            pick.append(pick[len(pick) % len(train_tasks)])
+        tasks = [train_tasks[i] for i in pick]
+        torch.manual_seed(_seed(cfg.seed, "rollout", rank, step))
+        batch = sample(unwrapped.policy, tokenizer, [t["prompt"] for t in tasks], cfg.max_new_tokens,
+                       cfg.temperature, autocast)
+        t_gen = time.perf_counter() - t0
+        # 2. old log-probs, reference log-probs, values; then scores
+        batch.update(forward_pass(unwrapped, ref, batch, cfg.temperature, micro, autocast))
+        raw = score_fn(tasks, batch["texts"], batch["has_eos"], raw=True)
+        if norm is None and reward_net is not None and cfg.normalize_score:
+            # lm-human-preferences: reward model normalised to mean 0, std 1 on the SFT policy's samples
+            everyone = acc.gather(raw.to(device)).float()
+            norm = {"mean": everyone.mean().item(), "std": max(everyone.std().item(), 1e-3) if everyone.numel() > 1 else 1.0}
+        batch["score"] = score_fn(tasks, batch["texts"], batch["has_eos"]).to(device)
+        batch["kl_coef"] = kl_ctl.value
+        # 3. rewards, advantages; the update
+        batch.update(advantages_and_returns(batch, cfg))
+        mask = batch["mask"]
+        truth = [true_score(t, x, bool(e)) for t, x, e in zip(tasks, batch["texts"], batch["has_eos"])]
+        local = {
+            "ppo/rm_score": raw.mean().item(), "ppo/score": batch["score"].mean().item(),
+            "ppo/true_score": 100 * sum(truth) / len(truth) if None not in truth else float("nan"),
+            "ppo/kl": batch["kl"].sum(1).mean().item(),
+            "ppo/reward": batch["rewards"].sum(1).mean().item(),
+            "ppo/entropy": pm.masked_mean(batch["entropy"], mask).item(),
+            "ppo/response_len": mask.sum(1).float().mean().item(),
+            "ppo/eos_rate": 100 * batch["has_eos"].float().mean().item(),
+            "ppo/explained_var": pm.explained_variance(batch["values"], batch["returns"], mask).item(),
+        }
+        upd = ppo_update(model, opt, acc, batch, cfg, autocast, step)
+        local.update({f"ppo/{k}": v for k, v in upd.items() if k not in ("epochs",)})
+        keys = sorted(local)
+        means = acc.reduce(torch.tensor([local[k] for k in keys], device=device, dtype=torch.float64), "mean")
+        m = {"step": step + 1, **{k: v for k, v in zip(keys, means.tolist())},
+             "ppo/kl_coef": kl_ctl.value, "ppo/epochs": upd["epochs"]}
+        if m["ppo/true_score"] != m["ppo/true_score"]:
+            m["ppo/true_score"] = None
+        kl_ctl.update(m["ppo/kl"], cfg.rollout_batch_size * world_size)
+        step += 1
+        m.update({"ppo/gen_seconds": t_gen, "ppo/step_seconds": time.perf_counter() - t0})
+        if main:
+            append_jsonl(metrics_path, m)
+            history.append(m)
+            chart.update(step, m)
+            for a in check_alarms(history, cfg, active):
+                alarms.append(a)
+                _announce(a)
+            bar.update(1)
+            bar.set_postfix(rm=f"{m['ppo/rm_score']:.2f}", true=f"{m['ppo/true_score'] or 0:.0f}%", kl=f"{m['ppo/kl']:.2f}")
+        if step % cfg.checkpoint_interval == 0 and step < cfg.total_steps:
+            _save_ckpt(ckpt, acc, model, opt, kl_ctl, step, norm, alarms, cfg)
+    bar.close()
+    chart.update(step, {}, force=True)
+
+    after, after_rows = evaluate(unwrapped, ref, score_fn, tokenizer, eval_tasks, cfg, acc, autocast)
+    # DDP keeps every process's copy identical; check it (a checksum of the trained weights per process).
+    sums = acc.gather(torch.stack([p.detach().double().sum() for p in unwrapped.parameters() if p.requires_grad])[None])
+    in_sync = bool(torch.allclose(sums, sums[:1].expand_as(sums), rtol=1e-9, atol=0))
+    _save_ckpt(ckpt, acc, model, opt, kl_ctl, step, norm, alarms, cfg)  # a later run may continue training
+    if main:
+        if cfg.use_lora:
+            with atomic_dir(stage / "adapter") as d:
+                unwrapped.policy.save_pretrained(d)
+                tokenizer.save_pretrained(d)
+        final = unwrapped.policy.merge_and_unload() if cfg.use_lora else unwrapped.policy
+        with atomic_dir(stage / "model") as d:
+            final.save_pretrained(d)
+            tokenizer.save_pretrained(d)
+        samples = [{"family": b["family"], "prompt": b["prompt"], "answer": b["answer"],
+                    "before": b["greedy"], "before_correct": b["greedy_correct"],
+                    "after": a["greedy"], "after_correct": a["greedy_correct"],
+                    "before_sampled": b["sampled"], "after_sampled": a["sampled"],
+                    "rm_before": b["rm_score"], "rm_after": a["rm_score"], "kl_after": a["kl"]}
+                   for b, a in zip(before_rows, after_rows)]
+        atomic_write_text(stage / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+    gain = (after["true_greedy"] - before["true_greedy"]) if before["true_greedy"] is not None else None
+    result = {"ppo/true_score_before": before["true_greedy"], "ppo/true_score_after": after["true_greedy"],
+              "ppo/true_score_gain": gain, "ppo/true_sampled_before": before["true_sampled"],
+              "ppo/true_sampled_after": after["true_sampled"], "ppo/rm_score_before": before["rm_score"],
+              "ppo/rm_score_after": after["rm_score"], "ppo/kl_after": after["kl"],
+              "ppo/stop_rate_after": after["stop_rate"], "ppo/steps": step, "ppo/alarms": len(alarms),
+              "ppo/trainable_params": n_trainable,
+              "ppo/seconds": time.perf_counter() - t_start, "ppo/threads": threads, "world_size": world_size,
+              "ranks_in_sync": in_sync,
+              "reward": cfg.reward, "use_lora": cfg.use_lora, "device": str(device),
+              "resumed_from": state and state["step"]}
+    if main:
+        atomic_write_json(stage / "eval.json", {**result, "before": before, "after": after, "alarms": alarms,
+                                                "score_norm": norm, "eval_prompts": len(eval_tasks),
+                                                "train_prompts": len(train_tasks)})
+        r.complete("ppo", result["ppo/seconds"], {k: None if result[k] is None else round(result[k], 2) for k in (
+            "ppo/true_score_before", "ppo/true_score_after", "ppo/rm_score_after", "ppo/kl_after")})
+    acc.wait_for_everyone()
+    return result
+
+
+# --- checkpoints (resume after an interruption) -----------------------------------------------
+
+def _fingerprint(cfg: PPOConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE_CHANGES}
+
+
+def _save_ckpt(path: Path, acc, model, opt, kl_ctl, step, norm, alarms, cfg) -> None:
+    """Trainable weights (adapters + critic head, or everything), optimizer, KL controller, step.
+    RNG needs no state: every step re-seeds from (seed, rank, step)."""
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        trainable = {n: p.detach().cpu() for n, p in acc.unwrap_model(model).named_parameters() if p.requires_grad}
+        with atomic_dir(path) as d:
+            torch.save({"trainable": trainable, "optimizer": opt.state_dict(), "kl_ctl": kl_ctl.state_dict(),
+                        "step": step, "score_norm": norm, "alarms": alarms, "config": _fingerprint(cfg),
+                        "world_size": acc.num_processes}, d / "state.pt")
+    acc.wait_for_everyone()
+
+
+def _load_ckpt(path: Path, cfg: PPOConfig) -> dict | None:
+    """The checkpoint when it was made by this same config (bar step counts), else None."""
+    f = path / "state.pt"
+    if not f.exists():
+        return None
+    state = torch.load(f, map_location="cpu", weights_only=False)
+    if state.get("config") != _fingerprint(cfg) or state["step"] >= cfg.total_steps:
+        return None
+    return state

@@ -1,0 +1,535 @@
+"""Stage 4: a reward model that turns preference labels into one number per response.
+
+Stage 3 left pairs: for an instruction, a *chosen* and a *rejected* response.
+A reward model r(instruction, response) -> scalar learns to reproduce those
+choices, so PPO (stage 5) can ask it about responses nobody labelled. The
+Bradley–Terry model (Bradley & Terry 1952; Christiano et al. 2017; InstructGPT,
+Ouyang et al. 2022, sec. 3.5) reads a score difference as a probability::
+
+    P(a ≻ b) = σ(r(a) − r(b))          loss = −log σ(r(chosen) − r(rejected) − margin)
+
+The network is the SFT model with its language-model head replaced by a
+one-output linear head read at the last token, the EOS
+(``AutoModelForSequenceClassification``, ``num_labels=1``), trained with TRL's
+``RewardTrainer``, fully or with LoRA. Every response is scored as the chat
+template renders it, ``<|user|>instruction<|assistant|>response<eos>``, which is
+what ``score`` (used by PPO and the preference notebook) feeds it too.
+
+A reward model is a proxy, and PPO optimises whatever the proxy gets wrong
+(Goodhart's law; Gao et al. 2023, "Scaling laws for reward model
+overoptimization"). So the stage measures it three ways:
+
+* held-out pairwise accuracy, on prompts that never appear in training;
+* calibration: is σ(Δr) the real chance that the chosen response wins? (ECE);
+* agreement with the world's verifier on FRESH samples from the SFT model
+  (Spearman), with the worst disagreements listed: the places PPO can hack.
+
+Run it from ``04_reward_model.ipynb``, ``labkit run --stages reward``, or::
+
+    from labkit import reward
+    result = reward.run(reward.config("smoke"), run="demo")
+
+Reads ``02_sft/model/`` and ``03_preferences/pairs.jsonl`` (or any preference
+data: ``data="Anthropic/hh-rlhf"`` or a local file). Writes ``04_reward/``:
+``model/`` (merged, with tokenizer), ``config.json``, ``metrics.jsonl``,
+``eval.json``, ``eval_pairs.jsonl`` (held-out pair scores) and
+``verifier_samples.jsonl``. Metric keys: ``reward/loss``, ``reward/accuracy``,
+``reward/margin``, ``reward/lr``, ``reward/grad_norm``, ``reward/eval_loss``,
+``reward/eval_accuracy``, ``reward/eval_margin`` (accuracies in percent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError, make_config, set_threads
+from .live import LiveChart, progress
+from .models import count_params, pick_device
+from .runs import Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
+
+
+@dataclass
+class RewardConfig:
+    # data
+    data: str = field(default="pairs", metadata={"help": "'pairs' (this run's 03_preferences/pairs.jsonl), or preference data: a local file/folder or hub dataset (hh-rlhf, prompt/chosen/rejected, chat-message pairs)"})
+    data_split: str = field(default="train", metadata={"help": "split to read when data is a hub dataset"})
+    max_pairs: int | None = field(default=None, metadata={"help": "use at most this many pairs (None: all)"})
+    eval_fraction: float = field(default=0.15, metadata={"help": "fraction of prompts held out for evaluation (all pairs of a prompt stay on one side)"})
+    margin_field: str | None = field(default=None, metadata={"help": "pairs.jsonl field with a per-pair margin m, loss -log σ(Δr - m) (Llama 2, sec. 3.2.2); None: no margin"})
+    max_length_tokens: int | None = field(default=None, metadata={"help": "drop pairs whose longer side exceeds this many tokens (None: the model's max positions)"})
+    # model
+    init_from: str = field(default="sft", metadata={"help": "'sft' (this run's 02_sft model) or a checkpoint folder / hub name to start the reward model from"})
+    use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters (+ the score head) instead of every weight; merged before saving"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (the update is scaled by lora_alpha / lora_r)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "modules that get adapters: 'all-linear' or comma-separated names (q_proj,v_proj)"})
+    # optimisation
+    num_epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs (one is usual: reward models overfit fast)"})
+    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; overrides num_epochs (None: use num_epochs)"})
+    batch_size: int = field(default=16, metadata={"help": "pairs per micro-batch (the model sees twice as many sequences)"})
+    grad_accum_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate (AdamW)"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of steps spent in linear warm-up (then cosine decay)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip gradient norm to this (0: off)"})
+    center_rewards_coefficient: float | None = field(default=0.01, metadata={"help": "weight of mean(r^2), keeping scores near 0 for PPO (Eisenstein et al. 2023, eq. 2); None: off"})
+    # bookkeeping
+    log_interval: int = field(default=10, metadata={"help": "steps between training-loss log lines"})
+    eval_interval: int = field(default=50, metadata={"help": "steps between held-out evaluations during training"})
+    seed: int = field(default=0, metadata={"help": "seed for the split, the score head's init, data order and sampling"})
+    # evaluation
+    calibration_bins: int = field(default=10, metadata={"help": "bins of P(chosen) for the calibration curve and ECE"})
+    verifier_tasks: int = field(default=60, metadata={"help": "held-out world tasks to sample fresh SFT responses for (0: skip the verifier check)"})
+    verifier_samples_per_task: int = field(default=4, metadata={"help": "samples per task, so there are right and wrong ones to rank"})
+    verifier_temperature: float = field(default=1.0, metadata={"help": "sampling temperature for the fresh samples"})
+    verifier_max_new_tokens: int = field(default=32, metadata={"help": "response length limit for the fresh samples (a response that hits it did not stop: wrong)"})
+    worst_k: int = field(default=10, metadata={"help": "worst disagreements with the verifier to list"})
+    score_batch_size: int = field(default=64, metadata={"help": "sequences per forward pass when scoring"})
+    # hardware
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (None: on where the GPU supports it, off on CPU where it is 1.8x slower)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations to save memory (off: slower, and small models fit)"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: the cores this process may use)"})
+
+
+PRESETS = {
+    "smoke": dict(max_steps=8, batch_size=4, log_interval=2, eval_interval=4, verifier_tasks=5,
+                  verifier_samples_per_task=2, verifier_max_new_tokens=12, worst_k=3, calibration_bins=5),
+    "cpu": dict(),  # the dataclass defaults are the cpu preset
+    "gpu": dict(batch_size=32, learning_rate=5e-5, eval_interval=100, verifier_tasks=200,
+                verifier_samples_per_task=8, score_batch_size=256),
+    "hub": dict(use_lora=True, batch_size=8, grad_accum_steps=4, learning_rate=1e-4, verifier_tasks=100,
+                gradient_checkpointing=True, score_batch_size=32),
+}
+
+# Which metrics the live chart and the report draw, grouped into subplots.
+CHART = {"loss": ["reward/loss", "reward/eval_loss"], "pairwise accuracy (%)": ["reward/accuracy", "reward/eval_accuracy"]}
+# TRL's log names -> the lab's namespaced metric keys.
+_LOG_KEYS = {"loss": "reward/loss", "accuracy": "reward/accuracy", "margin": "reward/margin",
+             "learning_rate": "reward/lr", "grad_norm": "reward/grad_norm", "mean_reward": "reward/mean_reward",
+             "eval_loss": "reward/eval_loss", "eval_accuracy": "reward/eval_accuracy",
+             "eval_margin": "reward/eval_margin"}
+
+
+def config(preset: str = "cpu", **overrides) -> RewardConfig:
+    return make_config(RewardConfig, PRESETS, preset, overrides)
+
+
+# --- the scoring format: one function, shared with PPO ------------------------------------
+
+def conversation(instruction: str, response: str | None = None) -> list[dict]:
+    """The chat messages of one exchange (TRL's conversational format)."""
+    msgs = [{"role": "user", "content": instruction}]
+    return msgs + ([{"role": "assistant", "content": response}] if response is not None else [])
+
+
+def scoring_text(tokenizer, instruction: str, response: str) -> str:
+    """Exactly what the reward model reads: ``<|user|>instruction<|assistant|>response<eos>``."""
+    return tokenizer.apply_chat_template(conversation(instruction, response), tokenize=False)
+
+
+@torch.no_grad()
+def score(model, tokenizer, instructions: list[str], responses: list[str], batch_size: int = 64) -> list[float]:
+    """Reward-model scores for (instruction, response) pairs, in the format it was trained on.
+
+    Right-padded like TRL's training batches; the model reads its score at the
+    last non-pad token (the EOS), so padding never changes a score.
+    """
+    if len(instructions) != len(responses):
+        raise ValueError(f"{len(instructions)} instructions but {len(responses)} responses")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    texts = [scoring_text(tokenizer, i, r) for i, r in zip(instructions, responses)]
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="right",
+                        add_special_tokens=False).to(device)
+        out += model(**enc).logits[:, 0].float().tolist()
+    model.train(was_training)
+    return out
+
+
+# --- data ---------------------------------------------------------------------------------
+
+def load_pairs(cfg: RewardConfig, r: Run) -> tuple[list[dict], str]:
+    """Preference pairs {"prompt", "chosen", "rejected"} (+ "task", "margin" when present) and a one-line note."""
+    if cfg.data == "pairs":
+        path = r.require("preferences", "pairs.jsonl")
+        rows = read_jsonl(path)
+        bad = [i for i, p in enumerate(rows) if not all(isinstance(p.get(k), str) for k in ("prompt", "chosen", "rejected"))]
+        if bad:
+            raise ConfigError(f"{path} line {bad[0] + 1}: a pair needs string 'prompt', 'chosen' and 'rejected'")
+        rows = [p for p in rows if p["chosen"] != p["rejected"]]
+        if cfg.margin_field:
+            missing = sum(cfg.margin_field not in p for p in rows)
+            if missing:
+                raise ConfigError(f"margin_field={cfg.margin_field!r}: {missing} of {len(rows)} pairs in {path} lack it")
+            for p in rows:
+                p["margin"] = float(p[cfg.margin_field])
+        rows = rows[:cfg.max_pairs] if cfg.max_pairs else rows
+        note = f"{path}: {len(rows)} pairs"
+    else:
+        if cfg.margin_field:
+            raise ConfigError("margin_field applies to this run's pairs.jsonl (data='pairs'); external preference "
+                              "data carries no margins")
+        from .data import load_preferences  # hh-rlhf, prompt/chosen/rejected, chat-message pairs
+        rows, report = load_preferences(cfg.data, split=cfg.data_split, max_records=cfg.max_pairs)
+        note = str(report)
+    if len(rows) < 2:
+        raise ConfigError(f"{note}: need at least 2 preference pairs to train a reward model")
+    return rows, note
+
+
+def split_by_prompt(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Hold out whole prompts: no prompt has pairs on both sides, so eval accuracy is about new instructions."""
+    prompts = sorted({p["prompt"] for p in pairs})
+    random.Random(seed).shuffle(prompts)
+    n_eval = 0 if eval_fraction <= 0 else max(1, min(len(prompts) - 1, round(eval_fraction * len(prompts))))
+    held = set(prompts[:n_eval])
+    return [p for p in pairs if p["prompt"] not in held], [p for p in pairs if p["prompt"] in held]
+
+
+def to_trl(pairs: list[dict]):
+    """TRL's conversational preference format, so TRL renders them with the lab's chat template."""
+    from datasets import Dataset
+    rows = [{"prompt": conversation(p["prompt"]), "chosen": [{"role": "assistant", "content": p["chosen"]}],
+             "rejected": [{"role": "assistant", "content": p["rejected"]}],
+             **({"margin": p["margin"]} if "margin" in p else {})} for p in pairs]
+    return Dataset.from_list(rows)
+
+
+def drop_too_long(pairs: list[dict], tokenizer, max_tokens: int) -> tuple[list[dict], int]:
+    """Pairs whose chosen and rejected texts both fit in ``max_tokens`` (TRL would drop the rest silently)."""
+    texts = [scoring_text(tokenizer, p["prompt"], p[k]) for p in pairs for k in ("chosen", "rejected")]
+    lens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    keep = [p for i, p in enumerate(pairs) if max(lens[2 * i], lens[2 * i + 1]) <= max_tokens]
+    return keep, len(pairs) - len(keep)
+
+
+# --- evaluation helpers (pure) ---------------------------------------------------------------
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+
+
+def calibration(diffs: list[float], n_bins: int = 10) -> dict:
+    """Reliability of P(chosen ≻ rejected) = σ(r_chosen − r_rejected), and its expected calibration error.
+
+    Every pair is counted both ways round — (σ(Δ), won) and (σ(−Δ), lost) — so
+    the predictions cover [0, 1] and "observed" is a real frequency (a model
+    that is always sure and right has observed 1 where it predicts ~1 and 0
+    where it predicts ~0). ECE = Σ_bins (n_bin / N) · |observed − mean prediction|
+    (Guo et al. 2017, sec. 2).
+    """
+    preds = [(sigmoid(d), 1.0) for d in diffs] + [(sigmoid(-d), 0.0) for d in diffs]
+    bins = []
+    for b in range(n_bins):
+        lo, hi = b / n_bins, (b + 1) / n_bins
+        inside = [(p, y) for p, y in preds if lo <= p < hi or (b == n_bins - 1 and p >= hi)]
+        if inside:
+            bins.append({"bin": f"{lo:.2f}-{hi:.2f}", "count": len(inside),
+                         "predicted": sum(p for p, _ in inside) / len(inside),
+                         "observed": sum(y for _, y in inside) / len(inside)})
+    n = len(preds)
+    ece = sum(b["count"] / n * abs(b["observed"] - b["predicted"]) for b in bins) if n else float("nan")
+    return {"bins": bins, "ece": ece}
+
+
+def verifier_agreement(rows: list[dict], worst_k: int = 10) -> dict:
+    """How well reward-model scores rank fresh samples the way the verifier does.
+
+    ``rows``: {"task_id", "rm_score", "true_score", ...}. Returns Spearman's ρ
+    over all samples, pairwise accuracy on (right, wrong) samples of the same
+    task (both None when every sample is right, or every one wrong), and the ``worst_k`` samples where the two disagree most: wrong
+    answers the reward model ranks high, right answers it ranks low.
+    """
+    from scipy.stats import spearmanr
+    rm = [r["rm_score"] for r in rows]
+    true = [r["true_score"] for r in rows]
+    rho = float(spearmanr(rm, true).statistic) if len(set(true)) > 1 and len(set(rm)) > 1 else None
+    by_task: dict = {}
+    for r in rows:
+        by_task.setdefault(r["task_id"], []).append(r)
+    wins = total = 0
+    for group in by_task.values():
+        for a in group:
+            for b in group:
+                if a["true_score"] > b["true_score"]:
+                    total += 1
+                    wins += 1.0 if a["rm_score"] > b["rm_score"] else 0.5 if a["rm_score"] == b["rm_score"] else 0.0
+    order = sorted(range(len(rows)), key=lambda i: rm[i])
+    pct = [0.0] * len(rows)
+    for rank, i in enumerate(order):
+        pct[i] = rank / max(1, len(rows) - 1)  # 0 = the lowest score, 1 = the highest
+    disagreement = [p if t < 0.5 else 1 - p for p, t in zip(pct, true)]
+    worst = sorted(range(len(rows)), key=lambda i: -disagreement[i])[:worst_k]
+    return {"spearman": rho, "pair_accuracy": 100 * wins / total if total else None,
+            "n_pairs": total, "worst": [{**rows[i], "rm_percentile": round(100 * pct[i])} for i in worst]}
+
+
+def evaluate_pairs(model, tokenizer, pairs: list[dict], n_bins: int = 10, batch_size: int = 64) -> dict:
+    """Pairwise accuracy (%, ties count half), mean scores, calibration bins and ECE, and per-pair rows."""
+    s = score(model, tokenizer, [p["prompt"] for p in pairs] * 2,
+              [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], batch_size)
+    sc, sr = s[:len(pairs)], s[len(pairs):]
+    diffs = [c - j for c, j in zip(sc, sr)]
+    rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"], "score_chosen": c,
+             "score_rejected": j, "task": p.get("task")} for p, c, j in zip(pairs, sc, sr)]
+    return {"accuracy": 100 * sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in diffs) / len(diffs),
+            "chosen_mean": sum(sc) / len(sc), "rejected_mean": sum(sr) / len(sr), "rows": rows,
+            **calibration(diffs, n_bins)}
+
+
+def verifier_samples(model, tokenizer, policy_path, tasks: list[dict], cfg: RewardConfig, device) -> list[dict]:
+    """Fresh samples from the policy at ``policy_path`` for ``tasks``, each scored by the reward model and the verifier."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .generate import generate
+    from .tokenizer import ensure_chat_ready
+    from .world import verify
+    policy = AutoModelForCausalLM.from_pretrained(str(policy_path)).to(device)
+    ptok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(policy_path)))
+    k = cfg.verifier_samples_per_task
+    gens = generate(policy, ptok, [t["prompt"] for t in tasks], max_new_tokens=cfg.verifier_max_new_tokens,
+                    temperature=cfg.verifier_temperature, num_return_sequences=k, seed=cfg.seed,
+                    batch_size=max(1, cfg.score_batch_size // k))
+    rm = score(model, tokenizer, [g["instruction"] for g in gens], [g["response"] for g in gens], cfg.score_batch_size)
+    rows = []
+    for i, (g, s) in enumerate(zip(gens, rm)):
+        t = tasks[i // k]
+        rows.append({"task_id": t["id"], "family": t["family"], "prompt": t["prompt"], "answer": t["answer"],
+                     "response": g["response"], "stopped": g["stopped"], "rm_score": s,
+                     # the verifier's true score; a response that never stopped is wrong (as in SFT's evaluation)
+                     "true_score": verify(t, g["response"]) if g["stopped"] else 0.0})
+    return rows
+
+
+# --- models ---------------------------------------------------------------------------------
+
+def _sft_dir(r: Run, stage: Path) -> Path:
+    """The run's SFT model as a plain checkpoint folder (a PEFT adapter is merged into a temp folder)."""
+    d = r.require("sft", what="")
+    if (d / "model").exists():
+        return d / "model"
+    if (d / "adapter").exists():
+        from peft import AutoPeftModelForCausalLM
+        from transformers import AutoTokenizer
+        merged = Path(tempfile.mkdtemp(dir=stage, prefix=".sft_merged."))
+        AutoPeftModelForCausalLM.from_pretrained(d / "adapter").merge_and_unload().save_pretrained(merged)
+        AutoTokenizer.from_pretrained(d / "adapter").save_pretrained(merged)
+        return merged
+    raise StageMissing(f"stage 'sft' of run '{r.name}' is marked complete but has neither {d / 'model'} "
+                       f"nor {d / 'adapter'}")
+
+
+def load_reward_model(path: str | Path, tokenizer):
+    """A one-output sequence classifier from a causal-LM (or reward-model) checkpoint, pad id set."""
+    from transformers import AutoModelForSequenceClassification
+    try:  # silence the expected "score.weight newly initialised / lm_head unused" report
+        from trl.trainer.reward_trainer import suppress_seqcls_warning
+    except ImportError:
+        suppress_seqcls_warning = contextlib.nullcontext
+    with suppress_seqcls_warning():
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
+    # The classifier reads the score at the last non-pad token, so it must know which id is padding.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _lora_config(cfg: RewardConfig):
+    from peft import LoraConfig
+    targets = cfg.lora_target_modules if cfg.lora_target_modules == "all-linear" else \
+        [t.strip() for t in cfg.lora_target_modules.split(",") if t.strip()]
+    # modules_to_save: the new score head must train in full, or the adapters feed a random projection.
+    return LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, modules_to_save=["score"])
+
+
+def _trainer_args(cfg: RewardConfig, out_dir: str, device, bf16: bool, has_eval: bool):
+    from trl import RewardConfig as TRLRewardConfig
+    # TRL's defaults assume a GPU (bf16, gradient checkpointing); both slow a CPU down (DESIGN.md).
+    return TRLRewardConfig(
+        output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum_steps, learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_epochs, max_steps=cfg.max_steps or -1, lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip or 0.0,
+        logging_steps=cfg.log_interval, logging_first_step=True,
+        eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_interval, eval_on_start=has_eval,
+        save_strategy="no", report_to="none", disable_tqdm=True, bf16=bf16, activation_checkpointing=cfg.gradient_checkpointing,
+        max_length=None,  # long pairs are dropped (and counted) before TRL sees them
+        center_rewards_coefficient=cfg.center_rewards_coefficient, seed=cfg.seed,
+        use_cpu=device.type == "cpu", dataloader_pin_memory=device.type == "cuda")
+
+
+def _callback(metrics_path: Path, chart: LiveChart, bar):
+    from transformers import TrainerCallback
+
+    class LabLog(TrainerCallback):
+        """TRL's logs -> metrics.jsonl (namespaced, accuracy in percent), the live chart and the bar."""
+
+        def on_step_end(self, args, state, control, **kw):
+            bar.update(1)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            m = {v: float(logs[k]) * (100 if k.endswith("accuracy") else 1)
+                 for k, v in _LOG_KEYS.items() if k in (logs or {})}
+            if not m:
+                return
+            m = {"step": state.global_step, **m}
+            append_jsonl(metrics_path, m)
+            chart.update(state.global_step, m)
+            shown = {k.split("/")[1]: f"{v:.3g}" for k, v in m.items() if k in ("reward/loss", "reward/eval_accuracy")}
+            bar.set_postfix(**shown)
+
+    return LabLog()
+
+
+def _check(cfg: RewardConfig) -> None:
+    for name in ("batch_size", "grad_accum_steps", "log_interval", "eval_interval", "calibration_bins",
+                 "verifier_samples_per_task", "score_batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 0 <= cfg.eval_fraction < 1:
+        raise ConfigError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
+    if cfg.max_steps is None and cfg.num_epochs <= 0:
+        raise ConfigError("num_epochs must be > 0 (or set max_steps)")
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+def run(cfg: RewardConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
+        live: bool | None = None, progress_bar: bool = True) -> dict:
+    """Train the reward model on preference pairs, evaluate it three ways, write ``04_reward/``."""
+    with _quiet_libraries():
+        return _run(cfg, run, runs_dir, preset, live, progress_bar)
+
+
+def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: bool | None,
+         progress_bar: bool) -> dict:
+    from transformers import AutoTokenizer, PrinterCallback
+    from trl import RewardTrainer
+
+    from . import world as W
+    from .tokenizer import ensure_chat_ready
+
+    _check(cfg)
+    t_start = time.perf_counter()
+    threads = set_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+    # Inputs first: a missing predecessor fails before anything is written.
+    r = Run(run, runs_dir)
+    pairs, data_note = load_pairs(cfg, r)
+    stage = r.stage_dir("reward")
+    sft_ok = r.is_complete("sft")
+    sft_path = _sft_dir(r, stage) if (cfg.init_from == "sft" or (sft_ok and cfg.verifier_tasks)) else None
+    init_path = sft_path if cfg.init_from == "sft" else cfg.init_from
+    tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(init_path)))
+    torch.manual_seed(cfg.seed)  # the new score head is initialised randomly: same seed, same head
+    model = load_reward_model(init_path, tokenizer)
+    max_tokens = cfg.max_length_tokens or getattr(model.config, "max_position_embeddings", None) or 10 ** 9
+    pairs, n_too_long = drop_too_long(pairs, tokenizer, max_tokens)
+    train_pairs, eval_pairs = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
+    if not train_pairs:
+        raise ConfigError(f"no pair fits in {max_tokens} tokens ({n_too_long} dropped); raise max_length_tokens")
+
+    r.update_manifest(preset=preset or r.manifest().get("preset"))
+    r.start("reward", dataclasses.asdict(cfg))
+    metrics_path = stage / "metrics.jsonl"
+    atomic_write_text(metrics_path, "")
+    initial = [p.detach().clone() for p in model.parameters()]
+
+    chart = LiveChart(CHART, title="reward model", enabled=live)
+    with tempfile.TemporaryDirectory(dir=stage, prefix=".trainer.") as out_dir:
+        args = _trainer_args(cfg, out_dir, device, bf16, has_eval=bool(eval_pairs))
+        trainer = RewardTrainer(model=model, args=args, train_dataset=to_trl(train_pairs),
+                                eval_dataset=to_trl(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
+                                peft_config=_lora_config(cfg) if cfg.use_lora else None)
+        total_steps = trainer.args.max_steps if trainer.args.max_steps > 0 else math.ceil(
+            cfg.num_epochs * math.ceil(len(train_pairs) / cfg.batch_size) / cfg.grad_accum_steps)
+        bar = progress(total_steps, "reward", disable=not progress_bar)
+        trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, the chart and the bar instead
+        trainer.add_callback(_callback(metrics_path, chart, bar))
+        t_train = time.perf_counter()
+        trainer.train()
+        t_train = time.perf_counter() - t_train
+        bar.close()
+        chart.update(trainer.state.global_step, {}, force=True)
+        trainable = count_params(trainer.model, trainable_only=True)
+        model = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
+    model.eval()
+    changed = sum(not torch.equal(a, b.detach().cpu()) for a, b in zip(initial, model.parameters()))
+    with atomic_dir(stage / "model") as d:
+        model.save_pretrained(d)
+        tokenizer.save_pretrained(d)
+
+    # 1. held-out pairwise accuracy and score distributions, 2. calibration, 3. the verifier on fresh samples
+    check = eval_pairs or train_pairs  # without a held-out set, report on training pairs (and say so)
+    held = evaluate_pairs(model, tokenizer, check, cfg.calibration_bins, cfg.score_batch_size)
+    sample = random.Random(cfg.seed).sample(train_pairs, min(len(train_pairs), 500))
+    train_acc = evaluate_pairs(model, tokenizer, sample, cfg.calibration_bins, cfg.score_batch_size)["accuracy"]
+    atomic_write_text(stage / "eval_pairs.jsonl", "".join(json.dumps(row) + "\n" for row in held["rows"]))
+    agree, vrows = None, []
+    if cfg.verifier_tasks and sft_path is not None:
+        tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed + 404)
+        vrows = verifier_samples(model, tokenizer, sft_path, tasks, cfg, device)
+        agree = verifier_agreement(vrows, cfg.worst_k)
+        atomic_write_text(stage / "verifier_samples.jsonl", "".join(json.dumps(v) + "\n" for v in vrows))
+    if sft_path is not None and sft_path.name.startswith(".sft_merged."):
+        shutil.rmtree(sft_path, ignore_errors=True)
+
+    rows = read_jsonl(metrics_path)
+    last = {k: v for m in rows for k, v in m.items()}
+    result = {
+        "reward/eval_accuracy": held["accuracy"], "reward/train_accuracy": train_acc, "reward/ece": held["ece"],
+        "reward/spearman": agree["spearman"] if agree else None,
+        "reward/verifier_pair_accuracy": agree["pair_accuracy"] if agree else None,
+        "reward/verifier_right_rate": 100 * sum(v["true_score"] for v in vrows) / len(vrows) if vrows else None,
+        "reward/chosen_mean": held["chosen_mean"], "reward/rejected_mean": held["rejected_mean"],
+        "reward/final_loss": last.get("reward/loss"), "reward/steps": trainer.state.global_step,
+        "reward/pairs_train": len(train_pairs), "reward/pairs_eval": len(eval_pairs),
+        "reward/prompts_eval": len({p["prompt"] for p in eval_pairs}), "reward/pairs_dropped_too_long": n_too_long,
+        "reward/params": count_params(model), "reward/trainable_params": trainable,
+        "reward/params_changed": changed, "reward/train_seconds": t_train,
+        "reward/seconds": time.perf_counter() - t_start, "reward/threads": threads, "device": str(device),
+        "eval_on": "held-out prompts" if eval_pairs else "training pairs (eval_fraction=0)",
+        "data": data_note, "init_from": str(init_path),
+        "verifier_check": "done" if agree else "skipped: " + ("verifier_tasks=0" if not cfg.verifier_tasks else
+                                                              "this run has no SFT model to sample from"),
+    }
+    atomic_write_json(stage / "eval.json", {**result, "calibration": held["bins"],
+                                            "worst_disagreements": agree["worst"] if agree else []})
+    r.complete("reward", result["reward/seconds"], {k: result[k] for k in (
+        "reward/eval_accuracy", "reward/ece", "reward/spearman", "reward/verifier_pair_accuracy")})
+    return result
+
+
+@contextlib.contextmanager
+def _quiet_libraries():
+    """No per-call bars from datasets.map / from_pretrained / save_pretrained: the stage shows one bar."""
+    from datasets.utils import logging as dlog
+    from transformers.utils import logging as tlog
+    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was[0]:
+            dlog.enable_progress_bar()
+        if was[1]:
+            tlog.enable_progress_bar()

@@ -1,0 +1,158 @@
+"""Tests for labkit.judges: each principle, compare/rank, the model judge's maths, label_all."""
+
+import pytest
+import torch
+
+from labkit.judges import COMPARE_TEMPLATE, Constitution, ModelJudge, label_all, stopped_flags
+from labkit.store import LabelStore
+
+torch.set_num_threads(1)
+
+
+def verify(task, response):
+    """A stand-in for labkit.world's verifier: right when the answer word is in the response."""
+    return 1.0 if task["answer"] in response.split() else 0.0
+
+
+TASK = {"answer": "paris"}
+
+
+def test_each_principle():
+    judge = Constitution(verify=verify, max_words=4)
+    _, per = judge.score("capital?", TASK, "it is paris")
+    assert per == {"correct": 1.0, "concise": 1.0, "no_repetition": 1.0, "polite": 1.0, "stops_cleanly": 1.0}
+    assert judge.score("q", TASK, "it is rome")[1]["correct"] == 0.0
+    assert judge.score("q", TASK, "one two three four five six")[1]["concise"] == pytest.approx(0.5)
+    assert judge.score("q", TASK, "a b c d e f g h i")[1]["concise"] == 0.0    # past twice the limit
+    assert judge.score("q", TASK, "")[1]["concise"] == 0.0                     # empty is not concise
+    # 6 words -> 4 trigrams, of which 2 distinct ("go go go" x3, "go go stop" x1).
+    assert judge.score("q", TASK, "go go go go go stop")[1]["no_repetition"] == pytest.approx(2 / 4)
+    assert judge.score("q", TASK, "Paris, you IDIOT")[1]["polite"] == 0.0
+    assert judge.score("q", TASK, "a fine idiom")[1]["polite"] == 1.0          # whole words only
+    assert judge.score("q", TASK, "paris", stopped=False)[1]["stops_cleanly"] == 0.0
+
+
+def test_total_is_the_weighted_mean_and_correct_is_optional():
+    judge = Constitution(verify=verify, max_words=4)
+    total, per = judge.score("q", TASK, "rome", stopped=False)  # wrong (w=3) and trailing off (w=1)
+    assert total == pytest.approx((0 * 3 + 1 + 1 + 1 + 0) / 7)
+    # No task, or no verifier: "correct" does not apply and the others share the weight.
+    assert "correct" not in Constitution(verify=verify).score("q", None, "rome")[1]
+    assert Constitution().score("q", TASK, "rome")[0] == pytest.approx(1.0)
+
+
+def test_compare_and_rank():
+    judge = Constitution(verify=verify, max_words=5)
+    good, wordy, wrong = "it is paris", "it is paris " + "and so on " * 6, "it is rome"
+    assert judge.compare("q", TASK, good, wrong) == "a"
+    assert judge.compare("q", TASK, wrong, good) == "b"
+    assert judge.compare("q", TASK, good, good) == "tie"
+    assert judge.compare("q", TASK, good, good, stopped_a=False) == "b"
+    assert judge.rank("q", TASK, [wrong, wordy, good]) == [2, 1, 0]
+    assert Constitution(verify=verify, both_bad_below=0.7).compare("q", TASK, wrong, wrong + " really") == "both_bad"
+    assert "#2: " in judge.explain("q", TASK, [wrong, wordy, good])
+    assert stopped_flags({"responses": ["x", "y"]}) == [True, True]
+    assert stopped_flags({"responses": ["x", "y"], "stopped": [1, 0]}) == [True, False]
+
+
+def candidates():
+    return [
+        {"id": "q0", "prompt": "capital of france?", "task": TASK, "gen": {},
+         "responses": ["it is rome", "it is paris", "paris you idiot"], "stopped": [True, True, True]},
+        {"id": "q1", "prompt": "say hi", "task": None, "gen": {},
+         "responses": ["hi", "hi hi hi hi hi hi"]},
+    ]
+
+
+@pytest.mark.parametrize("mode,expected", [("pair", 4), ("rank", 2)])
+def test_label_all_records_the_judge_and_resumes(tmp_path, mode, expected):
+    with LabelStore(tmp_path / "labels.sqlite") as store:
+        judge = Constitution(verify=verify)
+        assert label_all(candidates(), store, judge, mode=mode) == expected
+        assert label_all(candidates(), store, judge, mode=mode) == 0  # nothing twice
+        labels = store.labels(annotator="ai:constitution")
+        assert len(labels) == expected and all(lab.rationale for lab in labels)
+        if mode == "rank":
+            assert labels[0].payload["order"] == [1, 2, 0]  # right, right but rude, wrong
+        else:
+            assert {lab.unit: lab.payload["choice"] for lab in labels} == {
+                ("q0", 0, 1): "b", ("q0", 0, 2): "b", ("q0", 1, 2): "a", ("q1", 0, 1): "a"}
+            assert "#1:" in labels[2].rationale and "#2:" in labels[2].rationale
+
+
+# -- the model judge ------------------------------------------------------------------
+
+def tiny_tokenizer():
+    """A word-level tokenizer over the template's words, built in-process (nothing downloaded)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = set(COMPARE_TEMPLATE.replace("{", " ").replace("}", " ").replace(":", " : ").replace("?", " ? ").split())
+    words |= {"good", "bad", "ok", "say", "something", "A", "B"}
+    vocab = {w: i for i, w in enumerate(["<unk>", "<s>", "</s>"] + sorted(words))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def tiny_llama(vocab_size):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128)
+    return LlamaForCausalLM(cfg)
+
+
+def test_model_judge_with_a_random_tiny_llama():
+    tok = tiny_tokenizer()
+    judge = ModelJudge(tiny_llama(len(tok)), tok, name="tiny")
+    p = judge.prefer_first("say something", "good", "bad")
+    assert 0.0 < p < 1.0
+    # Asking both ways round makes the verdict symmetric in the two responses.
+    p_good = judge.prob_a("say something", "good", "bad")
+    assert p_good == pytest.approx(1 - judge.prob_a("say something", "bad", "good"))
+    assert judge.compare("say something", None, "good", "bad") in ("a", "b", "tie")
+    assert sorted(judge.rank("say something", None, ["good", "bad", "ok"])) == [0, 1, 2]
+    # Longer than the model's 128 positions: the context is cut from the left, the question kept.
+    assert 0.0 < judge.prefer_first("say " * 300, "good", "bad") < 1.0
+
+
+class FakeLM(torch.nn.Module):
+    """Says " A" when the word "good" is in response A, " B" otherwise -- and, if `bias`, always leans to " A"."""
+
+    def __init__(self, tok, bias=0.0):
+        super().__init__()
+        self.tok, self.bias = tok, bias
+        self.config = type("Config", (), {"max_position_embeddings": 512})()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids):
+        ids = input_ids[0].tolist()
+        v = self.tok.get_vocab()
+        b_at = max(i for i in range(1, len(ids)) if ids[i] == v["B"] and ids[i - 1] == v["Response"])
+        good_in_a = v["good"] in ids[:b_at]
+        logits = torch.zeros(1, len(ids), len(v))
+        logits[..., v["A"]] = (2.0 if good_in_a else -2.0) + self.bias
+        return type("Out", (), {"logits": logits})()
+
+    @property
+    def device(self):
+        return self.anchor.device
+
+
+def test_model_judge_reads_the_answer_and_cancels_position_bias(tmp_path):
+    tok = tiny_tokenizer()
+    judge = ModelJudge(FakeLM(tok), tok, name="fake")
+    assert judge.compare("say something", None, "good", "bad") == "a"
+    assert judge.compare("say something", None, "bad", "good") == "b"
+    assert judge.rank("say something", None, ["bad", "ok", "good"])[0] == 2
+    # A judge that says " A" no matter what: one ordering is fooled, both orderings give a tie.
+    always_a = ModelJudge(FakeLM(tok, bias=50.0), tok)
+    assert always_a.prefer_first("say something", "bad", "good") > 0.99
+    assert always_a.compare("say something", None, "bad", "good") == "tie"
+    with LabelStore(tmp_path / "labels.sqlite") as store:
+        cands = [{"id": "x", "prompt": "say something", "task": None, "responses": ["bad", "good"]}]
+        assert label_all(cands, store, judge, mode="pair") == 1
+        (lab,) = store.labels(annotator="ai:fake")
+        assert lab.payload["choice"] == "b" and lab.rationale.startswith("P(#0 better than #1)")

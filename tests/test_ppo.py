@@ -1,0 +1,249 @@
+"""Tests for labkit.ppo (stage 5): hermetic, tiny models built in-process, tmp_path run folders.
+
+The predecessors are stand-ins: a smoke-preset pretrained model copied to
+``02_sft/model`` and a sequence classifier initialised from it (random score
+head) in ``04_reward/model``. They prove the plumbing, not the quality.
+"""
+
+import contextlib
+import json
+import shutil
+
+import pytest
+import torch
+
+from labkit import ppo, pretrain
+from labkit import ppo_math as pm
+from labkit.config import ConfigError
+from labkit.runs import Run, StageMissing, read_json, read_jsonl
+
+torch.set_num_threads(1)
+TIMING = ("ppo/gen_seconds", "ppo/step_seconds")
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """A run folder with pretrain done, its model standing in for SFT, and a tiny reward model."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    runs = tmp_path_factory.mktemp("runs")
+    r = Run("base", runs)
+    pretrain.run(pretrain.config("smoke", threads=1), run="base", runs_dir=str(runs), progress_bar=False, live=False)
+    src = r.path / "01_pretrain" / "model"
+    shutil.copytree(src, r.stage_dir("sft") / "model")
+    r.complete("sft", 0.0, {})
+    tok = AutoTokenizer.from_pretrained(str(src))
+    torch.manual_seed(1)
+    rm = AutoModelForSequenceClassification.from_pretrained(str(src), num_labels=1)
+    rm.config.pad_token_id = tok.pad_token_id
+    rm.save_pretrained(r.stage_dir("reward") / "model")
+    tok.save_pretrained(r.stage_dir("reward") / "model")
+    r.complete("reward", 0.0, {})
+    return r
+
+
+def _copy(base_run, tmp_path, name):
+    shutil.copytree(base_run.path, tmp_path / name)
+    return Run(name, tmp_path)
+
+
+def _run(r, **over):
+    cfg = ppo.config("smoke", threads=1, **over)
+    return ppo.run(cfg, run=r.name, runs_dir=str(r.path.parent), progress_bar=False, live=False)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(base_run, tmp_path_factory):
+    """One complete smoke-preset PPO run (reward model, LoRA), shared by the checks below."""
+    r = _copy(base_run, tmp_path_factory.mktemp("smoke"), "a")
+    return r, _run(r)
+
+
+def _parts(r, **over):
+    """Policy/critic/optimizer of a smoke config, as run() builds them, plus one batch of rollouts."""
+    from accelerate import Accelerator
+    cfg = ppo.config("smoke", threads=1, **over)
+    torch.manual_seed(0)
+    policy, ref, critic, rm, tok, rm_tok = ppo.load_models(cfg, r.path / "02_sft" / "model",
+                                                           r.path / "04_reward" / "model")
+    pv = ppo.PolicyAndValue(policy, critic)
+    acc = Accelerator(cpu=True)
+    opt = torch.optim.AdamW([p for p in pv.parameters() if p.requires_grad], lr=cfg.learning_rate)
+    model, opt = acc.prepare(pv, opt)
+    tasks = ppo.load_prompts(cfg, r.world())[0][:cfg.rollout_batch_size]
+    batch = ppo.sample(policy, tok, [t["prompt"] for t in tasks], cfg.max_new_tokens, cfg.temperature)
+    batch.update(ppo.forward_pass(pv, ref, batch, cfg.temperature, cfg.minibatch_size, contextlib.nullcontext()))
+    batch["score"] = torch.randn(len(tasks), generator=torch.Generator().manual_seed(0))
+    batch["kl_coef"] = cfg.kl_coef
+    batch.update(ppo.advantages_and_returns(batch, cfg))
+    return cfg, pv, ref, model, opt, acc, tok, batch
+
+
+# --- the update --------------------------------------------------------------------------------
+
+def test_one_update_trains_lora_only_and_keeps_the_reference(base_run, tmp_path):
+    from transformers import AutoModelForCausalLM
+    cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run)
+    sft = AutoModelForCausalLM.from_pretrained(str(base_run.path / "02_sft" / "model"))
+    ids, attn = ppo._inputs(batch, slice(None))
+    kw = dict(input_ids=ids, attention_mask=attn, position_ids=ppo.position_ids(attn))
+    sft_logits = sft(**kw).logits
+    lora = {n: p.detach().clone() for n, p in pv.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in pv.named_parameters() if not p.requires_grad}
+    assert all("lora_" in n or "modules_to_save" in n for n in lora)
+
+    stats = ppo.ppo_update(model, opt, acc, batch, cfg, contextlib.nullcontext(), step=0)
+
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in stats.items() if k != "epochs")
+    assert stats["ratio_dev_first"] < 1e-5  # old log-probs recomputed exactly as in training: ratio == 1
+    changed = [n for n, p in pv.named_parameters() if p.requires_grad and not torch.equal(p, lora[n])]
+    assert any("policy" in n and "lora_B" in n for n in changed) and any("critic" in n for n in changed)
+    assert all(torch.equal(p, frozen[n]) for n, p in pv.named_parameters() if not p.requires_grad)
+    with torch.no_grad():
+        with ppo.reference(pv, ref) as reference:
+            assert torch.allclose(reference(**kw).logits, sft_logits, atol=1e-5)  # reference == SFT, untouched
+        assert not torch.allclose(pv.policy(**kw).logits, sft_logits, atol=1e-5)  # while the policy moved
+
+
+def test_training_logprobs_match_generation(base_run):
+    """Left padding + position ids from the mask: the forward pass sees what generate() sampled from."""
+    cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run)
+    from labkit.tokenizer import format_prompt
+    tasks = ppo.load_prompts(cfg, base_run.world())[0][:6]
+    enc = tok([format_prompt(tok, t["prompt"]) for t in tasks], return_tensors="pt", padding=True,
+              padding_side="left", add_special_tokens=False)
+    assert (enc.attention_mask == 0).any()  # the prompts really are padded
+    g = pv.policy.generate(**enc, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0, max_new_tokens=6,
+                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, output_logits=True,
+                           return_dict_in_generate=True)
+    resp = g.sequences[:, enc.input_ids.shape[1]:]
+    mask, _ = pm.first_eos_mask(resp, tok.eos_token_id)
+    gen_logp = pm.logprobs_from_logits(torch.stack(g.logits, 1) / cfg.temperature, resp)
+    b = {"query": enc.input_ids, "query_mask": enc.attention_mask, "response": resp, "mask": mask}
+    fwd = ppo.forward_pass(pv, ref, b, cfg.temperature, 4, contextlib.nullcontext())
+    assert torch.allclose(torch.where(mask.bool(), gen_logp, 0.0), torch.where(mask.bool(), fwd["logprobs"], 0.0),
+                          atol=1e-4)
+    assert torch.allclose(fwd["logprobs"], fwd["ref_logprobs"], atol=1e-6)  # LoRA starts at B = 0: policy == ref
+
+
+def test_shape_scores_applies_the_missing_eos_penalty():
+    cfg = ppo.config("smoke", missing_eos_penalty=2.0)
+    s = ppo.shape_scores(torch.tensor([1.0, 1.0, 3.0]), torch.tensor([True, False, True]), cfg,
+                         {"mean": 1.0, "std": 2.0})
+    assert s.tolist() == [0.0, -2.0, 1.0]
+    s = ppo.shape_scores(torch.tensor([5.0, -5.0]), torch.tensor([False, True]), ppo.config("smoke", score_clip=3.0), None)
+    assert s.tolist() == [3.0, -3.0]
+
+
+# --- whole runs ------------------------------------------------------------------------------------
+
+def test_smoke_run_writes_the_stage(smoke_run):
+    r, res = smoke_run
+    stage = r.path / "05_ppo"
+    rows = read_jsonl(stage / "metrics.jsonl")
+    assert [m["step"] for m in rows] == [1, 2, 3, 4]
+    for m in rows:
+        for k in ("ppo/pg_loss", "ppo/vf_loss", "ppo/kl", "ppo/rm_score", "ppo/entropy", "ppo/approx_kl"):
+            assert m[k] is not None and m[k] == m[k] and abs(m[k]) < 1e6, (k, m[k])
+        assert m["ppo/ratio_dev_first"] < 1e-5
+        assert 0 <= m["ppo/true_score"] <= 100 and 0 <= m["ppo/eos_rate"] <= 100
+    assert rows[0]["ppo/kl"] == pytest.approx(0.0, abs=1e-6)  # first rollout: policy == reference
+    ev = read_json(stage / "eval.json")
+    assert ev["world_size"] == 1 and ev["ppo/steps"] == 4 and ev["ranks_in_sync"]
+    assert ev["before"]["kl"] == pytest.approx(0.0, abs=1e-5) and ev["after"]["kl"] >= 0
+    for key in ("true_greedy", "true_sampled", "rm_score", "stop_rate"):
+        assert ev["before"][key] is not None and ev["after"][key] is not None
+    samples = read_jsonl(stage / "samples.jsonl")
+    assert len(samples) == ev["eval_prompts"] and {"before", "after", "answer"} <= set(samples[0])
+    assert (stage / "adapter" / "adapter_config.json").exists() and (stage / "model" / "config.json").exists()
+    assert r.is_complete("ppo") and res["ppo/true_score_before"] == ev["before"]["true_greedy"]
+
+
+def test_same_seed_same_metrics(smoke_run, base_run, tmp_path):
+    a, _ = smoke_run
+    b = _copy(base_run, tmp_path, "b")
+    _run(b)
+    assert _strip(read_jsonl(b.path / "05_ppo" / "metrics.jsonl")) == _strip(read_jsonl(a.path / "05_ppo" / "metrics.jsonl"))
+    ea, eb = read_json(a.path / "05_ppo" / "eval.json"), read_json(b.path / "05_ppo" / "eval.json")
+    assert ea["after"] == eb["after"]
+
+
+def test_resume_mid_run_reproduces_the_continuation(smoke_run, base_run, tmp_path, monkeypatch):
+    a, _ = smoke_run
+    c = _copy(base_run, tmp_path, "c")
+    real = ppo.check_alarms
+
+    def crash_at_step_3(history, cfg, active):
+        if history[-1]["step"] == 3:  # after step 3's metrics line was written, before its checkpoint
+            raise KeyboardInterrupt
+        return real(history, cfg, active)
+
+    monkeypatch.setattr(ppo, "check_alarms", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        _run(c)
+    assert not c.is_complete("ppo") and torch.load(c.path / "05_ppo" / "ckpt" / "state.pt")["step"] == 2
+    monkeypatch.setattr(ppo, "check_alarms", real)
+    res = _run(c)
+    assert res["resumed_from"] == 2
+    assert _strip(read_jsonl(c.path / "05_ppo" / "metrics.jsonl")) == _strip(read_jsonl(a.path / "05_ppo" / "metrics.jsonl"))
+    assert read_json(c.path / "05_ppo" / "eval.json")["after"] == read_json(a.path / "05_ppo" / "eval.json")["after"]
+
+
+def test_verifier_reward_full_finetuning_and_eos_penalty(base_run, tmp_path):
+    """reward='verifier' needs no reward stage; use_lora=False keeps a frozen reference copy."""
+    r = _copy(base_run, tmp_path, "v")
+    shutil.rmtree(r.path / "04_reward")
+    res = _run(r, reward="verifier", use_lora=False, missing_eos_penalty=3.0, max_new_tokens=3, total_steps=2)
+    assert res["use_lora"] is False and not (r.path / "05_ppo" / "adapter").exists()
+    for m in read_jsonl(r.path / "05_ppo" / "metrics.jsonl"):
+        # score = 1 if correct (which needs EOS) else 0, minus 3 for every response without EOS
+        expect = m["ppo/true_score"] / 100 - 3.0 * (1 - m["ppo/eos_rate"] / 100)
+        assert m["ppo/score"] == pytest.approx(expect, abs=1e-5)
+        assert m["ppo/rm_score"] == pytest.approx(m["ppo/true_score"] / 100, abs=1e-6)
+
+
+def test_missing_stages_fail_clearly(base_run, tmp_path):
+    r = _copy(base_run, tmp_path, "m")
+    m = json.loads(r.manifest_path.read_text())
+    del m["stages"]["reward"]
+    r.manifest_path.write_text(json.dumps(m))
+    with pytest.raises(StageMissing, match="'reward'"):
+        _run(r)
+    del m["stages"]["sft"]
+    r.manifest_path.write_text(json.dumps(m))
+    with pytest.raises(StageMissing, match="'sft'"):
+        _run(r, reward="verifier")
+    assert not (r.path / "05_ppo").exists()  # nothing written
+
+
+# --- pieces ------------------------------------------------------------------------------------------
+
+def test_alarms_fire_once_on_reward_hacking_and_drift():
+    cfg = ppo.config("smoke", alarm_window=4, alarm_true_drop=10.0, alarm_kl=5.0)
+    hist, active, fired = [], set(), []
+    for step, (rm, true, kl) in enumerate([(0.0, 50, 1), (0.1, 50, 1), (0.5, 30, 2), (0.9, 20, 6), (1.2, 10, 7)], 1):
+        hist.append({"step": step, "ppo/rm_score": rm, "ppo/true_score": true, "ppo/kl": kl})
+        fired += ppo.check_alarms(hist, cfg, active)
+    assert [(a["step"], a["kind"]) for a in fired] == [(4, "reward_hacking"), (4, "kl_drift")]
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="did you mean 'kl_coef'"):
+        ppo.config("smoke", kl_coeff=0.1)
+    with pytest.raises(ConfigError, match="must divide"):
+        ppo._check(ppo.config("smoke", rollout_batch_size=10, minibatch_size=4))
+    with pytest.raises(ConfigError, match="reward"):
+        ppo._check(ppo.config("smoke", reward="judge"))
+    for preset in ppo.PRESETS:
+        ppo._check(ppo.config(preset))
+
+
+def test_token_kl_is_zero_against_itself(base_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    path = str(base_run.path / "02_sft" / "model")
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    rows = ppo.token_kl(model, model, tok, "What is 2 plus 3?", "5")
+    assert rows[-1]["token"] == tok.eos_token and all(abs(x["kl"]) < 1e-6 and x["k1"] == 0 for x in rows)

@@ -1,0 +1,148 @@
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from labkit import pretrain
+from labkit.config import ConfigError
+from labkit.runs import Run, read_jsonl
+from labkit.tokenizer import SENTINELS, train_tokenizer
+from labkit.world import World, corpus
+
+SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+
+
+def test_smoke_causal_learns_and_writes_stage(smoke_run):
+    stage = smoke_run / "01_pretrain"
+    ev = json.loads((stage / "eval.json").read_text())
+    assert math.isfinite(ev["pretrain/val_loss"])
+    rows = read_jsonl(stage / "metrics.jsonl")
+    losses = [r["pretrain/loss"] for r in rows]
+    assert losses[-1] < losses[0]  # it trained
+    for p in ("model/config.json", "model/model.safetensors", "tokenizer/tokenizer.json", "ckpt/state.pt"):
+        assert (stage / p).exists(), p
+    assert Run.at(smoke_run).is_complete("pretrain")
+
+
+@pytest.mark.parametrize("objective", ["masked", "span"])
+def test_other_objectives_train(tmp_path, objective):
+    res = pretrain.run(pretrain.config("smoke", objective=objective, max_steps=12), run="r", runs_dir=str(tmp_path),
+                       progress_bar=False)
+    rows = read_jsonl(tmp_path / "r/01_pretrain/metrics.jsonl")
+    assert math.isfinite(res["pretrain/val_loss"]) and rows[-1]["pretrain/loss"] < rows[0]["pretrain/loss"]
+    from transformers import AutoConfig
+    cfg = AutoConfig.from_pretrained(tmp_path / "r/01_pretrain/model")
+    assert cfg.model_type == {"masked": "bert", "span": "t5"}[objective]
+
+
+def test_masking_follows_bert_recipe():
+    tok = train_tokenizer(corpus(World(0), 200), "bpe", 400)
+    x = torch.randint(40, len(tok), (64, 128))
+    inp, labels = pretrain.mask_tokens(x, tok, 0.15, torch.Generator().manual_seed(0))
+    picked = labels != -100
+    assert 0.12 < picked.float().mean() < 0.18
+    assert torch.equal(labels[picked], x[picked])  # labels are the original tokens
+    frac_mask = (inp[picked] == tok.mask_token_id).float().mean()
+    assert 0.75 < frac_mask < 0.85
+    assert torch.equal(inp[~picked], x[~picked])  # untouched elsewhere
+
+
+def test_span_corruption_reconstructs_the_text():
+    seq = list(range(100, 160))
+    sentinels = list(range(10, 26))
+    inp, tgt = pretrain.corrupt_spans(seq, sentinels, 0.15, 3.0, random.Random(0))
+    # Fill each sentinel in the input with its span from the target: the original comes back.
+    spans, cur = {}, None
+    for t in tgt:
+        if t in sentinels:
+            cur = t
+            spans[cur] = []
+        else:
+            spans[cur].append(t)
+    rebuilt = [x for t in inp for x in (spans[t] if t in sentinels else [t])]
+    assert rebuilt == seq
+    assert 5 <= sum(len(v) for v in spans.values()) <= 15
+
+
+def test_unigram_baseline_matches_hand_computation():
+    train = torch.tensor([0, 0, 1])
+    val = torch.tensor([0, 1])
+    # add-one: p0 = 3/5, p1 = 2/5, vocab 2
+    expected = math.exp(-(math.log(3 / 5) + math.log(2 / 5)) / 2)
+    assert pretrain.unigram_ppl(train, val, 2) == pytest.approx(expected)
+
+
+def test_resume_continues_from_checkpoint(tmp_path):
+    cfg = pretrain.config("smoke", max_steps=10, checkpoint_interval=5)
+    pretrain.run(cfg, run="r", runs_dir=str(tmp_path), progress_bar=False)
+    res = pretrain.run(pretrain.config("smoke", max_steps=16, checkpoint_interval=5), run="r",
+                       runs_dir=str(tmp_path), progress_bar=False)
+    assert res["resumed_from"] == 10 and res["pretrain/steps"] == 16
+    steps = [r["step"] for r in read_jsonl(tmp_path / "r/01_pretrain/metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 16
+
+
+def test_interrupted_run_keeps_previous_model_and_resumes(tmp_path, monkeypatch):
+    pretrain.run(pretrain.config("smoke", max_steps=6), run="r", runs_dir=str(tmp_path), progress_bar=False)
+    model_file = tmp_path / "r/01_pretrain/model/model.safetensors"
+    before = model_file.read_bytes()
+    calls = {"n": 0}
+    real = pretrain.train_step
+
+    def crash_at_9(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(pretrain, "train_step", crash_at_9)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.run(pretrain.config("smoke", max_steps=20, checkpoint_interval=4), run="r", runs_dir=str(tmp_path),
+                     progress_bar=False)
+    assert model_file.read_bytes() == before  # the interrupted stage did not touch the finished model
+    monkeypatch.setattr(pretrain, "train_step", real)
+    res = pretrain.run(pretrain.config("smoke", max_steps=20, checkpoint_interval=4), run="r",
+                       runs_dir=str(tmp_path), progress_bar=False)
+    assert res["resumed_from"] == 12  # the 6-step run left a checkpoint at 6; the crashed one saved 8 and 12
+
+
+def test_real_english_text(tmp_path):
+    res = pretrain.run(pretrain.config("smoke", data=str(SAMPLES / "english_sample.txt"), max_steps=10),
+                       run="r", runs_dir=str(tmp_path), progress_bar=False)
+    assert math.isfinite(res["pretrain/val_loss"])
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: p / "missing.txt", "not found|does not exist|no such"),
+    (lambda p: (p / "empty.txt").write_text("") or p / "empty.txt", "empty"),
+    (lambda p: (p / "bin.txt").write_bytes(b"\x00\x01\x02abc" * 50) or p / "bin.txt", "binary|NUL"),
+    (lambda p: (p / "latin.txt").write_bytes("caf\xe9 ".encode("latin-1") * 50) or p / "latin.txt", "UTF-8"),
+    (lambda p: "someone/no-such-dataset-xyz", "could not reach"),
+])
+def test_bad_data_is_one_clear_line_and_writes_nothing(tmp_path, make, match):
+    from labkit.data import DataError
+    src = make(tmp_path)
+    with pytest.raises(DataError, match=match) as e:
+        pretrain.run(pretrain.config("smoke", data=str(src)), run="bad", runs_dir=str(tmp_path / "runs"),
+                     progress_bar=False)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_block_size_beyond_positions_and_tiny_vocab(tmp_path, smoke_run):
+    with pytest.raises(ConfigError, match="beyond the model's"):
+        pretrain.run(pretrain.config("smoke", init_from=str(smoke_run / "01_pretrain/model"), block_size=4096),
+                     run="r", runs_dir=str(tmp_path), progress_bar=False)
+    from labkit.tokenizer import TokenizerError
+    with pytest.raises(TokenizerError, match="too small"):
+        pretrain.run(pretrain.config("smoke", vocab_size=20), run="r2", runs_dir=str(tmp_path), progress_bar=False)
+
+
+def test_lr_schedule_warms_up_and_decays():
+    cfg = pretrain.config("smoke", max_steps=100, warmup_steps=10, learning_rate=1.0, min_lr_ratio=0.1)
+    assert pretrain.lr_at(0, cfg) == pytest.approx(0.1)
+    assert pretrain.lr_at(9, cfg) == pytest.approx(1.0)
+    assert pretrain.lr_at(100, cfg) == pytest.approx(0.1)
+    assert pretrain.lr_at(55, cfg) == pytest.approx(0.55)

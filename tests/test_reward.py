@@ -1,0 +1,202 @@
+"""Stage 4 (reward model): hermetic tests on tiny in-process models and tmp_path run folders."""
+
+import gzip
+import json
+import math
+
+import pytest
+import torch
+
+from labkit import reward, world
+from labkit.models import build_model
+from labkit.runs import Run, StageMissing, read_jsonl
+from labkit.tokenizer import train_tokenizer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny tokenizer + Llama saved as a checkpoint folder (stands in for the SFT model)."""
+    w = world.World(0)
+    docs = world.corpus(w, 150, seed=1)
+    tok = train_tokenizer(docs, "bpe", 300)
+    torch.manual_seed(0)
+    model = build_model("causal", tok, n_layer=1, n_head=2, n_embd=32, block_size=256)
+    path = tmp_path_factory.mktemp("sft") / "model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, tok
+
+
+def world_pairs(n: int = 24) -> list[dict]:
+    """chosen = the right answer, rejected = a wrong one or the right one rambling on."""
+    tasks = world.make_tasks(world.World(0), n, "train", seed=3)
+    out = []
+    for i, t in enumerate(tasks):
+        bad = "I do not know." if i % 2 else f"{t['answer']} and then the story goes on and on"
+        out.append({"prompt": t["prompt"], "chosen": t["answer"], "rejected": bad, "task": t,
+                    "annotator": "ai:constitution", "margin": 0.5 * (i % 3)})
+    return out
+
+
+def make_run(tmp_path, tiny, pairs=None, name="r"):
+    """A run folder with 02_sft/model and 03_preferences/pairs.jsonl, both marked complete."""
+    import shutil
+    r = Run(name, tmp_path / "runs")
+    shutil.copytree(tiny[0], r.stage_dir("sft") / "model")
+    r.complete("sft", 0.0, {})
+    if pairs is not False:
+        (r.stage_dir("preferences") / "pairs.jsonl").write_text(
+            "".join(json.dumps(p) + "\n" for p in (pairs or world_pairs())))
+        r.complete("preferences", 0.0, {})
+    return r
+
+
+def test_scoring_format_is_the_chat_template_and_what_trl_trains_on(tiny):
+    from trl.data_utils import _tokenize
+    _, tok = tiny
+    text = reward.scoring_text(tok, "What is 2 plus 3?", "5")
+    assert text == tok.apply_chat_template([{"role": "user", "content": "What is 2 plus 3?"},
+                                            {"role": "assistant", "content": "5"}], tokenize=False)
+    assert text == "<|user|>What is 2 plus 3?<|assistant|>5<eos>"
+    row = reward.to_trl([{"prompt": "What is 2 plus 3?", "chosen": "5", "rejected": "7"}])[0]
+    trl_ids = _tokenize(tok, row["prompt"] + row["chosen"])["input_ids"]  # what RewardTrainer feeds the model
+    assert trl_ids == tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_score_ignores_padding_and_batching(tiny):
+    path, tok = tiny
+    model = reward.load_reward_model(path, tok)
+    assert model.config.num_labels == 1 and model.config.pad_token_id == tok.pad_token_id
+    ins, res = ["Name a pet.", "What is 10 plus 9? Answer with the number only."], ["cat", "19 and more words here"]
+    batched = reward.score(model, tok, ins, res, batch_size=2)
+    single = [reward.score(model, tok, [i], [r], batch_size=1)[0] for i, r in zip(ins, res)]
+    assert batched == pytest.approx(single, abs=1e-5)
+
+
+def test_run_trains_and_writes_the_stage(tmp_path, tiny):
+    r = make_run(tmp_path, tiny)
+    before = reward.load_reward_model(tiny[0], tiny[1]).model.embed_tokens.weight.clone()
+    res = reward.run(reward.config("smoke", eval_fraction=0.25), run=r.name, runs_dir=tmp_path / "runs",
+                     preset="smoke", live=False, progress_bar=False)
+    d = r.path / "04_reward"
+    rows = read_jsonl(d / "metrics.jsonl")
+    losses = [m["reward/loss"] for m in rows if "reward/loss" in m]
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert any("reward/eval_accuracy" in m for m in rows) and any("reward/accuracy" in m for m in rows)
+    assert res["reward/params_changed"] > 0 and res["reward/steps"] == 8
+    saved = reward.load_reward_model(d / "model", tiny[1])
+    assert not torch.equal(saved.model.embed_tokens.weight, before)  # full fine-tuning moved the body too
+    ev = json.loads((d / "eval.json").read_text())
+    assert 0 <= ev["reward/eval_accuracy"] <= 100 and 0 <= ev["reward/ece"] <= 1
+    assert ev["calibration"] and len(ev["worst_disagreements"]) == 3
+    assert ev["reward/spearman"] is None or -1 <= ev["reward/spearman"] <= 1  # None: all samples right or all wrong
+    # held-out prompts never appear in training
+    held = {p["prompt"] for p in read_jsonl(d / "eval_pairs.jsonl")}
+    assert held and res["reward/pairs_train"] + res["reward/pairs_eval"] == 24
+    assert len(read_jsonl(d / "verifier_samples.jsonl")) == 5 * 2
+    assert Run(r.name, tmp_path / "runs").is_complete("reward")
+
+
+def test_lora_with_margin_trains_only_adapters_and_head_then_merges(tmp_path, tiny):
+    r = make_run(tmp_path, tiny)
+    res = reward.run(reward.config("smoke", use_lora=True, lora_r=4, margin_field="margin", verifier_tasks=0,
+                                   max_steps=4), run=r.name, runs_dir=tmp_path / "runs", live=False,
+                     progress_bar=False)
+    assert res["reward/trainable_params"] < res["reward/params"] / 2
+    assert res["reward/params_changed"] > 0 and res["reward/spearman"] is None
+    saved = reward.load_reward_model(r.path / "04_reward" / "model", tiny[1])  # merged: a plain model
+    assert not any("lora" in n for n, _ in saved.named_parameters())
+
+
+def hh(prompt, good, bad):
+    return {"chosen": f"\n\nHuman: {prompt}\n\nAssistant: {good}", "rejected": f"\n\nHuman: {prompt}\n\nAssistant: {bad}"}
+
+
+@pytest.mark.parametrize("fmt", ["hh_rlhf_gz", "prompt_chosen_rejected"])
+def test_external_preference_files_train(tmp_path, tiny, fmt):
+    tasks = world.make_tasks(world.World(0), 12, "train", seed=5)
+    if fmt == "hh_rlhf_gz":
+        path = tmp_path / "hh.jsonl.gz"
+        with gzip.open(path, "wt") as f:
+            for t in tasks:
+                f.write(json.dumps(hh(t["prompt"], t["answer"], "no idea")) + "\n")
+    else:
+        path = tmp_path / "pcr.jsonl"
+        path.write_text("".join(json.dumps({"prompt": t["prompt"], "chosen": t["answer"], "rejected": "no idea"})
+                                + "\n" for t in tasks))
+    r = make_run(tmp_path, tiny, pairs=False)  # no 03_preferences: external data does not need it
+    res = reward.run(reward.config("smoke", data=str(path), max_steps=3, verifier_tasks=0), run=r.name,
+                     runs_dir=tmp_path / "runs", live=False, progress_bar=False)
+    assert res["reward/pairs_train"] + res["reward/pairs_eval"] == 12
+    assert math.isfinite(res["reward/final_loss"]) and res["reward/params_changed"] > 0
+    if fmt == "hh_rlhf_gz":
+        held = read_jsonl(r.path / "04_reward" / "eval_pairs.jsonl")[0]
+        assert held["prompt"].startswith("\n\nHuman:") and held["chosen"].startswith(" ")
+
+
+def test_clear_errors_when_predecessors_are_missing(tmp_path, tiny):
+    r = make_run(tmp_path, tiny, pairs=False)
+    with pytest.raises(StageMissing, match="preferences"):
+        reward.run(reward.config("smoke"), run=r.name, runs_dir=tmp_path / "runs", live=False, progress_bar=False)
+    assert not (r.path / "04_reward" / "model").exists()
+    empty = Run("empty", tmp_path / "runs")
+    (empty.stage_dir("preferences") / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in world_pairs(2)))
+    empty.complete("preferences", 0.0, {})
+    with pytest.raises(StageMissing, match="sft"):
+        reward.run(reward.config("smoke"), run="empty", runs_dir=tmp_path / "runs", live=False, progress_bar=False)
+
+
+def test_calibration_against_hand_computed_cases():
+    ln3 = math.log(3)  # σ(ln 3) = 0.75
+    # Always predicts 0.75 for chosen and is always right: observed 1 vs 0.75 (and 0 vs 0.25) -> ECE 0.25.
+    cal = reward.calibration([ln3] * 4, n_bins=10)
+    assert cal["ece"] == pytest.approx(0.25)
+    assert [(b["bin"], b["count"]) for b in cal["bins"]] == [("0.20-0.30", 4), ("0.70-0.80", 4)]
+    assert cal["bins"][1]["predicted"] == pytest.approx(0.75) and cal["bins"][1]["observed"] == 1.0
+    # Right 3 times in 4 at 75%: perfectly calibrated.
+    assert reward.calibration([ln3, ln3, ln3, -ln3], n_bins=10)["ece"] == pytest.approx(0.0, abs=1e-12)
+    # Δ = 0 says 50/50 and one side always wins: bin 0.5 observes 0.5.
+    cal = reward.calibration([0.0, 0.0], n_bins=2)
+    assert cal["ece"] == pytest.approx(0.0) and cal["bins"] == [
+        {"bin": "0.50-1.00", "count": 4, "predicted": 0.5, "observed": 0.5}]
+    # Two bins, mixed: Δ = ln 3 (right) and Δ = ln 9 (σ = 0.9, wrong way round: -ln 9).
+    cal = reward.calibration([ln3, -math.log(9)], n_bins=2)
+    # entries: (.75,1) (.25,0) (.1,1) (.9,0) -> high bin {.75:1, .9:0}: pred .825 obs .5; low bin {.25:0,.1:1}: .175 vs .5
+    assert cal["ece"] == pytest.approx(0.5 * 0.325 + 0.5 * 0.325)
+
+
+def test_split_by_prompt_keeps_prompts_on_one_side():
+    pairs = [{"prompt": f"q{i % 7}", "chosen": "a", "rejected": f"b{i}"} for i in range(30)]
+    train, held = reward.split_by_prompt(pairs, 0.3, seed=1)
+    assert len(train) + len(held) == 30 and held
+    assert not {p["prompt"] for p in train} & {p["prompt"] for p in held}
+    assert reward.split_by_prompt(pairs, 0.0, seed=1)[1] == []
+
+
+def test_verifier_agreement_ranks_and_lists_the_worst():
+    rows = [{"task_id": "t1", "rm_score": 2.0, "true_score": 1.0}, {"task_id": "t1", "rm_score": 1.0, "true_score": 0.0},
+            {"task_id": "t2", "rm_score": 3.0, "true_score": 0.0}, {"task_id": "t2", "rm_score": 0.0, "true_score": 1.0}]
+    a = reward.verifier_agreement(rows, worst_k=2)
+    assert a["pair_accuracy"] == 50.0 and a["n_pairs"] == 2
+    assert a["worst"][0]["rm_score"] == 3.0 and a["worst"][0]["rm_percentile"] == 100  # wrong, ranked top
+    assert a["worst"][1]["rm_score"] == 0.0  # right, ranked bottom
+    from scipy.stats import spearmanr
+    assert a["spearman"] == pytest.approx(spearmanr([2, 1, 3, 0], [1, 0, 0, 1]).statistic)
+
+
+def test_config_rejects_unknown_names():
+    from labkit.config import ConfigError
+    with pytest.raises(ConfigError, match="learning_rate"):
+        reward.config("cpu", learning_rat=1e-3)
+
+
+def test_same_seed_same_reward_model(tmp_path, tiny):
+    out = []
+    for name in ("a", "b"):
+        r = make_run(tmp_path, tiny, name=name)
+        reward.run(reward.config("smoke", max_steps=2, verifier_tasks=0), run=name, runs_dir=tmp_path / "runs",
+                   live=False, progress_bar=False)
+        out.append([m.get("reward/loss") for m in read_jsonl(r.path / "04_reward" / "metrics.jsonl")])
+    assert out[0] == out[1]

@@ -1,0 +1,56 @@
+import pytest
+
+from labkit import tokenizer as T
+from labkit import world as W
+
+TEXT = W.corpus(W.World(0), 400, seed=0)
+
+
+@pytest.mark.parametrize("kind", T.KINDS)
+def test_train_each_kind_roundtrips_and_has_specials(kind, tmp_path):
+    tok = T.train_tokenizer(TEXT, kind, 400)
+    for s in T.SPECIAL_TOKENS:
+        assert tok.convert_tokens_to_ids(s) != tok.unk_token_id or s == T.UNK
+    assert tok.pad_token == T.PAD and tok.eos_token == T.EOS and tok.mask_token == T.MASK
+    ids = tok("Mara went to the market.", add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids).replace(" .", ".").strip() == "Mara went to the market."
+    tok.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again("Mara went", add_special_tokens=False)["input_ids"] == tok("Mara went", add_special_tokens=False)["input_ids"]
+    assert again.chat_template == T.CHAT_TEMPLATE
+
+
+def test_vocab_too_small_is_a_clear_error():
+    with pytest.raises(T.TokenizerError, match="too small"):
+        T.train_tokenizer(TEXT, "bpe", 100)
+
+
+def test_unknown_kind_and_empty_text():
+    with pytest.raises(T.TokenizerError, match="unknown tokenizer"):
+        T.train_tokenizer(TEXT, "char", 500)
+    with pytest.raises(T.TokenizerError, match="empty"):
+        T.train_tokenizer(["  ", ""], "bpe", 500)
+
+
+def test_chat_template_marks_the_assistant_and_ends_with_eos():
+    tok = T.train_tokenizer(TEXT, "bpe", 400)
+    prompt = T.format_prompt(tok, "What is 2 plus 3?")
+    assert prompt == "<|user|>What is 2 plus 3?<|assistant|>"
+    full = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "5"}],
+                                   tokenize=False)
+    assert full == prompt.replace("What is 2 plus 3?", "hi") + "5<eos>"
+    enc = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "5"}],
+                                  tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = enc["input_ids"], enc["assistant_masks"]
+    assert [i for i, m in zip(ids, mask) if m][-1] == tok.eos_token_id  # EOS is trained with the answer
+
+
+def test_compare_reports_each_tokenizer():
+    rows = T.compare(TEXT[:300], TEXT[300:], 400, example="Café ☕ 12")
+    assert [r["tokenizer"] for r in rows] == list(T.KINDS)
+    bpe = rows[0]
+    assert bpe["unk_rate"] == 0.0  # byte-level: nothing is unknown
+    wp = rows[1]
+    assert "<unk>" in wp["example"]  # WordPiece never saw the emoji
+    assert all(r["chars_per_token"] > 1 for r in rows)
