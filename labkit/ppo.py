@@ -91,6 +91,7 @@ import os
 import random
 import sys
 import time
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,7 @@ from .tokenizer import ensure_chat_ready, format_prompt
 class PPOConfig:
     # prompts
     prompts: str = field(default="world", metadata={"help": "'world' (the embedded world's train tasks) or a JSONL file of {\"prompt\": ...} or task dicts (its last n_eval lines are held out)"})
-    families: str = field(default="story_qa,fact_recall,arithmetic,word_list,extract", metadata={"help": "comma list of world task families (prompts='world')"})
+    families: str = field(default="story_qa,fact_recall,arithmetic,word_list,extract", metadata={"help": "comma list of world task families (with prompts: world)"})
     n_prompts: int = field(default=4000, metadata={"help": "world train tasks in the prompt pool"})
     n_eval: int = field(default=200, metadata={"help": "held-out prompts for the before/after evaluation"})
     max_prompt_tokens: int = field(default=112, metadata={"help": "drop prompts longer than this many tokens"})
@@ -121,9 +122,9 @@ class PPOConfig:
     use_lora: bool = field(default=True, metadata={"help": "train LoRA adapters (policy and critic); the reference is the base with adapters off"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (update scaled by alpha/r)"})
-    lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None = every linear layer of the transformer blocks)"})
+    lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None: every linear layer of the transformer blocks)"})
     # rollouts
-    rollout_batch_size: int = field(default=64, metadata={"help": "prompts (= responses) per PPO step, per process"})
+    rollout_batch_size: int = field(default=64, metadata={"help": "prompts (one response each) per PPO step, per process"})
     max_new_tokens: int = field(default=16, metadata={"help": "response length limit in tokens"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature of rollouts (logits are divided by it in training too)"})
     missing_eos_penalty: float = field(default=1.0, metadata={"help": "subtracted from the score of a response that never emits EOS (score units)"})
@@ -134,21 +135,21 @@ class PPOConfig:
     target_kl: float = field(default=4.0, metadata={"help": "adaptive_kl: target KL per response in nats"})
     kl_horizon: int = field(default=10000, metadata={"help": "adaptive_kl: horizon in responses (how fast kl_coef moves)"})
     normalize_score: bool = field(default=True, metadata={"help": "scale the reward model's score to mean 0, std 1 on the SFT model's samples (first batch)"})
-    score_clip: float | None = field(default=None, metadata={"help": "clip the (normalised) score to +-this (None = no clipping)"})
+    score_clip: float | None = field(default=None, metadata={"help": "clip the (normalised) score to +-this (None: no clipping)"})
     whiten_rewards: bool = field(default=False, metadata={"help": "scale per-token rewards to unit variance per batch before GAE (mean kept)"})
     # PPO
     total_steps: int = field(default=60, metadata={"help": "PPO steps (rollout + update rounds)"})
     ppo_epochs: int = field(default=4, metadata={"help": "passes over each batch of rollouts"})
     minibatch_size: int = field(default=16, metadata={"help": "responses per optimizer step, per process"})
-    micro_batch_size: int | None = field(default=None, metadata={"help": "responses per forward/backward (gradient accumulation; None = minibatch_size)"})
+    micro_batch_size: int | None = field(default=None, metadata={"help": "responses per forward/backward (gradient accumulation; None: minibatch_size)"})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant)"})
     gamma: float = field(default=1.0, metadata={"help": "discount per token in GAE"})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda (bias-variance trade-off of the advantage)"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
     clip_range_value: float = field(default=0.2, metadata={"help": "value clip, in score units"})
     vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss"})
-    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0 = off)"})
-    early_stop_kl: float | None = field(default=0.1, metadata={"help": "stop a step's epochs when approx KL(old||new) per token exceeds this (None = never)"})
+    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: off)"})
+    early_stop_kl: float | None = field(default=0.1, metadata={"help": "stop a step's epochs when approx KL(old||new) per token exceeds this (None: never)"})
     # alarms
     alarm_window: int = field(default=16, metadata={"help": "steps over which reward hacking is judged"})
     alarm_true_drop: float = field(default=8.0, metadata={"help": "reward-hacking alarm: true score falls by this many points over the window while the learned reward rises"})
@@ -159,10 +160,10 @@ class PPOConfig:
     seed: int = field(default=0, metadata={"help": "seed for LoRA init, prompt draws and sampling"})
     # hardware
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (None = on where the GPU supports it)"})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (None: on where the GPU supports it)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward to save memory"})
     gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget: let labkit.planner pick micro-batch, checkpointing and bf16 to fit it"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None = the cores this process may use)"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: the cores this process may use)"})
 
 
 PRESETS = {
@@ -310,9 +311,11 @@ def load_models(cfg: PPOConfig, policy_path, reward_path):
         targets = ([m.strip() for m in cfg.lora_target_modules.split(",")] if cfg.lora_target_modules
                    else linear_targets(policy))
         lora = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets)
-        policy = get_peft_model(policy, LoraConfig(task_type="CAUSAL_LM", **lora))
-        # The score head is trained as a copy (modules_to_save); disable_adapter() restores the reward model.
-        critic = get_peft_model(critic, LoraConfig(task_type="SEQ_CLS", modules_to_save=["score"], **lora))
+        with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question; not ours to fix
+            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
+            policy = get_peft_model(policy, LoraConfig(task_type="CAUSAL_LM", **lora))
+            # The score head is trained as a copy (modules_to_save); disable_adapter() restores the reward model.
+            critic = get_peft_model(critic, LoraConfig(task_type="SEQ_CLS", modules_to_save=["score"], **lora))
         ref, rm = None, None
     else:
         ref = _no_dropout(AutoModelForCausalLM.from_pretrained(str(policy_path))).requires_grad_(False).eval()

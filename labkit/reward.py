@@ -172,13 +172,17 @@ def load_pairs(cfg: RewardConfig, r: Run) -> tuple[list[dict], str]:
         bad = [i for i, p in enumerate(rows) if not all(isinstance(p.get(k), str) for k in ("prompt", "chosen", "rejected"))]
         if bad:
             raise ConfigError(f"{path} line {bad[0] + 1}: a pair needs string 'prompt', 'chosen' and 'rejected'")
-        rows = [p for p in rows if p["chosen"] != p["rejected"]]
-        if cfg.margin_field:
-            missing = sum(cfg.margin_field not in p for p in rows)
-            if missing:
-                raise ConfigError(f"margin_field={cfg.margin_field!r}: {missing} of {len(rows)} pairs in {path} lack it")
-            for p in rows:
-                p["margin"] = float(p[cfg.margin_field])
+        kept = []
+        for n, p in enumerate(rows, start=1):
+            if p["chosen"] == p["rejected"]:
+                continue  # a tie teaches nothing
+            q = {k: v for k, v in p.items() if k != "margin"}  # a margin is used only when asked for
+            if cfg.margin_field:
+                if not isinstance(p.get(cfg.margin_field), (int, float)):
+                    raise ConfigError(f"{path} line {n}: margin_field={cfg.margin_field!r} needs a number there")
+                q["margin"] = float(p[cfg.margin_field])
+            kept.append(q)
+        rows = kept
         rows = rows[:cfg.max_pairs] if cfg.max_pairs else rows
         note = f"{path}: {len(rows)} pairs"
     else:
@@ -253,8 +257,9 @@ def verifier_agreement(rows: list[dict], worst_k: int = 10) -> dict:
 
     ``rows``: {"task_id", "rm_score", "true_score", ...}. Returns Spearman's ρ
     over all samples, pairwise accuracy on (right, wrong) samples of the same
-    task (both None when every sample is right, or every one wrong), and the ``worst_k`` samples where the two disagree most: wrong
-    answers the reward model ranks high, right answers it ranks low.
+    task (both None when every sample is right, or every one wrong), and the
+    ``worst_k`` samples where the two disagree most: wrong answers the reward
+    model ranks high, right answers it ranks low.
     """
     from scipy.stats import spearmanr
     rm = [r["rm_score"] for r in rows]

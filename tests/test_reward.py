@@ -200,3 +200,15 @@ def test_same_seed_same_reward_model(tmp_path, tiny):
                    live=False, progress_bar=False)
         out.append([m.get("reward/loss") for m in read_jsonl(r.path / "04_reward" / "metrics.jsonl")])
     assert out[0] == out[1]
+
+
+def test_margin_is_used_only_when_asked_for(tmp_path, tiny):
+    from labkit.config import ConfigError
+    r = make_run(tmp_path, tiny)  # its pairs.jsonl has a "margin" field
+    rows, note = reward.load_pairs(reward.config("smoke"), r)
+    assert len(rows) == 24 and not any("margin" in p for p in rows) and "24 pairs" in note
+    assert "margin" not in reward.to_trl(rows).column_names
+    rows, _ = reward.load_pairs(reward.config("smoke", margin_field="margin"), r)
+    assert [p["margin"] for p in rows[:3]] == [0.0, 0.5, 1.0]
+    with pytest.raises(ConfigError, match="line 1: margin_field='strength'"):
+        reward.load_pairs(reward.config("smoke", margin_field="strength"), r)

@@ -1,0 +1,221 @@
+"""Stage 3: preference collection — candidates, labels from a person or an AI judge, pairs.
+
+RLHF learns from comparisons: people find "which of these is better?" easier
+and more consistent than writing the ideal answer or a score (Christiano et
+al. 2017; Ouyang et al. 2022, sec. 3.4). This stage
+
+1. samples K responses per prompt from the SFT model (``candidates.jsonl``,
+   with the generation settings),
+2. collects labels in a crash-safe SQLite store (``labels.sqlite``): from a
+   person in the ranking widget (``labkit.widget``), or from an AI judge
+   (``labkit.judges``: a rule-based constitution, or any causal LM asked to
+   compare) — every label records who gave it,
+3. exports ``pairs.jsonl`` (``prompt``/``chosen``/``rejected``, what TRL's
+   reward trainer reads): a ranking of K gives K(K-1)/2 pairs; ties and
+   "both bad" carry no preference and are counted, not exported.
+
+Batch runs (papermill, CI) use ``annotator="ai"``; ``annotator="human"`` uses
+the people's labels already in the store and fails clearly when there are too few.
+
+    from labkit import preferences
+    result = preferences.run(preferences.config("smoke"), run="demo")   # needs stage 2
+
+Metric keys (eval.json): ``preferences/pairs``, ``preferences/ties``,
+``preferences/both_bad``, ``preferences/chosen_correct`` (percent of pairs whose
+chosen response the verifier accepts), ``preferences/rejected_correct``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import world as W
+from .config import ConfigError, make_config, set_threads
+from .generate import generate
+from .judges import Constitution, ModelJudge, label_all
+from .live import progress
+from .models import load_model, pick_device
+from .runs import Run, atomic_write_json, read_jsonl
+from .store import LabelStore
+
+
+@dataclass
+class PreferencesConfig:
+    # prompts and candidates
+    prompts: str = field(default="world", metadata={"help": "'world' (embedded tasks, with a verifier) or a JSONL/instruction file of prompts"})
+    n_prompts: int = field(default=400, metadata={"help": "prompts to collect preferences on"})
+    families: str = field(default="story_qa,fact_recall,arithmetic,word_list,extract", metadata={"help": "comma list of world task families"})
+    k_responses: int = field(default=4, metadata={"help": "candidates per prompt (2-8)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature for candidates"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold for candidates"})
+    max_new_tokens: int = field(default=24, metadata={"help": "generation budget per candidate"})
+    gen_batch_size: int = field(default=64, metadata={"help": "prompts per generation batch"})
+    init_from: str = field(default="sft", metadata={"help": "'sft' (this run's stage 2 model) or a checkpoint folder / hub name"})
+    # labels
+    annotator: str = field(default="ai", metadata={"help": "ai: label everything with the judge | human: use people's labels already in the store"})
+    annotator_name: str = field(default="me", metadata={"help": "your name in the ranking widget (labels record who gave them)"})
+    judge: str = field(default="constitution", metadata={"help": "AI judge: constitution (rule-based checks) | model (ask a causal LM)"})
+    judge_model: str = field(default="sft", metadata={"help": "model judge: 'sft' or a checkpoint folder / hub name"})
+    mode: str = field(default="rank", metadata={"help": "label unit: rank (order all K) | pair (better of two)"})
+    min_pairs: int = field(default=20, metadata={"help": "fail when fewer preference pairs come out (too few labels)"})
+    seed: int = field(default=0, metadata={"help": "seed for prompt sampling and generation"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None = the cores this process may use)"})
+
+
+PRESETS = {
+    "smoke": dict(n_prompts=12, k_responses=3, max_new_tokens=8, min_pairs=1),
+    "cpu": dict(),
+    "gpu": dict(n_prompts=4000, k_responses=4, max_new_tokens=64, gen_batch_size=256),
+    "hub": dict(prompts="world", n_prompts=500, max_new_tokens=128, judge="constitution"),
+}
+
+CHART = None  # nothing trains here; the notebook shows label counts instead
+
+
+def config(preset: str = "cpu", **overrides) -> PreferencesConfig:
+    return make_config(PreferencesConfig, PRESETS, preset, overrides)
+
+
+def _check(cfg: PreferencesConfig) -> None:
+    if not 2 <= cfg.k_responses <= 8:
+        raise ConfigError(f"k_responses must be between 2 and 8, got {cfg.k_responses}")
+    for name, allowed in (("annotator", ("ai", "human")), ("judge", ("constitution", "model")),
+                          ("mode", ("rank", "pair"))):
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+
+
+def _model(path_or_stage: str, run: Run):
+    from transformers import AutoTokenizer
+    from .tokenizer import ensure_chat_ready
+    path = run.require("sft", "model") if path_or_stage == "sft" else path_or_stage
+    return load_model(path, "causal"), ensure_chat_ready(AutoTokenizer.from_pretrained(str(path)))
+
+
+def prompts_for(cfg: PreferencesConfig, run: Run) -> list[dict]:
+    """Prompts as tasks. World prompts use the train split with their own seed: not SFT's exact prompts."""
+    if cfg.prompts == "world":
+        fams = tuple(f.strip() for f in cfg.families.split(","))
+        return W.make_tasks(run.world(), cfg.n_prompts, "train", seed=1000 + cfg.seed, families=fams)
+    from .data import load_instructions
+    records, _ = load_instructions(cfg.prompts)
+    return [{"id": f"p{i}", "prompt": r["prompt"], "family": None} for i, r in enumerate(records[:cfg.n_prompts])]
+
+
+def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs") -> list[dict]:
+    """Sample K responses per prompt, or reuse ``candidates.jsonl`` made with the same settings.
+
+    Reuse matters: a person's labels refer to these exact responses.
+    """
+    _check(cfg)
+    set_threads(cfg.threads)
+    r = Run(run, runs_dir)
+    path = r.stage_dir("preferences") / "candidates.jsonl"
+    gen = {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_new_tokens", "k_responses", "seed",
+                                        "n_prompts", "prompts", "families", "init_from")}
+    existing = read_jsonl(path)
+    if existing and existing[0].get("gen") == gen and len(existing) == cfg.n_prompts:
+        return existing
+    model, tokenizer = _model(cfg.init_from, r)
+    model.to(pick_device(cfg.device))
+    tasks = prompts_for(cfg, r)
+    bar = progress(len(tasks), "candidates")
+    outs = generate(model, tokenizer, [t["prompt"] for t in tasks], max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.gen_batch_size,
+                    num_return_sequences=cfg.k_responses, seed=cfg.seed, progress=bar)
+    bar.close()
+    k = cfg.k_responses
+    cands = []
+    for i, t in enumerate(tasks):
+        group = outs[i * k:(i + 1) * k]
+        task = {key: t[key] for key in ("family", "prompt", "answer") if key in t} if "answer" in t else None
+        cands.append({"id": t["id"], "prompt": t["prompt"], "task": task,
+                      "responses": [g["response"] for g in group], "stopped": [g["stopped"] for g in group],
+                      "gen": gen})
+    from .data import write_jsonl_atomic
+    write_jsonl_atomic(path, cands)
+    return cands
+
+
+def make_judge(cfg: PreferencesConfig, run: Run):
+    if cfg.judge == "constitution":
+        return Constitution(verify=W.verify)
+    model, tokenizer = _model(cfg.judge_model, run)
+    return ModelJudge(model, tokenizer)
+
+
+def widget(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", mode=None):
+    """The ranking widget over this run's candidates, writing to its label store (for people)."""
+    from .widget import RankingWidget
+    cands = make_candidates(cfg, run, runs_dir)
+    r = Run(run, runs_dir)
+    store = LabelStore(r.stage_dir("preferences") / "labels.sqlite")
+    return RankingWidget(cands, store, cfg.annotator_name, mode=mode or cfg.mode,
+                         judge=Constitution(verify=W.verify))
+
+
+def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
+        live: bool | None = None, progress_bar: bool = True) -> dict:
+    """Candidates -> labels (AI judge, or the people's labels in the store) -> pairs.jsonl."""
+    _check(cfg)
+    t0 = time.perf_counter()
+    r = Run(run, runs_dir)
+    r.require("sft", "model")
+    cands = make_candidates(cfg, run, runs_dir)
+    stage = r.start("preferences", dataclasses.asdict(cfg))
+    store = LabelStore(stage / "labels.sqlite")
+    try:
+        if cfg.annotator == "ai":
+            judge = make_judge(cfg, r)
+            label_all(cands, store, judge, mode=cfg.mode)
+            who = [f"ai:{judge.name}"]
+        else:
+            who = [a for a in store.annotators() if not a.startswith("ai:")]
+        stats = store.export_pairs(cands, stage / "pairs.jsonl", annotators=who) if who else {"pairs": 0}
+        if stats["pairs"] < cfg.min_pairs:
+            raise ConfigError(
+                f"only {stats['pairs']} preference pairs from {'people' if cfg.annotator == 'human' else 'the judge'} "
+                f"(min_pairs={cfg.min_pairs}); label more in the widget (notebook 03) or run with annotator='ai'")
+        agreement = store.agreement()
+    finally:
+        store.close()
+
+    # How good are the labels? The verifier knows: chosen should be right more often than rejected.
+    by_prompt = {c["prompt"]: c for c in cands}
+    pairs = read_jsonl(stage / "pairs.jsonl")
+    chosen_ok = rejected_ok = n_task = 0
+    for p in pairs:
+        task = (by_prompt.get(p["prompt"]) or {}).get("task")
+        if task:
+            n_task += 1
+            chosen_ok += W.verify(task, p["chosen"])
+            rejected_ok += W.verify(task, p["rejected"])
+    sampled_correct = [W.verify(c["task"], resp) * s for c in cands if c["task"]
+                       for resp, s in zip(c["responses"], c["stopped"])]
+    result = {"preferences/pairs": stats["pairs"], "preferences/labels": stats.get("labels", 0),
+              "preferences/ties": stats.get("ties", 0), "preferences/both_bad": stats.get("both_bad", 0),
+              "preferences/identical": stats.get("identical", 0),
+              "preferences/chosen_correct": 100 * chosen_ok / max(1, n_task),
+              "preferences/rejected_correct": 100 * rejected_ok / max(1, n_task),
+              "preferences/candidates_correct": 100 * sum(sampled_correct) / max(1, len(sampled_correct)),
+              "preferences/prompts": len(cands), "preferences/annotators": who,
+              "preferences/seconds": time.perf_counter() - t0}
+    atomic_write_json(stage / "eval.json", {**result, "agreement": agreement,
+                                            "by_annotator": stats.get("by_annotator", {}),
+                                            "examples": pairs[:10]})
+    r.complete("preferences", result["preferences/seconds"], {k: (round(v, 2) if isinstance(v, float) else v)
+                                                            for k, v in result.items() if k != "preferences/annotators"})
+    return result
+
+
+def principles_table(judge: Constitution | None = None) -> list[dict]:
+    """The constitution as rows (principle, weight, what it asks) for the notebook."""
+    judge = judge or Constitution(verify=W.verify)
+    return [{"principle": p.name, "weight": p.weight, "asks": p.text} for p in judge.principles]

@@ -1,0 +1,43 @@
+"""Notebooks stay thin, and their parameters cell mirrors the stage's config dataclass."""
+import ast
+
+import nbformat
+import pytest
+
+from labkit.config import field_names
+from labkit.runner import NOTEBOOK_DIR, NOTEBOOK_GLOBALS, available_stages, config_class
+from labkit.runs import NOTEBOOKS
+
+STAGES = available_stages()
+
+
+def _code_cells(stage):
+    nb = nbformat.read(NOTEBOOK_DIR / NOTEBOOKS[stage], as_version=4)
+    return nb, [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_every_stage_has_a_notebook():
+    assert STAGES == ["pretrain", "sft", "preferences", "reward", "ppo"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_parameters_cell_mirrors_the_dataclass(stage):
+    _, cells = _code_cells(stage)
+    tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    assigned = [t.id for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign)
+                for t in node.targets if isinstance(t, ast.Name)]
+    expected = list(NOTEBOOK_GLOBALS) + field_names(config_class(stage))
+    assert sorted(assigned) == sorted(expected)
+    assert len(assigned) == len(set(assigned))
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_notebook_is_thin_and_committed_without_outputs(stage):
+    nb, cells = _code_cells(stage)
+    for c in cells:
+        tree = ast.parse(c.source)
+        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda,
+                                                                ast.AsyncFunctionDef))], c.source
+        assert not c.get("outputs") and c.get("execution_count") is None
+    assert any(c.cell_type == "markdown" for c in nb.cells)

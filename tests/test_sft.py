@@ -1,0 +1,101 @@
+import json
+import math
+import shutil
+
+import pytest
+import torch
+
+from labkit import sft
+from labkit.config import ConfigError
+from labkit.data import write_jsonl_atomic
+from labkit.runs import Run, StageMissing, read_jsonl
+
+
+@pytest.fixture
+def run_with_pretrain(smoke_run, tmp_path):
+    """A private copy of the shared smoke run (stage 1 done), so tests don't see each other's stage 2."""
+    dst = tmp_path / "runs" / "r"
+    shutil.copytree(smoke_run, dst)
+    return dst
+
+
+def test_response_only_loss_masks_prompt_and_trains_eos(smoke_run):
+    """TRL's collated batch: prompt labels are -100; the response is a target through EOS."""
+    import trl
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
+    model = AutoModelForCausalLM.from_pretrained(smoke_run / "01_pretrain/model")
+    recs = sft.to_prompt_completion(tok, [{"prompt": "What is 2 plus 3?", "answer": "5"},
+                                          {"prompt": "Reverse the list: a, b, c", "answer": "c, b, a"}])
+    args = trl.SFTConfig(output_dir="/tmp/unused", report_to="none", use_cpu=True, bf16=False, max_length=64)
+    tr = trl.SFTTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(recs))
+    batch = tr.data_collator([tr.train_dataset[i] for i in range(2)])
+    for row, rec in zip(range(2), recs):
+        ids, labels = batch["input_ids"][row], batch["labels"][row]
+        n_prompt = len(tok(rec["prompt"], add_special_tokens=False).input_ids)
+        n_resp = len(tok(rec["completion"], add_special_tokens=False).input_ids) + 1  # + EOS
+        assert (labels[:n_prompt] == -100).all()
+        targets = labels[labels != -100]
+        assert len(targets) == n_resp and targets[-1].item() == tok.eos_token_id
+    # Changing what sits under masked labels changes nothing: the loss depends on response targets only.
+    out1 = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=batch["labels"]).loss
+    fake = batch["labels"].clone()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+    shift_logits, shift_labels = logits[:, :-1], fake[:, 1:]
+    manual = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
+                                               shift_labels.reshape(-1), ignore_index=-100)
+    assert out1.item() == pytest.approx(manual.item(), rel=1e-5)
+
+
+def test_full_sft_trains_and_evaluates(run_with_pretrain):
+    runs, name = str(run_with_pretrain.parent), run_with_pretrain.name
+    res = sft.run(sft.config("smoke"), run=name, runs_dir=runs, progress_bar=False)
+    stage = run_with_pretrain / "02_sft"
+    assert (stage / "model/model.safetensors").exists()
+    losses = [m["sft/loss"] for m in read_jsonl(stage / "metrics.jsonl") if "sft/loss" in m]
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert 0 <= res["sft/accuracy"] <= 100 and "sft/accuracy_arithmetic" in res
+    assert res["sft/trainable_percent"] == pytest.approx(100)
+    from safetensors.torch import load_file
+    a = load_file(run_with_pretrain / "01_pretrain/model/model.safetensors")
+    b = load_file(stage / "model/model.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # weights changed
+    ev = json.loads((stage / "eval.json").read_text())
+    assert ev["examples"] and {"before", "after", "answer"} <= set(ev["examples"][0])
+
+
+def test_lora_trains_few_parameters_and_saves_adapter(run_with_pretrain):
+    res = sft.run(sft.config("smoke", use_lora=True, lora_r=2), run=run_with_pretrain.name,
+                  runs_dir=str(run_with_pretrain.parent), progress_bar=False)
+    assert res["sft/trainable_percent"] < 5
+    assert (run_with_pretrain / "02_sft/adapter/adapter_config.json").exists()
+    assert (run_with_pretrain / "02_sft/model/model.safetensors").exists()  # merged for later stages
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "dolly"])
+def test_trains_on_alpaca_and_dolly_files(run_with_pretrain, tmp_path, fmt):
+    if fmt == "alpaca":
+        path = tmp_path / "a.json"
+        path.write_text(json.dumps([{"instruction": f"Add {i} and 1.", "input": "", "output": str(i + 1)}
+                                    for i in range(20)] + [{"instruction": "broken"}]))
+    else:
+        path = tmp_path / "d.jsonl"
+        write_jsonl_atomic(path, [{"instruction": "Name a pet.", "context": "", "response": "cat",
+                                   "category": "open_qa"}] * 20 + [{"instruction": "x", "response": ""}])
+    res = sft.run(sft.config("smoke", data=str(path), max_steps=3), run=run_with_pretrain.name,
+                  runs_dir=str(run_with_pretrain.parent), progress_bar=False)
+    assert res["sft/train_examples"] == 20 and "1 skipped" in res["data_report"].replace("skipped 1", "1 skipped")
+    with pytest.raises(Exception, match="line|record"):
+        sft.run(sft.config("smoke", data=str(path), max_steps=3, on_error="fail"), run=run_with_pretrain.name,
+                runs_dir=str(run_with_pretrain.parent), progress_bar=False)
+
+
+def test_missing_stage_and_wrong_model_kind(tmp_path, smoke_run):
+    with pytest.raises(StageMissing, match="no completed 'pretrain'"):
+        sft.run(sft.config("smoke"), run="empty", runs_dir=str(tmp_path), progress_bar=False)
+    from labkit import pretrain
+    pretrain.run(pretrain.config("smoke", objective="masked", max_steps=2), run="bert", runs_dir=str(tmp_path),
+                 progress_bar=False)
+    with pytest.raises(ConfigError, match="needs a decoder"):
+        sft.run(sft.config("smoke"), run="bert", runs_dir=str(tmp_path), progress_bar=False)
