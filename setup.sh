@@ -21,6 +21,10 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 if [ "${1:-}" = "--dev" ]; then extra="[dev]"; else extra=""; fi
 python -m pip install -q -e ".${extra}"
+if [ "${1:-}" = "--dev" ]; then
+  # The real-browser test drives Debian's chromium through playwright; without them it is skipped.
+  tests/browser_setup.sh .venv/bin/python || echo "note: chromium/playwright unavailable: the browser test will be skipped"
+fi
 # A kernelspec inside the venv: `jupyter lab` from .venv finds it, papermill's "python3" resolves to it.
 python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (labkit)" >/dev/null
 echo "labkit is set up in .venv (torch $(python -c 'import torch; print(torch.__version__)'))"

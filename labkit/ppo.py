@@ -461,6 +461,28 @@ def reward_model_scores(rm, rm_tok, instructions: list[str], responses: list[str
     return torch.cat(scores)
 
 
+def pick_prompts(n_pool: int, cfg: PPOConfig, rank: int, step: int) -> list[int]:
+    """Indices of this process's prompts for this step: distinct within the batch, different per process."""
+    pick = random.Random(_seed(cfg.seed, "prompts", rank, step)).sample(range(n_pool), min(cfg.rollout_batch_size, n_pool))
+    while len(pick) < cfg.rollout_batch_size:  # a pool smaller than a batch: draw with repeats
+        pick.append(pick[len(pick) % n_pool])
+    return pick
+
+
+def rollout_stats(batch: dict, raw: torch.Tensor, tasks: list[dict]) -> dict:
+    """This process's metrics of one batch of rollouts (averaged over processes by the caller)."""
+    mask = batch["mask"]
+    truth = [true_score(t, x, bool(e)) for t, x, e in zip(tasks, batch["texts"], batch["has_eos"])]
+    return {"ppo/rm_score": raw.mean().item(), "ppo/score": batch["score"].mean().item(),
+            "ppo/true_score": 100 * sum(truth) / len(truth) if None not in truth else float("nan"),
+            "ppo/kl": batch["kl"].sum(1).mean().item(),  # per response: the sum over its tokens
+            "ppo/reward": batch["rewards"].sum(1).mean().item(),
+            "ppo/entropy": pm.masked_mean(batch["entropy"], mask).item(),
+            "ppo/response_len": mask.sum(1).float().mean().item(),
+            "ppo/eos_rate": 100 * batch["has_eos"].float().mean().item(),
+            "ppo/explained_var": pm.explained_variance(batch["values"], batch["returns"], mask).item()}
+
+
 # --- the PPO update ---------------------------------------------------------------------------
 
 def shape_scores(raw: torch.Tensor, has_eos: torch.Tensor, cfg: PPOConfig, norm: dict | None) -> torch.Tensor:
@@ -717,7 +739,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         else:
             with (_disabled(reward_net) if rm is None else contextlib.nullcontext()):
                 s = reward_model_scores(reward_net, rm_tok, [t["prompt"] for t in tasks], texts, micro, autocast)
-        return s if raw else shape_scores(s, has_eos, cfg, norm)
+        return s if raw else shape_scores(s, has_eos, cfg, norm)  # (raw=False: evaluation's scores)
 
     # State: fresh, or resumed from the checkpoint of an interrupted run with the same config.
     stage = r.stage_dir("ppo")
@@ -751,6 +773,8 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
 
     history = read_jsonl(metrics_path) if main else []
     active = set()
+    for i in range(len(history)):  # a resumed run: re-arm the alarms that were on (they are already recorded)
+        check_alarms(history[:i + 1], cfg, active)
     chart = LiveChart(CHART, title="PPO", enabled=live if main else False)
     for h in history:
         chart.update(h["step"], h)
@@ -759,11 +783,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     while step < cfg.total_steps:
         t0 = time.perf_counter()
         # 1. rollouts: each process draws its own prompts; sampling is re-seeded per (seed, rank, step)
-        pick = random.Random(_seed(cfg.seed, "prompts", rank, step)).sample(range(len(train_tasks)),
-                                                                           min(cfg.rollout_batch_size, len(train_tasks)))
-        while len(pick) < cfg.rollout_batch_size:  # a pool smaller than a batch: draw with repeats
-            pick.append(pick[len(pick) % len(train_tasks)])
-        tasks = [train_tasks[i] for i in pick]
+        tasks = [train_tasks[i] for i in pick_prompts(len(train_tasks), cfg, rank, step)]
         torch.manual_seed(_seed(cfg.seed, "rollout", rank, step))
         batch = sample(unwrapped.policy, tokenizer, [t["prompt"] for t in tasks], cfg.max_new_tokens,
                        cfg.temperature, autocast)
@@ -775,30 +795,17 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
             # lm-human-preferences: reward model normalised to mean 0, std 1 on the SFT policy's samples
             everyone = acc.gather(raw.to(device)).float()
             norm = {"mean": everyone.mean().item(), "std": max(everyone.std().item(), 1e-3) if everyone.numel() > 1 else 1.0}
-        batch["score"] = score_fn(tasks, batch["texts"], batch["has_eos"]).to(device)
+        batch["score"] = shape_scores(raw, batch["has_eos"], cfg, norm).to(device)
         batch["kl_coef"] = kl_ctl.value
         # 3. rewards, advantages; the update
         batch.update(advantages_and_returns(batch, cfg))
-        mask = batch["mask"]
-        truth = [true_score(t, x, bool(e)) for t, x, e in zip(tasks, batch["texts"], batch["has_eos"])]
-        local = {
-            "ppo/rm_score": raw.mean().item(), "ppo/score": batch["score"].mean().item(),
-            "ppo/true_score": 100 * sum(truth) / len(truth) if None not in truth else float("nan"),
-            "ppo/kl": batch["kl"].sum(1).mean().item(),
-            "ppo/reward": batch["rewards"].sum(1).mean().item(),
-            "ppo/entropy": pm.masked_mean(batch["entropy"], mask).item(),
-            "ppo/response_len": mask.sum(1).float().mean().item(),
-            "ppo/eos_rate": 100 * batch["has_eos"].float().mean().item(),
-            "ppo/explained_var": pm.explained_variance(batch["values"], batch["returns"], mask).item(),
-        }
+        local = rollout_stats(batch, raw, tasks)
         upd = ppo_update(model, opt, acc, batch, cfg, autocast, step)
         local.update({f"ppo/{k}": v for k, v in upd.items() if k not in ("epochs",)})
         keys = sorted(local)
         means = acc.reduce(torch.tensor([local[k] for k in keys], device=device, dtype=torch.float64), "mean")
-        m = {"step": step + 1, **{k: v for k, v in zip(keys, means.tolist())},
+        m = {"step": step + 1, **{k: None if v != v else v for k, v in zip(keys, means.tolist())},  # NaN -> None
              "ppo/kl_coef": kl_ctl.value, "ppo/epochs": upd["epochs"]}
-        if m["ppo/true_score"] != m["ppo/true_score"]:
-            m["ppo/true_score"] = None
         kl_ctl.update(m["ppo/kl"], cfg.rollout_batch_size * world_size)
         step += 1
         m.update({"ppo/gen_seconds": t_gen, "ppo/step_seconds": time.perf_counter() - t0})

@@ -15,8 +15,24 @@ pretrain``, or in Python::
     cfg = pretrain.config("smoke", max_steps=20)
     result = pretrain.run(cfg, run="demo")
 
+Data-parallel, unchanged, under ``accelerate launch`` (DDP; gloo on CPU, NCCL on GPU)::
+
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m labkit.runner train pretrain --run runs/demo --preset gpu
+    ACCELERATE_USE_CPU=true accelerate launch --config_file configs/accelerate/cpu_2proc.yaml \
+        -m labkit.runner train pretrain --run runs/demo --preset smoke -p threads=1
+
+``batch_size`` is the global micro-batch: every process draws the same windows
+from the shared generator and keeps its ``batch_size / world_size`` rows, so W
+processes train exactly what one process would (same losses, up to float
+rounding), only faster. Only rank 0 writes files.
+
+``gpu_memory_gb`` fits the run to a GPU memory budget: ``labkit.planner``
+picks micro-batch x accumulation (same effective batch), activation
+checkpointing and bf16; the plan is written to ``plan.json`` and ``eval.json``.
+
 Writes ``runs/<run>/01_pretrain/``: ``tokenizer/``, ``model/``, ``config.json``,
-``metrics.jsonl``, ``eval.json``, ``samples.jsonl`` and ``ckpt/`` (for resume).
+``metrics.jsonl``, ``eval.json``, ``samples.jsonl``, ``ckpt/`` (for resume) and
+``plan.json`` (with ``gpu_memory_gb``).
 Metric keys: ``pretrain/loss``, ``pretrain/lr``, ``pretrain/tokens_per_s``,
 ``pretrain/val_loss``, ``pretrain/val_ppl``, ``pretrain/unigram_ppl``.
 """
@@ -25,7 +41,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -37,7 +56,7 @@ from . import world as W
 from .config import ConfigError, make_config, set_threads
 from .live import LiveChart, progress
 from .models import OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device
-from .runs import Run, append_jsonl, atomic_dir, atomic_write_json, read_jsonl, text_hash
+from .runs import STAGE_DIRS, Run, append_jsonl, atomic_dir, atomic_write_json, read_jsonl, text_hash
 from .tokenizer import SENTINELS, train_tokenizer
 
 
@@ -64,7 +83,7 @@ class PretrainConfig:
     noise_density: float = field(default=0.15, metadata={"help": "span: fraction of tokens corrupted"})
     mean_span_length: float = field(default=3.0, metadata={"help": "span: mean corrupted span length in tokens"})
     # optimisation
-    batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch, over all processes (each of W data-parallel processes takes batch_size/W)"})
     grad_accum_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     max_steps: int = field(default=400, metadata={"help": "optimizer steps"})
     learning_rate: float = field(default=3e-3, metadata={"help": "peak learning rate (AdamW)"})
@@ -83,6 +102,8 @@ class PretrainConfig:
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (None = on where the GPU supports it)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (pays off on GPU)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward: less memory, ~30% more compute"})
+    gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget in GiB per process: labkit.planner picks batch split, checkpointing and bf16 to fit (None = off)"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None = the cores this process may use)"})
 
 
@@ -101,7 +122,7 @@ PRESETS = {
 CHART = {"loss": ["pretrain/loss", "pretrain/val_loss"], "tokens/s": ["pretrain/tokens_per_s"]}
 # Fields that may change between an interrupted run and its resume.
 _RESUMABLE_CHANGES = {"max_steps", "eval_interval", "eval_batches", "log_interval", "checkpoint_interval",
-                      "resume", "device", "threads", "compile"}
+                      "resume", "device", "threads", "compile", "gradient_checkpointing"}
 
 
 def config(preset: str = "cpu", **overrides) -> PretrainConfig:
@@ -177,19 +198,27 @@ def corrupt_spans(seq: list[int], sentinel_ids: list[int], density: float, mean_
     return inp, tgt
 
 
-def get_batch(stream: torch.Tensor, cfg: PretrainConfig, tokenizer, gen: torch.Generator) -> dict:
-    """A micro-batch of random windows, shaped for ``cfg.objective``."""
+def get_batch(stream: torch.Tensor, cfg: PretrainConfig, tokenizer, gen: torch.Generator,
+              rank: int = 0, world_size: int = 1) -> dict:
+    """A micro-batch of random windows, shaped for ``cfg.objective``.
+
+    Data parallel: every process draws the same ``batch_size`` windows (its generator stays in
+    step with the others) and keeps rows ``rank*B/W:(rank+1)*B/W`` -- together the W processes
+    see exactly the batch one process would."""
     B, T = cfg.batch_size, cfg.block_size
     starts = torch.randint(len(stream) - T - 1, (B,), generator=gen)
     x = torch.stack([stream[s:s + T] for s in starts.tolist()])
+    rows = slice(rank * B // world_size, (rank + 1) * B // world_size)
     if cfg.objective == "causal":
+        x = x[rows] if world_size > 1 else x
         return {"input_ids": x, "labels": x}  # transformers shifts labels by one inside the model
     if cfg.objective == "masked":
         inp, labels = mask_tokens(x, tokenizer, cfg.mask_prob, gen)
-        return {"input_ids": inp, "labels": labels}
+        return {"input_ids": inp[rows], "labels": labels[rows]}
     rng = random.Random(int(torch.randint(2**31, (1,), generator=gen)))
     sentinels = tokenizer.convert_tokens_to_ids(SENTINELS)
     pairs = [corrupt_spans(row, sentinels, cfg.noise_density, cfg.mean_span_length, rng) for row in x.tolist()]
+    pairs = pairs[rows]
     li, lt = max(len(p[0]) for p in pairs), max(len(p[1]) for p in pairs)
     pad = tokenizer.pad_token_id
     inp = torch.tensor([p[0] + [pad] * (li - len(p[0])) for p in pairs])
@@ -223,12 +252,17 @@ def make_optimizer(model, cfg: PretrainConfig, device) -> torch.optim.Optimizer:
 
 
 def train_step(model, opt, batches, cfg, autocast) -> float:
-    """One optimizer step over ``grad_accum_steps`` micro-batches; returns the mean loss (a tensor)."""
+    """One optimizer step over ``grad_accum_steps`` micro-batches; returns the mean loss (a tensor).
+
+    Under DDP the gradients are all-reduced (averaged over processes) in the last backward only."""
+    ddp = getattr(model, "_orig_mod", model)  # torch.compile keeps the wrapped module here
     total = 0.0
-    for batch in batches:
-        with autocast:
-            loss = model(**batch).loss / len(batches)
-        loss.backward()
+    for i, batch in enumerate(batches):
+        skip_sync = i < len(batches) - 1 and isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
+        with ddp.no_sync() if skip_sync else contextlib.nullcontext():
+            with autocast:
+                loss = model(**batch).loss / len(batches)
+            loss.backward()
         total = total + loss.detach()
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

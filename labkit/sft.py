@@ -203,7 +203,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps, max_length=cfg.max_length,
         completion_only_loss=True, seed=cfg.seed, data_seed=cfg.seed, report_to="none", save_strategy="no",
         # TRL's defaults assume a GPU (bf16 + activation checkpointing): ~1.8x slower on CPU (DESIGN.md).
-        bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing, use_cpu=device.type == "cpu",
+        bf16=bf16, activation_checkpointing=cfg.gradient_checkpointing, use_cpu=device.type == "cpu",
         dataloader_num_workers=0, disable_tqdm=not progress_bar,
     )
     chart = LiveChart(CHART, title="SFT", enabled=live)
