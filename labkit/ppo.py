@@ -141,6 +141,7 @@ class PPOConfig:
     total_steps: int = field(default=60, metadata={"help": "PPO steps (rollout + update rounds)"})
     ppo_epochs: int = field(default=4, metadata={"help": "passes over each batch of rollouts"})
     minibatch_size: int = field(default=16, metadata={"help": "responses per optimizer step, per process"})
+    group_by_length: bool = field(default=True, metadata={"help": "minibatches of similar prompt length, in random order (less padding: faster)"})
     micro_batch_size: int | None = field(default=None, metadata={"help": "responses per forward/backward (gradient accumulation; None: minibatch_size)"})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant)"})
     gamma: float = field(default=1.0, metadata={"help": "discount per token in GAE"})
@@ -277,8 +278,9 @@ def _no_dropout(model):
 
 def linear_targets(model) -> list[str]:
     """Names of the linear layers inside the transformer blocks (LoRA's default targets here)."""
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
     backbone = getattr(model, model.base_model_prefix)
-    return sorted({n.rsplit(".", 1)[-1] for n, m in backbone.named_modules() if isinstance(m, torch.nn.Linear)})
+    return sorted({n.rsplit(".", 1)[-1] for n, m in backbone.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))})
 
 
 def load_models(cfg: PPOConfig, policy_path, reward_path):
@@ -408,23 +410,41 @@ def sample(policy, tokenizer, instructions: list[str], max_new_tokens: int, temp
 
 
 def _inputs(batch: dict, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt + response rows ``idx``, without the left-padding columns that every one of them has."""
     ids = torch.cat([batch["query"][idx], batch["response"][idx]], dim=1)
     attn = torch.cat([batch["query_mask"][idx], batch["mask"][idx].to(batch["query_mask"].dtype)], dim=1)
-    return ids, attn
+    first = int(attn.argmax(dim=1).min())  # position ids come from the mask, so cutting pad columns changes nothing
+    return ids[:, first:], attn[:, first:]
+
+
+def minibatch_order(query_mask: torch.Tensor, cfg: PPOConfig, gen: torch.Generator) -> torch.Tensor:
+    """A permutation of the batch rows; consecutive ``minibatch_size`` rows form one minibatch.
+
+    With ``group_by_length`` each minibatch holds prompts of similar length (random among equals) and
+    the minibatches come in random order -- far less padding to compute through (HF Trainer's
+    ``group_by_length`` idea); otherwise a plain shuffle.
+    """
+    perm = torch.randperm(len(query_mask), generator=gen)
+    if not cfg.group_by_length:
+        return perm
+    perm = perm[torch.argsort(query_mask.sum(1).cpu()[perm], stable=True)]
+    groups = perm.split(cfg.minibatch_size)
+    return torch.cat([groups[i] for i in torch.randperm(len(groups), generator=gen).tolist()])
 
 
 @torch.no_grad()
-def forward_pass(pv: PolicyAndValue, ref, batch: dict, temperature: float, micro: int, autocast) -> dict:
-    """Old log-probs, reference log-probs, values and entropies of a rollout batch, ``micro`` rows at a time.
+def forward_pass(pv: PolicyAndValue, ref, batch: dict, temperature: float, micro: int, autocast,
+                 order: torch.Tensor | None = None) -> dict:
+    """Old log-probs, reference log-probs, values and entropies of a rollout batch, [B, R] each.
 
-    These are the "old" quantities of PPO: computed in the same way (padding,
-    position ids, temperature, micro-batch size) as the training passes, not
-    taken from generate(), so that the first ratio is exactly 1 [NDetails].
+    These are the "old" quantities of PPO: computed exactly as the training passes compute them
+    (same micro-batches in the same ``order`` as the first epoch, padding, position ids,
+    temperature), not taken from generate(), so the first ratio is exactly 1 [NDetails].
     """
-    R = batch["response"].shape[1]
+    B, R = batch["response"].shape
+    order = torch.arange(B) if order is None else order.cpu()
     out = {k: [] for k in ("logprobs", "ref_logprobs", "values", "entropy")}
-    for s in range(0, batch["response"].shape[0], micro):
-        idx = slice(s, s + micro)
+    for idx in order.split(micro):
         ids, attn = _inputs(batch, idx)
         with autocast:
             logits, values = pv(ids, attn, R)
@@ -436,7 +456,8 @@ def forward_pass(pv: PolicyAndValue, ref, batch: dict, temperature: float, micro
             ref_logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn),
                                logits_to_keep=R + 1, use_cache=False).logits[:, :-1]
         out["ref_logprobs"].append(pm.logprobs_from_logits(ref_logits.float() / temperature, batch["response"][idx]))
-    return {k: torch.cat(v) for k, v in out.items()}
+    back = torch.argsort(order)  # rows back into batch order
+    return {k: torch.cat(v)[back.to(v[0].device)] for k, v in out.items()}
 
 
 def reward_model_scores(rm, rm_tok, instructions: list[str], responses: list[str], batch_size: int,
@@ -512,7 +533,9 @@ def ppo_update(model, opt, acc, batch: dict, cfg: PPOConfig, autocast, step: int
     stats = {k: [] for k in ("pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl")}
     ratio_dev_first, epochs = None, 0
     for epoch in range(cfg.ppo_epochs):
-        perm = torch.randperm(B, generator=gen).to(batch["response"].device)
+        # epoch 0 goes through the batch in the order forward_pass used (the same numbers, ratio 1)
+        perm = batch["order"] if epoch == 0 and "order" in batch else minibatch_order(batch["query_mask"], cfg, gen)
+        perm = perm.to(batch["response"].device)
         epoch_kl = []
         for mb in range(0, B, cfg.minibatch_size):
             rows = perm[mb:mb + cfg.minibatch_size]
@@ -789,7 +812,9 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
                        cfg.temperature, autocast)
         t_gen = time.perf_counter() - t0
         # 2. old log-probs, reference log-probs, values; then scores
-        batch.update(forward_pass(unwrapped, ref, batch, cfg.temperature, micro, autocast))
+        batch["order"] = minibatch_order(batch["query_mask"], cfg, torch.Generator().manual_seed(
+            _seed(cfg.seed, "order", rank, step)))
+        batch.update(forward_pass(unwrapped, ref, batch, cfg.temperature, micro, autocast, batch["order"]))
         raw = score_fn(tasks, batch["texts"], batch["has_eos"], raw=True)
         if norm is None and reward_net is not None and cfg.normalize_score:
             # lm-human-preferences: reward model normalised to mean 0, std 1 on the SFT policy's samples

@@ -50,7 +50,7 @@ class PreferencesConfig:
     # prompts and candidates
     prompts: str = field(default="world", metadata={"help": "'world' (embedded tasks, with a verifier) or a JSONL/instruction file of prompts"})
     n_prompts: int = field(default=400, metadata={"help": "prompts to collect preferences on"})
-    families: str = field(default="story_qa,fact_recall,arithmetic,word_list,extract", metadata={"help": "comma list of world task families"})
+    families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
     k_responses: int = field(default=4, metadata={"help": "candidates per prompt (2-8)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature for candidates"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold for candidates"})

@@ -313,29 +313,74 @@ def samples(model, tokenizer, cfg, device) -> list[dict]:
     return out
 
 
-def _check(cfg: PretrainConfig) -> None:
+def _check(cfg: PretrainConfig, world_size: int = 1) -> None:
     if cfg.objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
     for name in ("max_steps", "batch_size", "block_size", "grad_accum_steps", "n_layer", "eval_batches"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.batch_size % world_size:
+        raise ConfigError(f"batch_size={cfg.batch_size} must be a multiple of the {world_size} data-parallel "
+                          f"processes (each takes batch_size/{world_size} rows of every micro-batch)")
+
+
+def _accelerator(cfg: PretrainConfig):
+    """An ``accelerate.Accelerator`` when launched as several processes (accelerate launch, torchrun,
+    notebook_launcher), else None: a single process runs the plain loop with nothing wrapped."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+    # cpu=True: on a machine without a GPU a torchrun-started process otherwise falls back to world size 1
+    acc = Accelerator(cpu=cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()))
+    if acc.distributed_type not in (DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
+        raise ConfigError(f"pretraining runs data-parallel (DDP: every process holds the whole model), not "
+                          f"{acc.distributed_type.value}; launch with configs/accelerate/ddp.yaml or cpu_2proc.yaml")
+    return acc
+
+
+def fit_budget(cfg: PretrainConfig, model, device, world_size: int = 1):
+    """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None).
+
+    Planned per process, for its share of an optimizer step (``batch_size * grad_accum_steps / W``
+    sequences of ``block_size`` tokens), choosing micro-batch x accumulation (the effective batch is
+    kept), activation checkpointing and bf16. Pretraining trains every weight: no LoRA."""
+    if cfg.gpu_memory_gb is None:
+        return cfg, None
+    from . import planner
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    plan = planner.plan(model, "pretrain", cfg.gpu_memory_gb,
+                        effective_batch_size=cfg.batch_size * cfg.grad_accum_steps // world_size,
+                        seq_len=cfg.block_size, use_lora=False,
+                        bf16=cfg.bf16 if cfg.bf16 is not None else (None if bf16_ok else False),
+                        gradient_checkpointing=True if cfg.gradient_checkpointing else None)
+    if not plan.fits:
+        raise ConfigError(f"pretraining does not fit in gpu_memory_gb={cfg.gpu_memory_gb:g}: {plan.reason}")
+    # the plan's micro-batch is per process; batch_size counts the rows of all processes
+    return dataclasses.replace(plan.apply(cfg), batch_size=plan.micro_batch_size * world_size), plan
+
+
+def _vocab_hash(tokenizer) -> str:
+    return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
 
 
 def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train the tokenizer and the model; write the stage folder; return the headline numbers."""
-    _check(cfg)
+    acc = _accelerator(cfg)  # None in a single process
+    rank, world_size = (acc.process_index, acc.num_processes) if acc else (0, 1)
+    main = rank == 0
+    _check(cfg, world_size)
     t_start = time.perf_counter()
-    threads = set_threads(cfg.threads)
+    cores = len(os.sched_getaffinity(0))
+    threads = set_threads(cfg.threads or (max(1, cores // world_size) if world_size > 1 else None))
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    device = acc.device if acc else pick_device(cfg.device)
+    requested = cfg  # the checkpoint fingerprint: a resumed run recomputes the same plan
 
-    # Data and tokenizer first: bad input fails before anything is written.
+    # Data, tokenizer, model and memory plan first: bad input fails before anything is written.
     train_docs, val_docs = load_corpus(cfg)
-    r = Run(run, runs_dir)
-    stage = r.stage_dir("pretrain")
+    stage = Path(runs_dir) / run / STAGE_DIRS["pretrain"]
     ckpt = stage / "ckpt"
     resume_state = _load_ckpt(ckpt, cfg) if cfg.resume else None
     if cfg.init_from:
@@ -345,8 +390,17 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     elif resume_state is not None:
         from transformers import AutoTokenizer
         tokenizer = AutoTokenizer.from_pretrained(ckpt / "tokenizer")
-    else:
+    elif acc is None:
         tokenizer = train_tokenizer(train_docs, cfg.tokenizer, cfg.vocab_size)
+    else:  # one tokenizer for all processes: rank 0 trains it, the others receive it
+        from accelerate.utils import broadcast_object_list
+        tokenizer = train_tokenizer(train_docs, cfg.tokenizer, cfg.vocab_size) if main else None
+        tokenizer = broadcast_object_list([tokenizer])[0]
+    if acc:  # every process must read the same text with the same vocabulary
+        from accelerate.utils import gather_object
+        seen = gather_object([(text_hash(train_docs + val_docs), _vocab_hash(tokenizer))])
+        if len(set(seen)) != 1:
+            raise RuntimeError(f"data-parallel processes disagree on (data hash, vocabulary hash): {seen}")
     train_stream, val_stream = encode(tokenizer, train_docs), encode(tokenizer, val_docs)
     if min(len(train_stream), len(val_stream)) <= cfg.block_size + 1:
         raise ConfigError(f"not enough text for block_size={cfg.block_size}: {len(train_stream)} train and "
@@ -361,6 +415,11 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     limit = max_positions(model)
     if limit is not None and cfg.block_size > limit:
         raise ConfigError(f"block_size={cfg.block_size} is beyond the model's {limit} positions")
+    cfg, plan = fit_budget(cfg, model, device, world_size)
+    if cfg.gradient_checkpointing:  # non-reentrant: the variant that works with DDP and torch.compile
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     model.to(device)
     opt = make_optimizer(model, cfg, device)
     step, tokens_seen = 0, 0
@@ -370,38 +429,51 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
         opt.load_state_dict(resume_state["optimizer"])
         gen.set_state(resume_state["gen"])
         step, tokens_seen = resume_state["step"], resume_state["tokens_seen"]
-    fwd = torch.compile(model) if cfg.compile else model
+    # DDP: the wrapper averages gradients over the processes in backward; evaluation and saving use
+    # the plain model (every process holds the same weights).
+    ddp = acc.prepare(model) if acc else model
+    fwd = torch.compile(ddp) if cfg.compile else ddp
+    eval_fwd = fwd if acc is None else model
 
-    r.update_manifest(preset=preset or r.manifest().get("preset"), seed=cfg.seed, world_seed=cfg.world_seed)
-    r.start("pretrain", dataclasses.asdict(cfg))
+    r = Run(run, runs_dir) if main else None
     metrics_path = stage / "metrics.jsonl"
-    # Keep history up to the resumed step, drop lines from the interrupted tail.
-    kept = [m for m in read_jsonl(metrics_path) if m.get("step", 0) <= step] if resume_state else []
-    atomic_write_json(stage / "data.json", {"train_docs": len(train_docs), "val_docs": len(val_docs),
-                                            "train_tokens": len(train_stream), "val_tokens": len(val_stream),
-                                            "data_hash": text_hash(train_docs + val_docs),
-                                            "corpus": W.corpus_stats(train_docs + val_docs)})
-    metrics_path.write_text("".join(__import__("json").dumps(m) + "\n" for m in kept))
+    plan_record = plan and {**dataclasses.asdict(plan), "summary": plan.summary(), "table": plan.table(),
+                            "world_size": world_size, "requested_batch_size": requested.batch_size,
+                            "requested_grad_accum_steps": requested.grad_accum_steps}
+    if main:  # only rank 0 writes
+        r.update_manifest(preset=preset or r.manifest().get("preset"), seed=cfg.seed, world_seed=cfg.world_seed)
+        r.start("pretrain", dataclasses.asdict(cfg))
+        if plan_record:
+            atomic_write_json(stage / "plan.json", plan_record)
+        # Keep history up to the resumed step, drop lines from the interrupted tail.
+        kept = [m for m in read_jsonl(metrics_path) if m.get("step", 0) <= step] if resume_state else []
+        atomic_write_json(stage / "data.json", {"train_docs": len(train_docs), "val_docs": len(val_docs),
+                                                "train_tokens": len(train_stream), "val_tokens": len(val_stream),
+                                                "data_hash": text_hash(train_docs + val_docs),
+                                                "corpus": W.corpus_stats(train_docs + val_docs)})
+        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
     baseline = unigram_ppl(train_stream, val_stream, len(tokenizer))
-    chart = LiveChart(CHART, title=f"pretraining ({cfg.objective})", enabled=live)
-    bar = progress(cfg.max_steps, "pretrain", initial=step, disable=not progress_bar)
+    chart = LiveChart(CHART, title=f"pretraining ({cfg.objective})", enabled=live if main else False)
+    bar = progress(cfg.max_steps, "pretrain", initial=step, disable=not (progress_bar and main))
 
-    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps
+    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps  # over all processes
     model.train()
     t_train, t_window, tok_window = 0.0, time.perf_counter(), 0
     val_loss = None
     while step < cfg.max_steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        batches = [{k: v.to(device, non_blocking=True) for k, v in get_batch(train_stream, cfg, tokenizer, gen).items()}
+        batches = [{k: v.to(device, non_blocking=True)
+                    for k, v in get_batch(train_stream, cfg, tokenizer, gen, rank, world_size).items()}
                    for _ in range(cfg.grad_accum_steps)]
-        t0 = time.perf_counter()
         loss = train_step(fwd, opt, batches, cfg, autocast)
         step += 1
         tokens_seen += tokens_per_step
         tok_window += tokens_per_step
         bar.update(1)
         if step % cfg.log_interval == 0 or step == cfg.max_steps:
+            if acc:  # each process saw its rows: log the whole batch's loss
+                loss = acc.reduce(loss, "mean")
             loss = float(loss)  # the only host sync of the step, and only on log steps
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -413,38 +485,52 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
             if not math.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss became {loss} at step {step}; lower learning_rate")
             if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-                val_loss = evaluate(fwd, val_stream, cfg, tokenizer, device, autocast)
+                val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
                 m.update({"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50))})
                 t_window = time.perf_counter()  # evaluation time is not training throughput
-            append_jsonl(metrics_path, m)
-            chart.update(step, m)
+            if main:
+                append_jsonl(metrics_path, m)
+                chart.update(step, m)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}" if val_loss else "-")
-        if step % cfg.checkpoint_interval == 0 and step < cfg.max_steps:
-            _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, cfg, tokenizer)
+        if step % cfg.checkpoint_interval == 0 and step < cfg.max_steps and main:
+            _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)
     bar.close()
     chart.update(step, {}, force=True)
 
     if val_loss is None:
-        val_loss = evaluate(fwd, val_stream, cfg, tokenizer, device, autocast)
-    smp = samples(model, tokenizer, cfg, device)
-    with atomic_dir(stage / "model") as d:
-        model.save_pretrained(d)
-        tokenizer.save_pretrained(d)
-    with atomic_dir(stage / "tokenizer") as d:
-        tokenizer.save_pretrained(d)
-    _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, cfg, tokenizer)  # lets a later run continue training
-    rows = read_jsonl(metrics_path)
-    tps = [m["pretrain/tokens_per_s"] for m in rows if "pretrain/tokens_per_s" in m]
-    result = {"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50)),
-              "pretrain/unigram_ppl": baseline, "pretrain/tokens_per_s": sorted(tps)[len(tps) // 2] if tps else None,
-              "pretrain/params": count_params(model), "pretrain/steps": step, "pretrain/tokens": tokens_seen,
-              "pretrain/seconds": time.perf_counter() - t_start, "pretrain/threads": threads,
-              "objective": cfg.objective, "tokenizer": cfg.tokenizer if not cfg.init_from else cfg.init_from,
-              "vocab_size": len(tokenizer), "device": str(device), "resumed_from": resume_state and resume_state["step"]}
-    atomic_write_json(stage / "eval.json", {**result, "samples": smp})
-    atomic_write_text_lines(stage / "samples.jsonl", smp)
-    r.complete("pretrain", result["pretrain/seconds"], {k: result[k] for k in (
-        "pretrain/val_ppl", "pretrain/unigram_ppl", "pretrain/tokens_per_s", "pretrain/params")})
+        val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
+    result = None
+    if main:
+        smp = samples(model, tokenizer, cfg, device)
+        with atomic_dir(stage / "model") as d:
+            model.save_pretrained(d)
+            tokenizer.save_pretrained(d)
+        with atomic_dir(stage / "tokenizer") as d:
+            tokenizer.save_pretrained(d)
+        _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)  # a later run may continue
+        rows = read_jsonl(metrics_path)
+        tps = [m["pretrain/tokens_per_s"] for m in rows if "pretrain/tokens_per_s" in m]
+        result = {"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50)),
+                  "pretrain/unigram_ppl": baseline,
+                  "pretrain/tokens_per_s": sorted(tps)[len(tps) // 2] if tps else None,
+                  "pretrain/params": count_params(model), "pretrain/steps": step, "pretrain/tokens": tokens_seen,
+                  "pretrain/seconds": time.perf_counter() - t_start, "pretrain/threads": threads,
+                  "objective": cfg.objective, "tokenizer": cfg.tokenizer if not cfg.init_from else cfg.init_from,
+                  "vocab_size": len(tokenizer), "device": str(device), "world_size": world_size,
+                  "resumed_from": resume_state and resume_state["step"]}
+        atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "samples": smp})
+        atomic_write_text_lines(stage / "samples.jsonl", smp)
+        r.complete("pretrain", result["pretrain/seconds"], {k: result[k] for k in (
+            "pretrain/val_ppl", "pretrain/unigram_ppl", "pretrain/tokens_per_s", "pretrain/params")})
+    if acc:  # every process returns rank 0's result; then the process group is torn down cleanly
+        from accelerate.utils import broadcast_object_list
+        result = broadcast_object_list([result])[0]
+        acc.wait_for_everyone()  # no process leaves while another still talks to it
+        # Free the DDP wrapper (its reducer holds the process group) before the group is destroyed:
+        # freed afterwards, at return, it hung the process now and then.
+        del fwd, ddp
+        acc.free_memory()  # drops accelerate's own references to the prepared model, then gc
+        acc.end_training()
     return result
 
 

@@ -182,8 +182,13 @@ def load_pairs(cfg: RewardConfig, r: Run) -> tuple[list[dict], str]:
                     raise ConfigError(f"{path} line {n}: margin_field={cfg.margin_field!r} needs a number there")
                 q["margin"] = float(p[cfg.margin_field])
             kept.append(q)
-        rows = kept
-        rows = rows[:cfg.max_pairs] if cfg.max_pairs else rows
+        rows = kept[:cfg.max_pairs] if cfg.max_pairs else kept
+        # Stage 3 keeps each prompt's world task (answer, family) in candidates.jsonl: attach it for the
+        # per-family breakdown. The reward model never sees it.
+        tasks = {c["prompt"]: c.get("task") for c in read_jsonl(path.parent / "candidates.jsonl")}
+        for p in rows:
+            if p.get("task") is None and tasks.get(p["prompt"]):
+                p["task"] = tasks[p["prompt"]]
         note = f"{path}: {len(rows)} pairs"
     else:
         if cfg.margin_field:
@@ -488,6 +493,12 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     sample = random.Random(cfg.seed).sample(train_pairs, min(len(train_pairs), 500))
     train_acc = evaluate_pairs(model, tokenizer, sample, cfg.calibration_bins, cfg.score_batch_size)["accuracy"]
     atomic_write_text(stage / "eval_pairs.jsonl", "".join(json.dumps(row) + "\n" for row in held["rows"]))
+    wins_by_family: dict[str, list[bool]] = {}  # where does it fail? (world pairs carry their task's family)
+    for p in held["rows"]:
+        wins_by_family.setdefault((p.get("task") or {}).get("family", "-"), []).append(
+            p["score_chosen"] > p["score_rejected"])
+    by_family = [{"family": f, "pairs": len(w), "accuracy": 100 * sum(w) / len(w)}
+                 for f, w in sorted(wins_by_family.items())]
     agree, vrows = None, []
     if cfg.verifier_tasks and sft_path is not None:
         tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed + 404)
@@ -516,7 +527,7 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         "verifier_check": "done" if agree else "skipped: " + ("verifier_tasks=0" if not cfg.verifier_tasks else
                                                               "this run has no SFT model to sample from"),
     }
-    atomic_write_json(stage / "eval.json", {**result, "calibration": held["bins"],
+    atomic_write_json(stage / "eval.json", {**result, "calibration": held["bins"], "accuracy_by_family": by_family,
                                             "worst_disagreements": agree["worst"] if agree else []})
     r.complete("reward", result["reward/seconds"], {k: result[k] for k in (
         "reward/eval_accuracy", "reward/ece", "reward/spearman", "reward/verifier_pair_accuracy")})

@@ -19,7 +19,9 @@ chat-messages or prompt/completion format (``labkit.data.load_instructions``).
     result = sft.run(sft.config("smoke"), run="demo")     # needs stage 1 in runs/demo
 
 Writes ``runs/<run>/02_sft/``: ``model/`` (merged, with tokenizer), ``adapter/``
-(LoRA only), ``config.json``, ``metrics.jsonl``, ``eval.json``.
+(LoRA only), ``config.json``, ``metrics.jsonl``, ``eval.json``; with ``gpu_memory_gb``
+also ``plan.json`` (``labkit.planner``'s choice of micro-batch x accumulation, LoRA,
+checkpointing and bf16 for that budget, applied to the config).
 Metric keys: ``sft/loss``, ``sft/learning_rate``, ``sft/grad_norm``, ``sft/eval_loss``;
 eval.json: ``sft/accuracy``, ``sft/base_accuracy``, per-family accuracies, stop rates.
 """
@@ -49,7 +51,7 @@ class SFTConfig:
     on_error: str = field(default="skip", metadata={"help": "malformed records in a data file: skip (and report) | fail"})
     n_train_tasks: int = field(default=20000, metadata={"help": "world tasks to train on (data='world')"})
     n_eval_tasks: int = field(default=250, metadata={"help": "held-out world tasks to evaluate (new entities and question templates)"})
-    families: str = field(default="story_qa,fact_recall,arithmetic,word_list,extract", metadata={"help": "comma list of world task families"})
+    families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
     # model
     init_from: str = field(default="pretrain", metadata={"help": "'pretrain' (this run's stage 1 model), or a checkpoint folder / hub name"})
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})
@@ -58,8 +60,9 @@ class SFTConfig:
     lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None = attention projections of the model type)"})
     merge_lora: bool = field(default=True, metadata={"help": "also save the adapter merged into the base as model/ (later stages load model/)"})
     # optimisation
-    max_steps: int = field(default=600, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=32, metadata={"help": "sequences per step"})
+    max_steps: int = field(default=1000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch (per device)"})
+    grad_accum_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step (effective batch = batch_size x grad_accum_steps)"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate (cosine decay after warm-up)"})
     warmup_steps: int = field(default=30, metadata={"help": "linear warm-up steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
@@ -72,6 +75,7 @@ class SFTConfig:
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (None = on where the GPU supports it)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward to save memory"})
+    gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget in GiB: labkit.planner picks micro-batch, accumulation, LoRA, checkpointing and bf16 to fit (None = off)"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None = the cores this process may use)"})
 
 
@@ -140,6 +144,27 @@ def lora_targets(model, cfg: SFTConfig) -> list[str]:
     return LORA_TARGETS[kind]
 
 
+def fit_budget(cfg: SFTConfig, model, device):
+    """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None).
+    Same effective batch (``batch_size * grad_accum_steps``); LoRA, checkpointing, bf16 set to True stay on."""
+    if cfg.gpu_memory_gb is None:
+        return cfg, None
+    from . import planner
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    try:
+        targets = lora_targets(model, cfg)
+    except ConfigError:
+        targets = None  # the planner's default for the model type
+    plan = planner.plan(model, "sft", cfg.gpu_memory_gb, effective_batch_size=cfg.batch_size * cfg.grad_accum_steps,
+                        seq_len=cfg.max_length, use_lora=True if cfg.use_lora else None,
+                        bf16=cfg.bf16 if cfg.bf16 is not None else (None if bf16_ok else False),
+                        gradient_checkpointing=True if cfg.gradient_checkpointing else None,
+                        lora_r=cfg.lora_r, lora_target_modules=targets)
+    if not plan.fits:
+        raise ConfigError(f"SFT does not fit in gpu_memory_gb={cfg.gpu_memory_gb:g}: {plan.reason}")
+    return plan.apply(cfg), plan
+
+
 class MetricsCallback:
     """Trainer logs -> metrics.jsonl (namespaced keys) and the live chart."""
 
@@ -182,10 +207,16 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         train, load_report = load_instructions(cfg.data, on_error=cfg.on_error)
         _, eval_tasks = world_tasks(world, dataclasses.replace(cfg, n_train_tasks=0))
     device = pick_device(cfg.device)
+    cfg, plan = fit_budget(cfg, model, device)  # raises before anything is written when nothing fits
+    if plan is not None and plan.base_dtype == "bfloat16":
+        model.to(torch.bfloat16)  # the planner's LoRA + bf16 plan counts a bf16 frozen base
     bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
     model.to(device)
 
     stage = r.start("sft", dataclasses.asdict(cfg))
+    plan_record = plan and {**dataclasses.asdict(plan), "summary": plan.summary(), "table": plan.table()}
+    if plan_record:
+        atomic_write_json(stage / "plan.json", plan_record)
     metrics_path = stage / "metrics.jsonl"
     metrics_path.write_text("")
     # The "before" picture: the pretrained model, same prompts, same verifier.
@@ -199,6 +230,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
 
     args = trl.SFTConfig(
         output_dir=str(stage / ".trainer"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum_steps,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps, max_length=cfg.max_length,
         completion_only_loss=True, seed=cfg.seed, data_seed=cfg.seed, report_to="none", save_strategy="no",
@@ -241,7 +273,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               "sft/seconds": time.perf_counter() - t_start, "sft/train_examples": len(train),
               "sft/threads": threads, "use_lora": cfg.use_lora,
               "data_report": str(load_report) if load_report else None}
-    atomic_write_json(stage / "eval.json", {**result, "examples": examples,
+    atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "examples": examples,
                                             "generations": after["rows"][:50],
                                             "skipped_records": load_report.skipped[:100] if load_report else []})
     r.complete("sft", result["sft/seconds"], {k: round(result[k], 2) for k in (

@@ -38,10 +38,11 @@ import itertools
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
+
+from labkit.runs import atomic_write_text
 
 KINDS = ("pair", "rank")
 CHOICES = ("a", "b", "tie", "both_bad")
@@ -368,27 +369,3 @@ def cohen_kappa(pairs: list[tuple[str, str]]) -> tuple[float, float | None]:
     cats = {c for pair in pairs for c in pair}
     pe = sum((sum(x == c for x, _ in pairs) / n) * (sum(y == c for _, y in pairs) / n) for c in cats)
     return po, (None if pe == 1.0 else (po - pe) / (1.0 - pe))
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write `text` to `path` so readers see the old file or the new one, never half of one."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    # fsync the folder too, so the rename itself survives a power cut (POSIX).
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

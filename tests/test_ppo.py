@@ -75,7 +75,9 @@ def _parts(r, **over):
     model, opt = acc.prepare(pv, opt)
     tasks = ppo.load_prompts(cfg, r.world())[0][:cfg.rollout_batch_size]
     batch = ppo.sample(policy, tok, [t["prompt"] for t in tasks], cfg.max_new_tokens, cfg.temperature)
-    batch.update(ppo.forward_pass(pv, ref, batch, cfg.temperature, cfg.minibatch_size, contextlib.nullcontext()))
+    batch["order"] = ppo.minibatch_order(batch["query_mask"], cfg, torch.Generator().manual_seed(0))
+    batch.update(ppo.forward_pass(pv, ref, batch, cfg.temperature, cfg.minibatch_size, contextlib.nullcontext(),
+                                  batch["order"]))
     batch["score"] = torch.randn(len(tasks), generator=torch.Generator().manual_seed(0))
     batch["kl_coef"] = cfg.kl_coef
     batch.update(ppo.advantages_and_returns(batch, cfg))
