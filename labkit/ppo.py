@@ -125,6 +125,7 @@ class PPOConfig:
     lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None: every linear layer of the transformer blocks)"})
     # rollouts
     rollout_batch_size: int = field(default=64, metadata={"help": "prompts (one response each) per PPO step, per process"})
+    samples_per_prompt: int = field(default=1, metadata={"help": "responses sampled per prompt in a rollout batch (more: the update compares answers to the same prompt)"})
     max_new_tokens: int = field(default=16, metadata={"help": "response length limit in tokens"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature of rollouts (logits are divided by it in training too)"})
     missing_eos_penalty: float = field(default=1.0, metadata={"help": "subtracted from the score of a response that never emits EOS (score units)"})
@@ -192,7 +193,7 @@ def config(preset: str = "cpu", **overrides) -> PPOConfig:
 
 
 def _check(cfg: PPOConfig) -> None:
-    for name in ("rollout_batch_size", "minibatch_size", "max_new_tokens", "total_steps", "ppo_epochs",
+    for name in ("rollout_batch_size", "samples_per_prompt", "minibatch_size", "max_new_tokens", "total_steps", "ppo_epochs",
                  "n_eval", "checkpoint_interval", "lora_r"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
@@ -202,6 +203,8 @@ def _check(cfg: PPOConfig) -> None:
         raise ConfigError(f"kl_estimator must be 'k1' or 'k3', got {cfg.kl_estimator!r}")
     if cfg.temperature <= 0:
         raise ConfigError("temperature must be > 0: PPO needs sampled rollouts (and divides logits by it)")
+    if cfg.rollout_batch_size % cfg.samples_per_prompt:
+        raise ConfigError(f"samples_per_prompt={cfg.samples_per_prompt} must divide rollout_batch_size={cfg.rollout_batch_size}")
     if cfg.rollout_batch_size % cfg.minibatch_size:
         raise ConfigError(f"minibatch_size={cfg.minibatch_size} must divide rollout_batch_size={cfg.rollout_batch_size}")
     if cfg.micro_batch_size and cfg.minibatch_size % cfg.micro_batch_size:
@@ -483,11 +486,14 @@ def reward_model_scores(rm, rm_tok, instructions: list[str], responses: list[str
 
 
 def pick_prompts(n_pool: int, cfg: PPOConfig, rank: int, step: int) -> list[int]:
-    """Indices of this process's prompts for this step: distinct within the batch, different per process."""
-    pick = random.Random(_seed(cfg.seed, "prompts", rank, step)).sample(range(n_pool), min(cfg.rollout_batch_size, n_pool))
-    while len(pick) < cfg.rollout_batch_size:  # a pool smaller than a batch: draw with repeats
+    """Indices of this process's prompts for this step (each ``samples_per_prompt`` times, adjacent);
+    distinct prompts within a step, a different draw on every process."""
+    k = cfg.samples_per_prompt
+    n = cfg.rollout_batch_size // k
+    pick = random.Random(_seed(cfg.seed, "prompts", rank, step)).sample(range(n_pool), min(n, n_pool))
+    while len(pick) < n:  # a pool smaller than a batch: draw with repeats
         pick.append(pick[len(pick) % n_pool])
-    return pick
+    return [i for i in pick for _ in range(k)]
 
 
 def rollout_stats(batch: dict, raw: torch.Tensor, tasks: list[dict]) -> dict:

@@ -216,23 +216,34 @@ def corpus_stats(docs: list[str]) -> dict:
 # Each family: (question templates; the LAST template is evaluation-only).
 
 _STORY_Q = {
-    "place": ["Where did {a} go?", "Which place did {a} visit?", "Which place did {a} go to?"],
-    "object": ["What did {a} find?", "Which thing did {a} find?", "What thing did {a} find?"],
-    "color": ["What color was the {o}?", "Which color was the {o}?", "What was the color of the {o}?"],
-    "receiver": ["Who got the {o}?", "To whom did {a} give the {o}?", "Who did {a} give the {o} to?"],
+    "place": ["Where did {a} go?", "Which place did {a} visit?", "Where did {a} go to?", "Tell me where {a} went.",
+              "Which place did {a} go to?"],
+    "object": ["What did {a} find?", "Which thing did {a} find?", "What was found by {a}?",
+               "Tell me what {a} found.", "What thing did {a} find?"],
+    "color": ["What color was the {o}?", "Which color was the {o}?", "Tell me the color of the {o}.",
+              "What color did the {o} have?", "What was the color of the {o}?"],
+    "receiver": ["Who got the {o}?", "To whom did {a} give the {o}?", "Who was given the {o}?",
+                 "Tell me who got the {o}.", "Who did {a} give the {o} to?"],
 }
 _FACT_Q = {
-    "town": ["Where does {n} live?", "In which town does {n} live?", "Which town does {n} live in?"],
-    "job": ["What is {n}'s job?", "What does {n} work as?", "What job does {n} have?"],
-    "pet": ["What pet does {n} have?", "What animal is {n}'s pet?", "Which pet does {n} have?"],
-    "color": ["What is {n}'s favorite color?", "Which color does {n} like most?", "Which color is {n}'s favorite?"],
+    "town": ["Where does {n} live?", "In which town does {n} live?", "Tell me where {n} lives.",
+             "Which town does {n} live in?"],
+    "job": ["What is {n}'s job?", "What does {n} work as?", "Tell me {n}'s job.", "What job does {n} have?"],
+    "pet": ["What pet does {n} have?", "What animal is {n}'s pet?", "Tell me {n}'s pet.", "Which pet does {n} have?"],
+    "color": ["What is {n}'s favorite color?", "Which color does {n} like most?", "Tell me {n}'s favorite color.",
+              "Which color is {n}'s favorite?"],
 }
-_ARITH_Q = ["What is {x} plus {y}?", "Add {x} and {y}.", "What is {x} + {y}?"]
-_SUB_Q = ["What is {x} minus {y}?", "Subtract {y} from {x}.", "What is {x} - {y}?"]
+_ARITH_Q = ["What is {x} plus {y}?", "Add {x} and {y}.", "How much is {x} plus {y}?", "Tell me {x} plus {y}.",
+            "What is {x} + {y}?"]
+_SUB_Q = ["What is {x} minus {y}?", "Subtract {y} from {x}.", "How much is {x} minus {y}?", "Tell me {x} minus {y}.",
+          "What is {x} - {y}?"]
 _LIST_Q = {
-    "reverse": ["Reverse the list: {w}", "Write the words {w} in reverse order.", "Reverse the words {w}."],
-    "first": ["What is the first word of {w}?", "Which word comes first in {w}?", "What is the first word in {w}?"],
-    "last": ["What is the last word of {w}?", "Which word comes last in {w}?", "What is the last word in {w}?"],
+    "reverse": ["Reverse the list: {w}", "Write the words {w} in reverse order.", "Reverse this list: {w}",
+                "Write {w} backwards.", "Reverse the words {w}."],
+    "first": ["What is the first word of {w}?", "Which word comes first in {w}?", "Tell me the first word of {w}.",
+              "Name the first word of {w}.", "What is the first word in {w}?"],
+    "last": ["What is the last word of {w}?", "Which word comes last in {w}?", "Tell me the last word of {w}.",
+             "Name the last word of {w}.", "What is the last word in {w}?"],
 }
 _EXTRACT_Q = {
     "pet": ("Which animal is mentioned here? {s}", "Name the animal in this sentence: {s}",
@@ -256,8 +267,9 @@ def _templates(options, split):
 
 
 def _pair_split(x: int, y: int) -> str:
-    # Operand pairs are split by a fixed hash so eval sums were never SFT targets.
-    return "eval" if (x * 7 + y * 13) % 5 == 0 else "train"
+    # A fixed pseudo-random fifth of the operand pairs is evaluation-only, so eval sums were never SFT targets.
+    # (A linear hash such as (7x + 13y) % 5 picked exactly the pairs with x == y: a biased, easy-to-spot subset.)
+    return "eval" if random.Random(f"pair-{x}-{y}").random() < 0.2 else "train"
 
 
 def make_task(world: World, family: str, split: str, rng: random.Random) -> dict:

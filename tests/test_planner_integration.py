@@ -110,3 +110,19 @@ def test_sft_budget_too_small_fails_before_writing(run_with_pretrain):
         sft.run(sft.config("smoke", gpu_memory_gb=0.2, threads=1), run="r",
                 runs_dir=str(run_with_pretrain.parent), progress_bar=False)
     assert not (run_with_pretrain / "02_sft").exists()
+
+
+def test_pretrain_gradient_checkpointing_changes_memory_not_maths(tmp_path, monkeypatch):
+    from transformers import PreTrainedModel
+    calls = []
+    real = PreTrainedModel.gradient_checkpointing_enable
+    monkeypatch.setattr(PreTrainedModel, "gradient_checkpointing_enable",
+                        lambda self, **kw: calls.append(kw) or real(self, **kw))
+    losses = {}
+    for ckpt in (False, True):
+        cfg = pretrain.config("smoke", max_steps=3, log_interval=1, eval_interval=3, threads=1,
+                              gradient_checkpointing=ckpt)
+        pretrain.run(cfg, run=f"ckpt{ckpt}", runs_dir=str(tmp_path), progress_bar=False)
+        losses[ckpt] = [m["pretrain/loss"] for m in read_jsonl(tmp_path / f"ckpt{ckpt}/01_pretrain/metrics.jsonl")]
+    assert len(calls) == 1  # only the run that asked for it
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)

@@ -114,11 +114,16 @@ def test_real_english_text(tmp_path):
     assert math.isfinite(res["pretrain/val_loss"])
 
 
+def _write(path, data):
+    path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data)
+    return path
+
+
 @pytest.mark.parametrize("make,match", [
     (lambda p: p / "missing.txt", "not found|does not exist|no such"),
-    (lambda p: (p / "empty.txt").write_text("") or p / "empty.txt", "empty"),
-    (lambda p: (p / "bin.txt").write_bytes(b"\x00\x01\x02abc" * 50) or p / "bin.txt", "binary|NUL"),
-    (lambda p: (p / "latin.txt").write_bytes("caf\xe9 ".encode("latin-1") * 50) or p / "latin.txt", "UTF-8"),
+    (lambda p: _write(p / "empty.txt", ""), "empty"),
+    (lambda p: _write(p / "bin.txt", b"\x00\x01\x02abc" * 50), "binary|NUL"),
+    (lambda p: _write(p / "latin.txt", "caf\xe9 ".encode("latin-1") * 50), "UTF-8"),
     (lambda p: "someone/no-such-dataset-xyz", "could not reach"),
 ])
 def test_bad_data_is_one_clear_line_and_writes_nothing(tmp_path, make, match):
@@ -133,7 +138,7 @@ def test_bad_data_is_one_clear_line_and_writes_nothing(tmp_path, make, match):
 
 def test_block_size_beyond_positions_and_tiny_vocab(tmp_path, smoke_run):
     with pytest.raises(ConfigError, match="beyond the model's"):
-        pretrain.run(pretrain.config("smoke", init_from=str(smoke_run / "01_pretrain/model"), block_size=4096),
+        pretrain.run(pretrain.config("smoke", init_from=str(smoke_run / "01_pretrain/model"), block_size=256),
                      run="r", runs_dir=str(tmp_path), progress_bar=False)
     from labkit.tokenizer import TokenizerError
     with pytest.raises(TokenizerError, match="too small"):
