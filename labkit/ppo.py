@@ -144,7 +144,7 @@ class PPOConfig:
     minibatch_size: int = field(default=16, metadata={"help": "responses per optimizer step, per process"})
     group_by_length: bool = field(default=True, metadata={"help": "minibatches of similar prompt length, in random order (less padding: faster)"})
     micro_batch_size: int | None = field(default=None, metadata={"help": "responses per forward/backward (gradient accumulation; None: minibatch_size)"})
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (constant)"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate (constant)"})
     gamma: float = field(default=1.0, metadata={"help": "discount per token in GAE"})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda (bias-variance trade-off of the advantage)"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
@@ -173,9 +173,9 @@ PRESETS = {
                   ppo_epochs=2, checkpoint_interval=2, alarm_window=4),
     "cpu": dict(),  # the dataclass defaults are the cpu preset
     "gpu": dict(n_prompts=50000, n_eval=1000, rollout_batch_size=256, minibatch_size=64, max_new_tokens=32,
-                total_steps=400, learning_rate=3e-4, lora_r=32, lora_alpha=64, max_prompt_tokens=448,
+                total_steps=400, learning_rate=1e-4, lora_r=32, lora_alpha=64, max_prompt_tokens=448,
                 checkpoint_interval=50, alarm_window=40),
-    "hub": dict(rollout_batch_size=64, minibatch_size=8, max_new_tokens=64, total_steps=200, learning_rate=1e-5,
+    "hub": dict(rollout_batch_size=64, minibatch_size=8, max_new_tokens=64, total_steps=200, learning_rate=5e-5,
                 max_prompt_tokens=448, checkpoint_interval=25, alarm_window=30),
 }
 
