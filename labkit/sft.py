@@ -55,9 +55,9 @@ class SFTConfig:
     # model
     init_from: str = field(default="pretrain", metadata={"help": "'pretrain' (this run's stage 1 model), or a checkpoint folder / hub name"})
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scale numerator (update scaled by alpha/r)"})
-    lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None = attention projections of the model type)"})
+    lora_r: int = field(default=4, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=8, metadata={"help": "LoRA scale numerator (update scaled by alpha/r)"})
+    lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None = every linear layer of the model type's blocks)"})
     merge_lora: bool = field(default=True, metadata={"help": "also save the adapter merged into the base as model/ (later stages load model/)"})
     # optimisation
     max_steps: int = field(default=1000, metadata={"help": "optimizer steps"})
@@ -91,10 +91,13 @@ PRESETS = {
 
 CHART = {"loss": ["sft/loss"], "learning rate": ["sft/learning_rate"]}
 
-# LoRA targets by architecture: the attention projections (Hu et al. 2021 adapted W_q and W_v; adding
-# the output projection helps small models). Hub models of other types take lora_target_modules.
-LORA_TARGETS = {"llama": ["q_proj", "k_proj", "v_proj", "o_proj"], "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
-                "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"], "gpt2": ["c_attn", "c_proj"],
+# LoRA targets by architecture: every linear layer of the blocks (Hu et al. 2021 adapted W_q and W_v only;
+# QLoRA, Dettmers et al. 2023, found all layers needed to match full fine-tuning). Hub models of other
+# types take lora_target_modules.
+LORA_TARGETS = {"llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                "gpt2": ["c_attn", "c_proj", "c_fc"],
                 "gpt_neox": ["query_key_value", "dense"], "phi3": ["qkv_proj", "o_proj"]}
 
 

@@ -86,9 +86,10 @@ def _parts(r, **over):
 
 # --- the update --------------------------------------------------------------------------------
 
-def test_one_update_trains_lora_only_and_keeps_the_reference(base_run, tmp_path):
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_one_update_trains_lora_only_and_keeps_the_reference(base_run, group_by_length):
     from transformers import AutoModelForCausalLM
-    cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run)
+    cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run, group_by_length=group_by_length)
     sft = AutoModelForCausalLM.from_pretrained(str(base_run.path / "02_sft" / "model"))
     ids, attn = ppo._inputs(batch, slice(None))
     kw = dict(input_ids=ids, attention_mask=attn, position_ids=ppo.position_ids(attn))
@@ -222,6 +223,15 @@ def test_missing_stages_fail_clearly(base_run, tmp_path):
 
 
 # --- pieces ------------------------------------------------------------------------------------------
+
+def test_prompt_draws():
+    cfg = ppo.config("smoke", rollout_batch_size=8, samples_per_prompt=4)
+    pick = ppo.pick_prompts(100, cfg, rank=0, step=3)
+    assert pick == ppo.pick_prompts(100, cfg, rank=0, step=3) and len(pick) == 8
+    assert pick[:4] == [pick[0]] * 4 and pick[4:] == [pick[4]] * 4 and pick[0] != pick[4]
+    assert pick != ppo.pick_prompts(100, cfg, rank=1, step=3)  # each process draws its own prompts
+    assert len(ppo.pick_prompts(1, ppo.config("smoke"), 0, 0)) == ppo.config("smoke").rollout_batch_size
+
 
 def test_alarms_fire_once_on_reward_hacking_and_drift():
     cfg = ppo.config("smoke", alarm_window=4, alarm_true_drop=10.0, alarm_kl=5.0)
