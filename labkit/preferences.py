@@ -49,7 +49,7 @@ from .store import LabelStore
 class PreferencesConfig:
     # prompts and candidates
     prompts: str = field(default="world", metadata={"help": "'world' (embedded tasks, with a verifier) or a JSONL/instruction file of prompts"})
-    n_prompts: int = field(default=400, metadata={"help": "prompts to collect preferences on"})
+    n_prompts: int = field(default=800, metadata={"help": "prompts to collect preferences on"})
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
     k_responses: int = field(default=4, metadata={"help": "candidates per prompt (2-8)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature for candidates"})
@@ -62,7 +62,7 @@ class PreferencesConfig:
     annotator_name: str = field(default="me", metadata={"help": "your name in the ranking widget (labels record who gave them)"})
     judge: str = field(default="constitution", metadata={"help": "AI judge: constitution (rule-based checks) | model (ask a causal LM)"})
     judge_model: str = field(default="sft", metadata={"help": "model judge: 'sft' or a checkpoint folder / hub name"})
-    mode: str = field(default="rank", metadata={"help": "label unit: rank (order all K) | pair (better of two)"})
+    mode: str = field(default="rank", metadata={"help": "widget mode for people: rank (order all K) | pair (better of two); the AI judge always compares pairs"})
     min_pairs: int = field(default=20, metadata={"help": "fail when fewer preference pairs come out (too few labels)"})
     seed: int = field(default=0, metadata={"help": "seed for prompt sampling and generation"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
@@ -174,7 +174,10 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
     try:
         if cfg.annotator == "ai":
             judge = make_judge(cfg, r)
-            label_all(cands, store, judge, mode=cfg.mode)
+            # The judge compares pairs, whatever the widget's mode: a ranking would put equally good
+            # answers in some order, and that order would be exported as a preference. Pairwise, a
+            # tie is explicit and is counted instead of exported.
+            label_all(cands, store, judge, mode="pair")
             who = [f"ai:{judge.name}"]
         else:
             who = [a for a in store.annotators() if not a.startswith("ai:")]

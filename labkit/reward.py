@@ -285,9 +285,14 @@ def verifier_agreement(rows: list[dict], worst_k: int = 10) -> dict:
     for rank, i in enumerate(order):
         pct[i] = rank / max(1, len(rows) - 1)  # 0 = the lowest score, 1 = the highest
     disagreement = [p if t < 0.5 else 1 - p for p, t in zip(pct, true)]
-    worst = sorted(range(len(rows)), key=lambda i: -disagreement[i])[:worst_k]
-    return {"spearman": rho, "pair_accuracy": 100 * wins / total if total else None,
-            "n_pairs": total, "worst": [{**rows[i], "rm_percentile": round(100 * pct[i])} for i in worst]}
+    worst, seen = [], set()
+    for i in sorted(range(len(rows)), key=lambda i: -disagreement[i]):
+        key = (rows[i].get("prompt"), rows[i].get("response"), rows[i]["rm_score"])
+        if key not in seen and len(worst) < worst_k:  # one line per distinct sample, not per repeat
+            seen.add(key)
+            worst.append({**rows[i], "rm_percentile": round(100 * pct[i])})
+    return {"spearman": rho, "pair_accuracy": 100 * wins / total if total else None, "n_pairs": total,
+            "worst": worst}
 
 
 def evaluate_pairs(model, tokenizer, pairs: list[dict], n_bins: int = 10, batch_size: int = 64) -> dict:

@@ -196,9 +196,10 @@ def test_same_seed_same_reward_model(tmp_path, tiny):
     out = []
     for name in ("a", "b"):
         r = make_run(tmp_path, tiny, name=name)
-        reward.run(reward.config("smoke", max_steps=2, verifier_tasks=0), run=name, runs_dir=tmp_path / "runs",
+        reward.run(reward.config("smoke", max_steps=2, verifier_tasks=3), run=name, runs_dir=tmp_path / "runs",
                    live=False, progress_bar=False)
-        out.append([m.get("reward/loss") for m in read_jsonl(r.path / "04_reward" / "metrics.jsonl")])
+        out.append(([m.get("reward/loss") for m in read_jsonl(r.path / "04_reward" / "metrics.jsonl")],
+                    read_jsonl(r.path / "04_reward" / "verifier_samples.jsonl")))
     assert out[0] == out[1]
 
 
