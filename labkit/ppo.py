@@ -133,7 +133,7 @@ class PPOConfig:
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature of rollouts (logits are divided by it in training too)"})
     missing_eos_penalty: float = field(default=1.0, metadata={"help": "subtracted from the score of a response that never emits EOS (score units)"})
     # reward shaping
-    kl_coef: float = field(default=0.05, metadata={"help": "weight of the per-token KL penalty to the reference (initial value if adaptive_kl)"})
+    kl_coef: float = field(default=0.2, metadata={"help": "weight of the per-token KL penalty to the reference (initial value if adaptive_kl)"})
     kl_estimator: str = field(default="k1", metadata={"help": "per-token KL estimate: k1 (log p - log q) | k3 (non-negative, lower variance)"})
     adaptive_kl: bool = field(default=False, metadata={"help": "adapt kl_coef so the KL tracks target_kl (Ziegler et al. 2019)"})
     target_kl: float = field(default=4.0, metadata={"help": "adaptive_kl: target KL per response in nats"})
@@ -176,9 +176,9 @@ PRESETS = {
                   ppo_epochs=2, checkpoint_interval=2, alarm_window=4),
     "cpu": dict(),  # the dataclass defaults are the cpu preset
     "gpu": dict(n_prompts=50000, n_eval=1000, rollout_batch_size=256, minibatch_size=64, max_new_tokens=32,
-                total_steps=400, learning_rate=1e-4, lora_r=32, lora_alpha=64, max_prompt_tokens=448,
+                total_steps=400, learning_rate=1e-4, kl_coef=0.05, lora_r=32, lora_alpha=64, max_prompt_tokens=448,
                 checkpoint_interval=50, alarm_window=40),
-    "hub": dict(rollout_batch_size=64, minibatch_size=8, max_new_tokens=64, total_steps=200, learning_rate=5e-5,
+    "hub": dict(rollout_batch_size=64, minibatch_size=8, max_new_tokens=64, total_steps=200, learning_rate=5e-5, kl_coef=0.05,
                 max_prompt_tokens=448, checkpoint_interval=25, alarm_window=30),
 }
 
