@@ -114,7 +114,7 @@ from .tokenizer import ensure_chat_ready, format_prompt
 class PPOConfig:
     # prompts
     prompts: str = field(default="world", metadata={"help": "'world' (the embedded world's train tasks) or a JSONL file of {\"prompt\": ...} or task dicts (its last n_eval lines are held out)"})
-    families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (with prompts: world)"})
+    families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
     n_prompts: int = field(default=4000, metadata={"help": "world train tasks in the prompt pool"})
     n_eval: int = field(default=200, metadata={"help": "held-out prompts for the before/after evaluation"})
     max_prompt_tokens: int = field(default=112, metadata={"help": "drop prompts longer than this many tokens"})

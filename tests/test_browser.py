@@ -286,7 +286,9 @@ def test_notebook_03_rank_with_clicks_and_keys(lab, prefs_run, page):
         assert [(lab.item_id, lab.payload["order"]) for lab in undone] == [(ids[2], [1, 2, 0])]
         # The notebook's "Label and export pairs" cell labelled every item as the AI judge, in the same store.
         assert store.annotators() == ["ai:constitution", "me"]
-        assert sorted(lab.item_id for lab in store.labels(annotator="ai:constitution")) == sorted(ids)
+        # The judge compares every pair of each item's K responses.
+        assert sorted({lab.item_id for lab in store.labels(annotator="ai:constitution")}) == sorted(ids)
+        assert {lab.kind for lab in store.labels(annotator="ai:constitution")} == {"pair"}
 
 
 def test_pair_mode_keys_stay_in_the_widget(lab, page):

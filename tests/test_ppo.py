@@ -259,3 +259,11 @@ def test_token_kl_is_zero_against_itself(base_run):
     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     rows = ppo.token_kl(model, model, tok, "What is 2 plus 3?", "5")
     assert rows[-1]["token"] == tok.eos_token and all(abs(x["kl"]) < 1e-6 and x["k1"] == 0 for x in rows)
+
+
+def test_gpu_memory_budget_asks_the_planner(base_run):
+    sft, rm = base_run.path / "02_sft" / "model", base_run.path / "04_reward" / "model"
+    cfg = ppo._plan(ppo.config("smoke", gpu_memory_gb=80.0), sft, rm)
+    assert cfg.minibatch_size % cfg.micro_batch_size == 0 and cfg.bf16 is not None
+    with pytest.raises(ConfigError, match="does not fit"):
+        ppo._plan(ppo.config("smoke", gpu_memory_gb=0.001), sft, rm)

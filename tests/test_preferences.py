@@ -69,7 +69,7 @@ def test_human_mode_needs_labels_then_uses_them(run):
 
 
 def test_model_judge_labels_too(run):
-    res = preferences.run(preferences.config("smoke", judge="model", n_prompts=4, k_responses=2), run="r",
+    res = preferences.run(preferences.config("smoke", judge="model", n_prompts=4, k_responses=2, min_pairs=0), run="r",
                           runs_dir=str(run.parent), progress_bar=False)
     assert res["preferences/annotators"] == ["ai:model"]
     assert res["preferences/pairs"] + res["preferences/ties"] + res["preferences/identical"] >= 1
