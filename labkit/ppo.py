@@ -232,7 +232,8 @@ def load_prompts(cfg: PPOConfig, world: W.World) -> tuple[list[dict], list[dict]
         bad = [f for f in fams if f not in W.FAMILIES]
         if bad or not fams:
             raise ConfigError(f"unknown task family {', '.join(bad) or '(none)'}; choose from {', '.join(W.FAMILIES)}")
-        return (W.make_tasks(world, cfg.n_prompts, "train", cfg.seed, fams),
+        # Training prompts from the distribution SFT generalised worst to, never an evaluation prompt.
+        return (W.rl_tasks(world, cfg.n_prompts, cfg.seed, fams, eval_seed=cfg.seed),
                 W.make_tasks(world, cfg.n_eval, "eval", cfg.seed, fams))
     path = Path(cfg.prompts)
     if not path.exists():
@@ -707,7 +708,8 @@ def _plan(cfg: PPOConfig, policy_path, reward_path) -> PPOConfig:
         return cfg
     p = planner.plan(str(policy_path), "ppo", cfg.gpu_memory_gb, effective_batch_size=cfg.minibatch_size,
                      seq_len=cfg.max_prompt_tokens + cfg.max_new_tokens, use_lora=cfg.use_lora, lora_r=cfg.lora_r,
-                     critic="separate", reward_model=str(reward_path) if reward_path else None)
+                     critic="separate", reward_model=str(reward_path) if reward_path else None,
+                     generation_batch_size=cfg.rollout_batch_size)  # rollouts are generated in one batch
     if not p.fits:
         raise ConfigError(f"PPO does not fit in gpu_memory_gb={cfg.gpu_memory_gb}: {p.reason}")
     return dataclasses.replace(cfg, micro_batch_size=p.micro_batch_size, bf16=p.bf16,

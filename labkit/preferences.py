@@ -28,12 +28,9 @@ chosen response the verifier accepts), ``preferences/rejected_correct``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
 
 from . import world as W
 from .config import ConfigError, make_config, set_threads
@@ -49,10 +46,10 @@ from .store import LabelStore
 class PreferencesConfig:
     # prompts and candidates
     prompts: str = field(default="world", metadata={"help": "'world' (embedded tasks, with a verifier) or a JSONL/instruction file of prompts"})
-    n_prompts: int = field(default=800, metadata={"help": "prompts to collect preferences on"})
+    n_prompts: int = field(default=2400, metadata={"help": "prompts to collect preferences on"})
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
-    k_responses: int = field(default=4, metadata={"help": "candidates per prompt (2-8)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature for candidates"})
+    k_responses: int = field(default=6, metadata={"help": "candidates per prompt (2-8); more candidates, more pairs per prompt"})
+    temperature: float = field(default=1.2, metadata={"help": "sampling temperature for candidates (above 1: more varied answers, more right-vs-wrong pairs)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold for candidates"})
     max_new_tokens: int = field(default=24, metadata={"help": "generation budget per candidate"})
     gen_batch_size: int = field(default=64, metadata={"help": "prompts per generation batch"})
@@ -100,10 +97,11 @@ def _model(path_or_stage: str, run: Run):
 
 
 def prompts_for(cfg: PreferencesConfig, run: Run) -> list[dict]:
-    """Prompts as tasks. World prompts use the train split with their own seed: not SFT's exact prompts."""
+    """Prompts as tasks. World prompts come from ``world.rl_tasks``: the shifted distribution SFT was
+    evaluated on (where it is weakest), never an evaluation prompt itself."""
     if cfg.prompts == "world":
         fams = tuple(f.strip() for f in cfg.families.split(","))
-        return W.make_tasks(run.world(), cfg.n_prompts, "train", seed=1000 + cfg.seed, families=fams)
+        return W.rl_tasks(run.world(), cfg.n_prompts, seed=1000 + cfg.seed, families=fams, eval_seed=cfg.seed)
     from .data import load_instructions
     records, _ = load_instructions(cfg.prompts)
     return [{"id": f"p{i}", "prompt": r["prompt"], "family": None} for i, r in enumerate(records[:cfg.n_prompts])]

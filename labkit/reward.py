@@ -33,7 +33,8 @@ Reads ``02_sft/model/`` and ``03_preferences/pairs.jsonl`` (or any preference
 data: ``data="Anthropic/hh-rlhf"`` or a local file). Writes ``04_reward/``:
 ``model/`` (merged, with tokenizer), ``config.json``, ``metrics.jsonl``,
 ``eval.json``, ``eval_pairs.jsonl`` (held-out pair scores) and
-``verifier_samples.jsonl``. Metric keys: ``reward/loss``, ``reward/accuracy``,
+``verifier_samples.jsonl``; with ``gpu_memory_gb`` also ``plan.json`` (``labkit.planner``'s
+choice of micro-batch x accumulation, LoRA, checkpointing and bf16). Metric keys: ``reward/loss``, ``reward/accuracy``,
 ``reward/margin``, ``reward/lr``, ``reward/grad_norm``, ``reward/eval_loss``,
 ``reward/eval_accuracy``, ``reward/eval_margin`` (accuracies in percent).
 """
@@ -56,7 +57,8 @@ import torch
 from .config import ConfigError, make_config, set_threads
 from .live import LiveChart, progress
 from .models import count_params, pick_device
-from .runs import Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_jsonl
+from .runs import (Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json,
+                   read_jsonl)
 
 
 @dataclass
@@ -76,7 +78,7 @@ class RewardConfig:
     lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
     lora_target_modules: str = field(default="all-linear", metadata={"help": "modules that get adapters: 'all-linear' or comma-separated names (q_proj,v_proj)"})
     # optimisation
-    num_epochs: float = field(default=3.0, metadata={"help": "passes over the training pairs (1 is usual for big models, which overfit fast; tiny ones need more)"})
+    num_epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs (one is usual: reward models overfit fast, Ouyang et al. 2022)"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; overrides num_epochs (None: use num_epochs)"})
     batch_size: int = field(default=16, metadata={"help": "pairs per micro-batch (the model sees twice as many sequences)"})
     grad_accum_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
@@ -101,13 +103,14 @@ class RewardConfig:
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (None: on where the GPU supports it, off on CPU where it is 1.8x slower)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations to save memory (off: slower, and small models fit)"})
+    gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget in GiB: labkit.planner picks micro-batch, accumulation, LoRA, checkpointing and bf16 to fit (None = off)"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: the cores this process may use)"})
 
 
 PRESETS = {
     "smoke": dict(max_steps=8, batch_size=4, log_interval=2, eval_interval=4, verifier_tasks=5,
                   verifier_samples_per_task=2, verifier_max_new_tokens=12, worst_k=3, calibration_bins=5),
-    "cpu": dict(),  # the dataclass defaults are the cpu preset (3 epochs at 3e-4: measured best of 4 recipes)
+    "cpu": dict(),  # the dataclass defaults are the cpu preset (one pass over ~5,000 pairs at 3e-4)
     "gpu": dict(num_epochs=1.0, batch_size=32, learning_rate=5e-5, eval_interval=100, verifier_tasks=200,
                 verifier_samples_per_task=8, score_batch_size=256),
     "hub": dict(use_lora=True, num_epochs=1.0, batch_size=8, grad_accum_steps=4, learning_rate=1e-4, verifier_tasks=100,
@@ -373,6 +376,27 @@ def _lora_config(cfg: RewardConfig):
                       target_modules=targets, modules_to_save=["score"])
 
 
+def fit_budget(cfg: RewardConfig, model, device, seq_len: int):
+    """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None).
+
+    Same effective batch (``batch_size * grad_accum_steps`` pairs; the planner counts both
+    sequences of a pair); LoRA, checkpointing and bf16 set to True stay on."""
+    if cfg.gpu_memory_gb is None:
+        return cfg, None
+    from . import planner
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    targets = None if cfg.lora_target_modules == "all-linear" else \
+        [t.strip() for t in cfg.lora_target_modules.split(",") if t.strip()]
+    plan = planner.plan(model, "reward", cfg.gpu_memory_gb, effective_batch_size=cfg.batch_size * cfg.grad_accum_steps,
+                        seq_len=seq_len, use_lora=True if cfg.use_lora else None,
+                        bf16=cfg.bf16 if cfg.bf16 is not None else (None if bf16_ok else False),
+                        gradient_checkpointing=True if cfg.gradient_checkpointing else None,
+                        lora_r=cfg.lora_r, lora_target_modules=targets)
+    if not plan.fits:
+        raise ConfigError(f"the reward model does not fit in gpu_memory_gb={cfg.gpu_memory_gb:g}: {plan.reason}")
+    return plan.apply(cfg), plan
+
+
 def _trainer_args(cfg: RewardConfig, out_dir: str, device, bf16: bool, has_eval: bool):
     from trl import RewardConfig as TRLRewardConfig
     # TRL's defaults assume a GPU (bf16, gradient checkpointing); both slow a CPU down (DESIGN.md).
@@ -461,9 +485,19 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     train_pairs, eval_pairs = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
     if not train_pairs:
         raise ConfigError(f"no pair fits in {max_tokens} tokens ({n_too_long} dropped); raise max_length_tokens")
+    longest = max(len(ids) for ids in tokenizer([scoring_text(tokenizer, p["prompt"], p[k]) for p in pairs
+                                                 for k in ("chosen", "rejected")], add_special_tokens=False)["input_ids"])
+    cfg, plan = fit_budget(cfg, model, device, seq_len=longest)  # raises before anything is written when nothing fits
+    if plan is not None:
+        bf16 = cfg.bf16
+        if plan.base_dtype == "bfloat16":
+            model.to(torch.bfloat16)  # the planner's LoRA + bf16 plan counts a bf16 frozen base
 
     r.update_manifest(preset=preset or r.manifest().get("preset"))
     r.start("reward", dataclasses.asdict(cfg))
+    plan_record = plan and {**dataclasses.asdict(plan), "summary": plan.summary(), "table": plan.table()}
+    if plan_record:
+        atomic_write_json(stage / "plan.json", plan_record)
     metrics_path = stage / "metrics.jsonl"
     atomic_write_text(metrics_path, "")
     initial = [p.detach().clone() for p in model.parameters()]
@@ -506,7 +540,11 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
                  for f, w in sorted(wins_by_family.items())]
     agree, vrows = None, []
     if cfg.verifier_tasks and sft_path is not None:
-        tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed + 404)
+        # The evaluation prompts SFT and PPO report on (stage 3 never drew one), in stage 3's families.
+        fams = (read_json(r.stage_dir("preferences") / "config.json").get("families")
+                if (r.stage_dir("preferences") / "config.json").exists() else None) or ",".join(W.DEFAULT_FAMILIES)
+        fams = tuple(f.strip() for f in fams.split(",") if f.strip())
+        tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed, families=fams)
         vrows = verifier_samples(model, tokenizer, sft_path, tasks, cfg, device)
         agree = verifier_agreement(vrows, cfg.worst_k)
         atomic_write_text(stage / "verifier_samples.jsonl", "".join(json.dumps(v) + "\n" for v in vrows))
@@ -532,7 +570,7 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         "verifier_check": "done" if agree else "skipped: " + ("verifier_tasks=0" if not cfg.verifier_tasks else
                                                               "this run has no SFT model to sample from"),
     }
-    atomic_write_json(stage / "eval.json", {**result, "calibration": held["bins"], "accuracy_by_family": by_family,
+    atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "calibration": held["bins"], "accuracy_by_family": by_family,
                                             "worst_disagreements": agree["worst"] if agree else []})
     r.complete("reward", result["reward/seconds"], {k: result[k] for k in (
         "reward/eval_accuracy", "reward/ece", "reward/spearman", "reward/verifier_pair_accuracy")})

@@ -17,7 +17,9 @@ what each stage did. So the lab ships its own world:
 Train and evaluation never leak: stories use names from disjoint halves of
 the name pool, facts are asked about disjoint halves of the residents,
 arithmetic uses disjoint operand pairs, and every family keeps one question
-template for evaluation only.
+template for evaluation only. ``rl_tasks`` draws the prompts of the stages
+after SFT from the evaluation side of that split, minus the evaluation
+prompts themselves.
 
 Everything is deterministic from the seed; generating the default corpus
 takes about a second.
@@ -272,38 +274,43 @@ def _pair_split(x: int, y: int) -> str:
     return "eval" if random.Random(f"pair-{x}-{y}").random() < 0.2 else "train"
 
 
-def make_task(world: World, family: str, split: str, rng: random.Random) -> dict:
-    """One instruction task: {"family", "prompt", "answer", "split"} (+ family details)."""
+def make_task(world: World, family: str, split: str, rng: random.Random, templates: str | None = None) -> dict:
+    """One instruction task: {"family", "prompt", "answer", "split"} (+ family details).
+
+    ``templates``: the split whose question templates to use (default: ``split``)."""
+    templates = templates or split
     if family == "story_qa":
         text, facts = story(world.story_names[split], rng)
         key = rng.choice(list(_STORY_Q))
-        q = rng.choice(_templates(_STORY_Q[key], split)).format(a=facts["who"], o=facts["object"])
+        q = rng.choice(_templates(_STORY_Q[key], templates)).format(a=facts["who"], o=facts["object"])
         prompt, answer = f"{text}\nQuestion: {q}", facts[key]
     elif family == "fact_recall":
         p = rng.choice(world.fact_people[split])
         key = rng.choice(ATTRIBUTES)
-        prompt, answer = rng.choice(_templates(_FACT_Q[key], split)).format(n=p.name), getattr(p, key)
+        prompt, answer = rng.choice(_templates(_FACT_Q[key], templates)).format(n=p.name), getattr(p, key)
     elif family == "arithmetic":
+        subtract = rng.random() < 0.5
         while True:
             x, y = rng.randint(0, MAX_OPERAND), rng.randint(0, MAX_OPERAND)
+            if subtract:
+                x, y = max(x, y), min(x, y)  # split on the pair as asked, so no "x minus y" is on both sides
             if _pair_split(x, y) == split:
                 break
-        if rng.random() < 0.5:
-            prompt, answer = rng.choice(_templates(_ARITH_Q, split)).format(x=x, y=y), str(x + y)
+        if subtract:
+            prompt, answer = rng.choice(_templates(_SUB_Q, templates)).format(x=x, y=y), str(x - y)
         else:
-            x, y = max(x, y), min(x, y)
-            prompt, answer = rng.choice(_templates(_SUB_Q, split)).format(x=x, y=y), str(x - y)
+            prompt, answer = rng.choice(_templates(_ARITH_Q, templates)).format(x=x, y=y), str(x + y)
     elif family == "word_list":
         key = rng.choice(list(_LIST_Q))
         words = rng.sample(rng.choice([PETS, OBJECTS, COLORS, PLACES]), 3)
-        prompt = rng.choice(_templates(_LIST_Q[key], split)).format(w=", ".join(words))
+        prompt = rng.choice(_templates(_LIST_Q[key], templates)).format(w=", ".join(words))
         answer = {"reverse": ", ".join(words[::-1]), "first": words[0], "last": words[2]}[key]
     elif family == "extract":
         key = rng.choice(list(_EXTRACT_Q))
         value = rng.choice(_VALUES[key])
         name = rng.choice(world.story_names[split])
         sentence = rng.choice(_EXTRACT_S[key]).format(n=name, v=value)
-        prompt, answer = rng.choice(_templates(list(_EXTRACT_Q[key]), split)).format(s=sentence), value
+        prompt, answer = rng.choice(_templates(list(_EXTRACT_Q[key]), templates)).format(s=sentence), value
     else:
         raise ValueError(f"unknown task family {family!r}; choose from {', '.join(FAMILIES)}")
     return {"family": family, "prompt": prompt, "answer": answer, "split": split}
@@ -318,6 +325,41 @@ def make_tasks(world: World, n: int, split: str = "train", seed: int = 0,
     tasks = [make_task(world, families[i % len(families)], split, rng) for i in range(n)]
     for i, t in enumerate(tasks):
         t["id"] = f"{split}-{seed}-{i}"
+    return tasks
+
+
+EVAL_RESERVE = 2000  # rl_tasks never draws a prompt among this many evaluation tasks of the evaluation seed
+_FEW_PROMPTS = ("arithmetic", "fact_recall")  # families whose evaluation prompts are few enough to exhaust
+
+
+def rl_tasks(world: World, n: int, seed: int = 0, families: tuple[str, ...] = DEFAULT_FAMILIES,
+             eval_seed: int = 0) -> list[dict]:
+    """Prompts for the stages after SFT: preference collection, the reward model's pairs, PPO.
+
+    SFT trained on the train split and was evaluated on the shifted one (new names, a question
+    template it never saw, unseen sums): that is where the SFT model is weakest, and where
+    preference learning and RL have something left to teach. So these prompts come from the
+    shifted distribution -- RLHF's prompts are a distribution of their own, as InstructGPT's
+    were -- but never *are* evaluation prompts: a task whose prompt occurs among the first
+    ``EVAL_RESERVE`` evaluation tasks of ``eval_seed`` (for these families, the default ones or
+    all of them) is drawn again. Arithmetic and fact recall have too few distinct evaluation
+    prompts to avoid, so theirs ask the evaluation split's sums and residents in the *training*
+    templates (the evaluation asks them in the unseen one).
+    """
+    reserved = {t["prompt"] for fams in {tuple(families), DEFAULT_FAMILIES, FAMILIES}
+                for t in make_tasks(world, EVAL_RESERVE, "eval", eval_seed, fams)}
+    rng = random.Random(f"{world.seed}-rl-{seed}")
+    tasks = []
+    for i in range(n):
+        fam = families[i % len(families)]
+        for _ in range(1000):
+            t = make_task(world, fam, "eval", rng, templates="train" if fam in _FEW_PROMPTS else "eval")
+            if t["prompt"] not in reserved:
+                break
+        else:
+            raise ValueError(f"could not draw a {fam} prompt outside the evaluation set")
+        t.update(split="rl", id=f"rl-{seed}-{i}")
+        tasks.append(t)
     return tasks
 
 

@@ -19,3 +19,29 @@ def smoke_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     pretrain.run(pretrain.config("smoke"), run="shared", runs_dir=str(runs), progress_bar=False)
     return runs / "shared"
+
+
+@pytest.fixture(scope="session")
+def ppo_standins(tmp_path_factory):
+    """A run folder for PPO's plumbing tests: stage 1 (smoke) standing in for SFT, and a reward model
+    initialised from it with a random score head (seed 1). Tests copy it before running PPO in it."""
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from labkit import pretrain
+    from labkit.runs import Run
+    runs = tmp_path_factory.mktemp("ppo_standins")
+    r = Run("base", runs)
+    pretrain.run(pretrain.config("smoke", threads=1), run="base", runs_dir=str(runs), progress_bar=False, live=False)
+    src = r.path / "01_pretrain" / "model"
+    shutil.copytree(src, r.stage_dir("sft") / "model")
+    r.complete("sft", 0.0, {})
+    tok = AutoTokenizer.from_pretrained(str(src))
+    torch.manual_seed(1)
+    rm = AutoModelForSequenceClassification.from_pretrained(str(src), num_labels=1)
+    rm.config.pad_token_id = tok.pad_token_id
+    rm.save_pretrained(r.stage_dir("reward") / "model")
+    tok.save_pretrained(r.stage_dir("reward") / "model")
+    r.complete("reward", 0.0, {})
+    return r

@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from labkit import ppo, pretrain
+from labkit import ppo
 from labkit import ppo_math as pm
 from labkit.config import ConfigError
 from labkit.runs import Run, StageMissing, read_json, read_jsonl
@@ -26,23 +26,9 @@ def _strip(rows):
 
 
 @pytest.fixture(scope="module")
-def base_run(tmp_path_factory):
-    """A run folder with pretrain done, its model standing in for SFT, and a tiny reward model."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    runs = tmp_path_factory.mktemp("runs")
-    r = Run("base", runs)
-    pretrain.run(pretrain.config("smoke", threads=1), run="base", runs_dir=str(runs), progress_bar=False, live=False)
-    src = r.path / "01_pretrain" / "model"
-    shutil.copytree(src, r.stage_dir("sft") / "model")
-    r.complete("sft", 0.0, {})
-    tok = AutoTokenizer.from_pretrained(str(src))
-    torch.manual_seed(1)
-    rm = AutoModelForSequenceClassification.from_pretrained(str(src), num_labels=1)
-    rm.config.pad_token_id = tok.pad_token_id
-    rm.save_pretrained(r.stage_dir("reward") / "model")
-    tok.save_pretrained(r.stage_dir("reward") / "model")
-    r.complete("reward", 0.0, {})
-    return r
+def base_run(ppo_standins):
+    """Pretrain standing in for SFT plus a random-head reward model (tests/conftest.py); read-only here."""
+    return ppo_standins
 
 
 def _copy(base_run, tmp_path, name):
@@ -267,3 +253,12 @@ def test_gpu_memory_budget_asks_the_planner(base_run):
     assert cfg.minibatch_size % cfg.micro_batch_size == 0 and cfg.bf16 is not None
     with pytest.raises(ConfigError, match="does not fit"):
         ppo._plan(ppo.config("smoke", gpu_memory_gb=0.001), sft, rm)
+
+
+def test_training_prompts_are_never_evaluation_prompts():
+    from labkit import world
+    cfg = ppo.config("smoke", n_prompts=400, n_eval=100)
+    train, held = ppo.load_prompts(cfg, world.World(0))
+    assert len(train) == 400 and len(held) == 100
+    assert {t["split"] for t in train} == {"rl"} and {t["split"] for t in held} == {"eval"}
+    assert not {t["prompt"] for t in train} & {t["prompt"] for t in held}

@@ -13,34 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
-
-from labkit import pretrain
 from labkit.runs import Run, read_json, read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _standins(runs: Path) -> Run:
-    """Pretrain (smoke) standing in for SFT, plus a reward model with a random head."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    torch.set_num_threads(1)
-    r = Run("ddp", runs)
-    pretrain.run(pretrain.config("smoke", threads=1), run="ddp", runs_dir=str(runs), progress_bar=False, live=False)
-    src = r.path / "01_pretrain" / "model"
-    shutil.copytree(src, r.stage_dir("sft") / "model")
-    r.complete("sft", 0.0, {})
-    tok = AutoTokenizer.from_pretrained(str(src))
-    rm = AutoModelForSequenceClassification.from_pretrained(str(src), num_labels=1)
-    rm.config.pad_token_id = tok.pad_token_id
-    rm.save_pretrained(r.stage_dir("reward") / "model")
-    tok.save_pretrained(r.stage_dir("reward") / "model")
-    r.complete("reward", 0.0, {})
-    return r
-
-
-def test_two_process_data_parallel_run(tmp_path):
-    r = _standins(tmp_path)
+def test_two_process_data_parallel_run(ppo_standins, tmp_path):
+    shutil.copytree(ppo_standins.path, tmp_path / "ddp")
+    r = Run("ddp", tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     # "--" ends torchrun's own options: its parser would take "--run" for an abbreviation of "--run-path".
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -1,4 +1,3 @@
-import json
 import shutil
 
 import pytest
@@ -86,3 +85,14 @@ def test_principles_are_shown_with_weights():
     rows = preferences.principles_table()
     assert {r["principle"] for r in rows} == {"correct", "concise", "no_repetition", "polite", "stops_cleanly"}
     assert all(r["weight"] > 0 for r in rows)
+
+
+def test_world_prompts_avoid_the_evaluation_prompts(tmp_path):
+    from labkit import world
+    from labkit.runs import Run
+    r = Run("p", tmp_path)
+    cfg = preferences.config("smoke", n_prompts=300)
+    tasks = preferences.prompts_for(cfg, r)
+    held = world.make_tasks(r.world(), 250, "eval", 0, world.DEFAULT_FAMILIES)  # what SFT and PPO report on
+    assert len(tasks) == 300 and {t["split"] for t in tasks} == {"rl"}
+    assert not {t["prompt"] for t in tasks} & {t["prompt"] for t in held}

@@ -9,7 +9,7 @@ import torch
 from labkit import pretrain
 from labkit.config import ConfigError
 from labkit.runs import Run, read_jsonl
-from labkit.tokenizer import SENTINELS, train_tokenizer
+from labkit.tokenizer import train_tokenizer
 from labkit.world import World, corpus
 
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"

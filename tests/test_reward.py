@@ -213,3 +213,40 @@ def test_margin_is_used_only_when_asked_for(tmp_path, tiny):
     assert [p["margin"] for p in rows[:3]] == [0.0, 0.5, 1.0]
     with pytest.raises(ConfigError, match="line 1: margin_field='strength'"):
         reward.load_pairs(reward.config("smoke", margin_field="strength"), r)
+
+
+def test_gpu_budget_splits_the_batch_and_reaches_the_trainer(tmp_path, tiny, monkeypatch):
+    import trl
+
+    from labkit import planner
+    seen = {}
+    real = trl.RewardConfig
+    monkeypatch.setattr(trl, "RewardConfig", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
+    r = make_run(tmp_path, tiny)
+    texts = [reward.scoring_text(tiny[1], p["prompt"], p[k]) for p in world_pairs() for k in ("chosen", "rejected")]
+    longest = max(len(tiny[1](t, add_special_tokens=False)["input_ids"]) for t in texts)
+    # half-way between the fp32 estimates for 8 pairs and 2 pairs per micro-batch: 8 must not fit, 4 or 2 must
+    big, small = (sum(planner.estimate(str(tiny[0]), "reward", micro_batch_size=m, seq_len=longest, use_lora=False,
+                                       gradient_checkpointing=False, bf16=False).values()) for m in (8, 2))
+    budget = (big + small) / 2 / planner.GIB
+    reward.run(reward.config("smoke", batch_size=8, max_steps=2, verifier_tasks=0, gpu_memory_gb=budget),
+               run=r.name, runs_dir=tmp_path / "runs", live=False, progress_bar=False)
+    d = r.path / "04_reward"
+    ran = json.loads((d / "config.json").read_text())
+    assert ran["batch_size"] * ran["grad_accum_steps"] == 8 and ran["grad_accum_steps"] > 1
+    assert seen["per_device_train_batch_size"] == ran["batch_size"]
+    assert seen["gradient_accumulation_steps"] == ran["grad_accum_steps"]
+    plan = json.loads((d / "plan.json").read_text())
+    assert plan["fits"] and plan["stage"] == "reward" and plan["seq_len"] == longest
+    assert json.loads((d / "eval.json").read_text())["plan"] == plan
+
+
+def test_gpu_budget_too_small_fails_before_writing(tmp_path, tiny):
+    from labkit.config import ConfigError
+    r = make_run(tmp_path, tiny)
+    with pytest.raises(ConfigError, match="reward model does not fit in gpu_memory_gb=0.01: nothing fits"):
+        reward.run(reward.config("smoke", gpu_memory_gb=0.01), run=r.name, runs_dir=tmp_path / "runs",
+                   live=False, progress_bar=False)
+    d = r.path / "04_reward"
+    assert not d.exists() or not any(d.iterdir())  # nothing written, the stage never started
+    assert not Run(r.name, tmp_path / "runs").is_complete("reward")

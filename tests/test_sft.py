@@ -8,7 +8,7 @@ import torch
 from labkit import sft
 from labkit.config import ConfigError
 from labkit.data import write_jsonl_atomic
-from labkit.runs import Run, StageMissing, read_jsonl
+from labkit.runs import StageMissing, read_jsonl
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_response_only_loss_masks_prompt_and_trains_eos(smoke_run):
     tr = trl.SFTTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(recs))
     batch = tr.data_collator([tr.train_dataset[i] for i in range(2)])
     for row, rec in zip(range(2), recs):
-        ids, labels = batch["input_ids"][row], batch["labels"][row]
+        labels = batch["labels"][row]
         n_prompt = len(tok(rec["prompt"], add_special_tokens=False).input_ids)
         n_resp = len(tok(rec["completion"], add_special_tokens=False).input_ids) + 1  # + EOS
         assert (labels[:n_prompt] == -100).all()

@@ -33,6 +33,14 @@ def test_tasks_train_and_eval_are_disjoint():
     for t in ev:
         if t["family"] == "fact_recall":
             assert any(n in t["prompt"] for n in en) and not any(n + "'" in t["prompt"] or n + " " in t["prompt"] for n in tn)
+    # no sum or difference is asked on both sides (the same fact in other words would leak)
+    def fact(t):
+        x, y = (int(v) for v in t["prompt"].replace("?", " ").replace(".", " ").split() if v.isdigit())
+        if t["prompt"].startswith("Subtract"):
+            x, y = y, x
+        return (x, y, "plus" in t["prompt"] or "+" in t["prompt"] or t["prompt"].startswith("Add"))
+    facts = {split: {fact(t) for t in ts if t["family"] == "arithmetic"} for split, ts in (("train", train), ("eval", ev))}
+    assert facts["train"] and facts["eval"] and not facts["train"] & facts["eval"]
     # every family appears, balanced
     fams = [t["family"] for t in train]
     assert {fams.count(f) for f in W.FAMILIES} == {100}
@@ -67,3 +75,24 @@ def test_fact_paragraph_states_every_attribute():
     text = W.fact_paragraph(p, random.Random(0))
     for v in (p.town, p.job, p.pet, p.color):
         assert v in text
+
+
+def test_rl_tasks_come_from_the_shifted_split_but_never_are_evaluation_prompts():
+    w = W.World(0)
+    fams = ("story_qa", "arithmetic", "word_list", "extract", "fact_recall")
+    rl = W.rl_tasks(w, 600, seed=3, families=fams)
+    assert rl == W.rl_tasks(W.World(0), 600, seed=3, families=fams) and rl != W.rl_tasks(w, 600, seed=4, families=fams)
+    reserved = {t["prompt"] for t in W.make_tasks(w, W.EVAL_RESERVE, "eval", 0, fams)}
+    assert not {t["prompt"] for t in rl} & reserved  # no evaluation prompt is ever trained on later
+    assert not {t["prompt"] for t in rl} & {t["prompt"] for t in W.make_tasks(w, 2000, "train", 0, fams)}
+    eval_q = {q[-1].split("{")[0] for q in W._STORY_Q.values()}  # the evaluation-only story templates
+    for t in rl:
+        assert t["split"] == "rl" and W.verify(t, t["answer"]) == 1.0
+        if t["family"] == "story_qa":
+            assert any(f"Question: {q}" in t["prompt"] for q in eval_q)
+            assert any(n in t["prompt"] for n in w.story_names["eval"])
+        if t["family"] == "arithmetic":  # the unseen sums, asked with the training templates
+            x, y = (int(v) for v in t["prompt"].replace("?", " ").replace(".", " ").split() if v.isdigit())
+            assert W._pair_split(x, y) == "eval" or W._pair_split(y, x) == "eval"
+            assert t["prompt"] not in {W._ARITH_Q[-1].format(x=x, y=y), W._SUB_Q[-1].format(x=x, y=y)}
+    assert [t["family"] for t in rl[:5]] == list(fams)
