@@ -569,3 +569,24 @@ def plan(model, stage: str, gpu_memory_gb: float | None, *, effective_batch_size
                 use_lora=use, lora_r=lora_r, lora_target_modules=targets,
                 gradient_checkpointing=choice["gradient_checkpointing"], bf16=choice["bf16"],
                 seq_len=seq_len, n_params=spec.n_params, n_trainable=trainable, parts=parts)
+
+
+def fit_config(cfg, model, stage: str, device, *, seq_len: int, lora_target_modules=None):
+    """(cfg with the plan applied, plan) for a fine-tuning stage config that has ``gpu_memory_gb``.
+
+    The SFT and reward configs share the fields this reads: ``batch_size`` x ``grad_accum_steps``
+    (the effective batch the plan keeps), ``use_lora``, ``lora_r``, ``bf16``,
+    ``gradient_checkpointing``; settings the user turned on stay on, bf16 only where the GPU has
+    it. Returns (cfg, None) without a budget; raises ValueError when nothing fits.
+    """
+    if cfg.gpu_memory_gb is None:
+        return cfg, None
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    p = plan(model, stage, cfg.gpu_memory_gb, effective_batch_size=cfg.batch_size * cfg.grad_accum_steps,
+             seq_len=seq_len, use_lora=True if cfg.use_lora else None,
+             bf16=cfg.bf16 if cfg.bf16 is not None else (None if bf16_ok else False),
+             gradient_checkpointing=True if cfg.gradient_checkpointing else None,
+             lora_r=cfg.lora_r, lora_target_modules=lora_target_modules)
+    if not p.fits:
+        raise ValueError(f"does not fit in gpu_memory_gb={cfg.gpu_memory_gb:g}: {p.reason}")
+    return p.apply(cfg), p

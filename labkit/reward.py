@@ -378,23 +378,14 @@ def _lora_config(cfg: RewardConfig):
 
 def fit_budget(cfg: RewardConfig, model, device, seq_len: int):
     """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None).
-
-    Same effective batch (``batch_size * grad_accum_steps`` pairs; the planner counts both
-    sequences of a pair); LoRA, checkpointing and bf16 set to True stay on."""
-    if cfg.gpu_memory_gb is None:
-        return cfg, None
+    The planner counts both sequences of each pair, at the longest pair's length."""
     from . import planner
-    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
     targets = None if cfg.lora_target_modules == "all-linear" else \
         [t.strip() for t in cfg.lora_target_modules.split(",") if t.strip()]
-    plan = planner.plan(model, "reward", cfg.gpu_memory_gb, effective_batch_size=cfg.batch_size * cfg.grad_accum_steps,
-                        seq_len=seq_len, use_lora=True if cfg.use_lora else None,
-                        bf16=cfg.bf16 if cfg.bf16 is not None else (None if bf16_ok else False),
-                        gradient_checkpointing=True if cfg.gradient_checkpointing else None,
-                        lora_r=cfg.lora_r, lora_target_modules=targets)
-    if not plan.fits:
-        raise ConfigError(f"the reward model does not fit in gpu_memory_gb={cfg.gpu_memory_gb:g}: {plan.reason}")
-    return plan.apply(cfg), plan
+    try:
+        return planner.fit_config(cfg, model, "reward", device, seq_len=seq_len, lora_target_modules=targets)
+    except ValueError as e:
+        raise ConfigError(f"the reward model {e}") from None
 
 
 def _trainer_args(cfg: RewardConfig, out_dir: str, device, bf16: bool, has_eval: bool):

@@ -148,24 +148,16 @@ def lora_targets(model, cfg: SFTConfig) -> list[str]:
 
 
 def fit_budget(cfg: SFTConfig, model, device):
-    """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None).
-    Same effective batch (``batch_size * grad_accum_steps``); LoRA, checkpointing, bf16 set to True stay on."""
-    if cfg.gpu_memory_gb is None:
-        return cfg, None
+    """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None)."""
     from . import planner
-    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
     try:
         targets = lora_targets(model, cfg)
     except ConfigError:
         targets = None  # the planner's default for the model type
-    plan = planner.plan(model, "sft", cfg.gpu_memory_gb, effective_batch_size=cfg.batch_size * cfg.grad_accum_steps,
-                        seq_len=cfg.max_length, use_lora=True if cfg.use_lora else None,
-                        bf16=cfg.bf16 if cfg.bf16 is not None else (None if bf16_ok else False),
-                        gradient_checkpointing=True if cfg.gradient_checkpointing else None,
-                        lora_r=cfg.lora_r, lora_target_modules=targets)
-    if not plan.fits:
-        raise ConfigError(f"SFT does not fit in gpu_memory_gb={cfg.gpu_memory_gb:g}: {plan.reason}")
-    return plan.apply(cfg), plan
+    try:
+        return planner.fit_config(cfg, model, "sft", device, seq_len=cfg.max_length, lora_target_modules=targets)
+    except ValueError as e:
+        raise ConfigError(f"SFT {e}") from None
 
 
 class MetricsCallback:
