@@ -9,7 +9,12 @@ sec. 3.5; TRL's ``completion_only_loss``).
 
 Training is ``trl.SFTTrainer`` on prompt/completion records, full fine-tuning
 or LoRA through peft (Hu et al. 2021: train low-rank updates ``W + BA`` of the
-attention and MLP matrices, a few percent of the parameters).
+attention and MLP matrices, a few percent of the parameters). With LoRA the
+output head gets a low-rank update too (``lora_head_r``, ``HeadAdapter``): at
+the cpu preset's scale most of what SFT changes is in the head -- measured at
+250 steps, full fine-tuning with the (tied) embedding frozen reached loss 1.88
+against 0.76 with it trained, and LoRA on every linear layer 2.75 without a
+head update against 1.25 with a rank-32 one.
 
 Data: the embedded world's instruction tasks (five families, each with a
 verifier) by default, or a local file / hub dataset in Alpaca, Dolly, FLAN,
@@ -29,6 +34,7 @@ eval.json: ``sft/accuracy``, ``sft/base_accuracy``, per-family accuracies, stop 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +64,7 @@ class SFTConfig:
     lora_r: int = field(default=4, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=8, metadata={"help": "LoRA scale numerator (update scaled by alpha/r)"})
     lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None = every linear layer of the model type's blocks)"})
+    lora_head_r: int = field(default=32, metadata={"help": "with LoRA, rank of the output head's update (0: off); see HeadAdapter"})
     merge_lora: bool = field(default=True, metadata={"help": "also save the adapter merged into the base as model/ (later stages load model/)"})
     # optimisation
     max_steps: int = field(default=1000, metadata={"help": "optimizer steps"})
@@ -147,6 +154,47 @@ def lora_targets(model, cfg: SFTConfig) -> list[str]:
     return LORA_TARGETS[kind]
 
 
+class HeadAdapter(torch.nn.Module):
+    """A LoRA update of the output head, applied as a parametrization of ``lm_head.weight``.
+
+    TRL's SFTTrainer computes the loss straight from ``lm_head.weight`` (a fused, chunked
+    log-softmax that never builds the logits) and refuses a peft adapter on the head, whose
+    update that path would never see. A parametrization makes the weight itself
+    ``W + (alpha / r) B A``, so every reader -- TRL's loss, generation, the metrics -- sees the
+    adapted head. As in LoRA, A is random and B zero: training starts from the base model
+    exactly. With tied embeddings the input embedding keeps W (it is the parametrization's
+    frozen original), so merging writes an untied head.
+    """
+
+    def __init__(self, out_features: int, in_features: int, r: int, scale: float):
+        super().__init__()
+        self.A = torch.nn.Parameter(torch.randn(r, in_features) / math.sqrt(in_features))
+        self.B = torch.nn.Parameter(torch.zeros(out_features, r))
+        self.scale = scale
+
+    def forward(self, W):
+        return W + self.scale * (self.B @ self.A).to(W.dtype)
+
+
+def add_head_adapter(model, r: int, scale: float) -> None:
+    from torch.nn.utils import parametrize
+    head = model.get_output_embeddings()
+    parametrize.register_parametrization(head, "weight", HeadAdapter(head.out_features, head.in_features, r, scale),
+                                         unsafe=True)
+
+
+def merge_head_adapter(model) -> None:
+    """Fold the head's update into a plain (untied) weight, so the model saves and loads as usual."""
+    from torch.nn.utils import parametrize
+    head = model.get_output_embeddings()
+    if parametrize.is_parametrized(head, "weight"):
+        merged = head.weight.detach().clone()
+        # leave_parametrized=True would write W + ΔW into the original in place -- the embedding's tied weight
+        parametrize.remove_parametrizations(head, "weight", leave_parametrized=False)
+        head.weight = torch.nn.Parameter(merged, requires_grad=False)
+        model.config.tie_word_embeddings = False
+
+
 def fit_budget(cfg: SFTConfig, model, device):
     """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None)."""
     from . import planner
@@ -188,6 +236,9 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
 
     if cfg.on_error not in ("skip", "fail"):
         raise ConfigError(f"on_error must be 'skip' or 'fail', got {cfg.on_error!r}")
+    if cfg.use_lora and cfg.lora_head_r and not cfg.merge_lora:
+        raise ConfigError("the output head's LoRA update (lora_head_r) is saved merged into model/; "
+                          "set merge_lora=True, or lora_head_r=0 for a peft-only adapter")
     t_start = time.perf_counter()
     threads = set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -221,6 +272,8 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                                  target_modules=lora_targets(model, cfg), task_type="CAUSAL_LM"))
+        if cfg.lora_head_r:
+            add_head_adapter(model.get_base_model(), cfg.lora_head_r, cfg.lora_alpha / cfg.lora_r)
     trainable, total = count_params(model, trainable_only=True), count_params(model)
 
     args = trl.SFTConfig(
@@ -245,9 +298,11 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     model = trainer.model
     if cfg.use_lora:
         with atomic_dir(stage / "adapter") as d:
-            model.save_pretrained(d)
+            model.save_pretrained(d)  # peft's adapter; the head's update is in model/ (merged) only
             tokenizer.save_pretrained(d)
-        model = model.merge_and_unload() if cfg.merge_lora else model
+        if cfg.merge_lora:
+            model = model.merge_and_unload()
+            merge_head_adapter(model)
     after = score_tasks(model, tokenizer, eval_tasks, max_new_tokens=cfg.eval_max_new_tokens)
     if not cfg.use_lora or cfg.merge_lora:
         with atomic_dir(stage / "model") as d:

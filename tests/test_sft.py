@@ -66,11 +66,41 @@ def test_full_sft_trains_and_evaluates(run_with_pretrain):
 
 
 def test_lora_trains_few_parameters_and_saves_adapter(run_with_pretrain):
-    res = sft.run(sft.config("smoke", use_lora=True, lora_r=2), run=run_with_pretrain.name,
+    from safetensors.torch import load_file
+    res = sft.run(sft.config("smoke", use_lora=True, lora_r=2, lora_head_r=2), run=run_with_pretrain.name,
                   runs_dir=str(run_with_pretrain.parent), progress_bar=False)
     assert res["sft/trainable_percent"] < 5
     assert (run_with_pretrain / "02_sft/adapter/adapter_config.json").exists()
-    assert (run_with_pretrain / "02_sft/model/model.safetensors").exists()  # merged for later stages
+    base = load_file(run_with_pretrain / "01_pretrain/model/model.safetensors")
+    merged = load_file(run_with_pretrain / "02_sft/model/model.safetensors")  # merged for later stages
+    emb = "model.embed_tokens.weight"
+    assert torch.equal(merged[emb], base[emb])  # the input embedding is not trained
+    assert not torch.equal(merged["lm_head.weight"], base[emb])  # the head's update, merged and untied
+    assert torch.linalg.matrix_rank(merged["lm_head.weight"] - base[emb]) <= 2
+
+
+def test_head_adapter_is_the_weight_everyone_reads_and_merges_exactly(run_with_pretrain):
+    from labkit.models import load_model
+    model = load_model(run_with_pretrain / "01_pretrain/model", "causal")
+    tied = model.get_input_embeddings().weight
+    sft.add_head_adapter(model, r=2, scale=2.0)
+    head = model.get_output_embeddings()
+    assert torch.equal(head.weight, tied)  # B = 0: starts from the base model exactly
+    with torch.no_grad():
+        head.parametrizations.weight[0].B.normal_()
+    delta = head.weight - tied
+    assert torch.linalg.matrix_rank(delta) == 2 and model.get_input_embeddings().weight is tied
+    x = torch.tensor([[2, 40, 41, 42]])
+    logits = model(x).logits
+    sft.merge_head_adapter(model)
+    assert not model.config.tie_word_embeddings and model.get_output_embeddings().weight is not tied
+    assert torch.allclose(model(x).logits, logits, atol=1e-5)
+
+
+def test_head_adapter_needs_the_merged_model(run_with_pretrain):
+    with pytest.raises(ConfigError, match="merge_lora=True"):
+        sft.run(sft.config("smoke", use_lora=True, merge_lora=False), run=run_with_pretrain.name,
+                runs_dir=str(run_with_pretrain.parent), progress_bar=False)
 
 
 @pytest.mark.parametrize("fmt", ["alpaca", "dolly"])
