@@ -70,7 +70,7 @@ class SFTConfig:
     max_steps: int = field(default=1000, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch (per device)"})
     grad_accum_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step (effective batch = batch_size x grad_accum_steps)"})
-    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate (cosine decay after warm-up)"})
+    learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate, cosine decay after warm-up (None: 1e-3 for full fine-tuning, 4e-3 for LoRA, which wants several times more)"})
     warmup_steps: int = field(default=30, metadata={"help": "linear warm-up steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_length: int = field(default=128, metadata={"help": "truncate prompt+response to this many tokens"})
@@ -152,6 +152,15 @@ def lora_targets(model, cfg: SFTConfig) -> list[str]:
     if kind not in LORA_TARGETS:
         raise ConfigError(f"no default LoRA targets for model type {kind!r}; set lora_target_modules")
     return LORA_TARGETS[kind]
+
+
+def learning_rate(cfg: SFTConfig) -> float:
+    """The configured rate, or the measured default: LoRA's adapters start at zero and move in a few
+    directions, so they want several times full fine-tuning's rate (measured at the cpu preset,
+    1000 steps: 4e-3 reached 57.6% held-out accuracy, 6e-3 52.0%)."""
+    if cfg.learning_rate is not None:
+        return cfg.learning_rate
+    return 4e-3 if cfg.use_lora else 1e-3
 
 
 class HeadAdapter(torch.nn.Module):
@@ -279,7 +288,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     args = trl.SFTConfig(
         output_dir=str(stage / ".trainer"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum_steps,
-        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
+        learning_rate=learning_rate(cfg), lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps, max_length=cfg.max_length,
         completion_only_loss=True, seed=cfg.seed, data_seed=cfg.seed, report_to="none", save_strategy="no",
         # TRL's defaults assume a GPU (bf16 + activation checkpointing): ~1.8x slower on CPU (DESIGN.md).
@@ -321,7 +330,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               "sft/trainable_params": trainable, "sft/total_params": total,
               "sft/trainable_percent": 100 * trainable / total, "sft/train_seconds": train_seconds,
               "sft/seconds": time.perf_counter() - t_start, "sft/train_examples": len(train),
-              "sft/threads": threads, "use_lora": cfg.use_lora,
+              "sft/threads": threads, "use_lora": cfg.use_lora, "sft/peak_learning_rate": learning_rate(cfg),
               "data_report": str(load_report) if load_report else None}
     atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "examples": examples,
                                             "generations": after["rows"][:50],
