@@ -228,10 +228,7 @@ def _seed(*parts) -> int:
 def load_prompts(cfg: PPOConfig, world: W.World) -> tuple[list[dict], list[dict]]:
     """(training prompt pool, held-out evaluation prompts) as task dicts with "prompt" (+ "answer")."""
     if cfg.prompts == "world":
-        fams = tuple(f.strip() for f in cfg.families.split(",") if f.strip())
-        bad = [f for f in fams if f not in W.FAMILIES]
-        if bad or not fams:
-            raise ConfigError(f"unknown task family {', '.join(bad) or '(none)'}; choose from {', '.join(W.FAMILIES)}")
+        fams = W.parse_families(cfg.families)
         # Training prompts from the distribution SFT generalised worst to, never an evaluation prompt.
         return (W.rl_tasks(world, cfg.n_prompts, cfg.seed, fams, eval_seed=cfg.seed),
                 W.make_tasks(world, cfg.n_eval, "eval", cfg.seed, fams))

@@ -100,7 +100,7 @@ def prompts_for(cfg: PreferencesConfig, run: Run) -> list[dict]:
     """Prompts as tasks. World prompts come from ``world.rl_tasks``: the shifted distribution SFT was
     evaluated on (where it is weakest), never an evaluation prompt itself."""
     if cfg.prompts == "world":
-        fams = tuple(f.strip() for f in cfg.families.split(","))
+        fams = W.parse_families(cfg.families)
         return W.rl_tasks(run.world(), cfg.n_prompts, seed=1000 + cfg.seed, families=fams, eval_seed=cfg.seed)
     from .data import load_instructions
     records, _ = load_instructions(cfg.prompts)

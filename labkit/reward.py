@@ -223,12 +223,14 @@ def to_trl(pairs: list[dict]):
     return Dataset.from_list(rows)
 
 
-def drop_too_long(pairs: list[dict], tokenizer, max_tokens: int) -> tuple[list[dict], int]:
-    """Pairs whose chosen and rejected texts both fit in ``max_tokens`` (TRL would drop the rest silently)."""
+def drop_too_long(pairs: list[dict], tokenizer, max_tokens: int) -> tuple[list[dict], int, int]:
+    """Pairs whose chosen and rejected texts both fit in ``max_tokens`` (TRL would drop the rest silently),
+    how many were dropped, and the longest kept text in tokens (what the memory planner sizes for)."""
     texts = [scoring_text(tokenizer, p["prompt"], p[k]) for p in pairs for k in ("chosen", "rejected")]
     lens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    keep = [p for i, p in enumerate(pairs) if max(lens[2 * i], lens[2 * i + 1]) <= max_tokens]
-    return keep, len(pairs) - len(keep)
+    longest = [max(lens[2 * i], lens[2 * i + 1]) for i in range(len(pairs))]
+    keep = [i for i in range(len(pairs)) if longest[i] <= max_tokens]
+    return [pairs[i] for i in keep], len(pairs) - len(keep), max((longest[i] for i in keep), default=0)
 
 
 # --- evaluation helpers (pure) ---------------------------------------------------------------
@@ -472,12 +474,10 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     torch.manual_seed(cfg.seed)  # the new score head is initialised randomly: same seed, same head
     model = load_reward_model(init_path, tokenizer)
     max_tokens = cfg.max_length_tokens or getattr(model.config, "max_position_embeddings", None) or 10 ** 9
-    pairs, n_too_long = drop_too_long(pairs, tokenizer, max_tokens)
+    pairs, n_too_long, longest = drop_too_long(pairs, tokenizer, max_tokens)
     train_pairs, eval_pairs = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
     if not train_pairs:
         raise ConfigError(f"no pair fits in {max_tokens} tokens ({n_too_long} dropped); raise max_length_tokens")
-    longest = max(len(ids) for ids in tokenizer([scoring_text(tokenizer, p["prompt"], p[k]) for p in pairs
-                                                 for k in ("chosen", "rejected")], add_special_tokens=False)["input_ids"])
     cfg, plan = fit_budget(cfg, model, device, seq_len=longest)  # raises before anything is written when nothing fits
     if plan is not None:
         bf16 = cfg.bf16
@@ -532,10 +532,8 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     agree, vrows = None, []
     if cfg.verifier_tasks and sft_path is not None:
         # The evaluation prompts SFT and PPO report on (stage 3 never drew one), in stage 3's families.
-        fams = (read_json(r.stage_dir("preferences") / "config.json").get("families")
-                if (r.stage_dir("preferences") / "config.json").exists() else None) or ",".join(W.DEFAULT_FAMILIES)
-        fams = tuple(f.strip() for f in fams.split(",") if f.strip())
-        tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed, families=fams)
+        fams = read_json(r.stage_dir("preferences") / "config.json", {}).get("families") or ",".join(W.DEFAULT_FAMILIES)
+        tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed, families=W.parse_families(fams))
         vrows = verifier_samples(model, tokenizer, sft_path, tasks, cfg, device)
         agree = verifier_agreement(vrows, cfg.worst_k)
         atomic_write_text(stage / "verifier_samples.jsonl", "".join(json.dumps(v) + "\n" for v in vrows))

@@ -115,10 +115,7 @@ def config(preset: str = "cpu", **overrides) -> SFTConfig:
 # --- data --------------------------------------------------------------------------------
 
 def world_tasks(world: W.World, cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
-    fams = tuple(f.strip() for f in cfg.families.split(",") if f.strip())
-    bad = [f for f in fams if f not in W.FAMILIES]
-    if bad:
-        raise ConfigError(f"unknown task family {', '.join(bad)}; choose from {', '.join(W.FAMILIES)}")
+    fams = W.parse_families(cfg.families)
     return (W.make_tasks(world, cfg.n_train_tasks, "train", cfg.seed, fams),
             W.make_tasks(world, cfg.n_eval_tasks, "eval", cfg.seed, fams))
 

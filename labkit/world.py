@@ -316,6 +316,16 @@ def make_task(world: World, family: str, split: str, rng: random.Random, templat
     return {"family": family, "prompt": prompt, "answer": answer, "split": split}
 
 
+def parse_families(text: str) -> tuple[str, ...]:
+    """A stage's ``families`` setting, "story_qa, arithmetic" -> ("story_qa", "arithmetic"), checked."""
+    from .config import ConfigError
+    fams = tuple(f.strip() for f in text.split(",") if f.strip())
+    bad = [f for f in fams if f not in FAMILIES]
+    if bad or not fams:
+        raise ConfigError(f"unknown task family {', '.join(bad) or '(none)'}; choose from {', '.join(FAMILIES)}")
+    return fams
+
+
 def make_tasks(world: World, n: int, split: str = "train", seed: int = 0,
                families: tuple[str, ...] = FAMILIES) -> list[dict]:
     """``n`` tasks cycling through ``families`` (balanced), deterministic from ``seed``."""

@@ -79,6 +79,8 @@ def test_bad_settings_are_clear(run):
         preferences.run(preferences.config("smoke", k_responses=9), run="r", runs_dir=str(run.parent))
     with pytest.raises(ConfigError, match="annotator"):
         preferences.run(preferences.config("smoke", annotator="robot"), run="r", runs_dir=str(run.parent))
+    with pytest.raises(ConfigError, match="unknown task family poetry"):
+        preferences.run(preferences.config("smoke", families="poetry"), run="r", runs_dir=str(run.parent))
 
 
 def test_principles_are_shown_with_weights():

@@ -1,5 +1,7 @@
 import random
 
+import pytest
+
 from labkit import world as W
 
 
@@ -96,3 +98,12 @@ def test_rl_tasks_come_from_the_shifted_split_but_never_are_evaluation_prompts()
             assert W._pair_split(x, y) == "eval" or W._pair_split(y, x) == "eval"
             assert t["prompt"] not in {W._ARITH_Q[-1].format(x=x, y=y), W._SUB_Q[-1].format(x=x, y=y)}
     assert [t["family"] for t in rl[:5]] == list(fams)
+
+
+def test_parse_families_names_the_unknown_ones():
+    from labkit.config import ConfigError
+    assert W.parse_families(" story_qa, arithmetic ,") == ("story_qa", "arithmetic")
+    with pytest.raises(ConfigError, match="unknown task family poetry; choose from story_qa"):
+        W.parse_families("story_qa,poetry")
+    with pytest.raises(ConfigError, match=r"unknown task family \(none\)"):
+        W.parse_families(" , ")
