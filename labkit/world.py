@@ -19,7 +19,8 @@ the name pool, facts are asked about disjoint halves of the residents,
 arithmetic uses disjoint operand pairs, and every family keeps one question
 template for evaluation only. ``rl_tasks`` draws the prompts of the stages
 after SFT from the evaluation side of that split, minus the evaluation
-prompts themselves.
+prompts themselves and, for arithmetic and fact recall, minus the evaluation
+facts (those stages never see the answer to a held-out sum).
 
 Everything is deterministic from the seed; generating the default corpus
 takes about a second.
@@ -339,7 +340,8 @@ def make_tasks(world: World, n: int, split: str = "train", seed: int = 0,
 
 
 EVAL_RESERVE = 2000  # rl_tasks never draws a prompt among this many evaluation tasks of the evaluation seed
-_FEW_PROMPTS = ("arithmetic", "fact_recall")  # families whose evaluation prompts are few enough to exhaust
+# Families whose evaluation *facts* are too few to hold out by prompt: 5 sums and 4 differences, 24 residents.
+_FEW_FACTS = ("arithmetic", "fact_recall")
 
 
 def rl_tasks(world: World, n: int, seed: int = 0, families: tuple[str, ...] = DEFAULT_FAMILIES,
@@ -352,9 +354,13 @@ def rl_tasks(world: World, n: int, seed: int = 0, families: tuple[str, ...] = DE
     shifted distribution -- RLHF's prompts are a distribution of their own, as InstructGPT's
     were -- but never *are* evaluation prompts: a task whose prompt occurs among the first
     ``EVAL_RESERVE`` evaluation tasks of ``eval_seed`` (for these families, the default ones or
-    all of them) is drawn again. Arithmetic and fact recall have too few distinct evaluation
-    prompts to avoid, so theirs ask the evaluation split's sums and residents in the *training*
-    templates (the evaluation asks them in the unseen one).
+    all of them) is drawn again.
+
+    Arithmetic and fact recall are the exception: their evaluation prompts ask a handful of
+    facts (5 sums, 4 differences), so asking those facts in other words would teach the
+    evaluation's answers. Theirs ask the *training* sums and residents in the unseen template:
+    what RL can teach there is the question form, and the evaluation measures whether that
+    carries over to facts no stage after pretraining was shown.
     """
     reserved = {t["prompt"] for fams in {tuple(families), DEFAULT_FAMILIES, FAMILIES}
                 for t in make_tasks(world, EVAL_RESERVE, "eval", eval_seed, fams)}
@@ -363,7 +369,7 @@ def rl_tasks(world: World, n: int, seed: int = 0, families: tuple[str, ...] = DE
     for i in range(n):
         fam = families[i % len(families)]
         for _ in range(1000):
-            t = make_task(world, fam, "eval", rng, templates="train" if fam in _FEW_PROMPTS else "eval")
+            t = make_task(world, fam, "train" if fam in _FEW_FACTS else "eval", rng, templates="eval")
             if t["prompt"] not in reserved:
                 break
         else:

@@ -93,10 +93,18 @@ def test_rl_tasks_come_from_the_shifted_split_but_never_are_evaluation_prompts()
         if t["family"] == "story_qa":
             assert any(f"Question: {q}" in t["prompt"] for q in eval_q)
             assert any(n in t["prompt"] for n in w.story_names["eval"])
-        if t["family"] == "arithmetic":  # the unseen sums, asked with the training templates
+        if t["family"] == "arithmetic":  # the training sums, asked in the evaluation template
             x, y = (int(v) for v in t["prompt"].replace("?", " ").replace(".", " ").split() if v.isdigit())
-            assert W._pair_split(x, y) == "eval" or W._pair_split(y, x) == "eval"
-            assert t["prompt"] not in {W._ARITH_Q[-1].format(x=x, y=y), W._SUB_Q[-1].format(x=x, y=y)}
+            assert W._pair_split(x, y) == "train"
+            assert t["prompt"] in {W._ARITH_Q[-1].format(x=x, y=y), W._SUB_Q[-1].format(x=x, y=y)}
+        if t["family"] == "fact_recall":  # no evaluation resident's fact is ever a later stage's target
+            assert not any(p.name in t["prompt"] for p in w.fact_people["eval"])
+    # Every evaluation fact (operand pair, resident) stays out of the later stages entirely.
+    eval_facts = {t["answer"] + "|" + "".join(c for c in t["prompt"] if c.isdigit())
+                  for t in W.make_tasks(w, 2000, "eval", 0, ("arithmetic",))}
+    rl_facts = {t["answer"] + "|" + "".join(c for c in t["prompt"] if c.isdigit()) for t in rl
+                if t["family"] == "arithmetic"}
+    assert rl_facts and not rl_facts & eval_facts
     assert [t["family"] for t in rl[:5]] == list(fams)
 
 
