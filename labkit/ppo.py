@@ -719,13 +719,69 @@ def _accelerator(cfg: PPOConfig):
     return Accelerator(cpu=cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()))
 
 
+def ppo_step(model, ref, opt, acc, tokenizer, score_fn, kl_ctl, train_tasks: list[dict], cfg: PPOConfig,
+             step: int, norm: dict | None, autocast) -> tuple[dict, dict | None]:
+    """One PPO iteration: sample, score, compute advantages, update. Returns this step's metrics
+    (averaged over processes) and the score normalisation (set from the first batch)."""
+    rank = acc.process_index
+    unwrapped = acc.unwrap_model(model)
+    micro = cfg.micro_batch_size or cfg.minibatch_size
+    t0 = time.perf_counter()
+    # 1. rollouts: each process draws its own prompts; sampling is re-seeded per (seed, rank, step)
+    tasks = [train_tasks[i] for i in pick_prompts(len(train_tasks), cfg, rank, step)]
+    torch.manual_seed(_seed(cfg.seed, "rollout", rank, step))
+    batch = sample(unwrapped.policy, tokenizer, [t["prompt"] for t in tasks], cfg.max_new_tokens,
+                   cfg.temperature, autocast)
+    t_gen = time.perf_counter() - t0
+    # 2. old log-probs, reference log-probs, values; then scores
+    batch["order"] = minibatch_order(batch["query_mask"], cfg, torch.Generator().manual_seed(
+        _seed(cfg.seed, "order", rank, step)))
+    batch.update(forward_pass(unwrapped, ref, batch, cfg.temperature, micro, autocast, batch["order"]))
+    raw = score_fn(tasks, batch["texts"], batch["has_eos"], raw=True)
+    if norm is None and cfg.reward == "model" and cfg.normalize_score:
+        # lm-human-preferences: reward model normalised to mean 0, std 1 on the SFT policy's samples
+        everyone = acc.gather(raw.to(acc.device)).float()
+        norm = {"mean": everyone.mean().item(), "std": max(everyone.std().item(), 1e-3) if everyone.numel() > 1 else 1.0}
+    batch["score"] = shape_scores(raw, batch["has_eos"], cfg, norm).to(acc.device)
+    batch["kl_coef"] = kl_ctl.value
+    # 3. rewards (score at the end, KL penalty per token), advantages; the clipped update
+    batch.update(advantages_and_returns(batch, cfg))
+    local = rollout_stats(batch, raw, tasks)
+    upd = ppo_update(model, opt, acc, batch, cfg, autocast, step)
+    local.update({f"ppo/{k}": v for k, v in upd.items() if k not in ("epochs",)})
+    keys = sorted(local)
+    means = acc.reduce(torch.tensor([local[k] for k in keys], device=acc.device, dtype=torch.float64), "mean")
+    m = {"step": step + 1, **{k: None if v != v else v for k, v in zip(keys, means.tolist())},  # NaN -> None
+         "ppo/kl_coef": kl_ctl.value, "ppo/epochs": upd["epochs"], "ppo/gen_seconds": t_gen}
+    return m, norm
+
+
+def _save_outputs(stage: Path, policy, tokenizer, cfg: PPOConfig, before_rows: list, after_rows: list) -> None:
+    """The adapter (LoRA), the merged model, and the before/after samples of the evaluation prompts."""
+    if cfg.use_lora:
+        with atomic_dir(stage / "adapter") as d:
+            policy.save_pretrained(d)
+            tokenizer.save_pretrained(d)
+    final = policy.merge_and_unload() if cfg.use_lora else policy
+    with atomic_dir(stage / "model") as d:
+        final.save_pretrained(d)
+        tokenizer.save_pretrained(d)
+    samples = [{"family": b["family"], "prompt": b["prompt"], "answer": b["answer"],
+                "before": b["greedy"], "before_correct": b["greedy_correct"],
+                "after": a["greedy"], "after_correct": a["greedy_correct"],
+                "before_sampled": b["sampled"], "after_sampled": a["sampled"],
+                "rm_before": b["rm_score"], "rm_after": a["rm_score"], "kl_after": a["kl"]}
+               for b, a in zip(before_rows, after_rows)]
+    atomic_write_text(stage / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+
+
 def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train the policy with PPO, evaluate before/after with the verifier, write the stage folder."""
     _check(cfg)
     t_start = time.perf_counter()
     acc = _accelerator(cfg)
-    main, rank, world_size = acc.is_main_process, acc.process_index, acc.num_processes
+    main, world_size = acc.is_main_process, acc.num_processes
     cores = len(os.sched_getaffinity(0))
     threads = set_threads(cfg.threads or (max(1, cores // acc.num_processes) if world_size > 1 else None))
     device = acc.device
@@ -815,35 +871,10 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     model.train()
     while step < cfg.total_steps:
         t0 = time.perf_counter()
-        # 1. rollouts: each process draws its own prompts; sampling is re-seeded per (seed, rank, step)
-        tasks = [train_tasks[i] for i in pick_prompts(len(train_tasks), cfg, rank, step)]
-        torch.manual_seed(_seed(cfg.seed, "rollout", rank, step))
-        batch = sample(unwrapped.policy, tokenizer, [t["prompt"] for t in tasks], cfg.max_new_tokens,
-                       cfg.temperature, autocast)
-        t_gen = time.perf_counter() - t0
-        # 2. old log-probs, reference log-probs, values; then scores
-        batch["order"] = minibatch_order(batch["query_mask"], cfg, torch.Generator().manual_seed(
-            _seed(cfg.seed, "order", rank, step)))
-        batch.update(forward_pass(unwrapped, ref, batch, cfg.temperature, micro, autocast, batch["order"]))
-        raw = score_fn(tasks, batch["texts"], batch["has_eos"], raw=True)
-        if norm is None and reward_net is not None and cfg.normalize_score:
-            # lm-human-preferences: reward model normalised to mean 0, std 1 on the SFT policy's samples
-            everyone = acc.gather(raw.to(device)).float()
-            norm = {"mean": everyone.mean().item(), "std": max(everyone.std().item(), 1e-3) if everyone.numel() > 1 else 1.0}
-        batch["score"] = shape_scores(raw, batch["has_eos"], cfg, norm).to(device)
-        batch["kl_coef"] = kl_ctl.value
-        # 3. rewards, advantages; the update
-        batch.update(advantages_and_returns(batch, cfg))
-        local = rollout_stats(batch, raw, tasks)
-        upd = ppo_update(model, opt, acc, batch, cfg, autocast, step)
-        local.update({f"ppo/{k}": v for k, v in upd.items() if k not in ("epochs",)})
-        keys = sorted(local)
-        means = acc.reduce(torch.tensor([local[k] for k in keys], device=device, dtype=torch.float64), "mean")
-        m = {"step": step + 1, **{k: None if v != v else v for k, v in zip(keys, means.tolist())},  # NaN -> None
-             "ppo/kl_coef": kl_ctl.value, "ppo/epochs": upd["epochs"]}
+        m, norm = ppo_step(model, ref, opt, acc, tokenizer, score_fn, kl_ctl, train_tasks, cfg, step, norm, autocast)
         kl_ctl.update(m["ppo/kl"], cfg.rollout_batch_size * world_size)
         step += 1
-        m.update({"ppo/gen_seconds": t_gen, "ppo/step_seconds": time.perf_counter() - t0})
+        m["ppo/step_seconds"] = time.perf_counter() - t0
         if main:
             append_jsonl(metrics_path, m)
             history.append(m)
@@ -864,21 +895,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     in_sync = bool(torch.allclose(sums, sums[:1].expand_as(sums), rtol=1e-9, atol=0))
     _save_ckpt(ckpt, acc, model, opt, kl_ctl, step, norm, alarms, cfg)  # a later run may continue training
     if main:
-        if cfg.use_lora:
-            with atomic_dir(stage / "adapter") as d:
-                unwrapped.policy.save_pretrained(d)
-                tokenizer.save_pretrained(d)
-        final = unwrapped.policy.merge_and_unload() if cfg.use_lora else unwrapped.policy
-        with atomic_dir(stage / "model") as d:
-            final.save_pretrained(d)
-            tokenizer.save_pretrained(d)
-        samples = [{"family": b["family"], "prompt": b["prompt"], "answer": b["answer"],
-                    "before": b["greedy"], "before_correct": b["greedy_correct"],
-                    "after": a["greedy"], "after_correct": a["greedy_correct"],
-                    "before_sampled": b["sampled"], "after_sampled": a["sampled"],
-                    "rm_before": b["rm_score"], "rm_after": a["rm_score"], "kl_after": a["kl"]}
-                   for b, a in zip(before_rows, after_rows)]
-        atomic_write_text(stage / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+        _save_outputs(stage, unwrapped.policy, tokenizer, cfg, before_rows, after_rows)
     gain = (after["true_greedy"] - before["true_greedy"]) if before["true_greedy"] is not None else None
     result = {"ppo/true_score_before": before["true_greedy"], "ppo/true_score_after": after["true_greedy"],
               "ppo/true_score_gain": gain, "ppo/true_sampled_before": before["true_sampled"],
