@@ -31,7 +31,6 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 
-
 from . import world as W
 from .config import ConfigError, make_config, set_threads
 from .generate import generate
