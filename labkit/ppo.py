@@ -470,8 +470,8 @@ def reward_model_scores(rm, rm_tok, instructions: list[str], responses: list[str
                         autocast=contextlib.nullcontext()) -> torch.Tensor:
     """The reward model's score of each (instruction, response) as a chat, [B] on the CPU.
 
-    The text is the chat template of the conversation ("<|user|>...<|assistant|>
-    response<eos>"), right-padded; the score is the logit at the last non-pad
+    The text is the chat template of the conversation
+    ("<|user|>...<|assistant|> response<eos>"), right-padded; the score is the logit at the last non-pad
     token, as transformers' sequence classification computes it.
     """
     device = next(rm.parameters()).device

@@ -66,7 +66,7 @@ class PreferencesConfig:
 
 
 PRESETS = {
-    "smoke": dict(n_prompts=12, k_responses=3, max_new_tokens=8, min_pairs=1),
+    "smoke": dict(n_prompts=24, k_responses=3, max_new_tokens=8, min_pairs=1),
     "cpu": dict(),
     "gpu": dict(n_prompts=4000, k_responses=4, max_new_tokens=64, gen_batch_size=256),
     "hub": dict(prompts="world", n_prompts=500, max_new_tokens=128, judge="constitution"),

@@ -12,7 +12,7 @@ The network is the SFT model with its language-model head replaced by a
 one-output linear head read at the last token, the EOS
 (``AutoModelForSequenceClassification``, ``num_labels=1``), trained with TRL's
 ``RewardTrainer``, fully or with LoRA. Every response is scored as the chat
-template renders it, ``<|user|>instruction<|assistant|>response<eos>``, which is
+template renders it, ``<|user|>instruction<|assistant|> response<eos>``, which is
 what ``score`` (used by PPO and the preference notebook) feeds it too.
 
 A reward model is a proxy, and PPO optimises whatever the proxy gets wrong
@@ -59,6 +59,7 @@ from .live import LiveChart, progress
 from .models import count_params, pick_device
 from .runs import (Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json,
                    read_jsonl)
+from .tokenizer import conversation
 
 
 @dataclass
@@ -132,14 +133,8 @@ def config(preset: str = "cpu", **overrides) -> RewardConfig:
 
 # --- the scoring format: one function, shared with PPO ------------------------------------
 
-def conversation(instruction: str, response: str | None = None) -> list[dict]:
-    """The chat messages of one exchange (TRL's conversational format)."""
-    msgs = [{"role": "user", "content": instruction}]
-    return msgs + ([{"role": "assistant", "content": response}] if response is not None else [])
-
-
 def scoring_text(tokenizer, instruction: str, response: str) -> str:
-    """Exactly what the reward model reads: ``<|user|>instruction<|assistant|>response<eos>``."""
+    """Exactly what the reward model reads: ``<|user|>instruction<|assistant|> response<eos>``."""
     return tokenizer.apply_chat_template(conversation(instruction, response), tokenize=False)
 
 
@@ -206,10 +201,13 @@ def load_pairs(cfg: RewardConfig, r: Run) -> tuple[list[dict], str]:
 
 
 def split_by_prompt(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Hold out whole prompts: no prompt has pairs on both sides, so eval accuracy is about new instructions."""
+    """Hold out whole prompts: no prompt has pairs on both sides, so eval accuracy is about new instructions.
+
+    At least one prompt is held out when ``eval_fraction > 0``, and at least one always trains: pairs of a
+    single prompt all train (the stage then reports on training pairs and says so)."""
     prompts = sorted({p["prompt"] for p in pairs})
     random.Random(seed).shuffle(prompts)
-    n_eval = 0 if eval_fraction <= 0 else max(1, min(len(prompts) - 1, round(eval_fraction * len(prompts))))
+    n_eval = 0 if eval_fraction <= 0 else min(len(prompts) - 1, max(1, round(eval_fraction * len(prompts))))
     held = set(prompts[:n_eval])
     return [p for p in pairs if p["prompt"] not in held], [p for p in pairs if p["prompt"] in held]
 
@@ -554,7 +552,8 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         "reward/params": count_params(model), "reward/trainable_params": trainable,
         "reward/params_changed": changed, "reward/train_seconds": t_train,
         "reward/seconds": time.perf_counter() - t_start, "reward/threads": threads, "device": str(device),
-        "eval_on": "held-out prompts" if eval_pairs else "training pairs (eval_fraction=0)",
+        "eval_on": "held-out prompts" if eval_pairs else
+                   "training pairs (" + ("eval_fraction=0" if cfg.eval_fraction <= 0 else "one prompt: nothing to hold out") + ")",
         "data": data_note, "init_from": str(init_path),
         "verifier_check": "done" if agree else "skipped: " + ("verifier_tasks=0" if not cfg.verifier_tasks else
                                                               "this run has no SFT model to sample from"),

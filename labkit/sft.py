@@ -47,7 +47,7 @@ from .generate import score_tasks
 from .live import LiveChart
 from .models import count_params, load_model, objective_of, pick_device
 from .runs import Run, append_jsonl, atomic_dir, atomic_write_json
-from .tokenizer import ensure_chat_ready, format_prompt
+from .tokenizer import conversation, ensure_chat_ready, format_prompt
 
 
 @dataclass
@@ -123,11 +123,22 @@ def world_tasks(world: W.World, cfg: SFTConfig) -> tuple[list[dict], list[dict]]
 def to_prompt_completion(tokenizer, records: list[dict]) -> list[dict]:
     """{"prompt": instruction, "response"/"answer"} -> TRL prompt/completion text in the chat format.
 
-    The prompt is rendered with the chat template (ending in the assistant
-    marker); TRL appends EOS to the completion and masks the prompt's labels.
+    The prompt is the chat template up to the assistant marker; the completion
+    is the rest of what the template renders for the whole exchange (for the
+    lab's template: a space, the answer, EOS), so SFT trains on exactly the text
+    the reward model reads. TRL masks the prompt's labels, and appends EOS only
+    to a completion that lacks it.
     """
-    return [{"prompt": format_prompt(tokenizer, r["prompt"]), "completion": r.get("response", r.get("answer"))}
-            for r in records]
+    rows = []
+    for r in records:
+        prompt, answer = format_prompt(tokenizer, r["prompt"]), r.get("response", r.get("answer"))
+        full = tokenizer.apply_chat_template(conversation(r["prompt"], answer), tokenize=False)
+        completion = full[len(prompt):] if full.startswith(prompt) else answer
+        eos = tokenizer.eos_token
+        if eos and eos in completion:  # a hub template may add text after EOS ("<|im_end|>\n"): not the model's
+            completion = completion[:completion.rindex(eos) + len(eos)]
+        rows.append({"prompt": prompt, "completion": completion})
+    return rows
 
 
 def load_base(cfg: SFTConfig, run: Run):

@@ -33,13 +33,17 @@ KINDS = ("bpe", "wordpiece", "unigram")
 
 # The chat template every stage shares. ``{% generation %}`` marks what the
 # assistant says, so TRL's ``assistant_only_loss`` can train on it alone; EOS
-# sits inside the markers so the model learns to stop.
+# sits inside the markers so the model learns to stop. The answer starts with a
+# space, as every word but a document's first does in the corpus: a name the
+# answer copies from the prompt is then the same token (byte-level BPE's "ĠLena")
+# on both sides. Without it the answer began with "L"+"ena", tokens the story
+# never used, and SFT miscopied most story answers (measured: 66.0% -> 71.2%).
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'system' -%}" + SYSTEM + "{{ message['content'] }}"
     "{%- elif message['role'] == 'user' -%}" + USER + "{{ message['content'] }}"
     "{%- elif message['role'] == 'assistant' -%}" + ASSISTANT +
-    "{% generation %}{{ message['content'] }}" + EOS + "{% endgeneration %}"
+    "{% generation %} {{ message['content'] }}" + EOS + "{% endgeneration %}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}" + ASSISTANT + "{%- endif -%}"
@@ -104,6 +108,12 @@ def format_prompt(tokenizer, instruction: str) -> str:
     """The one prompt format: the chat template with a generation prompt appended."""
     return tokenizer.apply_chat_template([{"role": "user", "content": instruction}], tokenize=False,
                                          add_generation_prompt=True)
+
+
+def conversation(instruction: str, response: str | None = None) -> list[dict]:
+    """The chat messages of one exchange (TRL's conversational format)."""
+    msgs = [{"role": "user", "content": instruction}]
+    return msgs + ([{"role": "assistant", "content": response}] if response is not None else [])
 
 
 def ensure_chat_ready(tokenizer):

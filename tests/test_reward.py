@@ -59,7 +59,7 @@ def test_scoring_format_is_the_chat_template_and_what_trl_trains_on(tiny):
     text = reward.scoring_text(tok, "What is 2 plus 3?", "5")
     assert text == tok.apply_chat_template([{"role": "user", "content": "What is 2 plus 3?"},
                                             {"role": "assistant", "content": "5"}], tokenize=False)
-    assert text == "<|user|>What is 2 plus 3?<|assistant|>5<eos>"
+    assert text == "<|user|>What is 2 plus 3?<|assistant|> 5<eos>"
     row = reward.to_trl([{"prompt": "What is 2 plus 3?", "chosen": "5", "rejected": "7"}])[0]
     trl_ids = _tokenize(tok, row["prompt"] + row["chosen"])["input_ids"]  # what RewardTrainer feeds the model
     assert trl_ids == tok(text, add_special_tokens=False)["input_ids"]
@@ -173,6 +173,8 @@ def test_split_by_prompt_keeps_prompts_on_one_side():
     assert len(train) + len(held) == 30 and held
     assert not {p["prompt"] for p in train} & {p["prompt"] for p in held}
     assert reward.split_by_prompt(pairs, 0.0, seed=1)[1] == []
+    one = [{"prompt": "q", "chosen": "a", "rejected": f"b{i}"} for i in range(2)]
+    assert reward.split_by_prompt(one, 0.3, seed=1) == (one, [])  # the only prompt trains, never all held out
 
 
 def test_verifier_agreement_ranks_and_lists_the_worst():

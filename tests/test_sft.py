@@ -19,6 +19,21 @@ def run_with_pretrain(smoke_run, tmp_path):
     return dst
 
 
+def test_answer_copies_the_prompts_tokens(smoke_run):
+    """A name the answer copies from the story is the same tokens in both: the answer starts with a space."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
+    story = "Yesterday, Lena went to the park. Lena gave the kite to Tomar.\nQuestion: Who got the kite?"
+    rec = sft.to_prompt_completion(tok, [{"prompt": story, "answer": "Tomar"}])[0]
+    assert rec["completion"] == " Tomar" + tok.eos_token
+    prompt_ids = tok(rec["prompt"], add_special_tokens=False).input_ids
+    answer_ids = tok(rec["completion"], add_special_tokens=False).input_ids[:-1]
+    assert any(prompt_ids[i:i + len(answer_ids)] == answer_ids for i in range(len(prompt_ids)))
+    # ...and it is what the chat template renders, so SFT trains on the text the reward model reads.
+    assert rec["prompt"] + rec["completion"] == tok.apply_chat_template(
+        [{"role": "user", "content": story}, {"role": "assistant", "content": "Tomar"}], tokenize=False)
+
+
 def test_response_only_loss_masks_prompt_and_trains_eos(smoke_run):
     """TRL's collated batch: prompt labels are -100; the response is a target through EOS."""
     import trl
@@ -34,10 +49,11 @@ def test_response_only_loss_masks_prompt_and_trains_eos(smoke_run):
     for row, rec in zip(range(2), recs):
         labels = batch["labels"][row]
         n_prompt = len(tok(rec["prompt"], add_special_tokens=False).input_ids)
-        n_resp = len(tok(rec["completion"], add_special_tokens=False).input_ids) + 1  # + EOS
+        n_resp = len(tok(rec["completion"], add_special_tokens=False).input_ids)  # the completion ends in EOS
         assert (labels[:n_prompt] == -100).all()
         targets = labels[labels != -100]
         assert len(targets) == n_resp and targets[-1].item() == tok.eos_token_id
+        assert targets[-2].item() != tok.eos_token_id  # TRL did not add a second EOS
     # Changing what sits under masked labels changes nothing: the loss depends on response targets only.
     out1 = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=batch["labels"]).loss
     fake = batch["labels"].clone()

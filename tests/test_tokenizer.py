@@ -39,7 +39,7 @@ def test_chat_template_marks_the_assistant_and_ends_with_eos():
     assert prompt == "<|user|>What is 2 plus 3?<|assistant|>"
     full = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "5"}],
                                    tokenize=False)
-    assert full == prompt.replace("What is 2 plus 3?", "hi") + "5<eos>"
+    assert full == prompt.replace("What is 2 plus 3?", "hi") + " 5<eos>"  # the answer starts with a space
     enc = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "5"}],
                                   tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     ids, mask = enc["input_ids"], enc["assistant_masks"]
