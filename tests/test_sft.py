@@ -34,6 +34,17 @@ def test_answer_copies_the_prompts_tokens(smoke_run):
         [{"role": "user", "content": story}, {"role": "assistant", "content": "Tomar"}], tokenize=False)
 
 
+def test_hub_template_completion_ends_at_eos(smoke_run):
+    """A ChatML-style hub template writes "<|im_end|>\n" after the answer: the completion stops at EOS."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<eos>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    rec = sft.to_prompt_completion(tok, [{"prompt": "What is 2 plus 3?", "answer": "5"}])[0]
+    assert rec["prompt"] == "<|im_start|>user\nWhat is 2 plus 3?<eos>\n<|im_start|>assistant\n"
+    assert rec["completion"] == "5<eos>"
+
+
 def test_response_only_loss_masks_prompt_and_trains_eos(smoke_run):
     """TRL's collated batch: prompt labels are -100; the response is a target through EOS."""
     import trl
