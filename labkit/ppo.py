@@ -107,7 +107,7 @@ from .config import ConfigError, make_config, set_threads
 from .live import LiveChart, progress
 from .models import count_params, objective_of
 from .runs import Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl
-from .tokenizer import ensure_chat_ready, format_prompt
+from .tokenizer import conversation, ensure_chat_ready, format_prompt
 
 
 @dataclass
@@ -478,8 +478,7 @@ def reward_model_scores(rm, rm_tok, instructions: list[str], responses: list[str
     limit = getattr(rm.config, "max_position_embeddings", None)
     scores = []
     for s in range(0, len(instructions), batch_size):
-        texts = [rm_tok.apply_chat_template([{"role": "user", "content": i}, {"role": "assistant", "content": r}],
-                                            tokenize=False)
+        texts = [rm_tok.apply_chat_template(conversation(i, r), tokenize=False)  # = reward.scoring_text
                  for i, r in zip(instructions[s:s + batch_size], responses[s:s + batch_size])]
         enc = rm_tok(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False,
                      truncation=limit is not None, max_length=limit).to(device)
