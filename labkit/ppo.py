@@ -82,7 +82,9 @@ the KL estimate), ``ppo/kl_coef``, ``ppo/reward`` (score + KL penalty),
 ``ppo/response_len``, ``ppo/eos_rate``, ``ppo/epochs``,
 ``ppo/ratio_dev_first``, ``ppo/gen_seconds``, ``ppo/step_seconds``.
 Evaluation (eval.json, ``before``/``after``): ``true_greedy``,
-``true_sampled``, ``kl``, ``rm_score``, ``stop_rate``, ``length``.
+``true_sampled`` (mean of ``eval_samples`` samples a prompt), ``pass_at_k``
+(share of prompts with a right sample among them), ``kl``, ``rm_score``,
+``stop_rate``, ``length``.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class PPOConfig:
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
     n_prompts: int = field(default=4000, metadata={"help": "world train tasks in the prompt pool"})
     n_eval: int = field(default=200, metadata={"help": "held-out prompts for the before/after evaluation"})
+    eval_samples: int = field(default=8, metadata={"help": "samples per held-out prompt, at the rollout temperature: the sampled true score is their mean, and pass@k the share of prompts answered right at least once (the most that reinforcing the policy's own samples can reach)"})
     max_prompt_tokens: int = field(default=112, metadata={"help": "drop prompts longer than this many tokens"})
     # models
     init_from: str = field(default="sft", metadata={"help": "policy start: 'sft' (this run's stage 2 model) or a checkpoint folder"})
@@ -172,7 +175,7 @@ class PPOConfig:
 
 
 PRESETS = {
-    "smoke": dict(threads=1, n_prompts=64, n_eval=8, rollout_batch_size=8, minibatch_size=4, max_new_tokens=8, total_steps=4,
+    "smoke": dict(threads=1, n_prompts=64, n_eval=8, eval_samples=2, rollout_batch_size=8, minibatch_size=4, max_new_tokens=8, total_steps=4,
                   ppo_epochs=2, checkpoint_interval=2, alarm_window=4),
     # The dataclass defaults are the cpu preset, on one thread: its models are too small for intra-op
     # threads to pay, and on a busy 2-core machine two threads made sampling 25x slower (spin-waiting).
@@ -189,7 +192,7 @@ CHART = {"learned reward": ["ppo/rm_score", "ppo/score"], "true score (%)": ["pp
          "KL to reference": ["ppo/kl"], "losses": ["ppo/pg_loss", "ppo/vf_loss"],
          "update size": ["ppo/clipfrac", "ppo/approx_kl"]}
 # Fields that may change between an interrupted run and its resume.
-_RESUMABLE_CHANGES = {"total_steps", "checkpoint_interval", "resume", "device", "threads", "n_eval",
+_RESUMABLE_CHANGES = {"total_steps", "checkpoint_interval", "resume", "device", "threads", "n_eval", "eval_samples",
                       "alarm_window", "alarm_true_drop", "alarm_kl", "gpu_memory_gb"}
 
 
@@ -199,7 +202,7 @@ def config(preset: str = "cpu", **overrides) -> PPOConfig:
 
 def _check(cfg: PPOConfig) -> None:
     for name in ("rollout_batch_size", "samples_per_prompt", "minibatch_size", "max_new_tokens", "total_steps", "ppo_epochs",
-                 "n_eval", "checkpoint_interval", "lora_r"):
+                 "n_eval", "eval_samples", "checkpoint_interval", "lora_r"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.reward not in ("model", "verifier"):
@@ -600,8 +603,12 @@ def token_kl(policy, ref, tokenizer, instruction: str, response: str, temperatur
 
 @torch.no_grad()
 def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cfg: PPOConfig, acc, autocast) -> tuple[dict, list]:
-    """Greedy and sampled true score, KL to the reference (exact, per response) and reward-model score.
+    """Greedy and sampled true score, pass@k, KL to the reference (exact, per response) and reward-model score.
 
+    Each prompt gets ``eval_samples`` samples at the rollout temperature. Their mean is the sampled
+    true score; pass@k is the share of prompts with at least one right sample. The policy gradient
+    only ever reinforces answers the policy samples (a prompt it never answers right gives no
+    signal), so pass@k of the SFT model bounds what PPO can reach on these prompts.
     Tasks are split over processes and the rows gathered. Sampling uses a fixed
     seed (the same before and after training) and leaves the training RNG alone.
     """
@@ -614,17 +621,24 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
             chunk = mine[s:s + cfg.rollout_batch_size]
             instr = [t["prompt"] for t in chunk]
             greedy = sample(pv.policy, tokenizer, instr, cfg.max_new_tokens, None, autocast)
-            sampled = sample(pv.policy, tokenizer, instr, cfg.max_new_tokens, cfg.temperature, autocast)
+            draws = [sample(pv.policy, tokenizer, instr, cfg.max_new_tokens, cfg.temperature, autocast)
+                     for _ in range(cfg.eval_samples)]
+            sampled = draws[0]  # the one whose KL and reward-model score are reported
             kl = _exact_kl(pv, ref, sampled, cfg, autocast)
             rm_g = score_fn(chunk, greedy["texts"], greedy["has_eos"], raw=True)
             rm_s = score_fn(chunk, sampled["texts"], sampled["has_eos"], raw=True)
             for i, t in enumerate(chunk):
                 g_ok, s_ok = bool(greedy["has_eos"][i]), bool(sampled["has_eos"][i])
+                verdicts = [true_score(t, d["texts"][i], bool(d["has_eos"][i])) for d in draws]
+                known = t.get("answer") is not None
                 rows.append({"id": t.get("id"), "family": t.get("family"), "prompt": t["prompt"],
                              "answer": t.get("answer"), "greedy": greedy["texts"][i], "greedy_stopped": g_ok,
                              "greedy_correct": true_score(t, greedy["texts"][i], g_ok),
                              "sampled": sampled["texts"][i], "sampled_stopped": s_ok,
-                             "sampled_correct": true_score(t, sampled["texts"][i], s_ok),
+                             "sampled_correct": sum(verdicts) / len(verdicts) if known else None,
+                             "pass_k": float(any(verdicts)) if known else None,
+                             "samples": [d["texts"][i] for d in draws],
+                             "samples_stopped": [bool(d["has_eos"][i]) for d in draws],
                              "sampled_len": int(sampled["mask"][i].sum()), "kl": kl[i].item(),
                              "rm_score": rm_s[i].item(), "rm_score_greedy": rm_g[i].item()})
     rows = gather_object(rows) if acc.num_processes > 1 else rows
@@ -636,6 +650,7 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
         return scale * sum(vals) / len(vals) if vals else None
 
     summary = {"true_greedy": mean("greedy_correct", 100), "true_sampled": mean("sampled_correct", 100),
+               "pass_at_k": mean("pass_k", 100), "k": cfg.eval_samples,
                "kl": mean("kl"), "rm_score": mean("rm_score"), "rm_score_greedy": mean("rm_score_greedy"),
                "stop_rate": mean("sampled_stopped", 100), "length": mean("sampled_len"), "n": len(rows)}
     return summary, rows
@@ -769,6 +784,8 @@ def _save_outputs(stage: Path, policy, tokenizer, cfg: PPOConfig, before_rows: l
                 "before": b["greedy"], "before_correct": b["greedy_correct"],
                 "after": a["greedy"], "after_correct": a["greedy_correct"],
                 "before_sampled": b["sampled"], "after_sampled": a["sampled"],
+                "before_sampled_correct": b["sampled_correct"], "after_sampled_correct": a["sampled_correct"],
+                "before_pass_k": b["pass_k"], "after_pass_k": a["pass_k"],
                 "rm_before": b["rm_score"], "rm_after": a["rm_score"], "kl_after": a["kl"]}
                for b, a in zip(before_rows, after_rows)]
     atomic_write_text(stage / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
@@ -898,7 +915,8 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     gain = (after["true_greedy"] - before["true_greedy"]) if before["true_greedy"] is not None else None
     result = {"ppo/true_score_before": before["true_greedy"], "ppo/true_score_after": after["true_greedy"],
               "ppo/true_score_gain": gain, "ppo/true_sampled_before": before["true_sampled"],
-              "ppo/true_sampled_after": after["true_sampled"], "ppo/rm_score_before": before["rm_score"],
+              "ppo/true_sampled_after": after["true_sampled"], "ppo/pass_at_k_before": before["pass_at_k"],
+              "ppo/pass_at_k_after": after["pass_at_k"], "ppo/rm_score_before": before["rm_score"],
               "ppo/rm_score_after": after["rm_score"], "ppo/kl_after": after["kl"],
               "ppo/stop_rate_after": after["stop_rate"], "ppo/steps": step, "ppo/alarms": len(alarms),
               "ppo/trainable_params": n_trainable,
@@ -911,7 +929,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
                                                 "score_norm": norm, "eval_prompts": len(eval_tasks),
                                                 "train_prompts": len(train_tasks)})
         r.complete("ppo", result["ppo/seconds"], {k: None if result[k] is None else round(result[k], 2) for k in (
-            "ppo/true_score_before", "ppo/true_score_after", "ppo/rm_score_after", "ppo/kl_after")})
+            "ppo/true_score_before", "ppo/true_score_after", "ppo/pass_at_k_before", "ppo/rm_score_after", "ppo/kl_after")})
     acc.wait_for_everyone()
     return result
 

@@ -14,6 +14,7 @@ import torch
 
 from labkit import ppo
 from labkit import ppo_math as pm
+from labkit import world as W
 from labkit.config import ConfigError
 from labkit.runs import Run, StageMissing, read_json, read_jsonl
 
@@ -179,6 +180,28 @@ def test_resume_mid_run_reproduces_the_continuation(smoke_run, base_run, tmp_pat
     assert res["resumed_from"] == 2
     assert _strip(read_jsonl(c.path / "05_ppo" / "metrics.jsonl")) == _strip(read_jsonl(a.path / "05_ppo" / "metrics.jsonl"))
     assert read_json(c.path / "05_ppo" / "eval.json")["after"] == read_json(a.path / "05_ppo" / "eval.json")["after"]
+
+
+def test_evaluation_pass_at_k_counts_any_right_sample(base_run):
+    """pass@k is 1 where any of the k samples is right, the sampled score their mean; the samples repeat by seed."""
+    cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run, eval_samples=3)
+    tasks = [dict(t) for t in ppo.load_prompts(cfg, base_run.world())[1]]
+    no_rm = lambda chunk, texts, eos, raw=False: torch.zeros(len(texts))  # noqa: E731
+    args = (pv, ref, no_rm, tok)
+    first, rows = ppo.evaluate(*args, tasks, cfg, acc, contextlib.nullcontext())
+    assert first["k"] == 3 and all(len(r["samples"]) == 3 for r in rows)
+    assert 0 <= first["true_sampled"] <= first["pass_at_k"] <= 100
+    for t, r in zip(tasks, rows):
+        t["answer"] = r["samples"][-1]  # the last sample is right by construction, where it stopped
+    again, rows2 = ppo.evaluate(*args, tasks, cfg, acc, contextlib.nullcontext())  # same seed: same samples
+    assert [r["samples"] for r in rows2] == [r["samples"] for r in rows]
+    assert any(r["samples_stopped"][-1] for r in rows2), "the stand-in model should stop on some prompt"
+    for t, r in zip(tasks, rows2):
+        right = [float(ok and W.verify(t, x)) for x, ok in zip(r["samples"], r["samples_stopped"])]
+        assert r["pass_k"] == max(right) and r["sampled_correct"] == pytest.approx(sum(right) / 3)
+        assert r["sampled"] == r["samples"][0]
+    assert again["pass_at_k"] == pytest.approx(100 * sum(r["samples_stopped"][-1] for r in rows2) / len(rows2))
+    assert again["true_sampled"] == pytest.approx(100 * sum(r["sampled_correct"] for r in rows2) / len(rows2))
 
 
 def test_verifier_reward_full_finetuning_and_eos_penalty(base_run, tmp_path):
