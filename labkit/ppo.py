@@ -109,7 +109,8 @@ from .config import ConfigError, make_config, set_threads
 from .live import LiveChart, progress
 from .models import count_params, objective_of
 from .runs import Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl
-from .tokenizer import conversation, ensure_chat_ready, format_prompt
+from .reward import scoring_text
+from .tokenizer import ensure_chat_ready, format_prompt
 
 
 @dataclass
@@ -473,7 +474,7 @@ def reward_model_scores(rm, rm_tok, instructions: list[str], responses: list[str
                         autocast=contextlib.nullcontext()) -> torch.Tensor:
     """The reward model's score of each (instruction, response) as a chat, [B] on the CPU.
 
-    The text is the chat template of the conversation
+    The text is ``reward.scoring_text``, what the reward model was trained on
     ("<|user|>...<|assistant|> response<eos>"), right-padded; the score is the logit at the last non-pad
     token, as transformers' sequence classification computes it.
     """
@@ -481,8 +482,7 @@ def reward_model_scores(rm, rm_tok, instructions: list[str], responses: list[str
     limit = getattr(rm.config, "max_position_embeddings", None)
     scores = []
     for s in range(0, len(instructions), batch_size):
-        texts = [rm_tok.apply_chat_template(conversation(i, r), tokenize=False)  # = reward.scoring_text
-                 for i, r in zip(instructions[s:s + batch_size], responses[s:s + batch_size])]
+        texts = [scoring_text(rm_tok, i, r) for i, r in zip(instructions[s:s + batch_size], responses[s:s + batch_size])]
         enc = rm_tok(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False,
                      truncation=limit is not None, max_length=limit).to(device)
         with torch.no_grad(), autocast:
