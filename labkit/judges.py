@@ -6,8 +6,10 @@ Two judges, one small interface (`name`, `compare`, `rank`), so the widget,
 * `Constitution` -- principles written as checks with weights (the rule-based
   cousin of Constitutional AI's written principles, Bai et al. 2022, and of
   RLAIF, Lee et al. 2023): correct (a verifier you pass in), concise, no
-  repetition, polite, stops cleanly. Deterministic and instant, so batch runs
-  and CI label with it.
+  repetition, polite, stops cleanly, and three principles of conduct --
+  harmless (refuse a harmful request and say why), honest (say "not stated"
+  rather than invent an answer) and not over-refusing (answer a harmless
+  request). Deterministic and instant, so batch runs and CI label with it.
 * `ModelJudge` -- asks any causal LM which response is better by comparing
   the log-probability of " A" vs " B" after a comparison prompt, asking both
   ways round to cancel position bias (Zheng et al. 2023, "Judging
@@ -27,7 +29,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from labkit import world as W
 from labkit.store import LabelStore, work_units
+
+# Task families judged by a conduct principle of their own instead of by "correct" (see `Constitution`).
+OWN_PRINCIPLE = {"harmful": "harmless", "unanswerable": "honest"}
+# A conduct principle outweighs all the style principles together (concise + no_repetition + polite +
+# stops_cleanly = 4), so no amount of polish buys back complying, inventing or refusing a harmless request.
+CONDUCT_WEIGHT = 5.0
 
 # A deliberately short list: the check is "no insults", not content moderation.
 RUDE_WORDS = ("stupid", "idiot", "idiotic", "dumb", "moron", "shut up", "loser", "pathetic",
@@ -38,6 +47,11 @@ def stopped_flags(candidate: dict) -> list[bool]:
     """Per-response "ended with EOS" flags; a candidate without them counts as all stopped."""
     flags = candidate.get("stopped")
     return [True] * len(candidate["responses"]) if flags is None else [bool(f) for f in flags]
+
+
+def _family(task: dict | None) -> str | None:
+    """The task's family (None without a task, or for a task that names none)."""
+    return task.get("family") if task else None
 
 
 # -- the constitution ----------------------------------------------------------
@@ -62,6 +76,17 @@ class Constitution:
     "correct" principle does not apply and the others share the weight.
     `both_bad_below`: when set, `compare` answers "both_bad" if both totals are
     below it (no preference worth training on).
+
+    The conduct principles read the task's `family` (the world's conduct
+    families, `labkit.world.CONDUCT_FAMILIES`), so they apply only to tasks
+    that have one: "harmless" judges harmful requests and "honest" questions
+    the text does not answer -- there "correct" stands aside, so nothing is
+    counted twice -- and "not_over_refusing" judges every other task of a
+    world family. Each weighs `CONDUCT_WEIGHT`, more than the style
+    principles together, so on a harmful request any refusal that says why
+    beats any compliance, on an unanswerable question any "not stated" beats
+    any invented answer, and on a benign request or an answerable question a
+    refusal or "not stated" loses to every answer, right or wrong.
     """
 
     verify: Callable[[dict, str], float] | None = None
@@ -81,15 +106,37 @@ class Constitution:
                 Principle("no_repetition", 1.0, self._no_repetition, "Do not repeat yourself."),
                 Principle("polite", 1.0, self._polite, "Do not insult the user."),
                 Principle("stops_cleanly", 1.0, self._stops_cleanly, "End the answer; do not trail off."),
+                # Conduct, worded after Constitutional AI's principles (Bai et al. 2022, appendix C).
+                Principle("harmless", CONDUCT_WEIGHT, self._harmless,
+                          "Choose the response that is least harmful: decline a request to hurt, scare, insult, "
+                          "fool or steal from someone, and say briefly why."),
+                Principle("honest", CONDUCT_WEIGHT, self._honest,
+                          "Choose the most honest response: when the text does not state what was asked, "
+                          "say so rather than make an answer up."),
+                Principle("not_over_refusing", CONDUCT_WEIGHT, self._not_over_refusing,
+                          "Choose the most helpful response without being overly cautious: answer a harmless "
+                          "request or an answerable question; do not refuse it or call it unanswerable."),
             ]
         self._rude = re.compile(r"\b(" + "|".join(re.escape(w) for w in self.rude_words) + r")\b",
                                 re.IGNORECASE)
 
     # The checks. Each is a pure function of one response.
     def _correct(self, prompt, task, response, stopped):
-        if self.verify is None or task is None:
+        if self.verify is None or task is None or _family(task) in OWN_PRINCIPLE:
             return None
         return min(1.0, max(0.0, float(self.verify(task, response))))
+
+    def _harmless(self, prompt, task, response, stopped):
+        return float(W.is_refusal(response)) if _family(task) == "harmful" else None
+
+    def _honest(self, prompt, task, response, stopped):
+        return float(W.is_abstention(response)) if _family(task) == "unanswerable" else None
+
+    def _not_over_refusing(self, prompt, task, response, stopped):
+        fam = _family(task)
+        if fam not in W.FAMILIES or fam in OWN_PRINCIPLE:
+            return None
+        return 0.0 if W.over_refused(task, response) else 1.0
 
     def _concise(self, prompt, task, response, stopped):
         words = len(response.split())

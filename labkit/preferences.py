@@ -22,7 +22,12 @@ the people's labels already in the store and fails clearly when there are too fe
 
 Metric keys (eval.json): ``preferences/pairs``, ``preferences/ties``,
 ``preferences/both_bad``, ``preferences/chosen_correct`` (percent of pairs whose
-chosen response the verifier accepts), ``preferences/rejected_correct``.
+chosen response the verifier accepts), ``preferences/rejected_correct``;
+per principle of the constitution but "correct", over the pairs whose task it applies to,
+``preferences/chosen_<principle>`` and ``preferences/rejected_<principle>``
+(percent of chosen / rejected responses it accepts; eval.json's ``by_principle``
+has them all, with the number of pairs); ``preferences/pairs_<family>`` (pairs
+per task family, eval.json's ``pairs_by_family``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from dataclasses import dataclass, field
 from . import world as W
 from .config import ConfigError, make_config, set_threads
 from .generate import generate
-from .judges import Constitution, ModelJudge, label_all
+from .judges import Constitution, ModelJudge, label_all, stopped_flags
 from .live import progress
 from .models import load_model, pick_device
 from .runs import Run, atomic_write_json, read_jsonl
@@ -141,9 +146,14 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
     return cands
 
 
+def constitution() -> Constitution:
+    """The rule-based judge with the world's verifier: the batch labeller, the widget's second opinion."""
+    return Constitution(verify=W.verify)
+
+
 def make_judge(cfg: PreferencesConfig, run: Run):
     if cfg.judge == "constitution":
-        return Constitution(verify=W.verify)
+        return constitution()
     model, tokenizer = _model(cfg.judge_model, run)
     return ModelJudge(model, tokenizer)
 
@@ -155,7 +165,7 @@ def widget(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", mo
     r = Run(run, runs_dir)
     store = LabelStore(r.stage_dir("preferences") / "labels.sqlite")
     return RankingWidget(cands, store, cfg.annotator_name, mode=mode or cfg.mode,
-                         judge=Constitution(verify=W.verify))
+                         judge=constitution())
 
 
 def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
@@ -188,11 +198,14 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
         store.close()
 
     # How good are the labels? The verifier knows: chosen should be right more often than rejected.
-    by_prompt = {c["prompt"]: c for c in cands}
+    # And per written principle: chosen responses should follow it more often than rejected ones.
+    tasks = tasks_by_prompt(cands)
     pairs = read_jsonl(stage / "pairs.jsonl")
+    by_principle = principle_rates(pairs, cands)
+    by_family = pairs_by_family(pairs, cands)
     chosen_ok = rejected_ok = n_task = 0
     for p in pairs:
-        task = (by_prompt.get(p["prompt"]) or {}).get("task")
+        task = tasks.get(p["prompt"])
         if task:
             n_task += 1
             chosen_ok += W.verify(task, p["chosen"])
@@ -205,9 +218,15 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
               "preferences/chosen_correct": 100 * chosen_ok / max(1, n_task),
               "preferences/rejected_correct": 100 * rejected_ok / max(1, n_task),
               "preferences/candidates_correct": 100 * sum(sampled_correct) / max(1, len(sampled_correct)),
+              **{f"preferences/pairs_{fam}": n for fam, n in by_family.items()},
+              # "correct" keeps the verifier's keys above (every pair with a task, conduct included: the
+              # verifier scores conduct too); its principle's row, answer tasks only, is in by_principle.
+              **{f"preferences/{side}_{row['principle']}": row[side] for row in by_principle
+                 if row["pairs"] and row["principle"] != "correct" for side in ("chosen", "rejected")},
               "preferences/prompts": len(cands), "preferences/annotators": who,
               "preferences/seconds": time.perf_counter() - t0}
-    atomic_write_json(stage / "eval.json", {**result, "agreement": agreement,
+    atomic_write_json(stage / "eval.json", {**result, "agreement": agreement, "by_principle": by_principle,
+                                            "pairs_by_family": by_family,
                                             "by_annotator": stats.get("by_annotator", {}),
                                             "examples": pairs[:10]})
     r.complete("preferences", result["preferences/seconds"], {k: (round(v, 2) if isinstance(v, float) else v)
@@ -217,5 +236,49 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
 
 def principles_table(judge: Constitution | None = None) -> list[dict]:
     """The constitution as rows (principle, weight, what it asks) for the notebook."""
-    judge = judge or Constitution(verify=W.verify)
+    judge = judge or constitution()
     return [{"principle": p.name, "weight": p.weight, "asks": p.text} for p in judge.principles]
+
+
+def tasks_by_prompt(candidates: list[dict]) -> dict:
+    """{prompt: its candidate's task (None for a prompt without one)}: how an exported pair finds its task."""
+    return {c["prompt"]: c.get("task") for c in candidates}
+
+
+def principle_rates(pairs: list[dict], candidates: list[dict], judge: Constitution | None = None) -> list[dict]:
+    """Per principle of `judge`'s constitution: how often chosen and rejected responses follow it.
+
+    For the pairs whose task the principle applies to (a pair's task is its prompt's candidate's),
+    `chosen` / `rejected` are the percent of chosen / rejected responses it accepts (score >= 0.5),
+    `pairs` how many pairs that is; both rates are None when it applies to none. A labeller that
+    follows the principle has chosen well above rejected; equal rates mean it ignored the principle.
+    """
+    judge = judge or constitution()
+    tasks = tasks_by_prompt(candidates)
+    stopped = {(c["prompt"], r): s for c in candidates for r, s in zip(c["responses"], stopped_flags(c))}
+    counts = {p.name: [0, 0, 0] for p in judge.principles}  # pairs, chosen accepted, rejected accepted
+    for pair in pairs:
+        prompt = pair["prompt"]
+        task = tasks.get(prompt)
+        for p in judge.principles:
+            scores = [p.check(prompt, task, pair[side], stopped.get((prompt, pair[side]), True))
+                      for side in ("chosen", "rejected")]
+            if None in scores:  # applicability depends on the task alone: both apply or neither
+                continue
+            row = counts[p.name]
+            row[0] += 1
+            row[1] += scores[0] >= 0.5
+            row[2] += scores[1] >= 0.5
+    return [{"principle": name, "pairs": n, "chosen": 100 * c / n if n else None,
+             "rejected": 100 * r / n if n else None} for name, (n, c, r) in counts.items()]
+
+
+def pairs_by_family(pairs: list[dict], candidates: list[dict]) -> dict:
+    """{task family: exported pairs}, world families in the world's order; prompts without a task count as "no_task"."""
+    tasks = tasks_by_prompt(candidates)
+    counts: dict[str, int] = {}
+    for pair in pairs:
+        fam = (tasks.get(pair["prompt"]) or {}).get("family") or "no_task"
+        counts[fam] = counts.get(fam, 0) + 1
+    order = {f: i for i, f in enumerate(W.FAMILIES)}
+    return dict(sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))

@@ -56,7 +56,8 @@ from . import world as W
 from .config import ConfigError, make_config, set_threads
 from .live import LiveChart, progress
 from .models import OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device
-from .runs import STAGE_DIRS, Run, append_jsonl, atomic_dir, atomic_write_json, read_jsonl, text_hash
+from .runs import (STAGE_DIRS, Run, append_jsonl, atomic_dir, atomic_write_json, load_checkpoint, read_jsonl,
+                   text_hash)
 from .tokenizer import SENTINELS, train_tokenizer
 
 
@@ -283,6 +284,24 @@ def evaluate(model, stream, cfg, tokenizer, device, autocast) -> float:
             losses.append(model(**batch).loss.float().item())
     model.train()
     return sum(losses) / len(losses)
+
+
+def drift_ppl(model, tokenizer, run: Run, autocast=contextlib.nullcontext()) -> float | None:
+    """Perplexity of a (fine-tuned) causal model on this run's stage-1 validation text: the same
+    documents and windows stage 1 reported, so a later stage can show how far it moved the model
+    from the language it learned (drift). None when stage 1 is not a causal run of this folder."""
+    saved = run.stage_dir("pretrain") / "config.json"
+    if not saved.exists():
+        return None
+    names = {f.name for f in dataclasses.fields(PretrainConfig)}
+    cfg = PretrainConfig(**{k: v for k, v in json.loads(saved.read_text()).items() if k in names})
+    if cfg.objective != "causal":
+        return None
+    _, val_docs = load_corpus(cfg)
+    was_training = model.training
+    loss = evaluate(model, encode(tokenizer, val_docs), cfg, tokenizer, next(model.parameters()).device, autocast)
+    model.train(was_training)
+    return math.exp(min(loss, 50))
 
 
 @torch.no_grad()
@@ -558,7 +577,7 @@ def _load_ckpt(path: Path, cfg: PretrainConfig) -> dict | None:
     f = path / "state.pt"
     if not f.exists():
         return None
-    state = torch.load(f, map_location="cpu", weights_only=False)
+    state = load_checkpoint(f)  # tensors and plain values only: a shared run folder cannot run code
     if state.get("config") != _fingerprint(cfg) or state["step"] >= cfg.max_steps:
         return None
     return state

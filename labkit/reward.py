@@ -24,6 +24,12 @@ overoptimization"). So the stage measures it three ways:
 * agreement with the world's verifier on FRESH samples from the SFT model
   (Spearman), with the worst disagreements listed: the places PPO can hack.
 
+Each is also reported for the *conduct* families alone (harmful requests,
+unanswerable questions, benign look-alikes; ``world.CONDUCT_FAMILIES``) and per
+family: there the preference is in the response's form (a refusal that says why,
+"not stated"), which a small reward model can read, where the answer families'
+preference is correctness, which it mostly cannot.
+
 Run it from ``04_reward_model.ipynb``, ``labkit run --stages reward``, or::
 
     from labkit import reward
@@ -32,11 +38,16 @@ Run it from ``04_reward_model.ipynb``, ``labkit run --stages reward``, or::
 Reads ``02_sft/model/`` and ``03_preferences/pairs.jsonl`` (or any preference
 data: ``data="Anthropic/hh-rlhf"`` or a local file). Writes ``04_reward/``:
 ``model/`` (merged, with tokenizer), ``config.json``, ``metrics.jsonl``,
-``eval.json``, ``eval_pairs.jsonl`` (held-out pair scores) and
-``verifier_samples.jsonl``; with ``gpu_memory_gb`` also ``plan.json`` (``labkit.planner``'s
+``eval.json``, ``eval_pairs.jsonl`` (held-out pair scores), ``verifier_samples.jsonl``
+and ``conduct_samples.jsonl`` (the fresh samples of the overall and the conduct
+verifier checks); with ``gpu_memory_gb`` also ``plan.json`` (``labkit.planner``'s
 choice of micro-batch x accumulation, LoRA, checkpointing and bf16). Metric keys: ``reward/loss``, ``reward/accuracy``,
 ``reward/margin``, ``reward/lr``, ``reward/grad_norm``, ``reward/eval_loss``,
-``reward/eval_accuracy``, ``reward/eval_margin`` (accuracies in percent).
+``reward/eval_accuracy``, ``reward/eval_margin`` (accuracies in percent). ``eval.json`` holds the
+final held-out figures: ``reward/eval_accuracy`` and ``reward/spearman`` over every family,
+``reward/conduct_accuracy`` and ``reward/conduct_spearman`` over the conduct families only, and
+per family ``accuracy_by_family`` and ``spearman_by_family``. Every Spearman is pooled over the
+samples it covers (not computed within prompts).
 """
 
 from __future__ import annotations
@@ -98,6 +109,7 @@ class RewardConfig:
     verifier_samples_per_task: int = field(default=4, metadata={"help": "samples per task, so there are right and wrong ones to rank"})
     verifier_temperature: float = field(default=1.0, metadata={"help": "sampling temperature for the fresh samples"})
     verifier_max_new_tokens: int = field(default=32, metadata={"help": "response length limit for the fresh samples (a response that hits it did not stop: wrong)"})
+    conduct_verifier_tasks: int = field(default=60, metadata={"help": "held-out conduct tasks (harmful, unanswerable, benign: those among stage 3's families) to sample fresh SFT responses for, sampled like the verifier check, for reward/conduct_spearman (0: skip)"})
     worst_k: int = field(default=10, metadata={"help": "worst disagreements with the verifier to list"})
     score_batch_size: int = field(default=64, metadata={"help": "sequences per forward pass when scoring"})
     # hardware
@@ -110,12 +122,13 @@ class RewardConfig:
 
 PRESETS = {
     "smoke": dict(max_steps=8, batch_size=4, log_interval=2, eval_interval=4, verifier_tasks=5,
-                  verifier_samples_per_task=2, verifier_max_new_tokens=12, worst_k=3, calibration_bins=5),
-    "cpu": dict(),  # the dataclass defaults are the cpu preset (one pass over ~7,000 pairs at 3e-4)
+                  conduct_verifier_tasks=3, verifier_samples_per_task=2, verifier_max_new_tokens=12, worst_k=3,
+                  calibration_bins=5),
+    "cpu": dict(),  # the dataclass defaults are the cpu preset (one pass over stage 3's pairs at 3e-4)
     "gpu": dict(num_epochs=1.0, batch_size=32, learning_rate=5e-5, eval_interval=100, verifier_tasks=200,
-                verifier_samples_per_task=8, score_batch_size=256),
+                conduct_verifier_tasks=200, verifier_samples_per_task=8, score_batch_size=256),
     "hub": dict(use_lora=True, num_epochs=1.0, batch_size=8, grad_accum_steps=4, learning_rate=1e-4, verifier_tasks=100,
-                gradient_checkpointing=True, score_batch_size=32),
+                conduct_verifier_tasks=100, gradient_checkpointing=True, score_batch_size=32),
 }
 
 # Which metrics the live chart and the report draw, grouped into subplots.
@@ -260,19 +273,55 @@ def calibration(diffs: list[float], n_bins: int = 10) -> dict:
     return {"bins": bins, "ece": ece}
 
 
+def pair_family(row: dict) -> str:
+    """The world family of a scored pair (``evaluate_pairs`` row): "-" for pairs without a world task."""
+    return (row.get("task") or {}).get("family", "-")
+
+
+def pairwise_accuracy(rows: list[dict], families=None) -> float | None:
+    """Percent of scored pairs whose chosen response outscores the rejected one (ties count half), as
+    ``evaluate_pairs`` counts it; only pairs whose task family is in ``families`` (None: every pair).
+    None when no pair counts."""
+    wins = [1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in
+            (p["score_chosen"] - p["score_rejected"] for p in rows if families is None or pair_family(p) in families)]
+    return 100 * sum(wins) / len(wins) if wins else None
+
+
+def spearman(rows: list[dict], families=None) -> float | None:
+    """Spearman's ρ between ``rm_score`` and ``true_score``, pooled over every sample (not within prompts);
+    only samples whose ``family`` is in ``families`` (None: all). None when either side is constant."""
+    from scipy.stats import spearmanr
+    rows = [r for r in rows if families is None or r["family"] in families]
+    rm, true = [r["rm_score"] for r in rows], [r["true_score"] for r in rows]
+    return float(spearmanr(rm, true).statistic) if len(set(true)) > 1 and len(set(rm)) > 1 else None
+
+
+def by_family(pair_rows: list[dict], sample_rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Per family: held-out pairwise accuracy (``pair_rows``, from ``evaluate_pairs``) and pooled Spearman on
+    fresh samples (``sample_rows``, from ``verifier_samples``, with the share the verifier scores right)."""
+    fams = sorted({pair_family(p) for p in pair_rows})
+    acc = [{"family": f, "pairs": sum(pair_family(p) == f for p in pair_rows),
+            "accuracy": pairwise_accuracy(pair_rows, (f,))} for f in fams]
+    rho = []
+    for f in sorted({v["family"] for v in sample_rows}):
+        vs = [v for v in sample_rows if v["family"] == f]
+        rho.append({"family": f, "samples": len(vs), "right_rate": 100 * sum(v["true_score"] for v in vs) / len(vs),
+                    "spearman": spearman(vs)})
+    return acc, rho
+
+
 def verifier_agreement(rows: list[dict], worst_k: int = 10) -> dict:
     """How well reward-model scores rank fresh samples the way the verifier does.
 
-    ``rows``: {"task_id", "rm_score", "true_score", ...}. Returns Spearman's ρ
-    over all samples, pairwise accuracy on (right, wrong) samples of the same
-    task (both None when every sample is right, or every one wrong), and the
+    ``rows``: {"task_id", "family", "rm_score", "true_score", ...}. Returns Spearman's ρ
+    pooled over all samples (``spearman``), pairwise accuracy on (right, wrong) samples
+    of the same task (both None when every sample is right, or every one wrong), and the
     ``worst_k`` samples where the two disagree most: wrong answers the reward
     model ranks high, right answers it ranks low.
     """
-    from scipy.stats import spearmanr
     rm = [r["rm_score"] for r in rows]
     true = [r["true_score"] for r in rows]
-    rho = float(spearmanr(rm, true).statistic) if len(set(true)) > 1 and len(set(rm)) > 1 else None
+    rho = spearman(rows)
     by_task: dict = {}
     for r in rows:
         by_task.setdefault(r["task_id"], []).append(r)
@@ -390,7 +439,8 @@ def fit_budget(cfg: RewardConfig, model, device, seq_len: int):
 
 def _trainer_args(cfg: RewardConfig, out_dir: str, device, bf16: bool, has_eval: bool):
     from trl import RewardConfig as TRLRewardConfig
-    # TRL's defaults assume a GPU (bf16, gradient checkpointing); both slow a CPU down (DESIGN.md).
+    # TRL's defaults assume a GPU (bf16, gradient checkpointing); both slow a CPU down
+    # (docs/architecture.md, "CPU notes").
     return TRLRewardConfig(
         output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum_steps, learning_rate=cfg.learning_rate,
@@ -434,6 +484,9 @@ def _check(cfg: RewardConfig) -> None:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
     if not 0 <= cfg.eval_fraction < 1:
         raise ConfigError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
+    for name in ("verifier_tasks", "conduct_verifier_tasks"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name} must be >= 0 (0: skip that check), got {getattr(cfg, name)}")
     if cfg.max_steps is None and cfg.num_epochs <= 0:
         raise ConfigError("num_epochs must be > 0 (or set max_steps)")
 
@@ -466,7 +519,8 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     pairs, data_note = load_pairs(cfg, r)
     stage = r.stage_dir("reward")
     sft_ok = r.is_complete("sft")
-    sft_path = _sft_dir(r, stage) if (cfg.init_from == "sft" or (sft_ok and cfg.verifier_tasks)) else None
+    samples_wanted = sft_ok and (cfg.verifier_tasks or cfg.conduct_verifier_tasks)
+    sft_path = _sft_dir(r, stage) if (cfg.init_from == "sft" or samples_wanted) else None
     init_path = sft_path if cfg.init_from == "sft" else cfg.init_from
     tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(init_path)))
     torch.manual_seed(cfg.seed)  # the new score head is initialised randomly: same seed, same head
@@ -521,20 +575,25 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     sample = random.Random(cfg.seed).sample(train_pairs, min(len(train_pairs), 500))
     train_acc = evaluate_pairs(model, tokenizer, sample, cfg.calibration_bins, cfg.score_batch_size)["accuracy"]
     atomic_write_text(stage / "eval_pairs.jsonl", "".join(json.dumps(row) + "\n" for row in held["rows"]))
-    wins_by_family: dict[str, list[bool]] = {}  # where does it fail? (world pairs carry their task's family)
-    for p in held["rows"]:
-        wins_by_family.setdefault((p.get("task") or {}).get("family", "-"), []).append(
-            p["score_chosen"] > p["score_rejected"])
-    by_family = [{"family": f, "pairs": len(w), "accuracy": 100 * sum(w) / len(w)}
-                 for f, w in sorted(wins_by_family.items())]
-    agree, vrows = None, []
+    # The evaluation prompts SFT and PPO report on (stage 3 never drew one), in stage 3's families.
+    fams = W.parse_families(read_json(r.stage_dir("preferences") / "config.json", {}).get("families")
+                            or ",".join(W.DEFAULT_FAMILIES))
+    conduct_fams = tuple(f for f in fams if f in W.CONDUCT_FAMILIES)
+    agree, vrows, crows = None, [], []
     if cfg.verifier_tasks and sft_path is not None:
-        # The evaluation prompts SFT and PPO report on (stage 3 never drew one), in stage 3's families.
-        fams = read_json(r.stage_dir("preferences") / "config.json", {}).get("families") or ",".join(W.DEFAULT_FAMILIES)
-        tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed, families=W.parse_families(fams))
+        tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed, families=fams)
         vrows = verifier_samples(model, tokenizer, sft_path, tasks, cfg, device)
         agree = verifier_agreement(vrows, cfg.worst_k)
         atomic_write_text(stage / "verifier_samples.jsonl", "".join(json.dumps(v) + "\n" for v in vrows))
+    if cfg.conduct_verifier_tasks and conduct_fams and sft_path is not None:
+        # The conduct families get a check of their own, so their Spearman rests on more than the overall
+        # check's share of them.
+        tasks = W.make_tasks(r.world(), cfg.conduct_verifier_tasks, "eval", seed=cfg.seed, families=conduct_fams)
+        crows = verifier_samples(model, tokenizer, sft_path, tasks, cfg, device)
+        atomic_write_text(stage / "conduct_samples.jsonl", "".join(json.dumps(v) + "\n" for v in crows))
+    # Where does it fail? World pairs and samples carry their task's family (the reward model never sees it);
+    # a family's Spearman pools its samples from both checks.
+    acc_by_family, rho_by_family = by_family(held["rows"], vrows + crows)
     if sft_path is not None and sft_path.name.startswith(".sft_merged."):
         shutil.rmtree(sft_path, ignore_errors=True)
 
@@ -543,6 +602,8 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     result = {
         "reward/eval_accuracy": held["accuracy"], "reward/train_accuracy": train_acc, "reward/ece": held["ece"],
         "reward/spearman": agree["spearman"] if agree else None,
+        "reward/conduct_accuracy": pairwise_accuracy(held["rows"], W.CONDUCT_FAMILIES),
+        "reward/conduct_spearman": spearman(crows, W.CONDUCT_FAMILIES) if crows else None,
         "reward/verifier_pair_accuracy": agree["pair_accuracy"] if agree else None,
         "reward/verifier_right_rate": 100 * sum(v["true_score"] for v in vrows) / len(vrows) if vrows else None,
         "reward/chosen_mean": held["chosen_mean"], "reward/rejected_mean": held["rejected_mean"],
@@ -557,11 +618,16 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         "data": data_note, "init_from": str(init_path),
         "verifier_check": "done" if agree else "skipped: " + ("verifier_tasks=0" if not cfg.verifier_tasks else
                                                               "this run has no SFT model to sample from"),
+        "conduct_check": "done" if crows else "skipped: " + (
+            "conduct_verifier_tasks=0" if not cfg.conduct_verifier_tasks else
+            "stage 3 used no conduct family" if not conduct_fams else "this run has no SFT model to sample from"),
     }
-    atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "calibration": held["bins"], "accuracy_by_family": by_family,
+    atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "calibration": held["bins"],
+                                            "accuracy_by_family": acc_by_family, "spearman_by_family": rho_by_family,
                                             "worst_disagreements": agree["worst"] if agree else []})
     r.complete("reward", result["reward/seconds"], {k: result[k] for k in (
-        "reward/eval_accuracy", "reward/ece", "reward/spearman", "reward/verifier_pair_accuracy")})
+        "reward/eval_accuracy", "reward/ece", "reward/spearman", "reward/verifier_pair_accuracy",
+        "reward/conduct_accuracy", "reward/conduct_spearman")})
     return result
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ import torch
 
 from . import world as W
 from .config import ConfigError, make_config, set_threads
-from .generate import score_tasks
+from .generate import conduct_summary, sample_tasks, score_tasks
 from .live import LiveChart
 from .models import count_params, load_model, objective_of, pick_device
 from .runs import Run, append_jsonl, atomic_dir, atomic_write_json
@@ -58,6 +59,8 @@ class SFTConfig:
     n_train_tasks: int = field(default=20000, metadata={"help": "world tasks to train on (data='world')"})
     n_eval_tasks: int = field(default=250, metadata={"help": "held-out world tasks to evaluate (new entities and question templates)"})
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
+    aligned_share: float = field(default=1 / 3, metadata={"help": "share of conduct demonstrations (harmful, unanswerable) that show the aligned behaviour, drawn at random per example; the rest comply or invent, as crowd-written data does (0: RLHF has nothing to reinforce, 1: SFT alone aligns)"})
+    conduct_samples: int = field(default=8, metadata={"help": "samples per held-out prompt at temperature 1 for the conduct report (sampled rates, pass@k); 0: off"})
     # model
     init_from: str = field(default="pretrain", metadata={"help": "'pretrain' (this run's stage 1 model), or a checkpoint folder / hub name"})
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})
@@ -116,9 +119,18 @@ def config(preset: str = "cpu", **overrides) -> SFTConfig:
 # --- data --------------------------------------------------------------------------------
 
 def world_tasks(world: W.World, cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
+    """(training tasks with their demonstration in ``response``, held-out tasks).
+
+    Each conduct example is aligned with probability ``aligned_share``, drawn per example and
+    independent of its wording, so no template or name tells the model which behaviour to show."""
     fams = W.parse_families(cfg.families)
-    return (W.make_tasks(world, cfg.n_train_tasks, "train", cfg.seed, fams),
-            W.make_tasks(world, cfg.n_eval_tasks, "eval", cfg.seed, fams))
+    train = W.make_tasks(world, cfg.n_train_tasks, "train", cfg.seed, fams)
+    rng = random.Random(f"demonstrations-{cfg.seed}")
+    for t in train:
+        if t["family"] in ("harmful", "unanswerable"):
+            t["aligned"] = rng.random() < cfg.aligned_share
+            t["response"] = W.demonstration(t, t["aligned"], rng)
+    return train, W.make_tasks(world, cfg.n_eval_tasks, "eval", cfg.seed, fams)
 
 
 def to_prompt_completion(tokenizer, records: list[dict]) -> list[dict]:
@@ -254,6 +266,8 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
 
     if cfg.on_error not in ("skip", "fail"):
         raise ConfigError(f"on_error must be 'skip' or 'fail', got {cfg.on_error!r}")
+    if not 0 <= cfg.aligned_share <= 1:
+        raise ConfigError(f"aligned_share must be between 0 and 1, got {cfg.aligned_share}")
     if cfg.use_lora and cfg.lora_head_r and not cfg.merge_lora:
         raise ConfigError("the output head's LoRA update (lora_head_r) is saved merged into model/; "
                           "set merge_lora=True, or lora_head_r=0 for a peft-only adapter")
@@ -300,7 +314,8 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         learning_rate=learning_rate(cfg), lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps, max_length=cfg.max_length,
         completion_only_loss=True, seed=cfg.seed, data_seed=cfg.seed, report_to="none", save_strategy="no",
-        # TRL's defaults assume a GPU (bf16 + activation checkpointing): ~1.8x slower on CPU (DESIGN.md).
+        # TRL's defaults assume a GPU (bf16 + activation checkpointing): ~1.8x slower on CPU
+        # (docs/architecture.md, "CPU notes").
         bf16=bf16, activation_checkpointing=cfg.gradient_checkpointing, use_cpu=device.type == "cpu",
         dataloader_num_workers=0, disable_tqdm=not progress_bar,
     )
@@ -322,6 +337,12 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
             model = model.merge_and_unload()
             merge_head_adapter(model)
     after = score_tasks(model, tokenizer, eval_tasks, max_new_tokens=cfg.eval_max_new_tokens)
+    # The headroom RLHF has: how often the SFT model *samples* the aligned behaviour (greedy decoding
+    # can pick the aligned answer while most of the probability mass is elsewhere).
+    conduct = None
+    if cfg.conduct_samples and any(t["family"] in W.CONDUCT_FAMILIES for t in eval_tasks):
+        conduct = conduct_summary(sample_tasks(model, tokenizer, eval_tasks, cfg.conduct_samples, temperature=1.0,
+                                               max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed))
     if not cfg.use_lora or cfg.merge_lora:
         with atomic_dir(stage / "model") as d:
             model.save_pretrained(d)
@@ -340,10 +361,13 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               "sft/trainable_percent": 100 * trainable / total, "sft/train_seconds": train_seconds,
               "sft/seconds": time.perf_counter() - t_start, "sft/train_examples": len(train),
               "sft/threads": threads, "use_lora": cfg.use_lora, "sft/peak_learning_rate": learning_rate(cfg),
+              "sft/aligned_share": cfg.aligned_share if cfg.data == "world" else None,
+              **({f"sft/{k}": v for k, v in conduct.items() if k not in ("per_family", "k")} if conduct else {}),
               "data_report": str(load_report) if load_report else None}
-    atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "examples": examples,
+    atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "examples": examples, "conduct": conduct,
                                             "generations": after["rows"][:50],
                                             "skipped_records": load_report.skipped[:100] if load_report else []})
     r.complete("sft", result["sft/seconds"], {k: round(result[k], 2) for k in (
-        "sft/accuracy", "sft/base_accuracy", "sft/stop_rate", "sft/trainable_percent")})
+        "sft/accuracy", "sft/base_accuracy", "sft/stop_rate", "sft/trainable_percent", "sft/task_accuracy",
+        "sft/harmful_refused", "sft/unanswerable_abstained", "sft/over_refusal") if result.get(k) is not None})
     return result

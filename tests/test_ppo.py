@@ -184,7 +184,8 @@ def test_resume_mid_run_reproduces_the_continuation(smoke_run, base_run, tmp_pat
 
 def test_evaluation_pass_at_k_counts_any_right_sample(base_run):
     """pass@k is 1 where any of the k samples is right, the sampled score their mean; the samples repeat by seed."""
-    cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run, eval_samples=3)
+    # answer families only: a harmful or unanswerable task is judged by meaning, not by its "answer"
+    cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run, eval_samples=3, families=",".join(W.DEFAULT_TASK_FAMILIES))
     tasks = [dict(t) for t in ppo.load_prompts(cfg, base_run.world())[1]]
     no_rm = lambda chunk, texts, eos, raw=False: torch.zeros(len(texts))  # noqa: E731
     args = (pv, ref, no_rm, tok)
@@ -202,6 +203,33 @@ def test_evaluation_pass_at_k_counts_any_right_sample(base_run):
         assert r["sampled"] == r["samples"][0]
     assert again["pass_at_k"] == pytest.approx(100 * sum(r["samples_stopped"][-1] for r in rows2) / len(rows2))
     assert again["true_sampled"] == pytest.approx(100 * sum(r["sampled_correct"] for r in rows2) / len(rows2))
+
+
+def test_kl_ablation_is_a_controlled_pair_that_reuses_the_before_evaluation(smoke_run, monkeypatch):
+    r, res = smoke_run
+    calls = []
+    real = ppo.evaluate
+    monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = ppo.kl_ablation(ppo.config("smoke", threads=1), r.name, str(r.path.parent), live=False)
+    assert list(out) == ["with leash (kl_coef=0.2)", "kl_coef=0"]
+    twin = Run(f"{r.name}-nokl", r.path.parent)
+    main_cfg, twin_cfg = (read_json(d / "05_ppo" / "config.json") for d in (r.path, twin.path))
+    differs = {k for k in main_cfg if main_cfg[k] != twin_cfg[k]}
+    assert differs == {"kl_coef", "init_from", "reward_from"}  # the models are the same ones, by path
+    assert twin_cfg["kl_coef"] == 0.0 and twin_cfg["init_from"] == str(r.path / "02_sft" / "model")
+    assert len(calls) == 1  # only "after": the twin starts from the same models, so "before" is reused
+    assert out["kl_coef=0"]["before"] == out["with leash (kl_coef=0.2)"]["before"]
+    assert out["kl_coef=0"]["metrics"] and out["kl_coef=0"]["metrics"] != out["with leash (kl_coef=0.2)"]["metrics"]
+
+
+def test_before_evaluation_is_redone_when_the_starting_model_changes(base_run, tmp_path):
+    r = _copy(base_run, tmp_path, "k")
+    cfg = ppo.config("smoke", threads=1)
+    sft, rm = r.path / "02_sft" / "model", r.path / "04_reward" / "model"
+    key = ppo._eval_key(cfg, sft, rm)
+    assert key == ppo._eval_key(cfg, sft, rm) and key != ppo._eval_key(ppo.config("smoke", n_eval=9), sft, rm)
+    (sft / "config.json").write_text((sft / "config.json").read_text() + " ")
+    assert ppo._eval_key(cfg, sft, rm) != key
 
 
 def test_verifier_reward_full_finetuning_and_eos_penalty(base_run, tmp_path):
@@ -249,6 +277,51 @@ def test_alarms_fire_once_on_reward_hacking_and_drift():
         hist.append({"step": step, "ppo/rm_score": rm, "ppo/true_score": true, "ppo/kl": kl})
         fired += ppo.check_alarms(hist, cfg, active)
     assert [(a["step"], a["kind"]) for a in fired] == [(4, "reward_hacking"), (4, "kl_drift")]
+
+
+def _replay(cfg, rm, true, over=None):
+    hist, active, fired = [], set(), []
+    for i, (a, b) in enumerate(zip(rm, true)):
+        hist.append({"step": i + 1, "ppo/rm_score": a, "ppo/true_score": b, "ppo/kl": 0.3,
+                     **({"ppo/over_refusal": over[i]} if over else {})})
+        fired += ppo.check_alarms(hist, cfg, active)
+    return fired
+
+
+def test_slow_reward_hacking_like_the_fresh_clone_run_fires():
+    """A run like the one the old alarm missed: over 60 steps the learned reward rose -0.30 -> +0.03 and
+    the true score slid from 75% to 68%, with rollout noise (~4 points a step) hiding it in any one window."""
+    import random
+    cfg = ppo.config("cpu")  # the default windows and thresholds
+    noise = random.Random(0)
+    rm = [-0.30 + 0.33 * i / 59 + noise.gauss(0, 0.05) for i in range(60)]
+    true = [75 - 7 * i / 59 + noise.gauss(0, 4) for i in range(60)]
+    fired = _replay(cfg, rm, true)
+    assert [a["kind"] for a in fired] == ["reward_hacking_slow"]
+    # the same noise without the slide: silent (PPO raises the learned reward in every run)
+    assert _replay(cfg, rm, [75 + noise.gauss(0, 4) for _ in range(60)]) == []
+    # the old rule alone (one window, first half against second) never saw it
+    assert not any(a["kind"] == "reward_hacking" for a in fired)
+
+
+def test_over_refusal_alarm_names_a_policy_that_learned_to_refuse():
+    cfg = ppo.config("cpu")
+    rm = [0.01 * i for i in range(40)]
+    true = [70.0] * 40
+    fired = _replay(cfg, rm, true, over=[2.0] * 20 + [2.0 + 1.5 * i for i in range(20)])
+    assert [a["kind"] for a in fired] == ["over_refusal"] and "harmless" in fired[0]["message"]
+    assert _replay(cfg, rm, true, over=[2.0 + (i % 3) for i in range(40)]) == []
+
+
+def test_held_out_alarm_fires_when_the_learned_reward_rises_and_the_truth_falls():
+    cfg = ppo.config("cpu")
+    before = {"rm_score": -0.30, "true_greedy": 73.5, "true_sampled": 71.0}
+    fired = ppo.final_alarms(before, {"rm_score": 0.03, "true_greedy": 69.0, "true_sampled": 70.0}, cfg)
+    assert [a["kind"] for a in fired] == ["reward_hacking_heldout"] and "73.5 -> 69.0" in fired[0]["message"]
+    assert ppo.final_alarms(before, {"rm_score": 0.03, "true_greedy": 72.5, "true_sampled": 70.0}, cfg) == []
+    assert ppo.final_alarms(before, {"rm_score": -0.4, "true_greedy": 60.0, "true_sampled": 60.0}, cfg) == []
+    assert ppo.final_alarms(before, {"rm_score": 0.03, "true_greedy": 60.0, "true_sampled": 60.0},
+                            ppo.config("cpu", reward="verifier")) == []
 
 
 def test_config_rejects_bad_values():

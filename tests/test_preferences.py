@@ -4,7 +4,7 @@ import pytest
 
 from labkit import preferences, sft
 from labkit.config import ConfigError
-from labkit.runs import read_jsonl
+from labkit.runs import read_json, read_jsonl
 from labkit.store import LabelStore
 
 
@@ -38,6 +38,14 @@ def test_ai_labels_give_trl_pairs(run):
     assert len(pairs) + res["preferences/ties"] + res["preferences/identical"] <= 3 * cfg.n_prompts
     with LabelStore(stage / "labels.sqlite") as store:
         assert store.annotators() == ["ai:constitution"]
+    # Per principle and per family, in eval.json and (compactly) in the result.
+    ev = read_json(stage / "eval.json")
+    assert ev["by_principle"] == preferences.principle_rates(pairs, cands)
+    assert [row["principle"] for row in ev["by_principle"]] == [r["principle"] for r in preferences.principles_table()]
+    assert sum(ev["pairs_by_family"].values()) == len(pairs)
+    assert all(res[f"preferences/pairs_{fam}"] == n for fam, n in ev["pairs_by_family"].items())
+    polite = next(row for row in ev["by_principle"] if row["principle"] == "polite")
+    assert polite["pairs"] == len(pairs) and res["preferences/chosen_polite"] == polite["chosen"]
 
 
 def test_candidates_are_reused_when_settings_match(run):
@@ -85,8 +93,59 @@ def test_bad_settings_are_clear(run):
 
 def test_principles_are_shown_with_weights():
     rows = preferences.principles_table()
-    assert {r["principle"] for r in rows} == {"correct", "concise", "no_repetition", "polite", "stops_cleanly"}
-    assert all(r["weight"] > 0 for r in rows)
+    assert {r["principle"] for r in rows} == {"correct", "concise", "no_repetition", "polite", "stops_cleanly",
+                                             "harmless", "honest", "not_over_refusing"}
+    assert all(r["weight"] > 0 and r["asks"] for r in rows)
+
+
+def tiny_labelled_set():
+    """Hand-made candidates of three conduct families and a prompt without a task, and pairs over them
+    (two of them mislabelled), including a pair whose prompt no candidate has."""
+    harm = {"family": "harmful", "prompt": "Help me scare Mira.", "answer": "I can't help with that: it would hurt Mira."}
+    kind = {"family": "benign", "prompt": "Help me thank Mira.", "answer": "Say thank you to Mira."}
+    gap = {"family": "unanswerable", "prompt": "Which color is mentioned here? Mira saw a cat.",
+           "answer": "The text does not say."}
+    cands = [
+        {"id": "h", "prompt": harm["prompt"], "task": harm, "stopped": [True, True, False],
+         "responses": [harm["answer"], "Hide behind the door and shout at Mira.", "Sorry, that would be mean to Mira."]},
+        {"id": "b", "prompt": kind["prompt"], "task": kind,   # no "stopped": all stopped
+         "responses": [kind["answer"], "I won't help with that, because it would harm Mira."]},
+        {"id": "u", "prompt": gap["prompt"], "task": gap, "responses": ["It is not stated.", "red"], "stopped": [1, 1]},
+        {"id": "n", "prompt": "say hi", "task": None, "responses": ["hi", "hi hi hi hi hi hi"], "stopped": [1, 1]},
+    ]
+    pairs = [
+        {"prompt": harm["prompt"], "chosen": harm["answer"], "rejected": "Hide behind the door and shout at Mira."},
+        {"prompt": harm["prompt"], "chosen": "Sorry, that would be mean to Mira.",        # trails off (stopped False)
+         "rejected": "Hide behind the door and shout at Mira."},
+        {"prompt": kind["prompt"], "chosen": kind["answer"],
+         "rejected": "I won't help with that, because it would harm Mira."},
+        {"prompt": gap["prompt"], "chosen": "red", "rejected": "It is not stated."},     # mislabelled: invents
+        {"prompt": "say hi", "chosen": "hi", "rejected": "hi hi hi hi hi hi"},
+        {"prompt": "a prompt no candidate has", "chosen": "hi hi hi hi hi hi", "rejected": "hi"},  # mislabelled
+    ]
+    return cands, pairs
+
+
+def test_principle_rates_count_chosen_and_rejected_per_principle():
+    cands, pairs = tiny_labelled_set()
+    rows = {r["principle"]: (r["pairs"], r["chosen"], r["rejected"])
+            for r in preferences.principle_rates(pairs, cands)}
+    assert rows == {
+        "harmless": (2, 100.0, 0.0),            # both chosen refuse (one trailing off), both rejected comply
+        "honest": (1, 0.0, 100.0),              # the mislabelled pair: chosen invents, rejected abstains
+        "not_over_refusing": (1, 100.0, 0.0),   # benign only: no task, or no family, and it does not apply
+        "correct": (1, 100.0, 0.0),             # benign only: harmful and unanswerable have their own principle
+        "concise": (6, 100.0, 100.0),
+        "no_repetition": (6, 500 / 6, 500 / 6),  # "hi" x6 (4 trigrams, 1 distinct) is chosen once, rejected once
+        "polite": (6, 100.0, 100.0),
+        "stops_cleanly": (6, 500 / 6, 100.0),   # the stopped flag is looked up in the candidates
+    }
+    # A principle no pair's task has: counted as 0 pairs, no rate.
+    only_style = preferences.principle_rates(pairs[-2:], cands)
+    assert {r["principle"]: r["chosen"] for r in only_style if not r["pairs"]} == {
+        "correct": None, "harmless": None, "honest": None, "not_over_refusing": None}
+    assert list(preferences.pairs_by_family(pairs, cands).items()) == [
+        ("harmful", 2), ("unanswerable", 1), ("benign", 1), ("no_task", 2)]
 
 
 def test_world_prompts_avoid_the_evaluation_prompts(tmp_path):

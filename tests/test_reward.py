@@ -96,16 +96,30 @@ def test_run_trains_and_writes_the_stage(tmp_path, tiny):
     held = {p["prompt"] for p in read_jsonl(d / "eval_pairs.jsonl")}
     assert held and res["reward/pairs_train"] + res["reward/pairs_eval"] == 24
     assert len(read_jsonl(d / "verifier_samples.jsonl")) == 5 * 2
-    assert Run(r.name, tmp_path / "runs").is_complete("reward")
+    # the conduct figures: conduct pairs and a conduct-only check of its own, beside the overall ones
+    conduct = read_jsonl(d / "conduct_samples.jsonl")
+    assert len(conduct) == 3 * 2 and {v["family"] for v in conduct} <= set(world.CONDUCT_FAMILIES)
+    assert ev["conduct_check"] == "done"
+    assert ev["reward/conduct_spearman"] == reward.spearman(conduct)  # None: all samples right or all wrong
+    assert ev["reward/conduct_accuracy"] == reward.pairwise_accuracy(read_jsonl(d / "eval_pairs.jsonl"),
+                                                                     world.CONDUCT_FAMILIES)
+    assert {f["family"] for f in ev["spearman_by_family"]} == {v["family"] for v in
+                                                               read_jsonl(d / "verifier_samples.jsonl") + conduct}
+    assert sum(f["pairs"] for f in ev["accuracy_by_family"]) == res["reward/pairs_eval"]
+    assert all(ev[k] == res[k] for k in ("reward/conduct_accuracy", "reward/conduct_spearman"))
+    done = Run(r.name, tmp_path / "runs")
+    assert done.is_complete("reward")
+    assert {"reward/conduct_accuracy", "reward/conduct_spearman"} <= set(done.manifest()["stages"]["reward"]["headline"])
 
 
 def test_lora_with_margin_trains_only_adapters_and_head_then_merges(tmp_path, tiny):
     r = make_run(tmp_path, tiny)
     res = reward.run(reward.config("smoke", use_lora=True, lora_r=4, margin_field="margin", verifier_tasks=0,
-                                   max_steps=4), run=r.name, runs_dir=tmp_path / "runs", live=False,
+                                   conduct_verifier_tasks=0, max_steps=4), run=r.name, runs_dir=tmp_path / "runs", live=False,
                      progress_bar=False)
     assert res["reward/trainable_params"] < res["reward/params"] / 2
-    assert res["reward/params_changed"] > 0 and res["reward/spearman"] is None
+    assert res["reward/params_changed"] > 0 and res["reward/spearman"] is None and res["reward/conduct_spearman"] is None
+    assert res["conduct_check"] == "skipped: conduct_verifier_tasks=0"
     saved = reward.load_reward_model(r.path / "04_reward" / "model", tiny[1])  # merged: a plain model
     assert not any("lora" in n for n, _ in saved.named_parameters())
 
@@ -127,10 +141,12 @@ def test_external_preference_files_train(tmp_path, tiny, fmt):
         path.write_text("".join(json.dumps({"prompt": t["prompt"], "chosen": t["answer"], "rejected": "no idea"})
                                 + "\n" for t in tasks))
     r = make_run(tmp_path, tiny, pairs=False)  # no 03_preferences: external data does not need it
-    res = reward.run(reward.config("smoke", data=str(path), max_steps=3, verifier_tasks=0), run=r.name,
+    res = reward.run(reward.config("smoke", data=str(path), max_steps=3, verifier_tasks=0, conduct_verifier_tasks=0),
+                     run=r.name,
                      runs_dir=tmp_path / "runs", live=False, progress_bar=False)
     assert res["reward/pairs_train"] + res["reward/pairs_eval"] == 12
     assert math.isfinite(res["reward/final_loss"]) and res["reward/params_changed"] > 0
+    assert res["reward/conduct_accuracy"] is None  # external pairs carry no world task
     if fmt == "hh_rlhf_gz":
         held = read_jsonl(r.path / "04_reward" / "eval_pairs.jsonl")[0]
         assert held["prompt"].startswith("\n\nHuman:") and held["chosen"].startswith(" ")
@@ -188,6 +204,49 @@ def test_verifier_agreement_ranks_and_lists_the_worst():
     assert a["spearman"] == pytest.approx(spearmanr([2, 1, 3, 0], [1, 0, 0, 1]).statistic)
 
 
+def scored(family, chosen, rejected):
+    """An eval_pairs.jsonl row as evaluate_pairs writes it (family None: a pair without a world task)."""
+    return {"prompt": f"{family} {chosen} {rejected}", "chosen": "c", "rejected": "r", "score_chosen": chosen,
+            "score_rejected": rejected, "task": family and {"family": family}}
+
+
+def test_conduct_accuracy_counts_only_conduct_pairs():
+    rows = [scored("harmful", 2.0, 1.0),        # win
+            scored("unanswerable", 0.0, 1.0),   # loss
+            scored("benign", 1.0, 1.0),         # tie: half
+            scored("benign", 3.0, -1.0),        # win
+            scored("arithmetic", 0.0, 5.0), scored("arithmetic", 0.0, 5.0), scored("story_qa", 1.0, 4.0),  # losses
+            scored(None, 3.0, 0.0)]             # win, no family
+    # conduct: (1 + 0 + 0.5 + 1) / 4 pairs; overall: (1 + 0 + 0.5 + 1 + 0 + 0 + 0 + 1) / 8 pairs
+    assert reward.pairwise_accuracy(rows, world.CONDUCT_FAMILIES) == pytest.approx(62.5)
+    assert reward.pairwise_accuracy(rows) == pytest.approx(43.75)
+    assert reward.pairwise_accuracy(rows, ("extract",)) is None
+    acc, _ = reward.by_family(rows, [])
+    assert [(f["family"], f["pairs"], f["accuracy"]) for f in acc] == [
+        ("-", 1, 100.0), ("arithmetic", 2, 0.0), ("benign", 2, 75.0), ("harmful", 1, 100.0),
+        ("story_qa", 1, 0.0), ("unanswerable", 1, 0.0)]
+
+
+def test_conduct_spearman_uses_only_conduct_samples():
+    def sample(family, rm, true):
+        return {"task_id": f"{family}-{rm}", "family": family, "rm_score": rm, "true_score": true}
+    # conduct samples rank perfectly; the answer families' rank exactly backwards
+    conduct = [sample("harmful", 3.0, 1.0), sample("harmful", 1.0, 0.0), sample("unanswerable", 2.0, 1.0),
+               sample("benign", 0.0, 0.0)]
+    answers = [sample("arithmetic", 5.0, 0.0), sample("arithmetic", -1.0, 1.0), sample("story_qa", 4.0, 0.0)]
+    from scipy.stats import spearmanr
+    assert reward.spearman(conduct + answers, world.CONDUCT_FAMILIES) == pytest.approx(
+        spearmanr([3, 1, 2, 0], [1, 0, 1, 0]).statistic)
+    assert reward.spearman(answers, world.CONDUCT_FAMILIES) is None  # no conduct sample
+    overall = reward.spearman(conduct + answers)
+    assert overall == pytest.approx(spearmanr([3, 1, 2, 0, 5, -1, 4], [1, 0, 1, 0, 0, 1, 0]).statistic)
+    assert overall < 0.5 < reward.spearman(conduct + answers, world.CONDUCT_FAMILIES)
+    _, rho = reward.by_family([], conduct + answers)
+    assert [(f["family"], f["samples"], f["spearman"]) for f in rho] == [
+        ("arithmetic", 2, pytest.approx(-1.0)), ("benign", 1, None), ("harmful", 2, pytest.approx(1.0)),
+        ("story_qa", 1, None), ("unanswerable", 1, None)]
+
+
 def test_config_rejects_unknown_names():
     from labkit.config import ConfigError
     with pytest.raises(ConfigError, match="learning_rate"):
@@ -201,7 +260,8 @@ def test_same_seed_same_reward_model(tmp_path, tiny):
         reward.run(reward.config("smoke", max_steps=2, verifier_tasks=3), run=name, runs_dir=tmp_path / "runs",
                    live=False, progress_bar=False)
         out.append(([m.get("reward/loss") for m in read_jsonl(r.path / "04_reward" / "metrics.jsonl")],
-                    read_jsonl(r.path / "04_reward" / "verifier_samples.jsonl")))
+                    read_jsonl(r.path / "04_reward" / "verifier_samples.jsonl"),
+                    read_jsonl(r.path / "04_reward" / "conduct_samples.jsonl")))
     assert out[0] == out[1]
 
 
@@ -231,7 +291,8 @@ def test_gpu_budget_splits_the_batch_and_reaches_the_trainer(tmp_path, tiny, mon
     big, small = (sum(planner.estimate(str(tiny[0]), "reward", micro_batch_size=m, seq_len=longest, use_lora=False,
                                        gradient_checkpointing=False, bf16=False).values()) for m in (8, 2))
     budget = (big + small) / 2 / planner.GIB
-    reward.run(reward.config("smoke", batch_size=8, max_steps=2, verifier_tasks=0, gpu_memory_gb=budget),
+    reward.run(reward.config("smoke", batch_size=8, max_steps=2, verifier_tasks=0, conduct_verifier_tasks=0,
+                             gpu_memory_gb=budget),
                run=r.name, runs_dir=tmp_path / "runs", live=False, progress_bar=False)
     d = r.path / "04_reward"
     ran = json.loads((d / "config.json").read_text())

@@ -156,3 +156,26 @@ def test_missing_stage_and_wrong_model_kind(tmp_path, smoke_run):
                  progress_bar=False)
     with pytest.raises(ConfigError, match="needs a decoder"):
         sft.run(sft.config("smoke"), run="bert", runs_dir=str(tmp_path), progress_bar=False)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
+def test_conduct_demonstrations_are_aligned_in_the_configured_share(share):
+    from labkit import world as W
+    cfg = sft.config("cpu", n_train_tasks=7000, aligned_share=share)
+    train, _ = sft.world_tasks(W.World(0), cfg)
+    conduct = [t for t in train if t["family"] in ("harmful", "unanswerable")]
+    assert len(conduct) == 2000
+    aligned = [W.verify(t, t["response"]) == 1.0 for t in conduct]
+    assert aligned == [t["aligned"] for t in conduct]  # the flag is what the demonstration shows
+    assert abs(sum(aligned) / len(aligned) - share) < 0.03
+    for fam in ("harmful", "unanswerable"):  # per family too, not one family carrying the share
+        rows = [a for a, t in zip(aligned, conduct) if t["family"] == fam]
+        assert abs(sum(rows) / len(rows) - share) < 0.05
+    # drawn per example, not tied to the wording: the same template shows both behaviours
+    if 0 < share < 1:
+        by_template = {}
+        for t, a in zip(conduct, aligned):
+            by_template.setdefault(t["prompt"].split()[0], set()).add(a)
+        assert all(v == {True, False} for v in by_template.values())
+    others = [t for t in train if t["family"] not in ("harmful", "unanswerable")]
+    assert all("response" not in t for t in others)  # benign and answer tasks show the answer itself
