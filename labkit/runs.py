@@ -1,6 +1,6 @@
 """Run folders: how stages hand over, and how nothing gets half-written.
 
-A run is a folder ``runs/<name>/`` (see DESIGN.md)::
+A run is a folder ``runs/<name>/`` (see docs/architecture.md, "Run folders")::
 
     run.json          manifest: preset, seed, versions, data hashes, stages completed + timings
     01_pretrain/ 02_sft/ 03_preferences/ 04_reward/ 05_ppo/
@@ -25,6 +25,8 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from .config import ConfigError
 
 STAGES = ("pretrain", "sft", "preferences", "reward", "ppo")
 STAGE_DIRS = {"pretrain": "01_pretrain", "sft": "02_sft", "preferences": "03_preferences",
@@ -147,6 +149,25 @@ class StageMissing(RuntimeError):
     """A stage needs a predecessor that this run has not completed."""
 
 
+class UnsafeCheckpoint(ConfigError):
+    """A checkpoint file holds pickled Python objects, not only tensors and plain values."""
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a resume checkpoint (``ckpt/state.pt``) onto the CPU, accepting only what training saves:
+    tensors and plain Python values (dicts, lists, numbers, strings). A run folder can come from
+    someone else, and unpickling an arbitrary object can run code, so ``weights_only=True`` refuses it
+    with `UnsafeCheckpoint` (a ValueError) instead of loading it (docs/architecture.md, "Run folders")."""
+    import pickle
+
+    import torch
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpoint(f"{path} holds Python objects that are not weights or plain values, so it was "
+                               f"not loaded (loading it could run code); delete it to start afresh") from e
+
+
 class Run:
     """A run folder and its manifest."""
 
@@ -204,6 +225,12 @@ class Run:
         m.setdefault("stages", {})[stage] = {"seconds": round(seconds, 2), "headline": headline,
                                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
         m["versions"] = versions()
+        atomic_write_json(self.manifest_path, m)
+
+    def annotate(self, stage: str, **fields) -> None:
+        """Add fields to a completed stage's entry (the runner records what it asked for and how long it took)."""
+        m = self.manifest()
+        m["stages"][stage].update(fields)
         atomic_write_json(self.manifest_path, m)
 
     def world(self):

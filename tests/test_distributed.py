@@ -2,9 +2,10 @@
 
 ``accelerate launch`` with configs/accelerate/cpu_2proc.yaml and ACCELERATE_USE_CPU=true
 starts two processes that see world size 2 (``accelerate launch --cpu`` starts one on a
-machine without MPI, DESIGN.md). ``batch_size`` is the global micro-batch: each process
-draws the same windows and keeps its half, DDP averages the gradients, so the logged losses
-(averaged over the processes) match a single-process run with the same ``batch_size``.
+machine without MPI; docs/architecture.md, "Memory planner and scaling"). ``batch_size``
+is the global micro-batch: each process draws the same windows and keeps its half, DDP
+averages the gradients, so the logged losses (averaged over the processes) match a
+single-process run with the same ``batch_size``.
 """
 
 import json

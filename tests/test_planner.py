@@ -368,7 +368,8 @@ def test_accelerate_config_keys_are_known(path):
 
 
 def test_cpu_2proc_really_starts_two_processes(tmp_path):
-    # DESIGN.md: `accelerate launch --cpu --num_processes 2` silently starts ONE process.
+    # `accelerate launch --cpu --num_processes 2` silently starts ONE process without MPI
+    # (docs/architecture.md, "Memory planner and scaling").
     # The documented command in cpu_2proc.yaml must give world size 2 and a working all-reduce.
     script = tmp_path / "world.py"
     script.write_text(textwrap.dedent("""

@@ -1,7 +1,8 @@
 """PPO under data parallelism: two CPU processes (torchrun, gloo) run the same stage code as a notebook.
 
 ``torchrun --standalone --nproc_per_node 2`` starts two processes (``accelerate
-launch --cpu`` silently starts one on a machine without MPI, DESIGN.md);
+launch --cpu`` silently starts one on a machine without MPI; docs/architecture.md,
+"Memory planner and scaling");
 accelerate wraps policy + critic in DDP, each process draws its own prompts,
 and the stage records ``world_size`` and whether the processes' weights stayed
 identical.

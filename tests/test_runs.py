@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from labkit.runs import Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, read_jsonl
+from labkit.runs import (Run, StageMissing, UnsafeCheckpoint, append_jsonl, atomic_dir, atomic_write_json,
+                         load_checkpoint, read_jsonl)
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
@@ -54,3 +55,31 @@ def test_manifest_and_require(tmp_path):
     assert m["stages"]["pretrain"]["headline"] == {"ppl": 2.0} and "torch" in m["versions"]
     with pytest.raises(ValueError):
         Run("../escape", tmp_path)
+
+
+class _RunsCodeOnLoad:
+    """What a hostile checkpoint holds: unpickling it would call os.system."""
+
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo loaded-a-pickled-object",))
+
+
+def test_checkpoint_reader_returns_tensors_and_plain_values(tmp_path):
+    import torch
+    state = {"model": {"w": torch.ones(2)}, "gen": torch.Generator().get_state(), "step": 3,
+             "config": {"lr": 1e-3, "families": ("a", "b"), "data": None}, "alarms": [{"step": 1, "kind": "kl"}]}
+    torch.save(state, tmp_path / "state.pt")
+    back = load_checkpoint(tmp_path / "state.pt")
+    assert back["step"] == 3 and back["config"] == state["config"] and torch.equal(back["model"]["w"], torch.ones(2))
+
+
+def test_checkpoint_with_a_pickled_object_is_refused(tmp_path, capfd):
+    import torch
+    f = tmp_path / "ckpt" / "state.pt"
+    f.parent.mkdir()
+    torch.save({"step": 1, "payload": _RunsCodeOnLoad()}, f)
+    with pytest.raises(UnsafeCheckpoint, match="not weights") as e:
+        load_checkpoint(f)
+    assert isinstance(e.value, ValueError) and str(f) in str(e.value) and "\n" not in str(e.value)
+    assert "loaded-a-pickled-object" not in capfd.readouterr().out  # the object was never built
