@@ -1,61 +1,343 @@
-"""``report.html``: one offline page with every completed stage's headline numbers and plots.
+"""``report.html``: the page about a run that a person shares, and the scorecard the terminal prints.
 
-Each stage module exposes ``CHART`` (metric groups to plot from its
-``metrics.jsonl``); the headline numbers come from ``run.json``. plotly.js is
-embedded once, so the page opens without a network.
+For every stage: its headline numbers (from ``run.json``) against the lab's
+targets, a one-paragraph reading of them, the figures of its executed notebook
+(``runs/<name>/notebooks/``: plotly outputs, reused as they are) and a link to
+that notebook exported to HTML. Everything works offline: plotly.js is
+embedded once per page and no page loads anything from a CDN, so the report
+and its ``notebooks/*.html`` can be copied anywhere and opened.
 """
 
 from __future__ import annotations
 
+import copy
 import html
-import json
+import importlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from .live import metrics_figure
-from .runs import STAGE_DIRS, STAGES, Run, atomic_write_text, read_json
+from .live import format_seconds, metrics_figure
+from .runs import NOTEBOOKS, STAGE_DIRS, STAGES, Run, atomic_write_text, read_json
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
-def _fmt(v) -> str:
+@dataclass(frozen=True)
+class Target:
+    """``metric <op> value``, or ``metric <op> (metric ``of`` + value)`` when the target is relative."""
+    op: str
+    value: float = 0.0
+    of: str | None = None
+
+    def threshold(self, headline: dict) -> float | None:
+        if self.of is None:
+            return self.value
+        base = headline.get(self.of)
+        return None if base is None else base + self.value
+
+    def met(self, value, headline: dict) -> bool | None:
+        t = self.threshold(headline)
+        if value is None or t is None:
+            return None
+        return {"<": value < t, "<=": value <= t, ">": value > t, ">=": value >= t}[self.op]
+
+    def verdict(self, value, headline: dict) -> str:
+        ok = self.met(value, headline)
+        return "-" if ok is None else "met" if ok else "not met"
+
+    def describe(self, headline: dict) -> str:
+        if self.of is None:
+            return f"{self.op} {self.value:g}"
+        t = self.threshold(headline)
+        offset = f" + {self.value:g}" if self.value else ""
+        return f"{self.op} {short(self.of)}{offset}" + (f" ({fmt(t)})" if t is not None else "")
+
+
+# The lab's targets (README, "Results"), keyed by the metric names stages write into run.json.
+# A stage without an entry simply has no verdict; a target whose metric is missing shows '-'.
+TARGETS = {
+    "pretrain/val_ppl": Target("<", of="pretrain/unigram_ppl"),    # beats a model that only counts tokens
+    "sft/accuracy": Target(">=", 60),                              # held-out verifier accuracy, %
+    "reward/eval_accuracy": Target(">=", 80),                      # held-out pairwise accuracy, %
+    "reward/spearman": Target(">=", 0.5),                          # agreement with the verifier
+    "ppo/true_score_after": Target(">=", 10, of="ppo/true_score_before"),  # +10 points of true score
+}
+
+# One paragraph per stage saying what its headline numbers mean (missing numbers print as '-').
+READINGS = {
+    "pretrain": "The model predicts held-out text with perplexity {pretrain/val_ppl:.2f}: on average it "
+                "hesitates between that many tokens. A unigram model, which knows only how often each token "
+                "occurs, scores {pretrain/unigram_ppl:.2f}; the gap is what pretraining learned from context. "
+                "{pretrain/params:,} parameters, trained at {pretrain/tokens_per_s:,.0f} tokens/s.",
+    "sft": "After supervised fine-tuning the verifier accepts {sft/accuracy:.1f}% of the answers to held-out "
+           "tasks, against {sft/base_accuracy:.1f}% for the pretrained model, and {sft/stop_rate:.0f}% of the "
+           "answers end where they should (end-of-sequence token). Fine-tuning trained "
+           "{sft/trainable_percent:.1f}% of the parameters.",
+    "preferences": "The AI judge compared several samples of the SFT model per prompt and kept "
+                   "{preferences/pairs} preference pairs ({preferences/ties} ties dropped). The chosen response "
+                   "is correct in {preferences/chosen_correct:.0f}% of the pairs and the rejected one in "
+                   "{preferences/rejected_correct:.0f}%: the wider that gap, the more the labels follow the truth.",
+    "reward": "On prompts it never saw, the reward model scores the chosen response above the rejected one in "
+              "{reward/eval_accuracy:.1f}% of the pairs (chance is 50%). Its scores agree with the verifier "
+              "at Spearman {reward/spearman:.2f}, and its confidence is off by {reward/ece:.2f} on average "
+              "(calibration error): PPO will push wherever these scores are wrong.",
+    "ppo": "PPO moved the true score on held-out prompts from {ppo/true_score_before:.1f} to "
+           "{ppo/true_score_after:.1f} while the learned reward of its answers reached {ppo/rm_score_after:.2f}, "
+           "drifting {ppo/kl_after:.2f} nats per response from the SFT model. Before PPO, pass@k was "
+           "{ppo/pass_at_k_before:.1f}: the ceiling of what sharpening the SFT model's own samples can reach.",
+}
+
+
+def short(key: str) -> str:
+    """``pretrain/val_ppl`` -> ``val_ppl``: the stage is already named by the row or section."""
+    return key.split("/", 1)[-1]
+
+
+def fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
     if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    return str(v)
+
+
+class _Missing:
+    def __format__(self, spec: str) -> str:
+        return "-"
+
+
+class _Headline(dict):
+    def __missing__(self, key):
+        return _Missing()
+
+
+def reading(stage: str, headline: dict) -> str:
+    text = READINGS.get(stage)
+    return text.format_map(_Headline({k: v for k, v in headline.items() if v is not None})) if text else ""
+
+
+# --- the scorecard (terminal summary and the report's first table) ---------------------
+
+@dataclass
+class ScoreRow:
+    stage: str
+    seconds: float | None  # on the stage's first row only
+    metric: str
+    value: str
+    target: str = ""
+    verdict: str = ""  # "met", "not met", or "" when there is no target
+
+
+def stage_seconds(info: dict) -> float:
+    """The notebook's wall time when the runner measured it (it includes kernel start and plots)."""
+    return info.get("notebook_seconds", info["seconds"])
+
+
+def scorecard(run: Run, first: int = 4) -> list[ScoreRow]:
+    """Every stage's first ``first`` headline numbers, plus any with a target, against their targets."""
+    rows = []
+    stages_done = run.manifest().get("stages", {})
+    for stage in STAGES:
+        info = stages_done.get(stage)
+        if info is None:
+            rows.append(ScoreRow(stage, None, "-", "-", verdict="not run"))
+            continue
+        h = info["headline"]
+        keys = list(h)[:first]
+        keys += [k for k in TARGETS if k.startswith(stage + "/") and k not in keys]
+        for i, k in enumerate(keys):
+            target = TARGETS.get(k)
+            rows.append(ScoreRow(stage if i == 0 else "", stage_seconds(info) if i == 0 else None, short(k),
+                                 fmt(h.get(k)), target.describe(h) if target else "",
+                                 target.verdict(h.get(k), h) if target else ""))
+    return rows
+
+
+def format_scorecard(rows: list[ScoreRow]) -> str:
+    """The scorecard as a fixed-width text table for the terminal."""
+    table = [("stage", "time", "metric", "value", "target", "")]
+    table += [(r.stage, "" if r.seconds is None else format_seconds(r.seconds), r.metric, r.value, r.target,
+               r.verdict) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(6)]
+    align = ["<", ">", "<", ">", "<", "<"]
+    return "\n".join("  ".join(f"{c:{a}{w}}" for c, a, w in zip(row, align, widths)).rstrip() for row in table)
+
+
+def total_seconds(run: Run) -> float:
+    return sum(stage_seconds(info) for info in run.manifest().get("stages", {}).values())
+
+
+# --- notebooks: their figures, and an offline HTML copy ------------------------------
+
+def notebook_figures(nb) -> list[tuple[str, dict]]:
+    """``(caption, figure)`` for every plotly output of an executed notebook; the caption is the
+    heading of the section the figure sits in."""
+    out, heading = [], ""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            heads = [line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")]
+            heading = heads[-1] if heads else heading
+        for o in cell.get("outputs", []):
+            if PLOTLY_MIME in o.get("data", {}):
+                out.append((heading, o["data"][PLOTLY_MIME]))
+    return out
+
+
+def notebook_title(nb, default: str) -> str:
+    first = next((c.source for c in nb.cells if c.cell_type == "markdown"), "") if nb else ""
+    line = first.strip().splitlines()[0] if first.strip() else ""
+    return line.lstrip("#").strip() if line.startswith("#") else default
+
+
+def figure_html(fig: dict) -> str:
+    """A figure as a div and the script that draws it with the page's (global) plotly.js."""
+    import plotly.io as pio
+    return pio.to_html(fig, include_plotlyjs=False, full_html=False, validate=False)
+
+
+# nbconvert's lab template without what needs the network: require.js, MathJax, mermaid and the
+# widget manager come from CDNs; plotly.js comes inline instead (the page draws the figures itself).
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{% if resources.plotly_js %}<script>{{ resources.plotly_js }}</script>{% endif %}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
+def export_notebook(nb, path: Path, plotly_js: str) -> Path:
+    """Write an executed notebook as one offline HTML page.
+
+    Plotly outputs become figures drawn by the embedded plotly.js (JupyterLab's renderer is not there);
+    widget outputs (progress bars, live charts) are dropped: their state needs a CDN to show, and the
+    static figures after them show the same curves. Math stays as TeX source (MathJax is a CDN too).
+    """
+    import jinja2
+    from nbconvert import HTMLExporter
+
+    nb = copy.deepcopy(nb)
+    has_figures = False
+    for cell in nb.cells:
+        if "outputs" not in cell:
+            continue
+        kept = []
+        for o in cell.outputs:
+            data = o.get("data", {})
+            if WIDGET_MIME in data:
+                continue
+            if PLOTLY_MIME in data:
+                o["data"] = {"text/html": figure_html(data[PLOTLY_MIME])}
+                has_figures = True
+            kept.append(o)
+        cell.outputs = kept
+    nb.metadata.pop("widgets", None)
+    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"labkit_offline.html.j2": _OFFLINE_TEMPLATE})],
+                            template_file="labkit_offline.html.j2")
+    body, _ = exporter.from_notebook_node(nb, resources={"plotly_js": plotly_js if has_figures else ""})
+    atomic_write_text(path, body)
+    return path
+
+
+# --- the page ----------------------------------------------------------------------
+
+_STYLE = """<style>
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left;vertical-align:top}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.met{color:#067d17}.notmet{color:#b3261e}
+section.stage{border-top:2px solid #ddd;margin-top:2em}.reading{max-width:60em}.muted{color:#777}
+figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}details{margin:.5em 0}
+</style>"""
+
+
+def _verdict_cell(verdict: str) -> str:
+    cls = {"met": "met", "not met": "notmet"}.get(verdict, "muted")
+    return f"<td class='{cls}'>{html.escape(verdict)}</td>"
+
+
+def _scorecard_html(rows: list[ScoreRow]) -> str:
+    body = "".join(
+        f"<tr><td>{f'<a href=#{r.stage}>{r.stage}</a>' if r.stage else ''}</td><td class='num'>"
+        f"{'' if r.seconds is None else format_seconds(r.seconds)}</td><td>{html.escape(r.metric)}</td>"
+        f"<td class='num'>{html.escape(r.value)}</td><td>{html.escape(r.target)}</td>{_verdict_cell(r.verdict)}</tr>"
+        for r in rows)
+    return ("<table class='scorecard'><tr><th>stage</th><th>time</th><th>metric</th><th>value</th>"
+            f"<th>target</th><th></th></tr>{body}</table>")
+
+
+def _eval_tables(stage_dir: Path) -> str:
+    """The list-of-records tables of ``eval.json`` (examples, generations…), folded away, 20 rows each."""
+    parts = []
+    for name, rows in read_json(stage_dir / "eval.json", {}).items():
+        if not (isinstance(rows, list) and rows and isinstance(rows[0], dict)):
+            continue
+        cols = list(rows[0])
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
+                       for r in rows[:20])
+        parts.append(f"<details><summary>{html.escape(name)} ({len(rows)} rows)</summary>"
+                     f"<table><tr>{head}</tr>{body}</table></details>")
+    return "".join(parts)
+
+
+def _stage_section(run: Run, stage: str, info: dict | None, plotly_js: str) -> tuple[str, int]:
+    """One stage's section and how many figures it has."""
+    import nbformat
+
+    nb_path = run.path / "notebooks" / NOTEBOOKS[stage]
+    nb = nbformat.read(nb_path, as_version=4) if info and nb_path.exists() else None
+    title = html.escape(notebook_title(nb, STAGE_DIRS[stage]))
+    head = f"<section class='stage' id='{stage}'><h2>{title}</h2>"
+    if info is None:
+        return (head + f"<p class='muted'>Not run yet: <code>labkit run --name {html.escape(run.name)} "
+                f"--stages {stage}</code></p></section>"), 0
+    h = info["headline"]
+    parts = [head, f"<p class='muted'>{format_seconds(stage_seconds(info))}, finished {info.get('finished', '')}"]
+    if nb is not None:
+        page = export_notebook(nb, nb_path.with_suffix(".html"), plotly_js)
+        parts.append(f" · <a href='notebooks/{page.name}'>the executed notebook</a>")
+    parts.append("</p>")
+    text = reading(stage, h)
+    if text:
+        parts.append(f"<p class='reading'>{html.escape(text)}</p>")
+    rows = "".join(
+        f"<tr><td>{html.escape(short(k))}</td><td class='num'>{html.escape(fmt(v))}</td>"
+        + (f"<td>{html.escape(TARGETS[k].describe(h))}</td>{_verdict_cell(TARGETS[k].verdict(v, h))}"
+           if k in TARGETS else "<td></td><td></td>") + "</tr>"
+        for k, v in h.items())
+    parts.append(f"<table class='headline'><tr><th>metric</th><th>value</th><th>target</th><th></th></tr>{rows}</table>")
+    figures = notebook_figures(nb) if nb is not None else []
+    if not figures:  # a stage run without the runner (``labkit train``): draw its metrics instead
+        chart = getattr(importlib.import_module(f"labkit.{stage}"), "CHART", None)
+        metrics = run.path / STAGE_DIRS[stage] / "metrics.jsonl"
+        if chart and metrics.exists():
+            figures = [("training curves", metrics_figure(metrics, chart, title=stage).to_plotly_json())]
+    for caption, fig in figures:
+        parts.append(f"<figure><figcaption>{html.escape(caption)}</figcaption>{figure_html(fig)}</figure>")
+    parts.append(_eval_tables(run.path / STAGE_DIRS[stage]))
+    parts.append("</section>")
+    return "".join(parts), len(figures)
 
 
 def write_report(run: Run) -> str:
-    import importlib
+    """Write ``report.html`` (and ``notebooks/*.html``) for the run; returns the report's path."""
+    from plotly.offline import get_plotlyjs
 
     m = run.manifest()
-    parts = [f"<h1>LLM Training Lab — run <code>{html.escape(run.name)}</code></h1>",
-             f"<p>preset <b>{_fmt(m.get('preset'))}</b> · versions {_fmt(json.dumps(m.get('versions', {})))}</p>"]
-    first_plot = True
-    for stage in STAGES:
-        info = m.get("stages", {}).get(stage)
-        if not info:
-            continue
-        d = run.path / STAGE_DIRS[stage]
-        parts.append(f"<h2>{STAGE_DIRS[stage]}</h2><p>{info['seconds']:.0f} s, finished {info.get('finished', '')}</p>")
-        rows = "".join(f"<tr><td>{_fmt(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in info["headline"].items())
-        parts.append(f"<table>{rows}</table>")
-        try:
-            chart = importlib.import_module(f"labkit.{stage}").CHART
-        except (ImportError, AttributeError):
-            chart = None
-        if chart and (d / "metrics.jsonl").exists():
-            fig = metrics_figure(d / "metrics.jsonl", chart, title=stage)
-            parts.append(fig.to_html(full_html=False, include_plotlyjs=first_plot))
-            first_plot = False
-        extra = read_json(d / "eval.json", {})
-        tables = {k: v for k, v in extra.items() if isinstance(v, list) and v and isinstance(v[0], dict)}
-        for name, rows_ in tables.items():
-            cols = list(rows_[0])
-            head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-            body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols) + "</tr>"
-                           for r in rows_[:20])
-            parts.append(f"<h3>{html.escape(name)}</h3><table><tr>{head}</tr>{body}</table>")
-    style = ("<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
-             "margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left;vertical-align:top}"
-             "</style>")
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run.name)}</title>{style}" \
-           f"</head><body>{''.join(parts)}</body></html>"
+    plotly_js = get_plotlyjs()
+    sections, n_figures = zip(*(_stage_section(run, s, m.get("stages", {}).get(s), plotly_js) for s in STAGES))
+    versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
+    intro = (f"<h1>LLM Training Lab — run <code>{html.escape(run.name)}</code></h1>"
+             f"<p>preset <b>{html.escape(str(m.get('preset')))}</b> · total time "
+             f"<b>{format_seconds(total_seconds(run))}</b> · written {time.strftime('%Y-%m-%d %H:%M')}</p>"
+             f"<p class='muted'>{html.escape(versions)}</p>"
+             f"<h2>Scorecard</h2>{_scorecard_html(scorecard(run))}")
+    script = f"<script>{plotly_js}</script>" if sum(n_figures) else ""
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(run.name)} · "
+            f"LLM Training Lab</title>{_STYLE}{script}</head><body>{intro}{''.join(sections)}</body></html>")
     path = run.path / "report.html"
     atomic_write_text(path, page)
     return str(path)

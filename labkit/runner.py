@@ -4,25 +4,41 @@
     labkit run --stages pretrain -p data=book.txt -p max_steps=300
     labkit run --stages sft -p sft.learning_rate=1e-3        # stage-qualified name
 
+    labkit status --name demo                                # what the run holds, what runs next
+
 or in Python: ``run_pipeline("demo", "cpu", params={"max_steps": 300})``.
+``python -m labkit`` is the same command.
 
 Parameters are checked against each stage's config dataclass *before* any
 notebook runs: papermill would inject a misspelled name as a harmless global
 and the run would silently use the default. An unqualified ``key=value`` goes
 to every selected stage whose config has that field; ``stage.key=value`` to one.
-Stages already completed in the run folder are skipped (``--force`` re-runs them).
+Stages already completed in the run folder are skipped when they were run
+with the same config; with another one the command is refused (saying what
+differs) rather than silently keeping the old model: ``--force`` re-runs them.
+
+While a notebook runs, one live line per stage shows its progress (see
+``labkit.live.StageLine``); Ctrl-C stops the kernel, keeps every completed
+stage and leaves no half-written notebook, and the same command resumes. At
+the end: the scorecard of every stage against its target, and report.html.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
+import logging
 import os
+import shlex
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .config import ConfigError, field_names, make_config
-from .runs import NOTEBOOKS, STAGES, Run
+from .live import PROGRESS_ENV, StageLine, format_seconds, watch_stage
+from .runs import NOTEBOOKS, STAGE_DIRS, STAGES, Run, read_json
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # Globals every stage notebook's parameters cell has besides its config fields.
@@ -79,12 +95,117 @@ def split_params(params: dict, stages: list[str]) -> dict[str, dict]:
     return per
 
 
+def jsonable(cfg) -> dict:
+    """A config as ``config.json`` stores it, so that a requested config and a recorded one compare equal."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """``name old -> new`` for every field whose value differs."""
+    return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def recorded_config(run: Run, stage: str) -> dict | None:
+    """The config a completed stage was asked to run with: what the runner recorded, else its config.json.
+
+    The runner's record comes first because a stage may adapt its config before writing config.json
+    (the GPU memory planner picks batch sizes): comparing against that would refuse every re-run.
+    """
+    requested = run.manifest()["stages"][stage].get("requested")
+    return requested if requested is not None else read_json(run.path / STAGE_DIRS[stage] / "config.json")
+
+
+def completed_with_other_config(run: Run, configs: dict[str, dict]) -> list[str]:
+    """One message per selected stage already complete in ``run`` with another config."""
+    out = []
+    for stage, cfg in configs.items():
+        old = recorded_config(run, stage) if run.is_complete(stage) else None
+        changes = config_changes(old, cfg) if old is not None else []
+        if changes:
+            more = f" and {len(changes) - 5} more" if len(changes) > 5 else ""
+            out.append(f"{stage} ({', '.join(changes[:5])}{more})")
+    return out
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a stage; says which stage, and how far it got, for the one-line message."""
+
+    def __init__(self, stage: str, n: int | None, total: int | None):
+        super().__init__(stage)
+        self.stage, self.n, self.total = stage, n, total
+
+
+@contextmanager
+def environ(**values: str):
+    """Set environment variables for the body (the kernel papermill starts inherits them), then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def headline_metric(stage: str) -> str | None:
+    """The metric the live line shows: the first series of the stage's chart (loss, reward…)."""
+    chart = getattr(stage_module(stage), "CHART", None)
+    return next(iter(chart.values()))[0] if chart else None
+
+
+def execute_stage(run: Run, stage: str, parameters: dict, line: StageLine) -> None:
+    """Run one stage's notebook into ``notebooks/``, showing its progress on ``line``.
+
+    papermill saves the output notebook cell by cell, so it writes to a hidden partial file that
+    replaces the real one only at the end (the notebook is kept when a cell fails, to show where).
+    The kernel talks over IPC sockets, not TCP (so it has no reason to warn that TCP is unencrypted),
+    and is killed at once at the end or on Ctrl-C: stages write every file atomically, so a kill
+    loses nothing, and a graceful shutdown of a busy kernel prints a traceback into the terminal.
+    """
+    import papermill as pm
+    from traitlets.config import Config
+
+    # The parameters were checked against the stage's config already; papermill's own check parses
+    # the parameters cell, misreads lines whose comment has an "=", and warns about parameters that work.
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+
+    out = run.path / "notebooks" / NOTEBOOKS[stage]
+    partial = out.with_name(f".{out.stem}.partial.ipynb")
+    progress_file = run.path / f".{stage}.progress.json"
+    progress_file.unlink(missing_ok=True)
+    # Figures as plotly JSON only: JupyterLab and the report draw them; "+notebook" would embed
+    # plotly.js (4.9 MB) into every executed notebook.
+    with environ(PLOTLY_RENDERER="plotly_mimetype", **{PROGRESS_ENV: str(progress_file)}):
+        try:
+            with watch_stage(line, run.path / STAGE_DIRS[stage], progress_file, headline_metric(stage)):
+                pm.execute_notebook(str(NOTEBOOK_DIR / NOTEBOOKS[stage]), str(partial), kernel_name="python3",
+                                    parameters=parameters, cwd=str(NOTEBOOK_DIR), progress_bar=False,
+                                    config=Config({"KernelManager": {"transport": "ipc"}}),
+                                    shutdown_kernel="immediate")
+        except KeyboardInterrupt:
+            line.close()
+            partial.unlink(missing_ok=True)  # half a notebook records nothing
+            raise Interrupted(stage, line.n, line.total) from None
+        except BaseException:
+            line.close()
+            raise
+        finally:
+            progress_file.unlink(missing_ok=True)
+            if partial.exists():
+                os.replace(partial, out)
+
+
 def run_pipeline(name: str = "demo", preset: str = "cpu", stages: list[str] | None = None,
                  params: dict | None = None, runs_dir: str | Path = "runs", force: bool = False,
-                 log=print) -> Path:
-    """Run the selected stages' notebooks into ``runs/<name>/notebooks/`` and write ``report.html``."""
-    import papermill as pm
-    from .report import write_report
+                 log=print, tty: bool | None = None) -> Path:
+    """Run the selected stages' notebooks into ``runs/<name>/notebooks/`` and write ``report.html``.
+
+    ``tty``: redraw one live line per stage (default: when logging with ``print`` to a terminal).
+    """
+    from .report import format_scorecard, scorecard, total_seconds, write_report
 
     available = available_stages()
     stages = stages or available
@@ -96,39 +217,67 @@ def run_pipeline(name: str = "demo", preset: str = "cpu", stages: list[str] | No
         raise ConfigError(f"stage {', '.join(missing)} has no notebook in {NOTEBOOK_DIR}")
     stages = [s for s in STAGES if s in stages]  # pipeline order, whatever order was given
     per = split_params(params or {}, stages)
-    for s in stages:  # build every config now: bad values fail before hours of training
-        make_config(config_class(s), stage_module(s).PRESETS, preset, per[s])
+    # Build every config now: bad values fail before hours of training.
+    configs = {s: jsonable(make_config(config_class(s), stage_module(s).PRESETS, preset, per[s])) for s in stages}
 
     runs_dir = Path(runs_dir).resolve()
     run = Run(name, runs_dir)
+    if not force:
+        differ = completed_with_other_config(run, configs)
+        if differ:
+            raise ConfigError(f"run '{name}' already completed {'; '.join(differ)}. Re-running would replace "
+                              f"what it made: add --force to re-run, or use --name <new> for a new run")
     run.update_manifest(preset=preset)
-    out_dir = run.path / "notebooks"
-    out_dir.mkdir(exist_ok=True)
-    env_backup = os.environ.get("PLOTLY_RENDERER")
-    # Static plotly figures only survive nbconvert/html export with the mimetype renderer (DESIGN.md).
-    os.environ["PLOTLY_RENDERER"] = "plotly_mimetype+notebook"
-    try:
-        for s in stages:
-            if run.is_complete(s) and not force:
-                log(f"[labkit] {s}: already complete in {run.path}, skipping (use --force to re-run)")
-                continue
-            nb = NOTEBOOK_DIR / NOTEBOOKS[s]
-            log(f"[labkit] {s}: running {nb.name} (preset={preset}) ...")
-            t0 = time.perf_counter()
-            pm.execute_notebook(str(nb), str(out_dir / NOTEBOOKS[s]), kernel_name="python3",
-                                parameters={"run_name": name, "runs_dir": str(runs_dir), "preset": preset, **per[s]},
-                                cwd=str(NOTEBOOK_DIR), progress_bar=False)
-            if not Run(name, runs_dir).is_complete(s):
-                raise RuntimeError(f"notebook {nb.name} finished but did not mark stage {s!r} complete")
-            log(f"[labkit] {s}: done in {time.perf_counter() - t0:.0f}s")
-    finally:
-        if env_backup is None:
-            os.environ.pop("PLOTLY_RENDERER", None)
-        else:
-            os.environ["PLOTLY_RENDERER"] = env_backup
+    (run.path / "notebooks").mkdir(exist_ok=True)
+    if tty is None:
+        tty = log is print and sys.stdout.isatty()
+    for s in stages:
+        if run.is_complete(s) and not force:
+            log(f"[labkit] {s}: already complete in {run.path} with the same config, skipping (--force re-runs it)")
+            continue
+        line = StageLine(s, tty, log)
+        line.say(f"[labkit] {s}: running {NOTEBOOKS[s]} (preset={preset}) ...")
+        t0 = time.perf_counter()
+        execute_stage(run, s, {"run_name": name, "runs_dir": str(runs_dir), "preset": preset, **per[s]}, line)
+        if not run.is_complete(s):
+            raise RuntimeError(f"notebook {NOTEBOOKS[s]} finished but did not mark stage {s!r} complete")
+        seconds = time.perf_counter() - t0
+        run.annotate(s, requested=configs[s], notebook_seconds=round(seconds, 2))
+        line.say(f"[labkit] {s}: done in {format_seconds(seconds)}", final=True)
     report = write_report(run)
-    log(f"[labkit] report: {report}")
+    log(f"[labkit] scorecard of run '{name}' (targets: labkit/report.py)")
+    log(format_scorecard(scorecard(run)))
+    log(f"[labkit] total time {format_seconds(total_seconds(run))} · report: {report}")
     return run.path
+
+
+def status(name: str = "demo", runs_dir: str | Path = "runs") -> str:
+    """Which stages the run folder holds, their headline numbers, and the command that runs what is left."""
+    from .report import fmt, short, stage_seconds
+
+    if not (Path(runs_dir) / name / "run.json").exists():
+        raise FileNotFoundError(f"no run '{name}' in {Path(runs_dir).resolve()}; start one: labkit run --name {name}")
+    run = Run(name, runs_dir)
+    m = run.manifest()
+    lines = [f"run '{name}' in {run.path} (preset {m.get('preset')})"]
+    todo = []
+    for stage in available_stages():
+        info = m["stages"].get(stage)
+        if info:
+            numbers = "  ".join(f"{short(k)} {fmt(v)}" for k, v in list(info["headline"].items())[:3])
+            lines.append(f"  {stage:<12} complete  {format_seconds(stage_seconds(info)):>7}  {numbers}")
+            continue
+        todo.append(stage)
+        started = (run.path / STAGE_DIRS[stage] / "config.json").exists()
+        lines.append(f"  {stage:<12} {'started, not finished (the next run resumes it)' if started else 'not run'}")
+    cmd = f"labkit run --name {name} --preset {m.get('preset')}" + \
+        (f" --runs-dir {runs_dir}" if Path(runs_dir) != Path("runs") else "")
+    if todo:
+        lines.append(f"next: {cmd}" + (f" --stages {','.join(todo)}" if todo != available_stages() else ""))
+    else:
+        lines.append(f"all stages complete; report: {run.path / 'report.html'} "
+                     f"(re-run one: {cmd} --stages <stage> --force)")
+    return "\n".join(lines)
 
 
 def train_stage(stage: str, run_dir: str | Path, preset: str = "cpu", params: dict | None = None) -> dict:
@@ -158,6 +307,10 @@ def main(argv=None) -> int:
     rep = sub.add_parser("report", help="(re)write runs/<name>/report.html")
     rep.add_argument("--name", default="demo")
     rep.add_argument("--runs-dir", default="runs")
+    st = sub.add_parser("status", help="which stages runs/<name> holds, their numbers, and what runs next")
+    st.add_argument("--name", default="demo")
+    st.add_argument("--runs-dir", default="runs")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "run":
@@ -167,9 +320,20 @@ def main(argv=None) -> int:
             params = parse_params(args.param)
             split_params(params, [args.stage])
             print(train_stage(args.stage, args.run, args.preset, params))
+        elif args.cmd == "status":
+            print(status(args.name, args.runs_dir))
         else:
             from .report import write_report
             print(write_report(Run(args.name, args.runs_dir)))
+    except Interrupted as e:
+        at = f" at step {e.n}/{e.total or '?'}" if e.n is not None else ""
+        again = shlex.join(["labkit", *(a for a in argv if a != "--force")])  # --force would redo finished stages
+        print(f"labkit: interrupted during stage {e.stage}{at}; completed stages are kept, and `{again}` "
+              f"resumes it", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("labkit: interrupted", file=sys.stderr)
+        return 130
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"labkit: error: {e}", file=sys.stderr)
         return 2

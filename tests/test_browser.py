@@ -1,4 +1,4 @@
-"""The preference widget in a real browser: JupyterLab + Debian chromium, driven by playwright.
+"""The preference widget and the run report in a real browser: Debian chromium, driven by playwright.
 
 Starts `jupyter lab` on a free loopback port and opens the real
 notebooks/03_preferences.ipynb on a smoke-preset run folder (stages 1-2 done
@@ -9,7 +9,7 @@ those labels back from the run's SQLite store (next to the AI judge's labels
 that the notebook's last cells add). The HTML response must show as text and
 run nothing, and the widget's keys must not reach JupyterLab (digits would
 turn cells into headings). A second test does the same for pair mode, whose
-keys "a" and "b" would insert cells.
+keys "a" and "b" would insert cells. The last test opens a smoke run's report.html from disk.
 
 Needs /usr/bin/chromium and `pip install playwright` (tests/browser_setup.sh);
 skipped otherwise. Run:  python -m pytest tests/test_browser.py -m browser
@@ -33,7 +33,7 @@ NOTEBOOK = "notebooks/03_preferences.ipynb"
 RUN = "browser"
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 CHROMIUM = "/usr/bin/chromium"
-# Flags from DESIGN.md: no sandbox (root in a container), and nothing that phones home.
+# No sandbox (root in a container), and nothing that phones home (docs/architecture.md, "Testing notes").
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -324,3 +324,42 @@ def test_pair_mode_keys_stay_in_the_widget(lab, page):
         pairs = [(lab.item_id, lab.payload["a"], lab.payload["b"], lab.payload["choice"])
                  for lab in store.labels(annotator="pairer")]
         assert pairs == [("p0", 0, 1, "a"), ("p0", 0, 2, "b"), ("p0", 1, 2, "tie"), ("p1", 0, 2, "a")]
+
+
+def test_report_renders_every_stage_offline(tmp_path_factory):
+    """report.html of the smoke pipeline, opened from disk with no network: every stage's section with
+    its reading and each figure of its notebook drawn, then one exported notebook; no console errors."""
+    import nbformat
+    from test_runner import smoke_pipeline  # the smoke run tests/test_runner.py makes (once a session)
+
+    from labkit.report import notebook_figures
+    from labkit.runs import NOTEBOOKS, STAGES
+
+    path, _ = smoke_pipeline(tmp_path_factory)
+    notebooks = {s: path / "notebooks" / NOTEBOOKS[s] for s in STAGES}
+    figures = {s: len(notebook_figures(nbformat.read(nb, as_version=4))) if nb.exists() else 0
+               for s, nb in notebooks.items()}
+    assert sum(n > 0 for n in figures.values()) >= 4  # pretrain, SFT, reward model and PPO draw curves
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        problems = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("requestfailed", lambda r: problems.append(f"{r.url}: {r.failure}"))
+        page.goto((path / "report.html").as_uri())
+        expect(page.locator("table.scorecard a")).to_have_count(len(STAGES))  # a row per stage, linked
+        for stage in STAGES:
+            section = page.locator(f"section#{stage}")
+            expect(section.locator("h2")).to_be_visible()
+            expect(section.locator(".js-plotly-plot")).to_have_count(figures[stage])
+            if notebooks[stage].exists():
+                expect(section.locator("p.reading")).to_contain_text(re.compile(r"\d"))
+        section = page.locator("section#ppo")
+        section.get_by_role("link", name="the executed notebook").click()
+        expect(page).to_have_url(notebooks["ppo"].with_suffix(".html").as_uri())
+        expect(page.locator(".jp-Cell").first).to_be_visible()
+        expect(page.locator(".js-plotly-plot")).to_have_count(figures["ppo"])
+        browser.close()
+    assert problems == []

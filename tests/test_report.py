@@ -1,0 +1,76 @@
+"""The scorecard and report.html on a hand-made run folder (the smoke pipeline's report is checked in
+tests/test_runner.py and, in a real browser, in tests/test_browser.py)."""
+import re
+
+import nbformat
+import plotly.graph_objects as go
+import pytest
+from plotly.offline import get_plotlyjs
+
+from labkit import report
+from labkit.runs import NOTEBOOKS, STAGES, Run, append_jsonl
+
+
+@pytest.fixture
+def run(tmp_path):
+    """pretrain complete with its executed notebook (a figure, a widget output); sft complete, no notebook."""
+    r = Run("hand", tmp_path)
+    r.update_manifest(preset="smoke")
+    r.complete("pretrain", 12.0, {"pretrain/val_ppl": 2.5, "pretrain/unigram_ppl": 170.0, "pretrain/params": 164160})
+    r.annotate("pretrain", notebook_seconds=20.0)
+    r.complete("sft", 30.0, {"sft/accuracy": 55.0, "sft/base_accuracy": 0.0})
+    append_jsonl(r.stage_dir("sft") / "metrics.jsonl", {"step": 2, "sft/loss": 3.0, "sft/learning_rate": 1e-3})
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 1], name="pretrain/loss")).to_plotly_json()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# 1 · Tokenizer and pretraining\n\ntext"),
+                nbformat.v4.new_markdown_cell("## Pretrain\n\nThe loop is nanoGPT's."),
+                nbformat.v4.new_code_cell("chart", outputs=[
+                    nbformat.v4.new_output("display_data", {report.WIDGET_MIME: {"model_id": "x"},
+                                                            "text/plain": "FigureWidget({...})"}),
+                    nbformat.v4.new_output("display_data", {report.PLOTLY_MIME: fig, "text/plain": "fig"})])]
+    nb.metadata["widgets"] = {"state": {}}
+    (r.path / "notebooks").mkdir()
+    nbformat.write(nb, r.path / "notebooks" / NOTEBOOKS["pretrain"])
+    return r
+
+
+def test_scorecard_lists_every_stage_against_its_targets(run):
+    rows = report.scorecard(run)
+    assert [r.stage for r in rows if r.stage] == list(STAGES)
+    by = {r.metric: r for r in rows}
+    assert (by["val_ppl"].target, by["val_ppl"].verdict) == ("< unigram_ppl (170)", "met")
+    assert (by["val_ppl"].seconds, by["accuracy"].seconds) == (20.0, 30.0)  # the notebook's time when measured
+    assert (by["accuracy"].value, by["accuracy"].verdict) == ("55", "not met")
+    assert [r.verdict for r in rows if r.stage in ("preferences", "reward", "ppo")] == ["not run"] * 3
+    text = report.format_scorecard(rows)
+    assert re.search(r"^pretrain +20s +val_ppl +2\.5 +< unigram_ppl \(170\) +met$", text, re.M)
+    assert re.search(r"^ppo +- +- +not run$", text, re.M)
+
+
+def test_a_target_whose_metric_is_missing_shows_a_dash(run):
+    run.complete("ppo", 1.0, {"ppo/true_score_before": 70.0})
+    rows = {r.metric: r for r in report.scorecard(run)}
+    assert (rows["true_score_after"].value, rows["true_score_after"].verdict) == ("-", "-")
+    assert rows["true_score_after"].target == ">= true_score_before + 10 (80)"
+    assert report.Target(">=", 10, of="ppo/true_score_before").met(81.0, {"ppo/true_score_before": 70.0})
+
+
+def test_reading_prints_missing_numbers_as_a_dash():
+    text = report.reading("sft", {"sft/accuracy": 71.25, "sft/stop_rate": None})
+    assert "accepts 71.2% of the answers" in text and "against -% for the pretrained model" in text
+    assert report.reading("compare", {"compare/x": 1.0}) == ""
+
+
+def test_report_shows_each_stage_with_its_figures_and_an_offline_notebook(run):
+    page = open(report.write_report(run), encoding="utf-8").read()
+    for stage in STAGES:
+        assert f"<section class='stage' id='{stage}'>" in page
+    assert "<h2>1 · Tokenizer and pretraining</h2>" in page and "perplexity 2.50" in page
+    assert "<figcaption>Pretrain</figcaption>" in page  # the notebook's figure, under its section's heading
+    assert "<figcaption>training curves</figcaption>" in page  # sft: no notebook, its metrics.jsonl instead
+    assert page.count("Plotly.newPlot(") == 2 and len(get_plotlyjs()) < len(page) < 2 * len(get_plotlyjs())
+    assert "href='notebooks/01_pretrain.html'" in page and "Not run yet" in page
+
+    exported = (run.path / "notebooks" / "01_pretrain.html").read_text(encoding="utf-8")
+    assert "Plotly.newPlot(" in exported and "FigureWidget" not in exported
+    assert not re.search(r"<script[^>]+src=", exported)  # nothing from a CDN: the page works offline
