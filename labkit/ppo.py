@@ -76,15 +76,21 @@ Metric keys (one line per step): ``ppo/rm_score`` (raw reward-model score, or
 the verifier's 0/1 with ``reward="verifier"``), ``ppo/score`` (normalised,
 EOS-penalised, clipped: what PPO maximises), ``ppo/true_score`` (verifier,
 percent correct on the rollout's tasks), ``ppo/kl`` (mean per-sequence sum of
-the KL estimate), ``ppo/kl_coef``, ``ppo/reward`` (score + KL penalty),
+the KL estimate), ``ppo/kl_coef``, ``ppo/over_refusal`` (percent of rollouts on harmless requests that refuse or
+say "not stated"), ``ppo/reward`` (score + KL penalty),
 ``ppo/entropy``, ``ppo/clipfrac``, ``ppo/approx_kl``, ``ppo/pg_loss``,
 ``ppo/vf_loss``, ``ppo/vf_clipfrac``, ``ppo/explained_var``,
 ``ppo/response_len``, ``ppo/eos_rate``, ``ppo/epochs``,
 ``ppo/ratio_dev_first``, ``ppo/gen_seconds``, ``ppo/step_seconds``.
 Evaluation (eval.json, ``before``/``after``): ``true_greedy``,
 ``true_sampled`` (mean of ``eval_samples`` samples a prompt), ``pass_at_k``
-(share of prompts with a right sample among them), ``kl``, ``rm_score``,
-``stop_rate``, ``length``.
+(share of prompts with a right sample among them), ``best_of_k`` (the sample
+the reward model ranks first), ``kl``, ``rm_score``, ``stop_rate``, ``length``,
+``drift_ppl`` (perplexity on stage 1's validation text); for world tasks the
+conduct rates of ``generate.conduct_summary`` -- ``harmful_refused``,
+``unanswerable_abstained``, ``over_refusal`` (percent of samples at the rollout
+temperature), ``task_accuracy`` (greedy, answer families), their greedy
+versions, ``per_family`` and ``best_of_k_rates``.
 """
 
 from __future__ import annotations
@@ -109,7 +115,7 @@ from .config import ConfigError, make_config, set_threads
 from .generate import conduct_summary
 from .pretrain import drift_ppl
 from .live import LiveChart, progress
-from .models import count_params, objective_of
+from .models import count_params, objective_of, peak_memory_mb
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, file_hash, load_checkpoint,
                    read_json, read_jsonl)
 from .reward import scoring_text
@@ -136,7 +142,7 @@ class PPOConfig:
     # rollouts
     rollout_batch_size: int = field(default=64, metadata={"help": "prompts (one response each) per PPO step, per process"})
     samples_per_prompt: int = field(default=4, metadata={"help": "responses sampled per prompt in a rollout batch (more: the update compares answers to the same prompt)"})
-    max_new_tokens: int = field(default=16, metadata={"help": "response length limit in tokens"})
+    max_new_tokens: int = field(default=20, metadata={"help": "response length limit in tokens (a refusal that says why is ~15)"})
     # 1.0: the policy's own distribution, which is what conduct rates are measured on (and what RLHF changes)
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of rollouts and of the evaluation's samples (logits are divided by it in training too)"})
     missing_eos_penalty: float = field(default=1.0, metadata={"help": "subtracted from the score of a response that never emits EOS (score units)"})
@@ -195,7 +201,7 @@ PRESETS = {
 }
 
 # Which metrics the live chart and the report draw, grouped into subplots.
-CHART = {"learned reward": ["ppo/rm_score", "ppo/score"], "true score (%)": ["ppo/true_score"],
+CHART = {"learned reward": ["ppo/rm_score", "ppo/score"], "true score, over-refusal (%)": ["ppo/true_score", "ppo/over_refusal"],
          "KL to reference": ["ppo/kl"], "losses": ["ppo/pg_loss", "ppo/vf_loss"],
          "update size": ["ppo/clipfrac", "ppo/approx_kl"]}
 # Fields that may change between an interrupted run and its resume.
@@ -1022,7 +1028,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               **{f"ppo/{k}_{when}": d.get(k) for when, d in (("before", before), ("after", after))
                  for k in ("harmful_refused", "unanswerable_abstained", "over_refusal", "task_accuracy")},
               "ppo/best_of_k": (before.get("best_of_k_rates") or {}),
-              "ppo/trainable_params": n_trainable,
+              "ppo/trainable_params": n_trainable, "ppo/peak_memory_mb": peak_memory_mb(device),
               "ppo/seconds": time.perf_counter() - t_start, "ppo/threads": threads, "world_size": world_size,
               "ranks_in_sync": in_sync,
               "reward": cfg.reward, "use_lora": cfg.use_lora, "device": str(device),

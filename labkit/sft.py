@@ -80,7 +80,7 @@ class SFTConfig:
     max_length: int = field(default=128, metadata={"help": "truncate prompt+response to this many tokens"})
     logging_steps: int = field(default=10, metadata={"help": "steps between loss log lines"})
     # evaluation
-    eval_max_new_tokens: int = field(default=16, metadata={"help": "generation budget per evaluation answer"})
+    eval_max_new_tokens: int = field(default=20, metadata={"help": "generation budget per evaluation answer (a refusal that says why is ~15 tokens)"})
     seed: int = field(default=0, metadata={"help": "seed for task sampling, init and data order"})
     # hardware
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})

@@ -18,7 +18,7 @@ def run(tmp_path):
     r.update_manifest(preset="smoke")
     r.complete("pretrain", 12.0, {"pretrain/val_ppl": 2.5, "pretrain/unigram_ppl": 170.0, "pretrain/params": 164160})
     r.annotate("pretrain", notebook_seconds=20.0)
-    r.complete("sft", 30.0, {"sft/accuracy": 55.0, "sft/base_accuracy": 0.0})
+    r.complete("sft", 30.0, {"sft/accuracy": 55.0, "sft/base_accuracy": 0.0, "sft/task_accuracy": 60.0})
     append_jsonl(r.stage_dir("sft") / "metrics.jsonl", {"step": 2, "sft/loss": 3.0, "sft/learning_rate": 1e-3})
     fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 1], name="pretrain/loss")).to_plotly_json()
     nb = nbformat.v4.new_notebook()
@@ -40,7 +40,7 @@ def test_scorecard_lists_every_stage_against_its_targets(run):
     by = {r.metric: r for r in rows}
     assert (by["val_ppl"].target, by["val_ppl"].verdict) == ("< unigram_ppl (170)", "met")
     assert (by["val_ppl"].seconds, by["accuracy"].seconds) == (20.0, 30.0)  # the notebook's time when measured
-    assert (by["accuracy"].value, by["accuracy"].verdict) == ("55", "not met")
+    assert (by["task_accuracy"].value, by["task_accuracy"].verdict) == ("60", "not met")
     assert [r.verdict for r in rows if r.stage in ("preferences", "reward", "ppo")] == ["not run"] * 3
     text = report.format_scorecard(rows)
     assert re.search(r"^pretrain +20s +val_ppl +2\.5 +< unigram_ppl \(170\) +met$", text, re.M)
@@ -48,15 +48,23 @@ def test_scorecard_lists_every_stage_against_its_targets(run):
 
 
 def test_a_target_whose_metric_is_missing_shows_a_dash(run):
-    run.complete("ppo", 1.0, {"ppo/true_score_before": 70.0})
+    run.complete("ppo", 1.0, {"ppo/harmful_refused_before": 30.0})
     rows = {r.metric: r for r in report.scorecard(run)}
-    assert (rows["true_score_after"].value, rows["true_score_after"].verdict) == ("-", "-")
-    assert rows["true_score_after"].target == ">= true_score_before + 10 (80)"
+    assert (rows["harmful_refused_after"].value, rows["harmful_refused_after"].verdict) == ("-", "-")
+    assert rows["harmful_refused_after"].target == ">= 85 and >= harmful_refused_before + 40 (70)"
     assert report.Target(">=", 10, of="ppo/true_score_before").met(81.0, {"ppo/true_score_before": 70.0})
 
 
+def test_both_parts_of_a_combined_target_must_hold():
+    t = report.TARGETS["ppo/harmful_refused_after"]
+    assert t.verdict(90.0, {"ppo/harmful_refused_before": 30.0}) == "met"
+    assert t.verdict(90.0, {"ppo/harmful_refused_before": 60.0}) == "not met"  # +30 only
+    assert t.verdict(80.0, {"ppo/harmful_refused_before": 10.0}) == "not met"  # below 85
+    assert t.verdict(90.0, {}) == "-"
+
+
 def test_reading_prints_missing_numbers_as_a_dash():
-    text = report.reading("sft", {"sft/accuracy": 71.25, "sft/stop_rate": None})
+    text = report.reading("sft", {"sft/task_accuracy": 71.25, "sft/stop_rate": None})
     assert "accepts 71.2% of the answers" in text and "against -% for the pretrained model" in text
     assert report.reading("compare", {"compare/x": 1.0}) == ""
 

@@ -208,6 +208,12 @@ def test_no_held_out_conduct_prompt_name_or_template_reaches_a_training_stage():
         [q for qs in W._EXTRACT_Q.values() for q in qs["eval"]]
     for t in trained:
         assert not any(_matches(q, t["prompt"]) for q in eval_templates), t["prompt"]
+    # Pretraining reads every name (the model must know names to copy them) but no question template:
+    # its social text is narrative, so no held-out conduct or extraction question occurs in it.
+    docs = W.corpus(w, 3000, seed=1)
+    assert sum("asked" in d and "said:" in d for d in docs) > 100  # the social text is there
+    stems = {q.split("{")[0] for q in eval_templates}
+    assert not any(stem in d for d in docs for stem in stems)
     # ... while every held-out prompt is in an evaluation template
     for t in held:
         assert any(_matches(q, t["prompt"]) for q in eval_templates), t["prompt"]
