@@ -90,3 +90,61 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def peak_memory_mb(device: torch.device | str = "cpu") -> float:
+    """This process's peak memory so far, in MiB: on a GPU what torch allocated there
+    (``torch.cuda.max_memory_allocated``), else the peak resident set size of the process (``ru_maxrss``)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+    import sys
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2 ** 20 if sys.platform == "darwin" else rss / 2 ** 10  # bytes on macOS, KiB on Linux
+
+
+class PeakMemory:
+    """Peak memory of a block, in MiB (``.mb``): on a GPU ``torch.cuda.max_memory_allocated`` after resetting
+    it; on a CPU the process's resident set size, sampled every ``interval_s`` by a thread (``ru_maxrss`` only
+    ever rises, so it cannot measure one block of a process that did more before)::
+
+        with PeakMemory(device) as mem:
+            train()
+        mem.mb
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", interval_s: float = 0.02):
+        self.device, self.interval_s, self.mb = torch.device(device), interval_s, 0.0
+
+    def _rss_mb(self) -> float:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page / 2 ** 20
+        except OSError:  # no /proc (macOS): the process's peak so far
+            return peak_memory_mb("cpu")
+
+    def _watch(self):
+        while not self._done.wait(self.interval_s):
+            self.mb = max(self.mb, self._rss_mb())
+
+    def __enter__(self):
+        import os
+        import threading
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self.mb = self._rss_mb()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.mb = peak_memory_mb(self.device)
+        else:
+            self._done.set()
+            self._thread.join()
+            self.mb = max(self.mb, self._rss_mb())
+        return False
