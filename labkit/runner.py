@@ -1,6 +1,7 @@
 """The runner: execute the stage notebooks in order with papermill, then write the report.
 
-    labkit run --name demo --preset cpu                      # every stage
+    labkit run --name demo --preset cpu                      # stages 1-5 (runs.DEFAULT_STAGES)
+    labkit run --name demo --preset cpu --stages compare     # stage 6 after them: DPO, RLOO, best-of-n beside PPO
     labkit run --stages pretrain -p data=book.txt -p max_steps=300
     labkit run --stages sft -p sft.learning_rate=1e-3        # stage-qualified name
 
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from .config import ConfigError, field_names, make_config
 from .live import PROGRESS_ENV, StageLine, format_seconds, watch_stage
-from .runs import NOTEBOOKS, STAGE_DIRS, STAGES, Run, read_json
+from .runs import DEFAULT_STAGES, NOTEBOOKS, STAGE_DIRS, STAGES, Run, StageMissing, read_json
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # Globals every stage notebook's parameters cell has besides its config fields.
@@ -208,7 +209,7 @@ def run_pipeline(name: str = "demo", preset: str = "cpu", stages: list[str] | No
     from .report import format_scorecard, scorecard, total_seconds, write_report
 
     available = available_stages()
-    stages = stages or available
+    stages = stages or [s for s in DEFAULT_STAGES if s in available]  # compare runs when named (runs.py says why)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage {', '.join(unknown)}; stages are {', '.join(STAGES)}")
@@ -295,7 +296,8 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="execute stage notebooks in order (papermill) and write report.html")
     r.add_argument("--name", default="demo", help="run folder name under --runs-dir")
     r.add_argument("--preset", default="cpu", help="smoke | cpu | gpu | hub")
-    r.add_argument("--stages", default=None, help=f"comma list from {','.join(STAGES)} (default: all)")
+    r.add_argument("--stages", default=None, help=f"comma list from {','.join(STAGES)} "
+                                                  f"(default: {','.join(DEFAULT_STAGES)})")
     r.add_argument("-p", "--param", action="append", default=[], help="key=value or stage.key=value")
     r.add_argument("--runs-dir", default="runs")
     r.add_argument("--force", action="store_true", help="re-run stages already complete")
@@ -334,7 +336,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("labkit: interrupted", file=sys.stderr)
         return 130
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, StageMissing) as e:
         print(f"labkit: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # papermill wraps notebook failures: show the cause in one line

@@ -3,7 +3,7 @@
 A run is a folder ``runs/<name>/`` (see docs/architecture.md, "Run folders")::
 
     run.json          manifest: preset, seed, versions, data hashes, stages completed + timings
-    01_pretrain/ 02_sft/ 03_preferences/ 04_reward/ 05_ppo/
+    01_pretrain/ 02_sft/ 03_preferences/ 04_reward/ 05_ppo/ 06_compare/
     notebooks/        executed notebooks (papermill output)
     report.html
 
@@ -28,11 +28,16 @@ from pathlib import Path
 
 from .config import ConfigError
 
-STAGES = ("pretrain", "sft", "preferences", "reward", "ppo")
+STAGES = ("pretrain", "sft", "preferences", "reward", "ppo", "compare")
 STAGE_DIRS = {"pretrain": "01_pretrain", "sft": "02_sft", "preferences": "03_preferences",
-              "reward": "04_reward", "ppo": "05_ppo"}
+              "reward": "04_reward", "ppo": "05_ppo", "compare": "06_compare"}
 NOTEBOOKS = {"pretrain": "01_pretrain.ipynb", "sft": "02_sft.ipynb", "preferences": "03_preferences.ipynb",
-             "reward": "04_reward_model.ipynb", "ppo": "05_ppo.ipynb"}
+             "reward": "04_reward_model.ipynb", "ppo": "05_ppo.ipynb", "compare": "06_compare.ipynb"}
+# What `labkit run` runs when no --stages are named: the pipeline, stages 1-5. The comparison (stage 6:
+# DPO, RLOO twice and best-of-n beside PPO) trains three more policies and evaluates six; on a 2-core CPU
+# that is more than the main command's 25-minute budget has left after stages 1-5, so it runs when
+# asked for: `labkit run --stages compare` after the main run (README, "Results").
+DEFAULT_STAGES = ("pretrain", "sft", "preferences", "reward", "ppo")
 
 
 # --- atomic writes -----------------------------------------------------------------

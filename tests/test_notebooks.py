@@ -17,7 +17,7 @@ def _code_cells(stage):
 
 
 def test_every_stage_has_a_notebook():
-    assert STAGES == ["pretrain", "sft", "preferences", "reward", "ppo"]
+    assert STAGES == ["pretrain", "sft", "preferences", "reward", "ppo", "compare"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

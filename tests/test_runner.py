@@ -12,7 +12,7 @@ import pytest
 
 from labkit import runner
 from labkit.config import ConfigError
-from labkit.runs import STAGES, Run, atomic_write_json
+from labkit.runs import DEFAULT_STAGES, STAGES, Run, atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,23 +64,43 @@ def smoke(tmp_path_factory):
 def test_smoke_run_completes_every_stage(smoke):
     path, _ = smoke
     run = Run.at(path)
-    for stage in runner.available_stages():
+    for stage in DEFAULT_STAGES:
         assert run.is_complete(stage), stage
         nb = path / "notebooks" / runner.NOTEBOOKS[stage]
         # No plotly.js in the executed notebooks (no live-chart widget state, no "+notebook" renderer).
         assert nb.exists() and nb.stat().st_size < 1_000_000, nb
         assert nb.with_suffix(".html").exists()
     assert not list((path / "notebooks").glob(".*"))  # no partial notebook left behind
+    assert not run.is_complete("compare")  # stage 6 runs only when named
     m = json.loads((path / "run.json").read_text())
     assert m["preset"] == "smoke" and m["versions"]["torch"]
     assert m["stages"]["pretrain"]["requested"]["max_steps"] == 30 and m["stages"]["sft"]["notebook_seconds"] > 0
+
+
+def test_the_default_is_stages_1_to_5_and_compare_runs_when_named(tmp_path, monkeypatch):
+    """`labkit run` without --stages runs the pipeline (runs.DEFAULT_STAGES); the comparison (stage 6) has a
+    notebook like the others but runs only when asked for, after PPO."""
+    from labkit import report
+    ran = []
+
+    def fake_stage(run, stage, parameters, line):
+        ran.append(stage)
+        run.complete(stage, 0.0, {})
+    monkeypatch.setattr(runner, "execute_stage", fake_stage)
+    monkeypatch.setattr(report, "write_report", lambda run: str(run.path / "report.html"))
+    assert "compare" in runner.available_stages() and "compare" not in DEFAULT_STAGES
+    assert list(DEFAULT_STAGES) == [s for s in STAGES if s != "compare"] and STAGES[-1] == "compare"
+    runner.run_pipeline("d", "smoke", None, runs_dir=tmp_path, log=lambda *a: None)
+    assert ran == list(DEFAULT_STAGES)
+    runner.run_pipeline("d", "smoke", ["compare"], runs_dir=tmp_path, log=lambda *a: None)
+    assert ran == list(DEFAULT_STAGES) + ["compare"]
 
 
 def test_smoke_log_shows_progress_without_kernel_noise(smoke):
     _, log = smoke
     assert re.search(r"^\[labkit\] pretrain: \d+/30  loss \d", log, re.M), log
     assert re.search(r"^\[labkit\] ppo: \d/4  rm_score ", log, re.M), log
-    for stage in runner.available_stages():
+    for stage in DEFAULT_STAGES:
         assert re.search(rf"^\[labkit\] {stage}: done in \d", log, re.M), stage
     assert "\r" not in log  # plain lines in a file
     for noise in ("without encryption", "eavesdropping", "Unable to parse", "Traceback"):

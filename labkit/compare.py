@@ -1,0 +1,563 @@
+"""Stage 6: what people use instead of PPO — DPO, RLOO and best-of-n beside PPO, on the same numbers.
+
+PPO (stage 5) is one way to solve the KL-regularised reward maximisation of RLHF,
+
+    max_π  E_{x, y~π}[ r(x, y) ]  −  β · KL(π(·|x) ‖ π_ref(·|x)),
+
+with rollouts, a learned value function and clipped updates. This stage puts three cheaper routes
+to the same objective beside it, from the same SFT model (stage 2), the same preference pairs
+(stage 3) and the same reward model (stage 4):
+
+* **best-of-n** (no training): sample n responses from the SFT model and return the one the
+  reward model scores highest. Its KL to the SFT model is at most log n − (n−1)/n nats
+  (Stiennon et al. 2020, appendix G.3; Beirami et al. 2024 show it is an upper bound), and it
+  costs n samples per prompt at inference, every time.
+* **DPO** (Rafailov et al. 2023): the objective above has a closed-form optimum,
+  π*(y|x) = π_ref(y|x) exp(r(x, y)/β) / Z(x). Solved for the reward, r = β log π*/π_ref + β log Z(x),
+  and put into stage 4's Bradley–Terry loss, Z(x) cancels in the chosen−rejected difference:
+
+      L_DPO = −log σ( β [ (log π(y_w|x) − log π_ref(y_w|x)) − (log π(y_l|x) − log π_ref(y_l|x)) ] )
+
+  a classification loss on the pairs themselves: no reward model, no sampling, no value function
+  (``dpo_loss`` writes it out; a test checks TRL's ``DPOTrainer`` against it by hand). The policy
+  *is* the reward model, so its preference accuracy on the reward model's held-out pairs is
+  reported beside the reward model's.
+* **RLOO** (REINFORCE leave-one-out; Kool et al. 2019, Ahmadian et al. 2024): k samples per
+  prompt; each sample's baseline is the mean reward of the other k−1. The group replaces PPO's
+  value function — no critic network to train, load or initialise, and a baseline that is unbiased
+  for every prompt. The KL penalty sits in the reward as in PPO (``β`` times the summed per-token
+  log-ratio). TRL's ``RLOOTrainer``, once with the reward model's score (normalised with stage 5's
+  mean and std, minus stage 5's penalty for a response that never stops: PPO's exact reward) and
+  once with the world's **verifier** as the reward (RL from verifiable rewards, ``rloo_verifier``):
+  what a perfect reward buys. GRPO (Shao et al. 2024) differs in the baseline — the group *mean*,
+  divided by the group's standard deviation — and in putting the KL into the loss; RLOO was chosen
+  because its reward (score − β·KL) is PPO's, so the comparison isolates the value function.
+* **PPO**: stage 5's numbers, read from ``05_ppo/eval.json`` and ``metrics.jsonl``; not retrained.
+
+Every method is evaluated by ``ppo.evaluate`` — the function stage 5 uses — with stage 5's
+settings read from ``05_ppo/config.json``: the same held-out prompts (those in
+``05_ppo/samples.jsonl``), sampling seed, temperature, samples per prompt and response length.
+Conduct rates are shares of temperature-T samples, task accuracy is greedy, KL is the exact
+per-token KL to the SFT model summed over each sampled response. No method sees a held-out prompt:
+DPO trains on stage 3's pairs (the reward model's training split; its held-out pairs are only
+scored), RLOO on stage 5's training pool (``world.rl_tasks``). The RLOO settings are stage 5's
+(steps, batch, samples per prompt, learning rate, β = ``kl_coef``, clip range, LoRA rank), so
+the two differ in the algorithm only.
+
+    from labkit import compare
+    result = compare.run(compare.config("smoke"), run="demo")   # needs stages sft..ppo in runs/demo
+    # labkit run --stages compare   (not part of the default `labkit run`: see runs.DEFAULT_STAGES)
+
+Writes ``runs/<run>/06_compare/``: ``config.json``, ``eval.json`` (``methods``: one row per method
+with ``method``, ``harmful_refused``, ``unanswerable_abstained``, ``over_refusal``,
+``task_accuracy``, ``kl``, ``seconds``, ``peak_memory_mb``, ``trainable_params`` and more; and
+``settings``: what each method was run with), ``metrics.jsonl`` (training logs, keys
+``compare/<method>/<TRL metric>``), ``samples.jsonl`` (each method's greedy answer and first sample
+per held-out prompt) and ``<method>/adapter/`` (the LoRA adapters of DPO and RLOO).
+
+``seconds`` is the wall time of what makes the method's answers: training for DPO, RLOO and PPO
+(PPO: its steps, from ``metrics.jsonl``), drawing n samples per held-out prompt and scoring them for
+best-of-n; ``eval_seconds`` the evaluation. ``peak_memory_mb`` is the peak resident set of the
+process while the method ran on a CPU (``models.PeakMemory``; PPO: the peak of its stage),
+``torch.cuda.max_memory_allocated`` on a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from . import ppo
+from . import reward as rw
+from .config import ConfigError, field_names, make_config, set_threads
+from .live import LiveChart, progress
+from .models import PeakMemory, count_params, pick_device
+from .runs import Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from .tokenizer import conversation, ensure_chat_ready
+
+METHODS = ("best_of_n", "dpo", "rloo", "rloo_verifier", "ppo")
+# The columns every row of eval.json's "methods" has (a script can rely on them).
+ROW_KEYS = ("method", "harmful_refused", "unanswerable_abstained", "over_refusal", "task_accuracy", "kl", "seconds",
+            "peak_memory_mb", "trainable_params")
+
+
+@dataclass
+class CompareConfig:
+    methods: str = field(default=",".join(METHODS), metadata={"help": "comma list of methods beside the SFT model: " + ", ".join(METHODS) + " (ppo is read from stage 5, not retrained)"})
+    # DPO
+    dpo_beta: float = field(default=0.1, metadata={"help": "DPO's β: the weight of the KL term in the objective it solves in closed form (larger: stay nearer the SFT model); 0.1 as in Rafailov et al. 2023"})
+    dpo_learning_rate: float = field(default=3e-4, metadata={"help": "DPO's AdamW learning rate, constant; 3e-4 is stage 5's LoRA rate"})
+    dpo_epochs: float = field(default=1.0, metadata={"help": "passes over the preference pairs (the reward model's training split)"})
+    dpo_max_steps: int | None = field(default=None, metadata={"help": "DPO optimizer steps; overrides dpo_epochs (None: use dpo_epochs)"})
+    dpo_batch_size: int = field(default=32, metadata={"help": "pairs per DPO step (the model sees twice as many sequences)"})
+    # RLOO (None: stage 5's value, so that RLOO and PPO differ in the algorithm only)
+    rloo_steps: int | None = field(default=None, metadata={"help": "RLOO rounds of sampling + updates (None: stage 5's total_steps)"})
+    rloo_batch_size: int | None = field(default=None, metadata={"help": "responses sampled per round (None: stage 5's rollout_batch_size)"})
+    rloo_group_size: int | None = field(default=None, metadata={"help": "samples per prompt, the group each sample's leave-one-out baseline comes from (None: stage 5's samples_per_prompt)"})
+    rloo_learning_rate: float | None = field(default=None, metadata={"help": "RLOO's AdamW learning rate, constant (None: stage 5's learning_rate)"})
+    rloo_beta: float | None = field(default=None, metadata={"help": "RLOO's KL coefficient: reward = score − β · Σ_t log π/π_ref (None: stage 5's kl_coef)"})
+    # shared
+    lora_r: int | None = field(default=None, metadata={"help": "LoRA rank of DPO's and RLOO's adapters, on every linear layer of the blocks (None: stage 5's)"})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA scale numerator (None: stage 5's)"})
+    log_interval: int = field(default=10, metadata={"help": "optimizer steps between training log lines"})
+    seed: int = field(default=0, metadata={"help": "seed for LoRA init, data order and training samples (the evaluation uses stage 5's seed)"})
+    # hardware
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (None: on where the GPU supports it; off on CPU, where it is slower)"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: the cores this process may use)"})
+
+
+PRESETS = {
+    "smoke": dict(dpo_max_steps=4, dpo_batch_size=4, log_interval=1, threads=1),
+    # The dataclass defaults are the cpu preset; one thread, as stage 5 (its models are too small for
+    # intra-op threads to pay, and the evaluation then samples exactly what stage 5's did).
+    "cpu": dict(threads=1),
+    "gpu": dict(dpo_batch_size=64, dpo_learning_rate=1e-4, log_interval=20),
+    "hub": dict(dpo_batch_size=8, dpo_learning_rate=5e-5, log_interval=20),
+}
+
+# Which metrics the notebook and the report draw, grouped into subplots.
+CHART = {"DPO loss": ["compare/dpo/loss"],
+         "DPO: chosen above rejected (%)": ["compare/dpo/rewards/accuracies"],
+         "RLOO reward (training prompts)": ["compare/rloo/reward", "compare/rloo_verifier/reward"],
+         "RLOO KL per token": ["compare/rloo/kl", "compare/rloo_verifier/kl"]}
+
+
+def config(preset: str = "cpu", **overrides) -> CompareConfig:
+    return make_config(CompareConfig, PRESETS, preset, overrides)
+
+
+def parse_methods(text: str) -> list[str]:
+    """The methods named in ``text``, in the table's order; a name that does not exist is an error naming the valid ones."""
+    import difflib
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    for m in names:
+        if m not in METHODS:
+            close = difflib.get_close_matches(m, METHODS, n=1)
+            raise ConfigError(f"unknown method {m!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                              + f"; methods are {', '.join(METHODS)}")
+    if not names:
+        raise ConfigError(f"methods is empty; choose from {', '.join(METHODS)}")
+    return [m for m in METHODS if m in names]
+
+
+def _check(cfg: CompareConfig) -> list[str]:
+    methods = parse_methods(cfg.methods)
+    for name in ("dpo_batch_size", "log_interval", "rloo_steps", "rloo_batch_size", "lora_r", "dpo_max_steps"):
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise ConfigError(f"{name} must be >= 1, got {v}")
+    if cfg.rloo_group_size is not None and cfg.rloo_group_size < 2:
+        raise ConfigError(f"rloo_group_size must be >= 2 (a leave-one-out baseline needs another sample), got "
+                          f"{cfg.rloo_group_size}")
+    for name in ("dpo_beta", "dpo_learning_rate", "dpo_epochs"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    return methods
+
+
+# --- DPO's loss, written out ---------------------------------------------------------------------
+
+def dpo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, beta: float) -> torch.Tensor:
+    """−log σ(β[(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]), per pair: the Bradley–Terry
+    loss with the reward r = β log π/π_ref that the KL-regularised objective's optimum implies."""
+    margin = (logp_chosen - ref_logp_chosen) - (logp_rejected - ref_logp_rejected)
+    return -torch.nn.functional.logsigmoid(beta * margin)
+
+
+# --- inputs: everything comes from the run folder -------------------------------------------------
+
+def stage5_config(r: Run) -> ppo.PPOConfig:
+    """Stage 5's config as it ran (``05_ppo/config.json``): the evaluation settings and RLOO's defaults."""
+    saved = read_json(r.require("ppo", "config.json"))
+    return ppo.PPOConfig(**{k: v for k, v in saved.items() if k in field_names(ppo.PPOConfig)})
+
+
+def heldout_tasks(r: Run, pcfg: ppo.PPOConfig) -> list[dict]:
+    """The held-out prompts stage 5 evaluated on, in its order: its evaluation tasks, kept where its
+    ``samples.jsonl`` has them (stage 5 drops prompts longer than its token budget)."""
+    _, tasks = ppo.load_prompts(pcfg, r.world())
+    d = r.require("ppo", "samples.jsonl").parent
+    seen = {s["prompt"] for s in read_jsonl(d / "samples.jsonl")}
+    kept = [t for t in tasks if t["prompt"] in seen]
+    expected = read_json(d / "eval.json", {}).get("eval_prompts", len(seen))
+    if len(kept) != expected:
+        raise ConfigError(f"rebuilt {len(kept)} of stage 5's {expected} held-out prompts from {d / 'config.json'}; "
+                          "re-run stage 5 (labkit run --stages ppo --force) so its folder matches this version")
+    return kept
+
+
+def training_pool(r: Run, pcfg: ppo.PPOConfig, tokenizer, limit: int) -> list[dict]:
+    """Stage 5's training prompts (never a held-out one), those that fit its token budget."""
+    tasks, _ = ppo.load_prompts(pcfg, r.world())
+    budget = min(pcfg.max_prompt_tokens, limit - pcfg.max_new_tokens)
+    lengths = tokenizer([ppo.format_prompt(tokenizer, t["prompt"]) for t in tasks], add_special_tokens=False)["input_ids"]
+    return [t for t, ids in zip(tasks, lengths) if len(ids) <= budget]
+
+
+def preference_pairs(r: Run, tokenizer, limit: int) -> tuple[list[dict], list[dict]]:
+    """Stage 3's pairs as the reward model saw them: the same file, long pairs dropped, and split by prompt
+    with stage 4's settings into (its training pairs, its held-out pairs)."""
+    rcfg = rw.RewardConfig(**{k: v for k, v in read_json(r.require("reward", "config.json")).items()
+                              if k in field_names(rw.RewardConfig)})
+    if rcfg.data == "pairs":
+        path = r.require("preferences", "pairs.jsonl")
+        if not any(line.strip() for line in path.read_text(encoding="utf-8").splitlines()):
+            raise ConfigError(f"{path} holds no preference pairs, and DPO trains on them: re-run stage 3 "
+                              f"(labkit run --stages preferences --force) or leave dpo out of methods")
+    pairs, _ = rw.load_pairs(rcfg, r)
+    pairs, _, _ = rw.drop_too_long(pairs, tokenizer, rcfg.max_length_tokens or limit)
+    train, held = rw.split_by_prompt(pairs, rcfg.eval_fraction, rcfg.seed)
+    if not train:
+        raise ConfigError("no preference pair fits the model's positions, so DPO has nothing to train on")
+    return train, held
+
+
+def load_policy(path):
+    """A causal LM from a checkpoint folder, dropout off (as PPO's policy: log-probs must not be noisy)."""
+    from transformers import AutoModelForCausalLM
+    return ppo._no_dropout(AutoModelForCausalLM.from_pretrained(str(path)))
+
+
+def lora_config(model, r: int, alpha: int):
+    """LoRA on every linear layer of the blocks, as stage 5's policy (``ppo.linear_targets``)."""
+    from peft import LoraConfig
+    return LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=0.0,
+                      target_modules=ppo.linear_targets(model))
+
+
+def score_norm(r: Run, pcfg: ppo.PPOConfig, sft, tokenizer, pool, rm_score) -> dict | None:
+    """The reward model's mean and std on the SFT model's samples, which PPO divides its score by: stage 5's
+    (``eval.json``), or, when stage 5 trained on the verifier, measured like PPO's first batch."""
+    if not pcfg.normalize_score:
+        return None
+    saved = read_json(r.require("ppo", "eval.json")).get("score_norm")
+    if saved:
+        return saved
+    tasks = [pool[i] for i in ppo.pick_prompts(len(pool), pcfg, 0, 0)]
+    with torch.random.fork_rng():
+        torch.manual_seed(ppo._seed(pcfg.seed, "rollout", 0, 0))
+        batch = ppo.sample(sft, tokenizer, [t["prompt"] for t in tasks], pcfg.max_new_tokens, pcfg.temperature)
+    raw = rm_score(tasks, batch["texts"])
+    return {"mean": raw.mean().item(), "std": max(raw.std().item(), 1e-3) if raw.numel() > 1 else 1.0}
+
+
+def reward_function(kind: str, pool: list[dict], eos_id: int, pcfg: ppo.PPOConfig, rm_score, norm: dict | None):
+    """A TRL reward function: PPO's score of each completion -- the reward model's (``kind="reward_model"``)
+    or the verifier's 1/0 (``kind="verifier"``), normalised and EOS-penalised by ``ppo.shape_scores``."""
+    def reward(prompts, completions, completion_ids, task_index, **_):
+        tasks = [pool[i] for i in task_index]
+        texts = [(c[-1]["content"] if isinstance(c, list) else c).strip() for c in completions]
+        has_eos = torch.tensor([bool(ids) and ids[-1] == eos_id for ids in completion_ids])
+        if kind == "verifier":
+            raw = torch.tensor([ppo.true_score(t, x, bool(e)) or 0.0 for t, x, e in zip(tasks, texts, has_eos)])
+        else:
+            raw = rm_score(tasks, texts)
+        return ppo.shape_scores(raw, has_eos, pcfg, norm if kind != "verifier" else None).tolist()
+    reward.__name__ = kind  # TRL logs rewards/<name>/mean
+    return reward
+
+
+class _Log:
+    """TRL's logs -> metrics.jsonl as ``compare/<method>/<name>`` (accuracies in percent), and the progress bar."""
+
+    def __new__(cls, metrics_path: Path, method: str, chart: LiveChart, bar):
+        from transformers import TrainerCallback
+
+        class Log(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                bar.update(1)
+
+            def on_log(self, args, state, control, logs=None, **kw):
+                rec = {f"compare/{method}/{k}": float(v) * (100 if k.endswith("accuracies") else 1)
+                       for k, v in (logs or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                if rec:
+                    rec = {"step": state.global_step, "method": method, **rec}
+                    append_jsonl(metrics_path, rec)
+                    chart.update(state.global_step, rec)
+
+        return Log()
+
+
+def _hardware_args(cfg: CompareConfig, out_dir: str, device, bf16: bool) -> dict:
+    # TRL's defaults assume a GPU (bf16, activation checkpointing): both slow a CPU down
+    # (docs/architecture.md, "CPU notes").
+    return dict(output_dir=out_dir, logging_steps=cfg.log_interval, report_to="none", save_strategy="no",
+                bf16=bf16, activation_checkpointing=False, use_cpu=device.type == "cpu", disable_tqdm=True,
+                seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
+                dataloader_pin_memory=device.type == "cuda")
+
+
+def dpo_trainer(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], lora: dict, out_dir: str, device,
+                bf16: bool, callbacks=()):
+    """TRL's DPOTrainer on ``pairs`` with a LoRA adapter on the SFT model; its reference is the same base with
+    the adapter off, so there is no second copy."""
+    from trl import DPOConfig, DPOTrainer
+    model = load_policy(sft_path)
+    args = DPOConfig(beta=cfg.dpo_beta, learning_rate=cfg.dpo_learning_rate, lr_scheduler_type="constant",
+                     num_train_epochs=cfg.dpo_epochs, max_steps=cfg.dpo_max_steps or -1,
+                     per_device_train_batch_size=cfg.dpo_batch_size, per_device_eval_batch_size=cfg.dpo_batch_size,
+                     max_length=None,  # too long pairs were dropped, as stage 4 did
+                     **_hardware_args(cfg, out_dir, device, bf16))
+    with _quiet_peft():
+        trainer = DPOTrainer(model=model, args=args, train_dataset=rw.to_trl(pairs), processing_class=tokenizer,
+                             peft_config=lora_config(model, **lora), callbacks=list(callbacks))
+    _no_printer(trainer)
+    return trainer
+
+
+def train_dpo(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], held: list[dict], lora: dict,
+              out_dir: str, device, bf16: bool, callbacks=()) -> tuple:
+    """DPO from the SFT model. Returns the trained PeftModel and its stats: steps, and the implicit reward's
+    accuracy on ``held`` (stage 4's held-out pairs) -- DPO's policy is a reward model too, r = β log π/π_ref."""
+    trainer = dpo_trainer(cfg, sft_path, tokenizer, pairs, lora, out_dir, device, bf16, callbacks)
+    stats = {"pairs": len(pairs)}
+    with _quiet_peft():
+        trainer.train()
+        ev = trainer.evaluate(rw.to_trl(held)) if held else None
+    stats["steps"] = trainer.state.global_step
+    if ev:
+        stats.update({"heldout_pairs": len(held), "heldout_pair_accuracy": 100 * ev.get("eval_rewards/accuracies", math.nan),
+                      "heldout_loss": ev.get("eval_loss")})
+    return trainer.model, stats
+
+
+@contextlib.contextmanager
+def _quiet_peft():
+    """peft 0.21 asks transformers 5 a deprecated question (is_gradient_checkpointing); not ours to fix."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
+        yield
+
+
+def train_rloo(cfg: CompareConfig, sft_path, tokenizer, pool: list[dict], reward_fn, settings: dict, lora: dict,
+               out_dir: str, device, bf16: bool, callbacks=()) -> tuple:
+    """RLOO with LoRA from the SFT model on ``pool``, rewarded by ``reward_fn``; ``settings`` are the resolved
+    steps, batch, group size, learning rate, β, clip range and response length."""
+    from datasets import Dataset
+    from trl import RLOOConfig, RLOOTrainer
+    model = load_policy(sft_path)
+    s = settings
+    per_step = s["minibatch_size"]
+    args = RLOOConfig(learning_rate=s["learning_rate"], lr_scheduler_type="constant", beta=s["beta"],
+                      num_generations=s["group_size"], per_device_train_batch_size=per_step,
+                      steps_per_generation=s["batch_size"] // per_step, max_steps=s["steps"] * (s["batch_size"] // per_step),
+                      num_iterations=1, epsilon=s["clip_range"], max_grad_norm=s["grad_clip"] or 0.0,
+                      max_completion_length=s["max_new_tokens"], temperature=s["temperature"], top_k=0, top_p=1.0,
+                      disable_dropout=True, **_hardware_args(cfg, out_dir, device, bf16))
+    data = Dataset.from_list([{"prompt": conversation(t["prompt"]), "task_index": i} for i, t in enumerate(pool)])
+    with _quiet_peft():
+        trainer = RLOOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=data,
+                              processing_class=tokenizer, peft_config=lora_config(model, **lora),
+                              callbacks=list(callbacks))
+        _no_printer(trainer)
+        trainer.train()
+    return trainer.model, {"steps": s["steps"], "optimizer_steps": trainer.state.global_step}
+
+
+def _no_printer(trainer) -> None:
+    from transformers import PrinterCallback, ProgressCallback
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+
+
+def rloo_settings(cfg: CompareConfig, pcfg: ppo.PPOConfig) -> dict:
+    """RLOO's settings: this config's where given, else stage 5's (the same budget of samples and updates)."""
+    pick = lambda mine, theirs: theirs if mine is None else mine  # noqa: E731
+    s = {"steps": pick(cfg.rloo_steps, pcfg.total_steps), "batch_size": pick(cfg.rloo_batch_size, pcfg.rollout_batch_size),
+         "group_size": pick(cfg.rloo_group_size, pcfg.samples_per_prompt),
+         "learning_rate": pick(cfg.rloo_learning_rate, pcfg.learning_rate), "beta": pick(cfg.rloo_beta, pcfg.kl_coef),
+         "minibatch_size": min(pcfg.minibatch_size, pick(cfg.rloo_batch_size, pcfg.rollout_batch_size)),
+         "clip_range": pcfg.clip_range, "grad_clip": pcfg.grad_clip, "max_new_tokens": pcfg.max_new_tokens,
+         "temperature": pcfg.temperature}
+    if s["group_size"] < 2:
+        raise ConfigError(f"RLOO needs at least 2 samples per prompt (rloo_group_size), got {s['group_size']}")
+    if s["batch_size"] % s["group_size"] or s["batch_size"] % s["minibatch_size"] or s["minibatch_size"] % s["group_size"]:
+        raise ConfigError(f"rloo_batch_size={s['batch_size']} must be a multiple of the minibatch ({s['minibatch_size']}, "
+                          f"stage 5's minibatch_size), itself a multiple of rloo_group_size={s['group_size']}")
+    return s
+
+
+# --- evaluation: stage 5's function, stage 5's settings ----------------------------------------------
+
+def evaluate_policy(policy, ref, tokenizer, tasks: list[dict], pcfg: ppo.PPOConfig, score_fn, device, autocast):
+    """``ppo.evaluate`` on any causal LM (``ref``: the SFT model, or None for a PeftModel, whose reference
+    is its base with the adapter off): the same prompts, seed, temperature, samples and KL as stage 5."""
+    acc = SimpleNamespace(process_index=0, num_processes=1, device=device)
+    return ppo.evaluate(SimpleNamespace(policy=policy), ref, score_fn, tokenizer, tasks, pcfg, acc, autocast)
+
+
+RATES = ("harmful_refused", "unanswerable_abstained", "over_refusal", "task_accuracy")
+DETAILS = ("true_greedy", "true_sampled", "rm_score", "stop_rate", "harmful_refused_greedy",
+           "unanswerable_abstained_greedy", "over_refusal_greedy")
+
+
+def table_row(method: str, summary: dict, kl, seconds, eval_seconds, peak_mb, trainable: int, **extra) -> dict:
+    """One row of eval.json's ``methods``: the ROW_KEYS first, then details."""
+    return {"method": method, **{k: summary.get(k) for k in RATES}, "kl": kl, "seconds": seconds,
+            "peak_memory_mb": peak_mb, "trainable_params": trainable, "eval_seconds": eval_seconds,
+            **{k: summary.get(k) for k in DETAILS if k in summary}, **extra}
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n ‖ base) <= log n − (n−1)/n nats (Stiennon et al. 2020, G.3; an upper bound, Beirami et al. 2024)."""
+    return math.log(n) - (n - 1) / n
+
+
+def ppo_row(r: Run) -> tuple[dict, list[dict]]:
+    """Stage 5's PPO as a table row, read from its folder (PPO is not retrained here), and its samples."""
+    d = r.require("ppo", "eval.json").parent
+    ev = read_json(d / "eval.json")
+    train_seconds = sum(m.get("ppo/step_seconds") or 0.0 for m in read_jsonl(d / "metrics.jsonl"))
+    row = table_row("ppo", ev["after"], ev["after"].get("kl"), round(train_seconds, 2),
+                    round(ev["ppo/seconds"] - train_seconds, 2), ev.get("ppo/peak_memory_mb"),
+                    ev.get("ppo/trainable_params"), steps=ev.get("ppo/steps"), source=str(d / "eval.json"))
+    samples = [{"method": "ppo", "family": s["family"], "prompt": s["prompt"], "greedy": s["after"],
+                "sample": s["after_sampled"]} for s in read_jsonl(d / "samples.jsonl")]
+    return row, samples
+
+
+def sample_rows(method: str, rows: list[dict], best: bool = False) -> list[dict]:
+    return [{"method": method, "family": x["family"], "prompt": x["prompt"],
+             "greedy": x["best_of_k"] if best else x["greedy"], "sample": x["best_of_k"] if best else x["sampled"]}
+            for x in rows]
+
+
+# --- the stage --------------------------------------------------------------------------------------
+
+def run(cfg: CompareConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
+        live: bool | None = None, progress_bar: bool = True) -> dict:
+    """Train DPO and RLOO, rerank with best-of-n, read PPO; evaluate all as stage 5 does; write ``06_compare/``."""
+    with rw._quiet_libraries():
+        return _run(cfg, run, runs_dir, preset, live, progress_bar)
+
+
+def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: bool | None,
+         progress_bar: bool) -> dict:
+    import gc
+
+    from transformers import AutoTokenizer
+
+    methods = _check(cfg)
+    t_start = time.perf_counter()
+    threads = set_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    # Inputs first: anything missing fails in one line before anything is written.
+    r = Run(run, runs_dir)
+    sft_path = r.require("sft", "model")
+    reward_path = r.require("reward", "model")
+    pcfg = stage5_config(r)
+    eval_tasks = heldout_tasks(r, pcfg)
+    tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(sft_path)))
+    sft = load_policy(sft_path).to(device).eval()
+    limit = getattr(sft.config, "max_position_embeddings", None) or 10 ** 9
+    pairs, held = preference_pairs(r, tokenizer, limit) if "dpo" in methods else ([], [])
+    pool = training_pool(r, pcfg, tokenizer, limit) if {"rloo", "rloo_verifier"} & set(methods) else []
+    if "rloo_verifier" in methods and any(t.get("answer") is None for t in pool):
+        raise ConfigError("rloo_verifier needs prompts with an answer (world tasks or task dicts); stage 5's have none")
+    rs = rloo_settings(cfg, pcfg) if pool else None
+    rm_tok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(reward_path)))
+    rm = rw.load_reward_model(reward_path, rm_tok).to(device).eval()
+    lora = {"r": cfg.lora_r or pcfg.lora_r, "alpha": cfg.lora_alpha or pcfg.lora_alpha}
+
+    def rm_score(tasks, texts):
+        return ppo.reward_model_scores(rm, rm_tok, [t["prompt"] for t in tasks], texts, pcfg.minibatch_size, autocast)
+
+    def score_fn(tasks, texts, has_eos, raw=True):  # what ppo.evaluate asks: the raw reward-model score
+        return rm_score(tasks, texts)
+
+    r.update_manifest(preset=preset or r.manifest().get("preset"))
+    stage = r.start("compare", dataclasses.asdict(cfg))
+    metrics_path = stage / "metrics.jsonl"
+    atomic_write_text(metrics_path, "")
+    chart = LiveChart(CHART, title="DPO and RLOO", enabled=live)
+    settings = {"evaluation": {k: getattr(pcfg, k) for k in ("n_eval", "eval_samples", "temperature", "max_new_tokens",
+                                                             "seed", "families")} | {"prompts": len(eval_tasks)},
+                "lora": lora}
+    rows, samples = [], []
+
+    # The SFT model, and best-of-n: one evaluation (n = stage 5's samples per prompt, reranked by the reward model).
+    with PeakMemory(device) as mem:
+        t0 = time.perf_counter()
+        base, base_rows = evaluate_policy(sft, sft, tokenizer, eval_tasks, pcfg, score_fn, device, autocast)
+        t_eval = time.perf_counter() - t0
+    rows.append(table_row("sft", base, base["kl"], 0.0, round(t_eval, 2), round(mem.mb, 1), 0))
+    samples += sample_rows("sft", base_rows)
+    if "best_of_n" in methods:
+        n = pcfg.eval_samples
+        rows.append(table_row("best_of_n", base["best_of_k_rates"], best_of_n_kl(n), round(t_eval, 2), 0.0,
+                              round(mem.mb, 1), 0, n=n, kl_is="upper bound log n - (n-1)/n"))
+        samples += sample_rows("best_of_n", base_rows, best=True)
+        settings["best_of_n"] = {"n": n, "ranked_by": "reward model (stage 4)"}
+
+    trained = [m for m in ("dpo", "rloo", "rloo_verifier") if m in methods]
+    norm = score_norm(r, pcfg, sft, tokenizer, pool, rm_score) if "rloo" in methods else None
+    for method in trained:
+        torch.manual_seed(cfg.seed)  # LoRA init
+        if method == "dpo":
+            total = cfg.dpo_max_steps or math.ceil(cfg.dpo_epochs * math.ceil(len(pairs) / cfg.dpo_batch_size))
+            settings["dpo"] = {"beta": cfg.dpo_beta, "learning_rate": cfg.dpo_learning_rate, "epochs": cfg.dpo_epochs,
+                               "max_steps": cfg.dpo_max_steps, "batch_size": cfg.dpo_batch_size, "pairs": len(pairs)}
+        else:
+            total = rs["steps"] * (rs["batch_size"] // rs["minibatch_size"])
+            settings[method] = {**rs, "reward": "verifier" if method == "rloo_verifier" else "reward model",
+                                "score_norm": None if method == "rloo_verifier" else norm}
+        bar = progress(total, method, disable=not progress_bar)
+        callback = _Log(metrics_path, method, chart, bar)
+        with tempfile.TemporaryDirectory(dir=stage, prefix=".trainer.") as out_dir, PeakMemory(device) as mem:
+            t0 = time.perf_counter()
+            if method == "dpo":
+                policy, stats = train_dpo(cfg, sft_path, tokenizer, pairs, held, lora, out_dir, device, bf16, [callback])
+            else:
+                kind = "verifier" if method == "rloo_verifier" else "reward_model"
+                fn = reward_function(kind, pool, tokenizer.eos_token_id, pcfg, rm_score, norm)
+                policy, stats = train_rloo(cfg, sft_path, tokenizer, pool, fn, rs, lora, out_dir, device, bf16, [callback])
+            seconds = time.perf_counter() - t0
+        bar.close()
+        trainable = count_params(policy, trainable_only=True)
+        with atomic_dir(stage / method / "adapter") as d:
+            policy.save_pretrained(d)
+            tokenizer.save_pretrained(d)
+        policy.to(device).eval()
+        t0 = time.perf_counter()
+        ev, ev_rows = evaluate_policy(policy, None, tokenizer, eval_tasks, pcfg, score_fn, device, autocast)
+        rows.append(table_row(method, ev, ev["kl"], round(seconds, 2), round(time.perf_counter() - t0, 2),
+                              round(mem.mb, 1), trainable, **stats))
+        samples += sample_rows(method, ev_rows)
+        del policy
+        gc.collect()
+    chart.update(0, {}, force=True)
+
+    if "ppo" in methods:
+        row, ppo_samples = ppo_row(r)
+        rows.append(row)
+        samples += ppo_samples
+        settings["ppo"] = {"read_from": row["source"], "steps": row["steps"]}
+
+    atomic_write_text(stage / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+    stage5_before = read_json(stage.parent / "05_ppo" / "eval.json", {}).get("before", {})
+    result = {"methods": rows, "settings": settings, "threads": threads, "device": str(device),
+              "compare/seconds": time.perf_counter() - t_start,
+              # the SFT row re-measures stage 5's "before" with the same code and settings: equal on the same machine
+              # and thread count (float rounding differs with either)
+              "sft_matches_stage5": all(base.get(k) == stage5_before.get(k) for k in RATES + ("kl",))}
+    atomic_write_json(stage / "eval.json", result)
+    order = [m for m in ("dpo", "rloo", "rloo_verifier", "ppo", "best_of_n", "sft") if any(x["method"] == m for x in rows)]
+    by = {x["method"]: x for x in rows}
+    headline = {f"compare/{m}_{k}": None if by[m][k] is None else round(by[m][k], 2)
+                for k in RATES + ("kl", "seconds") for m in order}
+    r.complete("compare", result["compare/seconds"], headline)
+    return result
