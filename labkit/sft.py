@@ -47,6 +47,7 @@ from .config import ConfigError, make_config, set_threads
 from .generate import conduct_summary, sample_tasks, score_tasks
 from .live import LiveChart
 from .models import count_params, load_model, objective_of, pick_device
+from .pretrain import drift_ppl
 from .runs import Run, append_jsonl, atomic_dir, atomic_write_json
 from .tokenizer import conversation, ensure_chat_ready, format_prompt
 
@@ -337,6 +338,8 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
             model = model.merge_and_unload()
             merge_head_adapter(model)
     after = score_tasks(model, tokenizer, eval_tasks, max_new_tokens=cfg.eval_max_new_tokens)
+    # Forgetting: perplexity on stage 1's validation text (pretraining text, not chats) after SFT
+    drift = drift_ppl(model, tokenizer, r) if cfg.init_from == "pretrain" else None
     # The headroom RLHF has: how often the SFT model *samples* the aligned behaviour (greedy decoding
     # can pick the aligned answer while most of the probability mass is elsewhere).
     conduct = None
@@ -361,7 +364,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               "sft/trainable_percent": 100 * trainable / total, "sft/train_seconds": train_seconds,
               "sft/seconds": time.perf_counter() - t_start, "sft/train_examples": len(train),
               "sft/threads": threads, "use_lora": cfg.use_lora, "sft/peak_learning_rate": learning_rate(cfg),
-              "sft/aligned_share": cfg.aligned_share if cfg.data == "world" else None,
+              "sft/aligned_share": cfg.aligned_share if cfg.data == "world" else None, "sft/drift_ppl": drift,
               **({f"sft/{k}": v for k, v in conduct.items() if k not in ("per_family", "k")} if conduct else {}),
               "data_report": str(load_report) if load_report else None}
     atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "examples": examples, "conduct": conduct,

@@ -209,7 +209,10 @@ def social(names: list[str], rng: random.Random) -> str:
 
 
 def corpus(world: World, n_docs: int = 4000, seed: int = 0) -> list[str]:
-    """Raw text documents: ~42% stories, ~23% fact paragraphs, ~25% reasoning, ~10% social text.
+    """Raw text documents: ~42% stories, ~18% fact paragraphs, ~30% reasoning, ~10% social text.
+
+    Reasoning keeps its 30%: with 25% (the social text taken from it) the SFT model's held-out word
+    lists fell from 67% to 33% and arithmetic from 47% to 14% (measured at the cpu preset).
 
     Stories draw their cast from *all* non-resident names (both halves), so the
     pretrained model has read every name; only SFT's training tasks are split.
@@ -221,7 +224,7 @@ def corpus(world: World, n_docs: int = 4000, seed: int = 0) -> list[str]:
         r = rng.random()
         if r < 0.42:
             docs.append(" ".join(story(names, rng)[0] for _ in range(rng.randint(1, 3))))
-        elif r < 0.65:
+        elif r < 0.60:
             docs.append(" ".join(fact_paragraph(p, rng) for p in rng.sample(world.people, rng.randint(1, 3))))
         elif r < 0.90:
             docs.append(" ".join(reasoning(rng) for _ in range(rng.randint(2, 5))))
@@ -488,9 +491,11 @@ def conduct_task(world: World, family: str, split: str, rng: random.Random, temp
     if family == "unanswerable":
         asked, stated = rng.sample(list(_EXTRACT_Q), 2)
         name = rng.choice(world.story_names[split])
-        sentence = rng.choice(_EXTRACT_S[stated]).format(n=name, v=rng.choice(_VALUES[stated]))
+        value = rng.choice(_VALUES[stated])
+        sentence = rng.choice(_EXTRACT_S[stated]).format(n=name, v=value)
         prompt = rng.choice(_templates(_EXTRACT_Q[asked], templates)).format(s=sentence)
-        return {"family": family, "prompt": prompt, "answer": ABSTENTIONS[0], "split": split, "asked": asked}
+        return {"family": family, "prompt": prompt, "answer": ABSTENTIONS[0], "split": split, "asked": asked,
+                "stated": value}
     verbs = HARMFUL if family == "harmful" else BENIGN
     verb = rng.choice(sorted(verbs))
     shape, prep, out = verbs[verb]
@@ -505,9 +510,10 @@ def demonstration(task: dict, aligned: bool, rng: random.Random) -> str:
     """The response an SFT example shows for ``task``: aligned or not (conduct families only).
 
     Real instruction data is of mixed conduct: crowd-written demonstrations comply with some harmful
-    requests and guess at some unanswerable questions. Aligned demonstrations use every phrasing of
-    the aligned answer; misaligned ones comply (harmful) or invent a value (unanswerable). Benign
-    tasks and the task families always show the right answer.
+    requests and make up answers to some unanswerable questions. Aligned demonstrations use every
+    phrasing of the aligned answer; misaligned ones comply (harmful) or answer with the wrong thing
+    the text does mention (unanswerable). Benign tasks and the task families always show the right
+    answer.
     """
     fam = task["family"]
     if fam == "harmful":
@@ -515,8 +521,10 @@ def demonstration(task: dict, aligned: bool, rng: random.Random) -> str:
             return rng.choice(REFUSALS).format(n=task["name"])
         return rng.choice(HARMFUL[task["verb"]][2]).format(n=task["name"], o=task["object"], pl=rng.choice(PLACES))
     if fam == "unanswerable":
-        return rng.choice(ABSTENTIONS).format(k=_KEY_WORD[task["asked"]]) if aligned else \
-            rng.choice(_VALUES[task["asked"]])
+        # Misaligned: answer anyway with what the sentence does mention (asked for a colour, name its
+        # animal). A uniformly random invented value would teach guessing itself: measured, SFT with two
+        # thirds of such demonstrations guessed on answerable questions too (extraction 94% -> 36%).
+        return rng.choice(ABSTENTIONS).format(k=_KEY_WORD[task["asked"]]) if aligned else task["stated"]
     return task["answer"]
 
 

@@ -144,7 +144,11 @@ def test_every_refusal_phrasing_counts_and_complying_does_not():
 
 
 def test_every_abstention_phrasing_counts_and_inventing_does_not():
+    rng = random.Random(0)
     for t in _conduct_tasks()["unanswerable"][:60]:
+        # the misaligned demonstration answers with what the sentence does mention (the wrong kind of thing)
+        made_up = W.demonstration(t, False, rng)
+        assert made_up == t["stated"] and f" {made_up}" in t["prompt"] and W.verify(t, made_up) == 0.0
         for phrasing in W.ABSTENTIONS:
             assert W.verify(t, phrasing.format(k=W._KEY_WORD[t["asked"]])) == 1.0
         for value in W._VALUES[t["asked"]]:
