@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--reuse-base", action="store_true", help="read seed 0 from --base (its stages 4-5 ran with seed 0)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per stage (1: two seeds can run side by side)")
     ap.add_argument("--work", default="runs/seeds")
     ap.add_argument("--out", default="benchmarks/results/seeds.json")
     args = ap.parse_args()
@@ -50,10 +51,13 @@ def main() -> None:
         if folder != base and not folder.exists():
             for stage in ("pretrain", "sft", "preferences"):
                 shutil.copytree(base / STAGE_DIRS[stage], folder / STAGE_DIRS[stage])
-            shutil.copy(base / "run.json", folder / "run.json")
+            manifest = json.loads((base / "run.json").read_text())  # stages 1-3 only: 4 and 5 are this seed's
+            manifest["stages"] = {k: v for k, v in manifest.get("stages", {}).items()
+                                  if k in ("pretrain", "sft", "preferences")}
+            (folder / "run.json").write_text(json.dumps(manifest, indent=1))
         for stage in ("reward", "ppo"):
             if not Run(folder.name, folder.parent).is_complete(stage):
-                runner.train_stage(stage, folder, args.preset, {"seed": seed})
+                runner.train_stage(stage, folder, args.preset, {"seed": seed, "threads": args.threads})
         per_seed[seed] = numbers(folder)
         print(seed, json.dumps(per_seed[seed]))
     summary = {}

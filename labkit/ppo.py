@@ -175,6 +175,7 @@ class PPOConfig:
     alarm_run_drop: float = field(default=4.0, metadata={"help": "slow and held-out reward-hacking alarms: the true score fell by this many points over the run (rollout trend, or held-out before/after) while the learned reward rose"})
     alarm_over_refusal: float = field(default=10.0, metadata={"help": "over-refusal alarm: rollouts refusing or saying 'not stated' on harmless requests rose by this many points since the first alarm_window steps"})
     alarm_kl: float = field(default=25.0, metadata={"help": "drift alarm: KL per response (nats) above this"})
+    kl_ablation: bool = field(default=False, metadata={"help": "notebook 05 also trains the kl_coef=0 twin (ppo.kl_ablation), the controlled KL ablation: a second PPO run, about 8 minutes at the cpu preset on 2 cores"})
     # bookkeeping
     checkpoint_interval: int = field(default=20, metadata={"help": "steps between resumable checkpoints"})
     resume: bool = field(default=True, metadata={"help": "continue from ckpt/ when it matches this config"})
@@ -188,7 +189,7 @@ class PPOConfig:
 
 
 PRESETS = {
-    "smoke": dict(threads=1, n_prompts=64, n_eval=8, eval_samples=2, rollout_batch_size=8, minibatch_size=4, max_new_tokens=8, total_steps=4,
+    "smoke": dict(threads=1, kl_ablation=True, n_prompts=64, n_eval=8, eval_samples=2, rollout_batch_size=8, minibatch_size=4, max_new_tokens=8, total_steps=4,
                   ppo_epochs=2, checkpoint_interval=2, alarm_window=4),
     # The dataclass defaults are the cpu preset, on one thread: its models are too small for intra-op
     # threads to pay, and on a busy 2-core machine two threads made sampling 25x slower (spin-waiting).
@@ -207,7 +208,7 @@ CHART = {"learned reward": ["ppo/rm_score", "ppo/score"], "true score, over-refu
 # Fields that may change between an interrupted run and its resume.
 _RESUMABLE_CHANGES = {"total_steps", "checkpoint_interval", "resume", "device", "threads", "n_eval", "eval_samples",
                       "alarm_window", "alarm_true_drop", "alarm_run_drop", "alarm_over_refusal", "alarm_kl",
-                      "gpu_memory_gb"}
+                      "gpu_memory_gb", "kl_ablation"}
 
 
 def config(preset: str = "cpu", **overrides) -> PPOConfig:
