@@ -291,6 +291,13 @@ def train_stage(stage: str, run_dir: str | Path, preset: str = "cpu", params: di
 
 def main(argv=None) -> int:
     import argparse
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C must stop a run even when the parent ignored SIGINT: an ignored signal is inherited,
+        # and Python then installs no KeyboardInterrupt handler (seen when the test suite, whose kernel
+        # clients ignore SIGINT, started `labkit run`: every Ctrl-C was lost).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     ap = argparse.ArgumentParser(prog="labkit", description="LLM Training Lab: run the stage notebooks")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="execute stage notebooks in order (papermill) and write report.html")
