@@ -289,6 +289,13 @@ def train_stage(stage: str, run_dir: str | Path, preset: str = "cpu", params: di
     return mod.run(cfg, run=run_dir.name, runs_dir=str(run_dir.parent), preset=preset, live=False)
 
 
+def _interrupt(signum, frame):
+    """Ctrl-C: stop. The kernel is killed mid-cell on the way out, and the kernel client then logs
+    "Kernel died" and an unretrieved task's traceback: expected, not news, so logging goes quiet first."""
+    logging.disable(logging.CRITICAL)
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     import argparse
     import signal
@@ -297,7 +304,7 @@ def main(argv=None) -> int:
         # Ctrl-C must stop a run even when the parent ignored SIGINT: an ignored signal is inherited,
         # and Python then installs no KeyboardInterrupt handler (seen when the test suite, whose kernel
         # clients ignore SIGINT, started `labkit run`: every Ctrl-C was lost).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, _interrupt)
     ap = argparse.ArgumentParser(prog="labkit", description="LLM Training Lab: run the stage notebooks")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="execute stage notebooks in order (papermill) and write report.html")
