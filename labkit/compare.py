@@ -35,7 +35,7 @@ to the same objective beside it, from the same SFT model (stage 2), the same pre
 * **PPO**: stage 5's numbers, read from ``05_ppo/eval.json`` and ``metrics.jsonl``; not retrained.
 
 Every method is evaluated by ``ppo.evaluate`` — the function stage 5 uses — with stage 5's
-settings read from ``05_ppo/config.json``: the same held-out prompts (those in
+settings read from ``05_ppo/config.json``: the same held-out prompts (read from
 ``05_ppo/samples.jsonl``), sampling seed, temperature, samples per prompt and response length.
 Conduct rates are shares of temperature-T samples, task accuracy is greedy, KL is the exact
 per-token KL to the SFT model summed over each sampled response. No method sees a held-out prompt:
@@ -94,8 +94,11 @@ ROW_KEYS = ("method", "harmful_refused", "unanswerable_abstained", "over_refusal
 class CompareConfig:
     methods: str = field(default=",".join(METHODS), metadata={"help": "comma list of methods beside the SFT model: " + ", ".join(METHODS) + " (ppo is read from stage 5, not retrained)"})
     # DPO
-    dpo_beta: float = field(default=0.1, metadata={"help": "DPO's β: the weight of the KL term in the objective it solves in closed form (larger: stay nearer the SFT model); 0.1 as in Rafailov et al. 2023"})
-    dpo_learning_rate: float = field(default=3e-4, metadata={"help": "DPO's AdamW learning rate, constant; 3e-4 is stage 5's LoRA rate"})
+    # Chosen on 200 training-pool prompts (no held-out prompt), by the verifier's score of T=1 samples, at the cpu
+    # preset: lr 1e-5 / 3e-5 / 5e-5 / 1e-4 at β=0.1 gave 62 / 71 / 78 / 41% (SFT 60%; at 1e-4 the KL reached 29
+    # nats and 29% of the samples never stopped), lr 1e-4 at β=0.5 gave 82% at a KL of 0.56 nats.
+    dpo_beta: float = field(default=0.5, metadata={"help": "DPO's β: the weight of the KL term in the objective it solves in closed form (larger: stay nearer the SFT model; Rafailov et al. 2023 used 0.1)"})
+    dpo_learning_rate: float = field(default=1e-4, metadata={"help": "DPO's AdamW learning rate, constant"})
     dpo_epochs: float = field(default=1.0, metadata={"help": "passes over the preference pairs (the reward model's training split)"})
     dpo_max_steps: int | None = field(default=None, metadata={"help": "DPO optimizer steps; overrides dpo_epochs (None: use dpo_epochs)"})
     dpo_batch_size: int = field(default=32, metadata={"help": "pairs per DPO step (the model sees twice as many sequences)"})
@@ -182,31 +185,33 @@ def stage5_config(r: Run) -> ppo.PPOConfig:
     return ppo.PPOConfig(**{k: v for k, v in saved.items() if k in field_names(ppo.PPOConfig)})
 
 
-def heldout_tasks(r: Run, pcfg: ppo.PPOConfig) -> list[dict]:
-    """The held-out prompts stage 5 evaluated on, in its order: its evaluation tasks, kept where its
-    ``samples.jsonl`` has them (stage 5 drops prompts longer than its token budget)."""
-    _, tasks = ppo.load_prompts(pcfg, r.world())
+def heldout_tasks(r: Run) -> list[dict]:
+    """The held-out prompts stage 5 evaluated on, in its order, read from its ``samples.jsonl`` (family,
+    prompt and answer: all the verifier needs), so they are the same prompts whatever the world code
+    generates today."""
     d = r.require("ppo", "samples.jsonl").parent
-    seen = {s["prompt"] for s in read_jsonl(d / "samples.jsonl")}
-    kept = [t for t in tasks if t["prompt"] in seen]
-    expected = read_json(d / "eval.json", {}).get("eval_prompts", len(seen))
-    if len(kept) != expected:
-        raise ConfigError(f"rebuilt {len(kept)} of stage 5's {expected} held-out prompts from {d / 'config.json'}; "
-                          "re-run stage 5 (labkit run --stages ppo --force) so its folder matches this version")
-    return kept
+    tasks = [{"id": f"heldout-{i}", "family": s["family"], "prompt": s["prompt"], "answer": s["answer"]}
+             for i, s in enumerate(read_jsonl(d / "samples.jsonl"))]
+    expected = read_json(d / "eval.json", {}).get("eval_prompts", len(tasks))
+    if len(tasks) != expected:
+        raise ConfigError(f"{d / 'samples.jsonl'} holds {len(tasks)} of stage 5's {expected} held-out prompts; "
+                          "re-run stage 5 (labkit run --stages ppo --force)")
+    return tasks
 
 
-def training_pool(r: Run, pcfg: ppo.PPOConfig, tokenizer, limit: int) -> list[dict]:
-    """Stage 5's training prompts (never a held-out one), those that fit its token budget."""
+def training_pool(r: Run, pcfg: ppo.PPOConfig, tokenizer, limit: int, heldout: list[dict]) -> list[dict]:
+    """Stage 5's training prompts that fit its token budget, none of them a held-out prompt."""
     tasks, _ = ppo.load_prompts(pcfg, r.world())
     budget = min(pcfg.max_prompt_tokens, limit - pcfg.max_new_tokens)
     lengths = tokenizer([ppo.format_prompt(tokenizer, t["prompt"]) for t in tasks], add_special_tokens=False)["input_ids"]
-    return [t for t, ids in zip(tasks, lengths) if len(ids) <= budget]
+    seen = {t["prompt"] for t in heldout}
+    return [t for t, ids in zip(tasks, lengths) if len(ids) <= budget and t["prompt"] not in seen]
 
 
-def preference_pairs(r: Run, tokenizer, limit: int) -> tuple[list[dict], list[dict]]:
+def preference_pairs(r: Run, tokenizer, limit: int, heldout: list[dict] = ()) -> tuple[list[dict], list[dict]]:
     """Stage 3's pairs as the reward model saw them: the same file, long pairs dropped, and split by prompt
-    with stage 4's settings into (its training pairs, its held-out pairs)."""
+    with stage 4's settings into (its training pairs, its held-out pairs). Stage 3 never draws a held-out
+    prompt; a pair on one (``heldout``) would be dropped all the same."""
     rcfg = rw.RewardConfig(**{k: v for k, v in read_json(r.require("reward", "config.json")).items()
                               if k in field_names(rw.RewardConfig)})
     if rcfg.data == "pairs":
@@ -217,6 +222,8 @@ def preference_pairs(r: Run, tokenizer, limit: int) -> tuple[list[dict], list[di
     pairs, _ = rw.load_pairs(rcfg, r)
     pairs, _, _ = rw.drop_too_long(pairs, tokenizer, rcfg.max_length_tokens or limit)
     train, held = rw.split_by_prompt(pairs, rcfg.eval_fraction, rcfg.seed)
+    seen = {t["prompt"] for t in heldout}
+    train = [p for p in train if p["prompt"] not in seen]
     if not train:
         raise ConfigError("no preference pair fits the model's positions, so DPO has nothing to train on")
     return train, held
@@ -460,12 +467,12 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     sft_path = r.require("sft", "model")
     reward_path = r.require("reward", "model")
     pcfg = stage5_config(r)
-    eval_tasks = heldout_tasks(r, pcfg)
+    eval_tasks = heldout_tasks(r)
     tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(sft_path)))
     sft = load_policy(sft_path).to(device).eval()
     limit = getattr(sft.config, "max_position_embeddings", None) or 10 ** 9
-    pairs, held = preference_pairs(r, tokenizer, limit) if "dpo" in methods else ([], [])
-    pool = training_pool(r, pcfg, tokenizer, limit) if {"rloo", "rloo_verifier"} & set(methods) else []
+    pairs, held = preference_pairs(r, tokenizer, limit, eval_tasks) if "dpo" in methods else ([], [])
+    pool = training_pool(r, pcfg, tokenizer, limit, eval_tasks) if {"rloo", "rloo_verifier"} & set(methods) else []
     if "rloo_verifier" in methods and any(t.get("answer") is None for t in pool):
         raise ConfigError("rloo_verifier needs prompts with an answer (world tasks or task dicts); stage 5's have none")
     rs = rloo_settings(cfg, pcfg) if pool else None

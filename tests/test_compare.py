@@ -51,7 +51,8 @@ def test_the_table_has_a_row_per_method_with_the_names_a_script_reads(compared):
     by = {row["method"]: row for row in ev["methods"]}
     assert by["dpo"]["peak_memory_mb"] > 100 and by["dpo"]["trainable_params"] > 0
     assert by["best_of_n"]["kl"] == pytest.approx(math.log(2) - 1 / 2)  # n = stage 5's eval_samples = 2
-    assert ev["settings"]["dpo"]["beta"] == 0.1 and ev["settings"]["rloo"]["beta"] == ppo.config("smoke").kl_coef
+    assert ev["settings"]["dpo"]["beta"] == compare.config("smoke").dpo_beta
+    assert ev["settings"]["rloo"]["beta"] == ppo.config("smoke").kl_coef  # stage 5's
     assert r.is_complete("compare") and "compare/dpo_harmful_refused" in r.manifest()["stages"]["compare"]["headline"]
     assert {s["method"] for s in read_jsonl(r.path / "06_compare" / "samples.jsonl")} == set(by)
     for m in ("dpo", "rloo", "rloo_verifier"):
@@ -66,6 +67,21 @@ def test_every_method_is_evaluated_as_stage_5_evaluates(compared):
     assert result["sft_matches_stage5"]
     assert [sft[k] for k in compare.RATES] == [before[k] for k in compare.RATES] and sft["kl"] == 0.0
     assert result["settings"]["evaluation"]["prompts"] == read_json(r.path / "05_ppo" / "eval.json")["eval_prompts"]
+    # the held-out prompts are read from stage 5's folder, not regenerated
+    assert [t["prompt"] for t in compare.heldout_tasks(r)] == [s["prompt"] for s in
+                                                               read_jsonl(r.path / "05_ppo" / "samples.jsonl")]
+
+
+def test_no_training_prompt_is_a_held_out_prompt(stage5):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(stage5.require("sft", "model")))
+    pcfg = compare.stage5_config(stage5)
+    pool = compare.training_pool(stage5, pcfg, tok, 10 ** 9, [])
+    fewer = compare.training_pool(stage5, pcfg, tok, 10 ** 9, [{"prompt": pool[0]["prompt"]}])
+    assert pool[0]["prompt"] not in {t["prompt"] for t in fewer} and len(fewer) < len(pool)
+    pairs, _ = compare.preference_pairs(stage5, tok, 10 ** 9)
+    kept, _ = compare.preference_pairs(stage5, tok, 10 ** 9, [{"prompt": pairs[0]["prompt"]}])
+    assert pairs[0]["prompt"] not in {p["prompt"] for p in kept}
 
 
 def test_the_ppo_row_is_read_from_stage_5_not_retrained(stage5, tmp_path, monkeypatch):
@@ -117,7 +133,7 @@ def test_rloo_trains_its_adapter_and_leaves_the_base(stage5, tmp_path, kind):
     sft_path = stage5.require("sft", "model")
     tok = AutoTokenizer.from_pretrained(str(sft_path))
     pcfg = compare.stage5_config(stage5)
-    pool = compare.training_pool(stage5, pcfg, tok, 10 ** 9)
+    pool = compare.training_pool(stage5, pcfg, tok, 10 ** 9, compare.heldout_tasks(stage5))
     rm_path = stage5.require("reward", "model")
     rm = reward.load_reward_model(rm_path, tok)
     calls = []
