@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import tempfile
 import time
@@ -81,7 +80,8 @@ from . import reward as rw
 from .config import ConfigError, field_names, make_config, set_threads
 from .live import LiveChart, progress
 from .models import PeakMemory, count_params, pick_device
-from .runs import Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
+                   write_jsonl_atomic)
 from .tokenizer import conversation, ensure_chat_ready
 
 METHODS = ("best_of_n", "dpo", "rloo", "rloo_verifier", "ppo")
@@ -425,7 +425,7 @@ def ppo_row(r: Run) -> tuple[dict, list[dict]]:
     """Stage 5's PPO as a table row, read from its folder (PPO is not retrained here), and its samples."""
     d = r.require("ppo", "eval.json").parent
     ev = read_json(d / "eval.json")
-    train_seconds = sum(m.get("ppo/step_seconds") or 0.0 for m in read_jsonl(d / "metrics.jsonl"))
+    train_seconds = sum(m.get("ppo/step_seconds") or 0.0 for m in read_jsonl(d / "metrics.jsonl", on_error="skip"))
     row = table_row("ppo", ev["after"], ev["after"].get("kl"), round(train_seconds, 2),
                     round(ev["ppo/seconds"] - train_seconds, 2), ev.get("ppo/peak_memory_mb"),
                     ev.get("ppo/trainable_params"), steps=ev.get("ppo/steps"), source=str(d / "eval.json"))
@@ -554,7 +554,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
         samples += ppo_samples
         settings["ppo"] = {"read_from": row["source"], "steps": row["steps"]}
 
-    atomic_write_text(stage / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+    write_jsonl_atomic(stage / "samples.jsonl", samples)
     stage5_before = read_json(stage.parent / "05_ppo" / "eval.json", {}).get("before", {})
     result = {"methods": rows, "settings": settings, "threads": threads, "device": str(device),
               "compare/seconds": time.perf_counter() - t_start,

@@ -18,9 +18,6 @@ Bad input raises `DataError` (a ValueError) with a one-line message naming the f
 and the fix. Malformed records in instruction/preference data are either skipped and listed in
 the `LoadReport` (on_error="skip") or raise at the first one (on_error="fail").
 
-`write_jsonl_atomic` / `read_jsonl` are the run folder's JSONL helpers (temp file + fsync +
-os.replace, so an interrupted write leaves the previous file intact).
-
     >>> texts = load_texts("data/samples/english_sample.txt")
     >>> sft, report = load_instructions("data/samples/alpaca_sample.json"); print(report)
 """
@@ -34,15 +31,13 @@ import json
 import os
 import re
 import socket
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 from urllib.parse import urlparse
 
-__all__ = ["DataError", "LoadReport", "load_texts", "load_instructions", "load_preferences",
-           "write_jsonl_atomic", "read_jsonl"]
+__all__ = ["DataError", "LoadReport", "load_texts", "load_instructions", "load_preferences"]
 
 _KINDS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 _SUPPORTED = ".txt, .jsonl, .json, .parquet (or .txt.gz / .jsonl.gz / .json.gz)"
@@ -562,64 +557,3 @@ def load_preferences(source: str | os.PathLike, on_error: str = "skip", split: s
     """
     return _load(source, on_error, split, subset, max_records, _PREFERENCE_FORMATS,
                  _parse_preference, "preference")
-
-
-# ----------------------------------------------------------------------------------------------
-# 4. JSONL for the run folder: atomic writes, strict reads.
-
-def _jsonable(obj: Any) -> Any:
-    """json.dumps fallback for numpy/torch scalars and arrays, and paths."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> Path:
-    """Write one JSON object per line to `path` atomically (gzipped if it ends in .gz).
-
-    Writes a temp file in the same folder, fsyncs it, then os.replace()s it over `path` and fsyncs
-    the folder: readers see the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if path.suffix == ".gz" else raw
-            for rec in records:
-                out.write((json.dumps(rec, ensure_ascii=False, default=_jsonable) + "\n").encode("utf-8"))
-            if out is not raw:
-                out.close()  # writes the gzip trailer; leaves `raw` open
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run folders are meant to be shared/read
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every OS)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """All records of a JSONL file (.gz ok); an empty file gives []. A bad line raises DataError."""
-    path = Path(path)
-    out = []
-    for n, line in enumerate(_read_text(path, allow_empty=True).splitlines(), start=1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path} line {n}: {_json_error(e)} — the file is damaged; "
-                                f"restore it or remove this line") from None
-    return out

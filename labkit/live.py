@@ -88,7 +88,7 @@ def metrics_figure(path: str | Path, groups: dict[str, list[str]], title: str = 
     """A static plotly figure of ``metrics.jsonl`` (one subplot per group), for notebooks and the report."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    rows = read_jsonl(path)
+    rows = read_jsonl(path, on_error="skip")
     fig = make_subplots(rows=1, cols=len(groups), subplot_titles=list(groups))
     for col, keys in enumerate(groups.values(), start=1):
         for k in keys:
@@ -215,7 +215,7 @@ def stage_snapshot(stage_dir: Path, progress_file: Path, metric: str | None, sin
     are followed through ``metrics.jsonl`` and the ``max_steps`` / ``total_steps`` of ``config.json``.
     """
     bar = read_json(progress_file) if _fresh(progress_file, since) else None
-    rows = read_jsonl(stage_dir / "metrics.jsonl") if _fresh(stage_dir / "metrics.jsonl", since) else []
+    rows = read_jsonl(stage_dir / "metrics.jsonl", on_error="skip") if _fresh(stage_dir / "metrics.jsonl", since) else []
     value = next(((metric, r[metric]) for r in reversed(rows) if r.get(metric) is not None), None)
     if bar:
         return bar["desc"], bar["n"], bar["total"], value

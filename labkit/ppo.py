@@ -117,7 +117,7 @@ from .pretrain import drift_ppl
 from .live import LiveChart, progress
 from .models import count_params, objective_of, peak_memory_mb
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, file_hash, load_checkpoint,
-                   read_json, read_jsonl)
+                   read_json, read_jsonl, write_jsonl_atomic)
 from .reward import scoring_text
 from .tokenizer import ensure_chat_ready, format_prompt
 
@@ -883,7 +883,7 @@ def _save_outputs(stage: Path, policy, tokenizer, cfg: PPOConfig, before_rows: l
                 "before_pass_k": b["pass_k"], "after_pass_k": a["pass_k"],
                 "rm_before": b["rm_score"], "rm_after": a["rm_score"], "kl_after": a["kl"]}
                for b, a in zip(before_rows, after_rows)]
-    atomic_write_text(stage / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+    write_jsonl_atomic(stage / "samples.jsonl", samples)
 
 
 def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
@@ -964,8 +964,8 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     if main:
         r.update_manifest(preset=preset or r.manifest().get("preset"))
         r.start("ppo", dataclasses.asdict(cfg))
-        kept = [m for m in read_jsonl(metrics_path) if m.get("step", 0) <= step] if state else []
-        atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
+        kept = [m for m in read_jsonl(metrics_path, on_error="skip") if m.get("step", 0) <= step] if state else []
+        write_jsonl_atomic(metrics_path, kept)
     acc.wait_for_everyone()
     unwrapped = acc.unwrap_model(model)
     if before is None:
@@ -977,7 +977,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         before_rows = before.pop("rows")
         before.pop("key")
 
-    history = read_jsonl(metrics_path) if main else []
+    history = read_jsonl(metrics_path, on_error="skip") if main else []
     active = set()
     for i in range(len(history)):  # a resumed run: re-arm the alarms that were on (they are already recorded)
         check_alarms(history[:i + 1], cfg, active)
@@ -1072,7 +1072,7 @@ def kl_ablation(cfg: PPOConfig, run_name: str = "demo", runs_dir: str = "runs", 
         run=twin.name, runs_dir=runs_dir, preset=preset, live=live)
     out = {}
     for label, d in ((f"with leash (kl_coef={cfg.kl_coef:g})", leash_dir), ("kl_coef=0", twin.stage_dir("ppo"))):
-        out[label] = {**read_json(d / "eval.json"), "metrics": read_jsonl(d / "metrics.jsonl")}
+        out[label] = {**read_json(d / "eval.json"), "metrics": read_jsonl(d / "metrics.jsonl", on_error="skip")}
     return out
 
 

@@ -42,7 +42,7 @@ from .generate import generate
 from .judges import Constitution, ModelJudge, label_all, stopped_flags
 from .live import progress
 from .models import load_model, pick_device
-from .runs import Run, atomic_write_json, read_jsonl
+from .runs import Run, atomic_write_json, read_jsonl, write_jsonl_atomic
 from .store import LabelStore
 
 
@@ -143,7 +143,6 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
         cands.append({"id": t["id"], "prompt": t["prompt"], "task": task,
                       "responses": [g["response"] for g in group], "stopped": [g["stopped"] for g in group],
                       "gen": gen})
-    from .data import write_jsonl_atomic
     write_jsonl_atomic(path, cands)
     return cands
 

@@ -57,7 +57,7 @@ from .config import ConfigError, make_config, set_threads
 from .live import LiveChart, progress
 from .models import OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device
 from .runs import (STAGE_DIRS, Run, append_jsonl, atomic_dir, atomic_write_json, load_checkpoint, read_jsonl,
-                   text_hash)
+                   text_hash, write_jsonl_atomic)
 from .tokenizer import SENTINELS, train_tokenizer
 
 
@@ -465,12 +465,12 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
         if plan_record:
             atomic_write_json(stage / "plan.json", plan_record)
         # Keep history up to the resumed step, drop lines from the interrupted tail.
-        kept = [m for m in read_jsonl(metrics_path) if m.get("step", 0) <= step] if resume_state else []
+        kept = [m for m in read_jsonl(metrics_path, on_error="skip") if m.get("step", 0) <= step] if resume_state else []
         atomic_write_json(stage / "data.json", {"train_docs": len(train_docs), "val_docs": len(val_docs),
                                                 "train_tokens": len(train_stream), "val_tokens": len(val_stream),
                                                 "data_hash": text_hash(train_docs + val_docs),
                                                 "corpus": W.corpus_stats(train_docs + val_docs)})
-        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+        write_jsonl_atomic(metrics_path, kept)
     baseline = unigram_ppl(train_stream, val_stream, len(tokenizer))
     chart = LiveChart(CHART, title=f"pretraining ({cfg.objective})", enabled=live if main else False)
     bar = progress(cfg.max_steps, "pretrain", initial=step, disable=not (progress_bar and main))
@@ -527,7 +527,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
         with atomic_dir(stage / "tokenizer") as d:
             tokenizer.save_pretrained(d)
         _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)  # a later run may continue
-        rows = read_jsonl(metrics_path)
+        rows = read_jsonl(metrics_path, on_error="skip")
         tps = [m["pretrain/tokens_per_s"] for m in rows if "pretrain/tokens_per_s" in m]
         result = {"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50)),
                   "pretrain/unigram_ppl": baseline,
@@ -538,7 +538,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                   "vocab_size": len(tokenizer), "device": str(device), "world_size": world_size,
                   "resumed_from": resume_state and resume_state["step"]}
         atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "samples": smp})
-        atomic_write_text_lines(stage / "samples.jsonl", smp)
+        write_jsonl_atomic(stage / "samples.jsonl", smp)
         r.complete("pretrain", result["pretrain/seconds"], {k: result[k] for k in (
             "pretrain/val_ppl", "pretrain/unigram_ppl", "pretrain/tokens_per_s", "pretrain/params")})
     if acc:  # every process returns rank 0's result; then the process group is torn down cleanly
@@ -552,11 +552,6 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
         acc.end_training()
     return result
 
-
-def atomic_write_text_lines(path, records):
-    from .runs import atomic_write_text
-    import json
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 # --- checkpoints (resume after an interruption) -------------------------------------------

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import random
 import shutil
@@ -69,7 +68,7 @@ from .config import ConfigError, make_config, set_threads
 from .live import LiveChart, progress
 from .models import count_params, pick_device
 from .runs import (Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json,
-                   read_jsonl)
+                   read_jsonl, write_jsonl_atomic)
 from .tokenizer import conversation
 
 
@@ -575,7 +574,7 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     held = evaluate_pairs(model, tokenizer, check, cfg.calibration_bins, cfg.score_batch_size)
     sample = random.Random(cfg.seed).sample(train_pairs, min(len(train_pairs), 500))
     train_acc = evaluate_pairs(model, tokenizer, sample, cfg.calibration_bins, cfg.score_batch_size)["accuracy"]
-    atomic_write_text(stage / "eval_pairs.jsonl", "".join(json.dumps(row) + "\n" for row in held["rows"]))
+    write_jsonl_atomic(stage / "eval_pairs.jsonl", held["rows"])
     # The evaluation prompts SFT and PPO report on (stage 3 never drew one), in stage 3's families.
     fams = W.parse_families(read_json(r.stage_dir("preferences") / "config.json", {}).get("families")
                             or ",".join(W.DEFAULT_FAMILIES))
@@ -585,20 +584,20 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed, families=fams)
         vrows = verifier_samples(model, tokenizer, sft_path, tasks, cfg, device)
         agree = verifier_agreement(vrows, cfg.worst_k)
-        atomic_write_text(stage / "verifier_samples.jsonl", "".join(json.dumps(v) + "\n" for v in vrows))
+        write_jsonl_atomic(stage / "verifier_samples.jsonl", vrows)
     if cfg.conduct_verifier_tasks and conduct_fams and sft_path is not None:
         # The conduct families get a check of their own, so their Spearman rests on more than the overall
         # check's share of them.
         tasks = W.make_tasks(r.world(), cfg.conduct_verifier_tasks, "eval", seed=cfg.seed, families=conduct_fams)
         crows = verifier_samples(model, tokenizer, sft_path, tasks, cfg, device)
-        atomic_write_text(stage / "conduct_samples.jsonl", "".join(json.dumps(v) + "\n" for v in crows))
+        write_jsonl_atomic(stage / "conduct_samples.jsonl", crows)
     # Where does it fail? World pairs and samples carry their task's family (the reward model never sees it);
     # a family's Spearman pools its samples from both checks.
     acc_by_family, rho_by_family = by_family(held["rows"], vrows + crows)
     if sft_path is not None and sft_path.name.startswith(".sft_merged."):
         shutil.rmtree(sft_path, ignore_errors=True)
 
-    rows = read_jsonl(metrics_path)
+    rows = read_jsonl(metrics_path, on_error="skip")
     last = {k: v for m in rows for k, v in m.items()}
     result = {
         "reward/eval_accuracy": held["accuracy"], "reward/train_accuracy": train_acc, "reward/ece": held["ece"],

@@ -16,6 +16,8 @@ previous state intact.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -27,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .config import ConfigError
+from .data import DataError
 
 STAGES = ("pretrain", "sft", "preferences", "reward", "ppo", "compare")
 STAGE_DIRS = {"pretrain": "01_pretrain", "sft": "02_sft", "preferences": "03_preferences",
@@ -42,26 +45,34 @@ DEFAULT_STAGES = ("pretrain", "sft", "preferences", "reward", "ppo")
 
 # --- atomic writes -----------------------------------------------------------------
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same folder, fsync, then rename over the target."""
+def _atomic_write(path: str | Path, fill) -> Path:
+    """Write ``path`` via a temp file in the same folder (``fill(f)`` writes bytes into it), fsync, then
+    rename over the target: readers see the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run folders are meant to be shared and read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    # fsync the folder too, so the rename itself survives a power cut (POSIX).
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # fsync the folder too, so the rename itself survives a power cut (POSIX; not possible on every OS).
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def atomic_write_json(path: str | Path, obj) -> None:
@@ -101,28 +112,77 @@ def atomic_dir(path: str | Path):
         raise
 
 
+# --- JSONL: the one writer, appender and reader ---------------------------------------
+
+def _jsonable(obj):
+    """json.dumps fallback for numpy/torch scalars and arrays (a 0-d value becomes its Python number), and paths."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _jsonl_line(record) -> str:
+    return json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n"
+
+
+def write_jsonl_atomic(path: str | Path, records) -> Path:
+    """Write one JSON object per line to ``path`` atomically (gzipped if it ends in .gz); returns ``path``.
+
+    ``records`` may be a generator: if it raises, the previous file is left as it was."""
+    def fill(raw):
+        # mtime=0 keeps a .gz byte-identical for the same records (run folders are compared by hash).
+        out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if Path(path).suffix == ".gz" else raw
+        for rec in records:
+            out.write(_jsonl_line(rec).encode("utf-8"))
+        if out is not raw:
+            out.close()  # writes the gzip trailer; leaves `raw` open
+    return _atomic_write(path, fill)
+
+
 def append_jsonl(path: str | Path, record: dict) -> None:
-    """Append one line and flush it: a crash loses at most the line being written."""
+    """Append one line and flush it: a crash loses at most the line being written (a torn last line,
+    which ``read_jsonl(path, on_error="skip")`` passes over)."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=float) + "\n")
+        f.write(_jsonl_line(record))
         f.flush()
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a JSONL file, ignoring a torn last line left by a crash."""
+def read_jsonl(path: str | Path, on_error: str = "raise") -> list[dict]:
+    """The records of a JSONL file (.gz ok); a file that does not exist yet, or is empty, gives [].
+
+    ``on_error`` says what a line that is not JSON means. "raise" (files written whole by
+    `write_jsonl_atomic`, where a bad line can only be damage): a `DataError` naming the file and
+    line. "skip" (logs grown by `append_jsonl`, such as metrics.jsonl, whose last line a crash can
+    tear): the line is passed over."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     path = Path(path)
     if not path.exists():
         return []
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # A crash can tear a line inside a multi-byte character; "skip" then drops that line, not the file.
+    text = raw.decode("utf-8", errors="replace" if on_error == "skip" else "strict")
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+        except json.JSONDecodeError as e:
+            if on_error == "raise":
+                raise DataError(f"{path} line {n}: invalid JSON ({e.msg} at column {e.colno}) — the file is "
+                                f"damaged; restore it or remove this line") from None
     return out
 
 
 def file_hash(path: str | Path) -> str:
+    """A short hash of a file's bytes (or of every file under a folder, in path order)."""
     h = hashlib.sha256()
     p = Path(path)
     files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]

@@ -42,7 +42,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 
-from labkit.runs import atomic_write_text
+from labkit.runs import write_jsonl_atomic
 
 KINDS = ("pair", "rank")
 CHOICES = ("a", "b", "tie", "both_bad")
@@ -316,7 +316,7 @@ class LabelStore:
                 rows.append({"prompt": cand["prompt"], "chosen": chosen, "rejected": rejected})
                 stats["by_annotator"][lab.annotator] = stats["by_annotator"].get(lab.annotator, 0) + 1
         stats["pairs"] = len(rows)
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_jsonl_atomic(path, rows)
         return stats
 
     # -- agreement --------------------------------------------------------------

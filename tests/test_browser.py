@@ -62,8 +62,7 @@ def prepare_run(runs_dir):
     The candidates keep their "gen" settings, so the notebook's make_candidates reuses the file.
     """
     from labkit import preferences, pretrain, sft
-    from labkit.data import write_jsonl_atomic
-    from labkit.runs import Run, read_jsonl
+    from labkit.runs import Run, read_jsonl, write_jsonl_atomic
 
     pretrain.run(pretrain.config("smoke"), run=RUN, runs_dir=str(runs_dir), preset="smoke", progress_bar=False)
     sft.run(sft.config("smoke"), run=RUN, runs_dir=str(runs_dir), preset="smoke", progress_bar=False)

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.data import (DataError, LoadReport, load_instructions, load_preferences, load_texts, read_jsonl,
-                         write_jsonl_atomic)
+from labkit.data import DataError, LoadReport, load_instructions, load_preferences, load_texts
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 
@@ -336,37 +335,6 @@ def test_prompt_chosen_rejected_and_chat_pairs(tmp_path):
     jsonl(tmp_path / "sft.jsonl", [{"instruction": "i", "output": "o"}])
     with pytest.raises(DataError, match="can't tell the preference format from fields instruction, output"):
         load_preferences(tmp_path / "sft.jsonl")
-
-
-# ---------------------------------------------------------------------------------------------- jsonl helpers
-
-def test_write_read_jsonl_atomic(tmp_path):
-    import numpy as np
-    p = tmp_path / "sub" / "out.jsonl"
-    recs = [{"a": 1, "s": "héllo\nworld"}, {"x": np.float32(0.5), "v": np.arange(3)}]
-    assert write_jsonl_atomic(p, recs) == p
-    assert read_jsonl(p) == [{"a": 1, "s": "héllo\nworld"}, {"x": 0.5, "v": [0, 1, 2]}]
-    assert write_jsonl_atomic(tmp_path / "z.jsonl.gz", recs[:1]) and read_jsonl(tmp_path / "z.jsonl.gz") == recs[:1]
-    write_jsonl_atomic(p, [])
-    assert read_jsonl(p) == [] and p.read_bytes() == b""
-
-    # a failure mid-write leaves the previous file intact and no temp file behind
-    write_jsonl_atomic(p, [{"keep": True}])
-
-    def gen():
-        yield {"new": 1}
-        raise RuntimeError("interrupted")
-    with pytest.raises(RuntimeError):
-        write_jsonl_atomic(p, gen())
-    assert read_jsonl(p) == [{"keep": True}]
-    assert sorted(f.name for f in p.parent.iterdir()) == ["out.jsonl"]
-    with pytest.raises(TypeError):
-        write_jsonl_atomic(p, [{"bad": object()}])
-    assert read_jsonl(p) == [{"keep": True}]
-
-    p.write_text('{"ok": 1}\n{"torn": ')
-    with pytest.raises(DataError, match="out.jsonl line 2: invalid JSON"):
-        read_jsonl(p)
 
 
 # ---------------------------------------------------------------------------------------------- shipped samples

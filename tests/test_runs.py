@@ -2,8 +2,9 @@ import json
 
 import pytest
 
+from labkit.data import DataError
 from labkit.runs import (Run, StageMissing, UnsafeCheckpoint, append_jsonl, atomic_dir, atomic_write_json,
-                         load_checkpoint, read_jsonl)
+                         load_checkpoint, read_jsonl, write_jsonl_atomic)
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
@@ -35,12 +36,48 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
-def test_jsonl_ignores_torn_last_line(tmp_path):
+def test_jsonl_skip_passes_over_a_torn_last_line_and_raise_names_it(tmp_path):
     p = tmp_path / "m.jsonl"
-    append_jsonl(p, {"step": 1})
-    with open(p, "a") as f:
-        f.write('{"step": 2, "lo')
-    assert read_jsonl(p) == [{"step": 1}]
+    append_jsonl(p, {"step": 1, "text": "héllo"})
+    with open(p, "ab") as f:
+        f.write('{"step": 2, "text": "é'.encode()[:-1])  # torn inside a multi-byte character
+    assert read_jsonl(p, on_error="skip") == [{"step": 1, "text": "héllo"}]
+    with pytest.raises(UnicodeDecodeError):
+        read_jsonl(p, on_error="raise")
+    p.write_text('{"ok": 1}\n\n{"torn": ')
+    assert read_jsonl(p, on_error="skip") == [{"ok": 1}]
+    with pytest.raises(DataError, match="m.jsonl line 3: invalid JSON"):
+        read_jsonl(p)  # "raise" is the default: a file written whole has no torn line, so a bad one is damage
+    with pytest.raises(ValueError, match="on_error must be"):
+        read_jsonl(p, on_error="ignore")
+    assert read_jsonl(tmp_path / "not_yet.jsonl") == []
+
+
+def test_write_jsonl_atomic(tmp_path):
+    import numpy as np
+    import torch
+    p = tmp_path / "sub" / "out.jsonl"
+    recs = [{"a": 1, "s": "héllo\nworld"}, {"x": np.float32(0.5), "v": np.arange(3), "t": torch.tensor(2.5)}]
+    assert write_jsonl_atomic(p, recs) == p
+    assert read_jsonl(p) == [{"a": 1, "s": "héllo\nworld"}, {"x": 0.5, "v": [0, 1, 2], "t": 2.5}]
+    assert p.stat().st_mode & 0o777 == 0o644
+    assert write_jsonl_atomic(tmp_path / "z.jsonl.gz", recs[:1]) and read_jsonl(tmp_path / "z.jsonl.gz") == recs[:1]
+    write_jsonl_atomic(p, [])
+    assert read_jsonl(p) == [] and p.read_bytes() == b""
+
+    # a failure mid-write leaves the previous file intact and no temp file behind
+    write_jsonl_atomic(p, [{"keep": True}])
+
+    def gen():
+        yield {"new": 1}
+        raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError):
+        write_jsonl_atomic(p, gen())
+    assert read_jsonl(p) == [{"keep": True}]
+    assert sorted(f.name for f in p.parent.iterdir()) == ["out.jsonl"]
+    with pytest.raises(TypeError):
+        write_jsonl_atomic(p, [{"bad": object()}])
+    assert read_jsonl(p) == [{"keep": True}]
 
 
 def test_manifest_and_require(tmp_path):

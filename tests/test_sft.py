@@ -7,8 +7,7 @@ import torch
 
 from labkit import sft
 from labkit.config import ConfigError
-from labkit.data import write_jsonl_atomic
-from labkit.runs import StageMissing, read_jsonl
+from labkit.runs import StageMissing, read_jsonl, write_jsonl_atomic
 
 
 @pytest.fixture
