@@ -80,6 +80,7 @@ from . import reward as rw
 from .config import ConfigError, field_names, make_config, set_threads
 from .live import LiveChart, progress
 from .models import PeakMemory, count_params, pick_device
+from .planner import lora_targets
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
                    write_jsonl_atomic)
 from .tokenizer import conversation, ensure_chat_ready
@@ -236,10 +237,10 @@ def load_policy(path):
 
 
 def lora_config(model, r: int, alpha: int):
-    """LoRA on every linear layer of the blocks, as stage 5's policy (``ppo.linear_targets``)."""
+    """LoRA on stage 5's policy's targets: every linear layer of the blocks (``planner.lora_targets``)."""
     from peft import LoraConfig
     return LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=0.0,
-                      target_modules=ppo.linear_targets(model))
+                      target_modules=lora_targets(model))
 
 
 def score_norm(r: Run, pcfg: ppo.PPOConfig, sft, tokenizer, pool, rm_score) -> dict | None:

@@ -21,7 +21,7 @@ estimates peak memory part by part and picks the fastest training plan that fits
 Lower-level helpers, all taking the same ``model`` argument (config, name/path, a loaded model,
 or a ModelSpec):
 ``inspect_model`` (dims and exact parameter counts from a model built on the meta device),
-``count_params``, ``default_lora_targets``, ``count_lora_params``, ``kv_cache_bytes``,
+``count_params``, ``lora_targets``, ``default_lora_targets``, ``count_lora_params``, ``kv_cache_bytes``,
 ``activation_bytes`` and ``estimate`` (bytes per part for one fixed choice).
 
 Stages: "pretrain", "sft" (causal-LM head, vocabulary logits), "reward" (sequence classification,
@@ -250,6 +250,15 @@ def default_lora_targets(model) -> list[str]:
     if set(LLAMA_LIKE_NAMES) & leaves:  # Mistral, Qwen, Gemma, ... share Llama's names
         return [n for n in LLAMA_LIKE_NAMES if n in leaves]
     return sorted(leaves - {"lm_head", "score", "classifier"})
+
+
+def lora_targets(model, names=None) -> list[str]:
+    """The modules that get LoRA adapters: ``names`` (a config's ``lora_target_modules``, a comma list or a
+    list) when given, else `default_lora_targets`. Every stage and the planner ask this one function, so a plan
+    counts the adapters training will add."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    return list(names) if names else default_lora_targets(model)
 
 
 def _targeted(spec: ModelSpec, target_modules) -> list[tuple[str, int, int]]:

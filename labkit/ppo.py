@@ -118,6 +118,7 @@ from .live import LiveChart, progress
 from .models import count_params, objective_of, peak_memory_mb
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, file_hash, load_checkpoint,
                    read_json, read_jsonl, write_jsonl_atomic)
+from .planner import lora_targets
 from .reward import scoring_text
 from .tokenizer import ensure_chat_ready, format_prompt
 
@@ -300,13 +301,6 @@ def _no_dropout(model):
     return model
 
 
-def linear_targets(model) -> list[str]:
-    """Names of the linear layers inside the transformer blocks (LoRA's default targets here)."""
-    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
-    backbone = getattr(model, model.base_model_prefix)
-    return sorted({n.rsplit(".", 1)[-1] for n, m in backbone.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))})
-
-
 def load_models(cfg: PPOConfig, policy_path, reward_path):
     """(policy, reference or None, critic, reward model or None, tokenizer, reward tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -334,9 +328,8 @@ def load_models(cfg: PPOConfig, policy_path, reward_path):
         critic.config.pad_token_id = (rm_tok or tokenizer).pad_token_id
     if cfg.use_lora:
         from peft import LoraConfig, get_peft_model
-        targets = ([m.strip() for m in cfg.lora_target_modules.split(",")] if cfg.lora_target_modules
-                   else linear_targets(policy))
-        lora = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets)
+        lora = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                    target_modules=lora_targets(policy, cfg.lora_target_modules))
         with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question; not ours to fix
             warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
             policy = get_peft_model(policy, LoraConfig(task_type="CAUSAL_LM", **lora))

@@ -67,6 +67,7 @@ import torch
 from .config import ConfigError, make_config, set_threads
 from .live import LiveChart, progress
 from .models import count_params, pick_device
+from .planner import lora_targets
 from .runs import (Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json,
                    read_jsonl, write_jsonl_atomic)
 from .tokenizer import conversation
@@ -88,7 +89,7 @@ class RewardConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (the update is scaled by lora_alpha / lora_r)"})
     lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "modules that get adapters: 'all-linear' or comma-separated names (q_proj,v_proj)"})
+    lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None: every linear layer of the transformer blocks, planner.lora_targets)"})
     # optimisation
     num_epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs (one is usual: reward models overfit fast, Ouyang et al. 2022)"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; overrides num_epochs (None: use num_epochs)"})
@@ -416,10 +417,9 @@ def load_reward_model(path: str | Path, tokenizer):
     return model
 
 
-def _lora_config(cfg: RewardConfig):
+def _lora_config(cfg: RewardConfig, model):
     from peft import LoraConfig
-    targets = cfg.lora_target_modules if cfg.lora_target_modules == "all-linear" else \
-        [t.strip() for t in cfg.lora_target_modules.split(",") if t.strip()]
+    targets = lora_targets(model, cfg.lora_target_modules)
     # modules_to_save: the new score head must train in full, or the adapters feed a random projection.
     return LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, modules_to_save=["score"])
@@ -429,10 +429,9 @@ def fit_budget(cfg: RewardConfig, model, device, seq_len: int):
     """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None).
     The planner counts both sequences of each pair, at the longest pair's length."""
     from . import planner
-    targets = None if cfg.lora_target_modules == "all-linear" else \
-        [t.strip() for t in cfg.lora_target_modules.split(",") if t.strip()]
     try:
-        return planner.fit_config(cfg, model, "reward", device, seq_len=seq_len, lora_target_modules=targets)
+        return planner.fit_config(cfg, model, "reward", device, seq_len=seq_len,
+                                  lora_target_modules=lora_targets(model, cfg.lora_target_modules))
     except ValueError as e:
         raise ConfigError(f"the reward model {e}") from None
 
@@ -550,7 +549,7 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         args = _trainer_args(cfg, out_dir, device, bf16, has_eval=bool(eval_pairs))
         trainer = RewardTrainer(model=model, args=args, train_dataset=to_trl(train_pairs),
                                 eval_dataset=to_trl(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
-                                peft_config=_lora_config(cfg) if cfg.use_lora else None)
+                                peft_config=_lora_config(cfg, model) if cfg.use_lora else None)
         total_steps = trainer.args.max_steps if trainer.args.max_steps > 0 else math.ceil(
             cfg.num_epochs * math.ceil(len(train_pairs) / cfg.batch_size) / cfg.grad_accum_steps)
         bar = progress(total_steps, "reward", disable=not progress_bar)

@@ -47,6 +47,7 @@ from .config import ConfigError, make_config, set_threads
 from .generate import conduct_summary, sample_tasks, score_tasks
 from .live import LiveChart
 from .models import count_params, load_model, objective_of, pick_device
+from .planner import lora_targets
 from .pretrain import drift_ppl
 from .runs import Run, append_jsonl, atomic_dir, atomic_write_json
 from .tokenizer import conversation, ensure_chat_ready, format_prompt
@@ -68,7 +69,7 @@ class SFTConfig:
     lora_r: int = field(default=4, metadata={"help": "LoRA rank"})
     # alpha/r = 4 (measured at the cpu preset, 1000 steps, 1 thread: alpha 8 -> 51.6%, 16 -> 61.2%, 32 -> 36.8%)
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scale numerator (update scaled by alpha/r, the head's too)"})
-    lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None = every linear layer of the model type's blocks)"})
+    lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None: every linear layer of the transformer blocks, planner.lora_targets)"})
     lora_head_r: int = field(default=32, metadata={"help": "with LoRA, rank of the output head's update (0: off); see HeadAdapter"})
     merge_lora: bool = field(default=True, metadata={"help": "also save the adapter merged into the base as model/ (later stages load model/)"})
     # optimisation
@@ -102,15 +103,6 @@ PRESETS = {
 }
 
 CHART = {"loss": ["sft/loss"], "learning rate": ["sft/learning_rate"]}
-
-# LoRA targets by architecture: every linear layer of the blocks (Hu et al. 2021 adapted W_q and W_v only;
-# QLoRA, Dettmers et al. 2023, found all layers needed to match full fine-tuning). Hub models of other
-# types take lora_target_modules.
-LORA_TARGETS = {"llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                "gpt2": ["c_attn", "c_proj", "c_fc"],
-                "gpt_neox": ["query_key_value", "dense"], "phi3": ["qkv_proj", "o_proj"]}
 
 
 def config(preset: str = "cpu", **overrides) -> SFTConfig:
@@ -167,15 +159,6 @@ def load_base(cfg: SFTConfig, run: Run):
     return model, tokenizer
 
 
-def lora_targets(model, cfg: SFTConfig) -> list[str]:
-    if cfg.lora_target_modules:
-        return [m.strip() for m in cfg.lora_target_modules.split(",")]
-    kind = model.config.model_type
-    if kind not in LORA_TARGETS:
-        raise ConfigError(f"no default LoRA targets for model type {kind!r}; set lora_target_modules")
-    return LORA_TARGETS[kind]
-
-
 def learning_rate(cfg: SFTConfig) -> float:
     """The configured rate, or the measured default: LoRA's adapters start at zero and move in a few
     directions, so they want several times full fine-tuning's rate (measured at the cpu preset,
@@ -230,11 +213,8 @@ def fit_budget(cfg: SFTConfig, model, device):
     """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None)."""
     from . import planner
     try:
-        targets = lora_targets(model, cfg)
-    except ConfigError:
-        targets = None  # the planner's default for the model type
-    try:
-        return planner.fit_config(cfg, model, "sft", device, seq_len=cfg.max_length, lora_target_modules=targets)
+        return planner.fit_config(cfg, model, "sft", device, seq_len=cfg.max_length,
+                                  lora_target_modules=lora_targets(model, cfg.lora_target_modules))
     except ValueError as e:
         raise ConfigError(f"SFT {e}") from None
 
@@ -304,7 +284,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     if cfg.use_lora:
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                                                 target_modules=lora_targets(model, cfg), task_type="CAUSAL_LM"))
+                                                 target_modules=lora_targets(model, cfg.lora_target_modules), task_type="CAUSAL_LM"))
         if cfg.lora_head_r:
             add_head_adapter(model.get_base_model(), cfg.lora_head_r, cfg.lora_alpha / cfg.lora_r)
     trainable, total = count_params(model, trainable_only=True), count_params(model)

@@ -81,6 +81,20 @@ def test_default_lora_targets_by_model_type():
     assert planner.default_lora_targets(mistral) == planner.default_lora_targets(tiny_llama())
 
 
+def test_lora_targets_is_every_linear_layer_of_the_blocks_unless_named():
+    # The rule sft, reward, ppo and compare share: for the lab's Llama and for GPT-2 the default is every
+    # linear (or Conv1D) layer inside the transformer blocks, never the output head.
+    from transformers.pytorch_utils import Conv1D
+    for cfg, cls in ((tiny_llama(), T.LlamaForCausalLM), (tiny_gpt2(), T.GPT2LMHeadModel)):
+        model = cls(cfg)
+        backbone = getattr(model, model.base_model_prefix)
+        linear = {n.rsplit(".", 1)[-1] for n, m in backbone.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
+        assert set(planner.lora_targets(model)) == linear
+        assert planner.lora_targets(model, None) == planner.lora_targets(model, "") == planner.default_lora_targets(cfg)
+    assert planner.lora_targets(tiny_llama(), "q_proj, v_proj,") == ["q_proj", "v_proj"]
+    assert planner.lora_targets(tiny_llama(), ["o_proj"]) == ["o_proj"]
+
+
 def test_lora_count_by_hand():
     # r*(in+out) per layer: q 8*128, k 8*96, v 8*96, o 8*128, gate/up/down 3*8*240
     per_layer = 1024 + 768 + 768 + 1024 + 3 * 1920
