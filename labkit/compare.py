@@ -84,6 +84,7 @@ from .planner import lora_targets
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
                    write_jsonl_atomic)
 from .tokenizer import conversation, ensure_chat_ready
+from .tracking import hf_logging_dir, report_to_field, tb_dir
 
 METHODS = ("best_of_n", "dpo", "rloo", "rloo_verifier", "ppo")
 # The columns every row of eval.json's "methods" has (a script can rely on them).
@@ -118,6 +119,7 @@ class CompareConfig:
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (None: on where the GPU supports it; off on CPU, where it is slower)"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: the cores this process may use)"})
+    report_to: str = report_to_field()
 
 
 PRESETS = {
@@ -299,16 +301,17 @@ class _Log:
 def _hardware_args(cfg: CompareConfig, out_dir: str, device, bf16: bool) -> dict:
     # TRL's defaults assume a GPU (bf16, activation checkpointing): both slow a CPU down
     # (docs/architecture.md, "CPU notes").
-    return dict(output_dir=out_dir, logging_steps=cfg.log_interval, report_to="none", save_strategy="no",
+    return dict(output_dir=out_dir, logging_steps=cfg.log_interval, report_to=cfg.report_to, save_strategy="no",
                 bf16=bf16, activation_checkpointing=False, use_cpu=device.type == "cpu", disable_tqdm=True,
                 seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
                 dataloader_pin_memory=device.type == "cuda")
 
 
 def dpo_trainer(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], lora: dict, out_dir: str, device,
-                bf16: bool, callbacks=()):
+                bf16: bool, callbacks=(), tb: Path | None = None):
     """TRL's DPOTrainer on ``pairs`` with a LoRA adapter on the SFT model; its reference is the same base with
-    the adapter off, so there is no second copy."""
+    the adapter off, so there is no second copy. With report_to='tensorboard' it logs to ``tb`` (None:
+    ``<out_dir>/tb``)."""
     from trl import DPOConfig, DPOTrainer
     model = load_policy(sft_path)
     args = DPOConfig(beta=cfg.dpo_beta, learning_rate=cfg.dpo_learning_rate, lr_scheduler_type="constant",
@@ -316,7 +319,7 @@ def dpo_trainer(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], lora
                      per_device_train_batch_size=cfg.dpo_batch_size, per_device_eval_batch_size=cfg.dpo_batch_size,
                      max_length=None,  # too long pairs were dropped, as stage 4 did
                      **_hardware_args(cfg, out_dir, device, bf16))
-    with _quiet_peft():
+    with _quiet_peft(), hf_logging_dir(cfg.report_to, tb or tb_dir(out_dir)):
         trainer = DPOTrainer(model=model, args=args, train_dataset=rw.to_trl(pairs), processing_class=tokenizer,
                              peft_config=lora_config(model, **lora), callbacks=list(callbacks))
     _no_printer(trainer)
@@ -324,10 +327,10 @@ def dpo_trainer(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], lora
 
 
 def train_dpo(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], held: list[dict], lora: dict,
-              out_dir: str, device, bf16: bool, callbacks=()) -> tuple:
+              out_dir: str, device, bf16: bool, callbacks=(), tb: Path | None = None) -> tuple:
     """DPO from the SFT model. Returns the trained PeftModel and its stats: steps, and the implicit reward's
     accuracy on ``held`` (stage 4's held-out pairs) -- DPO's policy is a reward model too, r = β log π/π_ref."""
-    trainer = dpo_trainer(cfg, sft_path, tokenizer, pairs, lora, out_dir, device, bf16, callbacks)
+    trainer = dpo_trainer(cfg, sft_path, tokenizer, pairs, lora, out_dir, device, bf16, callbacks, tb)
     stats = {"pairs": len(pairs)}
     with _quiet_peft():
         trainer.train()
@@ -349,9 +352,10 @@ def _quiet_peft():
 
 
 def train_rloo(cfg: CompareConfig, sft_path, tokenizer, pool: list[dict], reward_fn, settings: dict, lora: dict,
-               out_dir: str, device, bf16: bool, callbacks=()) -> tuple:
+               out_dir: str, device, bf16: bool, callbacks=(), tb: Path | None = None) -> tuple:
     """RLOO with LoRA from the SFT model on ``pool``, rewarded by ``reward_fn``; ``settings`` are the resolved
-    steps, batch, group size, learning rate, β, clip range and response length."""
+    steps, batch, group size, learning rate, β, clip range and response length. With report_to='tensorboard'
+    it logs to ``tb`` (None: ``<out_dir>/tb``)."""
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
     model = load_policy(sft_path)
@@ -364,7 +368,7 @@ def train_rloo(cfg: CompareConfig, sft_path, tokenizer, pool: list[dict], reward
                       max_completion_length=s["max_new_tokens"], temperature=s["temperature"], top_k=0, top_p=1.0,
                       disable_dropout=True, **_hardware_args(cfg, out_dir, device, bf16))
     data = Dataset.from_list([{"prompt": conversation(t["prompt"]), "task_index": i} for i, t in enumerate(pool)])
-    with _quiet_peft():
+    with _quiet_peft(), hf_logging_dir(cfg.report_to, tb or tb_dir(out_dir)):
         trainer = RLOOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=data,
                               processing_class=tokenizer, peft_config=lora_config(model, **lora),
                               callbacks=list(callbacks))
@@ -528,11 +532,13 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
         with tempfile.TemporaryDirectory(dir=stage, prefix=".trainer.") as out_dir, PeakMemory(device) as mem:
             t0 = time.perf_counter()
             if method == "dpo":
-                policy, stats = train_dpo(cfg, sft_path, tokenizer, pairs, held, lora, out_dir, device, bf16, [callback])
+                policy, stats = train_dpo(cfg, sft_path, tokenizer, pairs, held, lora, out_dir, device, bf16, [callback],
+                                          tb_dir(stage) / method)
             else:
                 kind = "verifier" if method == "rloo_verifier" else "reward_model"
                 fn = reward_function(kind, pool, tokenizer.eos_token_id, pcfg, rm_score, norm)
-                policy, stats = train_rloo(cfg, sft_path, tokenizer, pool, fn, rs, lora, out_dir, device, bf16, [callback])
+                policy, stats = train_rloo(cfg, sft_path, tokenizer, pool, fn, rs, lora, out_dir, device, bf16, [callback],
+                                           tb_dir(stage) / method)
             seconds = time.perf_counter() - t0
         bar.close()
         trainable = count_params(policy, trainable_only=True)

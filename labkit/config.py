@@ -93,6 +93,9 @@ def make_config(cls, presets: dict, preset: str = "cpu", overrides: dict | None 
         except (ValueError, TypeError) as e:
             raise ConfigError(f"bad value for {k}: {v!r} ({e})") from None
     cfg = cls(**values)
+    if hasattr(cfg, "report_to"):  # an unknown tracker, or a missing package, fails before the stage starts
+        from .tracking import check
+        check(cfg.report_to)
     return cfg
 
 

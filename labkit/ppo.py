@@ -121,6 +121,7 @@ from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_writ
 from .planner import lora_targets
 from .reward import scoring_text
 from .tokenizer import ensure_chat_ready, format_prompt
+from .tracking import Tracker, closes_trackers, report_to_field, tb_dir
 
 
 @dataclass
@@ -187,6 +188,7 @@ class PPOConfig:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward to save memory"})
     gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget: let labkit.planner pick micro-batch, checkpointing and bf16 to fit it"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: the cores this process may use)"})
+    report_to: str = report_to_field()
 
 
 PRESETS = {
@@ -209,7 +211,7 @@ CHART = {"learned reward": ["ppo/rm_score", "ppo/score"], "true score, over-refu
 # Fields that may change between an interrupted run and its resume.
 _RESUMABLE_CHANGES = {"total_steps", "checkpoint_interval", "resume", "device", "threads", "n_eval", "eval_samples",
                       "alarm_window", "alarm_true_drop", "alarm_run_drop", "alarm_over_refusal", "alarm_kl",
-                      "gpu_memory_gb", "kl_ablation"}
+                      "gpu_memory_gb", "kl_ablation", "report_to"}
 
 
 def config(preset: str = "cpu", **overrides) -> PPOConfig:
@@ -879,6 +881,7 @@ def _save_outputs(stage: Path, policy, tokenizer, cfg: PPOConfig, before_rows: l
     write_jsonl_atomic(stage / "samples.jsonl", samples)
 
 
+@closes_trackers
 def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train the policy with PPO, evaluate before/after with the verifier, write the stage folder."""
@@ -978,6 +981,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     for h in history:
         chart.update(h["step"], h)
     bar = progress(cfg.total_steps, "ppo", initial=step, disable=not (progress_bar and main))
+    tracker = Tracker(cfg.report_to, tb_dir(stage), resume_step=step, enabled=main)
     model.train()
     while step < cfg.total_steps:
         t0 = time.perf_counter()
@@ -987,6 +991,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         m["ppo/step_seconds"] = time.perf_counter() - t0
         if main:
             append_jsonl(metrics_path, m)
+            tracker.log(m)
             history.append(m)
             chart.update(step, m)
             for a in check_alarms(history, cfg, active):

@@ -59,6 +59,7 @@ from .models import OBJECTIVES, build_model, count_params, load_model, max_posit
 from .runs import (STAGE_DIRS, Run, append_jsonl, atomic_dir, atomic_write_json, load_checkpoint, read_jsonl,
                    text_hash, write_jsonl_atomic)
 from .tokenizer import SENTINELS, train_tokenizer
+from .tracking import Tracker, closes_trackers, report_to_field, tb_dir
 
 
 @dataclass
@@ -106,6 +107,7 @@ class PretrainConfig:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward: less memory, ~30% more compute"})
     gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget in GiB per process: labkit.planner picks batch split, checkpointing and bf16 to fit (None = off)"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None = the cores this process may use)"})
+    report_to: str = report_to_field()
 
 
 PRESETS = {
@@ -123,7 +125,7 @@ PRESETS = {
 CHART = {"loss": ["pretrain/loss", "pretrain/val_loss"], "tokens/s": ["pretrain/tokens_per_s"]}
 # Fields that may change between an interrupted run and its resume.
 _RESUMABLE_CHANGES = {"max_steps", "eval_interval", "eval_batches", "log_interval", "checkpoint_interval",
-                      "resume", "device", "threads", "compile", "gradient_checkpointing"}
+                      "resume", "device", "threads", "compile", "gradient_checkpointing", "report_to"}
 
 
 def config(preset: str = "cpu", **overrides) -> PretrainConfig:
@@ -383,6 +385,7 @@ def _vocab_hash(tokenizer) -> str:
     return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
 
 
+@closes_trackers
 def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train the tokenizer and the model; write the stage folder; return the headline numbers."""
@@ -474,6 +477,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     baseline = unigram_ppl(train_stream, val_stream, len(tokenizer))
     chart = LiveChart(CHART, title=f"pretraining ({cfg.objective})", enabled=live if main else False)
     bar = progress(cfg.max_steps, "pretrain", initial=step, disable=not (progress_bar and main))
+    tracker = Tracker(cfg.report_to, tb_dir(stage), resume_step=step, enabled=main)
 
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps  # over all processes
     model.train()
@@ -509,6 +513,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                 t_window = time.perf_counter()  # evaluation time is not training throughput
             if main:
                 append_jsonl(metrics_path, m)
+                tracker.log(m)
                 chart.update(step, m)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}" if val_loss else "-")
         if step % cfg.checkpoint_interval == 0 and step < cfg.max_steps and main:

@@ -71,6 +71,7 @@ from .planner import lora_targets
 from .runs import (Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json,
                    read_jsonl, write_jsonl_atomic)
 from .tokenizer import conversation
+from .tracking import hf_logging_dir, report_to_field, tb_dir
 
 
 @dataclass
@@ -119,6 +120,7 @@ class RewardConfig:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations to save memory (off: slower, and small models fit)"})
     gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget in GiB: labkit.planner picks micro-batch, accumulation, LoRA, checkpointing and bf16 to fit (None = off)"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: the cores this process may use)"})
+    report_to: str = report_to_field()
 
 
 PRESETS = {
@@ -447,7 +449,7 @@ def _trainer_args(cfg: RewardConfig, out_dir: str, device, bf16: bool, has_eval:
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip or 0.0,
         logging_steps=cfg.log_interval, logging_first_step=True,
         eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_interval, eval_on_start=has_eval,
-        save_strategy="no", report_to="none", disable_tqdm=True, bf16=bf16, activation_checkpointing=cfg.gradient_checkpointing,
+        save_strategy="no", report_to=cfg.report_to, disable_tqdm=True, bf16=bf16, activation_checkpointing=cfg.gradient_checkpointing,
         max_length=None,  # long pairs are dropped (and counted) before TRL sees them
         center_rewards_coefficient=cfg.center_rewards_coefficient, seed=cfg.seed,
         use_cpu=device.type == "cpu", dataloader_pin_memory=device.type == "cuda")
@@ -547,9 +549,10 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     chart = LiveChart(CHART, title="reward model", enabled=live)
     with tempfile.TemporaryDirectory(dir=stage, prefix=".trainer.") as out_dir:
         args = _trainer_args(cfg, out_dir, device, bf16, has_eval=bool(eval_pairs))
-        trainer = RewardTrainer(model=model, args=args, train_dataset=to_trl(train_pairs),
-                                eval_dataset=to_trl(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
-                                peft_config=_lora_config(cfg, model) if cfg.use_lora else None)
+        with hf_logging_dir(cfg.report_to, tb_dir(stage)):
+            trainer = RewardTrainer(model=model, args=args, train_dataset=to_trl(train_pairs),
+                                    eval_dataset=to_trl(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
+                                    peft_config=_lora_config(cfg, model) if cfg.use_lora else None)
         total_steps = trainer.args.max_steps if trainer.args.max_steps > 0 else math.ceil(
             cfg.num_epochs * math.ceil(len(train_pairs) / cfg.batch_size) / cfg.grad_accum_steps)
         bar = progress(total_steps, "reward", disable=not progress_bar)

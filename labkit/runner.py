@@ -101,9 +101,14 @@ def jsonable(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
+# Fields that change where a stage reports, not what it makes: a completed stage is kept whatever they say.
+NOT_RESULTS = {"report_to"}
+
+
 def config_changes(old: dict, new: dict) -> list[str]:
-    """``name old -> new`` for every field whose value differs."""
-    return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    """``name old -> new`` for every field whose value differs (bar NOT_RESULTS)."""
+    return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted((set(old) | set(new)) - NOT_RESULTS)
+            if old.get(k) != new.get(k)]
 
 
 def recorded_config(run: Run, stage: str) -> dict | None:

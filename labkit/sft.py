@@ -51,6 +51,7 @@ from .planner import lora_targets
 from .pretrain import drift_ppl
 from .runs import Run, append_jsonl, atomic_dir, atomic_write_json
 from .tokenizer import conversation, ensure_chat_ready, format_prompt
+from .tracking import hf_logging_dir, report_to_field, tb_dir
 
 
 @dataclass
@@ -90,6 +91,7 @@ class SFTConfig:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward to save memory"})
     gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget in GiB: labkit.planner picks micro-batch, accumulation, LoRA, checkpointing and bf16 to fit (None = off)"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None = the cores this process may use)"})
+    report_to: str = report_to_field()
 
 
 PRESETS = {
@@ -294,16 +296,17 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         gradient_accumulation_steps=cfg.grad_accum_steps,
         learning_rate=learning_rate(cfg), lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps, max_length=cfg.max_length,
-        completion_only_loss=True, seed=cfg.seed, data_seed=cfg.seed, report_to="none", save_strategy="no",
+        completion_only_loss=True, seed=cfg.seed, data_seed=cfg.seed, report_to=cfg.report_to, save_strategy="no",
         # TRL's defaults assume a GPU (bf16 + activation checkpointing): ~1.8x slower on CPU
         # (docs/architecture.md, "CPU notes").
         bf16=bf16, activation_checkpointing=cfg.gradient_checkpointing, use_cpu=device.type == "cpu",
         dataloader_num_workers=0, disable_tqdm=not progress_bar,
     )
     chart = LiveChart(CHART, title="SFT", enabled=live)
-    trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer,
-                             train_dataset=Dataset.from_list(to_prompt_completion(tokenizer, train)),
-                             callbacks=[MetricsCallback(metrics_path, "sft", chart)])
+    with hf_logging_dir(cfg.report_to, tb_dir(stage)):
+        trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer,
+                                 train_dataset=Dataset.from_list(to_prompt_completion(tokenizer, train)),
+                                 callbacks=[MetricsCallback(metrics_path, "sft", chart)])
     t_train = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - t_train
