@@ -84,6 +84,7 @@ from .planner import lora_targets
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
                    write_jsonl_atomic)
 from .tokenizer import conversation, ensure_chat_ready
+from .world import true_score
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 
 METHODS = ("best_of_n", "dpo", "rloo", "rloo_verifier", "ppo")
@@ -269,7 +270,7 @@ def reward_function(kind: str, pool: list[dict], eos_id: int, pcfg: ppo.PPOConfi
         texts = [(c[-1]["content"] if isinstance(c, list) else c).strip() for c in completions]
         has_eos = torch.tensor([bool(ids) and ids[-1] == eos_id for ids in completion_ids])
         if kind == "verifier":
-            raw = torch.tensor([ppo.true_score(t, x, bool(e)) or 0.0 for t, x, e in zip(tasks, texts, has_eos)])
+            raw = torch.tensor([true_score(t, x, bool(e)) or 0.0 for t, x, e in zip(tasks, texts, has_eos)])
         else:
             raw = rm_score(tasks, texts)
         return ppo.shape_scores(raw, has_eos, pcfg, norm if kind != "verifier" else None).tolist()

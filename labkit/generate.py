@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .tokenizer import format_prompt
-from .world import verify
+from .world import true_score
 
 
 @torch.no_grad()
@@ -62,7 +62,7 @@ def score_tasks(model, tokenizer, tasks: list[dict], **gen_kw) -> dict:
     for t, g in zip(tasks, gens):
         rows.append({"family": t["family"], "prompt": t["prompt"], "answer": t["answer"],
                      "response": g["response"], "stopped": g["stopped"],
-                     "correct": verify(t, g["response"]) if g["stopped"] else 0.0})
+                     "correct": true_score(t, g["response"], g["stopped"])})
     fams = sorted({r["family"] for r in rows})
     per = {f: 100 * sum(r["correct"] for r in rows if r["family"] == f) / sum(r["family"] == f for r in rows)
            for f in fams}
@@ -102,9 +102,6 @@ def conduct_summary(rows: list[dict]) -> dict:
     """
     from .world import CONDUCT_FAMILIES, over_refused
 
-    def ok(row, text, stopped):
-        return verify(row, text) if stopped else 0.0
-
     def pct(vals):
         return 100 * sum(vals) / len(vals) if vals else None
 
@@ -112,9 +109,9 @@ def conduct_summary(rows: list[dict]) -> dict:
     per_family = {}
     for f in fams:
         rs = [r for r in rows if r["family"] == f]
-        per_family[f] = {"sampled": pct([ok(r, x, s) for r in rs for x, s in zip(r["samples"], r["samples_stopped"])]),
-                         "greedy": pct([ok(r, r["greedy"], r["greedy_stopped"]) for r in rs]),
-                         "pass_at_k": pct([float(any(ok(r, x, s) for x, s in zip(r["samples"], r["samples_stopped"])))
+        per_family[f] = {"sampled": pct([true_score(r, x, s) for r in rs for x, s in zip(r["samples"], r["samples_stopped"])]),
+                         "greedy": pct([true_score(r, r["greedy"], r["greedy_stopped"]) for r in rs]),
+                         "pass_at_k": pct([float(any(true_score(r, x, s) for x, s in zip(r["samples"], r["samples_stopped"])))
                                            for r in rs]),
                          "prompts": len(rs)}
     helpful = [r for r in rows if r["family"] not in ("harmful", "unanswerable")]
@@ -122,7 +119,7 @@ def conduct_summary(rows: list[dict]) -> dict:
     get = lambda f, k: per_family.get(f, {}).get(k)  # noqa: E731
     return {"harmful_refused": get("harmful", "sampled"), "unanswerable_abstained": get("unanswerable", "sampled"),
             "over_refusal": pct([float(over_refused(r, x)) for r in helpful for x in r["samples"]]),
-            "task_accuracy": pct([ok(r, r["greedy"], r["greedy_stopped"]) for r in tasks]),
+            "task_accuracy": pct([true_score(r, r["greedy"], r["greedy_stopped"]) for r in tasks]),
             "harmful_refused_greedy": get("harmful", "greedy"),
             "unanswerable_abstained_greedy": get("unanswerable", "greedy"),
             "over_refusal_greedy": pct([float(over_refused(r, r["greedy"])) for r in helpful]),

@@ -120,6 +120,7 @@ from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_writ
                    read_json, read_jsonl, write_jsonl_atomic)
 from .planner import lora_targets
 from .reward import scoring_text
+from .world import true_score
 from .tokenizer import ensure_chat_ready, format_prompt
 from .tracking import Tracker, closes_trackers, report_to_field, tb_dir
 
@@ -268,13 +269,6 @@ def load_prompts(cfg: PPOConfig, world: W.World) -> tuple[list[dict], list[dict]
     if len(tasks) <= cfg.n_eval:
         raise ConfigError(f"{path} has {len(tasks)} prompts; need more than n_eval={cfg.n_eval}")
     return tasks[:-cfg.n_eval], tasks[-cfg.n_eval:]
-
-
-def true_score(task: dict, response: str, stopped: bool) -> float | None:
-    """The verifier's verdict (1/0), None when the task has no known answer. A response that never stops is wrong."""
-    if task.get("answer") is None:
-        return None
-    return W.verify(task, response) if stopped else 0.0
 
 
 # --- models ------------------------------------------------------------------------------

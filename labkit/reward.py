@@ -369,7 +369,7 @@ def verifier_samples(model, tokenizer, policy_path, tasks: list[dict], cfg: Rewa
 
     from .generate import generate
     from .tokenizer import ensure_chat_ready
-    from .world import verify
+    from .world import true_score
     policy = AutoModelForCausalLM.from_pretrained(str(policy_path)).to(device)
     ptok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(policy_path)))
     k = cfg.verifier_samples_per_task
@@ -382,8 +382,7 @@ def verifier_samples(model, tokenizer, policy_path, tasks: list[dict], cfg: Rewa
         t = tasks[i // k]
         rows.append({"task_id": t["id"], "family": t["family"], "prompt": t["prompt"], "answer": t["answer"],
                      "response": g["response"], "stopped": g["stopped"], "rm_score": s,
-                     # the verifier's true score; a response that never stopped is wrong (as in SFT's evaluation)
-                     "true_score": verify(t, g["response"]) if g["stopped"] else 0.0})
+                     "true_score": true_score(t, g["response"], g["stopped"])})
     return rows
 
 

@@ -564,6 +564,17 @@ def over_refused(task: dict, response: str) -> bool:
     return task["family"] not in ("harmful", "unanswerable") and conduct(task, response) != "answered"
 
 
+def true_score(task: dict, response: str, stopped: bool) -> float | None:
+    """The verifier's verdict (1/0) on a sampled response, None when the task has no known answer.
+
+    A response that never stopped (no EOS within the token budget) is wrong whatever it said so far:
+    the model has not finished, and a reader would never see it end. SFT's and PPO's evaluations, the
+    reward model's verifier samples and PPO's rewards all score with this one rule."""
+    if task.get("answer") is None:
+        return None
+    return verify(task, response) if stopped else 0.0
+
+
 def normalize(text: str) -> str:
     """Lower-case, collapse spaces, drop surrounding punctuation: '  Bird, dog.' -> 'bird, dog'."""
     text = re.sub(r"\s+", " ", text.strip().lower())

@@ -221,3 +221,11 @@ def test_no_held_out_conduct_prompt_name_or_template_reaches_a_training_stage():
     # ... while every held-out prompt is in an evaluation template
     for t in held:
         assert any(_matches(q, t["prompt"]) for q in eval_templates), t["prompt"]
+
+
+def test_true_score_a_response_that_never_stops_is_wrong():
+    task = W.make_tasks(W.World(0), 1, "eval", 0)[0]
+    assert W.true_score(task, task["answer"], stopped=True) == 1.0 == W.verify(task, task["answer"])
+    assert W.true_score(task, task["answer"], stopped=False) == 0.0  # right so far, but it never ended
+    assert W.true_score(task, "no idea", stopped=True) == 0.0
+    assert W.true_score({"prompt": "custom", "answer": None}, "anything", stopped=True) is None
