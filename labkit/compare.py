@@ -487,7 +487,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     lora = {"r": cfg.lora_r or pcfg.lora_r, "alpha": cfg.lora_alpha or pcfg.lora_alpha}
 
     def rm_score(tasks, texts):
-        return ppo.reward_model_scores(rm, rm_tok, [t["prompt"] for t in tasks], texts, pcfg.minibatch_size, autocast)
+        return rw.score(rm, rm_tok, [t["prompt"] for t in tasks], texts, pcfg.minibatch_size, autocast)
 
     def score_fn(tasks, texts, has_eos, raw=True):  # what ppo.evaluate asks: the raw reward-model score
         return rm_score(tasks, texts)

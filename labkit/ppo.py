@@ -119,7 +119,7 @@ from .models import count_params, objective_of, peak_memory_mb
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, file_hash, load_checkpoint,
                    read_json, read_jsonl, write_jsonl_atomic)
 from .planner import lora_targets
-from .reward import scoring_text
+from .reward import score as rm_scores
 from .world import true_score
 from .tokenizer import ensure_chat_ready, format_prompt
 from .tracking import Tracker, closes_trackers, report_to_field, tb_dir
@@ -471,26 +471,6 @@ def forward_pass(pv: PolicyAndValue, ref, batch: dict, temperature: float, micro
         out["ref_logprobs"].append(pm.logprobs_from_logits(ref_logits.float() / temperature, batch["response"][idx]))
     back = torch.argsort(order)  # rows back into batch order
     return {k: torch.cat(v)[back.to(v[0].device)] for k, v in out.items()}
-
-
-def reward_model_scores(rm, rm_tok, instructions: list[str], responses: list[str], batch_size: int,
-                        autocast=contextlib.nullcontext()) -> torch.Tensor:
-    """The reward model's score of each (instruction, response) as a chat, [B] on the CPU.
-
-    The text is ``reward.scoring_text``, what the reward model was trained on
-    ("<|user|>...<|assistant|> response<eos>"), right-padded; the score is the logit at the last non-pad
-    token, as transformers' sequence classification computes it.
-    """
-    device = next(rm.parameters()).device
-    limit = getattr(rm.config, "max_position_embeddings", None)
-    scores = []
-    for s in range(0, len(instructions), batch_size):
-        texts = [scoring_text(rm_tok, i, r) for i, r in zip(instructions[s:s + batch_size], responses[s:s + batch_size])]
-        enc = rm_tok(texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False,
-                     truncation=limit is not None, max_length=limit).to(device)
-        with torch.no_grad(), autocast:
-            scores.append(rm(**enc).logits[:, 0].float().cpu())
-    return torch.cat(scores)
 
 
 def pick_prompts(n_pool: int, cfg: PPOConfig, rank: int, step: int) -> list[int]:
@@ -928,7 +908,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
             s = torch.tensor([true_score(t, x, bool(e)) or 0.0 for t, x, e in zip(tasks, texts, has_eos)])
         else:
             with (_disabled(reward_net) if rm is None else contextlib.nullcontext()):
-                s = reward_model_scores(reward_net, rm_tok, [t["prompt"] for t in tasks], texts, micro, autocast)
+                s = rm_scores(reward_net, rm_tok, [t["prompt"] for t in tasks], texts, micro, autocast)
         return s if raw else shape_scores(s, has_eos, cfg, norm)  # (raw=False: evaluation's scores)
 
     # State: fresh, or resumed from the checkpoint of an interrupted run with the same config.

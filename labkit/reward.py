@@ -155,25 +155,31 @@ def scoring_text(tokenizer, instruction: str, response: str) -> str:
 
 
 @torch.no_grad()
-def score(model, tokenizer, instructions: list[str], responses: list[str], batch_size: int = 64) -> list[float]:
-    """Reward-model scores for (instruction, response) pairs, in the format it was trained on.
+def score(model, tokenizer, instructions: list[str], responses: list[str], batch_size: int = 64,
+          autocast=contextlib.nullcontext()) -> torch.Tensor:
+    """Reward-model scores for (instruction, response) pairs, [B] float32 on the CPU: stage 4's evaluation,
+    PPO's rewards and the comparison's all score through here.
 
-    Right-padded like TRL's training batches; the model reads its score at the
-    last non-pad token (the EOS), so padding never changes a score.
+    The text is `scoring_text`, the format the model was trained on, right-padded like TRL's training
+    batches; the model reads its score at the last non-pad token (the EOS), so padding never changes a
+    score. Texts longer than the model's positions are cut there rather than failing. Dropout is off while
+    scoring (eval mode), then the model's mode is restored.
     """
     if len(instructions) != len(responses):
         raise ValueError(f"{len(instructions)} instructions but {len(responses)} responses")
     device = next(model.parameters()).device
+    limit = getattr(model.config, "max_position_embeddings", None)
     was_training = model.training
     model.eval()
     texts = [scoring_text(tokenizer, i, r) for i, r in zip(instructions, responses)]
     out = []
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="right",
-                        add_special_tokens=False).to(device)
-        out += model(**enc).logits[:, 0].float().tolist()
+                        add_special_tokens=False, truncation=limit is not None, max_length=limit).to(device)
+        with torch.no_grad(), autocast:
+            out.append(model(**enc).logits[:, 0].float().cpu())
     model.train(was_training)
-    return out
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -353,7 +359,7 @@ def verifier_agreement(rows: list[dict], worst_k: int = 10) -> dict:
 def evaluate_pairs(model, tokenizer, pairs: list[dict], n_bins: int = 10, batch_size: int = 64) -> dict:
     """Pairwise accuracy (%, ties count half), mean scores, calibration bins and ECE, and per-pair rows."""
     s = score(model, tokenizer, [p["prompt"] for p in pairs] * 2,
-              [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], batch_size)
+              [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], batch_size).tolist()
     sc, sr = s[:len(pairs)], s[len(pairs):]
     diffs = [c - j for c, j in zip(sc, sr)]
     rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"], "score_chosen": c,
@@ -376,7 +382,8 @@ def verifier_samples(model, tokenizer, policy_path, tasks: list[dict], cfg: Rewa
     gens = generate(policy, ptok, [t["prompt"] for t in tasks], max_new_tokens=cfg.verifier_max_new_tokens,
                     temperature=cfg.verifier_temperature, num_return_sequences=k, seed=cfg.seed,
                     batch_size=max(1, cfg.score_batch_size // k))
-    rm = score(model, tokenizer, [g["instruction"] for g in gens], [g["response"] for g in gens], cfg.score_batch_size)
+    rm = score(model, tokenizer, [g["instruction"] for g in gens], [g["response"] for g in gens],
+               cfg.score_batch_size).tolist()
     rows = []
     for i, (g, s) in enumerate(zip(gens, rm)):
         t = tasks[i // k]

@@ -140,7 +140,7 @@ def test_rloo_trains_its_adapter_and_leaves_the_base(stage5, tmp_path, kind):
 
     def rm_score(tasks, texts):
         calls.append(len(texts))
-        return ppo.reward_model_scores(rm, tok, [t["prompt"] for t in tasks], texts, 8)
+        return reward.score(rm, tok, [t["prompt"] for t in tasks], texts, 8)
     fn = compare.reward_function(kind, pool, tok.eos_token_id, pcfg, rm_score, {"mean": 0.0, "std": 1.0})
     # 4 groups a round: a smoke model is never right, but whether a sample stops (the missing-EOS penalty)
     # still differs within a group, so the verifier's run has advantages to learn from

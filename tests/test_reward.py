@@ -71,7 +71,9 @@ def test_score_ignores_padding_and_batching(tiny):
     assert model.config.num_labels == 1 and model.config.pad_token_id == tok.pad_token_id
     ins, res = ["Name a pet.", "What is 10 plus 9? Answer with the number only."], ["cat", "19 and more words here"]
     batched = reward.score(model, tok, ins, res, batch_size=2)
-    single = [reward.score(model, tok, [i], [r], batch_size=1)[0] for i, r in zip(ins, res)]
+    assert batched.dtype == torch.float32 and batched.shape == (2,) and not batched.requires_grad
+    batched = batched.tolist()
+    single = [reward.score(model, tok, [i], [r], batch_size=1)[0].item() for i, r in zip(ins, res)]
     assert batched == pytest.approx(single, abs=1e-5)
 
 
