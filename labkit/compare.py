@@ -77,9 +77,9 @@ import torch
 
 from . import ppo
 from . import reward as rw
-from .config import ConfigError, field_names, make_config, set_threads
+from .config import ConfigError, field_names, make_config, require_at_least, require_positive, set_threads
 from .live import LiveChart, progress
-from .models import PeakMemory, count_params, pick_device
+from .models import PeakMemory, count_params, pick_device, resolve_bf16
 from .planner import lora_targets
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
                    write_jsonl_atomic)
@@ -159,16 +159,11 @@ def parse_methods(text: str) -> list[str]:
 
 def _check(cfg: CompareConfig) -> list[str]:
     methods = parse_methods(cfg.methods)
-    for name in ("dpo_batch_size", "log_interval", "rloo_steps", "rloo_batch_size", "lora_r", "dpo_max_steps"):
-        v = getattr(cfg, name)
-        if v is not None and v < 1:
-            raise ConfigError(f"{name} must be >= 1, got {v}")
+    require_at_least(cfg, ("dpo_batch_size", "log_interval", "rloo_steps", "rloo_batch_size", "lora_r", "dpo_max_steps"))
     if cfg.rloo_group_size is not None and cfg.rloo_group_size < 2:
         raise ConfigError(f"rloo_group_size must be >= 2 (a leave-one-out baseline needs another sample), got "
                           f"{cfg.rloo_group_size}")
-    for name in ("dpo_beta", "dpo_learning_rate", "dpo_epochs"):
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    require_positive(cfg, ("dpo_beta", "dpo_learning_rate", "dpo_epochs"))
     return methods
 
 
@@ -465,7 +460,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     t_start = time.perf_counter()
     threads = set_threads(cfg.threads)
     device = pick_device(cfg.device)
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    bf16 = resolve_bf16(cfg.bf16, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     # Inputs first: anything missing fails in one line before anything is written.

@@ -104,10 +104,21 @@ def from_notebook(cls, presets: dict, preset: str, namespace: dict):
     return make_config(cls, presets, preset, {k: namespace.get(k) for k in field_names(cls)})
 
 
-def check_overrides(cls, overrides: dict) -> None:
-    bad = [k for k in overrides if k not in field_names(cls)]
-    if bad:
-        raise _unknown(bad, field_names(cls), cls.__name__)
+def require_at_least(cfg, names, minimum: int = 1, why: str = "") -> None:
+    """Refuse the first of ``names`` whose value is below ``minimum`` (a field left as None is not checked):
+    every stage's range check, so every message reads the same."""
+    for name in names:
+        v = getattr(cfg, name)
+        if v is not None and v < minimum:
+            raise ConfigError(f"{name} must be >= {minimum}{why}, got {v}")
+
+
+def require_positive(cfg, names) -> None:
+    """Refuse the first of ``names`` that is not above zero (a field left as None is not checked)."""
+    for name in names:
+        v = getattr(cfg, name)
+        if v is not None and v <= 0:
+            raise ConfigError(f"{name} must be > 0, got {v}")
 
 
 def set_threads(n: int | None = None) -> int:

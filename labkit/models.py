@@ -92,6 +92,16 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def bf16_available(device: torch.device) -> bool:
+    """A CUDA GPU with bf16 support: the only place bf16 autocast pays off (on a CPU it is slower than fp32)."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def resolve_bf16(setting: bool | None, device: torch.device) -> bool:
+    """A stage config's ``bf16`` as training uses it: True/False as set; None means on where `bf16_available`."""
+    return setting if setting is not None else bf16_available(device)
+
+
 def peak_memory_mb(device: torch.device | str = "cpu") -> float:
     """This process's peak memory so far, in MiB: on a GPU what torch allocated there
     (``torch.cuda.max_memory_allocated``), else the peak resident set size of the process (``ru_maxrss``)."""

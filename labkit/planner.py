@@ -580,6 +580,13 @@ def plan(model, stage: str, gpu_memory_gb: float | None, *, effective_batch_size
                 seq_len=seq_len, n_params=spec.n_params, n_trainable=trainable, parts=parts)
 
 
+def bf16_choice(setting: bool | None, device) -> bool | None:
+    """The ``bf16`` a stage config hands to `plan`: as set; unset, None (the planner may choose it) where the
+    GPU has bf16, else False (a CPU, or a GPU without it, never gets it)."""
+    from .models import bf16_available
+    return setting if setting is not None else (None if bf16_available(device) else False)
+
+
 def fit_config(cfg, model, stage: str, device, *, seq_len: int, lora_target_modules=None):
     """(cfg with the plan applied, plan) for a fine-tuning stage config that has ``gpu_memory_gb``.
 
@@ -590,10 +597,9 @@ def fit_config(cfg, model, stage: str, device, *, seq_len: int, lora_target_modu
     """
     if cfg.gpu_memory_gb is None:
         return cfg, None
-    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
     p = plan(model, stage, cfg.gpu_memory_gb, effective_batch_size=cfg.batch_size * cfg.grad_accum_steps,
              seq_len=seq_len, use_lora=True if cfg.use_lora else None,
-             bf16=cfg.bf16 if cfg.bf16 is not None else (None if bf16_ok else False),
+             bf16=bf16_choice(cfg.bf16, device),
              gradient_checkpointing=True if cfg.gradient_checkpointing else None,
              lora_r=cfg.lora_r, lora_target_modules=lora_target_modules)
     if not p.fits:

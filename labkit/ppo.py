@@ -111,13 +111,13 @@ import torch
 
 from . import ppo_math as pm
 from . import world as W
-from .config import ConfigError, make_config, set_threads
+from .config import ConfigError, make_config, require_at_least, set_threads
 from .generate import conduct_summary
 from .pretrain import drift_ppl
 from .live import LiveChart, progress
-from .models import count_params, objective_of, peak_memory_mb
-from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, file_hash, load_checkpoint,
-                   read_json, read_jsonl, write_jsonl_atomic)
+from .models import count_params, objective_of, peak_memory_mb, resolve_bf16
+from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, config_fingerprint, file_hash,
+                   read_json, read_jsonl, resumable_checkpoint, write_jsonl_atomic)
 from .planner import lora_targets
 from .reward import score as rm_scores
 from .world import true_score
@@ -220,10 +220,8 @@ def config(preset: str = "cpu", **overrides) -> PPOConfig:
 
 
 def _check(cfg: PPOConfig) -> None:
-    for name in ("rollout_batch_size", "samples_per_prompt", "minibatch_size", "max_new_tokens", "total_steps", "ppo_epochs",
-                 "n_eval", "eval_samples", "checkpoint_interval", "lora_r"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    require_at_least(cfg, ("rollout_batch_size", "samples_per_prompt", "minibatch_size", "max_new_tokens", "total_steps",
+                           "ppo_epochs", "n_eval", "eval_samples", "checkpoint_interval", "lora_r"))
     if cfg.reward not in ("model", "verifier"):
         raise ConfigError(f"reward must be 'model' or 'verifier', got {cfg.reward!r}")
     if cfg.kl_estimator not in ("k1", "k3"):
@@ -866,7 +864,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     cores = len(os.sched_getaffinity(0))
     threads = set_threads(cfg.threads or (max(1, cores // acc.num_processes) if world_size > 1 else None))
     device = acc.device
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    bf16 = resolve_bf16(cfg.bf16, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     # Predecessors first: a missing stage fails before anything is written.
@@ -916,7 +914,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     ckpt = stage / "ckpt"
     kl_ctl = (pm.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
               else pm.FixedKLController(cfg.kl_coef))
-    state = _load_ckpt(ckpt, cfg) if cfg.resume else None
+    state = resumable_checkpoint(ckpt, cfg, _RESUMABLE_CHANGES, cfg.total_steps) if cfg.resume else None
     acc.wait_for_everyone()
     step, norm, alarms = 0, None, []
     if state is not None:
@@ -1050,10 +1048,6 @@ def kl_ablation(cfg: PPOConfig, run_name: str = "demo", runs_dir: str = "runs", 
 
 # --- checkpoints (resume after an interruption) -----------------------------------------------
 
-def _fingerprint(cfg: PPOConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE_CHANGES}
-
-
 def _eval_key(cfg: PPOConfig, policy_path, reward_path) -> dict:
     """What the "before" evaluation is a function of: the starting policy and reward model (their files'
     hash, or a hub name) and the settings that pick and score the held-out prompts."""
@@ -1073,17 +1067,6 @@ def _save_ckpt(path: Path, acc, model, opt, kl_ctl, step, norm, alarms, cfg) -> 
         trainable = {n: p.detach().cpu() for n, p in acc.unwrap_model(model).named_parameters() if p.requires_grad}
         with atomic_dir(path) as d:
             torch.save({"trainable": trainable, "optimizer": opt.state_dict(), "kl_ctl": kl_ctl.state_dict(),
-                        "step": step, "score_norm": norm, "alarms": alarms, "config": _fingerprint(cfg),
+                        "step": step, "score_norm": norm, "alarms": alarms, "config": config_fingerprint(cfg, _RESUMABLE_CHANGES),
                         "world_size": acc.num_processes}, d / "state.pt")
     acc.wait_for_everyone()
-
-
-def _load_ckpt(path: Path, cfg: PPOConfig) -> dict | None:
-    """The checkpoint when it was made by this same config (bar step counts), else None."""
-    f = path / "state.pt"
-    if not f.exists():
-        return None
-    state = load_checkpoint(f)  # tensors and plain values only: a shared run folder cannot run code
-    if state.get("config") != _fingerprint(cfg) or state["step"] >= cfg.total_steps:
-        return None
-    return state

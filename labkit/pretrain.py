@@ -53,11 +53,12 @@ from pathlib import Path
 import torch
 
 from . import world as W
-from .config import ConfigError, make_config, set_threads
+from .config import ConfigError, make_config, require_at_least, set_threads
 from .live import LiveChart, progress
-from .models import OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device
-from .runs import (STAGE_DIRS, Run, append_jsonl, atomic_dir, atomic_write_json, load_checkpoint, read_jsonl,
-                   text_hash, write_jsonl_atomic)
+from .models import (OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device,
+                     resolve_bf16)
+from .runs import (STAGE_DIRS, Run, append_jsonl, atomic_dir, atomic_write_json, config_fingerprint,
+                   read_jsonl, resumable_checkpoint, text_hash, write_jsonl_atomic)
 from .tokenizer import SENTINELS, train_tokenizer
 from .tracking import Tracker, closes_trackers, report_to_field, tb_dir
 
@@ -337,9 +338,7 @@ def samples(model, tokenizer, cfg, device) -> list[dict]:
 def _check(cfg: PretrainConfig, world_size: int = 1) -> None:
     if cfg.objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
-    for name in ("max_steps", "batch_size", "block_size", "grad_accum_steps", "n_layer", "eval_batches"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    require_at_least(cfg, ("max_steps", "batch_size", "block_size", "grad_accum_steps", "n_layer", "eval_batches"))
     if cfg.batch_size % world_size:
         raise ConfigError(f"batch_size={cfg.batch_size} must be a multiple of the {world_size} data-parallel "
                           f"processes (each takes batch_size/{world_size} rows of every micro-batch)")
@@ -369,11 +368,10 @@ def fit_budget(cfg: PretrainConfig, model, device, world_size: int = 1):
     if cfg.gpu_memory_gb is None:
         return cfg, None
     from . import planner
-    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
     plan = planner.plan(model, "pretrain", cfg.gpu_memory_gb,
                         effective_batch_size=cfg.batch_size * cfg.grad_accum_steps // world_size,
                         seq_len=cfg.block_size, use_lora=False,
-                        bf16=cfg.bf16 if cfg.bf16 is not None else (None if bf16_ok else False),
+                        bf16=planner.bf16_choice(cfg.bf16, device),
                         gradient_checkpointing=True if cfg.gradient_checkpointing else None)
     if not plan.fits:
         raise ConfigError(f"pretraining does not fit in gpu_memory_gb={cfg.gpu_memory_gb:g}: {plan.reason}")
@@ -404,7 +402,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     train_docs, val_docs = load_corpus(cfg)
     stage = Path(runs_dir) / run / STAGE_DIRS["pretrain"]
     ckpt = stage / "ckpt"
-    resume_state = _load_ckpt(ckpt, cfg) if cfg.resume else None
+    resume_state = resumable_checkpoint(ckpt, cfg, _RESUMABLE_CHANGES, cfg.max_steps) if cfg.resume else None
     if cfg.init_from:
         from transformers import AutoTokenizer
         from .tokenizer import ensure_chat_ready
@@ -440,7 +438,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     cfg, plan = fit_budget(cfg, model, device, world_size)
     if cfg.gradient_checkpointing:  # non-reentrant: the variant that works with DDP and torch.compile
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    bf16 = resolve_bf16(cfg.bf16, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     model.to(device)
     opt = make_optimizer(model, cfg, device)
@@ -561,23 +559,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
 
 # --- checkpoints (resume after an interruption) -------------------------------------------
 
-def _fingerprint(cfg: PretrainConfig) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUMABLE_CHANGES}
-
-
 def _save_ckpt(path: Path, model, opt, gen, step, tokens_seen, cfg, tokenizer) -> None:
     with atomic_dir(path) as d:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "gen": gen.get_state(),
-                    "step": step, "tokens_seen": tokens_seen, "config": _fingerprint(cfg)}, d / "state.pt")
+                    "step": step, "tokens_seen": tokens_seen, "config": config_fingerprint(cfg, _RESUMABLE_CHANGES)}, d / "state.pt")
         tokenizer.save_pretrained(d / "tokenizer")
-
-
-def _load_ckpt(path: Path, cfg: PretrainConfig) -> dict | None:
-    """The checkpoint when it was made by this same config (bar step counts), else None."""
-    f = path / "state.pt"
-    if not f.exists():
-        return None
-    state = load_checkpoint(f)  # tensors and plain values only: a shared run folder cannot run code
-    if state.get("config") != _fingerprint(cfg) or state["step"] >= cfg.max_steps:
-        return None
-    return state

@@ -64,9 +64,9 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, make_config, set_threads
+from .config import ConfigError, make_config, require_at_least, set_threads
 from .live import LiveChart, progress
-from .models import count_params, pick_device
+from .models import count_params, pick_device, resolve_bf16
 from .planner import lora_targets
 from .runs import (Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json,
                    read_jsonl, write_jsonl_atomic)
@@ -485,15 +485,11 @@ def _callback(metrics_path: Path, chart: LiveChart, bar):
 
 
 def _check(cfg: RewardConfig) -> None:
-    for name in ("batch_size", "grad_accum_steps", "log_interval", "eval_interval", "calibration_bins",
-                 "verifier_samples_per_task", "score_batch_size"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    require_at_least(cfg, ("batch_size", "grad_accum_steps", "log_interval", "eval_interval", "calibration_bins",
+                           "verifier_samples_per_task", "score_batch_size"))
     if not 0 <= cfg.eval_fraction < 1:
         raise ConfigError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
-    for name in ("verifier_tasks", "conduct_verifier_tasks"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"{name} must be >= 0 (0: skip that check), got {getattr(cfg, name)}")
+    require_at_least(cfg, ("verifier_tasks", "conduct_verifier_tasks"), 0, why=" (0: skip that check)")
     if cfg.max_steps is None and cfg.num_epochs <= 0:
         raise ConfigError("num_epochs must be > 0 (or set max_steps)")
 
@@ -519,7 +515,7 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     t_start = time.perf_counter()
     threads = set_threads(cfg.threads)
     device = pick_device(cfg.device)
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    bf16 = resolve_bf16(cfg.bf16, device)
 
     # Inputs first: a missing predecessor fails before anything is written.
     r = Run(run, runs_dir)

@@ -17,6 +17,7 @@ previous state intact.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -231,6 +232,24 @@ def load_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpoint(f"{path} holds Python objects that are not weights or plain values, so it was "
                                f"not loaded (loading it could run code); delete it to start afresh") from e
+
+
+def config_fingerprint(cfg, resumable) -> dict:
+    """What a resume checkpoint records of its config: every field but the ``resumable`` ones (those a
+    resumed run may change, such as step counts or the device), as plain values."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in resumable}
+
+
+def resumable_checkpoint(folder: str | Path, cfg, resumable, total_steps: int) -> dict | None:
+    """``folder/state.pt`` when it was made by this same config (bar the ``resumable`` fields) and stopped
+    before ``total_steps``, else None (training starts afresh). Read with `load_checkpoint`."""
+    f = Path(folder) / "state.pt"
+    if not f.exists():
+        return None
+    state = load_checkpoint(f)
+    if state.get("config") != config_fingerprint(cfg, resumable) or state["step"] >= total_steps:
+        return None
+    return state
 
 
 class Run:

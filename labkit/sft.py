@@ -46,7 +46,7 @@ from . import world as W
 from .config import ConfigError, make_config, set_threads
 from .generate import conduct_summary, sample_tasks, score_tasks
 from .live import LiveChart
-from .models import count_params, load_model, objective_of, pick_device
+from .models import count_params, load_model, objective_of, pick_device, resolve_bf16
 from .planner import lora_targets
 from .pretrain import drift_ppl
 from .runs import Run, append_jsonl, atomic_dir, atomic_write_json
@@ -271,7 +271,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     cfg, plan = fit_budget(cfg, model, device)  # raises before anything is written when nothing fits
     if plan is not None and plan.base_dtype == "bfloat16":
         model.to(torch.bfloat16)  # the planner's LoRA + bf16 plan counts a bf16 frozen base
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    bf16 = resolve_bf16(cfg.bf16, device)
     model.to(device)
 
     stage = r.start("sft", dataclasses.asdict(cfg))

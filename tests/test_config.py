@@ -1,7 +1,7 @@
 import pytest
 
 from labkit import pretrain
-from labkit.config import ConfigError, coerce, make_config
+from labkit.config import ConfigError, coerce, make_config, require_at_least, require_positive
 
 
 def test_preset_then_overrides_with_string_coercion():
@@ -28,3 +28,25 @@ def test_coerce_types():
     assert coerce("yes", bool) is True
     assert coerce("a,b", list[str]) == ["a", "b"]
     assert coerce("4", int | None) == 4
+
+
+def test_range_checks_name_the_field_and_pass_unset_ones():
+    cfg = pretrain.config("smoke", max_steps=0)
+    with pytest.raises(ConfigError, match="max_steps must be >= 1, got 0"):
+        require_at_least(cfg, ("batch_size", "max_steps"))
+    require_at_least(cfg, ("max_steps",), 0)
+    with pytest.raises(ConfigError, match=r"max_steps must be >= 2 \(why\), got 0"):
+        require_at_least(cfg, ("max_steps",), 2, why=" (why)")
+    with pytest.raises(ConfigError, match="max_steps must be > 0, got 0"):
+        require_positive(cfg, ("batch_size", "max_steps"))
+    require_positive(pretrain.config("smoke", gpu_memory_gb=None), ("gpu_memory_gb",))  # None: not set, not checked
+
+
+def test_bf16_resolution():
+    import torch
+
+    from labkit.models import resolve_bf16
+    from labkit.planner import bf16_choice
+    cpu = torch.device("cpu")
+    assert resolve_bf16(None, cpu) is False and resolve_bf16(True, cpu) is True
+    assert bf16_choice(None, cpu) is False and bf16_choice(True, cpu) is True and bf16_choice(False, cpu) is False

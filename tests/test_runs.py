@@ -4,7 +4,7 @@ import pytest
 
 from labkit.data import DataError
 from labkit.runs import (Run, StageMissing, UnsafeCheckpoint, append_jsonl, atomic_dir, atomic_write_json,
-                         load_checkpoint, read_jsonl, write_jsonl_atomic)
+                         config_fingerprint, load_checkpoint, read_jsonl, resumable_checkpoint, write_jsonl_atomic)
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
@@ -120,3 +120,22 @@ def test_checkpoint_with_a_pickled_object_is_refused(tmp_path, capfd):
         load_checkpoint(f)
     assert isinstance(e.value, ValueError) and str(f) in str(e.value) and "\n" not in str(e.value)
     assert "loaded-a-pickled-object" not in capfd.readouterr().out  # the object was never built
+
+
+def test_resumable_checkpoint_needs_the_same_config_and_steps_left(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from labkit import pretrain
+    cfg = pretrain.config("smoke")
+    resumable = {"max_steps"}
+    (tmp_path / "ckpt").mkdir()
+    torch.save({"step": 2, "config": config_fingerprint(cfg, resumable)}, tmp_path / "ckpt" / "state.pt")
+    assert "max_steps" not in config_fingerprint(cfg, resumable)
+    assert resumable_checkpoint(tmp_path / "ckpt", cfg, resumable, 5)["step"] == 2
+    longer = dataclasses.replace(cfg, max_steps=cfg.max_steps + 7)  # a resumable change
+    assert resumable_checkpoint(tmp_path / "ckpt", longer, resumable, 5)["step"] == 2
+    assert resumable_checkpoint(tmp_path / "ckpt", dataclasses.replace(cfg, seed=cfg.seed + 1), resumable, 5) is None
+    assert resumable_checkpoint(tmp_path / "ckpt", cfg, resumable, 2) is None  # nothing left to do
+    assert resumable_checkpoint(tmp_path / "nowhere", cfg, resumable, 5) is None
