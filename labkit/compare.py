@@ -77,7 +77,8 @@ import torch
 
 from . import ppo
 from . import reward as rw
-from .config import ConfigError, field_names, make_config, require_at_least, require_positive, set_threads
+from .config import (ConfigError, bf16_field, device_field, field_names, make_config, require_at_least,
+                    require_positive, seed_field, set_threads, threads_field)
 from .live import LiveChart, progress
 from .models import PeakMemory, count_params, pick_device, resolve_bf16
 from .planner import lora_targets
@@ -115,11 +116,11 @@ class CompareConfig:
     lora_r: int | None = field(default=None, metadata={"help": "LoRA rank of DPO's and RLOO's adapters, on every linear layer of the blocks (None: stage 5's)"})
     lora_alpha: int | None = field(default=None, metadata={"help": "LoRA scale numerator (None: stage 5's)"})
     log_interval: int = field(default=10, metadata={"help": "optimizer steps between training log lines"})
-    seed: int = field(default=0, metadata={"help": "seed for LoRA init, data order and training samples (the evaluation uses stage 5's seed)"})
+    seed: int = seed_field("LoRA init, data order and training samples (the evaluation uses stage 5's seed)")
     # hardware
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (None: on where the GPU supports it; off on CPU, where it is slower)"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: the cores this process may use)"})
+    device: str = device_field()
+    bf16: bool | None = bf16_field()
+    threads: int | None = threads_field()
     report_to: str = report_to_field()
 
 

@@ -20,6 +20,7 @@ import difflib
 import json
 import os
 import typing
+from dataclasses import field
 
 PRESET_NAMES = ("smoke", "cpu", "gpu", "hub")
 
@@ -119,6 +120,52 @@ def require_positive(cfg, names) -> None:
         v = getattr(cfg, name)
         if v is not None and v <= 0:
             raise ConfigError(f"{name} must be > 0, got {v}")
+
+
+# --- the fields every stage config repeats ---------------------------------------------------------
+# One definition each (type, default, help text), used as ``seed: int = seed_field("...")`` in every stage's
+# dataclass. They stay plain fields of that dataclass, in its own order, so papermill's parameters and
+# ``-p name=value`` see the same flat names as before; a default that differs by stage is an argument.
+
+def seed_field(what: str):
+    """``seed``: what it seeds differs by stage, so the help says it."""
+    return field(default=0, metadata={"help": f"seed for {what}"})
+
+
+def device_field():
+    return field(default="auto", metadata={"help": "auto | cpu | cuda"})
+
+
+def threads_field():
+    return field(default=None, metadata={"help": "torch CPU threads (None: the cores this process may use)"})
+
+
+def bf16_field():
+    return field(default=None, metadata={"help": "bf16 mixed precision (None: on where the GPU supports it; off on "
+                                                 "CPU, where it is slower); models.resolve_bf16"})
+
+
+def gradient_checkpointing_field():
+    return field(default=False, metadata={"help": "recompute activations in backward: less memory, ~30% more compute"})
+
+
+def gpu_memory_field(picks: str):
+    """``gpu_memory_gb``: ``picks`` says what the planner may change for this stage."""
+    return field(default=None, metadata={"help": f"GPU memory budget in GiB per process: labkit.planner picks "
+                                                 f"{picks} to fit (None: off)"})
+
+
+def lora_r_field(default: int):
+    return field(default=default, metadata={"help": "LoRA rank"})
+
+
+def lora_alpha_field(default: int):
+    return field(default=default, metadata={"help": "LoRA scale numerator (the update is scaled by lora_alpha / lora_r)"})
+
+
+def lora_target_modules_field():
+    return field(default=None, metadata={"help": "comma list of module names for LoRA (None: every linear layer of "
+                                                 "the transformer blocks, planner.lora_targets)"})
 
 
 def set_threads(n: int | None = None) -> int:

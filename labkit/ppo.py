@@ -111,7 +111,9 @@ import torch
 
 from . import ppo_math as pm
 from . import world as W
-from .config import ConfigError, make_config, require_at_least, set_threads
+from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
+                    lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_at_least,
+                    seed_field, set_threads, threads_field)
 from .generate import conduct_summary
 from .pretrain import drift_ppl
 from .live import LiveChart, progress
@@ -139,9 +141,9 @@ class PPOConfig:
     reward: str = field(default="model", metadata={"help": "'model' (the reward model's score) | 'verifier' (the world's verifier, 1 if correct: an ablation)"})
     reward_from: str = field(default="reward", metadata={"help": "reward model: 'reward' (this run's stage 4) or a checkpoint folder"})
     use_lora: bool = field(default=True, metadata={"help": "train LoRA adapters (policy and critic); the reference is the base with adapters off"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (update scaled by alpha/r)"})
-    lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None: every linear layer of the transformer blocks)"})
+    lora_r: int = lora_r_field(16)
+    lora_alpha: int = lora_alpha_field(32)
+    lora_target_modules: str | None = lora_target_modules_field()
     # rollouts
     rollout_batch_size: int = field(default=64, metadata={"help": "prompts (one response each) per PPO step, per process"})
     samples_per_prompt: int = field(default=4, metadata={"help": "responses sampled per prompt in a rollout batch (more: the update compares answers to the same prompt)"})
@@ -182,13 +184,13 @@ class PPOConfig:
     # bookkeeping
     checkpoint_interval: int = field(default=20, metadata={"help": "steps between resumable checkpoints"})
     resume: bool = field(default=True, metadata={"help": "continue from ckpt/ when it matches this config"})
-    seed: int = field(default=0, metadata={"help": "seed for LoRA init, prompt draws and sampling"})
+    seed: int = seed_field("LoRA init, prompt draws and sampling")
     # hardware
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (None: on where the GPU supports it)"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward to save memory"})
-    gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget: let labkit.planner pick micro-batch, checkpointing and bf16 to fit it"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: the cores this process may use)"})
+    device: str = device_field()
+    bf16: bool | None = bf16_field()
+    gradient_checkpointing: bool = gradient_checkpointing_field()
+    gpu_memory_gb: float | None = gpu_memory_field("micro-batch, checkpointing and bf16")
+    threads: int | None = threads_field()
     report_to: str = report_to_field()
 
 

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import world as W
-from .config import ConfigError, make_config, set_threads
+from .config import ConfigError, device_field, make_config, seed_field, set_threads, threads_field
 from .generate import generate
 from .judges import Constitution, ModelJudge, label_all, stopped_flags
 from .live import progress
@@ -67,9 +67,9 @@ class PreferencesConfig:
     judge_model: str = field(default="sft", metadata={"help": "model judge: 'sft' or a checkpoint folder / hub name"})
     mode: str = field(default="rank", metadata={"help": "widget mode for people: rank (order all K) | pair (better of two); the AI judge always compares pairs"})
     min_pairs: int = field(default=20, metadata={"help": "fail when fewer preference pairs come out (too few labels)"})
-    seed: int = field(default=0, metadata={"help": "seed for prompt sampling and generation"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None = the cores this process may use)"})
+    seed: int = seed_field("prompt sampling and generation")
+    device: str = device_field()
+    threads: int | None = threads_field()
 
 
 PRESETS = {

@@ -53,7 +53,8 @@ from pathlib import Path
 import torch
 
 from . import world as W
-from .config import ConfigError, make_config, require_at_least, set_threads
+from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
+                    make_config, require_at_least, seed_field, set_threads, threads_field)
 from .live import LiveChart, progress
 from .models import (OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device,
                      resolve_bf16)
@@ -100,14 +101,14 @@ class PretrainConfig:
     log_interval: int = field(default=10, metadata={"help": "steps between training-loss log lines"})
     checkpoint_interval: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
     resume: bool = field(default=True, metadata={"help": "continue from ckpt/ when it matches this config"})
-    seed: int = field(default=0, metadata={"help": "seed for data, init and sampling"})
+    seed: int = seed_field("data, init and sampling")
     # hardware
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (None = on where the GPU supports it)"})
+    device: str = device_field()
+    bf16: bool | None = bf16_field()
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (pays off on GPU)"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward: less memory, ~30% more compute"})
-    gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget in GiB per process: labkit.planner picks batch split, checkpointing and bf16 to fit (None = off)"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None = the cores this process may use)"})
+    gradient_checkpointing: bool = gradient_checkpointing_field()
+    gpu_memory_gb: float | None = gpu_memory_field("batch split, checkpointing and bf16")
+    threads: int | None = threads_field()
     report_to: str = report_to_field()
 
 

@@ -64,7 +64,9 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, make_config, require_at_least, set_threads
+from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
+                    lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_at_least,
+                    seed_field, set_threads, threads_field)
 from .live import LiveChart, progress
 from .models import count_params, pick_device, resolve_bf16
 from .planner import lora_targets
@@ -87,10 +89,10 @@ class RewardConfig:
     # model
     init_from: str = field(default="sft", metadata={"help": "'sft' (this run's 02_sft model) or a checkpoint folder / hub name to start the reward model from"})
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters (+ the score head) instead of every weight; merged before saving"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (the update is scaled by lora_alpha / lora_r)"})
+    lora_r: int = lora_r_field(16)
+    lora_alpha: int = lora_alpha_field(32)
     lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
-    lora_target_modules: str | None = field(default=None, metadata={"help": "comma list of module names for LoRA (None: every linear layer of the transformer blocks, planner.lora_targets)"})
+    lora_target_modules: str | None = lora_target_modules_field()
     # optimisation
     num_epochs: float = field(default=1.0, metadata={"help": "passes over the training pairs (one is usual: reward models overfit fast, Ouyang et al. 2022)"})
     max_steps: int | None = field(default=None, metadata={"help": "optimizer steps; overrides num_epochs (None: use num_epochs)"})
@@ -104,7 +106,7 @@ class RewardConfig:
     # bookkeeping
     log_interval: int = field(default=10, metadata={"help": "steps between training-loss log lines"})
     eval_interval: int = field(default=50, metadata={"help": "steps between held-out evaluations during training"})
-    seed: int = field(default=0, metadata={"help": "seed for the split, the score head's init, data order and sampling"})
+    seed: int = seed_field("the split, the score head's init, data order and sampling")
     # evaluation
     calibration_bins: int = field(default=10, metadata={"help": "bins of P(chosen) for the calibration curve and ECE"})
     verifier_tasks: int = field(default=60, metadata={"help": "held-out world tasks to sample fresh SFT responses for (0: skip the verifier check)"})
@@ -115,11 +117,11 @@ class RewardConfig:
     worst_k: int = field(default=10, metadata={"help": "worst disagreements with the verifier to list"})
     score_batch_size: int = field(default=64, metadata={"help": "sequences per forward pass when scoring"})
     # hardware
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision (None: on where the GPU supports it, off on CPU where it is 1.8x slower)"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations to save memory (off: slower, and small models fit)"})
-    gpu_memory_gb: float | None = field(default=None, metadata={"help": "GPU memory budget in GiB: labkit.planner picks micro-batch, accumulation, LoRA, checkpointing and bf16 to fit (None = off)"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (None: the cores this process may use)"})
+    device: str = device_field()
+    bf16: bool | None = bf16_field()
+    gradient_checkpointing: bool = gradient_checkpointing_field()
+    gpu_memory_gb: float | None = gpu_memory_field("micro-batch, accumulation, LoRA, checkpointing and bf16")
+    threads: int | None = threads_field()
     report_to: str = report_to_field()
 
 

@@ -50,3 +50,20 @@ def test_bf16_resolution():
     cpu = torch.device("cpu")
     assert resolve_bf16(None, cpu) is False and resolve_bf16(True, cpu) is True
     assert bf16_choice(None, cpu) is False and bf16_choice(True, cpu) is True and bf16_choice(False, cpu) is False
+
+
+def test_fields_every_stage_repeats_have_one_definition():
+    # seed, device, threads, bf16, ... come from config's field factories: the same help in every stage that
+    # has them, and still plain (flat) fields of each stage's dataclass, as papermill and `-p` need.
+    import dataclasses
+
+    from labkit.config import field_help
+    from labkit.runner import available_stages, config_class
+    helps = [field_help(config_class(s)) for s in available_stages()]
+    for name in ("device", "threads", "bf16", "gradient_checkpointing", "lora_target_modules"):
+        assert len({h[name] for h in helps if name in h}) == 1, name
+    assert all(h["seed"].startswith("seed for ") for h in helps)
+    sft = dataclasses.fields(config_class("sft"))
+    assert [f.default for f in sft if f.name in ("lora_r", "lora_alpha")] == [4, 16]  # a stage keeps its defaults
+    cfg = make_config(config_class("ppo"), {"cpu": {}}, "cpu", {"seed": "7", "gpu_memory_gb": "12", "lora_r": "8"})
+    assert (cfg.seed, cfg.gpu_memory_gb, cfg.lora_r) == (7, 12.0, 8)
