@@ -773,18 +773,33 @@ def _announce(alarm: dict) -> None:
 
 # --- run -------------------------------------------------------------------------------------------
 
-def _plan(cfg: PPOConfig, policy_path, reward_path) -> PPOConfig:
-    """With ``gpu_memory_gb`` set, let labkit.planner choose micro-batch, checkpointing and bf16 to fit."""
+def model_paths(cfg: PPOConfig, r: Run) -> tuple[Path, Path | None]:
+    """(policy, reward model or None for the verifier): the models the config names, this run's by default."""
+    policy_path = r.require("sft", "model") if cfg.init_from == "sft" else Path(cfg.init_from)
+    reward_path = None if cfg.reward == "verifier" else (
+        r.require("reward", "model") if cfg.reward_from == "reward" else Path(cfg.reward_from))
+    return policy_path, reward_path
+
+
+def plan_for(cfg: PPOConfig, r: Run, budget: float | None = None):
+    """labkit.planner's plan for this stage's models in ``budget`` GiB (None: the config's gpu_memory_gb).
+
+    `run` applies this plan when gpu_memory_gb is set and notebook 05 shows it, both through this call,
+    so the notebook cannot show a plan the stage would not apply."""
+    from . import planner
+    policy_path, reward_path = model_paths(cfg, r)
+    return planner.plan(str(policy_path), "ppo", cfg.gpu_memory_gb if budget is None else budget,
+                        effective_batch_size=cfg.minibatch_size, seq_len=cfg.max_prompt_tokens + cfg.max_new_tokens,
+                        use_lora=cfg.use_lora, lora_r=cfg.lora_r, critic="separate",
+                        reward_model=str(reward_path) if reward_path else None,
+                        generation_batch_size=cfg.rollout_batch_size)  # rollouts are generated in one batch
+
+
+def _plan(cfg: PPOConfig, r: Run) -> PPOConfig:
+    """With ``gpu_memory_gb`` set, the config with `plan_for`'s micro-batch, checkpointing and bf16."""
     if cfg.gpu_memory_gb is None:
         return cfg
-    try:
-        from . import planner
-    except ImportError:
-        return cfg
-    p = planner.plan(str(policy_path), "ppo", cfg.gpu_memory_gb, effective_batch_size=cfg.minibatch_size,
-                     seq_len=cfg.max_prompt_tokens + cfg.max_new_tokens, use_lora=cfg.use_lora, lora_r=cfg.lora_r,
-                     critic="separate", reward_model=str(reward_path) if reward_path else None,
-                     generation_batch_size=cfg.rollout_batch_size)  # rollouts are generated in one batch
+    p = plan_for(cfg, r)
     if not p.fits:
         raise ConfigError(f"PPO does not fit in gpu_memory_gb={cfg.gpu_memory_gb}: {p.reason}")
     return dataclasses.replace(cfg, micro_batch_size=p.micro_batch_size, bf16=p.bf16,
@@ -871,10 +886,8 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
 
     # Predecessors first: a missing stage fails before anything is written.
     r = Run(run, runs_dir)
-    policy_path = r.require("sft", "model") if cfg.init_from == "sft" else Path(cfg.init_from)
-    reward_path = None if cfg.reward == "verifier" else (
-        r.require("reward", "model") if cfg.reward_from == "reward" else Path(cfg.reward_from))
-    cfg = _plan(cfg, policy_path, reward_path)
+    policy_path, reward_path = model_paths(cfg, r)
+    cfg = _plan(cfg, r)
     micro = cfg.micro_batch_size or cfg.minibatch_size
     train_tasks, eval_tasks = load_prompts(cfg, r.world())
     if cfg.reward == "verifier" and any(t.get("answer") is None for t in train_tasks):

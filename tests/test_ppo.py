@@ -343,12 +343,16 @@ def test_token_kl_is_zero_against_itself(base_run):
     assert rows[-1]["token"] == tok.eos_token and all(abs(x["kl"]) < 1e-6 and x["k1"] == 0 for x in rows)
 
 
-def test_gpu_memory_budget_asks_the_planner(base_run):
-    sft, rm = base_run.path / "02_sft" / "model", base_run.path / "04_reward" / "model"
-    cfg = ppo._plan(ppo.config("smoke", gpu_memory_gb=80.0), sft, rm)
-    assert cfg.minibatch_size % cfg.micro_batch_size == 0 and cfg.bf16 is not None
+def test_gpu_memory_budget_applies_the_plan_notebook_05_shows(base_run):
+    asked = ppo.config("smoke", gpu_memory_gb=80.0)
+    shown = ppo.plan_for(asked, base_run)  # what notebook 05 displays
+    cfg = ppo._plan(asked, base_run)  # what run() trains with
+    assert (cfg.micro_batch_size, cfg.bf16, cfg.gradient_checkpointing) == (
+        shown.micro_batch_size, shown.bf16, shown.gradient_checkpointing)
+    assert shown.gpu_memory_gb == 80.0 and ppo.plan_for(ppo.config("smoke"), base_run, 24).gpu_memory_gb == 24
+    assert ppo._plan(ppo.config("smoke"), base_run) == ppo.config("smoke")  # no budget: the config as it is
     with pytest.raises(ConfigError, match="does not fit"):
-        ppo._plan(ppo.config("smoke", gpu_memory_gb=0.001), sft, rm)
+        ppo._plan(ppo.config("smoke", gpu_memory_gb=0.001), base_run)
 
 
 def test_training_prompts_are_never_evaluation_prompts():
