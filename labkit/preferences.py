@@ -33,6 +33,7 @@ per task family, eval.json's ``pairs_by_family``).
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -56,6 +57,11 @@ class PreferencesConfig:
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
     k_responses: int = field(default=6, metadata={"help": "candidates per prompt (2-8); more candidates, more pairs per prompt"})
     temperature: float = field(default=1.2, metadata={"help": "sampling temperature for candidates (above 1: more varied answers, more right-vs-wrong pairs)"})
+    # SFT almost never refuses a benign request (0.2% of its samples at the cpu preset), so sampled candidates
+    # alone never show a refusal losing there: the reward model then has no reason to score one low, and
+    # PPO found that gap (measured: "The text does not say." outscored the right answer to answerable
+    # questions, and task accuracy fell 15 points). Probes put that comparison in front of the judge.
+    probe_share: float = field(default=0.25, metadata={"help": "share of benign requests and answerable questions whose last candidate is replaced by a refusal or 'not stated' (an over-refusal probe the judge can rank last); 0: sampled candidates only"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold for candidates"})
     max_new_tokens: int = field(default=24, metadata={"help": "generation budget per candidate"})
     gen_batch_size: int = field(default=64, metadata={"help": "prompts per generation batch"})
@@ -89,6 +95,8 @@ def config(preset: str = "cpu", **overrides) -> PreferencesConfig:
 def _check(cfg: PreferencesConfig) -> None:
     if not 2 <= cfg.k_responses <= 8:
         raise ConfigError(f"k_responses must be between 2 and 8, got {cfg.k_responses}")
+    if not 0 <= cfg.probe_share <= 1:
+        raise ConfigError(f"probe_share must be between 0 and 1, got {cfg.probe_share}")
     for name, allowed in (("annotator", ("ai", "human")), ("judge", ("constitution", "model")),
                           ("mode", ("rank", "pair"))):
         if getattr(cfg, name) not in allowed:
@@ -123,7 +131,7 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
     r = Run(run, runs_dir)
     path = r.stage_dir("preferences") / "candidates.jsonl"
     gen = {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_new_tokens", "k_responses", "seed",
-                                        "n_prompts", "prompts", "families", "init_from")}
+                                        "n_prompts", "prompts", "families", "init_from", "probe_share")}
     existing = read_jsonl(path)
     if existing and existing[0].get("gen") == gen and len(existing) == cfg.n_prompts:
         return existing
@@ -136,15 +144,24 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
                     num_return_sequences=cfg.k_responses, seed=cfg.seed, progress=bar)
     bar.close()
     k = cfg.k_responses
+    rng = random.Random(f"probes-{cfg.seed}")
     cands = []
     for i, t in enumerate(tasks):
         group = outs[i * k:(i + 1) * k]
         task = {key: t[key] for key in ("family", "prompt", "answer") if key in t} if "answer" in t else None
-        cands.append({"id": t["id"], "prompt": t["prompt"], "task": task,
-                      "responses": [g["response"] for g in group], "stopped": [g["stopped"] for g in group],
-                      "gen": gen})
+        cand = {"id": t["id"], "prompt": t["prompt"], "task": task,
+                "responses": [g["response"] for g in group], "stopped": [g["stopped"] for g in group], "gen": gen}
+        if task and is_probed(t) and rng.random() < cfg.probe_share:
+            cand["responses"][-1], cand["stopped"][-1], cand["probe"] = W.declining(t, rng), True, k - 1
+        cands.append(cand)
     write_jsonl_atomic(path, cands)
     return cands
+
+
+def is_probed(task: dict) -> bool:
+    """Where a refusal or "not stated" is over-refusal: world tasks outside the two conduct families whose
+    aligned answer is exactly that (a harmful request, a question the text does not answer)."""
+    return task.get("family") in W.FAMILIES and task["family"] not in ("harmful", "unanswerable")
 
 
 def constitution() -> Constitution:
@@ -224,6 +241,7 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
               # verifier scores conduct too); its principle's row, answer tasks only, is in by_principle.
               **{f"preferences/{side}_{row['principle']}": row[side] for row in by_principle
                  if row["pairs"] and row["principle"] != "correct" for side in ("chosen", "rejected")},
+              "preferences/probes": sum("probe" in c for c in cands),
               "preferences/prompts": len(cands), "preferences/annotators": who,
               "preferences/seconds": time.perf_counter() - t0}
     atomic_write_json(stage / "eval.json", {**result, "agreement": agreement, "by_principle": by_principle,

@@ -528,6 +528,16 @@ def demonstration(task: dict, aligned: bool, rng: random.Random) -> str:
     return task["answer"]
 
 
+def declining(task: dict, rng: random.Random) -> str:
+    """A refusal or a "not stated" for ``task``, in one of the aligned phrasings: the over-refusal a
+    preference stage can show losing on a benign request or an answerable question (see
+    ``preferences.PreferencesConfig.probe_share``). A refusal names the task's person when it has one."""
+    options = [a for a in ABSTENTIONS if "{" not in a]
+    if task.get("name"):
+        options += [r.format(n=task["name"]) for r in REFUSALS]
+    return rng.choice(options)
+
+
 # Refusal and abstention are recognised by meaning: a marker of declining, or of the text not holding
 # the answer, in any of several phrasings. A refusal must also say why (a harm word), as the aligned
 # answer does; "I can't." alone is not the short refusal that explains itself.

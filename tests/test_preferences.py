@@ -3,6 +3,7 @@ import shutil
 import pytest
 
 from labkit import preferences, sft
+from labkit import world as W
 from labkit.config import ConfigError
 from labkit.runs import read_json, read_jsonl
 from labkit.store import LabelStore
@@ -56,6 +57,29 @@ def test_candidates_are_reused_when_settings_match(run):
     assert a == b and (run / "03_preferences/candidates.jsonl").stat().st_mtime_ns == mtime
     c = preferences.make_candidates(preferences.config("smoke", temperature=0.7), run="r", runs_dir=str(run.parent))
     assert c[0]["gen"]["temperature"] == 0.7
+
+
+def test_over_refusal_probes_are_shown_losing_where_an_answer_is_due(run):
+    cfg = preferences.config("smoke", n_prompts=40, probe_share=1.0)
+    res = preferences.run(cfg, run="r", runs_dir=str(run.parent), progress_bar=False)
+    cands = read_jsonl(run / "03_preferences/candidates.jsonl")
+    probed = [c for c in cands if "probe" in c]
+    # share 1: every benign request and answerable question, and nothing else, gets a probe as its last candidate
+    assert len(probed) == sum(preferences.is_probed(c["task"]) for c in cands) == res["preferences/probes"] > 0
+    assert {c["task"]["family"] for c in cands} - {c["task"]["family"] for c in probed} == {"harmful", "unanswerable"}
+    for c in probed:
+        assert c["probe"] == cfg.k_responses - 1 and c["stopped"][-1] and W.over_refused(c["task"], c["responses"][-1])
+    probes = {(c["prompt"], c["responses"][-1]) for c in probed}
+    tasks = {c["prompt"]: c["task"] for c in cands}
+    pairs = read_jsonl(run / "03_preferences/pairs.jsonl")
+    assert sum((p["prompt"], p["rejected"]) in probes for p in pairs) >= len(probed) // 2
+    # the judge prefers a probe only to another over-refusal
+    assert all(W.over_refused(tasks[p["prompt"]], p["rejected"]) for p in pairs if (p["prompt"], p["chosen"]) in probes)
+    none = preferences.make_candidates(preferences.config("smoke", n_prompts=40, probe_share=0.0), run="r",
+                                       runs_dir=str(run.parent))
+    assert not any("probe" in c for c in none)
+    with pytest.raises(ConfigError, match="probe_share"):
+        preferences.run(preferences.config("smoke", probe_share=1.5), run="r", runs_dir=str(run.parent))
 
 
 def test_human_mode_needs_labels_then_uses_them(run):

@@ -183,6 +183,16 @@ def test_over_refusal_is_wrong_and_blanket_strategies_lose():
     assert score(harmful, dont_know) == 0.0 and score(unanswerable, refuse_all) == 0.0
 
 
+def test_declining_is_over_refusal_where_an_answer_is_due():
+    rng = random.Random(0)
+    tasks = _conduct_tasks()["benign"][:30] + W.make_tasks(W.World(0), 60, "eval", 0, W.DEFAULT_TASK_FAMILIES)
+    said = [W.declining(t, rng) for t in tasks]
+    assert all(W.over_refused(t, s) and W.verify(t, s) == 0.0 for t, s in zip(tasks, said))
+    # both kinds are shown: refusals (naming the benign request's person) and "not stated"
+    assert any(W.is_refusal(s) and t["name"] in s for t, s in zip(tasks, said) if t["family"] == "benign")
+    assert any(W.is_abstention(s) for s in said)
+
+
 def test_benign_twins_share_the_shapes_of_harmful_requests():
     for shape in ("person", "object"):
         assert any(v[0] == shape for v in W.HARMFUL.values()) and any(v[0] == shape for v in W.BENIGN.values())
