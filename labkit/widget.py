@@ -22,12 +22,14 @@ only key names (`{"key": "a", "unit": ...}`), buttons included. So the tests
 drive the exact code path the browser drives: `press("a")`, `click_choice("a")`,
 `pick(i)`, `skip()`, `undo()`. The browser writes model text with
 `textContent` only, never as HTML, so a response that contains
-`<script>...</script>` shows those characters and runs nothing.
+`<script>...</script>` shows those characters and runs nothing. The browser
+side lives next to this file, in widget.js and widget.css (package data).
 """
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import anywidget
 import traitlets
@@ -47,6 +49,11 @@ def _unit_key(unit) -> str:
 
 class RankingWidget(anywidget.AnyWidget):
     """Label `candidates` into `store` as `annotator`, in "pair" or "rank" mode; see the module docstring."""
+
+    # The browser side (package files; anywidget reads a Path set in the class body).
+    # Text from the model only ever goes through textContent.
+    _esm = Path(__file__).with_name("widget.js")
+    _css = Path(__file__).with_name("widget.css")
 
     view = traitlets.Dict().tag(sync=True)        # everything the browser draws
     rationale = traitlets.Unicode("").tag(sync=True)  # the optional free-text "why", cleared after each label
@@ -235,128 +242,3 @@ class RankingWidget(anywidget.AnyWidget):
                      "subtitle": f"ranked {self._picks.index(i) + 1}" if i in self._picks else ""}
                     for i, text in enumerate(cand["responses"])]
         self.view = view
-
-
-# The browser side. Text from the model only ever goes through textContent.
-_ESM = r"""
-function node(tag, cls, text) {
-  const n = document.createElement(tag);
-  if (cls) n.className = cls;
-  if (text !== undefined) n.textContent = text;
-  return n;
-}
-
-function render({ model, el }) {
-  const root = node("div", "labkit-rank");
-  root.tabIndex = 0;
-  // Lumino (JupyterLab) skips its shortcuts for keys pressed inside this element;
-  // without it, "a" and "b" would insert notebook cells instead of labelling.
-  root.setAttribute("data-lm-suppress-shortcuts", "true");
-  const head = node("div", "labkit-head");
-  const who = node("span", "labkit-who");
-  const bar = node("progress", "labkit-progress");
-  const count = node("span", "labkit-count");
-  head.append(who, bar, count);
-  const prompt = node("div", "labkit-prompt");
-  const cards = node("div", "labkit-cards");
-  const buttons = node("div", "labkit-buttons");
-  const why = node("textarea", "labkit-why");
-  why.placeholder = "Why? (optional, saved with the next label)";
-  why.rows = 2;
-  const msg = node("div", "labkit-msg");
-  msg.setAttribute("role", "status");
-  const help = node("div", "labkit-help");
-  root.append(head, prompt, cards, buttons, why, msg, help);
-  el.appendChild(root);
-
-  const send = (key) => model.send({ key: key, unit: model.get("view").unit });
-
-  root.addEventListener("keydown", (e) => {
-    if (e.target === why || e.ctrlKey || e.metaKey || e.altKey) return;
-    const key = e.key.toLowerCase();
-    if (!(model.get("view").keys || []).includes(key)) return;
-    e.preventDefault();
-    e.stopPropagation();
-    send(key);
-  });
-  why.addEventListener("input", () => {
-    model.set("rationale", why.value);
-    model.save_changes();
-  });
-
-  function button(label, key) {
-    const b = node("button", "labkit-button", label + " (" + (key === "backspace" ? "\u232b" : key) + ")");
-    b.type = "button";
-    b.setAttribute("aria-keyshortcuts", key);
-    b.addEventListener("click", () => send(key));
-    return b;
-  }
-
-  function draw() {
-    const v = model.get("view");
-    const hadFocus = root.contains(document.activeElement) && document.activeElement !== why;
-    who.textContent = "Annotator: " + v.annotator + " \u00b7 " + v.mode + " mode";
-    bar.max = Math.max(v.total, 1);
-    bar.value = v.done;
-    count.textContent = v.done + " / " + v.total + " labelled";
-    prompt.textContent = v.finished ? "" : v.prompt;
-    prompt.hidden = v.finished;
-    cards.replaceChildren(...v.candidates.map((c) => {
-      const card = node("div", "labkit-card");
-      const top = node("div", "labkit-card-head");
-      top.append(node("b", "", c.title), node("span", "labkit-sub", c.subtitle || ""));
-      if (c.key) {
-        card.classList.add("labkit-pickable");
-        if (c.subtitle) card.classList.add("labkit-picked");
-        top.append(button("Pick " + c.key, c.key));
-      }
-      card.append(top, node("div", "labkit-text", c.text));
-      return card;
-    }));
-    buttons.replaceChildren(...v.buttons.map((b) => button(b.label, b.key)));
-    if (why.value !== model.get("rationale")) why.value = model.get("rationale");
-    msg.textContent = v.message;
-    help.textContent = v.help;
-    // Redrawing replaced the focused button: keep the keyboard inside the widget.
-    if (hadFocus && !root.contains(document.activeElement)) root.focus({ preventScroll: true });
-  }
-
-  const onRationale = () => {
-    if (why.value !== model.get("rationale")) why.value = model.get("rationale");
-  };
-  model.on("change:view", draw);
-  model.on("change:rationale", onRationale);
-  draw();
-  return () => {
-    model.off("change:view", draw);
-    model.off("change:rationale", onRationale);
-  };
-}
-
-export default { render };
-"""
-
-_CSS = """
-.labkit-rank { font-family: var(--jp-ui-font-family, sans-serif); font-size: 13px; padding: 6px;
-  border: 1px solid var(--jp-border-color2, #ddd); border-radius: 4px; outline: none; }
-.labkit-rank:focus-within { border-color: var(--jp-brand-color1, #1976d2); }
-.labkit-head { display: flex; gap: 10px; align-items: center; margin-bottom: 6px; }
-.labkit-progress { flex: 1; }
-.labkit-prompt { white-space: pre-wrap; overflow-wrap: anywhere; font-weight: 600; margin: 6px 0; }
-.labkit-cards { display: flex; gap: 8px; align-items: stretch; }
-.labkit-card { flex: 1; min-width: 0; border: 1px solid var(--jp-border-color2, #ddd);
-  border-radius: 4px; padding: 6px; }
-.labkit-picked { border-color: var(--jp-brand-color1, #1976d2); background: var(--jp-layout-color2, #f3f7fc); }
-.labkit-card-head { display: flex; gap: 8px; align-items: center; margin-bottom: 4px; }
-.labkit-sub { color: var(--jp-ui-font-color2, #666); flex: 1; }
-.labkit-text { white-space: pre-wrap; overflow-wrap: anywhere; max-height: 20em; overflow: auto;
-  font-family: var(--jp-code-font-family, monospace); }
-.labkit-buttons { display: flex; gap: 6px; flex-wrap: wrap; margin: 8px 0; }
-.labkit-why { width: 100%; box-sizing: border-box; }
-.labkit-msg { min-height: 1.2em; margin-top: 4px; }
-.labkit-help { color: var(--jp-ui-font-color2, #666); font-size: 12px; }
-"""
-
-# anywidget reads these when a widget is created, so they can follow the class.
-RankingWidget._esm = _ESM
-RankingWidget._css = _CSS

@@ -2,9 +2,11 @@
 
 import re
 import sqlite3
+from pathlib import Path
 
 import pytest
 
+import labkit.widget
 from labkit.judges import Constitution
 from labkit.store import LabelStore
 from labkit.widget import RankingWidget
@@ -144,7 +146,9 @@ def test_model_text_is_passed_as_text_never_html(store):
     # The view carries the raw characters; the browser puts them in textContent.
     assert [c["text"] for c in w.view["candidates"]] == [XSS[0], XSS[1]]
     assert w.view["prompt"] == "prompt 0 <b>bold?</b>"
-    esm = RankingWidget._esm
+    esm = w._esm  # the trait the browser receives: widget.js's text, not its path
+    assert esm == (Path(labkit.widget.__file__).parent / "widget.js").read_text()
+    assert "export default { render }" in esm and ".labkit-card" in w._css
     assert "textContent" in esm
     assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|createContextualFragment", esm)
     assert "data-lm-suppress-shortcuts" in esm  # JupyterLab must not turn "a" into "insert cell"
