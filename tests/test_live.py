@@ -86,3 +86,58 @@ def test_terminal_line_is_redrawn_in_place():
 
 def test_format_seconds():
     assert [live.format_seconds(s) for s in (4.4, 65, 3725)] == ["4s", "1m05s", "1h02m"]
+
+
+def test_chart_is_off_outside_a_notebook_and_keeps_finite_values(monkeypatch):
+    monkeypatch.delenv(live.PROGRESS_ENV, raising=False)
+    assert not live.in_notebook()  # pytest is no kernel with a browser
+    chart = live.LiveChart({"loss": ["train/loss", "val/loss"]})
+    assert chart.fig is None
+    chart.update(1, {"train/loss": 2.0, "val/loss": float("nan"), "other": 1.0})
+    chart.update(2, {"train/loss": 1.5, "val/loss": None})
+    assert chart.data == {"train/loss": ([1, 2], [2.0, 1.5]), "val/loss": ([], [])}
+
+
+def test_chart_draws_in_place_at_most_every_interval(monkeypatch):
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: None)
+    clock = iter([10.0, 10.0, 10.2, 11.5, 11.5])
+    monkeypatch.setattr(live.time, "monotonic", lambda: next(clock))
+    chart = live.LiveChart({"loss": ["a"], "lr": ["b"]}, enabled=True, every_s=1.0)
+    assert [t.name for t in chart.fig.data] == ["a", "b"]
+    chart.update(1, {"a": 3.0, "b": 0.1})        # 10.0 s: drawn
+    chart.update(2, {"a": 2.0})                  # 10.2 s: too soon, kept for the next draw
+    assert chart.fig.data[0].y == (3.0,)
+    chart.update(3, {"a": 1.0})                  # 11.5 s: drawn with everything so far
+    assert chart.fig.data[0].x == (1, 2, 3) and chart.fig.data[0].y == (3.0, 2.0, 1.0)
+    assert chart.fig.data[1].y == (0.1,)
+
+
+def test_metrics_figure_one_subplot_per_group(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    for row in ({"step": 1, "loss": 3.0, "lr": 1e-3}, {"step": 2, "loss": None, "lr": 5e-4}, {"step": 3, "loss": 2.0}):
+        append_jsonl(path, row)
+    with open(path, "a") as f:
+        f.write("{not json\n")  # a line cut off by a crash: skipped
+    fig = live.metrics_figure(path, {"loss": ["loss", "val_loss"], "lr": ["lr"]}, title="t")
+    traces = {t.name: (list(t.x), list(t.y), t.xaxis) for t in fig.data}
+    assert traces == {"loss": ([1, 3], [3.0, 2.0], "x"), "lr": ([1, 2], [1e-3, 5e-4], "x2")}  # no val_loss: no trace
+    assert [a.text for a in fig.layout.annotations] == ["loss", "lr"] and fig.layout.title.text == "t"
+
+
+def test_watch_stage_shows_the_stage_while_it_runs(tmp_path):
+    import time
+
+    stage, bar = tmp_path / "01_pretrain", tmp_path / ".progress.json"
+    stage.mkdir()
+    lines = []
+    line = live.StageLine("pretrain", tty=False, log=lines.append, every_s=0)
+    with live.watch_stage(line, stage, bar, "pretrain/loss", every_s=0.01):
+        atomic_write_json(bar, {"desc": "pretrain", "n": 4, "total": 8})
+        append_jsonl(stage / "metrics.jsonl", {"step": 4, "pretrain/loss": 2.5})
+        deadline = time.monotonic() + 5
+        while not any("4/8" in x and "loss 2.5" in x for x in lines) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert any(x.startswith("[labkit] pretrain: 4/8  loss 2.5") for x in lines), lines
+    n = len(lines)
+    time.sleep(0.05)
+    assert len(lines) == n  # the watcher stopped with the block
