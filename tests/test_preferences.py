@@ -92,11 +92,13 @@ def test_human_mode_needs_labels_then_uses_them(run):
         w.press("1")
         w.press("2")
     res = preferences.run(cfg, run="r", runs_dir=str(run.parent), progress_bar=False)
-    assert res["preferences/annotators"] == ["me"] and res["preferences/pairs"] >= 2
-    pairs = read_jsonl(run / "03_preferences/pairs.jsonl")
-    first = cands[0]
-    assert any(p["prompt"] == first["prompt"] and p["chosen"] == first["responses"][0] for p in pairs) or \
-        first["responses"][0] in (first["responses"][1], first["responses"][2])
+    # The ranking 1 > 2 > 3 of the first two prompts is exactly these pairs: (1,2), (1,3), (2,3) of
+    # each, less those whose two texts are identical (counted, not exported).
+    expected = [{"prompt": c["prompt"], "chosen": c["responses"][i], "rejected": c["responses"][j]}
+                for c in cands[:2] for i, j in ((0, 1), (0, 2), (1, 2)) if c["responses"][i] != c["responses"][j]]
+    assert read_jsonl(run / "03_preferences/pairs.jsonl") == expected
+    assert res["preferences/annotators"] == ["me"] and res["preferences/pairs"] == len(expected) >= cfg.min_pairs
+    assert res["preferences/identical"] == 6 - len(expected) and res["preferences/ties"] == 0
 
 
 def test_model_judge_labels_too(run):

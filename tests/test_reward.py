@@ -91,12 +91,26 @@ def test_run_trains_and_writes_the_stage(tmp_path, tiny):
     saved = reward.load_reward_model(d / "model", tiny[1])
     assert not torch.equal(saved.model.embed_tokens.weight, before)  # full fine-tuning moved the body too
     ev = json.loads((d / "eval.json").read_text())
-    assert 0 <= ev["reward/eval_accuracy"] <= 100 and 0 <= ev["reward/ece"] <= 1
+    # The held-out figures are the saved model's: its scores of the held-out pairs, their accuracy and ECE.
+    held_rows = read_jsonl(d / "eval_pairs.jsonl")
+    rescored = reward.score(saved, tiny[1], [p["prompt"] for p in held_rows] * 2,
+                            [p["chosen"] for p in held_rows] + [p["rejected"] for p in held_rows]).tolist()
+    assert rescored == pytest.approx([p["score_chosen"] for p in held_rows] + [p["score_rejected"] for p in held_rows],
+                                     abs=1e-5)
+    assert ev["reward/eval_accuracy"] == res["reward/eval_accuracy"] == reward.pairwise_accuracy(held_rows)
+    diffs = [p["score_chosen"] - p["score_rejected"] for p in held_rows]
+    assert ev["reward/ece"] == pytest.approx(reward.calibration(diffs, reward.config("smoke").calibration_bins)["ece"])
     assert ev["calibration"] and len(ev["worst_disagreements"]) == 3
-    assert ev["reward/spearman"] is None or -1 <= ev["reward/spearman"] <= 1  # None: all samples right or all wrong
-    # held-out prompts never appear in training
-    held = {p["prompt"] for p in read_jsonl(d / "eval_pairs.jsonl")}
-    assert held and res["reward/pairs_train"] + res["reward/pairs_eval"] == 24
+    samples = read_jsonl(d / "verifier_samples.jsonl")
+    assert ev["reward/spearman"] == reward.spearman(samples)  # None: all samples right or all wrong
+    # held-out prompts never appear in training: the pairs split by prompt, 25% of them held out
+    train_pairs, eval_pairs = reward.split_by_prompt(world_pairs(), 0.25, reward.config("smoke").seed)
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in held_rows] == \
+        [(p["prompt"], p["chosen"], p["rejected"]) for p in eval_pairs]
+    held = {p["prompt"] for p in held_rows}
+    assert held and not held & {p["prompt"] for p in train_pairs}
+    assert (res["reward/pairs_train"], res["reward/pairs_eval"]) == (len(train_pairs), len(eval_pairs))
+    assert res["reward/pairs_train"] + res["reward/pairs_eval"] == 24
     assert len(read_jsonl(d / "verifier_samples.jsonl")) == 5 * 2
     # the conduct figures: conduct pairs and a conduct-only check of its own, beside the overall ones
     conduct = read_jsonl(d / "conduct_samples.jsonl")
