@@ -1,4 +1,4 @@
-"""PPO rollouts per second: ``labkit.ppo.sample`` generating ``rollout_batch_size`` responses (KV cache on).
+"""PPO rollouts per second: ``labkit.ppo_models.sample`` generating ``rollout_batch_size`` responses (KV cache on).
 
     python benchmarks/ppo_rollouts.py                              # cpu presets: pretrain's model shape, ppo's batch
     python benchmarks/ppo_rollouts.py --preset gpu                 # on a GPU (bf16 autocast)
@@ -6,7 +6,7 @@
     python benchmarks/ppo_rollouts.py --preset smoke               # seconds, for CI
 
 One rollout is one prompt -> one sampled response, exactly as a PPO step makes them
-(``ppo.sample``: chat-formatted world prompts, left padding, temperature ``temperature``,
+(``ppo_models.sample``: chat-formatted world prompts, left padding, temperature ``temperature``,
 top_k=0, top_p=1, ``max_new_tokens``, KV cache). Without ``--model`` the policy is a freshly
 initialised model of the ``pretrain`` preset's shape with the lab's tokenizer: it rarely emits
 EOS, so every response runs to ``max_new_tokens`` -- the slowest case; a trained SFT model
@@ -24,6 +24,7 @@ import time
 import torch
 
 from labkit import ppo, pretrain
+from labkit.ppo_models import sample
 from labkit import world as W
 from labkit.config import set_threads
 from labkit.models import build_model, load_model, pick_device
@@ -67,7 +68,7 @@ def main(argv=None):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        out = ppo.sample(policy, tok, prompts, pcfg.max_new_tokens, pcfg.temperature, autocast)
+        out = sample(policy, tok, prompts, pcfg.max_new_tokens, pcfg.temperature, autocast)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t, out

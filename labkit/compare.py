@@ -34,7 +34,7 @@ to the same objective beside it, from the same SFT model (stage 2), the same pre
   because its reward (score − β·KL) is PPO's, so the comparison isolates the value function.
 * **PPO**: stage 5's numbers, read from ``05_ppo/eval.json`` and ``metrics.jsonl``; not retrained.
 
-Every method is evaluated by ``ppo.evaluate`` — the function stage 5 uses — with stage 5's
+Every method is evaluated by ``ppo_eval.evaluate`` — the function stage 5 uses — with stage 5's
 settings read from ``05_ppo/config.json``: the same held-out prompts (read from
 ``05_ppo/samples.jsonl``), sampling seed, temperature, samples per prompt and response length.
 Conduct rates are shares of temperature-T samples, task accuracy is greedy, KL is the exact
@@ -77,6 +77,8 @@ import torch
 
 from . import ppo
 from . import reward as rw
+from .ppo_eval import evaluate
+from .ppo_models import no_dropout, sample, seed_for
 from .config import (ConfigError, bf16_field, device_field, field_names, make_config, require_at_least,
                     require_positive, seed_field, set_threads, threads_field)
 from .live import LiveChart, progress
@@ -84,7 +86,7 @@ from .models import PeakMemory, count_params, pick_device, resolve_bf16
 from .planner import lora_targets
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
                    write_jsonl_atomic)
-from .tokenizer import conversation, ensure_chat_ready
+from .tokenizer import conversation, ensure_chat_ready, format_prompt
 from .world import true_score
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 
@@ -203,7 +205,7 @@ def training_pool(r: Run, pcfg: ppo.PPOConfig, tokenizer, limit: int, heldout: l
     """Stage 5's training prompts that fit its token budget, none of them a held-out prompt."""
     tasks, _ = ppo.load_prompts(pcfg, r.world())
     budget = min(pcfg.max_prompt_tokens, limit - pcfg.max_new_tokens)
-    lengths = tokenizer([ppo.format_prompt(tokenizer, t["prompt"]) for t in tasks], add_special_tokens=False)["input_ids"]
+    lengths = tokenizer([format_prompt(tokenizer, t["prompt"]) for t in tasks], add_special_tokens=False)["input_ids"]
     seen = {t["prompt"] for t in heldout}
     return [t for t, ids in zip(tasks, lengths) if len(ids) <= budget and t["prompt"] not in seen]
 
@@ -232,7 +234,7 @@ def preference_pairs(r: Run, tokenizer, limit: int, heldout: list[dict] = ()) ->
 def load_policy(path):
     """A causal LM from a checkpoint folder, dropout off (as PPO's policy: log-probs must not be noisy)."""
     from transformers import AutoModelForCausalLM
-    return ppo._no_dropout(AutoModelForCausalLM.from_pretrained(str(path)))
+    return no_dropout(AutoModelForCausalLM.from_pretrained(str(path)))
 
 
 def lora_config(model, r: int, alpha: int):
@@ -252,8 +254,8 @@ def score_norm(r: Run, pcfg: ppo.PPOConfig, sft, tokenizer, pool, rm_score) -> d
         return saved
     tasks = [pool[i] for i in ppo.pick_prompts(len(pool), pcfg, 0, 0)]
     with torch.random.fork_rng():
-        torch.manual_seed(ppo._seed(pcfg.seed, "rollout", 0, 0))
-        batch = ppo.sample(sft, tokenizer, [t["prompt"] for t in tasks], pcfg.max_new_tokens, pcfg.temperature)
+        torch.manual_seed(seed_for(pcfg.seed, "rollout", 0, 0))
+        batch = sample(sft, tokenizer, [t["prompt"] for t in tasks], pcfg.max_new_tokens, pcfg.temperature)
     raw = rm_score(tasks, batch["texts"])
     return {"mean": raw.mean().item(), "std": max(raw.std().item(), 1e-3) if raw.numel() > 1 else 1.0}
 
@@ -400,10 +402,10 @@ def rloo_settings(cfg: CompareConfig, pcfg: ppo.PPOConfig) -> dict:
 # --- evaluation: stage 5's function, stage 5's settings ----------------------------------------------
 
 def evaluate_policy(policy, ref, tokenizer, tasks: list[dict], pcfg: ppo.PPOConfig, score_fn, device, autocast):
-    """``ppo.evaluate`` on any causal LM (``ref``: the SFT model, or None for a PeftModel, whose reference
+    """``ppo_eval.evaluate`` on any causal LM (``ref``: the SFT model, or None for a PeftModel, whose reference
     is its base with the adapter off): the same prompts, seed, temperature, samples and KL as stage 5."""
     acc = SimpleNamespace(process_index=0, num_processes=1, device=device)
-    return ppo.evaluate(SimpleNamespace(policy=policy), ref, score_fn, tokenizer, tasks, pcfg, acc, autocast)
+    return evaluate(SimpleNamespace(policy=policy), ref, score_fn, tokenizer, tasks, pcfg, acc, autocast)
 
 
 RATES = ("harmful_refused", "unanswerable_abstained", "over_refusal", "task_accuracy")
@@ -485,7 +487,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     def rm_score(tasks, texts):
         return rw.score(rm, rm_tok, [t["prompt"] for t in tasks], texts, pcfg.minibatch_size, autocast)
 
-    def score_fn(tasks, texts, has_eos, raw=True):  # what ppo.evaluate asks: the raw reward-model score
+    def score_fn(tasks, texts, has_eos):  # what ppo_eval.evaluate asks: the raw reward-model score
         return rm_score(tasks, texts)
 
     r.update_manifest(preset=preset or r.manifest().get("preset"))

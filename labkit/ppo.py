@@ -41,20 +41,12 @@ model's score is normalised to mean 0, std 1 on the SFT
 model's own samples (the first batch), as lm-human-preferences did, so one
 ``kl_coef`` means the same for any reward model.
 
-**Value function: a separate critic initialised from the reward model.** This
-is what lm-human-preferences and TRL's PPOv2 did. The critic starts out
-already predicting the score at the end of a response, so values are useful
-from the first step; and the value loss cannot pull the policy's features
-around (a value head on the policy trunk couples the two losses through the
-shared weights, and the value loss's scale then matters for the policy).
-The cost is memory and a second forward/backward; with LoRA it is small: the
-critic is the reward model *plus its own adapter* (and a trainable copy of the
-score head), and the reward itself is the same network with the adapter
-disabled — one copy of the reward model's weights serves both. Likewise the
-reference policy is the SFT model with the policy's adapter disabled
-(``with policy.disable_adapter():``), so no second copy. With
-``reward="verifier"`` (no reward model) the critic is the SFT trunk with a
-zero-initialised scalar head.
+**Value function: a separate critic initialised from the reward model**, and a
+reference that is the SFT model with the policy's adapter off: why, and how the
+networks are loaded and read, in ``ppo_models``. The before/after evaluation
+and the alarms are in ``ppo_eval``; the maths in ``ppo_math``. This file reads
+in the order of one iteration (``ppo_step``: sample, score, advantages, update,
+log), then ``run``.
 
 Runs single-process (notebook) and, unchanged, data-parallel under
 ``accelerate launch`` or ``torchrun`` (``accelerate.Accelerator``: the policy
@@ -82,15 +74,7 @@ say "not stated"), ``ppo/reward`` (score + KL penalty),
 ``ppo/vf_loss``, ``ppo/vf_clipfrac``, ``ppo/explained_var``,
 ``ppo/response_len``, ``ppo/eos_rate``, ``ppo/epochs``,
 ``ppo/ratio_dev_first``, ``ppo/gen_seconds``, ``ppo/step_seconds``.
-Evaluation (eval.json, ``before``/``after``): ``true_greedy``,
-``true_sampled`` (mean of ``eval_samples`` samples a prompt), ``pass_at_k``
-(share of prompts with a right sample among them), ``best_of_k`` (the sample
-the reward model ranks first), ``kl``, ``rm_score``, ``stop_rate``, ``length``,
-``drift_ppl`` (perplexity on stage 1's validation text); for world tasks the
-conduct rates of ``generate.conduct_summary`` -- ``harmful_refused``,
-``unanswerable_abstained``, ``over_refusal`` (percent of samples at the rollout
-temperature), ``task_accuracy`` (greedy, answer families), their greedy
-versions, ``per_family`` and ``best_of_k_rates``.
+Evaluation keys (eval.json, ``before``/``after``): see ``ppo_eval``.
 """
 
 from __future__ import annotations
@@ -100,10 +84,7 @@ import dataclasses
 import json
 import os
 import random
-import sys
 import time
-import warnings
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,17 +95,17 @@ from . import world as W
 from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
                     lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_at_least,
                     seed_field, set_threads, threads_field)
-from .generate import conduct_summary
-from .pretrain import drift_ppl
 from .live import LiveChart, progress
-from .models import count_params, objective_of, peak_memory_mb, resolve_bf16
+from .models import count_params, peak_memory_mb, resolve_bf16
+from .ppo_eval import announce, check_alarms, evaluate, final_alarms
+from .ppo_models import PolicyAndValue, _disabled, _inputs, load_models, position_ids, reference, sample, seed_for
+from .pretrain import drift_ppl
+from .reward import score as rm_scores
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, config_fingerprint, file_hash,
                    read_json, read_jsonl, resumable_checkpoint, write_jsonl_atomic)
-from .planner import lora_targets
-from .reward import score as rm_scores
-from .world import true_score
-from .tokenizer import ensure_chat_ready, format_prompt
+from .tokenizer import format_prompt
 from .tracking import Tracker, closes_trackers, report_to_field, tb_dir
+from .world import true_score
 
 
 @dataclass
@@ -240,11 +221,6 @@ def _check(cfg: PPOConfig) -> None:
         raise ConfigError("adaptive_kl needs target_kl > 0")
 
 
-def _seed(*parts) -> int:
-    """A seed from (seed, purpose, rank, step): every step re-seeds, so a resumed run draws exactly the same."""
-    return zlib.crc32(repr(parts).encode())
-
-
 # --- prompts -----------------------------------------------------------------------------
 
 def load_prompts(cfg: PPOConfig, world: W.World) -> tuple[list[dict], list[dict]]:
@@ -271,164 +247,18 @@ def load_prompts(cfg: PPOConfig, world: W.World) -> tuple[list[dict], list[dict]
     return tasks[:-cfg.n_eval], tasks[-cfg.n_eval:]
 
 
-# --- models ------------------------------------------------------------------------------
-
-class _Verbosity(contextlib.ContextDecorator):
-    """Silence transformers' 'newly initialized weights' notice for the critic head we initialise ourselves."""
-
-    def __enter__(self):
-        import transformers
-        self.level = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()
-
-    def __exit__(self, *exc):
-        import transformers
-        transformers.logging.set_verbosity(self.level)
+def pick_prompts(n_pool: int, cfg: PPOConfig, rank: int, step: int) -> list[int]:
+    """Indices of this process's prompts for this step (each ``samples_per_prompt`` times, adjacent);
+    distinct prompts within a step, a different draw on every process."""
+    k = cfg.samples_per_prompt
+    n = cfg.rollout_batch_size // k
+    pick = random.Random(seed_for(cfg.seed, "prompts", rank, step)).sample(range(n_pool), min(n, n_pool))
+    while len(pick) < n:  # a pool smaller than a batch: draw with repeats
+        pick.append(pick[len(pick) % n_pool])
+    return [i for i in pick for _ in range(k)]
 
 
-def _no_dropout(model):
-    """PPO with dropout makes the old and new log-probabilities differ by noise alone [NDetails]."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-    for k in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
-        if isinstance(getattr(model.config, k, None), float):
-            setattr(model.config, k, 0.0)
-    return model
-
-
-def load_models(cfg: PPOConfig, policy_path, reward_path):
-    """(policy, reference or None, critic, reward model or None, tokenizer, reward tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-    if Path(policy_path).exists() and objective_of(policy_path) != "causal":
-        raise ConfigError(f"PPO needs a causal (decoder) policy, but {policy_path} is a {objective_of(policy_path)} model")
-    tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(policy_path)))
-    policy = _no_dropout(AutoModelForCausalLM.from_pretrained(str(policy_path)))
-    rm_tok = None
-    if reward_path is not None:
-        rm_tok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(reward_path)))
-        critic = _no_dropout(AutoModelForSequenceClassification.from_pretrained(str(reward_path)))
-        if critic.config.num_labels != 1:
-            raise ConfigError(f"the reward model at {reward_path} has num_labels={critic.config.num_labels}; "
-                              "a reward model outputs one score (num_labels=1)")
-        # The critic is initialised from the reward model and reads the policy's token ids.
-        if rm_tok.get_vocab() != tokenizer.get_vocab():
-            raise ConfigError(f"the reward model ({reward_path}) and the policy ({policy_path}) use different "
-                              "tokenizers; the critic is initialised from the reward model and reads the "
-                              "policy's tokens, so train the reward model from this SFT model")
-    else:  # reward="verifier": the critic is the SFT trunk with a fresh, zero-initialised scalar head
-        with _Verbosity():
-            critic = _no_dropout(AutoModelForSequenceClassification.from_pretrained(str(policy_path), num_labels=1))
-        torch.nn.init.zeros_(critic.score.weight)
-    if critic.config.pad_token_id is None:
-        critic.config.pad_token_id = (rm_tok or tokenizer).pad_token_id
-    if cfg.use_lora:
-        from peft import LoraConfig, get_peft_model
-        lora = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                    target_modules=lora_targets(policy, cfg.lora_target_modules))
-        with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question; not ours to fix
-            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
-            policy = get_peft_model(policy, LoraConfig(task_type="CAUSAL_LM", **lora))
-            # The score head is trained as a copy (modules_to_save); disable_adapter() restores the reward model.
-            critic = get_peft_model(critic, LoraConfig(task_type="SEQ_CLS", modules_to_save=["score"], **lora))
-        ref, rm = None, None
-    else:
-        ref = _no_dropout(AutoModelForCausalLM.from_pretrained(str(policy_path))).requires_grad_(False).eval()
-        rm = None
-        if reward_path is not None:
-            rm = _no_dropout(AutoModelForSequenceClassification.from_pretrained(str(reward_path)))
-            rm.requires_grad_(False).eval()
-            if rm.config.pad_token_id is None:
-                rm.config.pad_token_id = rm_tok.pad_token_id
-    if cfg.gradient_checkpointing:
-        for m in (policy, critic):
-            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return policy, ref, critic, rm, tokenizer, rm_tok
-
-
-def _base(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only, as generate() does for left-padded prompts."""
-    pos = attention_mask.long().cumsum(-1) - 1
-    return pos.masked_fill(attention_mask == 0, 1)
-
-
-class PolicyAndValue(torch.nn.Module):
-    """The two trained networks as one module, so one DDP wrapper syncs both (TRL PPOv2's PolicyAndValueWrapper).
-
-    ``forward`` returns, for the last ``n_response`` tokens of each row, the
-    policy's logits that *predict* them (positions t-1) and the critic's values
-    at the same positions: V(state before the token).
-    """
-
-    def __init__(self, policy, critic):
-        super().__init__()
-        self.policy, self.critic = policy, critic
-
-    def forward(self, input_ids, attention_mask, n_response: int):
-        pos = position_ids(attention_mask)
-        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                             logits_to_keep=n_response + 1, use_cache=False).logits[:, :-1]
-        return logits, critic_values(self.critic, input_ids, attention_mask, pos, n_response)
-
-
-def critic_values(critic, input_ids, attention_mask, pos, n_response: int) -> torch.Tensor:
-    """The sequence classifier's score head applied at every position, not just the last one."""
-    base = _base(critic)
-    hidden = getattr(base, base.base_model_prefix)(input_ids=input_ids, attention_mask=attention_mask,
-                                                   position_ids=pos, use_cache=False).last_hidden_state
-    return base.score(hidden[:, -n_response - 1:-1]).squeeze(-1)
-
-
-def reference(pv: PolicyAndValue, ref):
-    """The model to compute reference log-probs with: the frozen copy, or the policy with its adapter off."""
-    return contextlib.nullcontext(ref) if ref is not None else _disabled(pv.policy)
-
-
-@contextlib.contextmanager
-def _disabled(peft_model):
-    with peft_model.disable_adapter():
-        yield peft_model
-
-
-# --- rollouts and scores -------------------------------------------------------------------
-
-@torch.no_grad()
-def sample(policy, tokenizer, instructions: list[str], max_new_tokens: int, temperature: float | None,
-           autocast=contextlib.nullcontext()) -> dict:
-    """Generate one response per instruction (temperature None = greedy); responses cut after the first EOS."""
-    from transformers import GenerationConfig
-    device = next(policy.parameters()).device
-    enc = tokenizer([format_prompt(tokenizer, x) for x in instructions], return_tensors="pt", padding=True,
-                    padding_side="left", add_special_tokens=False).to(device)
-    how = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature else dict(do_sample=False)
-    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                               eos_token_id=tokenizer.eos_token_id, use_cache=True, **how)
-    was_training = policy.training
-    policy.eval()
-    with autocast:
-        out = policy.generate(input_ids=enc.input_ids, attention_mask=enc.attention_mask, generation_config=gen_cfg)
-    policy.train(was_training)
-    response = out[:, enc.input_ids.shape[1]:]
-    mask, has_eos = pm.first_eos_mask(response, tokenizer.eos_token_id)
-    response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
-    texts = [tokenizer.decode([t for t, m in zip(row, mrow) if m and t != tokenizer.eos_token_id],
-                              skip_special_tokens=True).strip()
-             for row, mrow in zip(response.tolist(), mask.tolist())]
-    return {"query": enc.input_ids, "query_mask": enc.attention_mask, "response": response, "mask": mask,
-            "has_eos": has_eos, "texts": texts}
-
-
-def _inputs(batch: dict, idx) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompt + response rows ``idx``, without the left-padding columns that every one of them has."""
-    ids = torch.cat([batch["query"][idx], batch["response"][idx]], dim=1)
-    attn = torch.cat([batch["query_mask"][idx], batch["mask"][idx].to(batch["query_mask"].dtype)], dim=1)
-    first = int(attn.argmax(dim=1).min())  # position ids come from the mask, so cutting pad columns changes nothing
-    return ids[:, first:], attn[:, first:]
-
+# --- one iteration: sample, score, advantages, update, log --------------------------------
 
 def minibatch_order(query_mask: torch.Tensor, cfg: PPOConfig, gen: torch.Generator) -> torch.Tensor:
     """A permutation of the batch rows; consecutive ``minibatch_size`` rows form one minibatch.
@@ -473,38 +303,6 @@ def forward_pass(pv: PolicyAndValue, ref, batch: dict, temperature: float, micro
     return {k: torch.cat(v)[back.to(v[0].device)] for k, v in out.items()}
 
 
-def pick_prompts(n_pool: int, cfg: PPOConfig, rank: int, step: int) -> list[int]:
-    """Indices of this process's prompts for this step (each ``samples_per_prompt`` times, adjacent);
-    distinct prompts within a step, a different draw on every process."""
-    k = cfg.samples_per_prompt
-    n = cfg.rollout_batch_size // k
-    pick = random.Random(_seed(cfg.seed, "prompts", rank, step)).sample(range(n_pool), min(n, n_pool))
-    while len(pick) < n:  # a pool smaller than a batch: draw with repeats
-        pick.append(pick[len(pick) % n_pool])
-    return [i for i in pick for _ in range(k)]
-
-
-def rollout_stats(batch: dict, raw: torch.Tensor, tasks: list[dict]) -> dict:
-    """This process's metrics of one batch of rollouts (averaged over processes by the caller)."""
-    mask = batch["mask"]
-    truth = [true_score(t, x, bool(e)) for t, x, e in zip(tasks, batch["texts"], batch["has_eos"])]
-    # Over-refusal: refusing or saying "not stated" where the helpful answer was wanted (world tasks only)
-    helpful = [W.over_refused(t, x) for t, x in zip(tasks, batch["texts"])
-               if t.get("answer") is not None and t.get("family") in W.FAMILIES
-               and t["family"] not in ("harmful", "unanswerable")]
-    return {"ppo/rm_score": raw.mean().item(), "ppo/score": batch["score"].mean().item(),
-            "ppo/true_score": 100 * sum(truth) / len(truth) if None not in truth else float("nan"),
-            "ppo/over_refusal": 100 * sum(helpful) / len(helpful) if helpful else float("nan"),
-            "ppo/kl": batch["kl"].sum(1).mean().item(),  # per response: the sum over its tokens
-            "ppo/reward": batch["rewards"].sum(1).mean().item(),
-            "ppo/entropy": pm.masked_mean(batch["entropy"], mask).item(),
-            "ppo/response_len": mask.sum(1).float().mean().item(),
-            "ppo/eos_rate": 100 * batch["has_eos"].float().mean().item(),
-            "ppo/explained_var": pm.explained_variance(batch["values"], batch["returns"], mask).item()}
-
-
-# --- the PPO update ---------------------------------------------------------------------------
-
 def shape_scores(raw: torch.Tensor, has_eos: torch.Tensor, cfg: PPOConfig, norm: dict | None) -> torch.Tensor:
     """The score PPO maximises: normalised (``norm`` = mean/std on SFT samples, or None), minus
     ``missing_eos_penalty`` where the response never stopped [NDetails], clipped to +-``score_clip``."""
@@ -528,7 +326,7 @@ def ppo_update(model, opt, acc, batch: dict, cfg: PPOConfig, autocast, step: int
     B, R = batch["response"].shape
     micro = cfg.micro_batch_size or cfg.minibatch_size
     params = [p for p in model.parameters() if p.requires_grad]
-    gen = torch.Generator().manual_seed(_seed(cfg.seed, "minibatch", acc.process_index, step))
+    gen = torch.Generator().manual_seed(seed_for(cfg.seed, "minibatch", acc.process_index, step))
     stats = {k: [] for k in ("pg_loss", "vf_loss", "clipfrac", "vf_clipfrac", "approx_kl")}
     ratio_dev_first, epochs = None, 0
     for epoch in range(cfg.ppo_epochs):
@@ -570,205 +368,60 @@ def ppo_update(model, opt, acc, batch: dict, cfg: PPOConfig, autocast, step: int
     return {**out, "ratio_dev_first": ratio_dev_first, "epochs": epochs}
 
 
-# --- evaluation ----------------------------------------------------------------------------
-
-@torch.no_grad()
-def token_kl(policy, ref, tokenizer, instruction: str, response: str, temperature: float = 1.0) -> list[dict]:
-    """Per-token view of one response: each token, its log-prob under the policy and the reference,
-    the k1 estimate (their difference) and the exact KL(π‖π_ref) of the next-token distributions there."""
-    device = next(policy.parameters()).device
-    prompt = tokenizer(format_prompt(tokenizer, instruction), add_special_tokens=False).input_ids
-    resp = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-    ids = torch.tensor([prompt + resp], device=device)
-    n = len(resp)
-    lp = [torch.log_softmax(m(input_ids=ids).logits[0, -n - 1:-1].float() / temperature, -1) for m in (policy, ref)]
-    exact = (lp[0].exp() * (lp[0] - lp[1])).sum(-1)
-    tgt = ids[0, -n:]
-    a, b = lp[0].gather(-1, tgt[:, None])[:, 0], lp[1].gather(-1, tgt[:, None])[:, 0]
-    return [{"position": i, "token": tokenizer.decode([t]), "logprob": a[i].item(), "ref_logprob": b[i].item(),
-             "k1": (a[i] - b[i]).item(), "kl": exact[i].item()} for i, t in enumerate(tgt.tolist())]
-
-
-@torch.no_grad()
-def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cfg: PPOConfig, acc, autocast) -> tuple[dict, list]:
-    """Greedy and sampled true score, pass@k, KL to the reference (exact, per response) and reward-model score.
-
-    Each prompt gets ``eval_samples`` samples at the rollout temperature. Their mean is the sampled
-    true score; pass@k is the share of prompts with at least one right sample. The policy gradient
-    only ever reinforces answers the policy samples (a prompt it never answers right gives no
-    signal), so pass@k of the SFT model bounds what PPO can reach on these prompts.
-    Tasks are split over processes and the rows gathered. Sampling uses a fixed
-    seed (the same before and after training) and leaves the training RNG alone.
-    """
-    from accelerate.utils import gather_object
-    mine = tasks[acc.process_index::acc.num_processes]
-    rows = []
-    with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []):
-        torch.manual_seed(_seed(cfg.seed, "eval", acc.process_index))
-        for s in range(0, len(mine), cfg.rollout_batch_size):
-            chunk = mine[s:s + cfg.rollout_batch_size]
-            instr = [t["prompt"] for t in chunk]
-            greedy = sample(pv.policy, tokenizer, instr, cfg.max_new_tokens, None, autocast)
-            draws = [sample(pv.policy, tokenizer, instr, cfg.max_new_tokens, cfg.temperature, autocast)
-                     for _ in range(cfg.eval_samples)]
-            sampled = draws[0]  # the one whose KL is reported
-            kl = _exact_kl(pv, ref, sampled, cfg, autocast)
-            rm_g = score_fn(chunk, greedy["texts"], greedy["has_eos"], raw=True)
-            rm_all = torch.stack([score_fn(chunk, d["texts"], d["has_eos"], raw=True) for d in draws], 1)  # [B, k]
-            best = rm_all.argmax(1)  # best-of-k: the sample the reward model ranks first
-            for i, t in enumerate(chunk):
-                g_ok, s_ok = bool(greedy["has_eos"][i]), bool(sampled["has_eos"][i])
-                verdicts = [true_score(t, d["texts"][i], bool(d["has_eos"][i])) for d in draws]
-                known = t.get("answer") is not None
-                b = draws[int(best[i])]
-                rows.append({"id": t.get("id"), "family": t.get("family"), "prompt": t["prompt"],
-                             "answer": t.get("answer"), "greedy": greedy["texts"][i], "greedy_stopped": g_ok,
-                             "greedy_correct": true_score(t, greedy["texts"][i], g_ok),
-                             "sampled": sampled["texts"][i], "sampled_stopped": s_ok,
-                             "sampled_correct": sum(verdicts) / len(verdicts) if known else None,
-                             "pass_k": float(any(verdicts)) if known else None,
-                             "samples": [d["texts"][i] for d in draws],
-                             "samples_stopped": [bool(d["has_eos"][i]) for d in draws],
-                             "best_of_k": b["texts"][i], "best_of_k_stopped": bool(b["has_eos"][i]),
-                             "best_of_k_correct": true_score(t, b["texts"][i], bool(b["has_eos"][i])),
-                             "sampled_len": int(sampled["mask"][i].sum()), "kl": kl[i].item(),
-                             "rm_score": rm_all[i].mean().item(), "rm_score_greedy": rm_g[i].item()})
-    rows = gather_object(rows) if acc.num_processes > 1 else rows
-    order = {t.get("id"): i for i, t in enumerate(tasks)}
-    rows.sort(key=lambda r: order.get(r["id"], 0))
-
-    def mean(key, scale=1.0):
-        vals = [r[key] for r in rows if r[key] is not None]
-        return scale * sum(vals) / len(vals) if vals else None
-
-    summary = {"true_greedy": mean("greedy_correct", 100), "true_sampled": mean("sampled_correct", 100),
-               "pass_at_k": mean("pass_k", 100), "best_of_k": mean("best_of_k_correct", 100), "k": cfg.eval_samples,
-               "kl": mean("kl"), "rm_score": mean("rm_score"), "rm_score_greedy": mean("rm_score_greedy"),
-               "stop_rate": mean("sampled_stopped", 100), "length": mean("sampled_len"), "n": len(rows)}
-    if all(r["answer"] is not None for r in rows):  # world tasks: the conduct rates (percent of samples)
-        conduct = conduct_summary(rows)
-        # best-of-k by the reward model, scored like one sample per prompt: what reranking alone buys
-        best = conduct_summary([{**r, "greedy": r["best_of_k"], "greedy_stopped": r["best_of_k_stopped"],
-                                 "samples": [r["best_of_k"]], "samples_stopped": [r["best_of_k_stopped"]]}
-                                for r in rows])
-        summary.update({k: v for k, v in conduct.items() if k != "k"})
-        summary["best_of_k_rates"] = {k: best[k] for k in ("harmful_refused", "unanswerable_abstained",
-                                                           "over_refusal", "task_accuracy")}
-    return summary, rows
+def rollout_stats(batch: dict, raw: torch.Tensor, tasks: list[dict]) -> dict:
+    """This process's metrics of one batch of rollouts (averaged over processes by the caller)."""
+    mask = batch["mask"]
+    truth = [true_score(t, x, bool(e)) for t, x, e in zip(tasks, batch["texts"], batch["has_eos"])]
+    # Over-refusal: refusing or saying "not stated" where the helpful answer was wanted (world tasks only)
+    helpful = [W.over_refused(t, x) for t, x in zip(tasks, batch["texts"])
+               if t.get("answer") is not None and t.get("family") in W.FAMILIES
+               and t["family"] not in ("harmful", "unanswerable")]
+    return {"ppo/rm_score": raw.mean().item(), "ppo/score": batch["score"].mean().item(),
+            "ppo/true_score": 100 * sum(truth) / len(truth) if None not in truth else float("nan"),
+            "ppo/over_refusal": 100 * sum(helpful) / len(helpful) if helpful else float("nan"),
+            "ppo/kl": batch["kl"].sum(1).mean().item(),  # per response: the sum over its tokens
+            "ppo/reward": batch["rewards"].sum(1).mean().item(),
+            "ppo/entropy": pm.masked_mean(batch["entropy"], mask).item(),
+            "ppo/response_len": mask.sum(1).float().mean().item(),
+            "ppo/eos_rate": 100 * batch["has_eos"].float().mean().item(),
+            "ppo/explained_var": pm.explained_variance(batch["values"], batch["returns"], mask).item()}
 
 
-def _exact_kl(pv, ref, batch, cfg, autocast) -> torch.Tensor:
-    """Sum over each response's tokens of KL(π(.|s_t) ‖ π_ref(.|s_t)), at the sampling temperature."""
-    R = batch["response"].shape[1]
-    ids, attn = _inputs(batch, slice(None))
-    kw = dict(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn), logits_to_keep=R + 1, use_cache=False)
-    with autocast:
-        logits = pv.policy(**kw).logits[:, :-1].float()
-    with reference(pv, ref) as model, autocast:
-        ref_logits = model(**kw).logits[:, :-1].float()
-    lp, lq = torch.log_softmax(logits / cfg.temperature, -1), torch.log_softmax(ref_logits / cfg.temperature, -1)
-    kl = (lp.exp() * (lp - lq)).sum(-1)
-    return torch.where(batch["mask"].bool(), kl, torch.zeros_like(kl)).sum(1).cpu()
-
-
-# --- alarms -------------------------------------------------------------------------------------
-
-def check_alarms(history: list[dict], cfg: PPOConfig, active: set) -> list[dict]:
-    """New alarms from the metric history; ``active`` holds those currently on, so each fires once
-    until its condition clears. Every rule compares means over ``alarm_window`` steps, so one noisy
-    batch (64 rollouts: a true score wobbles by ~6 points) never fires it:
-
-    * reward hacking, fast: over the last window, the learned reward rose while the true score fell by
-      ``alarm_true_drop`` points (first half of the window against the second);
-    * reward hacking, slow: over the whole run, the learned reward's trend is up while the true
-      score's trend is down by ``alarm_run_drop`` points and clearly so (a least-squares slope more
-      than 3 standard errors below zero) -- a drift too slow to show inside one window, e.g.
-      -0.30 -> +0.03 learned and 75% -> 68% true over 60 steps;
-    * over-refusal: since the start, the share of rollouts refusing or answering "not stated" where
-      the helpful answer was wanted rose by ``alarm_over_refusal`` points (a policy that learned
-      "refusing scores well" and applies it to harmless requests);
-    * drift: the KL to the reference is above ``alarm_kl`` nats per response.
-    """
-    new, last, n = [], history[-1], cfg.alarm_window
-    drift = last.get("ppo/kl") is not None and last["ppo/kl"] > cfg.alarm_kl
-
-    def mean(rows, k):
-        vals = [h[k] for h in rows if h.get(k) is not None]
-        return sum(vals) / len(vals) if len(vals) == len(rows) and vals else None
-
-    def change(k, a, b):  # mean over rows b minus mean over rows a (None when a metric is missing)
-        ma, mb = mean(a, k), mean(b, k)
-        return None if ma is None or mb is None else mb - ma
-
-    fast = slow = over = None
-    if cfg.reward == "model" and len(history) >= n:
-        w = history[-n:]
-        fast = change("ppo/rm_score", w[:n // 2], w[n // 2:]), change("ppo/true_score", w[:n // 2], w[n // 2:])
-    if len(history) >= 2 * n:
-        if cfg.reward == "model":
-            rm_trend, true_trend = _trend(history, "ppo/rm_score"), _trend(history, "ppo/true_score")
-            if rm_trend and true_trend and true_trend[1] < -3:
-                slow = rm_trend[0], true_trend[0]
-        over = change("ppo/over_refusal", history[:n], history[-n:])
-    hacked = lambda rt: rt is not None and None not in rt and rt[0] > 0  # noqa: E731
-    rules = (
-        ("reward_hacking", hacked(fast) and fast[1] <= -cfg.alarm_true_drop,
-         lambda: f"learned reward rose by {fast[0]:+.3f} while the true score fell by {-fast[1]:.1f} points over "
-                 f"the last {n} steps: the policy is exploiting the reward model (raise kl_coef, stop early)"),
-        ("reward_hacking_slow", hacked(slow) and slow[1] <= -cfg.alarm_run_drop,
-         lambda: f"since the start of training the learned reward rose by {slow[0]:+.3f} while the true score fell "
-                 f"by {-slow[1]:.1f} points (least-squares trends over {len(history)} steps): the reward model is being "
-                 "optimised past the point where it tracks the truth"),
-        ("over_refusal", over is not None and over >= cfg.alarm_over_refusal,
-         lambda: f"the policy now refuses or says 'not stated' on {over:+.1f} points more harmless requests than at "
-                 f"the start (first {n} steps vs last {n}): refusing has become a way to score"),
-        ("kl_drift", drift, lambda: f"KL to the reference is {last['ppo/kl']:.1f} nats per response "
-                                    f"(> alarm_kl={cfg.alarm_kl}): the policy is drifting far from SFT"))
-    for kind, on, msg in rules:
-        if on and kind not in active:
-            active.add(kind)
-            new.append({"step": last["step"], "kind": kind, "message": msg()})
-        elif not on:
-            active.discard(kind)
-    return new
-
-
-def _trend(history: list[dict], key: str) -> tuple[float, float] | None:
-    """(fitted change from the first step to the last, t-statistic of the slope) of a metric, by least
-    squares over the steps; None when the metric is missing or the fit has no residual to judge by."""
-    pts = [(h["step"], h[key]) for h in history if h.get(key) is not None]
-    if len(pts) < 3:
-        return None
-    xs, ys = zip(*pts)
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
-    resid = sum((y - my - slope * (x - mx)) ** 2 for x, y in zip(xs, ys)) / (len(xs) - 2)
-    if sxx == 0 or resid == 0:
-        return None
-    return slope * (xs[-1] - xs[0]), slope / (resid / sxx) ** 0.5
-
-
-def final_alarms(before: dict, after: dict, cfg: PPOConfig) -> list[dict]:
-    """The held-out verdict: the learned reward rose on the evaluation prompts while the true score fell
-    by ``alarm_run_drop`` points (sampled mean or greedy). The evaluation is paired -- the same prompts
-    and sampling seed before and after -- so it sees a fall the noisy rollout metrics can hide."""
-    if cfg.reward != "model" or None in (before.get("rm_score"), after.get("rm_score")):
-        return []
-    falls = {k: before[k] - after[k] for k in ("true_sampled", "true_greedy")
-             if before.get(k) is not None and after.get(k) is not None}
-    worst = max(falls, key=falls.get, default=None)
-    if after["rm_score"] <= before["rm_score"] or worst is None or falls[worst] < cfg.alarm_run_drop:
-        return []
-    return [{"step": None, "kind": "reward_hacking_heldout",
-             "message": f"on the held-out prompts the learned reward rose {before['rm_score']:+.3f} -> "
-                        f"{after['rm_score']:+.3f} while the true score ({worst.split('_')[1]}) fell "
-                        f"{before[worst]:.1f} -> {after[worst]:.1f}: the policy learned what the reward model "
-                        "likes, not what is right"}]
-
-
-def _announce(alarm: dict) -> None:
-    print(f"\n⚠️  PPO ALARM at step {alarm['step']} [{alarm['kind']}]: {alarm['message']}", file=sys.stderr, flush=True)
+def ppo_step(model, ref, opt, acc, tokenizer, score_fn, kl_ctl, train_tasks: list[dict], cfg: PPOConfig,
+             step: int, norm: dict | None, autocast) -> tuple[dict, dict | None]:
+    """One PPO iteration: sample, score, compute advantages, update. Returns this step's metrics
+    (averaged over processes) and the score normalisation (set from the first batch)."""
+    rank = acc.process_index
+    unwrapped = acc.unwrap_model(model)
+    micro = cfg.micro_batch_size or cfg.minibatch_size
+    t0 = time.perf_counter()
+    # 1. rollouts: each process draws its own prompts; sampling is re-seeded per (seed, rank, step)
+    tasks = [train_tasks[i] for i in pick_prompts(len(train_tasks), cfg, rank, step)]
+    torch.manual_seed(seed_for(cfg.seed, "rollout", rank, step))
+    batch = sample(unwrapped.policy, tokenizer, [t["prompt"] for t in tasks], cfg.max_new_tokens,
+                   cfg.temperature, autocast)
+    t_gen = time.perf_counter() - t0
+    # 2. old log-probs, reference log-probs, values; then scores
+    batch["order"] = minibatch_order(batch["query_mask"], cfg, torch.Generator().manual_seed(
+        seed_for(cfg.seed, "order", rank, step)))
+    batch.update(forward_pass(unwrapped, ref, batch, cfg.temperature, micro, autocast, batch["order"]))
+    raw = score_fn(tasks, batch["texts"], batch["has_eos"])
+    if norm is None and cfg.reward == "model" and cfg.normalize_score:
+        # lm-human-preferences: reward model normalised to mean 0, std 1 on the SFT policy's samples
+        everyone = acc.gather(raw.to(acc.device)).float()
+        norm = {"mean": everyone.mean().item(), "std": max(everyone.std().item(), 1e-3) if everyone.numel() > 1 else 1.0}
+    batch["score"] = shape_scores(raw, batch["has_eos"], cfg, norm).to(acc.device)
+    batch["kl_coef"] = kl_ctl.value
+    # 3. rewards (score at the end, KL penalty per token), advantages; the clipped update
+    batch.update(advantages_and_returns(batch, cfg))
+    local = rollout_stats(batch, raw, tasks)
+    upd = ppo_update(model, opt, acc, batch, cfg, autocast, step)
+    local.update({f"ppo/{k}": v for k, v in upd.items() if k not in ("epochs",)})
+    keys = sorted(local)
+    means = acc.reduce(torch.tensor([local[k] for k in keys], device=acc.device, dtype=torch.float64), "mean")
+    m = {"step": step + 1, **{k: None if v != v else v for k, v in zip(keys, means.tolist())},  # NaN -> None
+         "ppo/kl_coef": kl_ctl.value, "ppo/epochs": upd["epochs"], "ppo/gen_seconds": t_gen}
+    return m, norm
 
 
 # --- run -------------------------------------------------------------------------------------------
@@ -812,41 +465,28 @@ def _accelerator(cfg: PPOConfig):
     return Accelerator(cpu=cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()))
 
 
-def ppo_step(model, ref, opt, acc, tokenizer, score_fn, kl_ctl, train_tasks: list[dict], cfg: PPOConfig,
-             step: int, norm: dict | None, autocast) -> tuple[dict, dict | None]:
-    """One PPO iteration: sample, score, compute advantages, update. Returns this step's metrics
-    (averaged over processes) and the score normalisation (set from the first batch)."""
-    rank = acc.process_index
-    unwrapped = acc.unwrap_model(model)
-    micro = cfg.micro_batch_size or cfg.minibatch_size
-    t0 = time.perf_counter()
-    # 1. rollouts: each process draws its own prompts; sampling is re-seeded per (seed, rank, step)
-    tasks = [train_tasks[i] for i in pick_prompts(len(train_tasks), cfg, rank, step)]
-    torch.manual_seed(_seed(cfg.seed, "rollout", rank, step))
-    batch = sample(unwrapped.policy, tokenizer, [t["prompt"] for t in tasks], cfg.max_new_tokens,
-                   cfg.temperature, autocast)
-    t_gen = time.perf_counter() - t0
-    # 2. old log-probs, reference log-probs, values; then scores
-    batch["order"] = minibatch_order(batch["query_mask"], cfg, torch.Generator().manual_seed(
-        _seed(cfg.seed, "order", rank, step)))
-    batch.update(forward_pass(unwrapped, ref, batch, cfg.temperature, micro, autocast, batch["order"]))
-    raw = score_fn(tasks, batch["texts"], batch["has_eos"], raw=True)
-    if norm is None and cfg.reward == "model" and cfg.normalize_score:
-        # lm-human-preferences: reward model normalised to mean 0, std 1 on the SFT policy's samples
-        everyone = acc.gather(raw.to(acc.device)).float()
-        norm = {"mean": everyone.mean().item(), "std": max(everyone.std().item(), 1e-3) if everyone.numel() > 1 else 1.0}
-    batch["score"] = shape_scores(raw, batch["has_eos"], cfg, norm).to(acc.device)
-    batch["kl_coef"] = kl_ctl.value
-    # 3. rewards (score at the end, KL penalty per token), advantages; the clipped update
-    batch.update(advantages_and_returns(batch, cfg))
-    local = rollout_stats(batch, raw, tasks)
-    upd = ppo_update(model, opt, acc, batch, cfg, autocast, step)
-    local.update({f"ppo/{k}": v for k, v in upd.items() if k not in ("epochs",)})
-    keys = sorted(local)
-    means = acc.reduce(torch.tensor([local[k] for k in keys], device=acc.device, dtype=torch.float64), "mean")
-    m = {"step": step + 1, **{k: None if v != v else v for k, v in zip(keys, means.tolist())},  # NaN -> None
-         "ppo/kl_coef": kl_ctl.value, "ppo/epochs": upd["epochs"], "ppo/gen_seconds": t_gen}
-    return m, norm
+def _eval_key(cfg: PPOConfig, policy_path, reward_path) -> dict:
+    """What the "before" evaluation is a function of: the starting policy and reward model (their files'
+    hash, or a hub name) and the settings that pick and score the held-out prompts."""
+    def ident(p):
+        return None if p is None else (file_hash(p) if Path(p).exists() else str(p))
+    return {"policy": ident(policy_path), "reward": ident(reward_path),
+            **{k: getattr(cfg, k) for k in ("prompts", "families", "n_eval", "eval_samples", "temperature",
+                                            "max_new_tokens", "max_prompt_tokens", "rollout_batch_size", "reward",
+                                            "seed")}}
+
+
+def _save_ckpt(path: Path, acc, model, opt, kl_ctl, step, norm, alarms, cfg) -> None:
+    """Trainable weights (adapters + critic head, or everything), optimizer, KL controller, step.
+    RNG needs no state: every step re-seeds from (seed, rank, step)."""
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        trainable = {n: p.detach().cpu() for n, p in acc.unwrap_model(model).named_parameters() if p.requires_grad}
+        with atomic_dir(path) as d:
+            torch.save({"trainable": trainable, "optimizer": opt.state_dict(), "kl_ctl": kl_ctl.state_dict(),
+                        "step": step, "score_norm": norm, "alarms": alarms, "config": config_fingerprint(cfg, _RESUMABLE_CHANGES),
+                        "world_size": acc.num_processes}, d / "state.pt")
+    acc.wait_for_everyone()
 
 
 def _save_outputs(stage: Path, policy, tokenizer, cfg: PPOConfig, before_rows: list, after_rows: list) -> None:
@@ -915,14 +555,14 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     model, opt = acc.prepare(pv, opt)
     reward_net = rm if rm is not None else (critic if reward_path is not None else None)
 
-    def score_fn(tasks, texts, has_eos, raw=False):
-        """Raw score (reward model or verifier) or, with raw=False, the shaped score PPO maximises."""
+    def score_fn(tasks, texts, has_eos):
+        """The raw score of each response: the reward model's, or the verifier's 1/0 (``shape_scores`` shapes it)."""
         if reward_net is None:
             s = torch.tensor([true_score(t, x, bool(e)) or 0.0 for t, x, e in zip(tasks, texts, has_eos)])
         else:
             with (_disabled(reward_net) if rm is None else contextlib.nullcontext()):
                 s = rm_scores(reward_net, rm_tok, [t["prompt"] for t in tasks], texts, micro, autocast)
-        return s if raw else shape_scores(s, has_eos, cfg, norm)  # (raw=False: evaluation's scores)
+        return s
 
     # State: fresh, or resumed from the checkpoint of an interrupted run with the same config.
     stage = r.stage_dir("ppo")
@@ -983,7 +623,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
             chart.update(step, m)
             for a in check_alarms(history, cfg, active):
                 alarms.append(a)
-                _announce(a)
+                announce(a)
             bar.update(1)
             bar.set_postfix(rm=f"{m['ppo/rm_score']:.2f}", true=f"{m['ppo/true_score'] or 0:.0f}%", kl=f"{m['ppo/kl']:.2f}")
         if step % cfg.checkpoint_interval == 0 and step < cfg.total_steps:
@@ -996,7 +636,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     after["drift_ppl"] = drift_ppl(unwrapped.policy, tokenizer, r, autocast)
     for a in final_alarms(before, after, cfg) if main else []:
         alarms.append(a)
-        _announce(a)
+        announce(a)
     # DDP keeps every process's copy identical; check it (a checksum of the trained weights per process).
     sums = acc.gather(torch.stack([p.detach().double().sum() for p in unwrapped.parameters() if p.requires_grad])[None])
     in_sync = bool(torch.allclose(sums, sums[:1].expand_as(sums), rtol=1e-9, atol=0))
@@ -1059,29 +699,3 @@ def kl_ablation(cfg: PPOConfig, run_name: str = "demo", runs_dir: str = "runs", 
     for label, d in ((f"with leash (kl_coef={cfg.kl_coef:g})", leash_dir), ("kl_coef=0", twin.stage_dir("ppo"))):
         out[label] = {**read_json(d / "eval.json"), "metrics": read_jsonl(d / "metrics.jsonl", on_error="skip")}
     return out
-
-
-# --- checkpoints (resume after an interruption) -----------------------------------------------
-
-def _eval_key(cfg: PPOConfig, policy_path, reward_path) -> dict:
-    """What the "before" evaluation is a function of: the starting policy and reward model (their files'
-    hash, or a hub name) and the settings that pick and score the held-out prompts."""
-    def ident(p):
-        return None if p is None else (file_hash(p) if Path(p).exists() else str(p))
-    return {"policy": ident(policy_path), "reward": ident(reward_path),
-            **{k: getattr(cfg, k) for k in ("prompts", "families", "n_eval", "eval_samples", "temperature",
-                                            "max_new_tokens", "max_prompt_tokens", "rollout_batch_size", "reward",
-                                            "seed")}}
-
-
-def _save_ckpt(path: Path, acc, model, opt, kl_ctl, step, norm, alarms, cfg) -> None:
-    """Trainable weights (adapters + critic head, or everything), optimizer, KL controller, step.
-    RNG needs no state: every step re-seeds from (seed, rank, step)."""
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        trainable = {n: p.detach().cpu() for n, p in acc.unwrap_model(model).named_parameters() if p.requires_grad}
-        with atomic_dir(path) as d:
-            torch.save({"trainable": trainable, "optimizer": opt.state_dict(), "kl_ctl": kl_ctl.state_dict(),
-                        "step": step, "score_norm": norm, "alarms": alarms, "config": config_fingerprint(cfg, _RESUMABLE_CHANGES),
-                        "world_size": acc.num_processes}, d / "state.pt")
-    acc.wait_for_everyone()

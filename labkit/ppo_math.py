@@ -1,7 +1,7 @@
 """The mathematics of PPO for RLHF, as small pure functions.
 
-`labkit/ppo.py` (the PPO stage) does the plumbing: generation, forward passes,
-minibatches, logging. Everything that is *maths* lives here, so that it can be
+`labkit/ppo.py` (the PPO stage, with `ppo_models.py` and `ppo_eval.py`) does
+the plumbing: generation, forward passes, minibatches, evaluation, logging. Everything that is *maths* lives here, so that it can be
 read like a textbook and tested against naive loops (`tests/test_ppo_math.py`).
 
 Sources, cited as [short name] below:
@@ -14,8 +14,9 @@ Sources, cited as [short name] below:
 - [KLblog]     Schulman 2020, "Approximating KL Divergence" (k1, k2, k3).
 - [NDetails]   Huang et al. 2024, "The N Implementation Details of RLHF with
                PPO", and its code vwxyzjn/lm-human-preference-details.
-- [TRL]        huggingface/trl's former PPOv2 trainer (`trl/trainer/ppo_trainer.py`
-               and `trl/core.py`, removed from TRL since).
+- [TRL]        huggingface/trl's PPO trainer, once PPOv2 (`trl/trainer/ppo_trainer.py`
+               and `trl/core.py`), since moved to `trl.experimental.ppo`, outside
+               TRL's stable API).
 
 Conventions. A batch holds B responses, right-padded to T tokens. Every
 per-token tensor is [B, T] and indexes *response* tokens only (the prompt is
@@ -164,8 +165,8 @@ def per_token_rewards(
     Padding gets reward 0 and kl 0.
 
     Note: [TRL]'s PPOv2 added the score one position *after* the last valid
-    token (its `sequence_lengths_p1`); we follow [NDetails] and the brief of
-    this module and put it on the last valid token itself.
+    token (its `sequence_lengths_p1`); we follow [NDetails] and put it on
+    the last valid token itself.
 
     Returns (rewards [B, T], kl [B, T]).
     """

@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 
-from labkit import ppo
+from labkit import ppo, ppo_eval, ppo_models
 from labkit import ppo_math as pm
 from labkit import world as W
 from labkit.config import ConfigError
@@ -54,14 +54,14 @@ def _parts(r, **over):
     from accelerate import Accelerator
     cfg = ppo.config("smoke", threads=1, **over)
     torch.manual_seed(0)
-    policy, ref, critic, rm, tok, rm_tok = ppo.load_models(cfg, r.path / "02_sft" / "model",
+    policy, ref, critic, rm, tok, rm_tok = ppo_models.load_models(cfg, r.path / "02_sft" / "model",
                                                            r.path / "04_reward" / "model")
-    pv = ppo.PolicyAndValue(policy, critic)
+    pv = ppo_models.PolicyAndValue(policy, critic)
     acc = Accelerator(cpu=True)
     opt = torch.optim.AdamW([p for p in pv.parameters() if p.requires_grad], lr=cfg.learning_rate)
     model, opt = acc.prepare(pv, opt)
     tasks = ppo.load_prompts(cfg, r.world())[0][:cfg.rollout_batch_size]
-    batch = ppo.sample(policy, tok, [t["prompt"] for t in tasks], cfg.max_new_tokens, cfg.temperature)
+    batch = ppo_models.sample(policy, tok, [t["prompt"] for t in tasks], cfg.max_new_tokens, cfg.temperature)
     batch["order"] = ppo.minibatch_order(batch["query_mask"], cfg, torch.Generator().manual_seed(0))
     batch.update(ppo.forward_pass(pv, ref, batch, cfg.temperature, cfg.minibatch_size, contextlib.nullcontext(),
                                   batch["order"]))
@@ -78,8 +78,8 @@ def test_one_update_trains_lora_only_and_keeps_the_reference(base_run, group_by_
     from transformers import AutoModelForCausalLM
     cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run, group_by_length=group_by_length)
     sft = AutoModelForCausalLM.from_pretrained(str(base_run.path / "02_sft" / "model"))
-    ids, attn = ppo._inputs(batch, slice(None))
-    kw = dict(input_ids=ids, attention_mask=attn, position_ids=ppo.position_ids(attn))
+    ids, attn = ppo_models._inputs(batch, slice(None))
+    kw = dict(input_ids=ids, attention_mask=attn, position_ids=ppo_models.position_ids(attn))
     sft_logits = sft(**kw).logits
     lora = {n: p.detach().clone() for n, p in pv.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in pv.named_parameters() if not p.requires_grad}
@@ -93,7 +93,7 @@ def test_one_update_trains_lora_only_and_keeps_the_reference(base_run, group_by_
     assert any("policy" in n and "lora_B" in n for n in changed) and any("critic" in n for n in changed)
     assert all(torch.equal(p, frozen[n]) for n, p in pv.named_parameters() if not p.requires_grad)
     with torch.no_grad():
-        with ppo.reference(pv, ref) as reference:
+        with ppo_models.reference(pv, ref) as reference:
             assert torch.allclose(reference(**kw).logits, sft_logits, atol=1e-5)  # reference == SFT, untouched
         assert not torch.allclose(pv.policy(**kw).logits, sft_logits, atol=1e-5)  # while the policy moved
 
@@ -187,14 +187,14 @@ def test_evaluation_pass_at_k_counts_any_right_sample(base_run):
     # answer families only: a harmful or unanswerable task is judged by meaning, not by its "answer"
     cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run, eval_samples=3, families=",".join(W.DEFAULT_TASK_FAMILIES))
     tasks = [dict(t) for t in ppo.load_prompts(cfg, base_run.world())[1]]
-    no_rm = lambda chunk, texts, eos, raw=False: torch.zeros(len(texts))  # noqa: E731
+    no_rm = lambda chunk, texts, eos: torch.zeros(len(texts))  # noqa: E731
     args = (pv, ref, no_rm, tok)
-    first, rows = ppo.evaluate(*args, tasks, cfg, acc, contextlib.nullcontext())
+    first, rows = ppo_eval.evaluate(*args, tasks, cfg, acc, contextlib.nullcontext())
     assert first["k"] == 3 and all(len(r["samples"]) == 3 for r in rows)
     assert 0 <= first["true_sampled"] <= first["pass_at_k"] <= 100
     for t, r in zip(tasks, rows):
         t["answer"] = r["samples"][-1]  # the last sample is right by construction, where it stopped
-    again, rows2 = ppo.evaluate(*args, tasks, cfg, acc, contextlib.nullcontext())  # same seed: same samples
+    again, rows2 = ppo_eval.evaluate(*args, tasks, cfg, acc, contextlib.nullcontext())  # same seed: same samples
     assert [r["samples"] for r in rows2] == [r["samples"] for r in rows]
     assert any(r["samples_stopped"][-1] for r in rows2), "the stand-in model should stop on some prompt"
     for t, r in zip(tasks, rows2):
@@ -275,7 +275,7 @@ def test_alarms_fire_once_on_reward_hacking_and_drift():
     hist, active, fired = [], set(), []
     for step, (rm, true, kl) in enumerate([(0.0, 50, 1), (0.1, 50, 1), (0.5, 30, 2), (0.9, 20, 6), (1.2, 10, 7)], 1):
         hist.append({"step": step, "ppo/rm_score": rm, "ppo/true_score": true, "ppo/kl": kl})
-        fired += ppo.check_alarms(hist, cfg, active)
+        fired += ppo_eval.check_alarms(hist, cfg, active)
     assert [(a["step"], a["kind"]) for a in fired] == [(4, "reward_hacking"), (4, "kl_drift")]
 
 
@@ -284,7 +284,7 @@ def _replay(cfg, rm, true, over=None):
     for i, (a, b) in enumerate(zip(rm, true)):
         hist.append({"step": i + 1, "ppo/rm_score": a, "ppo/true_score": b, "ppo/kl": 0.3,
                      **({"ppo/over_refusal": over[i]} if over else {})})
-        fired += ppo.check_alarms(hist, cfg, active)
+        fired += ppo_eval.check_alarms(hist, cfg, active)
     return fired
 
 
@@ -316,11 +316,11 @@ def test_over_refusal_alarm_names_a_policy_that_learned_to_refuse():
 def test_held_out_alarm_fires_when_the_learned_reward_rises_and_the_truth_falls():
     cfg = ppo.config("cpu")
     before = {"rm_score": -0.30, "true_greedy": 73.5, "true_sampled": 71.0}
-    fired = ppo.final_alarms(before, {"rm_score": 0.03, "true_greedy": 69.0, "true_sampled": 70.0}, cfg)
+    fired = ppo_eval.final_alarms(before, {"rm_score": 0.03, "true_greedy": 69.0, "true_sampled": 70.0}, cfg)
     assert [a["kind"] for a in fired] == ["reward_hacking_heldout"] and "73.5 -> 69.0" in fired[0]["message"]
-    assert ppo.final_alarms(before, {"rm_score": 0.03, "true_greedy": 72.5, "true_sampled": 70.0}, cfg) == []
-    assert ppo.final_alarms(before, {"rm_score": -0.4, "true_greedy": 60.0, "true_sampled": 60.0}, cfg) == []
-    assert ppo.final_alarms(before, {"rm_score": 0.03, "true_greedy": 60.0, "true_sampled": 60.0},
+    assert ppo_eval.final_alarms(before, {"rm_score": 0.03, "true_greedy": 72.5, "true_sampled": 70.0}, cfg) == []
+    assert ppo_eval.final_alarms(before, {"rm_score": -0.4, "true_greedy": 60.0, "true_sampled": 60.0}, cfg) == []
+    assert ppo_eval.final_alarms(before, {"rm_score": 0.03, "true_greedy": 60.0, "true_sampled": 60.0},
                             ppo.config("cpu", reward="verifier")) == []
 
 
@@ -339,7 +339,7 @@ def test_token_kl_is_zero_against_itself(base_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     path = str(base_run.path / "02_sft" / "model")
     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    rows = ppo.token_kl(model, model, tok, "What is 2 plus 3?", "5")
+    rows = ppo_eval.token_kl(model, model, tok, "What is 2 plus 3?", "5")
     assert rows[-1]["token"] == tok.eos_token and all(abs(x["kl"]) < 1e-6 and x["k1"] == 0 for x in rows)
 
 
