@@ -7,10 +7,11 @@ config is built in exactly one way::
 
     cfg = make_config(PretrainConfig, PRESETS, "cpu", {"max_steps": 100})
 
-Unknown names are an error listing the valid ones, because papermill injects
-parameters as globals without checking them (a typo would silently be ignored,
-as in nanoGPT's configurator). Strings from the command line (``-p
-max_steps=100``) are converted to the field's type.
+Unknown names are an error listing the valid ones (and the closest one), because
+papermill injects parameters as globals without checking them: a typo would
+silently be ignored. nanoGPT's configurator refuses unknown keys the same way
+(``Unknown config key``). Strings from the command line (``-p max_steps=100``)
+are converted to the field's type.
 """
 
 from __future__ import annotations

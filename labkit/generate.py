@@ -1,8 +1,10 @@
 """Batched generation in the lab's one prompt format, and scoring by the verifier.
 
-SFT's evaluation, preference candidates, the reward model's check against the
-verifier and PPO's evaluation all generate through ``generate`` so they see
-exactly the prompt format SFT trained on (``tokenizer.format_prompt``).
+SFT's evaluation, preference candidates and the reward model's check against
+the verifier generate through ``generate`` so they see exactly the prompt
+format SFT trained on (``tokenizer.format_prompt``). PPO samples with its own
+``ppo_models.sample`` (same prompt format; it keeps the token ids and masks
+that training needs) and scores its conduct rates with ``conduct_summary``.
 Prompts are left-padded so every row's next token sits at the same position,
 and the KV cache is on (transformers' default).
 """
