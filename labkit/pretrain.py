@@ -380,6 +380,30 @@ def fit_budget(cfg: PretrainConfig, model, device, world_size: int = 1):
     return dataclasses.replace(plan.apply(cfg), batch_size=plan.micro_batch_size * world_size), plan
 
 
+def _tokenizer(cfg: PretrainConfig, acc, resume_from: Path | None, train_docs: list[str], val_docs: list[str]):
+    """init_from's tokenizer, a resumed run's (``resume_from``: its checkpoint), or one trained on the text --
+    by rank 0 only under data parallelism, then sent to the others, who check they read the same text."""
+    if cfg.init_from:
+        from transformers import AutoTokenizer
+        from .tokenizer import ensure_chat_ready
+        tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(cfg.init_from))
+    elif resume_from is not None:
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(resume_from / "tokenizer")
+    elif acc is None:
+        tokenizer = train_tokenizer(train_docs, cfg.tokenizer, cfg.vocab_size)
+    else:  # one tokenizer for all processes: rank 0 trains it, the others receive it
+        from accelerate.utils import broadcast_object_list
+        tokenizer = train_tokenizer(train_docs, cfg.tokenizer, cfg.vocab_size) if acc.is_main_process else None
+        tokenizer = broadcast_object_list([tokenizer])[0]
+    if acc:  # every process must read the same text with the same vocabulary
+        from accelerate.utils import gather_object
+        seen = gather_object([(text_hash(train_docs + val_docs), _vocab_hash(tokenizer))])
+        if len(set(seen)) != 1:
+            raise RuntimeError(f"data-parallel processes disagree on (data hash, vocabulary hash): {seen}")
+    return tokenizer
+
+
 def _vocab_hash(tokenizer) -> str:
     return hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
 
@@ -404,24 +428,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     stage = Path(runs_dir) / run / STAGE_DIRS["pretrain"]
     ckpt = stage / "ckpt"
     resume_state = resumable_checkpoint(ckpt, cfg, _RESUMABLE_CHANGES, cfg.max_steps) if cfg.resume else None
-    if cfg.init_from:
-        from transformers import AutoTokenizer
-        from .tokenizer import ensure_chat_ready
-        tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(cfg.init_from))
-    elif resume_state is not None:
-        from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(ckpt / "tokenizer")
-    elif acc is None:
-        tokenizer = train_tokenizer(train_docs, cfg.tokenizer, cfg.vocab_size)
-    else:  # one tokenizer for all processes: rank 0 trains it, the others receive it
-        from accelerate.utils import broadcast_object_list
-        tokenizer = train_tokenizer(train_docs, cfg.tokenizer, cfg.vocab_size) if main else None
-        tokenizer = broadcast_object_list([tokenizer])[0]
-    if acc:  # every process must read the same text with the same vocabulary
-        from accelerate.utils import gather_object
-        seen = gather_object([(text_hash(train_docs + val_docs), _vocab_hash(tokenizer))])
-        if len(set(seen)) != 1:
-            raise RuntimeError(f"data-parallel processes disagree on (data hash, vocabulary hash): {seen}")
+    tokenizer = _tokenizer(cfg, acc, ckpt if resume_state is not None else None, train_docs, val_docs)
     train_stream, val_stream = encode(tokenizer, train_docs), encode(tokenizer, val_docs)
     if min(len(train_stream), len(val_stream)) <= cfg.block_size + 1:
         raise ConfigError(f"not enough text for block_size={cfg.block_size}: {len(train_stream)} train and "
@@ -462,17 +469,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                             "world_size": world_size, "requested_batch_size": requested.batch_size,
                             "requested_grad_accum_steps": requested.grad_accum_steps}
     if main:  # only rank 0 writes
-        r.update_manifest(preset=preset or r.manifest().get("preset"), seed=cfg.seed, world_seed=cfg.world_seed)
-        r.start("pretrain", dataclasses.asdict(cfg))
-        if plan_record:
-            atomic_write_json(stage / "plan.json", plan_record)
-        # Keep history up to the resumed step, drop lines from the interrupted tail.
-        kept = [m for m in read_jsonl(metrics_path, on_error="skip") if m.get("step", 0) <= step] if resume_state else []
-        atomic_write_json(stage / "data.json", {"train_docs": len(train_docs), "val_docs": len(val_docs),
-                                                "train_tokens": len(train_stream), "val_tokens": len(val_stream),
-                                                "data_hash": text_hash(train_docs + val_docs),
-                                                "corpus": W.corpus_stats(train_docs + val_docs)})
-        write_jsonl_atomic(metrics_path, kept)
+        _start_outputs(r, cfg, preset, plan_record, step if resume_state else None, train_docs, val_docs,
+                       train_stream, val_stream)
     baseline = unigram_ppl(train_stream, val_stream, len(tokenizer))
     chart = LiveChart(CHART, title=f"pretraining ({cfg.objective})", enabled=live if main else False)
     bar = progress(cfg.max_steps, "pretrain", initial=step, disable=not (progress_bar and main))
@@ -525,11 +523,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     result = None
     if main:
         smp = samples(model, tokenizer, cfg, device)
-        with atomic_dir(stage / "model") as d:
-            model.save_pretrained(d)
-            tokenizer.save_pretrained(d)
-        with atomic_dir(stage / "tokenizer") as d:
-            tokenizer.save_pretrained(d)
+        _save_outputs(stage, model, tokenizer, smp)
         _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)  # a later run may continue
         rows = read_jsonl(metrics_path, on_error="skip")
         tps = [m["pretrain/tokens_per_s"] for m in rows if "pretrain/tokens_per_s" in m]
@@ -542,7 +536,6 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                   "vocab_size": len(tokenizer), "device": str(device), "world_size": world_size,
                   "resumed_from": resume_state and resume_state["step"]}
         atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "samples": smp})
-        write_jsonl_atomic(stage / "samples.jsonl", smp)
         r.complete("pretrain", result["pretrain/seconds"], {k: result[k] for k in (
             "pretrain/val_ppl", "pretrain/unigram_ppl", "pretrain/tokens_per_s", "pretrain/params")})
     if acc:  # every process returns rank 0's result; then the process group is torn down cleanly
@@ -556,6 +549,35 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
         acc.end_training()
     return result
 
+
+
+def _start_outputs(r: Run, cfg: PretrainConfig, preset: str | None, plan_record: dict | None, resumed_step: int | None,
+                   train_docs: list[str], val_docs: list[str], train_stream, val_stream) -> None:
+    """What the stage writes before training: the manifest and config (``r.start``), ``plan.json`` (with a
+    budget), ``data.json``, and ``metrics.jsonl`` -- empty, or a resumed run's lines up to its step."""
+    r.update_manifest(preset=preset or r.manifest().get("preset"), seed=cfg.seed, world_seed=cfg.world_seed)
+    stage = r.start("pretrain", dataclasses.asdict(cfg))
+    if plan_record:
+        atomic_write_json(stage / "plan.json", plan_record)
+    # Keep history up to the resumed step, drop lines from the interrupted tail.
+    metrics_path = stage / "metrics.jsonl"
+    kept = ([m for m in read_jsonl(metrics_path, on_error="skip") if m.get("step", 0) <= resumed_step]
+            if resumed_step is not None else [])
+    atomic_write_json(stage / "data.json", {"train_docs": len(train_docs), "val_docs": len(val_docs),
+                                            "train_tokens": len(train_stream), "val_tokens": len(val_stream),
+                                            "data_hash": text_hash(train_docs + val_docs),
+                                            "corpus": W.corpus_stats(train_docs + val_docs)})
+    write_jsonl_atomic(metrics_path, kept)
+
+
+def _save_outputs(stage: Path, model, tokenizer, smp: list[dict]) -> None:
+    """The trained model (with its tokenizer), the tokenizer on its own, and the samples."""
+    with atomic_dir(stage / "model") as d:
+        model.save_pretrained(d)
+        tokenizer.save_pretrained(d)
+    with atomic_dir(stage / "tokenizer") as d:
+        tokenizer.save_pretrained(d)
+    write_jsonl_atomic(stage / "samples.jsonl", smp)
 
 
 # --- checkpoints (resume after an interruption) -------------------------------------------
