@@ -587,21 +587,27 @@ def bf16_choice(setting: bool | None, device) -> bool | None:
     return setting if setting is not None else (None if bf16_available(device) else False)
 
 
-def fit_config(cfg, model, stage: str, device, *, seq_len: int, lora_target_modules=None):
-    """(cfg with the plan applied, plan) for a fine-tuning stage config that has ``gpu_memory_gb``.
+def config_plan(cfg, model, stage: str, device, *, seq_len: int, budget: float | None = None,
+                lora_target_modules=None) -> Plan:
+    """The plan for a fine-tuning stage config (SFT, reward) in ``budget`` GiB (None: its ``gpu_memory_gb``).
 
     The SFT and reward configs share the fields this reads: ``batch_size`` x ``grad_accum_steps``
     (the effective batch the plan keeps), ``use_lora``, ``lora_r``, ``bf16``,
-    ``gradient_checkpointing``; settings the user turned on stay on, bf16 only where the GPU has
-    it. Returns (cfg, None) without a budget; raises ValueError when nothing fits.
+    ``gradient_checkpointing``; settings the user turned on stay on, bf16 only where the GPU has it.
     """
+    return plan(model, stage, cfg.gpu_memory_gb if budget is None else budget,
+                effective_batch_size=cfg.batch_size * cfg.grad_accum_steps, seq_len=seq_len,
+                use_lora=True if cfg.use_lora else None, bf16=bf16_choice(cfg.bf16, device),
+                gradient_checkpointing=True if cfg.gradient_checkpointing else None,
+                lora_r=cfg.lora_r, lora_target_modules=lora_target_modules)
+
+
+def fit_config(cfg, plan_for):
+    """(cfg with the plan ``plan_for()`` makes applied, the plan) for a config with ``gpu_memory_gb``;
+    (cfg, None) without one, ``plan_for`` not called. Raises ValueError when nothing fits."""
     if cfg.gpu_memory_gb is None:
         return cfg, None
-    p = plan(model, stage, cfg.gpu_memory_gb, effective_batch_size=cfg.batch_size * cfg.grad_accum_steps,
-             seq_len=seq_len, use_lora=True if cfg.use_lora else None,
-             bf16=bf16_choice(cfg.bf16, device),
-             gradient_checkpointing=True if cfg.gradient_checkpointing else None,
-             lora_r=cfg.lora_r, lora_target_modules=lora_target_modules)
+    p = plan_for()
     if not p.fits:
         raise ValueError(f"does not fit in gpu_memory_gb={cfg.gpu_memory_gb:g}: {p.reason}")
     return p.apply(cfg), p

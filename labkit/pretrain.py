@@ -360,24 +360,48 @@ def _accelerator(cfg: PretrainConfig):
     return acc
 
 
-def fit_budget(cfg: PretrainConfig, model, device, world_size: int = 1):
-    """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None).
+def _new_model(cfg: PretrainConfig, tokenizer):
+    return build_model(cfg.objective, tokenizer, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size)
+
+
+def model_shape(cfg: PretrainConfig, tokenizer):
+    """The model `run` trains, as the planner needs it: ``init_from`` (the planner reads its config), or a
+    fresh model of the config's shape and the tokenizer's vocabulary on the meta device (nothing allocated)."""
+    if cfg.init_from:
+        return cfg.init_from
+    with torch.device("meta"):
+        return _new_model(cfg, tokenizer)
+
+
+def plan_for(cfg: PretrainConfig, model, budget: float | None = None, device=None, world_size: int = 1):
+    """labkit.planner's plan for training ``model`` in ``budget`` GiB (None: the config's gpu_memory_gb), on
+    ``device`` (None: the config's), with ``world_size`` data-parallel processes.
 
     Planned per process, for its share of an optimizer step (``batch_size * grad_accum_steps / W``
     sequences of ``block_size`` tokens), choosing micro-batch x accumulation (the effective batch is
-    kept), activation checkpointing and bf16. Pretraining trains every weight: no LoRA."""
-    if cfg.gpu_memory_gb is None:
-        return cfg, None
+    kept), activation checkpointing and bf16. Pretraining trains every weight: no LoRA. ``model`` is the
+    model `run` trains, or its `model_shape`: the stage has no predecessor to read it from, so `run`
+    passes the model it built and notebook 01 the shape from its tokenizer, and both get the plan from
+    this call -- the notebook cannot show a plan the stage would not apply."""
     from . import planner
-    plan = planner.plan(model, "pretrain", cfg.gpu_memory_gb,
+    return planner.plan(model, "pretrain", cfg.gpu_memory_gb if budget is None else budget,
                         effective_batch_size=cfg.batch_size * cfg.grad_accum_steps // world_size,
                         seq_len=cfg.block_size, use_lora=False,
-                        bf16=planner.bf16_choice(cfg.bf16, device),
+                        bf16=planner.bf16_choice(cfg.bf16, device or pick_device(cfg.device)),
                         gradient_checkpointing=True if cfg.gradient_checkpointing else None)
-    if not plan.fits:
-        raise ConfigError(f"pretraining does not fit in gpu_memory_gb={cfg.gpu_memory_gb:g}: {plan.reason}")
+
+
+def fit_budget(cfg: PretrainConfig, model, device, world_size: int = 1):
+    """With ``gpu_memory_gb`` set, the config with `plan_for`'s plan applied, and the plan; else (cfg, None)."""
+    from . import planner
+    try:
+        fitted, plan = planner.fit_config(cfg, lambda: plan_for(cfg, model, device=device, world_size=world_size))
+    except ValueError as e:
+        raise ConfigError(f"pretraining {e}") from None
+    if plan is None:
+        return cfg, None
     # the plan's micro-batch is per process; batch_size counts the rows of all processes
-    return dataclasses.replace(plan.apply(cfg), batch_size=plan.micro_batch_size * world_size), plan
+    return dataclasses.replace(fitted, batch_size=plan.micro_batch_size * world_size), plan
 
 
 def _tokenizer(cfg: PretrainConfig, acc, resume_from: Path | None, train_docs: list[str], val_docs: list[str]):
@@ -439,7 +463,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
             raise ConfigError(f"{cfg.init_from} is a {objective_of(cfg.init_from)} model, not {cfg.objective}")
         model = load_model(cfg.init_from, cfg.objective)
     else:
-        model = build_model(cfg.objective, tokenizer, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size)
+        model = _new_model(cfg, tokenizer)
     limit = max_positions(model)
     if limit is not None and cfg.block_size > limit:
         raise ConfigError(f"block_size={cfg.block_size} is beyond the model's {limit} positions")

@@ -435,13 +435,39 @@ def _lora_config(cfg: RewardConfig, model):
                       target_modules=targets, modules_to_save=["score"])
 
 
-def fit_budget(cfg: RewardConfig, model, device, seq_len: int):
-    """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None).
-    The planner counts both sequences of each pair, at the longest pair's length."""
+def token_limit(cfg: RewardConfig, model_config) -> int:
+    """The longest text a pair may have: ``max_length_tokens``, else the model's positions."""
+    return cfg.max_length_tokens or getattr(model_config, "max_position_embeddings", None) or 10 ** 9
+
+
+def plan_for(cfg: RewardConfig, r: Run, budget: float | None = None, device=None):
+    """labkit.planner's plan for this stage's model in ``budget`` GiB (None: the config's gpu_memory_gb), on
+    ``device`` (None: the config's), sized for the longest pair that fits (the planner counts both
+    sequences of each pair).
+
+    `run` applies this plan when gpu_memory_gb is set and notebook 04 shows it, both through this call,
+    so the notebook cannot show a plan the stage would not apply."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from . import planner
+    from .tokenizer import ensure_chat_ready
+    pairs, _ = load_pairs(cfg, r)
+    init_path = _sft_dir(r, r.stage_dir("reward")) if cfg.init_from == "sft" else cfg.init_from
+    try:
+        tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(init_path)))
+        _, _, longest = drop_too_long(pairs, tokenizer, token_limit(cfg, AutoConfig.from_pretrained(str(init_path))))
+        return planner.config_plan(cfg, str(init_path), "reward", device or pick_device(cfg.device), seq_len=longest,
+                                   budget=budget, lora_target_modules=lora_targets(str(init_path), cfg.lora_target_modules))
+    finally:
+        if Path(init_path).name.startswith(".sft_merged."):  # an adapter-only SFT merged for the look
+            shutil.rmtree(init_path, ignore_errors=True)
+
+
+def fit_budget(cfg: RewardConfig, r: Run, device):
+    """With ``gpu_memory_gb`` set, the config with `plan_for`'s plan applied, and the plan; else (cfg, None)."""
     from . import planner
     try:
-        return planner.fit_config(cfg, model, "reward", device, seq_len=seq_len,
-                                  lora_target_modules=lora_targets(model, cfg.lora_target_modules))
+        return planner.fit_config(cfg, lambda: plan_for(cfg, r, device=device))
     except ValueError as e:
         raise ConfigError(f"the reward model {e}") from None
 
@@ -530,12 +556,12 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(init_path)))
     torch.manual_seed(cfg.seed)  # the new score head is initialised randomly: same seed, same head
     model = load_reward_model(init_path, tokenizer)
-    max_tokens = cfg.max_length_tokens or getattr(model.config, "max_position_embeddings", None) or 10 ** 9
-    pairs, n_too_long, longest = drop_too_long(pairs, tokenizer, max_tokens)
+    limit = token_limit(cfg, model.config)
+    pairs, n_too_long, _ = drop_too_long(pairs, tokenizer, limit)
     train_pairs, eval_pairs = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
     if not train_pairs:
-        raise ConfigError(f"no pair fits in {max_tokens} tokens ({n_too_long} dropped); raise max_length_tokens")
-    cfg, plan = fit_budget(cfg, model, device, seq_len=longest)  # raises before anything is written when nothing fits
+        raise ConfigError(f"no pair fits in {limit} tokens ({n_too_long} dropped); raise max_length_tokens")
+    cfg, plan = fit_budget(cfg, r, device)  # raises before anything is written when nothing fits
     if plan is not None:
         bf16 = cfg.bf16
         if plan.base_dtype == "bfloat16":

@@ -151,10 +151,15 @@ def to_prompt_completion(tokenizer, records: list[dict]) -> list[dict]:
     return rows
 
 
+def base_path(cfg: SFTConfig, run: Run):
+    """Where the starting model is: this run's stage 1 model folder, or the checkpoint/hub name ``init_from``."""
+    return run.require("pretrain", "model") if cfg.init_from == "pretrain" else cfg.init_from
+
+
 def load_base(cfg: SFTConfig, run: Run):
     """The starting model and tokenizer: this run's stage 1 or a checkpoint/hub name."""
     from transformers import AutoTokenizer
-    path = run.require("pretrain", "model") if cfg.init_from == "pretrain" else cfg.init_from
+    path = base_path(cfg, run)
     if Path(path).exists() and objective_of(path) != "causal":
         raise ConfigError(f"SFT needs a decoder (causal) model, but {path} was pretrained with the "
                           f"'{objective_of(path)}' objective; pretrain with objective=causal")
@@ -213,12 +218,23 @@ def merge_head_adapter(model) -> None:
         model.config.tie_word_embeddings = False
 
 
-def fit_budget(cfg: SFTConfig, model, device):
-    """With ``gpu_memory_gb`` set, the config labkit.planner fits into it, and the plan; else (cfg, None)."""
+def plan_for(cfg: SFTConfig, r: Run, budget: float | None = None, device=None):
+    """labkit.planner's plan for this stage's model in ``budget`` GiB (None: the config's gpu_memory_gb), on
+    ``device`` (None: the config's).
+
+    `run` applies this plan when gpu_memory_gb is set and notebook 02 shows it, both through this call,
+    so the notebook cannot show a plan the stage would not apply."""
+    from . import planner
+    path = str(base_path(cfg, r))
+    return planner.config_plan(cfg, path, "sft", device or pick_device(cfg.device), seq_len=cfg.max_length,
+                               budget=budget, lora_target_modules=lora_targets(path, cfg.lora_target_modules))
+
+
+def fit_budget(cfg: SFTConfig, r: Run, device):
+    """With ``gpu_memory_gb`` set, the config with `plan_for`'s plan applied, and the plan; else (cfg, None)."""
     from . import planner
     try:
-        return planner.fit_config(cfg, model, "sft", device, seq_len=cfg.max_length,
-                                  lora_target_modules=lora_targets(model, cfg.lora_target_modules))
+        return planner.fit_config(cfg, lambda: plan_for(cfg, r, device=device))
     except ValueError as e:
         raise ConfigError(f"SFT {e}") from None
 
@@ -270,7 +286,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         train, load_report = load_instructions(cfg.data, on_error=cfg.on_error)
         _, eval_tasks = world_tasks(world, dataclasses.replace(cfg, n_train_tasks=0))
     device = pick_device(cfg.device)
-    cfg, plan = fit_budget(cfg, model, device)  # raises before anything is written when nothing fits
+    cfg, plan = fit_budget(cfg, r, device)  # raises before anything is written when nothing fits
     if plan is not None and plan.base_dtype == "bfloat16":
         model.to(torch.bfloat16)  # the planner's LoRA + bf16 plan counts a bf16 frozen base
     bf16 = resolve_bf16(cfg.bf16, device)

@@ -151,3 +151,27 @@ def test_lr_schedule_warms_up_and_decays():
     assert pretrain.lr_at(9, cfg) == pytest.approx(1.0)
     assert pretrain.lr_at(100, cfg) == pytest.approx(0.1)
     assert pretrain.lr_at(55, cfg) == pytest.approx(0.55)
+
+
+def test_gpu_memory_budget_applies_the_plan_notebook_01_shows():
+    from labkit import planner
+    from labkit.models import build_model
+    smoke = pretrain.config("smoke", batch_size=64)
+    train_docs, _ = pretrain.load_corpus(smoke)
+    tok = train_tokenizer(train_docs, smoke.tokenizer, smoke.vocab_size)
+    built = build_model(smoke.objective, tok, smoke.n_layer, smoke.n_head, smoke.n_embd, smoke.block_size)  # run()'s
+    # a budget between the estimates for micro-batches of 64 and 16 (fp32, as on this CPU): the plan must split
+    totals = [sum(planner.estimate(built, "pretrain", micro_batch_size=m, seq_len=smoke.block_size, use_lora=False,
+                                   gradient_checkpointing=False, bf16=False).values()) for m in (64, 16)]
+    asked = pretrain.config("smoke", batch_size=64, gpu_memory_gb=sum(totals) / 2 / planner.GIB)
+    shown = pretrain.plan_for(asked, pretrain.model_shape(asked, tok), asked.gpu_memory_gb)  # notebook 01's call
+    applied, plan = pretrain.fit_budget(asked, built, torch.device("cpu"))  # what run() trains with
+    assert plan == shown and applied == shown.apply(asked)
+    assert applied.batch_size * applied.grad_accum_steps == 64 and applied.grad_accum_steps > 1
+    # data parallel: planned per process, the same call either way
+    assert pretrain.fit_budget(asked, built, torch.device("cpu"), world_size=2)[1] == pretrain.plan_for(
+        asked, pretrain.model_shape(asked, tok), world_size=2)
+    assert pretrain.plan_for(smoke, pretrain.model_shape(smoke, tok), 24).gpu_memory_gb == 24
+    assert pretrain.fit_budget(smoke, built, torch.device("cpu")) == (smoke, None)  # no budget: the config as it is
+    with pytest.raises(ConfigError, match="pretraining does not fit in gpu_memory_gb=0.001"):
+        pretrain.fit_budget(pretrain.config("smoke", gpu_memory_gb=0.001), built, torch.device("cpu"))

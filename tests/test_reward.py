@@ -329,3 +329,24 @@ def test_gpu_budget_too_small_fails_before_writing(tmp_path, tiny):
     d = r.path / "04_reward"
     assert not d.exists() or not any(d.iterdir())  # nothing written, the stage never started
     assert not Run(r.name, tmp_path / "runs").is_complete("reward")
+
+
+def test_gpu_budget_applies_the_plan_notebook_04_shows(tmp_path, tiny):
+    from labkit import planner
+    r = make_run(tmp_path, tiny)
+    texts = [reward.scoring_text(tiny[1], p["prompt"], p[k]) for p in world_pairs() for k in ("chosen", "rejected")]
+    longest = max(len(tiny[1](t, add_special_tokens=False)["input_ids"]) for t in texts)
+    # between the fp32 estimates for 8 and 2 pairs per micro-batch (as on this CPU): the plan must split
+    totals = [sum(planner.estimate(str(tiny[0]), "reward", micro_batch_size=m, seq_len=longest, use_lora=False,
+                                   gradient_checkpointing=False, bf16=False).values()) for m in (8, 2)]
+    asked = reward.config("smoke", batch_size=8, grad_accum_steps=1, gpu_memory_gb=sum(totals) / 2 / planner.GIB)
+    shown = reward.plan_for(asked, r, asked.gpu_memory_gb)  # what notebook 04 displays
+    applied, plan = reward.fit_budget(asked, r, torch.device("cpu"))  # what run() trains with
+    assert plan == shown and applied == shown.apply(asked)
+    assert shown.seq_len == longest  # sized for the longest pair, as run() drops and counts them
+    assert applied.batch_size * applied.grad_accum_steps == 8 and applied.grad_accum_steps > 1
+    assert reward.plan_for(reward.config("smoke"), r, 24).gpu_memory_gb == 24
+    assert reward.fit_budget(reward.config("smoke"), r, torch.device("cpu")) == (reward.config("smoke"), None)
+    # pairs longer than max_length_tokens are dropped, so the plan sizes for the longest one kept
+    short = reward.plan_for(reward.config("smoke", max_length_tokens=longest - 1), r, 24)
+    assert short.seq_len < longest

@@ -178,3 +178,22 @@ def test_conduct_demonstrations_are_aligned_in_the_configured_share(share):
         assert all(v == {True, False} for v in by_template.values())
     others = [t for t in train if t["family"] not in ("harmful", "unanswerable")]
     assert all("response" not in t for t in others)  # benign and answer tasks show the answer itself
+
+
+def test_gpu_memory_budget_applies_the_plan_notebook_02_shows(smoke_run):
+    from labkit import planner
+    from labkit.runs import Run
+    r = Run(smoke_run.name, smoke_run.parent)
+    # a budget between the estimates for micro-batches of 16 and 4 (fp32, as on this CPU): the plan must split
+    model = str(smoke_run / "01_pretrain/model")
+    totals = [sum(planner.estimate(model, "sft", micro_batch_size=m, seq_len=128, use_lora=False,
+                                   gradient_checkpointing=False, bf16=False).values()) for m in (16, 4)]
+    asked = sft.config("smoke", batch_size=16, max_length=128, gpu_memory_gb=sum(totals) / 2 / planner.GIB)
+    shown = sft.plan_for(asked, r, asked.gpu_memory_gb)  # what notebook 02 displays
+    applied, plan = sft.fit_budget(asked, r, torch.device("cpu"))  # what run() trains with
+    assert plan == shown and applied == shown.apply(asked)
+    assert applied.batch_size * applied.grad_accum_steps == 16 and applied.grad_accum_steps > 1
+    assert sft.plan_for(sft.config("smoke"), r, 24).gpu_memory_gb == 24
+    assert sft.fit_budget(sft.config("smoke"), r, torch.device("cpu")) == (sft.config("smoke"), None)  # no budget
+    with pytest.raises(ConfigError, match="SFT does not fit in gpu_memory_gb=0.001"):
+        sft.fit_budget(sft.config("smoke", gpu_memory_gb=0.001), r, torch.device("cpu"))
