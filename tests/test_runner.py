@@ -1,5 +1,9 @@
 """The runner: parameter checking, and the notebooks end to end through papermill on the smoke preset
-(one run shared by the tests below): live progress, the scorecard, skipping, Ctrl-C and resuming, status."""
+(one run shared by the tests below): live progress, the scorecard, skipping, Ctrl-C and resuming, status.
+
+This is the one place the suite executes the notebooks: the smoke pipeline runs all six, and
+test_smoke_run_completes_every_stage checks what nbval used to check by running them a second time
+(every code cell of each committed notebook ran, and none raised)."""
 import json
 import re
 import signal
@@ -39,7 +43,8 @@ def test_cli_unknown_parameter_is_one_line(tmp_path):
 
 
 def smoke_pipeline(tmp_path_factory) -> tuple[Path, str]:
-    """``python -m labkit run --preset smoke`` with its output in a file (not a terminal), once per session.
+    """``python -m labkit run --preset smoke`` over every stage (compare included, which the default leaves
+    out), with its output in a file (not a terminal), once per session.
 
     Returns the run folder and the output. tests/test_browser.py opens the same run's report: the
     folder is under the session's base temp folder, so whichever module comes first runs it.
@@ -50,7 +55,8 @@ def smoke_pipeline(tmp_path_factory) -> tuple[Path, str]:
         runs.mkdir(exist_ok=True)
         with open(runs / "partial.log", "w") as out:
             p = subprocess.run([sys.executable, "-m", "labkit", "run", "--preset", "smoke", "--name", "smoke",
-                                "--runs-dir", str(runs)], stdout=out, stderr=subprocess.STDOUT, cwd=runs)
+                                "--stages", ",".join(STAGES), "--runs-dir", str(runs)],
+                               stdout=out, stderr=subprocess.STDOUT, cwd=runs)
         assert p.returncode == 0, (runs / "partial.log").read_text()[-3000:]
         (runs / "partial.log").rename(log)
     return runs / "smoke", log.read_text()
@@ -62,16 +68,23 @@ def smoke(tmp_path_factory):
 
 
 def test_smoke_run_completes_every_stage(smoke):
+    import nbformat
     path, _ = smoke
     run = Run.at(path)
-    for stage in DEFAULT_STAGES:
+    for stage in STAGES:
         assert run.is_complete(stage), stage
         nb = path / "notebooks" / runner.NOTEBOOKS[stage]
         # No plotly.js in the executed notebooks (no live-chart widget state, no "+notebook" renderer).
         assert nb.exists() and nb.stat().st_size < 1_000_000, nb
         assert nb.with_suffix(".html").exists()
+        # nbval's check: every cell of the committed notebook ran (papermill adds one, the injected
+        # parameters), in order, and no output is an error.
+        committed = nbformat.read(runner.NOTEBOOK_DIR / runner.NOTEBOOKS[stage], as_version=4)
+        cells = [c for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"]
+        assert len(cells) == 1 + sum(c.cell_type == "code" for c in committed.cells), stage
+        assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1)), stage
+        assert not [o for c in cells for o in c.outputs if o.output_type == "error"], stage
     assert not list((path / "notebooks").glob(".*"))  # no partial notebook left behind
-    assert not run.is_complete("compare")  # stage 6 runs only when named
     m = json.loads((path / "run.json").read_text())
     assert m["preset"] == "smoke" and m["versions"]["torch"]
     assert m["stages"]["pretrain"]["requested"]["max_steps"] == 30 and m["stages"]["sft"]["notebook_seconds"] > 0
