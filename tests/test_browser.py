@@ -325,6 +325,7 @@ def test_pair_mode_keys_stay_in_the_widget(lab, page):
         assert pairs == [("p0", 0, 1, "a"), ("p0", 0, 2, "b"), ("p0", 1, 2, "tie"), ("p1", 0, 2, "a")]
 
 
+@pytest.mark.slow  # the smoke pipeline of tests/test_runner.py, when that has not run it yet
 def test_report_renders_every_stage_offline(tmp_path_factory):
     """report.html of the smoke pipeline, opened from disk with no network: every stage's section with
     its reading and each figure of its notebook drawn, then one exported notebook; no console errors."""

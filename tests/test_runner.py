@@ -64,9 +64,11 @@ def smoke_pipeline(tmp_path_factory) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
+    """The smoke pipeline (about 2.5 minutes on 2 cores): the tests that use it are marked slow."""
     return smoke_pipeline(tmp_path_factory)
 
 
+@pytest.mark.slow
 def test_smoke_run_completes_every_stage(smoke):
     import nbformat
     path, _ = smoke
@@ -109,6 +111,7 @@ def test_the_default_is_stages_1_to_5_and_compare_runs_when_named(tmp_path, monk
     assert ran == list(DEFAULT_STAGES) + ["compare"]
 
 
+@pytest.mark.slow
 def test_smoke_log_shows_progress_without_kernel_noise(smoke):
     _, log = smoke
     assert re.search(r"^\[labkit\] pretrain: \d+/30  loss \d", log, re.M), log
@@ -120,6 +123,7 @@ def test_smoke_log_shows_progress_without_kernel_noise(smoke):
         assert noise not in log
 
 
+@pytest.mark.slow
 def test_smoke_log_ends_with_the_scorecard(smoke):
     path, log = smoke
     card = log[log.index("stage "):]
@@ -129,6 +133,7 @@ def test_smoke_log_ends_with_the_scorecard(smoke):
     assert re.search(r"^\[labkit\] total time \d+(s|m\d\ds|h\d\dm) · ", log, re.M)  # live.format_seconds' forms
 
 
+@pytest.mark.slow
 def test_complete_stages_are_skipped_only_with_the_same_config(smoke):
     path, _ = smoke
     logs = []
@@ -158,6 +163,7 @@ def test_status_says_what_the_run_holds_and_what_runs_next(tmp_path):
     assert missing.returncode == 2 and "no run 'nope'" in missing.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(smoke, tmp_path):
     """Interrupt pretraining after its checkpoint: one line, no notebook; then the rest of the steps
     (from the checkpoint), and the numbers of the uninterrupted smoke run."""
