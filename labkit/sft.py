@@ -51,7 +51,7 @@ from .live import LiveChart
 from .models import count_params, load_model, objective_of, pick_device, resolve_bf16
 from .planner import lora_targets
 from .pretrain import drift_ppl
-from .runs import Run, append_jsonl, atomic_dir, atomic_write_json
+from .runs import Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text
 from .tokenizer import conversation, ensure_chat_ready, format_prompt
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 
@@ -297,7 +297,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     if plan_record:
         atomic_write_json(stage / "plan.json", plan_record)
     metrics_path = stage / "metrics.jsonl"
-    metrics_path.write_text("")
+    atomic_write_text(metrics_path, "")
     # The "before" picture: the pretrained model, same prompts, same verifier.
     base = score_tasks(model, tokenizer, [t for t in eval_tasks], max_new_tokens=cfg.eval_max_new_tokens)
 

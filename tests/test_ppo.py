@@ -344,12 +344,20 @@ def test_token_kl_is_zero_against_itself(base_run):
 
 
 def test_gpu_memory_budget_applies_the_plan_notebook_05_shows(base_run):
-    asked = ppo.config("smoke", gpu_memory_gb=80.0)
+    fastest = ppo.plan_for(ppo.config("smoke"), base_run)  # no budget: the fastest plan and its estimate
+    smallest = ppo.plan_for(ppo.config("smoke"), base_run, 1e-6)  # fits nothing: the smallest plan's estimate
+    assert not smallest.fits and smallest.total_gb < fastest.total_gb
+    # a budget between the two: the plan must give something up to fit
+    asked = ppo.config("smoke", gpu_memory_gb=(smallest.total_gb + fastest.total_gb) / 2)
     shown = ppo.plan_for(asked, base_run)  # what notebook 05 displays
     cfg = ppo._plan(asked, base_run)  # what run() trains with
+    assert shown.fits and shown.total_gb <= asked.gpu_memory_gb < fastest.total_gb
+    assert (shown.micro_batch_size, shown.gradient_checkpointing, shown.bf16) != (
+        fastest.micro_batch_size, fastest.gradient_checkpointing, fastest.bf16)
+    assert asked.minibatch_size % shown.micro_batch_size == 0
     assert (cfg.micro_batch_size, cfg.bf16, cfg.gradient_checkpointing) == (
         shown.micro_batch_size, shown.bf16, shown.gradient_checkpointing)
-    assert shown.gpu_memory_gb == 80.0 and ppo.plan_for(ppo.config("smoke"), base_run, 24).gpu_memory_gb == 24
+    assert shown.gpu_memory_gb == asked.gpu_memory_gb and ppo.plan_for(ppo.config("smoke"), base_run, 24).gpu_memory_gb == 24
     assert ppo._plan(ppo.config("smoke"), base_run) == ppo.config("smoke")  # no budget: the config as it is
     with pytest.raises(ConfigError, match="does not fit"):
         ppo._plan(ppo.config("smoke", gpu_memory_gb=0.001), base_run)
