@@ -209,3 +209,28 @@ def reference(pv: PolicyAndValue, ref):
 def _disabled(peft_model):
     with peft_model.disable_adapter():
         yield peft_model
+
+
+def demonstration_tasks(world, families: str, seed: int, n: int = 2000) -> list[dict]:
+    """PPO-ptx's demonstrations: the world's task families among ``families`` (no conduct family: PPO is
+    there to change conduct) from SFT's training split, with their answers. Never an evaluation prompt."""
+    from . import world as W
+    fams = [f for f in W.parse_families(families) if f not in W.CONDUCT_FAMILIES]
+    if not fams:
+        raise ConfigError(f"ptx_coef needs a task family among families={families!r} (conduct is not demonstrated)")
+    return W.make_tasks(world, n, "train", seed, fams)
+
+
+def demonstrations(tokenizer, tasks: list[dict]) -> dict:
+    """PPO-ptx's batches: each task's prompt and answer as SFT trains on them (``sft.to_prompt_completion``:
+    the chat format, EOS included), right-padded, with labels only on the answer's tokens."""
+    from .sft import to_prompt_completion
+    rows = []
+    for r in to_prompt_completion(tokenizer, tasks):
+        prompt = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
+        answer = tokenizer(r["completion"], add_special_tokens=False)["input_ids"]
+        rows.append((prompt + answer, [-100] * len(prompt) + answer))
+    width, pad = max(len(ids) for ids, _ in rows), tokenizer.pad_token_id or 0
+    return {"input_ids": torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
+            "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
+            "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])}

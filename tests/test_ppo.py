@@ -98,6 +98,38 @@ def test_one_update_trains_lora_only_and_keeps_the_reference(base_run, group_by_
         assert not torch.allclose(pv.policy(**kw).logits, sft_logits, atol=1e-5)  # while the policy moved
 
 
+def test_ptx_keeps_the_demonstrations_likely_and_never_shows_conduct_or_evaluation(base_run):
+    """PPO-ptx: with zero advantages the policy gradient is zero, so a ptx update alone moves the policy,
+    and it moves it towards the demonstrations (their loss falls); without ptx it does not fall."""
+    cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run, ptx_coef=1.0, ptx_batch_size=4)
+    tasks = ppo_models.demonstration_tasks(base_run.world(), cfg.families, cfg.seed, n=300)
+    held = ppo.load_prompts(cfg, base_run.world())[1]
+    assert {t["family"] for t in tasks} == set(W.DEFAULT_TASK_FAMILIES) and {t["split"] for t in tasks} == {"train"}
+    assert not {t["prompt"] for t in tasks} & {t["prompt"] for t in held}
+    ptx = ppo_models.demonstrations(tok, tasks)
+    labelled = ptx["labels"] != -100
+    assert labelled.any(1).all() and (ptx["attention_mask"].bool() | ~labelled).all()  # answers are real tokens
+    assert (ptx["labels"][labelled] == ptx["input_ids"][labelled]).all()
+    batch["advantages"] = torch.zeros_like(batch["advantages"])
+    everything = torch.arange(len(tasks))
+
+    def demo_loss():
+        with torch.no_grad():
+            return ppo.ptx_loss(pv.policy, ptx, everything, contextlib.nullcontext()).item()
+
+    before = demo_loss()
+    stats = ppo.ppo_update(model, opt, acc, batch, cfg, contextlib.nullcontext(), step=0, ptx=ptx)
+    assert stats["ptx_loss"] > 0 and demo_loss() < before
+    cfg0, pv0, _, model0, opt0, acc0, _, batch0 = _parts(base_run)
+    batch0["advantages"] = torch.zeros_like(batch0["advantages"])
+    lora = {n: p.detach().clone() for n, p in pv0.policy.named_parameters() if p.requires_grad}
+    assert "ptx_loss" not in ppo.ppo_update(model0, opt0, acc0, batch0, cfg0, contextlib.nullcontext(), step=0)
+    # zero advantages, no ptx: the policy's LoRA B matrices (zero at init) get no gradient, so they stay put
+    assert all(torch.equal(p, lora[n]) for n, p in pv0.policy.named_parameters() if p.requires_grad and "lora_B" in n)
+    with pytest.raises(ConfigError, match="conduct"):
+        ppo_models.demonstration_tasks(base_run.world(), "harmful,benign", 0)
+
+
 def test_training_logprobs_match_generation(base_run):
     """Left padding + position ids from the mask: the forward pass sees what generate() sampled from."""
     cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run)
@@ -211,15 +243,16 @@ def test_kl_ablation_is_a_controlled_pair_that_reuses_the_before_evaluation(smok
     real = ppo.evaluate
     monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
     out = ppo.kl_ablation(ppo.config("smoke", threads=1), r.name, str(r.path.parent), live=False)
-    assert list(out) == ["with leash (kl_coef=0.2)", "kl_coef=0"]
+    leash = f"with leash (kl_coef={ppo.config('smoke').kl_coef:g})"
+    assert list(out) == [leash, "kl_coef=0"]
     twin = Run(f"{r.name}-nokl", r.path.parent)
     main_cfg, twin_cfg = (read_json(d / "05_ppo" / "config.json") for d in (r.path, twin.path))
     differs = {k for k in main_cfg if main_cfg[k] != twin_cfg[k]}
     assert differs == {"kl_coef", "init_from", "reward_from"}  # the models are the same ones, by path
     assert twin_cfg["kl_coef"] == 0.0 and twin_cfg["init_from"] == str(r.path / "02_sft" / "model")
     assert len(calls) == 1  # only "after": the twin starts from the same models, so "before" is reused
-    assert out["kl_coef=0"]["before"] == out["with leash (kl_coef=0.2)"]["before"]
-    assert out["kl_coef=0"]["metrics"] and out["kl_coef=0"]["metrics"] != out["with leash (kl_coef=0.2)"]["metrics"]
+    assert out["kl_coef=0"]["before"] == out[leash]["before"]
+    assert out["kl_coef=0"]["metrics"] and out["kl_coef=0"]["metrics"] != out[leash]["metrics"]
 
 
 def test_before_evaluation_is_redone_when_the_starting_model_changes(base_run, tmp_path):
@@ -331,6 +364,10 @@ def test_config_rejects_bad_values():
         ppo._check(ppo.config("smoke", rollout_batch_size=10, minibatch_size=4))
     with pytest.raises(ConfigError, match="reward"):
         ppo._check(ppo.config("smoke", reward="judge"))
+    with pytest.raises(ConfigError, match="ptx_coef must be >= 0"):
+        ppo._check(ppo.config("smoke", ptx_coef=-1.0))
+    with pytest.raises(ConfigError, match="ptx_coef needs prompts='world'"):
+        ppo._check(ppo.config("smoke", ptx_coef=1.0, prompts="mine.jsonl"))
     for preset in ppo.PRESETS:
         ppo._check(ppo.config(preset))
 
