@@ -98,10 +98,11 @@ from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gr
 from .live import LiveChart, progress
 from .models import count_params, peak_memory_mb, resolve_bf16
 from .ppo_eval import announce, check_alarms, evaluate, final_alarms
-from .ppo_models import PolicyAndValue, _disabled, _inputs, demonstration_tasks, demonstrations, load_models, position_ids, reference, sample, seed_for
+from .ppo_models import (PolicyAndValue, _disabled, _inputs, demonstration_tasks, demonstrations, load_models,
+                         position_ids, ptx_loss, reference, sample, seed_for)
 from .pretrain import drift_ppl
 from .reward import score as rm_scores
-from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, config_fingerprint, file_hash,
+from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, config_fingerprint, file_hash,
                    read_json, read_jsonl, resumable_checkpoint, write_jsonl_atomic)
 from .tokenizer import format_prompt
 from .tracking import Tracker, closes_trackers, report_to_field, tb_dir
@@ -168,7 +169,7 @@ class PPOConfig:
     alarm_run_drop: float = field(default=4.0, metadata={"help": "slow and held-out reward-hacking alarms: the true score fell by this many points over the run (rollout trend, or held-out before/after) while the learned reward rose"})
     alarm_over_refusal: float = field(default=10.0, metadata={"help": "over-refusal alarm: rollouts refusing or saying 'not stated' on harmless requests rose by this many points since the first alarm_window steps"})
     alarm_kl: float = field(default=25.0, metadata={"help": "drift alarm: KL per response (nats) above this"})
-    kl_ablation: bool = field(default=False, metadata={"help": "notebook 05 also trains the kl_coef=0 twin (ppo.kl_ablation), the controlled KL ablation: a second PPO run, about 8 minutes at the cpu preset on 2 cores"})
+    kl_ablation: bool = field(default=False, metadata={"help": "notebook 05 also trains the kl_coef=0 twin (ppo_eval.kl_ablation), the controlled KL ablation: a second PPO run, about 9 minutes at the cpu preset on 2 cores"})
     # bookkeeping
     checkpoint_interval: int = field(default=20, metadata={"help": "steps between resumable checkpoints"})
     resume: bool = field(default=True, metadata={"help": "continue from ckpt/ when it matches this config"})
@@ -331,14 +332,6 @@ def advantages_and_returns(batch: dict, cfg: PPOConfig) -> dict:
         rewards = pm.masked_whiten(rewards, batch["mask"], shift_mean=False)
     adv, returns = pm.gae(rewards, batch["values"], batch["mask"], cfg.gamma, cfg.lam)
     return {"rewards": rewards, "kl": kl, "advantages": pm.masked_whiten(adv, batch["mask"]), "returns": returns}
-
-
-def ptx_loss(policy, ptx: dict, rows: torch.Tensor, autocast) -> torch.Tensor:
-    """Mean cross-entropy of ``policy`` on the demonstrations ``rows`` of ``ptx`` (response tokens only)."""
-    dev = next(policy.parameters()).device
-    with autocast:
-        return policy(input_ids=ptx["input_ids"][rows].to(dev), attention_mask=ptx["attention_mask"][rows].to(dev),
-                      labels=ptx["labels"][rows].to(dev)).loss.float()
 
 
 def ppo_update(model, opt, acc, batch: dict, cfg: PPOConfig, autocast, step: int, ptx: dict | None = None) -> dict:
@@ -703,32 +696,3 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
             "ppo/task_accuracy_after")})
     acc.wait_for_everyone()
     return result
-
-
-def kl_ablation(cfg: PPOConfig, run_name: str = "demo", runs_dir: str = "runs", preset: str | None = None,
-                live: bool | None = None) -> dict:
-    """The controlled KL ablation: this run's stage 5 (``cfg.kl_coef``) against a twin that differs only
-    in ``kl_coef=0``, trained from the same SFT and reward models in the run folder ``<run_name>-nokl``.
-
-    Returns {"with leash": eval.json of this run's stage 5, "kl_coef=0": the twin's}, each with its
-    ``metrics`` (the per-step history) added. Needs this run's stage 5 complete (the leash half)."""
-    r = Run(run_name, runs_dir)
-    leash_dir = r.require("ppo", what="")
-    twin = Run(f"{run_name}-nokl", runs_dir)
-    twin.update_manifest(world_seed=r.manifest().get("world_seed", 0))
-    # drift is measured on stage 1's validation text: the twin reads this run's (a config, not a model)
-    pretrain_cfg = r.stage_dir("pretrain") / "config.json"
-    if pretrain_cfg.exists():
-        atomic_write_text(twin.stage_dir("pretrain") / "config.json", pretrain_cfg.read_text())
-    # The twin starts from the same models with the same evaluation: its "before" is this run's (run()
-    # checks the models' hashes and the settings before reusing it).
-    atomic_write_text(twin.stage_dir("ppo") / "eval_before.json", (leash_dir / "eval_before.json").read_text())
-    reward_from = str(r.require("reward", "model")) if cfg.reward == "model" and cfg.reward_from == "reward" \
-        else cfg.reward_from
-    init_from = str(r.require("sft", "model")) if cfg.init_from == "sft" else cfg.init_from
-    run(dataclasses.replace(cfg, kl_coef=0.0, adaptive_kl=False, init_from=init_from, reward_from=reward_from),
-        run=twin.name, runs_dir=runs_dir, preset=preset, live=live)
-    out = {}
-    for label, d in ((f"with leash (kl_coef={cfg.kl_coef:g})", leash_dir), ("kl_coef=0", twin.stage_dir("ppo"))):
-        out[label] = {**read_json(d / "eval.json"), "metrics": read_jsonl(d / "metrics.jsonl", on_error="skip")}
-    return out

@@ -14,11 +14,13 @@ families), their greedy versions, ``per_family`` and ``best_of_k_rates``.
 
 Alarms: ``check_alarms`` reads the per-step metrics while training (reward
 hacking fast and slow, over-refusal, KL drift); ``final_alarms`` compares the
-held-out evaluation before and after.
+held-out evaluation before and after. ``kl_ablation`` is the controlled pair of
+notebook 05: this run's stage 5 against its ``kl_coef=0`` twin.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,7 @@ import torch
 
 from .generate import conduct_summary
 from .ppo_models import PolicyAndValue, _inputs, position_ids, reference, sample, seed_for
+from .runs import Run, atomic_write_text, read_json, read_jsonl
 from .tokenizer import format_prompt
 from .world import true_score
 
@@ -234,3 +237,34 @@ def final_alarms(before: dict, after: dict, cfg: PPOConfig) -> list[dict]:
 
 def announce(alarm: dict) -> None:
     print(f"\n⚠️  PPO ALARM at step {alarm['step']} [{alarm['kind']}]: {alarm['message']}", file=sys.stderr, flush=True)
+
+
+# --- the controlled KL ablation ------------------------------------------------------------------
+
+def kl_ablation(cfg, run_name: str = "demo", runs_dir: str = "runs", preset: str | None = None,
+                live: bool | None = None) -> dict:
+    """The controlled KL ablation: this run's stage 5 (``cfg.kl_coef``) against a twin that differs only
+    in ``kl_coef=0``, trained from the same SFT and reward models in the run folder ``<run_name>-nokl``.
+
+    Returns {"with leash": eval.json of this run's stage 5, "kl_coef=0": the twin's}, each with its
+    ``metrics`` (the per-step history) added. Needs this run's stage 5 complete (the leash half)."""
+    from . import ppo  # stage 5 runs the twin; ppo imports this module
+    r = Run(run_name, runs_dir)
+    leash_dir = r.require("ppo", what="")
+    twin = Run(f"{run_name}-nokl", runs_dir)
+    twin.update_manifest(world_seed=r.manifest().get("world_seed", 0))
+    # drift is measured on stage 1's validation text: the twin reads this run's (a config, not a model)
+    pretrain_cfg = r.stage_dir("pretrain") / "config.json"
+    if pretrain_cfg.exists():
+        atomic_write_text(twin.stage_dir("pretrain") / "config.json", pretrain_cfg.read_text())
+    # The twin starts from the same models with the same evaluation: its "before" is this run's (run()
+    # checks the models' hashes and the settings before reusing it).
+    atomic_write_text(twin.stage_dir("ppo") / "eval_before.json", (leash_dir / "eval_before.json").read_text())
+    policy_path, reward_path = ppo.model_paths(cfg, r)  # the twin names this run's models by path
+    ppo.run(dataclasses.replace(cfg, kl_coef=0.0, adaptive_kl=False, init_from=str(policy_path),
+                                reward_from=str(reward_path) if reward_path else cfg.reward_from),
+            run=twin.name, runs_dir=runs_dir, preset=preset, live=live)
+    out = {}
+    for label, d in ((f"with leash (kl_coef={cfg.kl_coef:g})", leash_dir), ("kl_coef=0", twin.stage_dir("ppo"))):
+        out[label] = {**read_json(d / "eval.json"), "metrics": read_jsonl(d / "metrics.jsonl", on_error="skip")}
+    return out

@@ -234,3 +234,11 @@ def demonstrations(tokenizer, tasks: list[dict]) -> dict:
     return {"input_ids": torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
             "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
             "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])}
+
+
+def ptx_loss(policy, ptx: dict, rows: torch.Tensor, autocast) -> torch.Tensor:
+    """Mean cross-entropy of ``policy`` on the demonstrations ``rows`` of ``ptx`` (response tokens only)."""
+    dev = next(policy.parameters()).device
+    with autocast:
+        return policy(input_ids=ptx["input_ids"][rows].to(dev), attention_mask=ptx["attention_mask"][rows].to(dev),
+                      labels=ptx["labels"][rows].to(dev)).loss.float()

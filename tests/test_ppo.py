@@ -115,7 +115,7 @@ def test_ptx_keeps_the_demonstrations_likely_and_never_shows_conduct_or_evaluati
 
     def demo_loss():
         with torch.no_grad():
-            return ppo.ptx_loss(pv.policy, ptx, everything, contextlib.nullcontext()).item()
+            return ppo_models.ptx_loss(pv.policy, ptx, everything, contextlib.nullcontext()).item()
 
     before = demo_loss()
     stats = ppo.ppo_update(model, opt, acc, batch, cfg, contextlib.nullcontext(), step=0, ptx=ptx)
@@ -242,7 +242,7 @@ def test_kl_ablation_is_a_controlled_pair_that_reuses_the_before_evaluation(smok
     calls = []
     real = ppo.evaluate
     monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    out = ppo.kl_ablation(ppo.config("smoke", threads=1), r.name, str(r.path.parent), live=False)
+    out = ppo_eval.kl_ablation(ppo.config("smoke", threads=1), r.name, str(r.path.parent), live=False)
     leash = f"with leash (kl_coef={ppo.config('smoke').kl_coef:g})"
     assert list(out) == [leash, "kl_coef=0"]
     twin = Run(f"{r.name}-nokl", r.path.parent)
