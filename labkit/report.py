@@ -102,7 +102,8 @@ READINGS = {
     "preferences": "The AI judge compared several samples of the SFT model per prompt and kept "
                    "{preferences/pairs} preference pairs ({preferences/ties} ties dropped). The chosen response "
                    "is correct in {preferences/chosen_correct:.0f}% of the pairs and the rejected one in "
-                   "{preferences/rejected_correct:.0f}%: the wider that gap, the more the labels follow the truth.",
+                   "{preferences/rejected_correct:.0f}%: the wider that gap, the more the labels follow the truth. "
+                   "{preferences/probes} over-refusal probes showed refusing a harmless request losing.",
     "reward": "On prompts it never saw, the reward model scores the chosen response above the rejected one in "
               "{reward/eval_accuracy:.1f}% of the pairs (chance is 50%). Its scores agree with the verifier "
               "at Spearman {reward/spearman:.2f}, and its confidence is off by {reward/ece:.2f} on average "
@@ -113,6 +114,17 @@ READINGS = {
            "{ppo/unanswerable_abstained_after:.1f}%, with {ppo/over_refusal_after:.1f}% over-refusal on harmless "
            "requests; greedy task accuracy went {ppo/task_accuracy_before:.1f}% -> {ppo/task_accuracy_after:.1f}% "
            "(the alignment tax), at a KL of {ppo/kl_after:.2f} nats per response from the SFT model.",
+    "compare": "From the same SFT model (refusing {compare/sft_harmful_refused:.0f}% of harmful requests and saying "
+               "'not stated' to {compare/sft_unanswerable_abstained:.0f}% of unanswerable questions, in samples), "
+               "DPO reached {compare/dpo_harmful_refused:.0f}% and {compare/dpo_unanswerable_abstained:.0f}% with no "
+               "reward model and no sampling; RLOO on the reward model {compare/rloo_harmful_refused:.0f}% and "
+               "{compare/rloo_unanswerable_abstained:.0f}% (task accuracy {compare/rloo_task_accuracy:.0f}%); RLOO "
+               "with the verifier as its reward {compare/rloo_verifier_harmful_refused:.0f}% and "
+               "{compare/rloo_verifier_unanswerable_abstained:.0f}% at a KL of {compare/rloo_verifier_kl:.2f}; "
+               "best-of-n reranking {compare/best_of_n_harmful_refused:.0f}% and "
+               "{compare/best_of_n_unanswerable_abstained:.0f}%; stage 5's PPO {compare/ppo_harmful_refused:.0f}% "
+               "and {compare/ppo_unanswerable_abstained:.0f}%, with task accuracy {compare/ppo_task_accuracy:.0f}% "
+               "against the SFT model's {compare/sft_task_accuracy:.0f}%.",
 }
 
 

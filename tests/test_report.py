@@ -66,7 +66,9 @@ def test_both_parts_of_a_combined_target_must_hold():
 def test_reading_prints_missing_numbers_as_a_dash():
     text = report.reading("sft", {"sft/task_accuracy": 71.25, "sft/stop_rate": None})
     assert "accepts 71.2% of the answers" in text and "against -% for the pretrained model" in text
-    assert report.reading("compare", {"compare/x": 1.0}) == ""
+    assert report.reading("no_such_stage", {"x": 1.0}) == ""
+    text = report.reading("compare", {"compare/dpo_harmful_refused": 96.43, "compare/rloo_task_accuracy": 70.69})
+    assert "DPO reached 96% and -%" in text and "(task accuracy 71%)" in text
 
 
 def test_report_shows_each_stage_with_its_figures_and_an_offline_notebook(run):
