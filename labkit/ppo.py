@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import random
 import time
@@ -247,13 +246,10 @@ def load_prompts(cfg: PPOConfig, world: W.World) -> tuple[list[dict], list[dict]
     if not path.exists():
         raise ConfigError(f"prompts file {path} does not exist (or use prompts='world')")
     tasks = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        rec = json.loads(line)
+    for i, rec in enumerate(read_jsonl(path)):  # a line that is not JSON: a DataError naming file and line
         rec = {"prompt": rec} if isinstance(rec, str) else rec
-        if not isinstance(rec.get("prompt"), str):
-            raise ConfigError(f"{path}:{i + 1}: every line needs a string 'prompt' field")
+        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str):
+            raise ConfigError(f"{path}: record {i + 1}: every line needs a string 'prompt' field (or is a string)")
         tasks.append({"family": rec.get("family", "custom"), "id": rec.get("id", f"p{i}"), **rec})
     if len(tasks) <= cfg.n_eval:
         raise ConfigError(f"{path} has {len(tasks)} prompts; need more than n_eval={cfg.n_eval}")

@@ -407,3 +407,21 @@ def test_training_prompts_are_never_evaluation_prompts():
     assert len(train) == 400 and len(held) == 100
     assert {t["split"] for t in train} == {"rl"} and {t["split"] for t in held} == {"eval"}
     assert not {t["prompt"] for t in train} & {t["prompt"] for t in held}
+
+
+def test_a_prompts_file_is_read_with_its_last_n_eval_lines_held_out(tmp_path):
+    from labkit import world
+    from labkit.data import DataError
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join(['"Say hi."', '{"prompt": "Add 2 and 2.", "answer": "4", "family": "arithmetic"}',
+                               '', '"Name a color."']) + "\n")
+    cfg = ppo.config("smoke", prompts=str(path), n_eval=1, ptx_coef=0.0)
+    train, held = ppo.load_prompts(cfg, world.World(0))
+    assert [t["prompt"] for t in train] == ["Say hi.", "Add 2 and 2."] and held[0]["prompt"] == "Name a color."
+    assert train[0]["family"] == "custom" and train[1]["family"] == "arithmetic" and train[1]["answer"] == "4"
+    path.write_text('"Say hi."\n{"text": "no prompt"}\n"x"\n')
+    with pytest.raises(ConfigError, match="record 2: every line needs a string 'prompt'"):
+        ppo.load_prompts(cfg, world.World(0))
+    path.write_text('"Say hi."\n{"prompt": \n"x"\n')
+    with pytest.raises(DataError, match=r"prompts.jsonl.*line 2"):
+        ppo.load_prompts(cfg, world.World(0))
