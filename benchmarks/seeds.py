@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/seeds.py --base runs/demo --seeds 0,1,2 --reuse-base            # every stage
     .venv/bin/python benchmarks/seeds.py --base runs/demo --seeds 0,1,2 --reuse-base --from reward  # stages 4-5
+    .venv/bin/python benchmarks/seeds.py --base runs/demo --seeds 1 --to preferences --out s1.json  # stages 1-3
 
 For each seed, a run folder under ``--work`` trains the stages from ``--from`` on with ``-p seed=<seed>``
 (pretraining: init and data order; SFT: init, data order, which conduct demonstrations are aligned and
@@ -48,6 +49,7 @@ def main() -> None:
     ap.add_argument("--base", required=True, help="a run folder with the stages before --from complete")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--from", dest="first", default="pretrain", choices=PIPELINE, help="first stage each seed trains")
+    ap.add_argument("--to", dest="last", default="ppo", choices=PIPELINE, help="last stage each seed trains")
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--reuse-base", action="store_true", help="read seed 0 from --base (it ran with seed 0)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per stage (1: two seeds can run side by side)")
@@ -55,7 +57,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/seeds.json")
     args = ap.parse_args()
     base, work = Path(args.base), Path(args.work)
-    kept, trained = PIPELINE[:PIPELINE.index(args.first)], PIPELINE[PIPELINE.index(args.first):]
+    kept = PIPELINE[:PIPELINE.index(args.first)]
+    trained = PIPELINE[PIPELINE.index(args.first):PIPELINE.index(args.last) + 1]
     per_seed = {}
     for seed in (int(s) for s in args.seeds.split(",")):
         folder = base if seed == 0 and args.reuse_base else work / f"seed-{seed}"
