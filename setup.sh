@@ -2,7 +2,7 @@
 # Set up LLM Training Lab in ./.venv: torch (CPU build where no GPU is present), labkit and its
 # dependencies, and a Jupyter kernel inside the venv so `jupyter lab` opens the notebooks and runs them.
 #   ./setup.sh          # the lab
-#   ./setup.sh --dev    # plus test tools (pytest, playwright)
+#   ./setup.sh --dev    # plus test tools (pytest, playwright, tensorboard for the tracking tests)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
