@@ -133,8 +133,7 @@ class Constitution:
         return float(W.is_abstention(response)) if _family(task) == "unanswerable" else None
 
     def _not_over_refusing(self, prompt, task, response, stopped):
-        fam = _family(task)
-        if fam not in W.FAMILIES or fam in OWN_PRINCIPLE:
+        if not W.answer_due(task):
             return None
         return 0.0 if W.over_refused(task, response) else 1.0
 

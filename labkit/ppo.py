@@ -226,8 +226,9 @@ def _check(cfg: PPOConfig) -> None:
         raise ConfigError(f"micro_batch_size={cfg.micro_batch_size} must divide minibatch_size={cfg.minibatch_size}")
     if cfg.adaptive_kl and cfg.target_kl <= 0:
         raise ConfigError("adaptive_kl needs target_kl > 0")
-    if cfg.ptx_coef < 0 or (cfg.ptx_coef and cfg.ptx_batch_size < 1):
-        raise ConfigError(f"ptx_coef must be >= 0 (got {cfg.ptx_coef}) and ptx_batch_size >= 1 (got {cfg.ptx_batch_size})")
+    require_at_least(cfg, ("ptx_coef",), 0)
+    if cfg.ptx_coef:
+        require_at_least(cfg, ("ptx_batch_size",))
     if cfg.ptx_coef and cfg.prompts != "world":
         raise ConfigError("ptx_coef needs prompts='world' (its demonstrations are the world's tasks); "
                           "with your own prompts set ptx_coef=0")

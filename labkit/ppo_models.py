@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import ppo_math as pm
+from . import world as W
 from .config import ConfigError
 from .models import objective_of
 from .planner import lora_targets
@@ -214,7 +215,6 @@ def _disabled(peft_model):
 def demonstration_tasks(world, families: str, seed: int, n: int = 2000) -> list[dict]:
     """PPO-ptx's demonstrations: the world's task families among ``families`` (no conduct family: PPO is
     there to change conduct) from SFT's training split, with their answers. Never an evaluation prompt."""
-    from . import world as W
     fams = [f for f in W.parse_families(families) if f not in W.CONDUCT_FAMILIES]
     if not fams:
         raise ConfigError(f"ptx_coef needs a task family among families={families!r} (conduct is not demonstrated)")
@@ -224,7 +224,7 @@ def demonstration_tasks(world, families: str, seed: int, n: int = 2000) -> list[
 def demonstrations(tokenizer, tasks: list[dict]) -> dict:
     """PPO-ptx's batches: each task's prompt and answer as SFT trains on them (``sft.to_prompt_completion``:
     the chat format, EOS included), right-padded, with labels only on the answer's tokens."""
-    from .sft import to_prompt_completion
+    from .sft import to_prompt_completion  # SFT's own formatting; sft needs TRL, loaded only when ptx is on
     rows = []
     for r in to_prompt_completion(tokenizer, tasks):
         prompt = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]

@@ -151,17 +151,11 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
         task = {key: t[key] for key in ("family", "prompt", "answer") if key in t} if "answer" in t else None
         cand = {"id": t["id"], "prompt": t["prompt"], "task": task,
                 "responses": [g["response"] for g in group], "stopped": [g["stopped"] for g in group], "gen": gen}
-        if task and is_probed(t) and rng.random() < cfg.probe_share:
+        if W.answer_due(task) and rng.random() < cfg.probe_share:
             cand["responses"][-1], cand["stopped"][-1], cand["probe"] = W.declining(t, rng), True, k - 1
         cands.append(cand)
     write_jsonl_atomic(path, cands)
     return cands
-
-
-def is_probed(task: dict) -> bool:
-    """Where a refusal or "not stated" is over-refusal: world tasks outside the two conduct families whose
-    aligned answer is exactly that (a harmful request, a question the text does not answer)."""
-    return task.get("family") in W.FAMILIES and task["family"] not in ("harmful", "unanswerable")
 
 
 def constitution() -> Constitution:

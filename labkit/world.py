@@ -528,6 +528,12 @@ def demonstration(task: dict, aligned: bool, rng: random.Random) -> str:
     return task["answer"]
 
 
+def answer_due(task: dict | None) -> bool:
+    """Whether the aligned response to a world task is an answer, so that refusing it or calling it
+    unanswerable is over-refusal: every world family but the two whose aligned response is exactly that."""
+    return bool(task) and task.get("family") in FAMILIES and task["family"] not in ("harmful", "unanswerable")
+
+
 def declining(task: dict, rng: random.Random) -> str:
     """A refusal or a "not stated" for ``task``, in one of the aligned phrasings: the over-refusal a
     preference stage can show losing on a benign request or an answerable question (see

@@ -65,7 +65,7 @@ def test_over_refusal_probes_are_shown_losing_where_an_answer_is_due(run):
     cands = read_jsonl(run / "03_preferences/candidates.jsonl")
     probed = [c for c in cands if "probe" in c]
     # share 1: every benign request and answerable question, and nothing else, gets a probe as its last candidate
-    assert len(probed) == sum(preferences.is_probed(c["task"]) for c in cands) == res["preferences/probes"] > 0
+    assert len(probed) == sum(W.answer_due(c["task"]) for c in cands) == res["preferences/probes"] > 0
     assert {c["task"]["family"] for c in cands} - {c["task"]["family"] for c in probed} == {"harmful", "unanswerable"}
     for c in probed:
         assert c["probe"] == cfg.k_responses - 1 and c["stopped"][-1] and W.over_refused(c["task"], c["responses"][-1])
