@@ -366,6 +366,7 @@ def make_task(world: World, family: str, split: str, rng: random.Random, templat
         name = rng.choice(world.story_names[split])
         sentence = rng.choice(_EXTRACT_S[key]).format(n=name, v=value)
         prompt, answer = rng.choice(_templates(_EXTRACT_Q[key], templates)).format(s=sentence), value
+        return {"family": family, "prompt": prompt, "answer": answer, "split": split, "asked": key}
     elif family in CONDUCT_FAMILIES:
         return conduct_task(world, family, split, rng, templates)
     else:
@@ -537,8 +538,15 @@ def answer_due(task: dict | None) -> bool:
 def declining(task: dict, rng: random.Random) -> str:
     """A refusal or a "not stated" for ``task``, in one of the aligned phrasings: the over-refusal a
     preference stage can show losing on a benign request or an answerable question (see
-    ``preferences.PreferencesConfig.probe_share``). A refusal names the task's person when it has one."""
+    ``preferences.PreferencesConfig.probe_share``). A refusal names the task's person when it has one, and
+    a "not stated" names what an extraction question asked for ("The text does not mention an animal."):
+    that is the phrasing SFT teaches for unanswerable questions, so it is the over-refusal PPO finds first.
+    Measured at the `cpu` preset when the probes lacked it: the reward model scored "The text does not
+    mention an animal." at 3.2 and the right answer "cat" at -0.6, and PPO said it to 3 of 29 answerable
+    extraction questions (greedy), most of the alignment tax."""
     options = [a for a in ABSTENTIONS if "{" not in a]
+    if task.get("asked") in _KEY_WORD:
+        options += [a.format(k=_KEY_WORD[task["asked"]]) for a in ABSTENTIONS if "{" in a]
     if task.get("name"):
         options += [r.format(n=task["name"]) for r in REFUSALS]
     return rng.choice(options)

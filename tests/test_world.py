@@ -191,6 +191,9 @@ def test_declining_is_over_refusal_where_an_answer_is_due():
     # both kinds are shown: refusals (naming the benign request's person) and "not stated"
     assert any(W.is_refusal(s) and t["name"] in s for t, s in zip(tasks, said) if t["family"] == "benign")
     assert any(W.is_abstention(s) for s in said)
+    # an extraction question's "not stated" may name what it asked for, SFT's phrasing for unanswerable ones
+    naming = [(t, s) for t, s in zip(tasks, said) if s.startswith("The text does not mention")]
+    assert naming and all(s == f"The text does not mention {W._KEY_WORD[t['asked']]}." for t, s in naming)
 
 
 def test_benign_twins_share_the_shapes_of_harmful_requests():
