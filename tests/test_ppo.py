@@ -409,6 +409,21 @@ def test_training_prompts_are_never_evaluation_prompts():
     assert not {t["prompt"] for t in train} & {t["prompt"] for t in held}
 
 
+def test_rollout_families_narrow_the_training_prompts_not_the_evaluation():
+    from labkit import world
+    cfg = ppo.config("smoke", n_prompts=80, n_eval=70, rollout_families="harmful, benign")
+    train, held = ppo.load_prompts(cfg, world.World(0))
+    assert {t["family"] for t in train} == {"harmful", "benign"}
+    assert {t["family"] for t in held} == set(world.DEFAULT_FAMILIES)
+    assert not {t["prompt"] for t in train} & {t["prompt"] for t in held}
+    with pytest.raises(ConfigError, match="rollout_families must be among families.*not: arithmetic"):
+        ppo._check(ppo.config("smoke", families="harmful,benign", rollout_families="harmful,arithmetic"))
+    with pytest.raises(ConfigError, match="unknown task family nonsense"):
+        ppo._check(ppo.config("smoke", rollout_families="nonsense"))
+    with pytest.raises(ConfigError, match="with your own prompts"):
+        ppo._check(ppo.config("smoke", prompts="p.jsonl", ptx_coef=0.0, rollout_families="harmful"))
+
+
 def test_a_prompts_file_is_read_with_its_last_n_eval_lines_held_out(tmp_path):
     from labkit import world
     from labkit.data import DataError
