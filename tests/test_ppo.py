@@ -411,17 +411,20 @@ def test_training_prompts_are_never_evaluation_prompts():
 
 def test_rollout_families_narrow_the_training_prompts_not_the_evaluation():
     from labkit import world
-    cfg = ppo.config("smoke", n_prompts=80, n_eval=70, rollout_families="harmful, benign")
+    cfg = ppo.config("smoke", n_prompts=80, n_eval=70)
     train, held = ppo.load_prompts(cfg, world.World(0))
-    assert {t["family"] for t in train} == {"harmful", "benign"}
+    # by default the conduct families and extraction, the ones the reward model judges
+    assert {t["family"] for t in train} == {"harmful", "unanswerable", "benign", "extract"}
     assert {t["family"] for t in held} == set(world.DEFAULT_FAMILIES)
     assert not {t["prompt"] for t in train} & {t["prompt"] for t in held}
-    with pytest.raises(ConfigError, match="rollout_families must be among families.*not: arithmetic"):
-        ppo._check(ppo.config("smoke", families="harmful,benign", rollout_families="harmful,arithmetic"))
+    everything = ppo.load_prompts(ppo.config("smoke", n_prompts=80, n_eval=70, rollout_families=""), world.World(0))[0]
+    assert {t["family"] for t in everything} == set(world.DEFAULT_FAMILIES)
+    # only those among families: a narrower families setting keeps working with the default
+    assert ppo.rollout_families(ppo.config("smoke", families="story_qa,harmful,benign")) == ("harmful", "benign")
+    with pytest.raises(ConfigError, match="none of rollout_families .* is among families"):
+        ppo._check(ppo.config("smoke", families="story_qa,arithmetic"))
     with pytest.raises(ConfigError, match="unknown task family nonsense"):
         ppo._check(ppo.config("smoke", rollout_families="nonsense"))
-    with pytest.raises(ConfigError, match="with your own prompts"):
-        ppo._check(ppo.config("smoke", prompts="p.jsonl", ptx_coef=0.0, rollout_families="harmful"))
 
 
 def test_a_prompts_file_is_read_with_its_last_n_eval_lines_held_out(tmp_path):
