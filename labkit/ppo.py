@@ -117,7 +117,7 @@ class PPOConfig:
     # -0.55, -0.80 and +0.25 at three seeds); rollouts on prompts it cannot judge follow noise. So by default
     # PPO rolls out on the conduct families and extraction (the answerable twin of an unanswerable question,
     # where over-refusal shows), and ptx keeps the other skills. Measured at three seeds against rolling out
-    # on every family: "not stated" 82.7 vs 73.8% of samples (mean), alignment tax 1.5 vs 4.9 points.
+    # on every family: "not stated" 82.7 vs 73.8% of samples (mean), alignment tax 1.4 vs 4.9 points.
     rollout_families: str = field(default="harmful,unanswerable,benign,extract", metadata={"help": "world prompts: the families PPO's rollouts come from, those of them among families ('': all of families); the held-out evaluation covers every family in families either way"})
     n_prompts: int = field(default=4000, metadata={"help": "world train tasks in the prompt pool"})
     n_eval: int = field(default=200, metadata={"help": "held-out prompts for the before/after evaluation"})
