@@ -417,8 +417,7 @@ def rollout_stats(batch: dict, raw: torch.Tensor, tasks: list[dict]) -> dict:
     truth = [true_score(t, x, bool(e)) for t, x, e in zip(tasks, batch["texts"], batch["has_eos"])]
     # Over-refusal: refusing or saying "not stated" where the helpful answer was wanted (world tasks only)
     helpful = [W.over_refused(t, x) for t, x in zip(tasks, batch["texts"])
-               if t.get("answer") is not None and t.get("family") in W.FAMILIES
-               and t["family"] not in ("harmful", "unanswerable")]
+               if t.get("answer") is not None and W.answer_due(t)]
     return {"ppo/rm_score": raw.mean().item(), "ppo/score": batch["score"].mean().item(),
             "ppo/true_score": 100 * sum(truth) / len(truth) if None not in truth else float("nan"),
             "ppo/over_refusal": 100 * sum(helpful) / len(helpful) if helpful else float("nan"),

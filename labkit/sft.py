@@ -124,7 +124,7 @@ def world_tasks(world: W.World, cfg: SFTConfig) -> tuple[list[dict], list[dict]]
     train = W.make_tasks(world, cfg.n_train_tasks, "train", cfg.seed, fams)
     rng = random.Random(f"demonstrations-{cfg.seed}")
     for t in train:
-        if t["family"] in ("harmful", "unanswerable"):
+        if t["family"] in W.DECLINING_FAMILIES:
             t["aligned"] = rng.random() < cfg.aligned_share
             t["response"] = W.demonstration(t, t["aligned"], rng)
     return train, W.make_tasks(world, cfg.n_eval_tasks, "eval", cfg.seed, fams)
