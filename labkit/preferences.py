@@ -61,7 +61,14 @@ class PreferencesConfig:
     # alone never show a refusal losing there: the reward model then has no reason to score one low, and
     # PPO found that gap (measured: "The text does not say." outscored the right answer to answerable
     # questions, and task accuracy fell 15 points). Probes put that comparison in front of the judge.
-    probe_share: float = field(default=0.25, metadata={"help": "share of benign requests and answerable questions whose last candidate is replaced by a refusal or 'not stated' (an over-refusal probe the judge can rank last); 0: sampled candidates only"})
+    probe_share: float = field(default=0.25, metadata={"help": "share of answerable questions (story QA, arithmetic, word lists) whose last candidate is replaced by a refusal or 'not stated' (an over-refusal probe the judge can rank last); 0: sampled candidates only"})
+    # Every harmful request and unanswerable question shows declining winning (~285 prompts each at the cpu
+    # preset), but only a quarter of their look-alikes show it losing. Probing every look-alike (1.0) was
+    # measured at three seeds: the reward model got better on conduct pairs (95.6 / 97.8 / 94.7% vs 91.7 /
+    # 94.6 / 93.9; extraction pairs 91-95% vs 69-92%), the policy did not: "not stated" 84.4 / 71.4 / 76.8% of
+    # samples vs 79.0 / 87.9 / 81.2, and PPO still said "It is not stated." to 4 of 29 answerable
+    # extraction questions at seed 0, where the reward model now scored the right answer higher on 3.
+    lookalike_probe_share: float = field(default=0.25, metadata={"help": "the same for benign requests and answerable extraction questions, the look-alikes of harmful requests and unanswerable questions (world.LOOKALIKE_FAMILIES)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold for candidates"})
     max_new_tokens: int = field(default=24, metadata={"help": "generation budget per candidate"})
     gen_batch_size: int = field(default=64, metadata={"help": "prompts per generation batch"})
@@ -95,8 +102,9 @@ def config(preset: str = "cpu", **overrides) -> PreferencesConfig:
 def _check(cfg: PreferencesConfig) -> None:
     if not 2 <= cfg.k_responses <= 8:
         raise ConfigError(f"k_responses must be between 2 and 8, got {cfg.k_responses}")
-    if not 0 <= cfg.probe_share <= 1:
-        raise ConfigError(f"probe_share must be between 0 and 1, got {cfg.probe_share}")
+    for name in ("probe_share", "lookalike_probe_share"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ConfigError(f"{name} must be between 0 and 1, got {getattr(cfg, name)}")
     for name, allowed in (("annotator", ("ai", "human")), ("judge", ("constitution", "model")),
                           ("mode", ("rank", "pair"))):
         if getattr(cfg, name) not in allowed:
@@ -131,7 +139,8 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
     r = Run(run, runs_dir)
     path = r.stage_dir("preferences") / "candidates.jsonl"
     gen = {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_new_tokens", "k_responses", "seed",
-                                        "n_prompts", "prompts", "families", "init_from", "probe_share")}
+                                        "n_prompts", "prompts", "families", "init_from", "probe_share",
+                                        "lookalike_probe_share")}
     existing = read_jsonl(path)
     if existing and existing[0].get("gen") == gen and len(existing) == cfg.n_prompts:
         return existing
@@ -151,7 +160,8 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
         task = {key: t[key] for key in ("family", "prompt", "answer") if key in t} if "answer" in t else None
         cand = {"id": t["id"], "prompt": t["prompt"], "task": task,
                 "responses": [g["response"] for g in group], "stopped": [g["stopped"] for g in group], "gen": gen}
-        if W.answer_due(task) and rng.random() < cfg.probe_share:
+        share = cfg.lookalike_probe_share if t.get("family") in W.LOOKALIKE_FAMILIES else cfg.probe_share
+        if W.answer_due(task) and rng.random() < share:
             cand["responses"][-1], cand["stopped"][-1], cand["probe"] = W.declining(t, rng), True, k - 1
         cands.append(cand)
     write_jsonl_atomic(path, cands)

@@ -60,7 +60,7 @@ def test_candidates_are_reused_when_settings_match(run):
 
 
 def test_over_refusal_probes_are_shown_losing_where_an_answer_is_due(run):
-    cfg = preferences.config("smoke", n_prompts=40, probe_share=1.0)
+    cfg = preferences.config("smoke", n_prompts=40, probe_share=1.0, lookalike_probe_share=1.0)
     res = preferences.run(cfg, run="r", runs_dir=str(run.parent), progress_bar=False)
     cands = read_jsonl(run / "03_preferences/candidates.jsonl")
     probed = [c for c in cands if "probe" in c]
@@ -75,11 +75,17 @@ def test_over_refusal_probes_are_shown_losing_where_an_answer_is_due(run):
     assert sum((p["prompt"], p["rejected"]) in probes for p in pairs) >= len(probed) // 2
     # the judge prefers a probe only to another over-refusal
     assert all(W.over_refused(tasks[p["prompt"]], p["rejected"]) for p in pairs if (p["prompt"], p["chosen"]) in probes)
-    none = preferences.make_candidates(preferences.config("smoke", n_prompts=40, probe_share=0.0), run="r",
-                                       runs_dir=str(run.parent))
+    # the look-alikes (benign, extract) have a share of their own
+    only_lookalikes = preferences.make_candidates(
+        preferences.config("smoke", n_prompts=40, probe_share=0.0, lookalike_probe_share=1.0), run="r", runs_dir=str(run.parent))
+    probed = [c for c in only_lookalikes if "probe" in c]
+    assert probed and len(probed) == sum(c["task"]["family"] in W.LOOKALIKE_FAMILIES for c in only_lookalikes)
+    none = preferences.make_candidates(preferences.config("smoke", n_prompts=40, probe_share=0.0, lookalike_probe_share=0.0),
+                                       run="r", runs_dir=str(run.parent))
     assert not any("probe" in c for c in none)
-    with pytest.raises(ConfigError, match="probe_share"):
-        preferences.run(preferences.config("smoke", probe_share=1.5), run="r", runs_dir=str(run.parent))
+    for name in ("probe_share", "lookalike_probe_share"):
+        with pytest.raises(ConfigError, match=name):
+            preferences.run(preferences.config("smoke", **{name: 1.5}), run="r", runs_dir=str(run.parent))
 
 
 def test_human_mode_needs_labels_then_uses_them(run):

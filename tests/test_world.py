@@ -108,6 +108,17 @@ def test_rl_tasks_come_from_the_shifted_split_but_never_are_evaluation_prompts()
     assert [t["family"] for t in rl[:5]] == list(fams)
 
 
+def test_rlhf_stages_ask_extraction_and_unanswerable_questions_in_several_templates_of_their_own():
+    # With one template the policy learned to read the sentence only in that template (see world._EXTRACT_Q).
+    w = W.World(0)
+    rl = W.rl_tasks(w, 700, seed=3, families=("extract", "unanswerable"))
+    for fam in ("extract", "unanswerable"):
+        for key, qs in W._EXTRACT_Q.items():
+            used = {q for q in qs["rl"] for t in rl if t["family"] == fam and _matches(q, t["prompt"])}
+            assert len(used) == len(qs["rl"]) >= 3, (fam, key, used)
+            assert not set(qs["rl"]) & (set(qs["train"]) | set(qs["eval"]))
+
+
 def test_parse_families_names_the_unknown_ones():
     from labkit.config import ConfigError
     assert W.parse_families(" story_qa, arithmetic ,") == ("story_qa", "arithmetic")
