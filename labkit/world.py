@@ -302,8 +302,9 @@ _LIST_Q = {
 # family asks the same questions about sentences that do not hold the answer, so in every split the
 # question alone never tells whether it can be answered: the model has to read the sentence.
 # The RLHF stages get three templates, not one: with one, PPO learned to tell answerable from
-# unanswerable *in that template* (over-refusal in its rollouts fell to 0) and still said "It is not
-# stated." to 3-4 of 29 answerable questions in the held-out template.
+# unanswerable *in that template* (no over-refusal in 17 of its last 20 rollout batches) and still said
+# "It is not stated." to 3 of 29 answerable questions in the held-out template (seed 0; extraction kept
+# 96.6% with three).
 _EXTRACT_Q = {
     "pet": {"train": ["Which animal is mentioned here? {s}", "Name the animal in this sentence: {s}"],
             "rl": ["Which animal appears in this text? {s}", "What animal is named in this text? {s}",
