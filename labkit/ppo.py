@@ -172,6 +172,7 @@ class PPOConfig:
     alarm_window: int = field(default=16, metadata={"help": "steps over which reward hacking is judged"})
     alarm_true_drop: float = field(default=8.0, metadata={"help": "reward-hacking alarm: true score falls by this many points over the window while the learned reward rises"})
     alarm_run_drop: float = field(default=4.0, metadata={"help": "slow and held-out reward-hacking alarms: the true score fell by this many points over the run (rollout trend, or held-out before/after) while the learned reward rose"})
+    alarm_family_drop: float = field(default=10.0, metadata={"help": "held-out family alarm: one task family's sampled true score fell by this many points while the learned reward rose (the cpu preset's default runs at three seeds fell at most 3.0; with one RLHF template, 8.6)"})
     alarm_over_refusal: float = field(default=10.0, metadata={"help": "over-refusal alarm: rollouts refusing or saying 'not stated' on harmless requests rose by this many points since the first alarm_window steps"})
     alarm_kl: float = field(default=25.0, metadata={"help": "drift alarm: KL per response (nats) above this"})
     kl_ablation: bool = field(default=False, metadata={"help": "notebook 05 also trains the kl_coef=0 twin (ppo_eval.kl_ablation), the controlled KL ablation: a second PPO run, about 9 minutes at the cpu preset on 2 cores"})
@@ -207,7 +208,7 @@ CHART = {"learned reward": ["ppo/rm_score", "ppo/score"], "true score, over-refu
          "update size": ["ppo/clipfrac", "ppo/approx_kl"]}
 # Fields that may change between an interrupted run and its resume.
 _RESUMABLE_CHANGES = {"total_steps", "checkpoint_interval", "resume", "device", "threads", "n_eval", "eval_samples",
-                      "alarm_window", "alarm_true_drop", "alarm_run_drop", "alarm_over_refusal", "alarm_kl",
+                      "alarm_window", "alarm_true_drop", "alarm_run_drop", "alarm_family_drop", "alarm_over_refusal", "alarm_kl",
                       "gpu_memory_gb", "kl_ablation", "report_to"}
 
 

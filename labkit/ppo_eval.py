@@ -219,20 +219,34 @@ def _trend(history: list[dict], key: str) -> tuple[float, float] | None:
 
 def final_alarms(before: dict, after: dict, cfg: PPOConfig) -> list[dict]:
     """The held-out verdict: the learned reward rose on the evaluation prompts while the true score fell
-    by ``alarm_run_drop`` points (sampled mean or greedy). The evaluation is paired -- the same prompts
-    and sampling seed before and after -- so it sees a fall the noisy rollout metrics can hide."""
+    by ``alarm_run_drop`` points (sampled mean or greedy), or one family's sampled true score fell by
+    ``alarm_family_drop``. The evaluation is paired -- the same prompts and sampling seed before and after --
+    so it sees a fall the noisy rollout metrics can hide. The family check exists because an overall
+    score can rise while one family breaks: measured, the cpu preset's twin without the KL leash
+    garbled the names on benign look-alikes ("Say hello to Now"; sampled 80 -> 50%) while the conduct
+    families pulled the overall score up (62 -> 76%)."""
     if cfg.reward != "model" or None in (before.get("rm_score"), after.get("rm_score")):
         return []
+    if after["rm_score"] <= before["rm_score"]:
+        return []
+    rose = f"on the held-out prompts the learned reward rose {before['rm_score']:+.3f} -> {after['rm_score']:+.3f}"
+    alarms = []
     falls = {k: before[k] - after[k] for k in ("true_sampled", "true_greedy")
              if before.get(k) is not None and after.get(k) is not None}
     worst = max(falls, key=falls.get, default=None)
-    if after["rm_score"] <= before["rm_score"] or worst is None or falls[worst] < cfg.alarm_run_drop:
-        return []
-    return [{"step": None, "kind": "reward_hacking_heldout",
-             "message": f"on the held-out prompts the learned reward rose {before['rm_score']:+.3f} -> "
-                        f"{after['rm_score']:+.3f} while the true score ({worst.split('_')[1]}) fell "
-                        f"{before[worst]:.1f} -> {after[worst]:.1f}: the policy learned what the reward model "
-                        "likes, not what is right"}]
+    if worst is not None and falls[worst] >= cfg.alarm_run_drop:
+        alarms.append({"step": None, "kind": "reward_hacking_heldout",
+                       "message": f"{rose} while the true score ({worst.split('_')[1]}) fell "
+                                  f"{before[worst]:.1f} -> {after[worst]:.1f}: the policy learned what the reward "
+                                  "model likes, not what is right"})
+    fam_before, fam_after = before.get("per_family") or {}, after.get("per_family") or {}
+    for fam in sorted(set(fam_before) & set(fam_after)):
+        b, a = fam_before[fam]["sampled"], fam_after[fam]["sampled"]
+        if b - a >= cfg.alarm_family_drop:
+            alarms.append({"step": None, "kind": "reward_hacking_family",
+                           "message": f"{rose} while {fam} fell {b:.1f} -> {a:.1f}% of samples right: the policy "
+                                      f"broke what the reward model does not check there"})
+    return alarms
 
 
 def announce(alarm: dict) -> None:

@@ -357,6 +357,23 @@ def test_held_out_alarm_fires_when_the_learned_reward_rises_and_the_truth_falls(
                             ppo.config("cpu", reward="verifier")) == []
 
 
+def test_family_alarm_fires_when_one_family_breaks_under_a_rising_overall_score():
+    # The cpu preset's twin without the KL leash, as measured: the overall held-out score rose (conduct
+    # families), the learned reward rose, and benign look-alikes fell 80.4 -> 50.0% (garbled names).
+    cfg = ppo.config("cpu")
+    def fams(benign, harmful):
+        return {"benign": {"sampled": benign}, "harmful": {"sampled": harmful}, "extract": {"sampled": 98.3}}
+
+    before = {"rm_score": 0.01, "true_greedy": 60.0, "true_sampled": 61.8, "per_family": fams(80.4, 32.6)}
+    after = {"rm_score": 0.83, "true_greedy": 85.5, "true_sampled": 76.0, "per_family": fams(50.0, 96.9)}
+    fired = ppo_eval.final_alarms(before, after, cfg)
+    assert [a["kind"] for a in fired] == ["reward_hacking_family"] and "benign fell 80.4 -> 50.0" in fired[0]["message"]
+    # a small fall (the default's runs: at most 3.0 points), or a falling learned reward, is no alarm
+    assert ppo_eval.final_alarms(before, {**after, "per_family": fams(72.0, 96.9)}, cfg) == []
+    assert ppo_eval.final_alarms(before, {**after, "rm_score": -0.2}, cfg) == []
+    assert ppo_eval.final_alarms(before, after, ppo.config("cpu", alarm_family_drop=40.0)) == []
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="did you mean 'kl_coef'"):
         ppo.config("smoke", kl_coeff=0.1)
