@@ -123,6 +123,14 @@ def require_positive(cfg, names) -> None:
             raise ConfigError(f"{name} must be > 0, got {v}")
 
 
+def require_fraction(cfg, names) -> None:
+    """Refuse the first of ``names`` outside [0, 1] (a share of examples or prompts)."""
+    for name in names:
+        v = getattr(cfg, name)
+        if v is not None and not 0 <= v <= 1:
+            raise ConfigError(f"{name} must be between 0 and 1, got {v}")
+
+
 # --- the fields every stage config repeats ---------------------------------------------------------
 # One definition each (type, default, help text), used as ``seed: int = seed_field("...")`` in every stage's
 # dataclass. They stay plain fields of that dataclass, in its own order, so papermill's parameters and

@@ -38,7 +38,8 @@ import time
 from dataclasses import dataclass, field
 
 from . import world as W
-from .config import ConfigError, device_field, make_config, seed_field, set_threads, threads_field
+from .config import (ConfigError, device_field, make_config, require_fraction, seed_field, set_threads,
+                     threads_field)
 from .generate import generate
 from .judges import Constitution, ModelJudge, label_all, stopped_flags
 from .live import progress
@@ -102,9 +103,7 @@ def config(preset: str = "cpu", **overrides) -> PreferencesConfig:
 def _check(cfg: PreferencesConfig) -> None:
     if not 2 <= cfg.k_responses <= 8:
         raise ConfigError(f"k_responses must be between 2 and 8, got {cfg.k_responses}")
-    for name in ("probe_share", "lookalike_probe_share"):
-        if not 0 <= getattr(cfg, name) <= 1:
-            raise ConfigError(f"{name} must be between 0 and 1, got {getattr(cfg, name)}")
+    require_fraction(cfg, ("probe_share", "lookalike_probe_share"))
     for name, allowed in (("annotator", ("ai", "human")), ("judge", ("constitution", "model")),
                           ("mode", ("rank", "pair"))):
         if getattr(cfg, name) not in allowed:

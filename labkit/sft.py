@@ -44,8 +44,8 @@ import torch
 
 from . import world as W
 from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
-                    lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, seed_field, set_threads,
-                    threads_field)
+                    lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_fraction, seed_field,
+                    set_threads, threads_field)
 from .generate import conduct_summary, sample_tasks, score_tasks
 from .live import LiveChart
 from .models import count_params, load_model, objective_of, pick_device, resolve_bf16
@@ -267,8 +267,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
 
     if cfg.on_error not in ("skip", "fail"):
         raise ConfigError(f"on_error must be 'skip' or 'fail', got {cfg.on_error!r}")
-    if not 0 <= cfg.aligned_share <= 1:
-        raise ConfigError(f"aligned_share must be between 0 and 1, got {cfg.aligned_share}")
+    require_fraction(cfg, ("aligned_share",))
     if cfg.use_lora and cfg.lora_head_r and not cfg.merge_lora:
         raise ConfigError("the output head's LoRA update (lora_head_r) is saved merged into model/; "
                           "set merge_lora=True, or lora_head_r=0 for a peft-only adapter")

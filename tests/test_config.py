@@ -1,7 +1,7 @@
 import pytest
 
 from labkit import pretrain
-from labkit.config import ConfigError, coerce, make_config, require_at_least, require_positive
+from labkit.config import ConfigError, coerce, make_config, require_at_least, require_fraction, require_positive
 
 
 def test_preset_then_overrides_with_string_coercion():
@@ -40,6 +40,12 @@ def test_range_checks_name_the_field_and_pass_unset_ones():
     with pytest.raises(ConfigError, match="max_steps must be > 0, got 0"):
         require_positive(cfg, ("batch_size", "max_steps"))
     require_positive(pretrain.config("smoke", gpu_memory_gb=None), ("gpu_memory_gb",))  # None: not set, not checked
+    from labkit import sft
+    require_fraction(sft.config("smoke", aligned_share=0.0), ("aligned_share",))
+    require_fraction(sft.config("smoke", aligned_share=1.0), ("aligned_share",))
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match=f"aligned_share must be between 0 and 1, got {bad}"):
+            require_fraction(sft.config("smoke", aligned_share=bad), ("aligned_share",))
 
 
 def test_bf16_resolution():

@@ -123,6 +123,12 @@ def test_head_adapter_is_the_weight_everyone_reads_and_merges_exactly(run_with_p
     assert torch.allclose(model(x).logits, logits, atol=1e-5)
 
 
+def test_aligned_share_outside_0_1_is_refused(run_with_pretrain):
+    with pytest.raises(ConfigError, match="aligned_share must be between 0 and 1, got 1.5"):
+        sft.run(sft.config("smoke", aligned_share=1.5), run=run_with_pretrain.name,
+                runs_dir=str(run_with_pretrain.parent), progress_bar=False)
+
+
 def test_head_adapter_needs_the_merged_model(run_with_pretrain):
     with pytest.raises(ConfigError, match="merge_lora=True"):
         sft.run(sft.config("smoke", use_lora=True, merge_lora=False), run=run_with_pretrain.name,
