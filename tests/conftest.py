@@ -45,3 +45,20 @@ def ppo_standins(tmp_path_factory):
     tok.save_pretrained(r.stage_dir("reward") / "model")
     r.complete("reward", 0.0, {})
     return r
+
+
+@pytest.fixture(scope="session")
+def explore_run(tmp_path_factory):
+    """A run folder with every stage done on the smoke preset (stage 6's DPO and RLOO adapters included),
+    for the explorers' tests (tests/test_explore*.py, test_arena.py, test_explore_browser.py). Tests that
+    write into it (the arena, stage 1's extra tokenizers) use folders of their own inside it."""
+    from labkit import compare, ppo, preferences, pretrain, reward, sft
+    runs = tmp_path_factory.mktemp("explore_runs")
+    kw = dict(run="explore", runs_dir=str(runs), preset="smoke", progress_bar=False, live=False)
+    pretrain.run(pretrain.config("smoke"), **kw)
+    sft.run(sft.config("smoke"), **kw)
+    preferences.run(preferences.config("smoke"), **kw)
+    reward.run(reward.config("smoke"), **kw)
+    ppo.run(ppo.config("smoke", kl_ablation=False), **kw)
+    compare.run(compare.config("smoke"), **kw)
+    return runs / "explore"
