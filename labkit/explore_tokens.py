@@ -67,7 +67,8 @@ def stage_tokenizers(r: Run) -> tuple[dict, str]:
     docs, trained, t0 = None, [], time.perf_counter()
     for kind in [k for k in KINDS if k != own]:
         folder = stage / "tokenizers" / kind
-        if read_json(folder / "source.json") != {**wanted, "kind": kind}:
+        source = read_json(folder / "source.json", {})
+        if any(source.get(k) != v for k, v in {**wanted, "kind": kind}.items()):
             docs = docs if docs is not None else stage_corpus(cfg)
             tok = train_tokenizer(docs, kind, cfg.get("vocab_size", 1024))
             with atomic_dir(folder) as d:
