@@ -126,8 +126,27 @@ def cached(what: str, key: tuple, load):
     if k not in _CACHE:
         for old in [x for x in _CACHE if x[:2] == k[:2]]:
             del _CACHE[old]
-        _CACHE[k] = load()
+        with _quiet_loading():
+            _CACHE[k] = load()
     return _CACHE[k]
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No "Loading weights" bar per model (in a notebook each is a widget of its own, saved with it) and no
+    library deprecation notices: the explorer's output is the explorer."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def clear_cache() -> None:

@@ -77,7 +77,7 @@ def stage_tokenizers(r: Run) -> tuple[dict, str]:
             trained.append(kind)
         out[kind] = load_tokenizer(folder)
     note = (f"trained {' and '.join(trained)} on stage 1's {len(docs):,} documents in "
-            f"{time.perf_counter() - t0:.1f} s (kept in {stage / 'tokenizers'})") if trained else ""
+            f"{time.perf_counter() - t0:.1f} s (kept in the run's 01_pretrain/tokenizers/)") if trained else ""
     return out, note
 
 
