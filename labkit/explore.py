@@ -39,7 +39,7 @@ from . import world as W
 from .generate import generate
 from .live import in_notebook
 from .models import max_positions, objective_of, pick_device
-from .reward import load_reward_model, score
+from .reward_model import load_reward_model, score
 from .runs import STAGE_DIRS, STAGES, Run, read_json
 from .tokenizer import format_prompt
 
@@ -218,7 +218,7 @@ def examples(r: Run, per_family: int = 4) -> list[dict]:
     the evaluation prompts of stages 2 and 5), grouped by family."""
     cfg = read_json(r.path / STAGE_DIRS["sft"] / "config.json", {})
     fams = W.parse_families(cfg.get("families") or ",".join(W.DEFAULT_FAMILIES))
-    tasks = W.make_tasks(r.world(), per_family * len(fams), "eval", cfg.get("seed", 0), fams)
+    tasks = W.make_tasks(r.world(), per_family * len(fams), "eval", cfg.get("seed", 0), fams, distinct=True)
     return sorted(tasks, key=lambda t: fams.index(t["family"]))
 
 

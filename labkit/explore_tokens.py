@@ -27,13 +27,12 @@ import time
 
 import torch
 
-from . import world as W
-from .data import load_texts
 from .explore import (Explorer, ExploreError, check_text, example_options, examples, found, launch, load_policy,
                       load_tokenizer, need_policies, open_run, policies, sample, short, showcase)
 from .models import max_positions, objective_of
 from .ppo_eval import token_kl
 from .runs import STAGE_DIRS, Run, atomic_dir, atomic_write_json, read_json, text_hash
+from .textdata import TEXT_SETTINGS, load_corpus
 from .tokenizer import KINDS, train_tokenizer
 
 TEXT = "Mara gave the red kite to Tobin. 12 + 7 = 19. Café ☕"  # notebook 01's sentence
@@ -42,17 +41,6 @@ SATURATE_NATS = 3.0  # a log-ratio this large (either way) gets the strongest co
 
 
 # --- the tokenizer explorer ------------------------------------------------------------------------
-
-def stage_corpus(cfg: dict) -> list[str]:
-    """Stage 1's training documents, rebuilt from its config.json as its ``load_corpus`` builds them:
-    the world's corpus, or the texts of ``data`` (without the chunking a single long file gets there),
-    then the same split by document."""
-    if cfg.get("data", "world") == "world":
-        docs = W.corpus(W.World(cfg.get("world_seed", 0)), cfg.get("world_docs", 12000), seed=cfg.get("seed", 0) + 1)
-    else:
-        docs = load_texts(cfg["data"], text_field=cfg.get("text_field", "text"))
-    return W.split_docs(docs, cfg.get("val_fraction", 0.05), seed=cfg.get("seed", 0))[0]
-
 
 def stage_tokenizers(r: Run) -> tuple[dict, str]:
     """({kind: tokenizer}, what was done): stage 1's own kind first, then the other two, trained on stage 1's
@@ -69,7 +57,8 @@ def stage_tokenizers(r: Run) -> tuple[dict, str]:
         folder = stage / "tokenizers" / kind
         source = read_json(folder / "source.json", {})
         if any(source.get(k) != v for k, v in {**wanted, "kind": kind}.items()):
-            docs = docs if docs is not None else stage_corpus(cfg)
+            if docs is None:  # stage 1's training documents, from the settings in its config.json
+                docs = load_corpus(**{k: cfg.get(k, v) for k, v in TEXT_SETTINGS.items()})[0]
             tok = train_tokenizer(docs, kind, cfg.get("vocab_size", 1024))
             with atomic_dir(folder) as d:
                 tok.save_pretrained(d)

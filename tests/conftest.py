@@ -1,4 +1,5 @@
-"""Shared test settings: one torch thread per test process (the CI box has 2 shared cores)."""
+"""Shared test settings: two torch threads per test process (LABKIT_THREADS; the CI box has 2 cores), and the
+fixtures several test files share."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -48,10 +49,40 @@ def ppo_standins(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny tokenizer + Llama saved as a checkpoint folder (stands in for the SFT model)."""
+    from labkit import world
+    from labkit.models import build_model
+    from labkit.tokenizer import train_tokenizer
+    docs = world.corpus(world.World(0), 150, seed=1)
+    tok = train_tokenizer(docs, "bpe", 300)
+    torch.manual_seed(0)
+    model = build_model("causal", tok, n_layer=1, n_head=2, n_embd=32, block_size=256)
+    path = tmp_path_factory.mktemp("sft") / "model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, tok
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def require_browser():
+    """Skip a real-browser test where Chromium or playwright is missing -- but fail it in CI (CI=true), where a
+    missing browser is a broken setup, not a machine without one (tests/browser_setup.sh installs both)."""
+    import importlib.util
+    missing = [what for what, ok in (("playwright", importlib.util.find_spec("playwright") is not None),
+                                     (CHROMIUM, os.path.exists(CHROMIUM))) if not ok]
+    if missing:
+        why = f"{' and '.join(missing)} missing (run tests/browser_setup.sh)"
+        (pytest.fail if os.environ.get("CI", "").lower() == "true" else pytest.skip)(why)
+
+
+@pytest.fixture(scope="session")
 def explore_run(tmp_path_factory):
     """A run folder with every stage done on the smoke preset (stage 6's DPO and RLOO adapters included),
     for the explorers' tests (tests/test_explore*.py, test_arena.py, test_explore_browser.py). Tests that
-    write into it (the arena, stage 1's extra tokenizers) use folders of their own inside it."""
+    write into a run (the arena, stage 1's extra tokenizers) work on a copy of it."""
     from labkit import compare, ppo, preferences, pretrain, reward, sft
     runs = tmp_path_factory.mktemp("explore_runs")
     kw = dict(run="explore", runs_dir=str(runs), preset="smoke", progress_bar=False, live=False)

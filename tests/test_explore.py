@@ -121,7 +121,7 @@ def test_playground_answers_with_every_model_and_marks_verdicts(explore_run):
     for row in rates["rows"]:
         assert sum(float(x) for x in row[1:-1]) == pytest.approx(100) and row[-1] == 4
     # The rewards are the reward model's, through the one scoring function.
-    from labkit.reward import score
+    from labkit.reward_model import score
     rm, tok = explore.load_reward(r)
     first = w.explorer.results["sft"][0]
     assert first["reward"] == pytest.approx(score(rm, tok, [task["prompt"]], [first["response"]])[0].item(), abs=1e-5)

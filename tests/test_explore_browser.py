@@ -10,7 +10,7 @@ show as text and run nothing; the arena's keys must not reach JupyterLab.
 Each test saves a screenshot of its widget: into the folder named by LABKIT_SCREENSHOTS when set
 (``LABKIT_SCREENSHOTS=docs/explore`` refreshes the README's pictures), else into the test's temp
 folder. Needs /usr/bin/chromium and playwright (tests/browser_setup.sh): skipped without them, a
-failure in CI (tests/browser_check.py). Run:  python -m pytest tests/test_explore_browser.py -m browser
+failure in CI (conftest.require_browser). Run:  python -m pytest tests/test_explore_browser.py -m browser
 """
 
 import os
@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser_check import require_browser
+from conftest import require_browser
 
 pytestmark = pytest.mark.browser
 

@@ -6,7 +6,7 @@ from labkit import explore_reward
 from labkit import world as W
 from labkit.explore import ExplorerWidget, load_reward
 from labkit.explore_reward import RewardProbe, pair_for, sigmoid
-from labkit.reward import score
+from labkit.reward_model import score
 from labkit.runs import Run
 
 
