@@ -504,8 +504,8 @@ class Playground(Explorer):
         self.examples = examples(r, per_family)
         self.by_id = {t["id"]: t for t in self.examples}
         first = self.examples[0] if self.examples else {"id": "", "prompt": ""}
-        self.values = {"example": first["id"], "prompt": first["prompt"], "temperature": 1.0, "top_p": 1.0,
-                       "max_new_tokens": 32, "samples": 4, "seed": 0}
+        self.values = {c["id"]: c.get("value") for c in self.controls() if c["type"] == "number"}
+        self.values.update(example=first["id"], prompt=first["prompt"])
         self.results: dict[str, list[dict]] = {}
         self.task = None
 
