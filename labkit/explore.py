@@ -364,22 +364,18 @@ class Explorer:
 
     def act(self, msg: dict) -> None:
         """Handle one message from the browser; bad input becomes the message line."""
+        action = msg.get("action")
+        if action in ("click", "key") and msg.get("token") not in (None, self.token()):
+            return  # meant for an earlier screen: the second press of a double press, after the first moved on
         try:
-            action = msg.get("action")
+            if action in ("click", "key") and self.bad:
+                raise ExploreError(next(iter(self.bad.values())))
             if action == "set":
                 self.set(str(msg["id"]), msg.get("value"))
             elif action == "click":
-                if msg.get("token") not in (None, self.token()):
-                    return
-                if self.bad:
-                    raise ExploreError(next(iter(self.bad.values())))
                 self.say("")
                 self.click(str(msg["id"]))
             elif action == "key":
-                if msg.get("token") not in (None, self.token()):
-                    return  # the second press of a double press, after the first moved on
-                if self.bad:
-                    raise ExploreError(next(iter(self.bad.values())))
                 self.key(str(msg["key"]).lower())
         except ExploreError as e:
             self.say(str(e), error=True)
@@ -394,7 +390,6 @@ class Explorer:
         return {"kind": self.kind, "title": self.title, "controls": controls, "sections": self.sections(),
                 "message": self.message, "error": self.error, "help": self.help, "keys": self.keys(),
                 "token": self.token()}
-
 
 
 class Notice(Explorer):
