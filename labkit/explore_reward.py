@@ -15,17 +15,13 @@ Built like every explorer (``labkit.explore``).
 
 from __future__ import annotations
 
-import math
 import random
 
 from . import world as W
 from .explore import (TONES, Explorer, check_text, example_options, examples, launch, load_reward, open_run,
                       rewards, short, showcase)
+from .reward_eval import sigmoid
 from .runs import Run
-
-
-def sigmoid(x: float) -> float:
-    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
 
 
 def pair_for(task: dict) -> tuple[str, str]:
