@@ -85,7 +85,7 @@ from .live import LiveChart, progress
 from .models import PeakMemory, count_params, pick_device, resolve_bf16
 from .planner import lora_targets
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
-                   write_jsonl_atomic)
+                   write_jsonl_atomic, writes_run)
 from .tokenizer import conversation, ensure_chat_ready, format_prompt
 from .world import true_score
 from .tracking import hf_logging_dir, report_to_field, tb_dir
@@ -446,6 +446,7 @@ def sample_rows(method: str, rows: list[dict], best: bool = False) -> list[dict]
 
 # --- the stage --------------------------------------------------------------------------------------
 
+@writes_run
 def run(cfg: CompareConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train DPO and RLOO, rerank with best-of-n, read PPO; evaluate all as stage 5 does; write ``06_compare/``."""

@@ -102,7 +102,7 @@ from .ppo_models import (PolicyAndValue, _disabled, _inputs, demonstration_tasks
 from .pretrain import drift_ppl
 from .reward import score as rm_scores
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, config_fingerprint, file_hash,
-                   read_json, read_jsonl, resumable_checkpoint, write_jsonl_atomic)
+                   read_json, read_jsonl, resumable_checkpoint, write_jsonl_atomic, writes_run)
 from .tokenizer import format_prompt
 from .tracking import Tracker, closes_trackers, report_to_field, tb_dir
 from .world import true_score
@@ -553,6 +553,7 @@ def _save_outputs(stage: Path, policy, tokenizer, cfg: PPOConfig, before_rows: l
     write_jsonl_atomic(stage / "samples.jsonl", samples)
 
 
+@writes_run
 @closes_trackers
 def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:

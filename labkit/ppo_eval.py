@@ -266,18 +266,19 @@ def kl_ablation(cfg, run_name: str = "demo", runs_dir: str = "runs", preset: str
     r = Run(run_name, runs_dir)
     leash_dir = r.require("ppo", what="")
     twin = Run(f"{run_name}-nokl", runs_dir)
-    twin.update_manifest(world_seed=r.manifest().get("world_seed", 0))
-    # drift is measured on stage 1's validation text: the twin reads this run's (a config, not a model)
-    pretrain_cfg = r.stage_dir("pretrain") / "config.json"
-    if pretrain_cfg.exists():
-        atomic_write_text(twin.stage_dir("pretrain") / "config.json", pretrain_cfg.read_text())
-    # The twin starts from the same models with the same evaluation: its "before" is this run's (run()
-    # checks the models' hashes and the settings before reusing it).
-    atomic_write_text(twin.stage_dir("ppo") / "eval_before.json", (leash_dir / "eval_before.json").read_text())
-    policy_path, reward_path = ppo.model_paths(cfg, r)  # the twin names this run's models by path
-    ppo.run(dataclasses.replace(cfg, kl_coef=0.0, adaptive_kl=False, init_from=str(policy_path),
-                                reward_from=str(reward_path) if reward_path else cfg.reward_from),
-            run=twin.name, runs_dir=runs_dir, preset=preset, live=live)
+    with twin.lock():  # the twin is a run of its own, written by this process alone
+        twin.update_manifest(world_seed=r.manifest().get("world_seed", 0))
+        # drift is measured on stage 1's validation text: the twin reads this run's (a config, not a model)
+        pretrain_cfg = r.stage_dir("pretrain") / "config.json"
+        if pretrain_cfg.exists():
+            atomic_write_text(twin.stage_dir("pretrain") / "config.json", pretrain_cfg.read_text())
+        # The twin starts from the same models with the same evaluation: its "before" is this run's (run()
+        # checks the models' hashes and the settings before reusing it).
+        atomic_write_text(twin.stage_dir("ppo") / "eval_before.json", (leash_dir / "eval_before.json").read_text())
+        policy_path, reward_path = ppo.model_paths(cfg, r)  # the twin names this run's models by path
+        ppo.run(dataclasses.replace(cfg, kl_coef=0.0, adaptive_kl=False, init_from=str(policy_path),
+                                    reward_from=str(reward_path) if reward_path else cfg.reward_from),
+                run=twin.name, runs_dir=runs_dir, preset=preset, live=live)
     out = {}
     for label, d in ((f"with leash (kl_coef={cfg.kl_coef:g})", leash_dir), ("kl_coef=0", twin.stage_dir("ppo"))):
         out[label] = {**read_json(d / "eval.json"), "metrics": read_jsonl(d / "metrics.jsonl", on_error="skip")}

@@ -44,7 +44,7 @@ from .generate import generate
 from .judges import Constitution, ModelJudge, label_all, stopped_flags
 from .live import progress
 from .models import load_model, pick_device
-from .runs import Run, atomic_write_json, read_jsonl, write_jsonl_atomic
+from .runs import Run, atomic_write_json, read_jsonl, write_jsonl_atomic, writes_run
 from .store import LabelStore
 
 
@@ -189,6 +189,7 @@ def widget(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", mo
                          judge=constitution())
 
 
+@writes_run
 def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Candidates -> labels (AI judge, or the people's labels in the store) -> pairs.jsonl."""

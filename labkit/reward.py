@@ -71,7 +71,7 @@ from .live import LiveChart, progress
 from .models import count_params, pick_device, resolve_bf16
 from .planner import lora_targets
 from .runs import (Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json,
-                   read_jsonl, write_jsonl_atomic)
+                   read_jsonl, write_jsonl_atomic, writes_run)
 from .tokenizer import conversation
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 
@@ -524,6 +524,7 @@ def _check(cfg: RewardConfig) -> None:
 
 # --- the stage ----------------------------------------------------------------------------------
 
+@writes_run
 def run(cfg: RewardConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train the reward model on preference pairs, evaluate it three ways, write ``04_reward/``."""

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from .config import ConfigError, field_names, make_config
 from .live import PROGRESS_ENV, StageLine, format_seconds, watch_stage
-from .runs import DEFAULT_STAGES, NOTEBOOKS, STAGE_DIRS, STAGES, Run, StageMissing, read_json
+from .runs import DEFAULT_STAGES, NOTEBOOKS, STAGE_DIRS, STAGES, Run, RunLocked, StageMissing, read_json
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # Globals every stage notebook's parameters cell has besides its config fields.
@@ -228,29 +228,34 @@ def run_pipeline(name: str = "demo", preset: str = "cpu", stages: list[str] | No
 
     runs_dir = Path(runs_dir).resolve()
     run = Run(name, runs_dir)
-    if not force:
-        differ = completed_with_other_config(run, configs)
-        if differ:
-            raise ConfigError(f"run '{name}' already completed {'; '.join(differ)}. Re-running would replace "
-                              f"what it made: add --force to re-run, or use --name <new> for a new run")
-    run.update_manifest(preset=preset)
-    (run.path / "notebooks").mkdir(exist_ok=True)
     if tty is None:
         tty = log is print and sys.stdout.isatty()
-    for s in stages:
-        if run.is_complete(s) and not force:
-            log(f"[labkit] {s}: already complete in {run.path} with the same config, skipping (--force re-runs it)")
-            continue
-        line = StageLine(s, tty, log)
-        line.say(f"[labkit] {s}: running {NOTEBOOKS[s]} (preset={preset}) ...")
-        t0 = time.perf_counter()
-        execute_stage(run, s, {"run_name": name, "runs_dir": str(runs_dir), "preset": preset, **per[s]}, line)
-        if not run.is_complete(s):
-            raise RuntimeError(f"notebook {NOTEBOOKS[s]} finished but did not mark stage {s!r} complete")
-        seconds = time.perf_counter() - t0
-        run.annotate(s, requested=configs[s], notebook_seconds=round(seconds, 2))
-        line.say(f"[labkit] {s}: done in {format_seconds(seconds)}", final=True)
-    report = write_report(run)
+    # One writer per run folder: held for the whole pipeline, and inherited by the notebook kernels it starts.
+    with run.lock():
+        if not force:
+            differ = completed_with_other_config(run, configs)
+            if differ:
+                raise ConfigError(f"run '{name}' already completed {'; '.join(differ)}. Re-running would replace "
+                                  f"what it made: add --force to re-run, or use --name <new> for a new run")
+        run.update_manifest(preset=preset)
+        (run.path / "notebooks").mkdir(exist_ok=True)
+        for s in stages:
+            if run.is_complete(s) and not force:
+                log(f"[labkit] {s}: already complete in {run.path} with the same config, skipping (--force re-runs it)")
+                continue
+            if s in run.manifest()["stages"]:
+                log(f"[labkit] {s}: run.json marks it complete but {', '.join(run.missing_outputs(s))} is missing "
+                    f"(deleted?), so it runs again")
+            line = StageLine(s, tty, log)
+            line.say(f"[labkit] {s}: running {NOTEBOOKS[s]} (preset={preset}) ...")
+            t0 = time.perf_counter()
+            execute_stage(run, s, {"run_name": name, "runs_dir": str(runs_dir), "preset": preset, **per[s]}, line)
+            if not run.is_complete(s):
+                raise RuntimeError(f"notebook {NOTEBOOKS[s]} finished but did not mark stage {s!r} complete")
+            seconds = time.perf_counter() - t0
+            run.annotate(s, requested=configs[s], notebook_seconds=round(seconds, 2))
+            line.say(f"[labkit] {s}: done in {format_seconds(seconds)}", final=True)
+        report = write_report(run)
     log(f"[labkit] scorecard of run '{name}' (targets: labkit/report.py)")
     log(format_scorecard(scorecard(run)))
     log(f"[labkit] total time {format_seconds(total_seconds(run))} · report: {report}")
@@ -269,6 +274,11 @@ def status(name: str = "demo", runs_dir: str | Path = "runs") -> str:
     todo = []
     for stage in available_stages():
         info = m["stages"].get(stage)
+        missing = run.missing_outputs(stage) if info else []
+        if missing:
+            lines.append(f"  {stage:<12} incomplete: {', '.join(missing)} is missing (the next run redoes it)")
+            todo.append(stage)
+            continue
         if info:
             numbers = "  ".join(f"{short(k)} {fmt(v)}" for k, v in list(info["headline"].items())[:3])
             lines.append(f"  {stage:<12} complete  {format_seconds(stage_seconds(info)):>7}  {numbers}")
@@ -333,6 +343,7 @@ def main(argv=None) -> int:
     st.add_argument("--runs-dir", default="runs")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
+    run_dir = Path(args.run) if args.cmd == "train" else Path(args.runs_dir) / args.name
     try:
         if args.cmd == "run":
             stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
@@ -345,7 +356,9 @@ def main(argv=None) -> int:
             print(status(args.name, args.runs_dir))
         else:
             from .report import write_report
-            print(write_report(Run(args.name, args.runs_dir)))
+            run = Run(args.name, args.runs_dir)
+            with run.lock():
+                print(write_report(run))
     except Interrupted as e:
         at = f" at step {e.n}/{e.total or '?'}" if e.n is not None else ""
         again = shlex.join(["labkit", *(a for a in argv if a != "--force")])  # --force would redo finished stages
@@ -355,16 +368,46 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("labkit: interrupted", file=sys.stderr)
         return 130
-    except (ConfigError, FileNotFoundError, ValueError, StageMissing) as e:
+    except RunLocked as e:  # the run belongs to another process: write nothing into it, not even a log
         print(f"labkit: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # papermill wraps notebook failures: show the cause in one line
-        name = type(e).__name__
-        if name == "PapermillExecutionError":
-            print(f"labkit: error: a notebook cell failed: {e.ename}: {e.evalue}", file=sys.stderr)
-            return 1
-        raise
+    except (ConfigError, FileNotFoundError, ValueError, StageMissing) as e:
+        print(f"labkit: error: {one_line(str(e))}{log_error(run_dir, argv, e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # anything else, papermill's notebook failures included: one line, the rest in the log
+        cause = f"a notebook cell failed: {e.ename}: {e.evalue}" if type(e).__name__ == "PapermillExecutionError" \
+            else f"{type(e).__name__}: {e}"
+        print(f"labkit: error: {one_line(cause)}{log_error(run_dir, argv, e)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+ERROR_LOG = "labkit-errors.log"
+
+
+def log_error(run_dir: Path, argv: list[str], e: BaseException) -> str:
+    """Append ``e``'s full traceback (and a failed notebook cell's) to ``<run>/labkit-errors.log``; the text that
+    names the log for the one-line error ("" when the run folder does not exist: nothing is created for a log)."""
+    import re
+    import traceback
+    if not run_dir.is_dir():
+        return ""
+    log = run_dir / ERROR_LOG
+    cell = "".join(getattr(e, "traceback", None) or []) if type(e).__name__ == "PapermillExecutionError" else ""
+    try:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}  {shlex.join(['labkit', *argv])}  (pid {os.getpid()})\n")
+            f.write("".join(traceback.format_exception(e)))
+            if cell:  # the notebook's own traceback, without its terminal colours
+                f.write("--- the notebook cell's traceback:\n" + re.sub(r"\x1b\[[0-9;]*m", "", cell) + "\n")
+    except OSError:
+        return ""
+    return f" (full traceback in {log})"
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from .live import LiveChart
 from .models import count_params, load_model, objective_of, pick_device, resolve_bf16
 from .planner import lora_targets
 from .pretrain import drift_ppl
-from .runs import Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text
+from .runs import Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, writes_run
 from .tokenizer import conversation, ensure_chat_ready, format_prompt
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 
@@ -259,6 +259,7 @@ class MetricsCallback:
         return _CB(*a, **k)
 
 
+@writes_run
 def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Fine-tune, evaluate base vs SFT with the verifier, and write the stage folder."""

@@ -15,10 +15,11 @@ from labkit.runs import NOTEBOOKS, STAGES, Run, append_jsonl
 def run(tmp_path):
     """pretrain complete with its executed notebook (a figure, a widget output); sft complete, no notebook."""
     r = Run("hand", tmp_path)
-    r.update_manifest(preset="smoke")
-    r.complete("pretrain", 12.0, {"pretrain/val_ppl": 2.5, "pretrain/unigram_ppl": 170.0, "pretrain/params": 164160})
-    r.annotate("pretrain", notebook_seconds=20.0)
-    r.complete("sft", 30.0, {"sft/accuracy": 55.0, "sft/base_accuracy": 0.0, "sft/task_accuracy": 60.0})
+    with r.lock():
+        r.update_manifest(preset="smoke")
+        r.complete("pretrain", 12.0, {"pretrain/val_ppl": 2.5, "pretrain/unigram_ppl": 170.0, "pretrain/params": 164160})
+        r.annotate("pretrain", notebook_seconds=20.0)
+        r.complete("sft", 30.0, {"sft/accuracy": 55.0, "sft/base_accuracy": 0.0, "sft/task_accuracy": 60.0})
     append_jsonl(r.stage_dir("sft") / "metrics.jsonl", {"step": 2, "sft/loss": 3.0, "sft/learning_rate": 1e-3})
     fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 1], name="pretrain/loss")).to_plotly_json()
     nb = nbformat.v4.new_notebook()
@@ -48,7 +49,8 @@ def test_scorecard_lists_every_stage_against_its_targets(run):
 
 
 def test_a_target_whose_metric_is_missing_shows_a_dash(run):
-    run.complete("ppo", 1.0, {"ppo/harmful_refused_before": 30.0})
+    with run.lock():
+        run.complete("ppo", 1.0, {"ppo/harmful_refused_before": 30.0})
     rows = {r.metric: r for r in report.scorecard(run)}
     assert (rows["harmful_refused_after"].value, rows["harmful_refused_after"].verdict) == ("-", "-")
     assert rows["harmful_refused_after"].target == ">= 85 and >= harmful_refused_before + 40 (70)"
