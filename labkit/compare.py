@@ -86,7 +86,7 @@ from .models import PeakMemory, count_params, pick_device, resolve_bf16
 from .planner import lora_targets
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
                    write_jsonl_atomic, writes_run)
-from .tokenizer import conversation, ensure_chat_ready, format_prompt
+from .tokenizer import conversation, ensure_chat_ready, fit_pairs, format_prompt
 from .world import true_score
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 
@@ -222,7 +222,7 @@ def preference_pairs(r: Run, tokenizer, limit: int, heldout: list[dict] = ()) ->
             raise ConfigError(f"{path} holds no preference pairs, and DPO trains on them: re-run stage 3 "
                               f"(labkit run --stages preferences --force) or leave dpo out of methods")
     pairs, _ = rw.load_pairs(rcfg, r)
-    pairs, _, _ = rw.drop_too_long(pairs, tokenizer, rcfg.max_length_tokens or limit)
+    pairs, _, _ = fit_pairs(pairs, tokenizer, rcfg.max_length_tokens or limit)
     train, held = rw.split_by_prompt(pairs, rcfg.eval_fraction, rcfg.seed)
     seen = {t["prompt"] for t in heldout}
     train = [p for p in train if p["prompt"] not in seen]

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from . import world as W
 from .config import (ConfigError, device_field, make_config, require_fraction, seed_field, set_threads,
                      threads_field)
+from .data import load_prompts
 from .generate import generate
 from .judges import Constitution, ModelJudge, label_all, stopped_flags
 from .live import progress
@@ -51,7 +52,7 @@ from .store import LabelStore
 @dataclass
 class PreferencesConfig:
     # prompts and candidates
-    prompts: str = field(default="world", metadata={"help": "'world' (embedded tasks, with a verifier) or a JSONL/instruction file of prompts"})
+    prompts: str = field(default="world", metadata={"help": "'world' (embedded tasks, with a verifier) or a prompts file: {\"prompt\": ...} lines, JSON strings, .txt lines, Alpaca/Dolly/chat (data.load_prompts, as stages 5 and 6)"})
     # 2000 x 6 candidates gives ~10,000 pairs (measured with seven families: 4000 prompts gave 20,000), more
     # than the reward model's max_pairs reads at the cpu preset
     n_prompts: int = field(default=2000, metadata={"help": "prompts to collect preferences on"})
@@ -123,9 +124,8 @@ def prompts_for(cfg: PreferencesConfig, run: Run) -> list[dict]:
     if cfg.prompts == "world":
         fams = W.parse_families(cfg.families)
         return W.rl_tasks(run.world(), cfg.n_prompts, seed=1000 + cfg.seed, families=fams, eval_seed=cfg.seed)
-    from .data import load_instructions
-    records, _ = load_instructions(cfg.prompts)
-    return [{"id": f"p{i}", "prompt": r["prompt"], "family": None} for i, r in enumerate(records[:cfg.n_prompts])]
+    tasks, _ = load_prompts(cfg.prompts, max_records=cfg.n_prompts)  # as stages 5 and 6 read them
+    return tasks
 
 
 def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs") -> list[dict]:

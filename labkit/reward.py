@@ -72,7 +72,7 @@ from .models import count_params, pick_device, resolve_bf16
 from .planner import lora_targets
 from .runs import (Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json,
                    read_jsonl, write_jsonl_atomic, writes_run)
-from .tokenizer import conversation
+from .tokenizer import conversation, fit_pairs, scoring_text  # scoring_text: what the reward model reads
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 
 
@@ -85,7 +85,7 @@ class RewardConfig:
     max_pairs: int | None = field(default=8000, metadata={"help": "use at most this many pairs, those of the first prompts in the file (None: all)"})
     eval_fraction: float = field(default=0.15, metadata={"help": "fraction of prompts held out for evaluation (all pairs of a prompt stay on one side)"})
     margin_field: str | None = field(default=None, metadata={"help": "pairs.jsonl field with a per-pair margin m, loss -log σ(Δr - m) (Llama 2, sec. 3.2.2); None: no margin"})
-    max_length_tokens: int | None = field(default=None, metadata={"help": "drop pairs whose longer side exceeds this many tokens (None: the model's max positions)"})
+    max_length_tokens: int | None = field(default=None, metadata={"help": "fit pairs into this many tokens (None: the model's max positions): a long prompt loses its earliest turns, then its start; a pair whose responses alone do not fit is dropped (tokenizer.fit_pairs)"})
     # model
     init_from: str = field(default="sft", metadata={"help": "'sft' (this run's 02_sft model) or a checkpoint folder / hub name to start the reward model from"})
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters (+ the score head) instead of every weight; merged before saving"})
@@ -150,11 +150,6 @@ def config(preset: str = "cpu", **overrides) -> RewardConfig:
 
 
 # --- the scoring format: one function, shared with PPO ------------------------------------
-
-def scoring_text(tokenizer, instruction: str, response: str) -> str:
-    """Exactly what the reward model reads: ``<|user|>instruction<|assistant|> response<eos>``."""
-    return tokenizer.apply_chat_template(conversation(instruction, response), tokenize=False)
-
 
 @torch.no_grad()
 def score(model, tokenizer, instructions: list[str], responses: list[str], batch_size: int = 64,
@@ -243,16 +238,6 @@ def to_trl(pairs: list[dict]):
              "rejected": [{"role": "assistant", "content": p["rejected"]}],
              **({"margin": p["margin"]} if "margin" in p else {})} for p in pairs]
     return Dataset.from_list(rows)
-
-
-def drop_too_long(pairs: list[dict], tokenizer, max_tokens: int) -> tuple[list[dict], int, int]:
-    """Pairs whose chosen and rejected texts both fit in ``max_tokens`` (TRL would drop the rest silently),
-    how many were dropped, and the longest kept text in tokens (what the memory planner sizes for)."""
-    texts = [scoring_text(tokenizer, p["prompt"], p[k]) for p in pairs for k in ("chosen", "rejected")]
-    lens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    longest = [max(lens[2 * i], lens[2 * i + 1]) for i in range(len(pairs))]
-    keep = [i for i in range(len(pairs)) if longest[i] <= max_tokens]
-    return [pairs[i] for i in keep], len(pairs) - len(keep), max((longest[i] for i in keep), default=0)
 
 
 # --- evaluation helpers (pure) ---------------------------------------------------------------
@@ -455,7 +440,7 @@ def plan_for(cfg: RewardConfig, r: Run, budget: float | None = None, device=None
     init_path = _sft_dir(r, r.stage_dir("reward")) if cfg.init_from == "sft" else cfg.init_from
     try:
         tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(init_path)))
-        _, _, longest = drop_too_long(pairs, tokenizer, token_limit(cfg, AutoConfig.from_pretrained(str(init_path))))
+        _, _, longest = fit_pairs(pairs, tokenizer, token_limit(cfg, AutoConfig.from_pretrained(str(init_path))))
         return planner.config_plan(cfg, str(init_path), "reward", device or pick_device(cfg.device), seq_len=longest,
                                    budget=budget, lora_target_modules=lora_targets(str(init_path), cfg.lora_target_modules))
     finally:
@@ -558,10 +543,11 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     torch.manual_seed(cfg.seed)  # the new score head is initialised randomly: same seed, same head
     model = load_reward_model(init_path, tokenizer)
     limit = token_limit(cfg, model.config)
-    pairs, n_too_long, _ = drop_too_long(pairs, tokenizer, limit)
+    pairs, fit, _ = fit_pairs(pairs, tokenizer, limit)  # long prompts lose their earliest turns (tokenizer.fit_pairs)
     train_pairs, eval_pairs = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
     if not train_pairs:
-        raise ConfigError(f"no pair fits in {limit} tokens ({n_too_long} dropped); raise max_length_tokens")
+        raise ConfigError(f"no pair fits in {limit} tokens ({fit['dropped']} dropped: their responses alone fill "
+                          f"the model); use a model with more positions (stage 1's block_size)")
     cfg, plan = fit_budget(cfg, r, device)  # raises before anything is written when nothing fits
     if plan is not None:
         bf16 = cfg.bf16
@@ -642,7 +628,8 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         "reward/chosen_mean": held["chosen_mean"], "reward/rejected_mean": held["rejected_mean"],
         "reward/final_loss": last.get("reward/loss"), "reward/steps": trainer.state.global_step,
         "reward/pairs_train": len(train_pairs), "reward/pairs_eval": len(eval_pairs),
-        "reward/prompts_eval": len({p["prompt"] for p in eval_pairs}), "reward/pairs_dropped_too_long": n_too_long,
+        "reward/prompts_eval": len({p["prompt"] for p in eval_pairs}), "reward/pairs_dropped_too_long": fit["dropped"],
+        "reward/pairs_truncated": fit["truncated"],
         "reward/params": count_params(model), "reward/trainable_params": trainable,
         "reward/params_changed": changed, "reward/train_seconds": t_train,
         "reward/seconds": time.perf_counter() - t_start, "reward/threads": threads, "device": str(device),

@@ -71,6 +71,20 @@ def parse_params(pairs: list[str]) -> dict:
     return out
 
 
+def absolute_paths(params: dict) -> dict:
+    """Parameter values that name a file or folder relative to where the command runs, made absolute: the
+    notebooks run in notebooks/, where ``-p data=book.txt`` would name another file, or none. Only values that
+    look like paths are touched: one that exists and has a "/" or a suffix (a folder named like a keyword, "world",
+    stays a keyword; "org/name" stays a hub name), or a data file's name (so that its "file not found" names it)."""
+    def absolute(v):
+        if not isinstance(v, str) or os.path.isabs(v):
+            return v
+        path = Path(v)
+        data_file = path.suffix.lower() in (".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".gz")
+        return str(path.resolve()) if data_file or (("/" in v or path.suffix) and path.exists()) else v
+    return {k: absolute(v) for k, v in params.items()}
+
+
 def split_params(params: dict, stages: list[str]) -> dict[str, dict]:
     """Route each parameter to the stages it belongs to; unknown names are an error naming the valid ones."""
     per = {s: {} for s in stages}
@@ -222,7 +236,7 @@ def run_pipeline(name: str = "demo", preset: str = "cpu", stages: list[str] | No
     if missing:
         raise ConfigError(f"stage {', '.join(missing)} has no notebook in {NOTEBOOK_DIR}")
     stages = [s for s in STAGES if s in stages]  # pipeline order, whatever order was given
-    per = split_params(params or {}, stages)
+    per = split_params(absolute_paths(params or {}), stages)
     # Build every config now: bad values fail before hours of training.
     configs = {s: jsonable(make_config(config_class(s), stage_module(s).PRESETS, preset, per[s])) for s in stages}
 

@@ -297,3 +297,16 @@ def test_a_stage_whose_outputs_were_deleted_runs_again_and_the_runner_says_so(tm
     runner.run_pipeline("d", "smoke", ["pretrain", "sft"], runs_dir=tmp_path, log=logs.append)
     assert ran == ["pretrain", "sft", "sft"]
     assert "[labkit] sft: run.json marks it complete but 02_sft/eval.json is missing (deleted?), so it runs again" in logs
+
+
+def test_relative_data_paths_name_files_where_the_command_runs(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "book.txt").write_text("text")
+    (tmp_path / "prompts.jsonl").write_text('"hi"\n')
+    (tmp_path / "world").mkdir()
+    monkeypatch.chdir(tmp_path)
+    out = runner.absolute_paths({"data": "data/book.txt", "ppo.prompts": "prompts.jsonl", "sft.data": "world",
+                                 "reward.data": "missing.jsonl", "max_steps": "3", "init_from": "org/model"})
+    assert out == {"data": str(tmp_path / "data" / "book.txt"), "ppo.prompts": str(tmp_path / "prompts.jsonl"),
+                   "sft.data": "world", "reward.data": str(tmp_path / "missing.jsonl"), "max_steps": "3",
+                   "init_from": "org/model"}

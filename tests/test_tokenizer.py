@@ -54,3 +54,39 @@ def test_compare_reports_each_tokenizer():
     wp = rows[1]
     assert "<unk>" in wp["example"]  # WordPiece never saw the emoji
     assert all(r["chars_per_token"] > 1 for r in rows)
+
+
+def _hh(turns: list[str], chosen: str, rejected: str) -> dict:
+    """An hh-rlhf pair as data.load_preferences gives it: the transcript up to the last "Assistant:"."""
+    prompt = "".join(f"\n\n{'Human' if i % 2 == 0 else 'Assistant'}: {t}" for i, t in enumerate(turns))
+    return {"prompt": prompt + "\n\nAssistant:", "chosen": " " + chosen, "rejected": " " + rejected}
+
+
+def test_fit_pairs_keeps_the_last_turns_and_never_cuts_a_response():
+    tok = T.train_tokenizer(TEXT, "bpe", 400)
+    n = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    short = _hh(["Where does Mara live?"], "In Brindle.", "No idea.")
+    turns = ["Tell me about the town of Brindle and the people who live there, every one of them."] * 6 + \
+        ["So where does Mara live?"]
+    long = _hh(turns, "Mara lives in Brindle.", "Mara lives somewhere.")
+    hopeless = _hh(["Where?"], "Mara lives in Brindle. " * 40, "No.")
+    limit = 80
+    assert n(T.scoring_text(tok, long["prompt"], long["chosen"])) > limit >= n(T.scoring_text(tok, short["prompt"], short["chosen"]))
+    kept, counts, longest = T.fit_pairs([short, long, hopeless], tok, limit)
+    assert counts == {"pairs": 3, "whole": 1, "truncated": 1, "dropped": 1}
+    assert kept[0] == short and longest <= limit
+    cut = kept[1]
+    assert (cut["chosen"], cut["rejected"]) == (long["chosen"], long["rejected"])  # the preference is untouched
+    assert cut["prompt"].endswith("Human: So where does Mara live?\n\nAssistant:")  # the last turns stay
+    assert long["prompt"].endswith(cut["prompt"]) and cut["prompt"].startswith("Human: ")  # whole turns, from the left
+    assert cut["prompt_tokens_before"] == n(long["prompt"])
+    assert all(n(T.scoring_text(tok, p["prompt"], p[s])) <= limit for p in kept for s in ("chosen", "rejected"))
+
+
+def test_fit_pairs_cuts_inside_a_last_turn_too_long_to_keep_whole():
+    tok = T.train_tokenizer(TEXT, "bpe", 400)
+    pair = _hh(["Mara went to the market and bought bread, milk and eggs. " * 6 + "What did she buy?"], "Bread.", "Fish.")
+    (cut,), counts, _ = T.fit_pairs([pair], tok, 48)
+    assert counts["truncated"] == 1
+    assert cut["prompt"].endswith("What did she buy?\n\nAssistant:") and len(cut["prompt"]) < len(pair["prompt"])
+    assert len(tok(T.scoring_text(tok, cut["prompt"], cut["chosen"]), add_special_tokens=False)["input_ids"]) <= 48
