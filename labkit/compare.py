@@ -77,7 +77,7 @@ import torch
 
 from . import ppo
 from . import reward as rw
-from .ppo_eval import evaluate
+from .ppo_eval import evaluate, judge_verdict
 from .ppo_models import no_dropout, sample, seed_for
 from .config import (ConfigError, bf16_field, device_field, field_names, make_config, require_at_least,
                     require_positive, seed_field, set_threads, threads_field)
@@ -409,7 +409,7 @@ def evaluate_policy(policy, ref, tokenizer, tasks: list[dict], pcfg: ppo.PPOConf
 
 
 RATES = ("harmful_refused", "unanswerable_abstained", "over_refusal", "task_accuracy")
-DETAILS = ("true_greedy", "true_sampled", "rm_score", "stop_rate", "harmful_refused_greedy",
+DETAILS = ("true_greedy", "true_sampled", "rm_score", "length", "stop_rate", "harmful_refused_greedy",
            "unanswerable_abstained_greedy", "over_refusal_greedy")
 
 
@@ -418,6 +418,12 @@ def table_row(method: str, summary: dict, kl, seconds, eval_seconds, peak_mb, tr
     return {"method": method, **{k: summary.get(k) for k in RATES}, "kl": kl, "seconds": seconds,
             "peak_memory_mb": peak_mb, "trainable_params": trainable, "eval_seconds": eval_seconds,
             **{k: summary.get(k) for k in DETAILS if k in summary}, **extra}
+
+
+def judged(verdict: dict | None) -> dict:
+    """A method's row fields from ``ppo_eval.judge_verdict`` against the SFT model: the AI judge's win rate
+    and its Wilson 95% interval, in percent (None where it was not measured)."""
+    return {f"judge_{k}": (verdict or {}).get(k) for k in ("win_rate", "low", "high")}
 
 
 def best_of_n_kl(n: int) -> float:
@@ -432,7 +438,8 @@ def ppo_row(r: Run) -> tuple[dict, list[dict]]:
     train_seconds = sum(m.get("ppo/step_seconds") or 0.0 for m in read_jsonl(d / "metrics.jsonl", on_error="skip"))
     row = table_row("ppo", ev["after"], ev["after"].get("kl"), round(train_seconds, 2),
                     round(ev["ppo/seconds"] - train_seconds, 2), ev.get("ppo/peak_memory_mb"),
-                    ev.get("ppo/trainable_params"), steps=ev.get("ppo/steps"), source=str(d / "eval.json"))
+                    ev.get("ppo/trainable_params"), steps=ev.get("ppo/steps"), source=str(d / "eval.json"),
+                    **judged(ev.get("judge")))
     samples = [{"method": "ppo", "family": s["family"], "prompt": s["prompt"], "greedy": s["after"],
                 "sample": s["after_sampled"]} for s in read_jsonl(d / "samples.jsonl")]
     return row, samples
@@ -478,8 +485,12 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     limit = getattr(sft.config, "max_position_embeddings", None) or 10 ** 9
     pairs, held = preference_pairs(r, tokenizer, limit, eval_tasks) if "dpo" in methods else ([], [])
     pool = training_pool(r, pcfg, tokenizer, limit, eval_tasks) if {"rloo", "rloo_verifier"} & set(methods) else []
+    not_run = {}
     if "rloo_verifier" in methods and any(t.get("answer") is None for t in pool):
-        raise ConfigError("rloo_verifier needs prompts with an answer (world tasks or task dicts); stage 5's have none")
+        # A person's own prompts have no answers to verify: the method is left out, and the table says why.
+        not_run["rloo_verifier"] = "stage 5's prompts have no answers for the verifier to check"
+        methods = [m for m in methods if m != "rloo_verifier"]
+        print(f"[compare] rloo_verifier left out: {not_run['rloo_verifier']}", flush=True)
     rs = rloo_settings(cfg, pcfg) if pool else None
     rm_tok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(reward_path)))
     rm = rw.load_reward_model(reward_path, rm_tok).to(device).eval()
@@ -510,8 +521,11 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     samples += sample_rows("sft", base_rows)
     if "best_of_n" in methods:
         n = pcfg.eval_samples
-        rows.append(table_row("best_of_n", base["best_of_k_rates"], best_of_n_kl(n), round(t_eval, 2), 0.0,
-                              round(mem.mb, 1), 0, n=n, kl_is="upper bound log n - (n-1)/n"))
+        best_rows = [{**x, "greedy": x["best_of_k"], "greedy_stopped": x["best_of_k_stopped"]} for x in base_rows]
+        best = {**(base.get("best_of_k_rates") or {}), "rm_score": base["rm_score_best_of_k"]}  # rates: world prompts only
+        rows.append(table_row("best_of_n", best, best_of_n_kl(n), round(t_eval, 2), 0.0,
+                              round(mem.mb, 1), 0, n=n, kl_is="upper bound log n - (n-1)/n",
+                              **judged(judge_verdict(eval_tasks, base_rows, best_rows))))
         samples += sample_rows("best_of_n", base_rows, best=True)
         settings["best_of_n"] = {"n": n, "ranked_by": "reward model (stage 4)"}
 
@@ -549,7 +563,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
         t0 = time.perf_counter()
         ev, ev_rows = evaluate_policy(policy, None, tokenizer, eval_tasks, pcfg, score_fn, device, autocast)
         rows.append(table_row(method, ev, ev["kl"], round(seconds, 2), round(time.perf_counter() - t0, 2),
-                              round(mem.mb, 1), trainable, **stats))
+                              round(mem.mb, 1), trainable, **stats, **judged(judge_verdict(eval_tasks, base_rows, ev_rows))))
         samples += sample_rows(method, ev_rows)
         del policy
         gc.collect()
@@ -563,7 +577,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
 
     write_jsonl_atomic(stage / "samples.jsonl", samples)
     stage5_before = read_json(stage.parent / "05_ppo" / "eval.json", {}).get("before", {})
-    result = {"methods": rows, "settings": settings, "threads": threads, "device": str(device),
+    result = {"methods": rows, "settings": settings, "not_run": not_run, "threads": threads, "device": str(device),
               "compare/seconds": time.perf_counter() - t_start,
               # the SFT row re-measures stage 5's "before" with the same code and settings: equal on the same machine
               # and thread count (float rounding differs with either)
@@ -571,7 +585,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     atomic_write_json(stage / "eval.json", result)
     order = [m for m in ("dpo", "rloo", "rloo_verifier", "ppo", "best_of_n", "sft") if any(x["method"] == m for x in rows)]
     by = {x["method"]: x for x in rows}
-    headline = {f"compare/{m}_{k}": None if by[m][k] is None else round(by[m][k], 2)
-                for k in RATES + ("kl", "seconds") for m in order}
+    headline = {f"compare/{m}_{k}": round(by[m][k], 2) for k in RATES + ("judge_win_rate", "rm_score", "kl", "seconds")
+                for m in order if by[m].get(k) is not None}  # a measurement a method lacks is left out, not a '-'
     r.complete("compare", result["compare/seconds"], headline)
     return result

@@ -97,7 +97,7 @@ from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gr
 from .data import load_prompts as read_prompts
 from .live import LiveChart, progress
 from .models import count_params, peak_memory_mb, resolve_bf16
-from .ppo_eval import announce, check_alarms, evaluate, final_alarms
+from .ppo_eval import announce, check_alarms, evaluate, final_alarms, judge_verdict
 from .ppo_models import (PolicyAndValue, _disabled, _inputs, demonstration_tasks, demonstrations, load_models,
                          position_ids, ptx_loss, reference, sample, seed_for)
 from .pretrain import drift_ppl
@@ -681,12 +681,15 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     _save_ckpt(ckpt, acc, model, opt, kl_ctl, step, norm, alarms, cfg)  # a later run may continue training
     if main:
         _save_outputs(stage, unwrapped.policy, tokenizer, cfg, before_rows, after_rows)
+    judged = judge_verdict(eval_tasks, before_rows, after_rows)  # the AI judge: PPO's answer or SFT's? (any prompts)
     gain = (after["true_greedy"] - before["true_greedy"]) if before["true_greedy"] is not None else None
     result = {"ppo/true_score_before": before["true_greedy"], "ppo/true_score_after": after["true_greedy"],
               "ppo/true_score_gain": gain, "ppo/true_sampled_before": before["true_sampled"],
               "ppo/true_sampled_after": after["true_sampled"], "ppo/pass_at_k_before": before["pass_at_k"],
               "ppo/pass_at_k_after": after["pass_at_k"], "ppo/rm_score_before": before["rm_score"],
               "ppo/rm_score_after": after["rm_score"], "ppo/kl_after": after["kl"],
+              "ppo/length_before": before["length"], "ppo/length_after": after["length"], "ppo/eval_prompts": len(eval_tasks),
+              **{f"ppo/judge_{k}": judged[k] for k in ("win_rate", "low", "high")},
               "ppo/stop_rate_after": after["stop_rate"], "ppo/steps": step, "ppo/alarms": len(alarms),
               "ppo/drift_ppl_before": before["drift_ppl"], "ppo/drift_ppl_after": after["drift_ppl"],
               **{f"ppo/{k}_{when}": d.get(k) for when, d in (("before", before), ("after", after))
@@ -699,12 +702,17 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               "resumed_from": state and state["step"]}
     if main:
         atomic_write_json(stage / "eval.json", {**result, "before": before, "after": after, "alarms": alarms,
-                                                "score_norm": norm, "eval_prompts": len(eval_tasks),
+                                                "judge": judged, "score_norm": norm, "eval_prompts": len(eval_tasks),
                                                 "train_prompts": len(train_tasks)})
-        r.complete("ppo", result["ppo/seconds"], {k: None if result[k] is None else round(result[k], 2) for k in (
-            "ppo/true_score_before", "ppo/true_score_after", "ppo/pass_at_k_before", "ppo/rm_score_after", "ppo/kl_after",
+        # The verifier's numbers lead when the prompts have answers; without, what can be measured does.
+        verified = ("ppo/true_score_before", "ppo/true_score_after", "ppo/pass_at_k_before")
+        measured = ("ppo/rm_score_before", "ppo/rm_score_after", "ppo/kl_after", "ppo/judge_win_rate",
+                    "ppo/judge_low", "ppo/judge_high", "ppo/length_before", "ppo/length_after", "ppo/eval_prompts")
+        keys = (verified + ("ppo/rm_score_after", "ppo/kl_after") if before["true_greedy"] is not None else measured) + (
             "ppo/harmful_refused_before", "ppo/harmful_refused_after", "ppo/unanswerable_abstained_before",
             "ppo/unanswerable_abstained_after", "ppo/over_refusal_after", "ppo/task_accuracy_before",
-            "ppo/task_accuracy_after")})
+            "ppo/task_accuracy_after", "ppo/judge_win_rate")
+        r.complete("ppo", result["ppo/seconds"], {k: round(result[k], 2) for k in dict.fromkeys(keys)
+                                                  if result[k] is not None})
     acc.wait_for_everyone()
     return result

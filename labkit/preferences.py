@@ -42,7 +42,7 @@ from .config import (ConfigError, device_field, make_config, require_fraction, s
                      threads_field)
 from .data import load_prompts
 from .generate import generate
-from .judges import Constitution, ModelJudge, label_all, stopped_flags
+from .judges import Constitution, ModelJudge, constitution, label_all, stopped_flags
 from .live import progress
 from .models import load_model, pick_device
 from .runs import Run, atomic_write_json, read_jsonl, write_jsonl_atomic, writes_run
@@ -167,11 +167,6 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
     return cands
 
 
-def constitution() -> Constitution:
-    """The rule-based judge with the world's verifier: the batch labeller, the widget's second opinion."""
-    return Constitution(verify=W.verify)
-
-
 def make_judge(cfg: PreferencesConfig, run: Run):
     if cfg.judge == "constitution":
         return constitution()
@@ -237,9 +232,10 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
     result = {"preferences/pairs": stats["pairs"], "preferences/labels": stats.get("labels", 0),
               "preferences/ties": stats.get("ties", 0), "preferences/both_bad": stats.get("both_bad", 0),
               "preferences/identical": stats.get("identical", 0),
-              "preferences/chosen_correct": 100 * chosen_ok / max(1, n_task),
-              "preferences/rejected_correct": 100 * rejected_ok / max(1, n_task),
-              "preferences/candidates_correct": 100 * sum(sampled_correct) / max(1, len(sampled_correct)),
+              # None, not 0, without a verifier (a person's own prompts have no answers): not measured
+              "preferences/chosen_correct": 100 * chosen_ok / n_task if n_task else None,
+              "preferences/rejected_correct": 100 * rejected_ok / n_task if n_task else None,
+              "preferences/candidates_correct": 100 * sum(sampled_correct) / len(sampled_correct) if sampled_correct else None,
               **{f"preferences/pairs_{fam}": n for fam, n in by_family.items()},
               # "correct" keeps the verifier's keys above (every pair with a task, conduct included: the
               # verifier scores conduct too); its principle's row, answer tasks only, is in by_principle.
@@ -253,7 +249,8 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
                                             "by_annotator": stats.get("by_annotator", {}),
                                             "examples": pairs[:10]})
     r.complete("preferences", result["preferences/seconds"], {k: (round(v, 2) if isinstance(v, float) else v)
-                                                            for k, v in result.items() if k != "preferences/annotators"})
+                                                            for k, v in result.items()
+                                                            if k != "preferences/annotators" and v is not None})
     return result
 
 

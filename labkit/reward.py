@@ -594,17 +594,20 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     sample = random.Random(cfg.seed).sample(train_pairs, min(len(train_pairs), 500))
     train_acc = evaluate_pairs(model, tokenizer, sample, cfg.calibration_bins, cfg.score_batch_size)["accuracy"]
     write_jsonl_atomic(stage / "eval_pairs.jsonl", held["rows"])
-    # The evaluation prompts SFT and PPO report on (stage 3 never drew one), in stage 3's families.
-    fams = W.parse_families(read_json(r.stage_dir("preferences") / "config.json", {}).get("families")
-                            or ",".join(W.DEFAULT_FAMILIES))
+    # The evaluation prompts SFT and PPO report on (stage 3 never drew one), in stage 3's families. The verifier
+    # checks judge the reward model on the embedded world's tasks: on anyone else's preferences they would
+    # measure something it was not trained for, so they run only on stage 3's pairs of world prompts.
+    prefs_cfg = read_json(r.stage_dir("preferences") / "config.json", {})
+    on_world = cfg.data == "pairs" and prefs_cfg.get("prompts", "world") == "world"
+    fams = W.parse_families(prefs_cfg.get("families") or ",".join(W.DEFAULT_FAMILIES))
     conduct_fams = tuple(f for f in fams if f in W.CONDUCT_FAMILIES)
     agree, vrows, crows = None, [], []
-    if cfg.verifier_tasks and sft_path is not None:
+    if cfg.verifier_tasks and sft_path is not None and on_world:
         tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed, families=fams)
         vrows = verifier_samples(model, tokenizer, sft_path, tasks, cfg, device)
         agree = verifier_agreement(vrows, cfg.worst_k)
         write_jsonl_atomic(stage / "verifier_samples.jsonl", vrows)
-    if cfg.conduct_verifier_tasks and conduct_fams and sft_path is not None:
+    if cfg.conduct_verifier_tasks and conduct_fams and sft_path is not None and on_world:
         # The conduct families get a check of their own, so their Spearman rests on more than the overall
         # check's share of them.
         tasks = W.make_tasks(r.world(), cfg.conduct_verifier_tasks, "eval", seed=cfg.seed, families=conduct_fams)
@@ -636,10 +639,12 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         "eval_on": "held-out prompts" if eval_pairs else
                    "training pairs (" + ("eval_fraction=0" if cfg.eval_fraction <= 0 else "one prompt: nothing to hold out") + ")",
         "data": data_note, "init_from": str(init_path),
-        "verifier_check": "done" if agree else "skipped: " + ("verifier_tasks=0" if not cfg.verifier_tasks else
-                                                              "this run has no SFT model to sample from"),
+        "verifier_check": "done" if agree else "skipped: " + (
+            "verifier_tasks=0" if not cfg.verifier_tasks else "this run has no SFT model to sample from"
+            if sft_path is None else "no verifier for these preferences (not stage 3's pairs on world prompts)"),
         "conduct_check": "done" if crows else "skipped: " + (
             "conduct_verifier_tasks=0" if not cfg.conduct_verifier_tasks else
+            "no verifier for these preferences (not stage 3's pairs on world prompts)" if not on_world else
             "stage 3 used no conduct family" if not conduct_fams else "this run has no SFT model to sample from"),
     }
     atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "calibration": held["bins"],
@@ -647,7 +652,8 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
                                             "worst_disagreements": agree["worst"] if agree else []})
     r.complete("reward", result["reward/seconds"], {k: result[k] for k in (
         "reward/eval_accuracy", "reward/ece", "reward/spearman", "reward/verifier_pair_accuracy",
-        "reward/conduct_accuracy", "reward/conduct_spearman")})
+        "reward/conduct_accuracy", "reward/conduct_spearman", "reward/pairs_train", "reward/pairs_eval", "reward/pairs_truncated",
+        "reward/pairs_dropped_too_long") if result[k] is not None})
     return result
 
 

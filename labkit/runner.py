@@ -37,7 +37,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import ConfigError, field_names, make_config
+from .config import ConfigError, field_help, field_names, make_config
 from .live import PROGRESS_ENV, StageLine, format_seconds, watch_stage
 from .runs import DEFAULT_STAGES, NOTEBOOKS, STAGE_DIRS, STAGES, Run, RunLocked, StageMissing, read_json
 
@@ -71,18 +71,24 @@ def parse_params(pairs: list[str]) -> dict:
     return out
 
 
-def absolute_paths(params: dict) -> dict:
-    """Parameter values that name a file or folder relative to where the command runs, made absolute: the
-    notebooks run in notebooks/, where ``-p data=book.txt`` would name another file, or none. Only values that
-    look like paths are touched: one that exists and has a "/" or a suffix (a folder named like a keyword, "world",
-    stays a keyword; "org/name" stays a hub name), or a data file's name (so that its "file not found" names it)."""
-    def absolute(v):
-        if not isinstance(v, str) or os.path.isabs(v):
+def absolute_paths(per: dict[str, dict]) -> dict[str, dict]:
+    """Parameter values (``split_params``' routing) that name a file or folder relative to where the command runs,
+    made absolute: the notebooks run in notebooks/, where ``-p data=book.txt`` would name another file, or none.
+    Touched: a value that exists there, unless the field's help names it as a keyword ('world', 'pairs', 'sft'...),
+    and a data file's name (so that its "file not found" names the place meant); "org/name" stays a hub name."""
+    import re
+
+    def absolute(v, keywords):
+        if not isinstance(v, str) or os.path.isabs(v) or v in keywords:
             return v
         path = Path(v)
         data_file = path.suffix.lower() in (".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".gz")
-        return str(path.resolve()) if data_file or (("/" in v or path.suffix) and path.exists()) else v
-    return {k: absolute(v) for k, v in params.items()}
+        return str(path.resolve()) if data_file or path.exists() else v
+    out = {}
+    for stage, params in per.items():
+        helps = field_help(config_class(stage))
+        out[stage] = {k: absolute(v, set(re.findall(r"'([\w-]+)'", helps.get(k, "")))) for k, v in params.items()}
+    return out
 
 
 def split_params(params: dict, stages: list[str]) -> dict[str, dict]:
@@ -236,7 +242,7 @@ def run_pipeline(name: str = "demo", preset: str = "cpu", stages: list[str] | No
     if missing:
         raise ConfigError(f"stage {', '.join(missing)} has no notebook in {NOTEBOOK_DIR}")
     stages = [s for s in STAGES if s in stages]  # pipeline order, whatever order was given
-    per = split_params(absolute_paths(params or {}), stages)
+    per = absolute_paths(split_params(params or {}, stages))
     # Build every config now: bad values fail before hours of training.
     configs = {s: jsonable(make_config(config_class(s), stage_module(s).PRESETS, preset, per[s])) for s in stages}
 

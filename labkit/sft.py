@@ -373,5 +373,6 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
                                             "skipped_records": load_report.skipped[:100] if load_report else []})
     r.complete("sft", result["sft/seconds"], {k: round(result[k], 2) for k in (
         "sft/accuracy", "sft/base_accuracy", "sft/stop_rate", "sft/trainable_percent", "sft/task_accuracy",
-        "sft/harmful_refused", "sft/unanswerable_abstained", "sft/over_refusal") if result.get(k) is not None})
+        "sft/harmful_refused", "sft/unanswerable_abstained", "sft/over_refusal", "sft/train_examples")
+        if result.get(k) is not None})
     return result

@@ -351,6 +351,14 @@ def test_shipped_samples_load_cleanly():
                               (load_preferences, "prefs_sample.jsonl", "prompt_chosen_rejected")]:
         recs, report = loader(SAMPLES / name, on_error="fail")
         assert len(recs) == 20 and report.formats == {fmt: 20}, (name, report)
+    from labkit.data import load_prompts
+    chats, report = load_instructions(SAMPLES / "chat_sample.jsonl", on_error="fail")
+    assert len(chats) == 20 and report.formats == {"chat": 20} and sum("messages" in c for c in chats) >= 3
+    prompts, report = load_prompts(SAMPLES / "prompts_sample.jsonl")
+    assert len(prompts) == 40 and report.formats == {"prompt": 40}
+    multi, report = load_preferences(SAMPLES / "hh_multiturn_sample.jsonl.gz", on_error="fail")
+    assert len(multi) == 12 and report.formats == {"hh_rlhf": 12}
+    assert all(p["prompt"].count("\n\nHuman:") == 2 for p in multi)  # multi-turn: what stage 4 cuts from the left
 
 
 # ---------------------------------------------------------------------------------------------- prompts

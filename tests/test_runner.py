@@ -300,13 +300,18 @@ def test_a_stage_whose_outputs_were_deleted_runs_again_and_the_runner_says_so(tm
 
 
 def test_relative_data_paths_name_files_where_the_command_runs(tmp_path, monkeypatch):
-    (tmp_path / "data").mkdir()
+    for d in ("data", "world", "sft"):
+        (tmp_path / d).mkdir()
     (tmp_path / "data" / "book.txt").write_text("text")
     (tmp_path / "prompts.jsonl").write_text('"hi"\n')
-    (tmp_path / "world").mkdir()
     monkeypatch.chdir(tmp_path)
-    out = runner.absolute_paths({"data": "data/book.txt", "ppo.prompts": "prompts.jsonl", "sft.data": "world",
-                                 "reward.data": "missing.jsonl", "max_steps": "3", "init_from": "org/model"})
-    assert out == {"data": str(tmp_path / "data" / "book.txt"), "ppo.prompts": str(tmp_path / "prompts.jsonl"),
-                   "sft.data": "world", "reward.data": str(tmp_path / "missing.jsonl"), "max_steps": "3",
-                   "init_from": "org/model"}
+    per = runner.split_params({"data": "data/book.txt", "ppo.prompts": "prompts.jsonl", "sft.data": "sft",
+                               "reward.data": "missing.jsonl", "max_steps": "3", "ppo.init_from": "sft",
+                               "preferences.prompts": "world", "sft.init_from": "org/model"},
+                              ["pretrain", "sft", "preferences", "reward", "ppo"])
+    out = runner.absolute_paths(per)
+    assert out["pretrain"] == {"data": str(tmp_path / "data" / "book.txt"), "max_steps": "3"}
+    assert out["sft"] == {"data": str(tmp_path / "sft"), "max_steps": "3", "init_from": "org/model"}  # a folder
+    assert out["ppo"]["prompts"] == str(tmp_path / "prompts.jsonl")
+    assert out["ppo"]["init_from"] == "sft" and out["preferences"]["prompts"] == "world"  # keywords of the field
+    assert out["reward"] == {"data": str(tmp_path / "missing.jsonl"), "max_steps": "3"}
