@@ -12,6 +12,20 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ["LABKIT_THREADS"]))
 
 
+def ran_every_cell(run_dir, stage: str) -> None:
+    """nbval's check on an executed notebook: every code cell of the committed notebook ran (papermill adds one,
+    the injected parameters), in order, and no output is an error."""
+    import nbformat
+
+    from labkit.runner import NOTEBOOK_DIR, NOTEBOOKS
+    committed = nbformat.read(NOTEBOOK_DIR / NOTEBOOKS[stage], as_version=4)
+    cells = [c for c in nbformat.read(run_dir / "notebooks" / NOTEBOOKS[stage], as_version=4).cells
+             if c.cell_type == "code"]
+    assert len(cells) == 1 + sum(c.cell_type == "code" for c in committed.cells), stage
+    assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1)), stage
+    assert not [o for c in cells for o in c.outputs if o.output_type == "error"], stage
+
+
 def mark_complete(run, stage: str, seconds: float = 0.0, headline: dict | None = None) -> None:
     """Mark a hand-made stage complete as a stage's ``run`` does: under the run's lock, with the eval.json a
     complete stage has (runs.STAGE_OUTPUTS; its other outputs are the test's to make)."""
