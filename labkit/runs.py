@@ -309,8 +309,17 @@ def writes_run(fn):
     def locked(cfg, run: str = "demo", runs_dir: str = "runs", *args, **kwargs):
         if _rank() != 0:
             return fn(cfg, run, runs_dir, *args, **kwargs)
-        with Run(run, runs_dir).lock():
-            return fn(cfg, run, runs_dir, *args, **kwargs)
+        folder = Path(runs_dir) / run
+        existed = folder.exists()
+        try:
+            with Run(run, runs_dir).lock():
+                return fn(cfg, run, runs_dir, *args, **kwargs)
+        except BaseException:
+            # A stage that failed before writing anything (bad data, say) leaves no run behind: only the
+            # lock made the folder.
+            if not existed and {q.name for q in folder.iterdir()} <= {".lock", ".lock.json"}:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
     return locked
 
 
