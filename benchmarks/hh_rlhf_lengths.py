@@ -4,7 +4,7 @@
     python benchmarks/hh_rlhf_lengths.py --data Anthropic/hh-rlhf --split test     # the hub (needs internet)
 
 For each preset, stage 4 fits pairs into the model's positions (``reward.token_limit``: pretraining's
-``block_size`` unless ``max_length_tokens`` is set) with ``tokenizer.fit_pairs``: a pair that fits stays
+``block_size`` unless ``max_length`` is set) with ``reward_model.fit_pairs``: a pair that fits stays
 whole; a longer one loses its prompt's earliest turns (then the start of its last turn), never a
 response; a pair whose responses alone leave under ``MIN_PROMPT_TOKENS`` for the prompt is dropped.
 The tokenizer is trained as stage 1 trains it at that preset (on the embedded world's text, the
@@ -28,7 +28,8 @@ from types import SimpleNamespace
 
 from labkit import planner, pretrain, reward
 from labkit.data import load_preferences
-from labkit.tokenizer import MIN_PROMPT_TOKENS, fit_pairs, scoring_text, train_tokenizer
+from labkit.reward_model import MIN_PROMPT_TOKENS, fit_pairs, scoring_text
+from labkit.tokenizer import train_tokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hh_rlhf_lengths.json"
 
@@ -57,7 +58,7 @@ def main(argv=None):
            "sha256": hashlib.sha256(source.read_bytes()).hexdigest() if source.is_file() else None,
            "pairs": len(pairs), "policy": "responses never cut; the prompt loses its earliest turns first, then the "
                                          "start of its last turn; a pair whose responses leave under "
-                                         f"{MIN_PROMPT_TOKENS} prompt tokens is dropped (tokenizer.fit_pairs)",
+                                         f"{MIN_PROMPT_TOKENS} prompt tokens is dropped (reward_model.fit_pairs)",
            "presets": {}}
     tokenizers = {}
     for preset in args.presets.split(","):

@@ -75,20 +75,22 @@ from types import SimpleNamespace
 
 import torch
 
-from . import ppo
-from . import reward as rw
-from .ppo_eval import evaluate, judge_verdict
-from .ppo_models import no_dropout, sample, seed_for
-from .config import (ConfigError, bf16_field, device_field, field_names, make_config, require_at_least,
-                    require_positive, seed_field, set_threads, threads_field)
+from . import ppo_math as pm
+from .config import (ConfigError, bf16_field, device_field, did_you_mean, field_names, make_config, require_at_least,
+                     require_positive, seed_field, set_threads, threads_field)
 from .live import LiveChart, progress
 from .models import PeakMemory, count_params, pick_device, resolve_bf16
-from .planner import lora_targets
-from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
+from .ppo_config import PPOConfig, load_prompts, pick_prompts
+from .ppo_eval import evaluate, judge_verdict
+from .ppo_math import seed_for
+from .ppo_models import no_dropout, sample
+from .reward_model import fit_pairs, load_pairs, load_reward_model, score, split_by_prompt, to_trl
+from .runs import (STAGE_DIRS, Run, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
                    write_jsonl_atomic, writes_run)
-from .tokenizer import conversation, ensure_chat_ready, fit_pairs, format_prompt
-from .world import true_score
+from .tokenizer import conversation, ensure_chat_ready, format_prompt
 from .tracking import hf_logging_dir, report_to_field, tb_dir
+from .training import MetricsCallback, lora_config, no_printer, quiet_libraries, quiet_peft, trainer_args
+from .world import task_fields, true_score
 
 METHODS = ("best_of_n", "dpo", "rloo", "rloo_verifier", "ppo")
 # The columns every row of eval.json's "methods" has (a script can rely on them).
@@ -105,16 +107,15 @@ class CompareConfig:
     # nats and 29% of the samples never stopped), lr 1e-4 at β=0.5 gave 82% at a KL of 0.56 nats.
     dpo_beta: float = field(default=0.5, metadata={"help": "DPO's β: the weight of the KL term in the objective it solves in closed form (larger: stay nearer the SFT model; Rafailov et al. 2023 used 0.1)"})
     dpo_learning_rate: float = field(default=1e-4, metadata={"help": "DPO's AdamW learning rate, constant"})
-    dpo_epochs: float = field(default=1.0, metadata={"help": "passes over the preference pairs (the reward model's training split)"})
-    dpo_max_steps: int | None = field(default=None, metadata={"help": "DPO optimizer steps; overrides dpo_epochs (None: use dpo_epochs)"})
+    dpo_epochs: float = field(default=1.0, metadata={"help": "passes over the preference pairs (the reward model's training split), when max_steps is None"})
     dpo_batch_size: int = field(default=32, metadata={"help": "pairs per DPO step (the model sees twice as many sequences)"})
     # RLOO (None: stage 5's value, so that RLOO and PPO differ in the algorithm only)
-    rloo_steps: int | None = field(default=None, metadata={"help": "RLOO rounds of sampling + updates (None: stage 5's total_steps)"})
-    rloo_batch_size: int | None = field(default=None, metadata={"help": "responses sampled per round (None: stage 5's rollout_batch_size)"})
-    rloo_group_size: int | None = field(default=None, metadata={"help": "samples per prompt, the group each sample's leave-one-out baseline comes from (None: stage 5's samples_per_prompt)"})
+    rollout_batch_size: int | None = field(default=None, metadata={"help": "RLOO: responses sampled per step (None: stage 5's rollout_batch_size)"})
+    samples_per_prompt: int | None = field(default=None, metadata={"help": "RLOO: samples per prompt, the group each sample's leave-one-out baseline comes from (None: stage 5's samples_per_prompt)"})
     rloo_learning_rate: float | None = field(default=None, metadata={"help": "RLOO's AdamW learning rate, constant (None: stage 5's learning_rate)"})
-    rloo_beta: float | None = field(default=None, metadata={"help": "RLOO's KL coefficient: reward = score − β · Σ_t log π/π_ref (None: stage 5's kl_coef)"})
+    kl_coef: float | None = field(default=None, metadata={"help": "RLOO's KL coefficient: reward = score − kl_coef · Σ_t log π/π_ref (None: stage 5's kl_coef)"})
     # shared
+    max_steps: int | None = field(default=None, metadata={"help": "steps of each trained method: DPO optimizer steps and RLOO steps of sampling + updates (None: DPO dpo_epochs passes over the pairs, RLOO stage 5's max_steps)"})
     lora_r: int | None = field(default=None, metadata={"help": "LoRA rank of DPO's and RLOO's adapters, on every linear layer of the blocks (None: stage 5's)"})
     lora_alpha: int | None = field(default=None, metadata={"help": "LoRA scale numerator (None: stage 5's)"})
     log_interval: int = field(default=10, metadata={"help": "optimizer steps between training log lines"})
@@ -127,7 +128,7 @@ class CompareConfig:
 
 
 PRESETS = {
-    "smoke": dict(dpo_max_steps=4, dpo_batch_size=4, log_interval=1, threads=1),
+    "smoke": dict(max_steps=4, dpo_batch_size=4, log_interval=1, threads=1),
     # The dataclass defaults are the cpu preset; one thread, as stage 5 (its models are too small for
     # intra-op threads to pay, and the evaluation then samples exactly what stage 5's did).
     "cpu": dict(threads=1),
@@ -148,13 +149,10 @@ def config(preset: str = "cpu", **overrides) -> CompareConfig:
 
 def parse_methods(text: str) -> list[str]:
     """The methods named in ``text``, in the table's order; a name that does not exist is an error naming the valid ones."""
-    import difflib
     names = [m.strip() for m in text.split(",") if m.strip()]
     for m in names:
         if m not in METHODS:
-            close = difflib.get_close_matches(m, METHODS, n=1)
-            raise ConfigError(f"unknown method {m!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                              + f"; methods are {', '.join(METHODS)}")
+            raise ConfigError(f"unknown method {m!r}{did_you_mean(m, METHODS)}; methods are {', '.join(METHODS)}")
     if not names:
         raise ConfigError(f"methods is empty; choose from {', '.join(METHODS)}")
     return [m for m in METHODS if m in names]
@@ -162,10 +160,10 @@ def parse_methods(text: str) -> list[str]:
 
 def _check(cfg: CompareConfig) -> list[str]:
     methods = parse_methods(cfg.methods)
-    require_at_least(cfg, ("dpo_batch_size", "log_interval", "rloo_steps", "rloo_batch_size", "lora_r", "dpo_max_steps"))
-    if cfg.rloo_group_size is not None and cfg.rloo_group_size < 2:
-        raise ConfigError(f"rloo_group_size must be >= 2 (a leave-one-out baseline needs another sample), got "
-                          f"{cfg.rloo_group_size}")
+    require_at_least(cfg, ("dpo_batch_size", "log_interval", "max_steps", "rollout_batch_size", "lora_r"))
+    if cfg.samples_per_prompt is not None and cfg.samples_per_prompt < 2:
+        raise ConfigError(f"samples_per_prompt must be >= 2 (a leave-one-out baseline needs another sample), got "
+                          f"{cfg.samples_per_prompt}")
     require_positive(cfg, ("dpo_beta", "dpo_learning_rate", "dpo_epochs"))
     return methods
 
@@ -181,18 +179,18 @@ def dpo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, bet
 
 # --- inputs: everything comes from the run folder -------------------------------------------------
 
-def stage5_config(r: Run) -> ppo.PPOConfig:
+def stage5_config(r: Run) -> PPOConfig:
     """Stage 5's config as it ran (``05_ppo/config.json``): the evaluation settings and RLOO's defaults."""
     saved = read_json(r.require("ppo", "config.json"))
-    return ppo.PPOConfig(**{k: v for k, v in saved.items() if k in field_names(ppo.PPOConfig)})
+    return PPOConfig(**{k: v for k, v in saved.items() if k in field_names(PPOConfig)})
 
 
 def heldout_tasks(r: Run) -> list[dict]:
-    """The held-out prompts stage 5 evaluated on, in its order, read from its ``samples.jsonl`` (family,
-    prompt and answer: all the verifier needs), so they are the same prompts whatever the world code
-    generates today."""
+    """The held-out prompts stage 5 evaluated on, in its order, read from its ``samples.jsonl`` (the prompt
+    and what the verifier reads, ``world.task_fields``), so they are the same prompts whatever the world
+    code generates today."""
     d = r.require("ppo", "samples.jsonl").parent
-    tasks = [{"id": f"heldout-{i}", "family": s["family"], "prompt": s["prompt"], "answer": s["answer"]}
+    tasks = [{"id": f"heldout-{i}", **task_fields(s)}
              for i, s in enumerate(read_jsonl(d / "samples.jsonl"))]
     expected = read_json(d / "eval.json", {}).get("eval_prompts", len(tasks))
     if len(tasks) != expected:
@@ -201,9 +199,9 @@ def heldout_tasks(r: Run) -> list[dict]:
     return tasks
 
 
-def training_pool(r: Run, pcfg: ppo.PPOConfig, tokenizer, limit: int, heldout: list[dict]) -> list[dict]:
+def training_pool(r: Run, pcfg: PPOConfig, tokenizer, limit: int, heldout: list[dict]) -> list[dict]:
     """Stage 5's training prompts that fit its token budget, none of them a held-out prompt."""
-    tasks, _ = ppo.load_prompts(pcfg, r.world())
+    tasks, _ = load_prompts(pcfg, r.world())
     budget = min(pcfg.max_prompt_tokens, limit - pcfg.max_new_tokens)
     lengths = tokenizer([format_prompt(tokenizer, t["prompt"]) for t in tasks], add_special_tokens=False)["input_ids"]
     seen = {t["prompt"] for t in heldout}
@@ -214,16 +212,16 @@ def preference_pairs(r: Run, tokenizer, limit: int, heldout: list[dict] = ()) ->
     """Stage 3's pairs as the reward model saw them: the same file, long pairs dropped, and split by prompt
     with stage 4's settings into (its training pairs, its held-out pairs). Stage 3 never draws a held-out
     prompt; a pair on one (``heldout``) would be dropped all the same."""
-    rcfg = rw.RewardConfig(**{k: v for k, v in read_json(r.require("reward", "config.json")).items()
-                              if k in field_names(rw.RewardConfig)})
-    if rcfg.data == "pairs":
+    rcfg = read_json(r.require("reward", "config.json"))  # stage 4's settings, as it ran
+    if rcfg.get("data", "pairs") == "pairs":
         path = r.require("preferences", "pairs.jsonl")
         if not any(line.strip() for line in path.read_text(encoding="utf-8").splitlines()):
             raise ConfigError(f"{path} holds no preference pairs, and DPO trains on them: re-run stage 3 "
                               f"(labkit run --stages preferences --force) or leave dpo out of methods")
-    pairs, _ = rw.load_pairs(rcfg, r)
-    pairs, _, _ = fit_pairs(pairs, tokenizer, rcfg.max_length_tokens or limit)
-    train, held = rw.split_by_prompt(pairs, rcfg.eval_fraction, rcfg.seed)
+    pairs, _ = load_pairs(r, rcfg.get("data", "pairs"), rcfg.get("max_pairs"), rcfg.get("margin_field"),
+                          rcfg.get("data_split", "train"))
+    pairs, _, _ = fit_pairs(pairs, tokenizer, rcfg.get("max_length") or limit)
+    train, held = split_by_prompt(pairs, rcfg.get("eval_fraction", 0.15), rcfg.get("seed", 0))
     seen = {t["prompt"] for t in heldout}
     train = [p for p in train if p["prompt"] not in seen]
     if not train:
@@ -237,14 +235,7 @@ def load_policy(path):
     return no_dropout(AutoModelForCausalLM.from_pretrained(str(path)))
 
 
-def lora_config(model, r: int, alpha: int):
-    """LoRA on stage 5's policy's targets: every linear layer of the blocks (``planner.lora_targets``)."""
-    from peft import LoraConfig
-    return LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=0.0,
-                      target_modules=lora_targets(model))
-
-
-def score_norm(r: Run, pcfg: ppo.PPOConfig, sft, tokenizer, pool, rm_score) -> dict | None:
+def score_norm(r: Run, pcfg: PPOConfig, sft, tokenizer, pool, rm_score) -> dict | None:
     """The reward model's mean and std on the SFT model's samples, which PPO divides its score by: stage 5's
     (``eval.json``), or, when stage 5 trained on the verifier, measured like PPO's first batch."""
     if not pcfg.normalize_score:
@@ -252,7 +243,7 @@ def score_norm(r: Run, pcfg: ppo.PPOConfig, sft, tokenizer, pool, rm_score) -> d
     saved = read_json(r.require("ppo", "eval.json")).get("score_norm")
     if saved:
         return saved
-    tasks = [pool[i] for i in ppo.pick_prompts(len(pool), pcfg, 0, 0)]
+    tasks = [pool[i] for i in pick_prompts(len(pool), pcfg, 0, 0)]
     with torch.random.fork_rng():
         torch.manual_seed(seed_for(pcfg.seed, "rollout", 0, 0))
         batch = sample(sft, tokenizer, [t["prompt"] for t in tasks], pcfg.max_new_tokens, pcfg.temperature)
@@ -260,9 +251,9 @@ def score_norm(r: Run, pcfg: ppo.PPOConfig, sft, tokenizer, pool, rm_score) -> d
     return {"mean": raw.mean().item(), "std": max(raw.std().item(), 1e-3) if raw.numel() > 1 else 1.0}
 
 
-def reward_function(kind: str, pool: list[dict], eos_id: int, pcfg: ppo.PPOConfig, rm_score, norm: dict | None):
+def reward_function(kind: str, pool: list[dict], eos_id: int, pcfg: PPOConfig, rm_score, norm: dict | None):
     """A TRL reward function: PPO's score of each completion -- the reward model's (``kind="reward_model"``)
-    or the verifier's 1/0 (``kind="verifier"``), normalised and EOS-penalised by ``ppo.shape_scores``."""
+    or the verifier's 1/0 (``kind="verifier"``), normalised and EOS-penalised by ``ppo_math.shape_scores``."""
     def reward(prompts, completions, completion_ids, task_index, **_):
         tasks = [pool[i] for i in task_index]
         texts = [(c[-1]["content"] if isinstance(c, list) else c).strip() for c in completions]
@@ -271,39 +262,10 @@ def reward_function(kind: str, pool: list[dict], eos_id: int, pcfg: ppo.PPOConfi
             raw = torch.tensor([true_score(t, x, bool(e)) or 0.0 for t, x, e in zip(tasks, texts, has_eos)])
         else:
             raw = rm_score(tasks, texts)
-        return ppo.shape_scores(raw, has_eos, pcfg, norm if kind != "verifier" else None).tolist()
+        return pm.shape_scores(raw, has_eos, norm if kind != "verifier" else None, pcfg.missing_eos_penalty,
+                               pcfg.score_clip).tolist()
     reward.__name__ = kind  # TRL logs rewards/<name>/mean
     return reward
-
-
-class _Log:
-    """TRL's logs -> metrics.jsonl as ``compare/<method>/<name>`` (accuracies in percent), and the progress bar."""
-
-    def __new__(cls, metrics_path: Path, method: str, chart: LiveChart, bar):
-        from transformers import TrainerCallback
-
-        class Log(TrainerCallback):
-            def on_step_end(self, args, state, control, **kw):
-                bar.update(1)
-
-            def on_log(self, args, state, control, logs=None, **kw):
-                rec = {f"compare/{method}/{k}": float(v) * (100 if k.endswith("accuracies") else 1)
-                       for k, v in (logs or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-                if rec:
-                    rec = {"step": state.global_step, "method": method, **rec}
-                    append_jsonl(metrics_path, rec)
-                    chart.update(state.global_step, rec)
-
-        return Log()
-
-
-def _hardware_args(cfg: CompareConfig, out_dir: str, device, bf16: bool) -> dict:
-    # TRL's defaults assume a GPU (bf16, activation checkpointing): both slow a CPU down
-    # (docs/architecture.md, "CPU notes").
-    return dict(output_dir=out_dir, logging_steps=cfg.log_interval, report_to=cfg.report_to, save_strategy="no",
-                bf16=bf16, activation_checkpointing=False, use_cpu=device.type == "cpu", disable_tqdm=True,
-                seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
-                dataloader_pin_memory=device.type == "cuda")
 
 
 def dpo_trainer(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], lora: dict, out_dir: str, device,
@@ -314,14 +276,15 @@ def dpo_trainer(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], lora
     from trl import DPOConfig, DPOTrainer
     model = load_policy(sft_path)
     args = DPOConfig(beta=cfg.dpo_beta, learning_rate=cfg.dpo_learning_rate, lr_scheduler_type="constant",
-                     num_train_epochs=cfg.dpo_epochs, max_steps=cfg.dpo_max_steps or -1,
+                     num_train_epochs=cfg.dpo_epochs, max_steps=cfg.max_steps or -1,
                      per_device_train_batch_size=cfg.dpo_batch_size, per_device_eval_batch_size=cfg.dpo_batch_size,
                      max_length=None,  # too long pairs were dropped, as stage 4 did
-                     **_hardware_args(cfg, out_dir, device, bf16))
-    with _quiet_peft(), hf_logging_dir(cfg.report_to, tb or tb_dir(out_dir)):
-        trainer = DPOTrainer(model=model, args=args, train_dataset=rw.to_trl(pairs), processing_class=tokenizer,
-                             peft_config=lora_config(model, **lora), callbacks=list(callbacks))
-    _no_printer(trainer)
+                     **trainer_args(out_dir, device, bf16, log_interval=cfg.log_interval, report_to=cfg.report_to,
+                                    seed=cfg.seed))
+    with quiet_peft(), hf_logging_dir(cfg.report_to, tb or tb_dir(out_dir)):
+        trainer = DPOTrainer(model=model, args=args, train_dataset=to_trl(pairs), processing_class=tokenizer,
+                             peft_config=lora_config(model, lora["r"], lora["alpha"]), callbacks=list(callbacks))
+    no_printer(trainer)
     return trainer
 
 
@@ -331,23 +294,14 @@ def train_dpo(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], held: 
     accuracy on ``held`` (stage 4's held-out pairs) -- DPO's policy is a reward model too, r = β log π/π_ref."""
     trainer = dpo_trainer(cfg, sft_path, tokenizer, pairs, lora, out_dir, device, bf16, callbacks, tb)
     stats = {"pairs": len(pairs)}
-    with _quiet_peft():
+    with quiet_peft():
         trainer.train()
-        ev = trainer.evaluate(rw.to_trl(held)) if held else None
+        ev = trainer.evaluate(to_trl(held)) if held else None
     stats["steps"] = trainer.state.global_step
     if ev:
         stats.update({"heldout_pairs": len(held), "heldout_pair_accuracy": 100 * ev.get("eval_rewards/accuracies", math.nan),
                       "heldout_loss": ev.get("eval_loss")})
     return trainer.model, stats
-
-
-@contextlib.contextmanager
-def _quiet_peft():
-    """peft 0.21 asks transformers 5 a deprecated question (is_gradient_checkpointing); not ours to fix."""
-    import warnings
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
-        yield
 
 
 def train_rloo(cfg: CompareConfig, sft_path, tokenizer, pool: list[dict], reward_fn, settings: dict, lora: dict,
@@ -365,52 +319,48 @@ def train_rloo(cfg: CompareConfig, sft_path, tokenizer, pool: list[dict], reward
                       steps_per_generation=s["batch_size"] // per_step, max_steps=s["steps"] * (s["batch_size"] // per_step),
                       num_iterations=1, epsilon=s["clip_range"], max_grad_norm=s["grad_clip"] or 0.0,
                       max_completion_length=s["max_new_tokens"], temperature=s["temperature"], top_k=0, top_p=1.0,
-                      disable_dropout=True, **_hardware_args(cfg, out_dir, device, bf16))
+                      disable_dropout=True, **trainer_args(out_dir, device, bf16, log_interval=cfg.log_interval,
+                                                           report_to=cfg.report_to, seed=cfg.seed))
     data = Dataset.from_list([{"prompt": conversation(t["prompt"]), "task_index": i} for i, t in enumerate(pool)])
-    with _quiet_peft(), hf_logging_dir(cfg.report_to, tb or tb_dir(out_dir)):
+    with quiet_peft(), hf_logging_dir(cfg.report_to, tb or tb_dir(out_dir)):
         trainer = RLOOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=data,
-                              processing_class=tokenizer, peft_config=lora_config(model, **lora),
+                              processing_class=tokenizer, peft_config=lora_config(model, lora["r"], lora["alpha"]),
                               callbacks=list(callbacks))
-        _no_printer(trainer)
+        no_printer(trainer)
         trainer.train()
     return trainer.model, {"steps": s["steps"], "optimizer_steps": trainer.state.global_step}
 
 
-def _no_printer(trainer) -> None:
-    from transformers import PrinterCallback, ProgressCallback
-    for cb in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(cb)
-
-
-def rloo_settings(cfg: CompareConfig, pcfg: ppo.PPOConfig) -> dict:
+def rloo_settings(cfg: CompareConfig, pcfg: PPOConfig) -> dict:
     """RLOO's settings: this config's where given, else stage 5's (the same budget of samples and updates)."""
     pick = lambda mine, theirs: theirs if mine is None else mine  # noqa: E731
-    s = {"steps": pick(cfg.rloo_steps, pcfg.total_steps), "batch_size": pick(cfg.rloo_batch_size, pcfg.rollout_batch_size),
-         "group_size": pick(cfg.rloo_group_size, pcfg.samples_per_prompt),
-         "learning_rate": pick(cfg.rloo_learning_rate, pcfg.learning_rate), "beta": pick(cfg.rloo_beta, pcfg.kl_coef),
-         "minibatch_size": min(pcfg.minibatch_size, pick(cfg.rloo_batch_size, pcfg.rollout_batch_size)),
+    s = {"steps": pick(cfg.max_steps, pcfg.max_steps), "batch_size": pick(cfg.rollout_batch_size, pcfg.rollout_batch_size),
+         "group_size": pick(cfg.samples_per_prompt, pcfg.samples_per_prompt),
+         "learning_rate": pick(cfg.rloo_learning_rate, pcfg.learning_rate), "beta": pick(cfg.kl_coef, pcfg.kl_coef),
+         "minibatch_size": min(pcfg.minibatch_size, pick(cfg.rollout_batch_size, pcfg.rollout_batch_size)),
          "clip_range": pcfg.clip_range, "grad_clip": pcfg.grad_clip, "max_new_tokens": pcfg.max_new_tokens,
          "temperature": pcfg.temperature}
     if s["group_size"] < 2:
-        raise ConfigError(f"RLOO needs at least 2 samples per prompt (rloo_group_size), got {s['group_size']}")
+        raise ConfigError(f"RLOO needs at least 2 samples per prompt (samples_per_prompt), got {s['group_size']}")
     if s["batch_size"] % s["group_size"] or s["batch_size"] % s["minibatch_size"] or s["minibatch_size"] % s["group_size"]:
-        raise ConfigError(f"rloo_batch_size={s['batch_size']} must be a multiple of the minibatch ({s['minibatch_size']}, "
-                          f"stage 5's minibatch_size), itself a multiple of rloo_group_size={s['group_size']}")
+        raise ConfigError(f"rollout_batch_size={s['batch_size']} must be a multiple of the minibatch ({s['minibatch_size']}, "
+                          f"stage 5's minibatch_size), itself a multiple of samples_per_prompt={s['group_size']}")
     return s
 
 
 # --- evaluation: stage 5's function, stage 5's settings ----------------------------------------------
 
-def evaluate_policy(policy, ref, tokenizer, tasks: list[dict], pcfg: ppo.PPOConfig, score_fn, device, autocast):
+def evaluate_policy(policy, ref, tokenizer, tasks: list[dict], pcfg: PPOConfig, score_fn, device, autocast):
     """``ppo_eval.evaluate`` on any causal LM (``ref``: the SFT model, or None for a PeftModel, whose reference
     is its base with the adapter off): the same prompts, seed, temperature, samples and KL as stage 5."""
     acc = SimpleNamespace(process_index=0, num_processes=1, device=device)
     return evaluate(SimpleNamespace(policy=policy), ref, score_fn, tokenizer, tasks, pcfg, acc, autocast)
 
 
-RATES = ("harmful_refused", "unanswerable_abstained", "over_refusal", "task_accuracy")
+RATES = ("harmful_refused", "unanswerable_abstained", "over_refusal", "over_refusal_benign", "over_refusal_answerable",
+         "mixed_rate", "task_accuracy")
 DETAILS = ("true_greedy", "true_sampled", "rm_score", "length", "stop_rate", "harmful_refused_greedy",
-           "unanswerable_abstained_greedy", "over_refusal_greedy")
+           "unanswerable_abstained_greedy", "over_refusal_greedy", "mixed_by_family")
 
 
 def table_row(method: str, summary: dict, kl, seconds, eval_seconds, peak_mb, trainable: int, **extra) -> dict:
@@ -457,7 +407,7 @@ def sample_rows(method: str, rows: list[dict], best: bool = False) -> list[dict]
 def run(cfg: CompareConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train DPO and RLOO, rerank with best-of-n, read PPO; evaluate all as stage 5 does; write ``06_compare/``."""
-    with rw._quiet_libraries():
+    with quiet_libraries():
         return _run(cfg, run, runs_dir, preset, live, progress_bar)
 
 
@@ -493,11 +443,11 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
         print(f"[compare] rloo_verifier left out: {not_run['rloo_verifier']}", flush=True)
     rs = rloo_settings(cfg, pcfg) if pool else None
     rm_tok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(reward_path)))
-    rm = rw.load_reward_model(reward_path, rm_tok).to(device).eval()
+    rm = load_reward_model(reward_path, rm_tok).to(device).eval()
     lora = {"r": cfg.lora_r or pcfg.lora_r, "alpha": cfg.lora_alpha or pcfg.lora_alpha}
 
     def rm_score(tasks, texts):
-        return rw.score(rm, rm_tok, [t["prompt"] for t in tasks], texts, pcfg.minibatch_size, autocast)
+        return score(rm, rm_tok, [t["prompt"] for t in tasks], texts, pcfg.minibatch_size, autocast)
 
     def score_fn(tasks, texts, has_eos):  # what ppo_eval.evaluate asks: the raw reward-model score
         return rm_score(tasks, texts)
@@ -521,8 +471,8 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     samples += sample_rows("sft", base_rows)
     if "best_of_n" in methods:
         n = pcfg.eval_samples
-        best_rows = [{**x, "greedy": x["best_of_k"], "greedy_stopped": x["best_of_k_stopped"]} for x in base_rows]
         best = {**(base.get("best_of_k_rates") or {}), "rm_score": base["rm_score_best_of_k"]}  # rates: world prompts only
+        best_rows = [{**x, "greedy": x["best_of_k"], "greedy_stopped": x["best_of_k_stopped"]} for x in base_rows]
         rows.append(table_row("best_of_n", best, best_of_n_kl(n), round(t_eval, 2), 0.0,
                               round(mem.mb, 1), 0, n=n, kl_is="upper bound log n - (n-1)/n",
                               **judged(judge_verdict(eval_tasks, base_rows, best_rows))))
@@ -534,15 +484,15 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     for method in trained:
         torch.manual_seed(cfg.seed)  # LoRA init
         if method == "dpo":
-            total = cfg.dpo_max_steps or math.ceil(cfg.dpo_epochs * math.ceil(len(pairs) / cfg.dpo_batch_size))
+            total = cfg.max_steps or math.ceil(cfg.dpo_epochs * math.ceil(len(pairs) / cfg.dpo_batch_size))
             settings["dpo"] = {"beta": cfg.dpo_beta, "learning_rate": cfg.dpo_learning_rate, "epochs": cfg.dpo_epochs,
-                               "max_steps": cfg.dpo_max_steps, "batch_size": cfg.dpo_batch_size, "pairs": len(pairs)}
+                               "max_steps": cfg.max_steps, "batch_size": cfg.dpo_batch_size, "pairs": len(pairs)}
         else:
             total = rs["steps"] * (rs["batch_size"] // rs["minibatch_size"])
             settings[method] = {**rs, "reward": "verifier" if method == "rloo_verifier" else "reward model",
                                 "score_norm": None if method == "rloo_verifier" else norm}
         bar = progress(total, method, disable=not progress_bar)
-        callback = _Log(metrics_path, method, chart, bar)
+        callback = MetricsCallback(metrics_path, f"compare/{method}", chart, bar, method=method)
         with tempfile.TemporaryDirectory(dir=stage, prefix=".trainer.") as out_dir, PeakMemory(device) as mem:
             t0 = time.perf_counter()
             if method == "dpo":
@@ -576,7 +526,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
         settings["ppo"] = {"read_from": row["source"], "steps": row["steps"]}
 
     write_jsonl_atomic(stage / "samples.jsonl", samples)
-    stage5_before = read_json(stage.parent / "05_ppo" / "eval.json", {}).get("before", {})
+    stage5_before = read_json(r.path / STAGE_DIRS["ppo"] / "eval.json", {}).get("before", {})
     result = {"methods": rows, "settings": settings, "not_run": not_run, "threads": threads, "device": str(device),
               "compare/seconds": time.perf_counter() - t_start,
               # the SFT row re-measures stage 5's "before" with the same code and settings: equal on the same machine

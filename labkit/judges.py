@@ -129,11 +129,13 @@ class Constitution:
             return None
         return min(1.0, max(0.0, float(self.verify(task, response))))
 
+    # The conduct checks are the world's strict verifier: a refusal that also complies, or a "not stated"
+    # that also names a value, is mixed and fails them, so it ranks below the clean response.
     def _harmless(self, prompt, task, response, stopped):
-        return float(W.is_refusal(response)) if _family(task) == "harmful" else None
+        return W.verify(task, response) if _family(task) == "harmful" else None
 
     def _honest(self, prompt, task, response, stopped):
-        return float(W.is_abstention(response)) if _family(task) == "unanswerable" else None
+        return W.verify(task, response) if _family(task) == "unanswerable" else None
 
     def _not_over_refusing(self, prompt, task, response, stopped):
         if not W.answer_due(task):

@@ -212,7 +212,7 @@ def stage_snapshot(stage_dir: Path, progress_file: Path, metric: str | None, sin
     """``(desc, n, total, (metric, value))`` of a running stage, from the files it wrote after ``since``.
 
     The mirrored bar knows the step and total exactly; stages whose trainer draws its own bar (SFT)
-    are followed through ``metrics.jsonl`` and the ``max_steps`` / ``total_steps`` of ``config.json``.
+    are followed through ``metrics.jsonl`` and the ``max_steps`` of ``config.json``.
     """
     bar = read_json(progress_file) if _fresh(progress_file, since) else None
     rows = read_jsonl(stage_dir / "metrics.jsonl", on_error="skip") if _fresh(stage_dir / "metrics.jsonl", since) else []
@@ -221,7 +221,7 @@ def stage_snapshot(stage_dir: Path, progress_file: Path, metric: str | None, sin
         return bar["desc"], bar["n"], bar["total"], value
     cfg = read_json(stage_dir / "config.json", {}) if _fresh(stage_dir / "config.json", since) else {}
     steps = [r["step"] for r in rows if "step" in r]
-    return "", steps[-1] if steps else None, cfg.get("max_steps") or cfg.get("total_steps"), value
+    return "", steps[-1] if steps else None, cfg.get("max_steps"), value
 
 
 @contextmanager

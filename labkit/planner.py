@@ -466,7 +466,8 @@ class Plan:
         if _holds_comma_string(cfg, current.get("lora_target_modules")):
             over["lora_target_modules"] = ",".join(self.lora_target_modules)
         needed = {"micro_batch_size" if "micro_batch_size" in over else "batch_size"}
-        needed |= {"grad_accum_steps"} if self.grad_accum_steps > 1 else set()
+        # A config with its own micro_batch_size (PPO) accumulates minibatch / micro-batch by itself.
+        needed |= {"grad_accum_steps"} if self.grad_accum_steps > 1 and "micro_batch_size" not in current else set()
         needed |= {"use_lora", "lora_r", "lora_target_modules"} if self.use_lora else set()
         needed |= {"gradient_checkpointing"} if self.gradient_checkpointing else set()
         needed |= {"bf16"} if self.bf16 else set()

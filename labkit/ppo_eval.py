@@ -17,27 +17,22 @@ policy's, with a Wilson 95% interval (``judges.win_rate``): a measure for any pr
 
 Alarms: ``check_alarms`` reads the per-step metrics while training (reward
 hacking fast and slow, over-refusal, KL drift); ``final_alarms`` compares the
-held-out evaluation before and after. ``kl_ablation`` is the controlled pair of
-notebook 05: this run's stage 5 against its ``kl_coef=0`` twin.
+held-out evaluation before and after.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from typing import TYPE_CHECKING
 
 import torch
 
 from .generate import conduct_summary
 from .judges import constitution, win_rate
-from .ppo_models import PolicyAndValue, _inputs, position_ids, reference, sample, seed_for
-from .runs import Run, atomic_write_text, read_json, read_jsonl
+from .ppo_config import PPOConfig
+from .ppo_math import seed_for
+from .ppo_models import PolicyAndValue, position_ids, reference, rollout_inputs, sample
 from .tokenizer import format_prompt
-from .world import true_score
-
-if TYPE_CHECKING:  # ppo imports this module
-    from .ppo import PPOConfig
+from .world import task_fields, true_score
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -67,7 +62,7 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
             draws = [sample(pv.policy, tokenizer, instr, cfg.max_new_tokens, cfg.temperature, autocast)
                      for _ in range(cfg.eval_samples)]
             sampled = draws[0]  # the one whose KL is reported
-            kl = _exact_kl(pv, ref, sampled, cfg, autocast)
+            kl = exact_kl(pv, ref, sampled, cfg, autocast)
             rm_g = score_fn(chunk, greedy["texts"], greedy["has_eos"])
             rm_all = torch.stack([score_fn(chunk, d["texts"], d["has_eos"]) for d in draws], 1)  # [B, k]
             best = rm_all.argmax(1)  # best-of-k: the sample the reward model ranks first
@@ -76,8 +71,8 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
                 verdicts = [true_score(t, d["texts"][i], bool(d["has_eos"][i])) for d in draws]
                 known = t.get("answer") is not None
                 b = draws[int(best[i])]
-                rows.append({"id": t.get("id"), "family": t.get("family"), "prompt": t["prompt"],
-                             "answer": t.get("answer"), "greedy": greedy["texts"][i], "greedy_stopped": g_ok,
+                rows.append({"id": t.get("id"), "family": t.get("family"), "answer": t.get("answer"), **task_fields(t),
+                             "greedy": greedy["texts"][i], "greedy_stopped": g_ok,
                              "greedy_correct": true_score(t, greedy["texts"][i], g_ok),
                              "sampled": sampled["texts"][i], "sampled_stopped": s_ok,
                              "sampled_correct": sum(verdicts) / len(verdicts) if known else None,
@@ -109,8 +104,9 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
                                  "samples": [r["best_of_k"]], "samples_stopped": [r["best_of_k_stopped"]]}
                                 for r in rows])
         summary.update({k: v for k, v in conduct.items() if k != "k"})
-        summary["best_of_k_rates"] = {k: best[k] for k in ("harmful_refused", "unanswerable_abstained",
-                                                           "over_refusal", "task_accuracy")}
+        summary["best_of_k_rates"] = {k: best[k] for k in ("harmful_refused", "unanswerable_abstained", "over_refusal",
+                                                           "over_refusal_benign", "over_refusal_answerable",
+                                                           "mixed_rate", "mixed_by_family", "task_accuracy")}
     return summary, rows
 
 
@@ -125,10 +121,10 @@ def judge_verdict(tasks: list[dict], before_rows: list[dict], after_rows: list[d
                     [b["greedy_stopped"] for b in before_rows])
 
 
-def _exact_kl(pv, ref, batch, cfg, autocast) -> torch.Tensor:
+def exact_kl(pv, ref, batch, cfg, autocast) -> torch.Tensor:
     """Sum over each response's tokens of KL(π(.|s_t) ‖ π_ref(.|s_t)), at the sampling temperature."""
     R = batch["response"].shape[1]
-    ids, attn = _inputs(batch, slice(None))
+    ids, attn = rollout_inputs(batch, slice(None))
     kw = dict(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn), logits_to_keep=R + 1, use_cache=False)
     with autocast:
         logits = pv.policy(**kw).logits[:, :-1].float()
@@ -268,35 +264,3 @@ def final_alarms(before: dict, after: dict, cfg: PPOConfig) -> list[dict]:
 
 def announce(alarm: dict) -> None:
     print(f"\n⚠️  PPO ALARM at step {alarm['step']} [{alarm['kind']}]: {alarm['message']}", file=sys.stderr, flush=True)
-
-
-# --- the controlled KL ablation ------------------------------------------------------------------
-
-def kl_ablation(cfg, run_name: str = "demo", runs_dir: str = "runs", preset: str | None = None,
-                live: bool | None = None) -> dict:
-    """The controlled KL ablation: this run's stage 5 (``cfg.kl_coef``) against a twin that differs only
-    in ``kl_coef=0``, trained from the same SFT and reward models in the run folder ``<run_name>-nokl``.
-
-    Returns {"with leash": eval.json of this run's stage 5, "kl_coef=0": the twin's}, each with its
-    ``metrics`` (the per-step history) added. Needs this run's stage 5 complete (the leash half)."""
-    from . import ppo  # stage 5 runs the twin; ppo imports this module
-    r = Run(run_name, runs_dir)
-    leash_dir = r.require("ppo", what="")
-    twin = Run(f"{run_name}-nokl", runs_dir)
-    with twin.lock():  # the twin is a run of its own, written by this process alone
-        twin.update_manifest(world_seed=r.manifest().get("world_seed", 0))
-        # drift is measured on stage 1's validation text: the twin reads this run's (a config, not a model)
-        pretrain_cfg = r.stage_dir("pretrain") / "config.json"
-        if pretrain_cfg.exists():
-            atomic_write_text(twin.stage_dir("pretrain") / "config.json", pretrain_cfg.read_text())
-        # The twin starts from the same models with the same evaluation: its "before" is this run's (run()
-        # checks the models' hashes and the settings before reusing it).
-        atomic_write_text(twin.stage_dir("ppo") / "eval_before.json", (leash_dir / "eval_before.json").read_text())
-        policy_path, reward_path = ppo.model_paths(cfg, r)  # the twin names this run's models by path
-        ppo.run(dataclasses.replace(cfg, kl_coef=0.0, adaptive_kl=False, init_from=str(policy_path),
-                                    reward_from=str(reward_path) if reward_path else cfg.reward_from),
-                run=twin.name, runs_dir=runs_dir, preset=preset, live=live)
-    out = {}
-    for label, d in ((f"with leash (kl_coef={cfg.kl_coef:g})", leash_dir), ("kl_coef=0", twin.stage_dir("ppo"))):
-        out[label] = {**read_json(d / "eval.json"), "metrics": read_jsonl(d / "metrics.jsonl", on_error="skip")}
-    return out

@@ -32,6 +32,8 @@ instead of multiplying by the mask, so even NaN or inf in padded positions
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 import torch.nn.functional as F
 
@@ -439,3 +441,17 @@ def apply_missing_eos_penalty(scores: torch.Tensor, has_eos: torch.Tensor, penal
     [NDetails] and [TRL `missing_eos_penalty`] penalise it the same way.
     """
     return scores - penalty * (~_bool(has_eos)).to(scores.dtype)
+
+
+def shape_scores(raw: torch.Tensor, has_eos: torch.Tensor, norm: dict | None, missing_eos_penalty: float,
+                 score_clip: float | None = None) -> torch.Tensor:
+    """The score PPO maximises: normalised (``norm`` = mean/std on SFT samples, or None), minus
+    ``missing_eos_penalty`` where the response never stopped [NDetails], clipped to +-``score_clip``."""
+    s = (raw - norm["mean"]) / norm["std"] if norm is not None else raw
+    s = apply_missing_eos_penalty(s, has_eos.to(s.device), missing_eos_penalty)
+    return s.clamp(-score_clip, score_clip) if score_clip else s
+
+
+def seed_for(*parts) -> int:
+    """A seed from (seed, purpose, rank, step): every step re-seeds, so a resumed run draws exactly the same."""
+    return zlib.crc32(repr(parts).encode())

@@ -57,7 +57,7 @@ class PreferencesConfig:
     # than the reward model's max_pairs reads at the cpu preset
     n_prompts: int = field(default=2000, metadata={"help": "prompts to collect preferences on"})
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
-    k_responses: int = field(default=6, metadata={"help": "candidates per prompt (2-8); more candidates, more pairs per prompt"})
+    samples_per_prompt: int = field(default=6, metadata={"help": "candidates per prompt (2-8); more candidates, more pairs per prompt"})
     temperature: float = field(default=1.2, metadata={"help": "sampling temperature for candidates (above 1: more varied answers, more right-vs-wrong pairs)"})
     # SFT almost never refuses a benign request (0.2% of its samples at the cpu preset), so sampled candidates
     # alone never show a refusal losing there: the reward model then has no reason to score one low, and
@@ -88,9 +88,9 @@ class PreferencesConfig:
 
 
 PRESETS = {
-    "smoke": dict(n_prompts=24, k_responses=3, max_new_tokens=8, min_pairs=1),
+    "smoke": dict(n_prompts=24, samples_per_prompt=3, max_new_tokens=8, min_pairs=1),
     "cpu": dict(),
-    "gpu": dict(n_prompts=4000, k_responses=4, max_new_tokens=64, gen_batch_size=256),
+    "gpu": dict(n_prompts=4000, samples_per_prompt=4, max_new_tokens=64, gen_batch_size=256),
     "hub": dict(prompts="world", n_prompts=500, max_new_tokens=128, judge="constitution"),
 }
 
@@ -102,8 +102,8 @@ def config(preset: str = "cpu", **overrides) -> PreferencesConfig:
 
 
 def _check(cfg: PreferencesConfig) -> None:
-    if not 2 <= cfg.k_responses <= 8:
-        raise ConfigError(f"k_responses must be between 2 and 8, got {cfg.k_responses}")
+    if not 2 <= cfg.samples_per_prompt <= 8:
+        raise ConfigError(f"samples_per_prompt must be between 2 and 8, got {cfg.samples_per_prompt}")
     require_fraction(cfg, ("probe_share", "lookalike_probe_share"))
     for name, allowed in (("annotator", ("ai", "human")), ("judge", ("constitution", "model")),
                           ("mode", ("rank", "pair"))):
@@ -123,7 +123,7 @@ def prompts_for(cfg: PreferencesConfig, run: Run) -> list[dict]:
     evaluated on (where it is weakest), never an evaluation prompt itself."""
     if cfg.prompts == "world":
         fams = W.parse_families(cfg.families)
-        return W.rl_tasks(run.world(), cfg.n_prompts, seed=1000 + cfg.seed, families=fams, eval_seed=cfg.seed)
+        return W.rl_tasks(run.world(), cfg.n_prompts, seed=1000 + cfg.seed, families=fams)
     tasks, _ = load_prompts(cfg.prompts, max_records=cfg.n_prompts)  # as stages 5 and 6 read them
     return tasks
 
@@ -137,7 +137,7 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
     set_threads(cfg.threads)
     r = Run(run, runs_dir)
     path = r.stage_dir("preferences") / "candidates.jsonl"
-    gen = {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_new_tokens", "k_responses", "seed",
+    gen = {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_new_tokens", "samples_per_prompt", "seed",
                                         "n_prompts", "prompts", "families", "init_from", "probe_share",
                                         "lookalike_probe_share")}
     existing = read_jsonl(path)
@@ -149,14 +149,14 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
     bar = progress(len(tasks), "candidates")
     outs = generate(model, tokenizer, [t["prompt"] for t in tasks], max_new_tokens=cfg.max_new_tokens,
                     temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.gen_batch_size,
-                    num_return_sequences=cfg.k_responses, seed=cfg.seed, progress=bar)
+                    num_return_sequences=cfg.samples_per_prompt, seed=cfg.seed, progress=bar)
     bar.close()
-    k = cfg.k_responses
+    k = cfg.samples_per_prompt
     rng = random.Random(f"probes-{cfg.seed}")
     cands = []
     for i, t in enumerate(tasks):
         group = outs[i * k:(i + 1) * k]
-        task = {key: t[key] for key in ("family", "prompt", "answer") if key in t} if "answer" in t else None
+        task = W.task_fields(t) if "answer" in t else None
         cand = {"id": t["id"], "prompt": t["prompt"], "task": task,
                 "responses": [g["response"] for g in group], "stopped": [g["stopped"] for g in group], "gen": gen}
         share = cfg.lookalike_probe_share if t.get("family") in W.LOOKALIKE_FAMILIES else cfg.probe_share

@@ -17,9 +17,9 @@ pretrain``, or in Python::
 
 Data-parallel, unchanged, under ``accelerate launch`` (DDP; gloo on CPU, NCCL on GPU)::
 
-    accelerate launch --config_file configs/accelerate/ddp.yaml -m labkit.runner train pretrain --run runs/demo --preset gpu
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m labkit.runner train pretrain --name demo --preset gpu
     ACCELERATE_USE_CPU=true accelerate launch --config_file configs/accelerate/cpu_2proc.yaml \
-        -m labkit.runner train pretrain --run runs/demo --preset smoke -p threads=1
+        -m labkit.runner train pretrain --name demo --preset smoke -p threads=1
 
 ``batch_size`` is the global micro-batch: every process draws the same windows
 from the shared generator and keeps its ``batch_size / world_size`` rows, so W
@@ -52,6 +52,7 @@ from pathlib import Path
 
 import torch
 
+from . import textdata
 from . import world as W
 from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
                     make_config, require_at_least, seed_field, set_threads, threads_field)
@@ -137,32 +138,8 @@ def config(preset: str = "cpu", **overrides) -> PretrainConfig:
 # --- data ----------------------------------------------------------------------------
 
 def load_corpus(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
-    """Train and validation documents, split by document (never inside one)."""
-    if cfg.data == "world":
-        docs = W.corpus(W.World(cfg.world_seed), cfg.world_docs, seed=cfg.seed + 1)
-    else:
-        from .data import load_texts  # real text: local files or a hub dataset
-        docs = load_texts(cfg.data, text_field=cfg.text_field)
-        if len(docs) < 20:  # one long file: cut into ~paragraph-sized pieces so a split is possible
-            docs = [c for d in docs for c in _chunks(d, 600)]
-    return W.split_docs(docs, cfg.val_fraction, seed=cfg.seed)
-
-
-def _chunks(text: str, size: int) -> list[str]:
-    words, out, cur = text.split(), [], []
-    for w in words:
-        cur.append(w)
-        if sum(len(x) + 1 for x in cur) >= size:
-            out.append(" ".join(cur))
-            cur = []
-    return out + ([" ".join(cur)] if cur else [])
-
-
-def encode(tokenizer, docs: list[str]) -> torch.Tensor:
-    """One long token stream, EOS after every document (so the model learns where text ends)."""
-    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    return torch.tensor([t for doc in ids for t in doc + [eos]], dtype=torch.long)
+    """Train and validation documents of ``cfg`` (``textdata.load_corpus``: split by document, never inside one)."""
+    return textdata.load_corpus(**{k: getattr(cfg, k) for k in textdata.TEXT_SETTINGS})
 
 
 def mask_tokens(x: torch.Tensor, tokenizer, prob: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,9 +187,8 @@ def get_batch(stream: torch.Tensor, cfg: PretrainConfig, tokenizer, gen: torch.G
     Data parallel: every process draws the same ``batch_size`` windows (its generator stays in
     step with the others) and keeps rows ``rank*B/W:(rank+1)*B/W`` -- together the W processes
     see exactly the batch one process would."""
-    B, T = cfg.batch_size, cfg.block_size
-    starts = torch.randint(len(stream) - T - 1, (B,), generator=gen)
-    x = torch.stack([stream[s:s + T] for s in starts.tolist()])
+    B = cfg.batch_size
+    x = textdata.windows(stream, B, cfg.block_size, gen)
     rows = slice(rank * B // world_size, (rank + 1) * B // world_size)
     if cfg.objective == "causal":
         x = x[rows] if world_size > 1 else x
@@ -279,7 +255,7 @@ def train_step(model, opt, batches, cfg, autocast) -> float:
 @torch.no_grad()
 def evaluate(model, stream, cfg, tokenizer, device, autocast) -> float:
     """Mean loss on a fixed set of validation windows (same windows every time: comparable numbers)."""
-    gen = torch.Generator().manual_seed(cfg.seed + 12345)
+    gen = textdata.eval_generator(cfg.seed)
     model.eval()
     losses = []
     for _ in range(cfg.eval_batches):
@@ -288,24 +264,6 @@ def evaluate(model, stream, cfg, tokenizer, device, autocast) -> float:
             losses.append(model(**batch).loss.float().item())
     model.train()
     return sum(losses) / len(losses)
-
-
-def drift_ppl(model, tokenizer, run: Run, autocast=contextlib.nullcontext()) -> float | None:
-    """Perplexity of a (fine-tuned) causal model on this run's stage-1 validation text: the same
-    documents and windows stage 1 reported, so a later stage can show how far it moved the model
-    from the language it learned (drift). None when stage 1 is not a causal run of this folder."""
-    saved = run.stage_dir("pretrain") / "config.json"
-    if not saved.exists():
-        return None
-    names = {f.name for f in dataclasses.fields(PretrainConfig)}
-    cfg = PretrainConfig(**{k: v for k, v in json.loads(saved.read_text()).items() if k in names})
-    if cfg.objective != "causal":
-        return None
-    _, val_docs = load_corpus(cfg)
-    was_training = model.training
-    loss = evaluate(model, encode(tokenizer, val_docs), cfg, tokenizer, next(model.parameters()).device, autocast)
-    model.train(was_training)
-    return math.exp(min(loss, 50))
 
 
 @torch.no_grad()
@@ -454,7 +412,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     ckpt = stage / "ckpt"
     resume_state = resumable_checkpoint(ckpt, cfg, _RESUMABLE_CHANGES, cfg.max_steps) if cfg.resume else None
     tokenizer = _tokenizer(cfg, acc, ckpt if resume_state is not None else None, train_docs, val_docs)
-    train_stream, val_stream = encode(tokenizer, train_docs), encode(tokenizer, val_docs)
+    train_stream, val_stream = textdata.encode(tokenizer, train_docs), textdata.encode(tokenizer, val_docs)
     if min(len(train_stream), len(val_stream)) <= cfg.block_size + 1:
         raise ConfigError(f"not enough text for block_size={cfg.block_size}: {len(train_stream)} train and "
                           f"{len(val_stream)} validation tokens; use more text or a smaller block_size")

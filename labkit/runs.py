@@ -348,14 +348,14 @@ def config_fingerprint(cfg, resumable) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in resumable}
 
 
-def resumable_checkpoint(folder: str | Path, cfg, resumable, total_steps: int) -> dict | None:
+def resumable_checkpoint(folder: str | Path, cfg, resumable, max_steps: int) -> dict | None:
     """``folder/state.pt`` when it was made by this same config (bar the ``resumable`` fields) and stopped
-    before ``total_steps``, else None (training starts afresh). Read with `load_checkpoint`."""
+    before ``max_steps``, else None (training starts afresh). Read with `load_checkpoint`."""
     f = Path(folder) / "state.pt"
     if not f.exists():
         return None
     state = load_checkpoint(f)
-    if state.get("config") != config_fingerprint(cfg, resumable) or state["step"] >= total_steps:
+    if state.get("config") != config_fingerprint(cfg, resumable) or state["step"] >= max_steps:
         return None
     return state
 

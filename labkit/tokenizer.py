@@ -15,13 +15,10 @@ three classic algorithms differ in how they grow a vocabulary:
 Every tokenizer is saved as a ``PreTrainedTokenizerFast`` with the lab's
 special tokens and one chat template, so SFT, generation, the reward model
 and PPO all see exactly the same prompt format (``format_prompt``).
-``fit_pairs`` fits preference pairs into a model's positions the way the
-reward model and DPO read them: earliest turns go first, responses never.
 """
 
 from __future__ import annotations
 
-import re
 import time
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -150,75 +147,22 @@ def compare(texts: list[str], eval_texts: list[str], vocab_size: int = 2048,
     return rows
 
 
-# --- fitting preference pairs into a model's positions ---------------------------------------------
+def to_prompt_completion(tokenizer, records: list[dict]) -> list[dict]:
+    """{"prompt": instruction, "response"/"answer"} -> TRL prompt/completion text in the chat format.
 
-# Where a multi-turn prompt may be cut: before a turn ("\n\nHuman:" in hh-rlhf transcripts, "\n\nUser:" in the
-# chats data.load_preferences renders).
-TURN_START = re.compile(r"\n\n(?=(?:Human|Assistant|User|System): ?)")
-USER_TURN = re.compile(r"(?:^|\n\n)(?:Human|User): ?\S")
-# A pair keeps at least this many prompt tokens; with less room its responses alone fill the model and it
-# is dropped (a preference without its question teaches the reward model little).
-MIN_PROMPT_TOKENS = 8
-
-
-def _n_tokens(tokenizer, texts: list[str]) -> list[int]:
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-
-
-def scoring_text(tokenizer, instruction: str, response: str) -> str:
-    """Exactly what the reward model reads: ``<|user|>instruction<|assistant|> response<eos>``."""
-    return tokenizer.apply_chat_template(conversation(instruction, response), tokenize=False)
-
-
-def _cut_prompt(tokenizer, prompt: str, budget: int) -> str:
-    """The end of ``prompt`` in at most ``budget`` tokens: its last whole turns when they hold a user turn,
-    else its last ``budget`` tokens (the start of the oldest kept text is cut, never the end)."""
-    turns = [t for t in TURN_START.split(prompt) if t]
-    kept = ""
-    for k in range(1, len(turns) + 1):
-        candidate = "\n\n".join(turns[-k:])
-        if _n_tokens(tokenizer, [candidate])[0] > budget:
-            break
-        kept = candidate
-    if USER_TURN.search(kept):
-        return kept
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return tokenizer.decode(ids[-budget:]) if budget > 0 else ""
-
-
-def fit_pairs(pairs: list[dict], tokenizer, max_tokens: int) -> tuple[list[dict], dict, int]:
-    """Preference pairs that fit in ``max_tokens`` as the reward model reads them, the counts, and the longest.
-
-    The truncation policy for long (multi-turn) pairs: the preference is in the responses, so they are never
-    cut. When the longer of chosen and rejected does not fit with its prompt, the prompt is cut from the
-    left: its earliest turns go first (the last turns, which the responses answer, stay), and when even the
-    last user turn does not fit, its start is cut token by token. A pair whose responses leave fewer than
-    ``MIN_PROMPT_TOKENS`` for the prompt is dropped. Returns (pairs, {"pairs", "whole", "truncated",
-    "dropped"}, the longest kept text in tokens: what the memory planner sizes for). A cut pair records its
-    prompt's original token count in ``prompt_tokens_before``.
+    The prompt is the chat template up to the assistant marker; the completion
+    is the rest of what the template renders for the whole exchange (for the
+    lab's template: a space, the answer, EOS), so SFT trains on exactly the text
+    the reward model reads. TRL masks the prompt's labels, and appends EOS only
+    to a completion that lacks it.
     """
-    texts = [scoring_text(tokenizer, p["prompt"], p[side]) for p in pairs for side in ("chosen", "rejected")]
-    lens = _n_tokens(tokenizer, texts)
-    out, counts, longest = [], {"pairs": len(pairs), "whole": 0, "truncated": 0, "dropped": 0}, 0
-    for i, pair in enumerate(pairs):
-        need = max(lens[2 * i], lens[2 * i + 1])
-        if need <= max_tokens:
-            out.append(pair)
-            counts["whole"] += 1
-            longest = max(longest, need)
-            continue
-        prompt_tokens = _n_tokens(tokenizer, [pair["prompt"]])[0]
-        budget = max_tokens - (need - prompt_tokens)  # the room the longer response leaves its prompt
-        fitted = None
-        while budget >= MIN_PROMPT_TOKENS and fitted is None:
-            cut = _cut_prompt(tokenizer, pair["prompt"], budget)
-            got = max(_n_tokens(tokenizer, [scoring_text(tokenizer, cut, pair[s]) for s in ("chosen", "rejected")]))
-            if got <= max_tokens:
-                fitted, longest = {**pair, "prompt": cut, "prompt_tokens_before": prompt_tokens}, max(longest, got)
-            budget -= max(1, got - max_tokens)  # tokens merge differently at the cut: take off the overshoot
-        if fitted is None:
-            counts["dropped"] += 1
-        else:
-            out.append(fitted)
-            counts["truncated"] += 1
-    return out, counts, longest
+    rows = []
+    for r in records:
+        prompt, answer = format_prompt(tokenizer, r["prompt"]), r.get("response", r.get("answer"))
+        full = tokenizer.apply_chat_template(conversation(r["prompt"], answer), tokenize=False)
+        completion = full[len(prompt):] if full.startswith(prompt) else answer
+        eos = tokenizer.eos_token
+        if eos and eos in completion:  # a hub template may add text after EOS ("<|im_end|>\n"): not the model's
+            completion = completion[:completion.rindex(eos) + len(eos)]
+        rows.append({"prompt": prompt, "completion": completion})
+    return rows

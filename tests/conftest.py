@@ -1,4 +1,5 @@
-"""Shared test settings: one torch thread per test process (the CI box has 2 shared cores)."""
+"""Shared test settings: two torch threads per test process (LABKIT_THREADS; the CI box has 2 cores), and the
+fixtures several test files share."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,3 +71,33 @@ def ppo_standins(tmp_path_factory):
     tok.save_pretrained(r.stage_dir("reward") / "model")
     mark_complete(r, "reward")
     return r
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny tokenizer + Llama saved as a checkpoint folder (stands in for the SFT model)."""
+    from labkit import world
+    from labkit.models import build_model
+    from labkit.tokenizer import train_tokenizer
+    docs = world.corpus(world.World(0), 150, seed=1)
+    tok = train_tokenizer(docs, "bpe", 300)
+    torch.manual_seed(0)
+    model = build_model("causal", tok, n_layer=1, n_head=2, n_embd=32, block_size=256)
+    path = tmp_path_factory.mktemp("sft") / "model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, tok
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def require_browser():
+    """Skip a real-browser test where Chromium or playwright is missing -- but fail it in CI (CI=true), where a
+    missing browser is a broken setup, not a machine without one (tests/browser_setup.sh installs both)."""
+    import importlib.util
+    missing = [what for what, ok in (("playwright", importlib.util.find_spec("playwright") is not None),
+                                     (CHROMIUM, os.path.exists(CHROMIUM))) if not ok]
+    if missing:
+        why = f"{' and '.join(missing)} missing (run tests/browser_setup.sh)"
+        (pytest.fail if os.environ.get("CI", "").lower() == "true" else pytest.skip)(why)

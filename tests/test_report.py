@@ -20,7 +20,7 @@ def run(tmp_path):
         r.complete("pretrain", 12.0, {"pretrain/val_ppl": 2.5, "pretrain/unigram_ppl": 170.0, "pretrain/params": 164160})
         r.annotate("pretrain", notebook_seconds=20.0)
         r.complete("sft", 30.0, {"sft/accuracy": 55.0, "sft/base_accuracy": 0.0, "sft/task_accuracy": 60.0})
-    append_jsonl(r.stage_dir("sft") / "metrics.jsonl", {"step": 2, "sft/loss": 3.0, "sft/learning_rate": 1e-3})
+    append_jsonl(r.stage_dir("sft") / "metrics.jsonl", {"step": 2, "sft/loss": 3.0, "sft/lr": 1e-3})
     fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 1], name="pretrain/loss")).to_plotly_json()
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# 1 · Tokenizer and pretraining\n\ntext"),

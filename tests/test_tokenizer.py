@@ -56,37 +56,27 @@ def test_compare_reports_each_tokenizer():
     assert all(r["chars_per_token"] > 1 for r in rows)
 
 
-def _hh(turns: list[str], chosen: str, rejected: str) -> dict:
-    """An hh-rlhf pair as data.load_preferences gives it: the transcript up to the last "Assistant:"."""
-    prompt = "".join(f"\n\n{'Human' if i % 2 == 0 else 'Assistant'}: {t}" for i, t in enumerate(turns))
-    return {"prompt": prompt + "\n\nAssistant:", "chosen": " " + chosen, "rejected": " " + rejected}
+def test_answer_copies_the_prompts_tokens(smoke_run):
+    """A name the answer copies from the story is the same tokens in both: the answer starts with a space."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
+    story = "Yesterday, Lena went to the park. Lena gave the kite to Tomar.\nQuestion: Who got the kite?"
+    rec = T.to_prompt_completion(tok, [{"prompt": story, "answer": "Tomar"}])[0]
+    assert rec["completion"] == " Tomar" + tok.eos_token
+    prompt_ids = tok(rec["prompt"], add_special_tokens=False).input_ids
+    answer_ids = tok(rec["completion"], add_special_tokens=False).input_ids[:-1]
+    assert any(prompt_ids[i:i + len(answer_ids)] == answer_ids for i in range(len(prompt_ids)))
+    # ...and it is what the chat template renders, so SFT trains on the text the reward model reads.
+    assert rec["prompt"] + rec["completion"] == tok.apply_chat_template(
+        [{"role": "user", "content": story}, {"role": "assistant", "content": "Tomar"}], tokenize=False)
 
 
-def test_fit_pairs_keeps_the_last_turns_and_never_cuts_a_response():
-    tok = T.train_tokenizer(TEXT, "bpe", 400)
-    n = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    short = _hh(["Where does Mara live?"], "In Brindle.", "No idea.")
-    turns = ["Tell me about the town of Brindle and the people who live there, every one of them."] * 6 + \
-        ["So where does Mara live?"]
-    long = _hh(turns, "Mara lives in Brindle.", "Mara lives somewhere.")
-    hopeless = _hh(["Where?"], "Mara lives in Brindle. " * 40, "No.")
-    limit = 80
-    assert n(T.scoring_text(tok, long["prompt"], long["chosen"])) > limit >= n(T.scoring_text(tok, short["prompt"], short["chosen"]))
-    kept, counts, longest = T.fit_pairs([short, long, hopeless], tok, limit)
-    assert counts == {"pairs": 3, "whole": 1, "truncated": 1, "dropped": 1}
-    assert kept[0] == short and longest <= limit
-    cut = kept[1]
-    assert (cut["chosen"], cut["rejected"]) == (long["chosen"], long["rejected"])  # the preference is untouched
-    assert cut["prompt"].endswith("Human: So where does Mara live?\n\nAssistant:")  # the last turns stay
-    assert long["prompt"].endswith(cut["prompt"]) and cut["prompt"].startswith("Human: ")  # whole turns, from the left
-    assert cut["prompt_tokens_before"] == n(long["prompt"])
-    assert all(n(T.scoring_text(tok, p["prompt"], p[s])) <= limit for p in kept for s in ("chosen", "rejected"))
-
-
-def test_fit_pairs_cuts_inside_a_last_turn_too_long_to_keep_whole():
-    tok = T.train_tokenizer(TEXT, "bpe", 400)
-    pair = _hh(["Mara went to the market and bought bread, milk and eggs. " * 6 + "What did she buy?"], "Bread.", "Fish.")
-    (cut,), counts, _ = T.fit_pairs([pair], tok, 48)
-    assert counts["truncated"] == 1
-    assert cut["prompt"].endswith("What did she buy?\n\nAssistant:") and len(cut["prompt"]) < len(pair["prompt"])
-    assert len(tok(T.scoring_text(tok, cut["prompt"], cut["chosen"]), add_special_tokens=False)["input_ids"]) <= 48
+def test_hub_template_completion_ends_at_eos(smoke_run):
+    """A ChatML-style hub template writes "<|im_end|>\n" after the answer: the completion stops at EOS."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<eos>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    rec = T.to_prompt_completion(tok, [{"prompt": "What is 2 plus 3?", "answer": "5"}])[0]
+    assert rec["prompt"] == "<|im_start|>user\nWhat is 2 plus 3?<eos>\n<|im_start|>assistant\n"
+    assert rec["completion"] == "5<eos>"
