@@ -308,3 +308,22 @@ def test_relative_data_paths_name_files_where_the_command_runs(tmp_path, monkeyp
     assert out["ppo"]["prompts"] == str(tmp_path / "prompts.jsonl")
     assert out["ppo"]["init_from"] == "sft" and out["preferences"]["prompts"] == "world"  # keywords of the field
     assert out["reward"] == {"data": str(tmp_path / "missing.jsonl"), "max_steps": "3"}
+
+
+def test_labkit_train_is_a_writer_too(tmp_path):
+    """`labkit train` (what accelerate launches) takes the run's lock in the stage's run: refused at once while
+    another process writes the run."""
+    import os
+    hold = ("import sys, time\nfrom labkit.runs import Run\nwith Run('busy', sys.argv[1]).lock():\n"
+            "    print('held', flush=True)\n    time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        env = {k: v for k, v in os.environ.items() if k != "LABKIT_RUN_LOCKS"}
+        p = _labkit("train", "pretrain", "--name", "busy", "--runs-dir", str(tmp_path), "--preset", "smoke", env=env)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+        assert f"is being written by pid {holder.pid} on " in p.stderr and "Traceback" not in p.stderr
+        assert not (tmp_path / "busy" / "01_pretrain").exists()  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
