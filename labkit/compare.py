@@ -1,65 +1,21 @@
-"""Stage 6: what people use instead of PPO — DPO, RLOO and best-of-n beside PPO, on the same numbers.
+"""Stage 6: what people use instead of PPO -- DPO, RLOO and best-of-n beside PPO, on the same numbers.
 
-PPO (stage 5) is one way to solve the KL-regularised reward maximisation of RLHF,
-
-    max_π  E_{x, y~π}[ r(x, y) ]  −  β · KL(π(·|x) ‖ π_ref(·|x)),
-
-with rollouts, a learned value function and clipped updates. This stage puts three cheaper routes
-to the same objective beside it, from the same SFT model (stage 2), the same preference pairs
-(stage 3) and the same reward model (stage 4):
-
-* **best-of-n** (no training): sample n responses from the SFT model and return the one the
-  reward model scores highest. Its KL to the SFT model is at most log n − (n−1)/n nats
-  (Stiennon et al. 2020, appendix G.3; Beirami et al. 2024 show it is an upper bound), and it
-  costs n samples per prompt at inference, every time.
-* **DPO** (Rafailov et al. 2023): the objective above has a closed-form optimum,
-  π*(y|x) = π_ref(y|x) exp(r(x, y)/β) / Z(x). Solved for the reward, r = β log π*/π_ref + β log Z(x),
-  and put into stage 4's Bradley–Terry loss, Z(x) cancels in the chosen−rejected difference:
-
-      L_DPO = −log σ( β [ (log π(y_w|x) − log π_ref(y_w|x)) − (log π(y_l|x) − log π_ref(y_l|x)) ] )
-
-  a classification loss on the pairs themselves: no reward model, no sampling, no value function
-  (``dpo_loss`` writes it out; a test checks TRL's ``DPOTrainer`` against it by hand). The policy
-  *is* the reward model, so its preference accuracy on the reward model's held-out pairs is
-  reported beside the reward model's.
-* **RLOO** (REINFORCE leave-one-out; Kool et al. 2019, Ahmadian et al. 2024): k samples per
-  prompt; each sample's baseline is the mean reward of the other k−1. The group replaces PPO's
-  value function — no critic network to train, load or initialise, and a baseline that is unbiased
-  for every prompt. The KL penalty sits in the reward as in PPO (``β`` times the summed per-token
-  log-ratio). TRL's ``RLOOTrainer``, once with the reward model's score (normalised with stage 5's
-  mean and std, minus stage 5's penalty for a response that never stops: PPO's exact reward) and
-  once with the world's **verifier** as the reward (RL from verifiable rewards, ``rloo_verifier``):
-  what a perfect reward buys. GRPO (Shao et al. 2024) differs in the baseline — the group *mean*,
-  divided by the group's standard deviation — and in putting the KL into the loss; RLOO was chosen
-  because its reward (score − β·KL) is PPO's, so the comparison isolates the value function.
-* **PPO**: stage 5's numbers, read from ``05_ppo/eval.json`` and ``metrics.jsonl``; not retrained.
-
-Every method is evaluated by ``ppo_eval.evaluate`` — the function stage 5 uses — with stage 5's
-settings read from ``05_ppo/config.json``: the same held-out prompts (read from
-``05_ppo/samples.jsonl``), sampling seed, temperature, samples per prompt and response length.
-Conduct rates are shares of temperature-T samples, task accuracy is greedy, KL is the exact
-per-token KL to the SFT model summed over each sampled response. No method sees a held-out prompt:
-DPO trains on stage 3's pairs (the reward model's training split; its held-out pairs are only
-scored), RLOO on stage 5's training pool (``world.rl_tasks``). The RLOO settings are stage 5's
-(steps, batch, samples per prompt, learning rate, β = ``kl_coef``, clip range, LoRA rank), so
-the two differ in the algorithm only.
+From the same SFT model, preference pairs and reward model: best-of-n reranks n samples of the SFT
+model by the reward model (no training); DPO trains on the pairs with the closed-form loss of the
+KL-regularised objective (``dpo_loss`` writes it out); RLOO samples a group per prompt and uses the
+others' mean reward as each sample's baseline (TRL's ``RLOOTrainer``, once with the reward model,
+once with the verifier as the reward); PPO's row is read from stage 5. Every method is evaluated by
+``ppo_eval.evaluate`` with stage 5's held-out prompts and settings. Why these methods and how they
+relate: docs/how-it-works.md, "Stage 6: the alternatives".
 
     from labkit import compare
     result = compare.run(compare.config("smoke"), run="demo")   # needs stages sft..ppo in runs/demo
-    # labkit run --stages compare   (not part of the default `labkit run`: see runs.DEFAULT_STAGES)
+    # labkit run --stages compare   (not part of the default `labkit run`)
 
-Writes ``runs/<run>/06_compare/``: ``config.json``, ``eval.json`` (``methods``: one row per method
-with ``method``, ``harmful_refused``, ``unanswerable_abstained``, ``over_refusal``,
-``task_accuracy``, ``kl``, ``seconds``, ``peak_memory_mb``, ``trainable_params`` and more; and
-``settings``: what each method was run with), ``metrics.jsonl`` (training logs, keys
-``compare/<method>/<TRL metric>``), ``samples.jsonl`` (each method's greedy answer and first sample
-per held-out prompt) and ``<method>/adapter/`` (the LoRA adapters of DPO and RLOO).
-
-``seconds`` is the wall time of what makes the method's answers: training for DPO, RLOO and PPO
-(PPO: its steps, from ``metrics.jsonl``), drawing n samples per held-out prompt and scoring them for
-best-of-n; ``eval_seconds`` the evaluation. ``peak_memory_mb`` is the peak resident set of the
-process while the method ran on a CPU (``models.PeakMemory``; PPO: the peak of its stage),
-``torch.cuda.max_memory_allocated`` on a GPU.
+Writes ``runs/<run>/06_compare/``: ``eval.json`` (``methods``: one row per method with the conduct
+rates, ``task_accuracy``, ``kl``, ``seconds``, ``peak_memory_mb``, ...; ``settings``),
+``metrics.jsonl`` (``compare/<method>/<TRL metric>``), ``samples.jsonl`` and
+``<method>/adapter/`` (the LoRA adapters of DPO and RLOO).
 """
 
 from __future__ import annotations
@@ -82,7 +38,7 @@ from .live import LiveChart, progress
 from .models import PeakMemory, count_params, pick_device, resolve_bf16
 from .ppo_config import PPOConfig, load_prompts, pick_prompts
 from .ppo_eval import evaluate, judge_verdict
-from .ppo_math import seed_for
+from .ppo_math import best_of_n_kl, seed_for
 from .ppo_models import no_dropout, sample
 from .reward_model import fit_pairs, load_pairs, load_reward_model, score, split_by_prompt, to_trl
 from .runs import (STAGE_DIRS, Run, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
@@ -374,11 +330,6 @@ def judged(verdict: dict | None) -> dict:
     """A method's row fields from ``ppo_eval.judge_verdict`` against the SFT model: the AI judge's win rate
     and its Wilson 95% interval, in percent (None where it was not measured)."""
     return {f"judge_{k}": (verdict or {}).get(k) for k in ("win_rate", "low", "high")}
-
-
-def best_of_n_kl(n: int) -> float:
-    """KL(best-of-n ‖ base) <= log n − (n−1)/n nats (Stiennon et al. 2020, G.3; an upper bound, Beirami et al. 2024)."""
-    return math.log(n) - (n - 1) / n
 
 
 def ppo_row(r: Run) -> tuple[dict, list[dict]]:

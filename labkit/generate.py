@@ -75,12 +75,14 @@ def score_tasks(model, tokenizer, tasks: list[dict], **gen_kw) -> dict:
 # --- conduct: what the held-out numbers of every stage after pretraining are made of ------------------
 
 def sample_tasks(model, tokenizer, tasks: list[dict], k: int, temperature: float = 1.0, max_new_tokens: int = 16,
-                 batch_size: int = 64, seed: int = 0) -> list[dict]:
+                 batch_size: int = 64, seed: int = 0, greedy: list[dict] | None = None) -> list[dict]:
     """Per task: the greedy response and ``k`` samples at ``temperature`` (with their stop flags).
 
-    Rows carry the task's ``family`` and ``answer`` so ``conduct_summary`` can score them."""
+    Rows carry the task's verifier fields so ``conduct_summary`` can score them. ``greedy``: the greedy
+    responses already made for these tasks (``score_tasks``'s rows: "response", "stopped"), not made again."""
     prompts = [t["prompt"] for t in tasks]
-    greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    if greedy is None:
+        greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     drawn = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                      batch_size=max(1, batch_size // k), num_return_sequences=k, seed=seed)
     return [{**task_fields(t),

@@ -125,6 +125,26 @@ def _mirrored(base, path: str):
 
 # --- the runner's terminal line for a running stage ---------------------------------
 
+class Timer:
+    """Wall seconds per part of a stage, summed over its calls: ``with timer("generate"): ...``. A stage
+    writes ``timer.seconds`` into its eval.json (``timings``), which benchmarks/profile.py tabulates:
+    where each stage's time goes (training, generation, evaluation, scoring, loading, saving)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, part: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 2) for k, v in self.seconds.items()}
+
+
 def format_seconds(s: float) -> str:
     """12s, 3m05s, 1h02m: short enough for a table column."""
     s = int(round(s))

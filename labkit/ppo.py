@@ -1,80 +1,22 @@
-"""Stage 5: RLHF with PPO — make the SFT model write what the reward model prefers, on a KL leash.
+"""Stage 5: RLHF with PPO -- make the SFT model write what the reward model prefers, on a KL leash.
 
-The policy gradient theorem says ∇J(θ) = E[∇ log π_θ(a|s) · R]: raise the
-log-probability of what was sampled, in proportion to how good it turned out.
-For a language model a *state* is the prompt plus the tokens so far, an
-*action* is the next token, and the episode is one response. The pieces:
-
-* **Rollouts**: sample a response to each prompt from the current policy
-  (temperature ``temperature``, top_k=0, top_p=1, KV cache on), cut it after
-  the first EOS (``ppo_math.first_eos_mask``); a response that never stops
-  gets ``missing_eos_penalty`` taken off its score [NDetails, EOS detail].
-* **Reward**: the reward model's score of the whole response, put on its last
-  token, minus ``kl_coef`` × a per-token estimate of KL(π_θ‖π_ref) to the SFT
-  model on every token (k1 or k3, ``kl_estimator``) — the *KL leash* of
-  Ziegler et al. 2019 eq. 2 — with a fixed or an adaptive coefficient
-  (``adaptive_kl``: proportional control towards ``target_kl``). Without the
-  leash the policy drifts to whatever text the reward model over-scores:
-  *reward hacking*. The run watches for it: the verifier of the embedded world
-  gives a *true* score next to the learned one, and an alarm fires when the
-  learned reward rises while the true score falls, or when KL runs away.
-* **Advantages**: GAE(γ, λ) over the response tokens with a learned value
-  function, whitened per batch. R above is replaced by the advantage: same
-  expected gradient, far less variance.
-* **PPO** (Schulman et al. 2017): several epochs of minibatch updates on each
-  batch of rollouts. Reusing samples makes the update off-policy, so the ratio
-  π_θ/π_old is clipped to [1-ε, 1+ε]: once a token's probability has moved
-  that far in the helpful direction, its gradient stops. The epochs also stop
-  early when the approximate KL between π_θ and π_old passes
-  ``early_stop_kl``. Value loss clipped likewise; gradient norm clipped.
-
-Implementation details that matter (Huang et al. 2024, "The N Implementation
-Details of RLHF with PPO", [NDetails]): logits at position t-1 predict token
-t; logits are divided by the sampling temperature before the log-softmax; the
-"old" log-probabilities and values are recomputed in a no-grad pass over the
-same left-padded tensors, with position ids taken from the attention mask,
-that the training passes use — so the ratio is exactly 1 on the first
-minibatch of the first epoch (logged as ``ppo/ratio_dev_first``); dropout is
-off; minibatches group prompts of similar length (``group_by_length``: the
-padding columns every row shares are cut, about 2x faster here); the reward
-model's score is normalised to mean 0, std 1 on the SFT
-model's own samples (the first batch), as lm-human-preferences did, so one
-``kl_coef`` means the same for any reward model.
-
-**Value function: a separate critic initialised from the reward model**, and a
-reference that is the SFT model with the policy's adapter off: why, and how the
-networks are loaded and read, in ``ppo_models``. The before/after evaluation
-and the alarms are in ``ppo_eval``; the maths in ``ppo_math``. This file reads
-in the order of one iteration (``ppo_step``: sample, score, advantages, update,
-log), then ``run``.
-
-Runs single-process (notebook) and, unchanged, data-parallel under
-``accelerate launch`` or ``torchrun`` (``accelerate.Accelerator``: the policy
-and critic are one module for DDP; each process draws its own prompts;
-metrics are averaged over processes; ``rollout_batch_size`` etc. are per
-process)::
+One iteration (``ppo_step``) samples a response per prompt from the policy, scores it with the reward
+model (minus ``kl_coef`` x a per-token KL estimate to the SFT model, the leash), turns the rewards into
+GAE advantages with a critic initialised from the reward model, and takes ``ppo_epochs`` passes of
+clipped minibatch updates (PPO-ptx: plus an LM loss on task demonstrations). The file reads in that
+order, then ``run``; the networks are in ``ppo_models``, the evaluation and alarms in ``ppo_eval``,
+the maths in ``ppo_math``, the settings in ``ppo_config``. Why each piece is there, with the papers
+and the implementation details that matter: docs/how-it-works.md, "Stage 5: PPO".
 
     from labkit import ppo
     result = ppo.run(ppo.config("smoke"), run="demo")     # needs stages sft and reward in runs/demo
-    # two processes ("--": what follows is labkit's arguments, not torchrun's):
+    # two processes ("--": what follows is labkit's, not torchrun's):
     # torchrun --standalone --nproc_per_node 2 -m labkit.runner -- train ppo --name demo --preset cpu
 
-Writes ``runs/<run>/05_ppo/``: ``model/`` (merged policy + tokenizer),
-``adapter/`` (LoRA), ``config.json``, ``metrics.jsonl``, ``eval.json``
-(before/after on held-out prompts, alarms, world_size), ``samples.jsonl``
-(before/after generations for the same prompts) and ``ckpt/`` (resume).
-
-Metric keys (one line per step): ``ppo/rm_score`` (raw reward-model score, or
-the verifier's 0/1 with ``reward="verifier"``), ``ppo/score`` (normalised,
-EOS-penalised, clipped: what PPO maximises), ``ppo/true_score`` (verifier,
-percent correct on the rollout's tasks), ``ppo/kl`` (mean per-sequence sum of
-the KL estimate), ``ppo/kl_coef``, ``ppo/over_refusal`` (percent of rollouts on harmless requests that refuse or
-say "not stated"), ``ppo/reward`` (score + KL penalty),
-``ppo/entropy``, ``ppo/clipfrac``, ``ppo/approx_kl``, ``ppo/pg_loss``,
-``ppo/vf_loss``, ``ppo/vf_clipfrac``, ``ppo/explained_var``,
-``ppo/response_len``, ``ppo/eos_rate``, ``ppo/epochs``,
-``ppo/ratio_dev_first``, ``ppo/gen_seconds``, ``ppo/step_seconds``.
-Evaluation keys (eval.json, ``before``/``after``): see ``ppo_eval``.
+Writes ``runs/<run>/05_ppo/``: ``model/`` (merged policy), ``adapter/`` (LoRA), ``config.json``,
+``metrics.jsonl`` (one line per step: ``ppo/rm_score``, ``ppo/score``, ``ppo/true_score``, ``ppo/kl``,
+``ppo/over_refusal``, the losses, clip fractions and timings; the full list in docs/how-it-works.md),
+``eval.json`` (before/after on held-out prompts, alarms), ``samples.jsonl`` and ``ckpt/`` (resume).
 """
 
 from __future__ import annotations
@@ -90,7 +32,7 @@ import torch
 from . import ppo_math as pm
 from . import world as W
 from .config import ConfigError, set_threads
-from .live import LiveChart, progress
+from .live import LiveChart, Timer, progress
 from .models import count_params, peak_memory_mb, resolve_bf16
 # The stage's interface, as every stage module has it (the runner reads PRESETS, the config class and
 # config()), lives in ppo_config, shared with the modules that read stage 5's settings.
@@ -265,7 +207,9 @@ def ppo_step(model, ref, opt, acc, tokenizer, score_fn, kl_ctl, train_tasks: lis
     batch["order"] = minibatch_order(batch["query_mask"], cfg, torch.Generator().manual_seed(
         seed_for(cfg.seed, "order", rank, step)))
     batch.update(forward_pass(unwrapped, ref, batch, cfg.temperature, micro, autocast, batch["order"]))
+    t_fwd = time.perf_counter() - t0 - t_gen
     raw = score_fn(tasks, batch["texts"], batch["has_eos"])
+    t_score = time.perf_counter() - t0 - t_gen - t_fwd
     if norm is None and cfg.reward == "model" and cfg.normalize_score:
         # lm-human-preferences: reward model normalised to mean 0, std 1 on the SFT policy's samples
         everyone = acc.gather(raw.to(acc.device)).float()
@@ -275,12 +219,15 @@ def ppo_step(model, ref, opt, acc, tokenizer, score_fn, kl_ctl, train_tasks: lis
     # 3. rewards (score at the end, KL penalty per token), advantages; the clipped update
     batch.update(advantages_and_returns(batch, cfg))
     local = rollout_stats(batch, raw, tasks)
+    t_upd = time.perf_counter()
     upd = ppo_update(model, opt, acc, batch, cfg, autocast, step, ptx)
+    t_upd = time.perf_counter() - t_upd
     local.update({f"ppo/{k}": v for k, v in upd.items() if k not in ("epochs",)})
     keys = sorted(local)
     means = acc.reduce(torch.tensor([local[k] for k in keys], device=acc.device, dtype=torch.float64), "mean")
     m = {"step": step + 1, **{k: None if v != v else v for k, v in zip(keys, means.tolist())},  # NaN -> None
-         "ppo/kl_coef": kl_ctl.value, "ppo/epochs": upd["epochs"], "ppo/gen_seconds": t_gen}
+         "ppo/kl_coef": kl_ctl.value, "ppo/epochs": upd["epochs"], "ppo/gen_seconds": t_gen,
+         "ppo/forward_seconds": t_fwd, "ppo/score_seconds": t_score, "ppo/update_seconds": t_upd}
     return m, norm
 
 
@@ -366,7 +313,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train the policy with PPO, evaluate before/after with the verifier, write the stage folder."""
     check(cfg)
-    t_start = time.perf_counter()
+    t_start, timer = time.perf_counter(), Timer()
     acc = _accelerator(cfg)
     main, world_size = acc.is_main_process, acc.num_processes
     cores = len(os.sched_getaffinity(0))
@@ -384,7 +331,8 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     if cfg.reward == "verifier" and any(t.get("answer") is None for t in train_tasks):
         raise ConfigError("reward='verifier' needs prompts with an 'answer' (world tasks or task dicts)")
     torch.manual_seed(cfg.seed)  # LoRA init
-    policy, ref, critic, rm, tokenizer, rm_tok = load_models(cfg, policy_path, reward_path)
+    with timer("load"):
+        policy, ref, critic, rm, tokenizer, rm_tok = load_models(cfg, policy_path, reward_path)
     limit = getattr(policy.config, "max_position_embeddings", None) or 10**9
     budget = min(cfg.max_prompt_tokens, limit - cfg.max_new_tokens)
     lengths = tokenizer([format_prompt(tokenizer, t["prompt"]) for t in train_tasks + eval_tasks],
@@ -443,8 +391,10 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     acc.wait_for_everyone()
     unwrapped = acc.unwrap_model(model)
     if before is None:
-        before, before_rows = evaluate(unwrapped, ref, score_fn, tokenizer, eval_tasks, cfg, acc, autocast)
-        before["drift_ppl"] = drift_ppl(unwrapped.policy, tokenizer, r, autocast)
+        with timer("evaluate before"):
+            before, before_rows = evaluate(unwrapped, ref, score_fn, tokenizer, eval_tasks, cfg, acc, autocast)
+        with timer("drift"):
+            before["drift_ppl"] = drift_ppl(unwrapped.policy, tokenizer, r, autocast)
         if main:
             atomic_write_json(stage / "eval_before.json", {**before, "rows": before_rows, "key": eval_key})
     else:
@@ -483,9 +433,11 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     bar.close()
     chart.update(step, {}, force=True)
 
-    after, after_rows = evaluate(unwrapped, ref, score_fn, tokenizer, eval_tasks, cfg, acc, autocast)
+    with timer("evaluate after"):
+        after, after_rows = evaluate(unwrapped, ref, score_fn, tokenizer, eval_tasks, cfg, acc, autocast)
     # Drift: perplexity on stage 1's validation text, the language the model learned before any tuning
-    after["drift_ppl"] = drift_ppl(unwrapped.policy, tokenizer, r, autocast)
+    with timer("drift"):
+        after["drift_ppl"] = drift_ppl(unwrapped.policy, tokenizer, r, autocast)
     for a in final_alarms(before, after, cfg) if main else []:
         alarms.append(a)
         announce(a)
@@ -494,7 +446,8 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     in_sync = bool(torch.allclose(sums, sums[:1].expand_as(sums), rtol=1e-9, atol=0))
     _save_ckpt(ckpt, acc, model, opt, kl_ctl, step, norm, alarms, cfg)  # a later run may continue training
     if main:
-        _save_outputs(stage, unwrapped.policy, tokenizer, cfg, before_rows, after_rows)
+        with timer("save"):
+            _save_outputs(stage, unwrapped.policy, tokenizer, cfg, before_rows, after_rows)
     judged = judge_verdict(eval_tasks, before_rows, after_rows)  # the AI judge: PPO's answer or SFT's? (any prompts)
     gain = (after["true_greedy"] - before["true_greedy"]) if before["true_greedy"] is not None else None
     result = {"ppo/true_score_before": before["true_greedy"], "ppo/true_score_after": after["true_greedy"],
@@ -515,8 +468,11 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               "reward": cfg.reward, "use_lora": cfg.use_lora, "device": str(device),
               "resumed_from": state and state["step"]}
     if main:
-        atomic_write_json(stage / "eval.json", {**result, "before": before, "after": after, "alarms": alarms,
-                                                "judge": judged, "score_norm": norm, "eval_prompts": len(eval_tasks),
+        timings = {**timer.rounded(), **{f"train: {k}": round(sum(m.get(f"ppo/{k}_seconds") or 0 for m in history), 2)
+                                         for k in ("gen", "forward", "score", "update", "step")}}
+        atomic_write_json(stage / "eval.json", {**result, "timings": timings, "before": before, "after": after,
+                                                "alarms": alarms, "judge": judged,
+                                                "score_norm": norm, "eval_prompts": len(eval_tasks),
                                                 "train_prompts": len(train_tasks)})
         # The verifier's numbers lead when the prompts have answers; without, what can be measured does.
         verified = ("ppo/true_score_before", "ppo/true_score_after", "ppo/pass_at_k_before", "ppo/rm_score_after",

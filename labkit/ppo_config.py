@@ -17,7 +17,7 @@ from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gr
                     lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_at_least,
                     seed_field, threads_field)
 from .data import load_prompts as read_prompts
-from .ppo_math import seed_for
+from .ppo_math import best_of_n_kl, seed_for
 from .runs import Run
 from .tracking import report_to_field
 
@@ -86,9 +86,9 @@ class PPOConfig:
     alarm_window: int = field(default=16, metadata={"help": "steps over which reward hacking is judged"})
     alarm_true_drop: float = field(default=8.0, metadata={"help": "reward-hacking alarm: true score falls by this many points over the window while the learned reward rises"})
     alarm_run_drop: float = field(default=4.0, metadata={"help": "slow and held-out reward-hacking alarms: the true score fell by this many points over the run (rollout trend, or held-out before/after) while the learned reward rose"})
-    alarm_family_drop: float = field(default=10.0, metadata={"help": "held-out family alarm: one task family's sampled true score fell by this many points while the learned reward rose (the cpu preset's default runs at three seeds fell at most 3.0; with one RLHF template, 8.6)"})
+    alarm_family_drop: float = field(default=10.0, metadata={"help": "held-out family alarm: one task family's true score (sampled or greedy) fell by this many points while the learned reward rose"})
     alarm_over_refusal: float = field(default=10.0, metadata={"help": "over-refusal alarm: rollouts refusing or saying 'not stated' on harmless requests rose by this many points since the first alarm_window steps"})
-    alarm_kl: float = field(default=25.0, metadata={"help": "drift alarm: KL per response (nats) above this"})
+    alarm_kl: float | None = field(default=None, metadata={"help": "drift alarm: KL per response (nats) above this (None: best-of-n's KL for n = eval_samples, log n - (n-1)/n: the policy moved further from SFT than reranking SFT's own n samples would)"})
     kl_ablation: bool = field(default=False, metadata={"help": "notebook 05 also trains the kl_coef=0 twin (ppo.kl_ablation), the controlled KL ablation: a second PPO run as long as this one"})
     # bookkeeping
     checkpoint_interval: int = field(default=20, metadata={"help": "steps between resumable checkpoints"})
@@ -190,6 +190,13 @@ def pick_prompts(n_pool: int, cfg: PPOConfig, rank: int, step: int) -> list[int]
     while len(pick) < n:  # a pool smaller than a batch: draw with repeats
         pick.append(pick[len(pick) % n_pool])
     return [i for i in pick for _ in range(k)]
+
+
+def kl_threshold(cfg: PPOConfig) -> float:
+    """The drift alarm's KL per response: ``alarm_kl``, else best-of-n's for n = ``eval_samples``. A rule stated
+    before any run was seen: beyond it, PPO has moved further from SFT than the cheapest alternative to PPO,
+    reranking the SFT model's own samples, ever does (stage 6's best-of-n row)."""
+    return cfg.alarm_kl if cfg.alarm_kl is not None else best_of_n_kl(cfg.eval_samples)
 
 
 # --- models ----------------------------------------------------------------------------------

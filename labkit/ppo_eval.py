@@ -28,7 +28,7 @@ import torch
 
 from .generate import conduct_summary
 from .judges import constitution, win_rate
-from .ppo_config import PPOConfig
+from .ppo_config import PPOConfig, kl_threshold
 from .ppo_math import seed_for
 from .ppo_models import PolicyAndValue, position_ids, reference, rollout_inputs, sample
 from .tokenizer import format_prompt
@@ -168,10 +168,10 @@ def check_alarms(history: list[dict], cfg: PPOConfig, active: set) -> list[dict]
     * over-refusal: since the start, the share of rollouts refusing or answering "not stated" where
       the helpful answer was wanted rose by ``alarm_over_refusal`` points (a policy that learned
       "refusing scores well" and applies it to harmless requests);
-    * drift: the KL to the reference is above ``alarm_kl`` nats per response.
+    * drift: the KL to the reference, averaged over the last window, is above ``ppo_config.kl_threshold``
+      nats per response.
     """
     new, last, n = [], history[-1], cfg.alarm_window
-    drift = last.get("ppo/kl") is not None and last["ppo/kl"] > cfg.alarm_kl
 
     def mean(rows, k):
         vals = [h[k] for h in rows if h.get(k) is not None]
@@ -182,6 +182,8 @@ def check_alarms(history: list[dict], cfg: PPOConfig, active: set) -> list[dict]
         return None if ma is None or mb is None else mb - ma
 
     fast = slow = over = None
+    window_kl = mean(history[-n:], "ppo/kl")
+    drift = window_kl is not None and window_kl > kl_threshold(cfg)
     if cfg.reward == "model" and len(history) >= n:
         w = history[-n:]
         fast = change("ppo/rm_score", w[:n // 2], w[n // 2:]), change("ppo/true_score", w[:n // 2], w[n // 2:])
@@ -203,8 +205,9 @@ def check_alarms(history: list[dict], cfg: PPOConfig, active: set) -> list[dict]
         ("over_refusal", over is not None and over >= cfg.alarm_over_refusal,
          lambda: f"the policy now refuses or says 'not stated' on {over:+.1f} points more harmless requests than at "
                  f"the start (first {n} steps vs last {n}): refusing has become a way to score"),
-        ("kl_drift", drift, lambda: f"KL to the reference is {last['ppo/kl']:.1f} nats per response "
-                                    f"(> alarm_kl={cfg.alarm_kl}): the policy is drifting far from SFT"))
+        ("kl_drift", drift, lambda: f"KL to the reference is {window_kl:.2f} nats per response over the last "
+                                    f"{min(n, len(history))} steps (> {kl_threshold(cfg):.2f}): the policy is further "
+                                    "from SFT than best-of-n reranking would take it"))
     for kind, on, msg in rules:
         if on and kind not in active:
             active.add(kind)
@@ -231,19 +234,26 @@ def _trend(history: list[dict], key: str) -> tuple[float, float] | None:
 
 
 def final_alarms(before: dict, after: dict, cfg: PPOConfig) -> list[dict]:
-    """The held-out verdict: the learned reward rose on the evaluation prompts while the true score fell
-    by ``alarm_run_drop`` points (sampled mean or greedy), or one family's sampled true score fell by
-    ``alarm_family_drop``. The evaluation is paired -- the same prompts and sampling seed before and after --
-    so it sees a fall the noisy rollout metrics can hide. The family check exists because an overall
-    score can rise while one family breaks: measured, the cpu preset's twin without the KL leash
-    garbled the names on benign look-alikes ("Say hello to Now"; sampled 80 -> 50%) while the conduct
-    families pulled the overall score up (62 -> 76%)."""
-    if cfg.reward != "model" or None in (before.get("rm_score"), after.get("rm_score")):
-        return []
-    if after["rm_score"] <= before["rm_score"]:
-        return []
-    rose = f"on the held-out prompts the learned reward rose {before['rm_score']:+.3f} -> {after['rm_score']:+.3f}"
+    """The held-out verdict, on the evaluation prompts (paired: the same prompts and sampling seed before and
+    after, so it sees a fall the noisy rollout metrics can hide):
+
+    * ``kl_drift_heldout``: the KL to the SFT model is above ``ppo_config.kl_threshold``;
+    * while the learned reward rose: the true score fell by ``alarm_run_drop`` points (sampled mean or
+      greedy: ``reward_hacking_heldout``), or one family's true score fell by ``alarm_family_drop`` points,
+      sampled or greedy (``reward_hacking_family``). An overall score can rise while one family breaks
+      (the KL ablation's twin garbled the names of benign look-alikes while conduct pulled the overall
+      score up: notebook 05), and a family the rollouts never visit moves only greedily at first.
+    """
     alarms = []
+    if after.get("kl") is not None and after["kl"] > kl_threshold(cfg):
+        alarms.append({"step": None, "kind": "kl_drift_heldout",
+                       "message": f"on the held-out prompts the KL to the SFT model is {after['kl']:.2f} nats per "
+                                  f"response (> {kl_threshold(cfg):.2f}): further than best-of-n reranking goes"})
+    if cfg.reward != "model" or None in (before.get("rm_score"), after.get("rm_score")):
+        return alarms
+    if after["rm_score"] <= before["rm_score"]:
+        return alarms
+    rose = f"on the held-out prompts the learned reward rose {before['rm_score']:+.3f} -> {after['rm_score']:+.3f}"
     falls = {k: before[k] - after[k] for k in ("true_sampled", "true_greedy")
              if before.get(k) is not None and after.get(k) is not None}
     worst = max(falls, key=falls.get, default=None)
@@ -254,11 +264,13 @@ def final_alarms(before: dict, after: dict, cfg: PPOConfig) -> list[dict]:
                                   "model likes, not what is right"})
     fam_before, fam_after = before.get("per_family") or {}, after.get("per_family") or {}
     for fam in sorted(set(fam_before) & set(fam_after)):
-        b, a = fam_before[fam]["sampled"], fam_after[fam]["sampled"]
-        if b - a >= cfg.alarm_family_drop:
-            alarms.append({"step": None, "kind": "reward_hacking_family",
-                           "message": f"{rose} while {fam} fell {b:.1f} -> {a:.1f}% of samples right: the policy "
-                                      f"broke what the reward model does not check there"})
+        for how, what in (("sampled", "of samples"), ("greedy", "greedy")):
+            b, a = fam_before[fam].get(how), fam_after[fam].get(how)
+            if b is not None and a is not None and b - a >= cfg.alarm_family_drop:
+                alarms.append({"step": None, "kind": "reward_hacking_family",
+                               "message": f"{rose} while {fam} fell {b:.1f} -> {a:.1f}% right ({what}): the policy "
+                                          f"broke what the reward model does not check there"})
+                break  # one alarm per family
     return alarms
 
 

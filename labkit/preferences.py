@@ -1,33 +1,18 @@
-"""Stage 3: preference collection — candidates, labels from a person or an AI judge, pairs.
+"""Stage 3: preference collection -- candidates, labels from a person or an AI judge, pairs.
 
-RLHF learns from comparisons: people find "which of these is better?" easier
-and more consistent than writing the ideal answer or a score (Christiano et
-al. 2017; Ouyang et al. 2022, sec. 3.4). This stage
-
-1. samples K responses per prompt from the SFT model (``candidates.jsonl``,
-   with the generation settings),
-2. collects labels in a crash-safe SQLite store (``labels.sqlite``): from a
-   person in the ranking widget (``labkit.widget``), or from an AI judge
-   (``labkit.judges``: a rule-based constitution, or any causal LM asked to
-   compare) — every label records who gave it,
-3. exports ``pairs.jsonl`` (``prompt``/``chosen``/``rejected``, what TRL's
-   reward trainer reads): a ranking of K gives K(K-1)/2 pairs; ties and
-   "both bad" carry no preference and are counted, not exported.
-
-Batch runs (papermill, CI) use ``annotator="ai"``; ``annotator="human"`` uses
-the people's labels already in the store and fails clearly when there are too few.
+Samples K responses per prompt from the SFT model (``candidates.jsonl``), collects labels in the
+crash-safe SQLite store (``labels.sqlite``) from a person in the ranking widget (``labkit.widget``)
+or an AI judge (``labkit.judges``), and exports ``pairs.jsonl`` (``prompt``/``chosen``/``rejected``):
+a ranking of K gives K(K-1)/2 pairs; ties and "both bad" are counted, not exported. Batch runs use
+``annotator="ai"``; ``annotator="human"`` uses the people's labels already in the store. Why:
+docs/how-it-works.md, "Stage 3: preferences".
 
     from labkit import preferences
     result = preferences.run(preferences.config("smoke"), run="demo")   # needs stage 2
 
-Metric keys (eval.json): ``preferences/pairs``, ``preferences/ties``,
-``preferences/both_bad``, ``preferences/chosen_correct`` (percent of pairs whose
-chosen response the verifier accepts), ``preferences/rejected_correct``;
-per principle of the constitution but "correct", over the pairs whose task it applies to,
-``preferences/chosen_<principle>`` and ``preferences/rejected_<principle>``
-(percent of chosen / rejected responses it accepts; eval.json's ``by_principle``
-has them all, with the number of pairs); ``preferences/pairs_<family>`` (pairs
-per task family, eval.json's ``pairs_by_family``).
+eval.json: ``preferences/pairs``, ``preferences/ties``, ``preferences/both_bad``,
+``preferences/chosen_correct`` / ``rejected_correct`` (the verifier on each side), per principle of
+the constitution (``by_principle``) and per family (``pairs_by_family``).
 """
 
 from __future__ import annotations
@@ -43,7 +28,7 @@ from .config import (ConfigError, device_field, make_config, require_fraction, s
 from .data import load_prompts
 from .generate import generate
 from .judges import Constitution, ModelJudge, constitution, label_all, stopped_flags
-from .live import progress
+from .live import Timer, progress
 from .models import load_model, pick_device
 from .runs import Run, atomic_write_json, read_jsonl, write_jsonl_atomic, writes_run
 from .store import LabelStore
@@ -189,10 +174,11 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Candidates -> labels (AI judge, or the people's labels in the store) -> pairs.jsonl."""
     _check(cfg)
-    t0 = time.perf_counter()
+    t0, timer = time.perf_counter(), Timer()
     r = Run(run, runs_dir)
     r.require("sft", "model")
-    cands = make_candidates(cfg, run, runs_dir)
+    with timer("generate candidates"):
+        cands = make_candidates(cfg, run, runs_dir)
     stage = r.start("preferences", dataclasses.asdict(cfg))
     store = LabelStore(stage / "labels.sqlite")
     try:
@@ -201,7 +187,8 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
             # The judge compares pairs, whatever the widget's mode: a ranking would put equally good
             # answers in some order, and that order would be exported as a preference. Pairwise, a
             # tie is explicit and is counted instead of exported.
-            label_all(cands, store, judge, mode="pair")
+            with timer("label"):
+                label_all(cands, store, judge, mode="pair")
             who = [f"ai:{judge.name}"]
         else:
             who = [a for a in store.annotators() if not a.startswith("ai:")]
@@ -244,7 +231,7 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
               "preferences/probes": sum("probe" in c for c in cands),
               "preferences/prompts": len(cands), "preferences/annotators": who,
               "preferences/seconds": time.perf_counter() - t0}
-    atomic_write_json(stage / "eval.json", {**result, "agreement": agreement, "by_principle": by_principle,
+    atomic_write_json(stage / "eval.json", {**result, "timings": timer.rounded(), "agreement": agreement, "by_principle": by_principle,
                                             "pairs_by_family": by_family,
                                             "by_annotator": stats.get("by_annotator", {}),
                                             "examples": pairs[:10]})

@@ -1,40 +1,19 @@
 """Stage 1: train a tokenizer, then pretrain a model with a self-supervised objective.
 
-Self-supervised means the labels come from the text itself:
-
-* ``causal`` (GPT): predict token t+1 from tokens 1..t. Loss on every position.
-* ``masked`` (BERT, Devlin et al. 2019, sec. 3.1): hide 15% of tokens (80% ->
-  ``<mask>``, 10% -> random, 10% unchanged) and predict them from both sides.
-* ``span`` (T5, Raffel et al. 2020, sec. 3.1.4): replace random spans (15% of
-  tokens, mean length 3) with sentinels; the decoder writes the spans back.
-
-Run it from the notebook ``01_pretrain.ipynb``, from ``labkit run --stages
-pretrain``, or in Python::
+``causal`` (GPT: predict the next token), ``masked`` (BERT: predict 15% hidden tokens from both sides)
+or ``span`` (T5: write back corrupted spans), on the embedded world's text or your own
+(``textdata``). Data-parallel, unchanged, under ``accelerate launch``: every process draws the same
+windows and keeps its rows, so W processes train what one would. Why: docs/how-it-works.md,
+"Stage 1: pretraining".
 
     from labkit import pretrain
-    cfg = pretrain.config("smoke", max_steps=20)
-    result = pretrain.run(cfg, run="demo")
+    result = pretrain.run(pretrain.config("smoke", max_steps=20), run="demo")
+    # accelerate launch --config_file configs/accelerate/ddp.yaml -m labkit.runner train pretrain --name demo
 
-Data-parallel, unchanged, under ``accelerate launch`` (DDP; gloo on CPU, NCCL on GPU)::
-
-    accelerate launch --config_file configs/accelerate/ddp.yaml -m labkit.runner train pretrain --name demo --preset gpu
-    ACCELERATE_USE_CPU=true accelerate launch --config_file configs/accelerate/cpu_2proc.yaml \
-        -m labkit.runner train pretrain --name demo --preset smoke -p threads=1
-
-``batch_size`` is the global micro-batch: every process draws the same windows
-from the shared generator and keeps its ``batch_size / world_size`` rows, so W
-processes train exactly what one process would (same losses, up to float
-rounding), only faster. Only rank 0 writes files.
-
-``gpu_memory_gb`` fits the run to a GPU memory budget: ``labkit.planner``
-picks micro-batch x accumulation (same effective batch), activation
-checkpointing and bf16; the plan is written to ``plan.json`` and ``eval.json``.
-
-Writes ``runs/<run>/01_pretrain/``: ``tokenizer/``, ``model/``, ``config.json``,
-``metrics.jsonl``, ``eval.json``, ``samples.jsonl``, ``ckpt/`` (for resume) and
-``plan.json`` (with ``gpu_memory_gb``).
-Metric keys: ``pretrain/loss``, ``pretrain/lr``, ``pretrain/tokens_per_s``,
-``pretrain/val_loss``, ``pretrain/val_ppl``, ``pretrain/unigram_ppl``.
+Writes ``runs/<run>/01_pretrain/``: ``tokenizer/``, ``model/``, ``config.json``, ``metrics.jsonl``
+(``pretrain/loss``, ``pretrain/lr``, ``pretrain/tokens_per_s``, ``pretrain/val_loss``,
+``pretrain/val_ppl``), ``eval.json`` (with ``pretrain/unigram_ppl``, the baseline), ``samples.jsonl``,
+``ckpt/`` (resume) and, with ``gpu_memory_gb``, ``plan.json``.
 """
 
 from __future__ import annotations
@@ -56,7 +35,7 @@ from . import textdata
 from . import world as W
 from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
                     make_config, require_at_least, seed_field, set_threads, threads_field)
-from .live import LiveChart, progress
+from .live import LiveChart, Timer, progress
 from .models import (OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device,
                      resolve_bf16)
 from .runs import (STAGE_DIRS, Run, append_jsonl, atomic_dir, atomic_write_json, config_fingerprint,
@@ -399,7 +378,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     rank, world_size = (acc.process_index, acc.num_processes) if acc else (0, 1)
     main = rank == 0
     _check(cfg, world_size)
-    t_start = time.perf_counter()
+    t_start, timer = time.perf_counter(), Timer()
     cores = len(os.sched_getaffinity(0))
     threads = set_threads(cfg.threads or (max(1, cores // world_size) if world_size > 1 else None))
     torch.manual_seed(cfg.seed)
@@ -407,12 +386,13 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     requested = cfg  # the checkpoint fingerprint: a resumed run recomputes the same plan
 
     # Data, tokenizer, model and memory plan first: bad input fails before anything is written.
-    train_docs, val_docs = load_corpus(cfg)
-    stage = Path(runs_dir) / run / STAGE_DIRS["pretrain"]
-    ckpt = stage / "ckpt"
-    resume_state = resumable_checkpoint(ckpt, cfg, _RESUMABLE_CHANGES, cfg.max_steps) if cfg.resume else None
-    tokenizer = _tokenizer(cfg, acc, ckpt if resume_state is not None else None, train_docs, val_docs)
-    train_stream, val_stream = textdata.encode(tokenizer, train_docs), textdata.encode(tokenizer, val_docs)
+    with timer("data and tokenizer"):
+        train_docs, val_docs = load_corpus(cfg)
+        stage = Path(runs_dir) / run / STAGE_DIRS["pretrain"]
+        ckpt = stage / "ckpt"
+        resume_state = resumable_checkpoint(ckpt, cfg, _RESUMABLE_CHANGES, cfg.max_steps) if cfg.resume else None
+        tokenizer = _tokenizer(cfg, acc, ckpt if resume_state is not None else None, train_docs, val_docs)
+        train_stream, val_stream = textdata.encode(tokenizer, train_docs), textdata.encode(tokenizer, val_docs)
     if min(len(train_stream), len(val_stream)) <= cfg.block_size + 1:
         raise ConfigError(f"not enough text for block_size={cfg.block_size}: {len(train_stream)} train and "
                           f"{len(val_stream)} validation tokens; use more text or a smaller block_size")
@@ -488,7 +468,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
             if not math.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss became {loss} at step {step}; lower learning_rate")
             if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-                val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
+                with timer("evaluate"):
+                    val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
                 m.update({"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50))})
                 t_window = time.perf_counter()  # evaluation time is not training throughput
             if main:
@@ -497,7 +478,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                 chart.update(step, m)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}" if val_loss else "-")
         if step % cfg.checkpoint_interval == 0 and step < cfg.max_steps and main:
-            _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)
+            with timer("checkpoint"):
+                _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)
     bar.close()
     chart.update(step, {}, force=True)
 
@@ -506,7 +488,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     result = None
     if main:
         smp = samples(model, tokenizer, cfg, device)
-        _save_outputs(stage, model, tokenizer, smp)
+        with timer("save"):
+            _save_outputs(stage, model, tokenizer, smp)
         _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)  # a later run may continue
         rows = read_jsonl(metrics_path, on_error="skip")
         tps = [m["pretrain/tokens_per_s"] for m in rows if "pretrain/tokens_per_s" in m]
@@ -518,7 +501,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                   "objective": cfg.objective, "tokenizer": cfg.tokenizer if not cfg.init_from else cfg.init_from,
                   "vocab_size": len(tokenizer), "device": str(device), "world_size": world_size,
                   "resumed_from": resume_state and resume_state["step"]}
-        atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "samples": smp})
+        timings = {**timer.rounded(), "train": round(t_train, 2)}
+        atomic_write_json(stage / "eval.json", {**result, "timings": timings, "plan": plan_record, "samples": smp})
         r.complete("pretrain", result["pretrain/seconds"], {k: result[k] for k in (
             "pretrain/val_ppl", "pretrain/unigram_ppl", "pretrain/tokens_per_s", "pretrain/params")})
     if acc:  # every process returns rank 0's result; then the process group is torn down cleanly

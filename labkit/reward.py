@@ -1,53 +1,20 @@
-"""Stage 4: a reward model that turns preference labels into one number per response.
+"""Stage 4: a Bradley-Terry reward model that turns preference pairs into one number per response.
 
-Stage 3 left pairs: for an instruction, a *chosen* and a *rejected* response.
-A reward model r(instruction, response) -> scalar learns to reproduce those
-choices, so PPO (stage 5) can ask it about responses nobody labelled. The
-Bradley–Terry model (Bradley & Terry 1952; Christiano et al. 2017; InstructGPT,
-Ouyang et al. 2022, sec. 3.5) reads a score difference as a probability::
-
-    P(a ≻ b) = σ(r(a) − r(b))          loss = −log σ(r(chosen) − r(rejected) − margin)
-
-The network is the SFT model with its language-model head replaced by a
-one-output linear head read at the last token, the EOS
-(``AutoModelForSequenceClassification``, ``num_labels=1``), trained with TRL's
-``RewardTrainer``, fully or with LoRA. Every response is scored as the chat
-template renders it, ``<|user|>instruction<|assistant|> response<eos>``, which is
-what ``score`` (used by PPO and the preference notebook) feeds it too.
-
-A reward model is a proxy, and PPO optimises whatever the proxy gets wrong
-(Goodhart's law; Gao et al. 2023, "Scaling laws for reward model
-overoptimization"). So the stage measures it three ways:
-
-* held-out pairwise accuracy, on prompts that never appear in training;
-* calibration: is σ(Δr) the real chance that the chosen response wins? (ECE);
-* agreement with the world's verifier on FRESH samples from the SFT model
-  (Spearman), with the worst disagreements listed: the places PPO can hack.
-
-Each is also reported for the *conduct* families alone (harmful requests,
-unanswerable questions, benign look-alikes; ``world.CONDUCT_FAMILIES``) and per
-family: there the preference is in the response's form (a refusal that says why,
-"not stated"), which a small reward model can read, where the answer families'
-preference is correctness, which it mostly cannot.
-
-Run it from ``04_reward_model.ipynb``, ``labkit run --stages reward``, or::
+P(a > b) = sigmoid(r(a) - r(b)); the loss is -log sigmoid(r(chosen) - r(rejected)). The network is
+the SFT model with a one-output head read at the EOS (``AutoModelForSequenceClassification``,
+``num_labels=1``), trained by TRL's ``RewardTrainer``, fully or with LoRA, on what
+``reward_model.scoring_text`` renders. A reward model is a proxy that PPO will exploit, so the stage
+measures it three ways (``reward_eval``): held-out pairwise accuracy, calibration (ECE), and Spearman
+with the verifier on fresh SFT samples, each also for the conduct families and per family.
+Why: docs/how-it-works.md, "Stage 4: the reward model".
 
     from labkit import reward
-    result = reward.run(reward.config("smoke"), run="demo")
+    result = reward.run(reward.config("smoke"), run="demo")   # needs stages sft and preferences
 
-Reads ``02_sft/model/`` and ``03_preferences/pairs.jsonl`` (or any preference
-data: ``data="Anthropic/hh-rlhf"`` or a local file). Writes ``04_reward/``:
-``model/`` (merged, with tokenizer), ``config.json``, ``metrics.jsonl``,
-``eval.json``, ``eval_pairs.jsonl`` (held-out pair scores), ``verifier_samples.jsonl``
-and ``conduct_samples.jsonl`` (the fresh samples of the overall and the conduct
-verifier checks); with ``gpu_memory_gb`` also ``plan.json`` (``labkit.planner``'s
-choice of micro-batch x accumulation, LoRA, checkpointing and bf16). Metric keys: ``reward/loss``, ``reward/accuracy``,
-``reward/margin``, ``reward/lr``, ``reward/grad_norm``, ``reward/eval_loss``,
-``reward/eval_accuracy``, ``reward/eval_margin`` (accuracies in percent). ``eval.json`` holds the
-final held-out figures: ``reward/eval_accuracy`` and ``reward/spearman`` over every family,
-``reward/conduct_accuracy`` and ``reward/conduct_spearman`` over the conduct families only, and
-per family ``accuracy_by_family`` and ``spearman_by_family``. Every Spearman is pooled over the
-samples it covers (not computed within prompts).
+Writes ``04_reward/``: ``model/``, ``config.json``, ``metrics.jsonl`` (``reward/loss``,
+``reward/accuracy``, ``reward/eval_accuracy``, ...), ``eval.json`` (``reward/eval_accuracy``,
+``reward/conduct_accuracy``, ``reward/spearman``, ``reward/conduct_spearman``, ``reward/ece``, per
+family), ``eval_pairs.jsonl``, ``verifier_samples.jsonl``, ``conduct_samples.jsonl``, ``plan.json``.
 """
 
 from __future__ import annotations
@@ -67,7 +34,7 @@ from . import world as W
 from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
                     lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_at_least,
                     seed_field, set_threads, threads_field)
-from .live import LiveChart, progress
+from .live import LiveChart, Timer, progress
 from .models import count_params, pick_device, resolve_bf16
 from .planner import lora_targets
 from .reward_eval import by_family, evaluate_pairs, pairwise_accuracy, spearman, verifier_agreement, verifier_samples
@@ -246,7 +213,7 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     from trl import RewardTrainer
 
     _check(cfg)
-    t_start = time.perf_counter()
+    t_start, timer = time.perf_counter(), Timer()
     threads = set_threads(cfg.threads)
     device = pick_device(cfg.device)
     bf16 = resolve_bf16(cfg.bf16, device)
@@ -298,7 +265,8 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         no_printer(trainer)
         trainer.add_callback(MetricsCallback(metrics_path, "reward", chart, bar, show=("reward/loss", "reward/eval_accuracy")))
         t_train = time.perf_counter()
-        trainer.train()
+        with timer("train"):
+            trainer.train()
         t_train = time.perf_counter() - t_train
         bar.close()
         chart.update(trainer.state.global_step, {}, force=True)
@@ -306,13 +274,14 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         model = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
     model.eval()
     changed = sum(not torch.equal(a, b.detach().cpu()) for a, b in zip(initial, model.parameters()))
-    with atomic_dir(stage / "model") as d:
+    with timer("save"), atomic_dir(stage / "model") as d:
         model.save_pretrained(d)
         tokenizer.save_pretrained(d)
 
     # 1. held-out pairwise accuracy and score distributions, 2. calibration, 3. the verifier on fresh samples
     check = eval_pairs or train_pairs  # without a held-out set, report on training pairs (and say so)
-    held = evaluate_pairs(model, tokenizer, check, cfg.calibration_bins, cfg.score_batch_size)
+    with timer("evaluate pairs"):
+        held = evaluate_pairs(model, tokenizer, check, cfg.calibration_bins, cfg.score_batch_size)
     sample = random.Random(cfg.seed).sample(train_pairs, min(len(train_pairs), 500))
     train_acc = evaluate_pairs(model, tokenizer, sample, cfg.calibration_bins, cfg.score_batch_size)["accuracy"]
     write_jsonl_atomic(stage / "eval_pairs.jsonl", held["rows"])
@@ -326,8 +295,9 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     agree, vrows, crows = None, [], []
     if cfg.verifier_tasks and sft_path is not None and on_world:
         tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed, families=fams, distinct=True)
-        vrows = verifier_samples(model, tokenizer, sft_path, tasks, device, cfg.eval_samples,
-                                 cfg.verifier_max_new_tokens, cfg.verifier_temperature, cfg.seed, cfg.score_batch_size)
+        with timer("verifier samples"):
+            vrows = verifier_samples(model, tokenizer, sft_path, tasks, device, cfg.eval_samples,
+                                     cfg.verifier_max_new_tokens, cfg.verifier_temperature, cfg.seed, cfg.score_batch_size)
         agree = verifier_agreement(vrows, cfg.worst_k)
         write_jsonl_atomic(stage / "verifier_samples.jsonl", vrows)
     if cfg.conduct_verifier_tasks and conduct_fams and sft_path is not None and on_world:
@@ -335,8 +305,9 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         # check's share of them.
         tasks = W.make_tasks(r.world(), cfg.conduct_verifier_tasks, "eval", seed=cfg.seed, families=conduct_fams,
                              distinct=True)
-        crows = verifier_samples(model, tokenizer, sft_path, tasks, device, cfg.eval_samples,
-                                 cfg.verifier_max_new_tokens, cfg.verifier_temperature, cfg.seed, cfg.score_batch_size)
+        with timer("verifier samples"):
+            crows = verifier_samples(model, tokenizer, sft_path, tasks, device, cfg.eval_samples,
+                                     cfg.verifier_max_new_tokens, cfg.verifier_temperature, cfg.seed, cfg.score_batch_size)
         write_jsonl_atomic(stage / "conduct_samples.jsonl", crows)
     # Where does it fail? World pairs and samples carry their task's family (the reward model never sees it);
     # a family's Spearman pools its samples from both checks.
@@ -372,7 +343,8 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
             "no verifier for these preferences (not stage 3's pairs on world prompts)" if not on_world else
             "stage 3 used no conduct family" if not conduct_fams else "this run has no SFT model to sample from"),
     }
-    atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "calibration": held["bins"],
+    atomic_write_json(stage / "eval.json", {**result, "timings": timer.rounded(), "plan": plan_record,
+                                            "calibration": held["bins"],
                                             "accuracy_by_family": acc_by_family, "spearman_by_family": rho_by_family,
                                             "worst_disagreements": agree["worst"] if agree else []})
     r.complete("reward", result["reward/seconds"], {k: result[k] for k in (

@@ -1,34 +1,18 @@
-"""Stage 2: supervised fine-tuning (SFT) — teach the pretrained model to follow instructions.
+"""Stage 2: supervised fine-tuning (SFT) -- teach the pretrained model to follow instructions.
 
-A pretrained model continues text; asked "What is 7 plus 5?" it writes more
-questions. SFT trains it on (instruction, response) pairs in one prompt
-format — the tokenizer's chat template — with the cross-entropy loss on the
-**response tokens only** (the prompt is context, not something to imitate),
-up to and including EOS so the model learns to stop (Ouyang et al. 2022,
-sec. 3.5; TRL's ``completion_only_loss``).
-
-Training is ``trl.SFTTrainer`` on prompt/completion records, full fine-tuning
-or LoRA through peft (Hu et al. 2021: train low-rank updates ``W + BA`` of the
-attention and MLP matrices, a few percent of the parameters). With LoRA the
-output head gets a low-rank update too (``lora_head_r``, ``HeadAdapter``): at
-the cpu preset's scale most of what SFT changes is in the head -- measured at
-250 steps, full fine-tuning with the (tied) embedding frozen reached loss 1.88
-against 0.76 with it trained, and LoRA on every linear layer 2.75 without a
-head update against 1.25 with a rank-32 one.
-
-Data: the embedded world's instruction tasks (five families, each with a
-verifier) by default, or a local file / hub dataset in Alpaca, Dolly, FLAN,
-chat-messages or prompt/completion format (``labkit.data.load_instructions``).
+``trl.SFTTrainer`` on (instruction, response) pairs in the chat template, with the loss on the
+response tokens only, EOS included (so the model learns to stop); full fine-tuning or LoRA (with a
+low-rank update of the output head, ``HeadAdapter``). Data: the world's tasks (their conduct
+demonstrations mixed like crowd-written data: ``aligned_share``) or Alpaca / Dolly / FLAN / chat /
+prompt-completion files. Evaluated by the verifier on held-out tasks before and after. Why:
+docs/how-it-works.md, "Stage 2: SFT".
 
     from labkit import sft
     result = sft.run(sft.config("smoke"), run="demo")     # needs stage 1 in runs/demo
 
-Writes ``runs/<run>/02_sft/``: ``model/`` (merged, with tokenizer), ``adapter/``
-(LoRA only), ``config.json``, ``metrics.jsonl``, ``eval.json``; with ``gpu_memory_gb``
-also ``plan.json`` (``labkit.planner``'s choice of micro-batch x accumulation, LoRA,
-checkpointing and bf16 for that budget, applied to the config).
-Metric keys: ``sft/loss``, ``sft/lr``, ``sft/grad_norm``, ``sft/eval_loss``;
-eval.json: ``sft/accuracy``, ``sft/base_accuracy``, per-family accuracies, stop rates.
+Writes ``runs/<run>/02_sft/``: ``model/`` (merged), ``adapter/`` (LoRA), ``config.json``,
+``metrics.jsonl`` (``sft/loss``, ``sft/lr``, ``sft/grad_norm``), ``eval.json`` (``sft/accuracy``,
+``sft/task_accuracy``, per family, the conduct rates of samples, drift) and, with a budget, ``plan.json``.
 """
 
 from __future__ import annotations
@@ -47,7 +31,7 @@ from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gr
                     lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_fraction, seed_field,
                     set_threads, threads_field)
 from .generate import conduct_summary, sample_tasks, score_tasks
-from .live import LiveChart, progress
+from .live import LiveChart, Timer, progress
 from .models import count_params, load_model, objective_of, pick_device, resolve_bf16
 from .planner import lora_targets
 from .runs import Run, atomic_dir, atomic_write_json, atomic_write_text, writes_run
@@ -234,11 +218,12 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     if cfg.use_lora and cfg.lora_head_r and not cfg.merge_lora:
         raise ConfigError("the output head's LoRA update (lora_head_r) is saved merged into model/; "
                           "set merge_lora=True, or lora_head_r=0 for a peft-only adapter")
-    t_start = time.perf_counter()
+    t_start, timer = time.perf_counter(), Timer()
     threads = set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     r = Run(run, runs_dir)
-    model, tokenizer = load_base(cfg, r)
+    with timer("load"):
+        model, tokenizer = load_base(cfg, r)
     world = r.world()
     load_report = None
     if cfg.data == "world":
@@ -261,7 +246,8 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     metrics_path = stage / "metrics.jsonl"
     atomic_write_text(metrics_path, "")
     # The "before" picture: the pretrained model, same prompts, same verifier.
-    base = score_tasks(model, tokenizer, [t for t in eval_tasks], max_new_tokens=cfg.eval_max_new_tokens)
+    with timer("evaluate before"):
+        base = score_tasks(model, tokenizer, [t for t in eval_tasks], max_new_tokens=cfg.eval_max_new_tokens)
 
     if cfg.use_lora:
         from peft import get_peft_model
@@ -288,7 +274,8 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
                                             *callbacks])
     no_printer(trainer)
     t_train = time.perf_counter()
-    trainer.train()
+    with timer("train"):
+        trainer.train()
     train_seconds = time.perf_counter() - t_train
     bar.close()
     chart.update(trainer.state.global_step, {}, force=True)
@@ -301,17 +288,20 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         if cfg.merge_lora:
             model = model.merge_and_unload()
             merge_head_adapter(model)
-    after = score_tasks(model, tokenizer, eval_tasks, max_new_tokens=cfg.eval_max_new_tokens)
-    # Forgetting: perplexity on stage 1's validation text (pretraining text, not chats) after SFT
-    drift = drift_ppl(model, tokenizer, r) if cfg.init_from == "pretrain" else None
+    with timer("evaluate after"):
+        after = score_tasks(model, tokenizer, eval_tasks, max_new_tokens=cfg.eval_max_new_tokens)
+    with timer("drift"):  # forgetting: perplexity on stage 1's validation text (not chats) after SFT
+        drift = drift_ppl(model, tokenizer, r) if cfg.init_from == "pretrain" else None
     # The headroom RLHF has: how often the SFT model *samples* the aligned behaviour (greedy decoding
     # can pick the aligned answer while most of the probability mass is elsewhere).
     conduct = None
     if cfg.eval_samples and any(t["family"] in W.CONDUCT_FAMILIES for t in eval_tasks):
-        conduct = conduct_summary(sample_tasks(model, tokenizer, eval_tasks, cfg.eval_samples, temperature=1.0,
-                                               max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed))
+        with timer("evaluate samples"):
+            conduct = conduct_summary(sample_tasks(model, tokenizer, eval_tasks, cfg.eval_samples, temperature=1.0,
+                                                   max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed,
+                                                   greedy=after["rows"]))
     if not cfg.use_lora or cfg.merge_lora:
-        with atomic_dir(stage / "model") as d:
+        with timer("save"), atomic_dir(stage / "model") as d:
             model.save_pretrained(d)
             tokenizer.save_pretrained(d)
 
@@ -331,7 +321,8 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               "sft/aligned_share": cfg.aligned_share if cfg.data == "world" else None, "sft/drift_ppl": drift,
               **({f"sft/{k}": v for k, v in conduct.items() if k not in ("per_family", "k")} if conduct else {}),
               "data_report": str(load_report) if load_report else None}
-    atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "examples": examples, "conduct": conduct,
+    atomic_write_json(stage / "eval.json", {**result, "timings": timer.rounded(), "plan": plan_record,
+                                            "examples": examples, "conduct": conduct,
                                             "generations": after["rows"][:50],
                                             "skipped_records": load_report.skipped[:100] if load_report else []})
     r.complete("sft", result["sft/seconds"], {k: round(result[k], 2) for k in (

@@ -1,26 +1,10 @@
-"""A durable, crash-safe store of preference labels (stage 3).
+"""A durable, crash-safe store of preference labels (stage 3, and the explorers' arena).
 
-Every label a person or an AI judge gives goes into one SQLite file
-(`runs/<run>/03_preferences/labels.sqlite`). SQLite does the hard parts:
-
-* **Durable.** WAL journal with `synchronous=FULL`: `add_label` returns only
-  after the commit is fsync'd, so a label that was acknowledged survives a
-  killed kernel or a power cut (https://www.sqlite.org/wal.html).
-* **No duplicates.** One live label per work unit: a partial UNIQUE index on
-  (item_id, annotator, kind, a, b) where the label is not undone. A double
-  click, a retried call or a second process labelling the same unit just gets
-  the id of the label already there ("first label wins").
-* **Two processes at once.** Writes run in `BEGIN IMMEDIATE` with a busy
-  timeout, so two annotators (or a person and a judge) can label together.
-* **Undo keeps history.** `undo_last` marks a label undone (`undone_at`), it
-  never deletes; undone labels are invisible to everything except
-  `labels(include_undone=True)`.
-
-A *work unit* is what one label answers. Pair mode: `(item_id, a, b)`, two
-response indices with `a < b` (every pair of the K responses of an item, see
-`work_units`). Rank mode: `(item_id, None, None)`, one ordering of all K.
-Payloads: pair `{"a": i, "b": j, "choice": "a"|"b"|"tie"|"both_bad"}`, rank
-`{"order": [best, ..., worst]}`.
+One SQLite file per store; a label acknowledged by ``add_label`` survives a killed kernel (WAL,
+``synchronous=FULL``); one live label per work unit (a second one for the same unit returns the
+first's id); two processes can label at once; ``undo_last`` marks a label undone, never deletes.
+A *work unit* is what one label answers: ``(item_id, a, b)`` in pair mode, ``(item_id, None, None)``
+in rank mode. How and why: docs/how-it-works.md, "The label store".
 
     store = LabelStore("labels.sqlite")
     store.add_label("p1", "alice", "pair", {"a": 0, "b": 1, "choice": "b"})

@@ -1,35 +1,18 @@
-"""The embedded world: a small, seeded universe of text, tasks and a verifier.
+"""The embedded world: a small, seeded universe of text, tasks and a verifier that knows the truth.
 
-No hub is reachable where the lab is developed, and a lab needs to *measure*
-what each stage did. So the lab ships its own world:
+``World(seed)`` holds a cast of residents (name, town, job, pet, colour); ``corpus`` writes raw text
+about it (stories, fact paragraphs, arithmetic and word lists, social text of requests refused or
+helped); ``make_tasks`` turns it into instruction tasks: five answer families with one right answer
+each, and three conduct families (harmful requests, unanswerable questions, benign look-alikes).
+``verify`` is the verifier: a response is aligned only if it does the aligned thing and nothing else
+(``conduct`` says what it did: refused, abstained, answered or mixed).
 
-* ``World(seed)`` holds a fixed cast of residents (name, town, job, pet,
-  favourite colour). These are the *facts* a model can learn in pretraining.
-* ``corpus(world, n_docs, seed)`` writes raw text about that world: short
-  stories with a random cast (names drawn from a pool far larger than the
-  model can memorise), fact paragraphs in several paraphrases, simple
-  reasoning (counting, arithmetic, comparisons, word lists) and social text
-  (people asking each other for help, refused or helped; notes that leave
-  something out).
-* ``make_tasks(world, n, split, seed)`` turns the same world into instruction
-  tasks: five answer families, each with one right answer, and three conduct
-  families (harmful requests, unanswerable questions, benign look-alikes).
-  ``verify(task, text)`` is the verifier: it knows what is right or aligned,
-  so SFT accuracy, reward-model correlation and PPO's *true* score are
-  numbers, not opinions.
-
-Train and evaluation never leak: stories use names from disjoint halves of
-the name pool, facts are asked about disjoint halves of the residents,
-arithmetic uses disjoint operand pairs, and every family keeps one question
-template for evaluation only. ``rl_tasks`` draws the prompts of the stages
-after SFT (see its docstring): never an evaluation prompt or fact, and for
-extraction and the conduct families never an evaluation name or template.
-
-Everything is deterministic from the seed; generating the default corpus
-takes about a second.
+Nothing evaluated is ever trained on: evaluation uses other names, residents, arithmetic facts (a sum
+and its commutative twin are one fact) and question templates than SFT, and the RLHF stages ask the
+training side in templates of their own (``rl_tasks``). How the world is built and why:
+docs/how-it-works.md, "The embedded world".
 
     >>> w = World(0)
-    >>> docs = corpus(w, n_docs=10, seed=1)
     >>> tasks = make_tasks(w, 5, split="train", seed=2)
     >>> verify(tasks[0], tasks[0]["answer"])
     1.0

@@ -19,7 +19,7 @@ from labkit.config import ConfigError
 from labkit.runs import Run, StageMissing, read_json, read_jsonl
 
 torch.set_num_threads(1)
-TIMING = ("ppo/gen_seconds", "ppo/step_seconds")
+TIMING = {"ppo/gen_seconds", "ppo/step_seconds", "ppo/forward_seconds", "ppo/score_seconds", "ppo/update_seconds"}
 
 
 def _strip(rows):
@@ -289,10 +289,22 @@ def test_missing_stages_fail_clearly(base_run, tmp_path):
 def test_alarms_fire_once_on_reward_hacking_and_drift():
     cfg = ppo.config("smoke", alarm_window=4, alarm_true_drop=10.0, alarm_kl=5.0)
     hist, active, fired = [], set(), []
-    for step, (rm, true, kl) in enumerate([(0.0, 50, 1), (0.1, 50, 1), (0.5, 30, 2), (0.9, 20, 6), (1.2, 10, 7)], 1):
+    for step, (rm, true, kl) in enumerate([(0.0, 50, 1), (0.1, 50, 1), (0.5, 30, 2), (0.9, 20, 6), (1.2, 10, 13)], 1):
         hist.append({"step": step, "ppo/rm_score": rm, "ppo/true_score": true, "ppo/kl": kl})
         fired += ppo_eval.check_alarms(hist, cfg, active)
-    assert [(a["step"], a["kind"]) for a in fired] == [(4, "reward_hacking"), (4, "kl_drift")]
+    # the KL is judged over the window, like every rule: one step at 6 nats is not drift, four averaging 5.5 are
+    assert [(a["step"], a["kind"]) for a in fired] == [(4, "reward_hacking"), (5, "kl_drift")]
+
+
+def test_the_drift_threshold_is_best_of_ns_kl_unless_set():
+    from labkit import ppo_config
+    from labkit.ppo_math import best_of_n_kl
+    assert ppo_config.kl_threshold(ppo.config("cpu")) == pytest.approx(best_of_n_kl(8)) == pytest.approx(1.2044, abs=1e-4)
+    assert ppo_config.kl_threshold(ppo.config("cpu", alarm_kl=3.0)) == 3.0
+    before = {"rm_score": 0.1, "kl": 0.0}
+    assert [a["kind"] for a in ppo_eval.final_alarms(before, {"rm_score": 0.0, "kl": 1.5}, ppo.config("cpu"))] == [
+        "kl_drift_heldout"]
+    assert ppo_eval.final_alarms(before, {"rm_score": 0.0, "kl": 0.9}, ppo.config("cpu")) == []
 
 
 def _replay(cfg, rm, true, over=None):
@@ -351,8 +363,14 @@ def test_family_alarm_fires_when_one_family_breaks_under_a_rising_overall_score(
     after = {"rm_score": 0.83, "true_greedy": 85.5, "true_sampled": 76.0, "per_family": fams(50.0, 96.9)}
     fired = ppo_eval.final_alarms(before, after, cfg)
     assert [a["kind"] for a in fired] == ["reward_hacking_family"] and "benign fell 80.4 -> 50.0" in fired[0]["message"]
-    # a small fall (the default's runs: at most 3.0 points), or a falling learned reward, is no alarm
+    # a small fall, or a falling learned reward, is no alarm
     assert ppo_eval.final_alarms(before, {**after, "per_family": fams(72.0, 96.9)}, cfg) == []
+    # a fall in greedy accuracy alone counts too (a family the rollouts never visit moves greedily first)
+    greedy = {f: {**v, "greedy": 69.0} for f, v in fams(80.4, 32.6).items()}
+    fell = {**greedy, "extract": {"sampled": 98.3, "greedy": 55.0}}
+    fired = ppo_eval.final_alarms({**before, "per_family": greedy}, {**after, "per_family": fell}, cfg)
+    assert [a["kind"] for a in fired] == ["reward_hacking_family"] and "extract fell 69.0 -> 55.0% right (greedy)" in \
+        fired[0]["message"]
     assert ppo_eval.final_alarms(before, {**after, "rm_score": -0.2}, cfg) == []
     assert ppo_eval.final_alarms(before, after, ppo.config("cpu", alarm_family_drop=40.0)) == []
 
