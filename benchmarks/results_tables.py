@@ -193,6 +193,19 @@ def section_alarms(doc: dict) -> list[str]:
     return lines
 
 
+def section_explore_latency(doc: dict) -> list[str]:
+    t = doc["targets"]
+    lines = ["", "## How live the explorers are", "",
+             f"`benchmarks/explore_latency.py` on {doc['cpus']} CPUs (load average {doc['load_average_1m']['before']} "
+             f"before, {doc['load_average_1m']['after']} after), {doc['date']}, commit {doc['commit']}: the median "
+             f"click of the playground ({doc['playground']}; target {t['playground_s']:g} s) and of the token view "
+             f"(target {t['token_view_s']:g} s), through the widget's own path. Models: {doc['weights']}. The "
+             "explorers run their models on one thread; two are shown for comparison.", ""]
+    rows = [[str(r["threads"]), f(r["playground_s"], 2), f(r["token_view_s"], 3), f(r["matmul_gflops"])]
+            for r in doc["results"]]
+    return lines + table(["threads", "playground (s)", "token view (s)", "1024² float32 matmul (GFLOP/s)"], rows)
+
+
 def hh_rows(doc: dict) -> list[list[str]]:
     """Per preset (and the cpu tokenizer at longer contexts): how many hh-rlhf pairs stage 4 keeps."""
     def pct(row, k):
@@ -221,6 +234,7 @@ def section_hh_lengths(doc: dict) -> list[str]:
 
 
 SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, section_alarms]),
+            ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths])]
 
 

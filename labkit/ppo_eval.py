@@ -136,9 +136,12 @@ def exact_kl(pv, ref, batch, cfg, autocast) -> torch.Tensor:
 
 
 @torch.no_grad()
-def token_kl(policy, ref, tokenizer, instruction: str, response: str, temperature: float = 1.0) -> list[dict]:
+def token_kl(policy, ref, tokenizer, instruction: str, response: str, temperature: float = 1.0,
+             top_k: int = 0) -> list[dict]:
     """Per-token view of one response: each token, its log-prob under the policy and the reference,
-    the k1 estimate (their difference) and the exact KL(π‖π_ref) of the next-token distributions there."""
+    the k1 estimate (their difference) and the exact KL(π‖π_ref) of the next-token distributions there.
+    With ``top_k``, each row also lists the ``top_k`` most likely tokens there under each model
+    (``top`` and ``ref_top``: [token, probability] pairs, best first), the alternatives the explorer shows."""
     device = next(policy.parameters()).device
     prompt = tokenizer(format_prompt(tokenizer, instruction), add_special_tokens=False).input_ids
     resp = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
@@ -148,8 +151,14 @@ def token_kl(policy, ref, tokenizer, instruction: str, response: str, temperatur
     exact = (lp[0].exp() * (lp[0] - lp[1])).sum(-1)
     tgt = ids[0, -n:]
     a, b = lp[0].gather(-1, tgt[:, None])[:, 0], lp[1].gather(-1, tgt[:, None])[:, 0]
-    return [{"position": i, "token": tokenizer.decode([t]), "logprob": a[i].item(), "ref_logprob": b[i].item(),
+    rows = [{"position": i, "token": tokenizer.decode([t]), "logprob": a[i].item(), "ref_logprob": b[i].item(),
              "k1": (a[i] - b[i]).item(), "kl": exact[i].item()} for i, t in enumerate(tgt.tolist())]
+    if top_k:
+        for key, logp in (("top", lp[0]), ("ref_top", lp[1])):
+            vals, idx = logp.exp().topk(min(top_k, logp.shape[-1]), dim=-1)
+            for row, v, ix in zip(rows, vals.tolist(), idx.tolist()):
+                row[key] = [[tokenizer.decode([t]), p] for t, p in zip(ix, v)]
+    return rows
 
 
 # --- alarms -------------------------------------------------------------------------------------

@@ -69,6 +69,9 @@ class SFTConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_length: int = field(default=128, metadata={"help": "truncate prompt+response to this many tokens"})
     log_interval: int = field(default=10, metadata={"help": "steps between loss log lines"})
+    n_val: int = field(default=0, metadata={"help": "validation tasks from SFT's own training side of the world (other draws than the training tasks; never an evaluation task): their loss is logged every eval_interval steps (0: none)"})
+    eval_interval: int = field(default=100, metadata={"help": "steps between validation losses (with n_val)"})
+    select_best: bool = field(default=False, metadata={"help": "keep the weights of the lowest validation loss, not the last step's (needs n_val)"})
     # evaluation
     eval_max_new_tokens: int = field(default=20, metadata={"help": "generation budget per evaluation answer (a refusal that says why is ~15 tokens)"})
     seed: int = seed_field("task sampling, init and data order")
@@ -114,6 +117,20 @@ def world_tasks(world: W.World, cfg: SFTConfig) -> tuple[list[dict], list[dict]]
             t["aligned"] = rng.random() < cfg.aligned_share
             t["response"] = W.demonstration(t, t["aligned"], rng)
     return train, W.make_tasks(world, cfg.n_eval, "eval", cfg.seed, fams, distinct=True)
+
+
+def validation_tasks(world: W.World, cfg: SFTConfig, train: list[dict]) -> list[dict]:
+    """``n_val`` tasks of SFT's training distribution (its names, residents, facts and templates) that are not
+    training prompts, with demonstrations made as the training ones are: a validation split that tells
+    overfitting from learning without looking at the evaluation."""
+    fams = W.parse_families(cfg.families)
+    seen = {t["prompt"] for t in train}
+    pool = [t for t in W.make_tasks(world, 4 * cfg.n_val, "train", 10_000 + cfg.seed, fams) if t["prompt"] not in seen]
+    rng = random.Random(f"validation-{cfg.seed}")
+    for t in pool:
+        if t["family"] in W.DECLINING_FAMILIES:
+            t["response"] = W.demonstration(t, rng.random() < cfg.aligned_share, rng)
+    return pool[:cfg.n_val]  # make_tasks cycles the families, so the first n_val stay balanced
 
 
 def base_path(cfg: SFTConfig, run: Run):
@@ -204,6 +221,23 @@ def fit_budget(cfg: SFTConfig, r: Run, device):
         raise ConfigError(f"SFT {e}") from None
 
 
+class KeepBest:
+    """A TrainerCallback that keeps (in memory) the weights of the lowest validation loss and its step."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback  # built lazily: importing labkit must not import Trainer
+
+        class _KeepBest(TrainerCallback):
+            loss, step, state = float("inf"), None, None
+
+            def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+                if metrics and metrics.get("eval_loss", float("inf")) < self.loss:
+                    self.loss, self.step = metrics["eval_loss"], state.global_step
+                    self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+        return _KeepBest()
+
+
 @writes_run
 def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True, callbacks=()) -> dict:
@@ -265,13 +299,18 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
                        cfg.seed))
     if cfg.data_seed is not None:
         args.data_seed = cfg.data_seed  # TRL's sampler shuffles with data_seed; everything else keeps seed
+    val = validation_tasks(world, cfg, train) if cfg.n_val and cfg.data == "world" else []
+    if val:
+        args.eval_strategy, args.eval_steps, args.per_device_eval_batch_size = "steps", cfg.eval_interval, cfg.batch_size
+    best = KeepBest() if cfg.select_best and val else None
     chart = LiveChart(CHART, title="SFT", enabled=live)
     bar = progress(cfg.max_steps, "sft", disable=not progress_bar)
     with hf_logging_dir(cfg.report_to, tb_dir(stage)):
         trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer,
                                  train_dataset=Dataset.from_list(to_prompt_completion(tokenizer, train)),
+                                 eval_dataset=Dataset.from_list(to_prompt_completion(tokenizer, val)) if val else None,
                                  callbacks=[MetricsCallback(metrics_path, "sft", chart, bar, show=("sft/loss",)),
-                                            *callbacks])
+                                            *([best] if best else []), *callbacks])
     no_printer(trainer)
     t_train = time.perf_counter()
     with timer("train"):
@@ -281,6 +320,8 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     chart.update(trainer.state.global_step, {}, force=True)
 
     model = trainer.model
+    if best is not None and best.state is not None:  # the validation minimum, not the last step
+        model.load_state_dict(best.state)
     if cfg.use_lora:
         with atomic_dir(stage / "adapter") as d:
             model.save_pretrained(d)  # peft's adapter; the head's update is in model/ (merged) only
@@ -319,6 +360,8 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               "sft/seconds": time.perf_counter() - t_start, "sft/train_examples": len(train),
               "sft/threads": threads, "use_lora": cfg.use_lora, "sft/peak_learning_rate": learning_rate(cfg),
               "sft/aligned_share": cfg.aligned_share if cfg.data == "world" else None, "sft/drift_ppl": drift,
+              "sft/selected_step": best.step if best is not None else None,
+              "sft/val_loss": best.loss if best is not None and best.state is not None else None,
               **({f"sft/{k}": v for k, v in conduct.items() if k not in ("per_family", "k")} if conduct else {}),
               "data_report": str(load_report) if load_report else None}
     atomic_write_json(stage / "eval.json", {**result, "timings": timer.rounded(), "plan": plan_record,

@@ -101,3 +101,20 @@ def require_browser():
     if missing:
         why = f"{' and '.join(missing)} missing (run tests/browser_setup.sh)"
         (pytest.fail if os.environ.get("CI", "").lower() == "true" else pytest.skip)(why)
+
+
+@pytest.fixture(scope="session")
+def explore_run(tmp_path_factory):
+    """A run folder with every stage done on the smoke preset (stage 6's DPO and RLOO adapters included),
+    for the explorers' tests (tests/test_explore*.py, test_arena.py, test_explore_browser.py). Tests that
+    write into a run (the arena, stage 1's extra tokenizers) work on a copy of it."""
+    from labkit import compare, ppo, preferences, pretrain, reward, sft
+    runs = tmp_path_factory.mktemp("explore_runs")
+    kw = dict(run="explore", runs_dir=str(runs), preset="smoke", progress_bar=False, live=False)
+    pretrain.run(pretrain.config("smoke"), **kw)
+    sft.run(sft.config("smoke"), **kw)
+    preferences.run(preferences.config("smoke"), **kw)
+    reward.run(reward.config("smoke"), **kw)
+    ppo.run(ppo.config("smoke", kl_ablation=False), **kw)
+    compare.run(compare.config("smoke"), **kw)
+    return runs / "explore"

@@ -182,3 +182,23 @@ def test_gpu_memory_budget_applies_the_plan_notebook_02_shows(smoke_run):
     assert sft.fit_budget(sft.config("smoke"), r, torch.device("cpu")) == (sft.config("smoke"), None)  # no budget
     with pytest.raises(ConfigError, match="SFT does not fit in gpu_memory_gb=0.001"):
         sft.fit_budget(sft.config("smoke", gpu_memory_gb=0.001), r, torch.device("cpu"))
+
+
+def test_validation_tasks_are_training_side_and_never_trained_or_evaluated():
+    from labkit import world as W
+    cfg = sft.config("cpu", n_train_tasks=2000, n_val=140)
+    train, held = sft.world_tasks(W.World(0), cfg)
+    val = sft.validation_tasks(W.World(0), cfg, train)
+    assert len(val) == 140 and {t["split"] for t in val} == {"train"}
+    assert not {t["prompt"] for t in val} & ({t["prompt"] for t in train} | {t["prompt"] for t in held})
+    assert {t["family"] for t in val} == set(W.parse_families(cfg.families))
+    assert all("response" in t for t in val if t["family"] in W.DECLINING_FAMILIES)
+
+
+def test_select_best_restores_the_lowest_validation_loss(run_with_pretrain):
+    res = sft.run(sft.config("smoke", n_val=14, eval_interval=2, select_best=True), run=run_with_pretrain.name,
+                  runs_dir=str(run_with_pretrain.parent), progress_bar=False)
+    losses = {m["step"]: m["sft/eval_loss"] for m in read_jsonl(run_with_pretrain / "02_sft" / "metrics.jsonl")
+              if "sft/eval_loss" in m}
+    assert len(losses) == 4 and res["sft/selected_step"] == min(losses, key=losses.get)
+    assert res["sft/val_loss"] == min(losses.values())
