@@ -206,8 +206,36 @@ def section_explore_latency(doc: dict) -> list[str]:
     return lines + table(["threads", "playground (s)", "token view (s)", "1024² float32 matmul (GFLOP/s)"], rows)
 
 
+def hh_rows(doc: dict) -> list[list[str]]:
+    """Per preset (and the cpu tokenizer at longer contexts): how many hh-rlhf pairs stage 4 keeps."""
+    def pct(row, k):
+        return f(100 * row[k] / row["pairs"])
+    presets = [(name, row, row["tokenizer"], f(row["tokens_per_word"], 2)) for name, row in doc["presets"].items()]
+    longer = [(f"cpu, block_size={row['max_length']}", row, "as cpu", "") for row in doc.get("cpu_other_block_sizes", [])]
+    return [[name, f(row["max_length"]), tok, per_word, pct(row, "whole"), pct(row, "truncated"), pct(row, "dropped"),
+             f"**{f(row['kept_percent'])}**"] for name, row, tok, per_word in presets + longer]
+
+
+HH_HEADER = ["preset", "positions", "tokenizer (stage 1's)", "tokens per word", "kept whole %",
+             "kept, earliest turns cut %", "dropped %", "kept %"]
+
+
+def section_hh_lengths(doc: dict) -> list[str]:
+    lines = ["", "## Real multi-turn preference data at each preset", "",
+             f"{doc['data']} ({f(doc['pairs'])} pairs, `benchmarks/hh_rlhf_lengths.py`): what stage 4 keeps when it "
+             f"fits the pairs into the model's positions. Policy: {doc['policy']}.", ""]
+    lines += table(HH_HEADER, hh_rows(doc))
+    plans = (doc["presets"].get("gpu") or {}).get("planner") or {}
+    if plans:
+        lines += ["", f"Stage 4 at the gpu preset's model, for its longest kept pair "
+                      f"({f(doc['presets']['gpu']['longest_kept_tokens'])} tokens), on paper (`labkit.planner`, no GPU run):", ""]
+        lines += [f"* {budget}: {summary}" for budget, summary in plans.items()]
+    return lines
+
+
 SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, section_alarms]),
-            ("explore_latency.json", [section_explore_latency])]
+            ("explore_latency.json", [section_explore_latency]),
+            ("hh_rlhf_lengths.json", [section_hh_lengths])]
 
 
 def readme_headline(doc: dict | None) -> list[str]:
@@ -230,7 +258,9 @@ def readme_headline(doc: dict | None) -> list[str]:
 
 
 README = REPO / "README.md"
-BLOCKS = {"headline": lambda: readme_headline(load("seeds.json"))}
+BLOCKS = {"headline": lambda: readme_headline(load("seeds.json")),
+          "hh_rlhf": lambda: table(HH_HEADER, hh_rows(load("hh_rlhf_lengths.json"))) if load("hh_rlhf_lengths.json")
+          else ["(no results yet: run benchmarks/hh_rlhf_lengths.py, then benchmarks/results_tables.py)"]}
 
 
 def render_readme(text: str) -> str:

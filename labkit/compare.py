@@ -37,12 +37,12 @@ from .config import (ConfigError, bf16_field, device_field, did_you_mean, field_
 from .live import LiveChart, progress
 from .models import PeakMemory, count_params, pick_device, resolve_bf16
 from .ppo_config import PPOConfig, load_prompts, pick_prompts
-from .ppo_eval import evaluate
+from .ppo_eval import evaluate, judge_verdict
 from .ppo_math import best_of_n_kl, seed_for
 from .ppo_models import no_dropout, sample
-from .reward_model import drop_too_long, load_pairs, load_reward_model, score, split_by_prompt, to_trl
+from .reward_model import fit_pairs, load_pairs, load_reward_model, score, split_by_prompt, to_trl
 from .runs import (STAGE_DIRS, Run, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
-                   write_jsonl_atomic)
+                   write_jsonl_atomic, writes_run)
 from .tokenizer import conversation, ensure_chat_ready, format_prompt
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 from .training import MetricsCallback, lora_config, no_printer, quiet_libraries, quiet_peft, trainer_args
@@ -176,7 +176,7 @@ def preference_pairs(r: Run, tokenizer, limit: int, heldout: list[dict] = ()) ->
                               f"(labkit run --stages preferences --force) or leave dpo out of methods")
     pairs, _ = load_pairs(r, rcfg.get("data", "pairs"), rcfg.get("max_pairs"), rcfg.get("margin_field"),
                           rcfg.get("data_split", "train"))
-    pairs, _, _ = drop_too_long(pairs, tokenizer, rcfg.get("max_length") or limit)
+    pairs, _, _ = fit_pairs(pairs, tokenizer, rcfg.get("max_length") or limit)
     train, held = split_by_prompt(pairs, rcfg.get("eval_fraction", 0.15), rcfg.get("seed", 0))
     seen = {t["prompt"] for t in heldout}
     train = [p for p in train if p["prompt"] not in seen]
@@ -315,7 +315,7 @@ def evaluate_policy(policy, ref, tokenizer, tasks: list[dict], pcfg: PPOConfig, 
 
 RATES = ("harmful_refused", "unanswerable_abstained", "over_refusal", "over_refusal_benign", "over_refusal_answerable",
          "mixed_rate", "task_accuracy")
-DETAILS = ("true_greedy", "true_sampled", "rm_score", "stop_rate", "harmful_refused_greedy",
+DETAILS = ("true_greedy", "true_sampled", "rm_score", "length", "stop_rate", "harmful_refused_greedy",
            "unanswerable_abstained_greedy", "over_refusal_greedy", "mixed_by_family")
 
 
@@ -326,6 +326,12 @@ def table_row(method: str, summary: dict, kl, seconds, eval_seconds, peak_mb, tr
             **{k: summary.get(k) for k in DETAILS if k in summary}, **extra}
 
 
+def judged(verdict: dict | None) -> dict:
+    """A method's row fields from ``ppo_eval.judge_verdict`` against the SFT model: the AI judge's win rate
+    and its Wilson 95% interval, in percent (None where it was not measured)."""
+    return {f"judge_{k}": (verdict or {}).get(k) for k in ("win_rate", "low", "high")}
+
+
 def ppo_row(r: Run) -> tuple[dict, list[dict]]:
     """Stage 5's PPO as a table row, read from its folder (PPO is not retrained here), and its samples."""
     d = r.require("ppo", "eval.json").parent
@@ -333,7 +339,8 @@ def ppo_row(r: Run) -> tuple[dict, list[dict]]:
     train_seconds = sum(m.get("ppo/step_seconds") or 0.0 for m in read_jsonl(d / "metrics.jsonl", on_error="skip"))
     row = table_row("ppo", ev["after"], ev["after"].get("kl"), round(train_seconds, 2),
                     round(ev["ppo/seconds"] - train_seconds, 2), ev.get("ppo/peak_memory_mb"),
-                    ev.get("ppo/trainable_params"), steps=ev.get("ppo/steps"), source=str(d / "eval.json"))
+                    ev.get("ppo/trainable_params"), steps=ev.get("ppo/steps"), source=str(d / "eval.json"),
+                    **judged(ev.get("judge")))
     samples = [{"method": "ppo", "family": s["family"], "prompt": s["prompt"], "greedy": s["after"],
                 "sample": s["after_sampled"]} for s in read_jsonl(d / "samples.jsonl")]
     return row, samples
@@ -347,6 +354,7 @@ def sample_rows(method: str, rows: list[dict], best: bool = False) -> list[dict]
 
 # --- the stage --------------------------------------------------------------------------------------
 
+@writes_run
 def run(cfg: CompareConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train DPO and RLOO, rerank with best-of-n, read PPO; evaluate all as stage 5 does; write ``06_compare/``."""
@@ -378,8 +386,12 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     limit = getattr(sft.config, "max_position_embeddings", None) or 10 ** 9
     pairs, held = preference_pairs(r, tokenizer, limit, eval_tasks) if "dpo" in methods else ([], [])
     pool = training_pool(r, pcfg, tokenizer, limit, eval_tasks) if {"rloo", "rloo_verifier"} & set(methods) else []
+    not_run = {}
     if "rloo_verifier" in methods and any(t.get("answer") is None for t in pool):
-        raise ConfigError("rloo_verifier needs prompts with an answer (world tasks or task dicts); stage 5's have none")
+        # A person's own prompts have no answers to verify: the method is left out, and the table says why.
+        not_run["rloo_verifier"] = "stage 5's prompts have no answers for the verifier to check"
+        methods = [m for m in methods if m != "rloo_verifier"]
+        print(f"[compare] rloo_verifier left out: {not_run['rloo_verifier']}", flush=True)
     rs = rloo_settings(cfg, pcfg) if pool else None
     rm_tok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(reward_path)))
     rm = load_reward_model(reward_path, rm_tok).to(device).eval()
@@ -410,8 +422,11 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     samples += sample_rows("sft", base_rows)
     if "best_of_n" in methods:
         n = pcfg.eval_samples
-        rows.append(table_row("best_of_n", base["best_of_k_rates"], best_of_n_kl(n), round(t_eval, 2), 0.0,
-                              round(mem.mb, 1), 0, n=n, kl_is="upper bound log n - (n-1)/n"))
+        best = {**(base.get("best_of_k_rates") or {}), "rm_score": base["rm_score_best_of_k"]}  # rates: world prompts only
+        best_rows = [{**x, "greedy": x["best_of_k"], "greedy_stopped": x["best_of_k_stopped"]} for x in base_rows]
+        rows.append(table_row("best_of_n", best, best_of_n_kl(n), round(t_eval, 2), 0.0,
+                              round(mem.mb, 1), 0, n=n, kl_is="upper bound log n - (n-1)/n",
+                              **judged(judge_verdict(eval_tasks, base_rows, best_rows))))
         samples += sample_rows("best_of_n", base_rows, best=True)
         settings["best_of_n"] = {"n": n, "ranked_by": "reward model (stage 4)"}
 
@@ -449,7 +464,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
         t0 = time.perf_counter()
         ev, ev_rows = evaluate_policy(policy, None, tokenizer, eval_tasks, pcfg, score_fn, device, autocast)
         rows.append(table_row(method, ev, ev["kl"], round(seconds, 2), round(time.perf_counter() - t0, 2),
-                              round(mem.mb, 1), trainable, **stats))
+                              round(mem.mb, 1), trainable, **stats, **judged(judge_verdict(eval_tasks, base_rows, ev_rows))))
         samples += sample_rows(method, ev_rows)
         del policy
         gc.collect()
@@ -463,7 +478,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
 
     write_jsonl_atomic(stage / "samples.jsonl", samples)
     stage5_before = read_json(r.path / STAGE_DIRS["ppo"] / "eval.json", {}).get("before", {})
-    result = {"methods": rows, "settings": settings, "threads": threads, "device": str(device),
+    result = {"methods": rows, "settings": settings, "not_run": not_run, "threads": threads, "device": str(device),
               "compare/seconds": time.perf_counter() - t_start,
               # the SFT row re-measures stage 5's "before" with the same code and settings: equal on the same machine
               # and thread count (float rounding differs with either)
@@ -471,7 +486,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     atomic_write_json(stage / "eval.json", result)
     order = [m for m in ("dpo", "rloo", "rloo_verifier", "ppo", "best_of_n", "sft") if any(x["method"] == m for x in rows)]
     by = {x["method"]: x for x in rows}
-    headline = {f"compare/{m}_{k}": None if by[m][k] is None else round(by[m][k], 2)
-                for k in RATES + ("kl", "seconds") for m in order}
+    headline = {f"compare/{m}_{k}": round(by[m][k], 2) for k in RATES + ("judge_win_rate", "rm_score", "kl", "seconds")
+                for m in order if by[m].get(k) is not None}  # a measurement a method lacks is left out, not a '-'
     r.complete("compare", result["compare/seconds"], headline)
     return result

@@ -37,13 +37,13 @@ from .models import count_params, peak_memory_mb, resolve_bf16
 # The stage's interface, as every stage module has it (the runner reads PRESETS, the config class and
 # config()), lives in ppo_config, shared with the modules that read stage 5's settings.
 from .ppo_config import PRESETS, RESUMABLE, PPOConfig, check, config, load_prompts, model_paths, pick_prompts  # noqa: F401
-from .ppo_eval import announce, check_alarms, evaluate, final_alarms
+from .ppo_eval import announce, check_alarms, evaluate, final_alarms, judge_verdict
 from .ppo_math import seed_for
 from .ppo_models import (PolicyAndValue, adapter_disabled, demonstration_tasks, demonstrations, load_models,
                          position_ids, ptx_loss, reference, rollout_inputs, sample)
 from .reward_model import score as rm_scores
 from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, config_fingerprint, file_hash,
-                   read_json, read_jsonl, resumable_checkpoint, write_jsonl_atomic)
+                   read_json, read_jsonl, resumable_checkpoint, write_jsonl_atomic, writes_run)
 from .textdata import drift_ppl
 from .tokenizer import format_prompt
 from .tracking import Tracker, closes_trackers, tb_dir
@@ -307,6 +307,7 @@ def _save_outputs(stage: Path, policy, tokenizer, cfg: PPOConfig, before_rows: l
     write_jsonl_atomic(stage / "samples.jsonl", samples)
 
 
+@writes_run
 @closes_trackers
 def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
@@ -447,12 +448,15 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     if main:
         with timer("save"):
             _save_outputs(stage, unwrapped.policy, tokenizer, cfg, before_rows, after_rows)
+    judged = judge_verdict(eval_tasks, before_rows, after_rows)  # the AI judge: PPO's answer or SFT's? (any prompts)
     gain = (after["true_greedy"] - before["true_greedy"]) if before["true_greedy"] is not None else None
     result = {"ppo/true_score_before": before["true_greedy"], "ppo/true_score_after": after["true_greedy"],
               "ppo/true_score_gain": gain, "ppo/true_sampled_before": before["true_sampled"],
               "ppo/true_sampled_after": after["true_sampled"], "ppo/pass_at_k_before": before["pass_at_k"],
               "ppo/pass_at_k_after": after["pass_at_k"], "ppo/rm_score_before": before["rm_score"],
               "ppo/rm_score_after": after["rm_score"], "ppo/kl_after": after["kl"],
+              "ppo/length_before": before["length"], "ppo/length_after": after["length"], "ppo/eval_prompts": len(eval_tasks),
+              **{f"ppo/judge_{k}": judged[k] for k in ("win_rate", "low", "high")},
               "ppo/stop_rate_after": after["stop_rate"], "ppo/steps": step, "ppo/alarms": len(alarms),
               "ppo/drift_ppl_before": before["drift_ppl"], "ppo/drift_ppl_after": after["drift_ppl"],
               **{f"ppo/{k}_{when}": d.get(k) for when, d in (("before", before), ("after", after))
@@ -467,14 +471,21 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         timings = {**timer.rounded(), **{f"train: {k}": round(sum(m.get(f"ppo/{k}_seconds") or 0 for m in history), 2)
                                          for k in ("gen", "forward", "score", "update", "step")}}
         atomic_write_json(stage / "eval.json", {**result, "timings": timings, "before": before, "after": after,
-                                                "alarms": alarms,
+                                                "alarms": alarms, "judge": judged,
                                                 "score_norm": norm, "eval_prompts": len(eval_tasks),
                                                 "train_prompts": len(train_tasks)})
-        r.complete("ppo", result["ppo/seconds"], {k: None if result[k] is None else round(result[k], 2) for k in (
-            "ppo/true_score_before", "ppo/true_score_after", "ppo/pass_at_k_before", "ppo/rm_score_after", "ppo/kl_after",
+        # The verifier's numbers lead when the prompts have answers; without, what can be measured does.
+        verified = ("ppo/true_score_before", "ppo/true_score_after", "ppo/pass_at_k_before", "ppo/rm_score_after",
+                    "ppo/kl_after")
+        measured = ("ppo/rm_score_before", "ppo/rm_score_after", "ppo/kl_after", "ppo/judge_win_rate", "ppo/judge_low",
+                    "ppo/judge_high", "ppo/length_before", "ppo/length_after", "ppo/eval_prompts")
+        keys = (verified if before["true_greedy"] is not None else measured) + (
             "ppo/harmful_refused_before", "ppo/harmful_refused_after", "ppo/unanswerable_abstained_before",
             "ppo/unanswerable_abstained_after", "ppo/over_refusal_benign_after", "ppo/over_refusal_answerable_after",
-            "ppo/mixed_rate_before", "ppo/mixed_rate_after", "ppo/task_accuracy_before", "ppo/task_accuracy_after")})
+            "ppo/mixed_rate_before", "ppo/mixed_rate_after", "ppo/task_accuracy_before", "ppo/task_accuracy_after",
+            "ppo/judge_win_rate")
+        r.complete("ppo", result["ppo/seconds"], {k: round(result[k], 2) for k in dict.fromkeys(keys)
+                                                  if result[k] is not None})
     acc.wait_for_everyone()
     return result
 
@@ -494,18 +505,19 @@ def kl_ablation(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", prese
     r = Run(run, runs_dir)
     leash_dir = r.require("ppo", what="")
     twin = Run(f"{run}-nokl", runs_dir)
-    twin.update_manifest(world_seed=r.manifest().get("world_seed", 0))
-    # drift is measured on stage 1's validation text: the twin reads this run's (a config, not a model)
-    pretrain_cfg = r.stage_dir("pretrain") / "config.json"
-    if pretrain_cfg.exists():
-        atomic_write_text(twin.stage_dir("pretrain") / "config.json", pretrain_cfg.read_text())
-    # The twin starts from the same models with the same evaluation: its "before" is this run's (run()
-    # checks the models' hashes and the settings before reusing it).
-    atomic_write_text(twin.stage_dir("ppo") / "eval_before.json", (leash_dir / "eval_before.json").read_text())
-    policy_path, reward_path = model_paths(cfg, r)  # the twin names this run's models by path
-    train(dataclasses.replace(cfg, kl_coef=0.0, adaptive_kl=False, init_from=str(policy_path),
-                              reward_from=str(reward_path) if reward_path else cfg.reward_from),
-          run=twin.name, runs_dir=runs_dir, preset=preset, live=live)
+    with twin.lock():  # the twin is a run of its own, written by this process alone
+        twin.update_manifest(world_seed=r.manifest().get("world_seed", 0))
+        # drift is measured on stage 1's validation text: the twin reads this run's (a config, not a model)
+        pretrain_cfg = r.stage_dir("pretrain") / "config.json"
+        if pretrain_cfg.exists():
+            atomic_write_text(twin.stage_dir("pretrain") / "config.json", pretrain_cfg.read_text())
+        # The twin starts from the same models with the same evaluation: its "before" is this run's (run()
+        # checks the models' hashes and the settings before reusing it).
+        atomic_write_text(twin.stage_dir("ppo") / "eval_before.json", (leash_dir / "eval_before.json").read_text())
+        policy_path, reward_path = model_paths(cfg, r)  # the twin names this run's models by path
+        train(dataclasses.replace(cfg, kl_coef=0.0, adaptive_kl=False, init_from=str(policy_path),
+                                  reward_from=str(reward_path) if reward_path else cfg.reward_from),
+              run=twin.name, runs_dir=runs_dir, preset=preset, live=live)
     out = {}
     for label, d in ((f"with leash (kl_coef={cfg.kl_coef:g})", leash_dir), ("kl_coef=0", twin.stage_dir("ppo"))):
         out[label] = {**read_json(d / "eval.json"), "metrics": read_jsonl(d / "metrics.jsonl", on_error="skip")}

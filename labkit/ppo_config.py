@@ -16,15 +16,16 @@ from . import world as W
 from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
                     lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_at_least,
                     seed_field, threads_field)
+from .data import load_prompts as read_prompts
 from .ppo_math import best_of_n_kl, seed_for
-from .runs import Run, read_jsonl
+from .runs import Run
 from .tracking import report_to_field
 
 
 @dataclass
 class PPOConfig:
     # prompts
-    prompts: str = field(default="world", metadata={"help": "'world' (the embedded world's train tasks) or a JSONL file of {\"prompt\": ...} or task dicts (its last n_eval lines are held out)"})
+    prompts: str = field(default="world", metadata={"help": "'world' (the embedded world's train tasks) or a prompts file: {\"prompt\": ...} or task dicts, JSON strings, .txt lines, Alpaca/Dolly/chat (data.load_prompts; its last n_eval prompts are held out)"})
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
     # The reward model judges conduct, not correctness (stage 4: its Spearman with the verifier on sums was
     # -0.55, -0.80 and +0.25 at three seeds); rollouts on prompts it cannot judge follow noise. So by default
@@ -174,17 +175,9 @@ def load_prompts(cfg: PPOConfig, world: W.World) -> tuple[list[dict], list[dict]
         # Training prompts from the distribution SFT generalised worst to, never an evaluation prompt.
         return (W.rl_tasks(world, cfg.n_prompts, cfg.seed, rollout_families(cfg)),
                 W.make_tasks(world, cfg.n_eval, "eval", cfg.seed, fams, distinct=True))
-    path = Path(cfg.prompts)
-    if not path.exists():
-        raise ConfigError(f"prompts file {path} does not exist (or use prompts='world')")
-    tasks = []
-    for i, rec in enumerate(read_jsonl(path)):  # a line that is not JSON: a DataError naming file and line
-        rec = {"prompt": rec} if isinstance(rec, str) else rec
-        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str):
-            raise ConfigError(f"{path}: record {i + 1}: every line needs a string 'prompt' field (or is a string)")
-        tasks.append({"family": rec.get("family", "custom"), "id": rec.get("id", f"p{i}"), **rec})
+    tasks, _ = read_prompts(cfg.prompts)  # stages 3, 5 and 6 read prompts alike (data.load_prompts)
     if len(tasks) <= cfg.n_eval:
-        raise ConfigError(f"{path} has {len(tasks)} prompts; need more than n_eval={cfg.n_eval}")
+        raise ConfigError(f"{cfg.prompts} has {len(tasks)} prompts; need more than n_eval={cfg.n_eval}")
     return tasks[:-cfg.n_eval], tasks[-cfg.n_eval:]
 
 

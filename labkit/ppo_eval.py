@@ -5,12 +5,15 @@
 Evaluation (eval.json, ``before``/``after``): ``true_greedy``,
 ``true_sampled`` (mean of ``eval_samples`` samples a prompt), ``pass_at_k``
 (share of prompts with a right sample among them), ``best_of_k`` (the sample
-the reward model ranks first), ``kl``, ``rm_score``, ``stop_rate``, ``length``,
+the reward model ranks first; ``rm_score_best_of_k`` its score), ``kl``, ``rm_score``, ``stop_rate``, ``length``,
 ``drift_ppl`` (perplexity on stage 1's validation text, added by ``ppo.run``);
 for world tasks the conduct rates of ``generate.conduct_summary`` --
 ``harmful_refused``, ``unanswerable_abstained``, ``over_refusal`` (percent of
 samples at the rollout temperature), ``task_accuracy`` (greedy, answer
 families), their greedy versions, ``per_family`` and ``best_of_k_rates``.
+
+``judge_verdict``: the AI judge's win rate of the trained policy's greedy answers against the starting
+policy's, with a Wilson 95% interval (``judges.win_rate``): a measure for any prompts, answers or not.
 
 Alarms: ``check_alarms`` reads the per-step metrics while training (reward
 hacking fast and slow, over-refusal, KL drift); ``final_alarms`` compares the
@@ -24,6 +27,7 @@ import sys
 import torch
 
 from .generate import conduct_summary
+from .judges import constitution, win_rate
 from .ppo_config import PPOConfig, kl_threshold
 from .ppo_math import seed_for
 from .ppo_models import PolicyAndValue, position_ids, reference, rollout_inputs, sample
@@ -78,7 +82,8 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
                              "best_of_k": b["texts"][i], "best_of_k_stopped": bool(b["has_eos"][i]),
                              "best_of_k_correct": true_score(t, b["texts"][i], bool(b["has_eos"][i])),
                              "sampled_len": int(sampled["mask"][i].sum()), "kl": kl[i].item(),
-                             "rm_score": rm_all[i].mean().item(), "rm_score_greedy": rm_g[i].item()})
+                             "rm_score": rm_all[i].mean().item(), "rm_score_greedy": rm_g[i].item(),
+                             "rm_score_best_of_k": rm_all[i].max().item()})
     rows = gather_object(rows) if acc.num_processes > 1 else rows
     order = {t.get("id"): i for i, t in enumerate(tasks)}
     rows.sort(key=lambda r: order.get(r["id"], 0))
@@ -90,6 +95,7 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
     summary = {"true_greedy": mean("greedy_correct", 100), "true_sampled": mean("sampled_correct", 100),
                "pass_at_k": mean("pass_k", 100), "best_of_k": mean("best_of_k_correct", 100), "k": cfg.eval_samples,
                "kl": mean("kl"), "rm_score": mean("rm_score"), "rm_score_greedy": mean("rm_score_greedy"),
+               "rm_score_best_of_k": mean("rm_score_best_of_k"),
                "stop_rate": mean("sampled_stopped", 100), "length": mean("sampled_len"), "n": len(rows)}
     if all(r["answer"] is not None for r in rows):  # world tasks: the conduct rates (percent of samples)
         conduct = conduct_summary(rows)
@@ -102,6 +108,17 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
                                                            "over_refusal_benign", "over_refusal_answerable",
                                                            "mixed_rate", "mixed_by_family", "task_accuracy")}
     return summary, rows
+
+
+def judge_verdict(tasks: list[dict], before_rows: list[dict], after_rows: list[dict]) -> dict:
+    """The constitution judge on each held-out prompt: the new policy's greedy answer (``after_rows``, from
+    `evaluate`) against the starting policy's (``before_rows``); a task's answer lets its verifier principle
+    count, a prompt without one is judged on the other principles (``judges.win_rate``)."""
+    by_id = {t.get("id"): t for t in tasks}
+    judged = [by_id.get(b["id"]) if by_id.get(b["id"], {}).get("answer") is not None else None for b in before_rows]
+    return win_rate(constitution(), [b["prompt"] for b in before_rows], judged, [a["greedy"] for a in after_rows],
+                    [b["greedy"] for b in before_rows], [a["greedy_stopped"] for a in after_rows],
+                    [b["greedy_stopped"] for b in before_rows])
 
 
 def exact_kl(pv, ref, batch, cfg, autocast) -> torch.Tensor:

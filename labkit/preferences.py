@@ -25,18 +25,19 @@ from dataclasses import dataclass, field
 from . import world as W
 from .config import (ConfigError, device_field, make_config, require_fraction, seed_field, set_threads,
                      threads_field)
+from .data import load_prompts
 from .generate import generate
-from .judges import Constitution, ModelJudge, label_all, stopped_flags
+from .judges import Constitution, ModelJudge, constitution, label_all, stopped_flags
 from .live import Timer, progress
 from .models import load_model, pick_device
-from .runs import Run, atomic_write_json, read_jsonl, write_jsonl_atomic
+from .runs import Run, atomic_write_json, read_jsonl, write_jsonl_atomic, writes_run
 from .store import LabelStore
 
 
 @dataclass
 class PreferencesConfig:
     # prompts and candidates
-    prompts: str = field(default="world", metadata={"help": "'world' (embedded tasks, with a verifier) or a JSONL/instruction file of prompts"})
+    prompts: str = field(default="world", metadata={"help": "'world' (embedded tasks, with a verifier) or a prompts file: {\"prompt\": ...} lines, JSON strings, .txt lines, Alpaca/Dolly/chat (data.load_prompts, as stages 5 and 6)"})
     # 2000 x 6 candidates gives ~10,000 pairs (measured with seven families: 4000 prompts gave 20,000), more
     # than the reward model's max_pairs reads at the cpu preset
     n_prompts: int = field(default=2000, metadata={"help": "prompts to collect preferences on"})
@@ -108,9 +109,8 @@ def prompts_for(cfg: PreferencesConfig, run: Run) -> list[dict]:
     if cfg.prompts == "world":
         fams = W.parse_families(cfg.families)
         return W.rl_tasks(run.world(), cfg.n_prompts, seed=1000 + cfg.seed, families=fams)
-    from .data import load_instructions
-    records, _ = load_instructions(cfg.prompts)
-    return [{"id": f"p{i}", "prompt": r["prompt"], "family": None} for i, r in enumerate(records[:cfg.n_prompts])]
+    tasks, _ = load_prompts(cfg.prompts, max_records=cfg.n_prompts)  # as stages 5 and 6 read them
+    return tasks
 
 
 def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs") -> list[dict]:
@@ -152,11 +152,6 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
     return cands
 
 
-def constitution() -> Constitution:
-    """The rule-based judge with the world's verifier: the batch labeller, the widget's second opinion."""
-    return Constitution(verify=W.verify)
-
-
 def make_judge(cfg: PreferencesConfig, run: Run):
     if cfg.judge == "constitution":
         return constitution()
@@ -174,6 +169,7 @@ def widget(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", mo
                          judge=constitution())
 
 
+@writes_run
 def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Candidates -> labels (AI judge, or the people's labels in the store) -> pairs.jsonl."""
@@ -223,9 +219,10 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
     result = {"preferences/pairs": stats["pairs"], "preferences/labels": stats.get("labels", 0),
               "preferences/ties": stats.get("ties", 0), "preferences/both_bad": stats.get("both_bad", 0),
               "preferences/identical": stats.get("identical", 0),
-              "preferences/chosen_correct": 100 * chosen_ok / max(1, n_task),
-              "preferences/rejected_correct": 100 * rejected_ok / max(1, n_task),
-              "preferences/candidates_correct": 100 * sum(sampled_correct) / max(1, len(sampled_correct)),
+              # None, not 0, without a verifier (a person's own prompts have no answers): not measured
+              "preferences/chosen_correct": 100 * chosen_ok / n_task if n_task else None,
+              "preferences/rejected_correct": 100 * rejected_ok / n_task if n_task else None,
+              "preferences/candidates_correct": 100 * sum(sampled_correct) / len(sampled_correct) if sampled_correct else None,
               **{f"preferences/pairs_{fam}": n for fam, n in by_family.items()},
               # "correct" keeps the verifier's keys above (every pair with a task, conduct included: the
               # verifier scores conduct too); its principle's row, answer tasks only, is in by_principle.
@@ -239,7 +236,8 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
                                             "by_annotator": stats.get("by_annotator", {}),
                                             "examples": pairs[:10]})
     r.complete("preferences", result["preferences/seconds"], {k: (round(v, 2) if isinstance(v, float) else v)
-                                                            for k, v in result.items() if k != "preferences/annotators"})
+                                                            for k, v in result.items()
+                                                            if k != "preferences/annotators" and v is not None})
     return result
 
 

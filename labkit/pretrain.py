@@ -39,7 +39,7 @@ from .live import LiveChart, Timer, progress
 from .models import (OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device,
                      resolve_bf16)
 from .runs import (STAGE_DIRS, Run, append_jsonl, atomic_dir, atomic_write_json, config_fingerprint,
-                   read_jsonl, resumable_checkpoint, text_hash, write_jsonl_atomic)
+                   read_jsonl, resumable_checkpoint, text_hash, write_jsonl_atomic, writes_run)
 from .tokenizer import SENTINELS, train_tokenizer
 from .tracking import Tracker, closes_trackers, report_to_field, tb_dir
 
@@ -370,6 +370,7 @@ def _vocab_hash(tokenizer) -> str:
 
 
 @closes_trackers
+@writes_run
 def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train the tokenizer and the model; write the stage folder; return the headline numbers."""

@@ -38,8 +38,9 @@ from .live import LiveChart, Timer, progress
 from .models import count_params, pick_device, resolve_bf16
 from .planner import lora_targets
 from .reward_eval import by_family, evaluate_pairs, pairwise_accuracy, spearman, verifier_agreement, verifier_samples
-from .reward_model import drop_too_long, load_pairs, load_reward_model, split_by_prompt, to_trl
-from .runs import Run, StageMissing, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl, write_jsonl_atomic
+from .reward_model import fit_pairs, load_pairs, load_reward_model, split_by_prompt, to_trl
+from .runs import (Run, StageMissing, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
+                   write_jsonl_atomic, writes_run)
 from .tokenizer import ensure_chat_ready
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 from .training import MetricsCallback, lora_config, no_printer, quiet_libraries, trainer_args
@@ -54,7 +55,7 @@ class RewardConfig:
     max_pairs: int | None = field(default=8000, metadata={"help": "use at most this many pairs, those of the first prompts in the file (None: all)"})
     eval_fraction: float = field(default=0.15, metadata={"help": "fraction of prompts held out for evaluation (all pairs of a prompt stay on one side)"})
     margin_field: str | None = field(default=None, metadata={"help": "pairs.jsonl field with a per-pair margin m, loss -log σ(Δr - m) (Llama 2, sec. 3.2.2); None: no margin"})
-    max_length: int | None = field(default=None, metadata={"help": "drop pairs whose longer side exceeds this many tokens (None: the model's max positions)"})
+    max_length: int | None = field(default=None, metadata={"help": "fit pairs into this many tokens (None: the model's max positions): a long prompt loses its earliest turns, then its start; a pair whose responses alone do not fit is dropped (reward_model.fit_pairs)"})
     # model
     init_from: str = field(default="sft", metadata={"help": "'sft' (this run's 02_sft model) or a checkpoint folder / hub name to start the reward model from"})
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters (+ the score head) instead of every weight; merged before saving"})
@@ -148,7 +149,7 @@ def plan_for(cfg: RewardConfig, r: Run, budget: float | None = None, device=None
     init_path = _sft_dir(r, r.stage_dir("reward")) if cfg.init_from == "sft" else cfg.init_from
     try:
         tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(init_path)))
-        _, _, longest = drop_too_long(pairs, tokenizer, token_limit(cfg, AutoConfig.from_pretrained(str(init_path))))
+        _, _, longest = fit_pairs(pairs, tokenizer, token_limit(cfg, AutoConfig.from_pretrained(str(init_path))))
         return planner.config_plan(cfg, str(init_path), "reward", device or pick_device(cfg.device), seq_len=longest,
                                    budget=budget, lora_target_modules=lora_targets(str(init_path), cfg.lora_target_modules))
     finally:
@@ -174,7 +175,7 @@ def _trainer_args(cfg: RewardConfig, out_dir: str, device, bf16: bool, has_eval:
         warmup_steps=cfg.warmup_ratio,  # transformers reads a warmup_steps below 1 as a share of the steps
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip or 0.0, logging_first_step=True,
         eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_interval, eval_on_start=has_eval,
-        max_length=None,  # long pairs are dropped (and counted) before TRL sees them
+        max_length=None,  # long pairs are fitted (and counted) before TRL sees them
         center_rewards_coefficient=cfg.center_rewards_coefficient,
         **trainer_args(out_dir, device, bf16, cfg.gradient_checkpointing, cfg.log_interval, cfg.report_to, cfg.seed))
 
@@ -198,6 +199,7 @@ def _check(cfg: RewardConfig) -> None:
 
 # --- the stage ----------------------------------------------------------------------------------
 
+@writes_run
 def run(cfg: RewardConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train the reward model on preference pairs, evaluate it three ways, write ``04_reward/``."""
@@ -228,10 +230,11 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     torch.manual_seed(cfg.seed)  # the new score head is initialised randomly: same seed, same head
     model = load_reward_model(init_path, tokenizer)
     limit = token_limit(cfg, model.config)
-    pairs, n_too_long, _ = drop_too_long(pairs, tokenizer, limit)
+    pairs, fit, _ = fit_pairs(pairs, tokenizer, limit)  # long prompts lose their earliest turns (reward_model.fit_pairs)
     train_pairs, eval_pairs = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
     if not train_pairs:
-        raise ConfigError(f"no pair fits in {limit} tokens ({n_too_long} dropped); raise max_length")
+        raise ConfigError(f"no pair fits in {limit} tokens ({fit['dropped']} dropped: their responses alone fill "
+                          f"the model); use a model with more positions (stage 1's block_size)")
     cfg, plan = fit_budget(cfg, r, device)  # raises before anything is written when nothing fits
     if plan is not None:
         bf16 = cfg.bf16
@@ -282,19 +285,22 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     sample = random.Random(cfg.seed).sample(train_pairs, min(len(train_pairs), 500))
     train_acc = evaluate_pairs(model, tokenizer, sample, cfg.calibration_bins, cfg.score_batch_size)["accuracy"]
     write_jsonl_atomic(stage / "eval_pairs.jsonl", held["rows"])
-    # The evaluation prompts SFT and PPO report on (stage 3 never drew one), in stage 3's families.
-    fams = W.parse_families(read_json(r.stage_dir("preferences") / "config.json", {}).get("families")
-                            or ",".join(W.DEFAULT_FAMILIES))
+    # The evaluation prompts SFT and PPO report on (stage 3 never drew one), in stage 3's families. The verifier
+    # checks judge the reward model on the embedded world's tasks: on anyone else's preferences they would
+    # measure something it was not trained for, so they run only on stage 3's pairs of world prompts.
+    prefs_cfg = read_json(r.stage_dir("preferences") / "config.json", {})
+    on_world = cfg.data == "pairs" and prefs_cfg.get("prompts", "world") == "world"
+    fams = W.parse_families(prefs_cfg.get("families") or ",".join(W.DEFAULT_FAMILIES))
     conduct_fams = tuple(f for f in fams if f in W.CONDUCT_FAMILIES)
     agree, vrows, crows = None, [], []
-    if cfg.verifier_tasks and sft_path is not None:
+    if cfg.verifier_tasks and sft_path is not None and on_world:
         tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed, families=fams, distinct=True)
         with timer("verifier samples"):
             vrows = verifier_samples(model, tokenizer, sft_path, tasks, device, cfg.eval_samples,
                                      cfg.verifier_max_new_tokens, cfg.verifier_temperature, cfg.seed, cfg.score_batch_size)
         agree = verifier_agreement(vrows, cfg.worst_k)
         write_jsonl_atomic(stage / "verifier_samples.jsonl", vrows)
-    if cfg.conduct_verifier_tasks and conduct_fams and sft_path is not None:
+    if cfg.conduct_verifier_tasks and conduct_fams and sft_path is not None and on_world:
         # The conduct families get a check of their own, so their Spearman rests on more than the overall
         # check's share of them.
         tasks = W.make_tasks(r.world(), cfg.conduct_verifier_tasks, "eval", seed=cfg.seed, families=conduct_fams,
@@ -321,17 +327,20 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         "reward/chosen_mean": held["chosen_mean"], "reward/rejected_mean": held["rejected_mean"],
         "reward/final_loss": last.get("reward/loss"), "reward/steps": trainer.state.global_step,
         "reward/pairs_train": len(train_pairs), "reward/pairs_eval": len(eval_pairs),
-        "reward/prompts_eval": len({p["prompt"] for p in eval_pairs}), "reward/pairs_dropped_too_long": n_too_long,
+        "reward/prompts_eval": len({p["prompt"] for p in eval_pairs}), "reward/pairs_dropped_too_long": fit["dropped"],
+        "reward/pairs_truncated": fit["truncated"],
         "reward/params": count_params(model), "reward/trainable_params": trainable,
         "reward/params_changed": changed, "reward/train_seconds": t_train,
         "reward/seconds": time.perf_counter() - t_start, "reward/threads": threads, "device": str(device),
         "eval_on": "held-out prompts" if eval_pairs else
                    "training pairs (" + ("eval_fraction=0" if cfg.eval_fraction <= 0 else "one prompt: nothing to hold out") + ")",
         "data": data_note, "init_from": str(init_path),
-        "verifier_check": "done" if agree else "skipped: " + ("verifier_tasks=0" if not cfg.verifier_tasks else
-                                                              "this run has no SFT model to sample from"),
+        "verifier_check": "done" if agree else "skipped: " + (
+            "verifier_tasks=0" if not cfg.verifier_tasks else "this run has no SFT model to sample from"
+            if sft_path is None else "no verifier for these preferences (not stage 3's pairs on world prompts)"),
         "conduct_check": "done" if crows else "skipped: " + (
             "conduct_verifier_tasks=0" if not cfg.conduct_verifier_tasks else
+            "no verifier for these preferences (not stage 3's pairs on world prompts)" if not on_world else
             "stage 3 used no conduct family" if not conduct_fams else "this run has no SFT model to sample from"),
     }
     atomic_write_json(stage / "eval.json", {**result, "timings": timer.rounded(), "plan": plan_record,
@@ -340,5 +349,6 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
                                             "worst_disagreements": agree["worst"] if agree else []})
     r.complete("reward", result["reward/seconds"], {k: result[k] for k in (
         "reward/eval_accuracy", "reward/ece", "reward/spearman", "reward/verifier_pair_accuracy",
-        "reward/conduct_accuracy", "reward/conduct_spearman")})
+        "reward/conduct_accuracy", "reward/conduct_spearman", "reward/pairs_train", "reward/pairs_eval",
+        "reward/pairs_truncated", "reward/pairs_dropped_too_long")})
     return result

@@ -4,12 +4,14 @@ Stage 4 trains the reward model; stages 5 (PPO), 6 (the comparison) and 7 (trust
 stage 6 and 7 read the same pairs with the same split. So these live here, shared, and no stage imports
 another. A reward model is the SFT model with a one-output head read at the last token (the EOS):
 ``AutoModelForSequenceClassification`` with ``num_labels=1``, as TRL's ``RewardTrainer`` trains it.
+Long pairs are fitted into its positions by ``fit_pairs`` (earliest turns go first, responses never).
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
+import re
 from pathlib import Path
 
 import torch
@@ -133,13 +135,72 @@ def to_trl(pairs: list[dict]):
     return Dataset.from_list(rows)
 
 
-def drop_too_long(pairs: list[dict], tokenizer, max_tokens: int) -> tuple[list[dict], int, int]:
-    """Pairs whose chosen and rejected texts both fit in ``max_tokens`` (TRL would drop the rest silently),
-    how many were dropped, and the longest kept text in tokens (what the memory planner sizes for)."""
-    texts = [scoring_text(tokenizer, p["prompt"], p[k]) for p in pairs for k in ("chosen", "rejected")]
-    lens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    longest = [max(lens[2 * i], lens[2 * i + 1]) for i in range(len(pairs))]
-    keep = [i for i in range(len(pairs)) if longest[i] <= max_tokens]
-    return [pairs[i] for i in keep], len(pairs) - len(keep), max((longest[i] for i in keep), default=0)
+# --- fitting long (multi-turn) pairs into the model's positions -------------------------------------
+
+# Where a multi-turn prompt may be cut: before a turn ("\n\nHuman:" in hh-rlhf transcripts, "\n\nUser:" in the
+# chats data.load_preferences renders).
+TURN_START = re.compile(r"\n\n(?=(?:Human|Assistant|User|System): ?)")
+USER_TURN = re.compile(r"(?:^|\n\n)(?:Human|User): ?\S")
+# A pair keeps at least this many prompt tokens; with less room its responses alone fill the model and it
+# is dropped (a preference without its question teaches the reward model little).
+MIN_PROMPT_TOKENS = 8
+
+
+def _n_tokens(tokenizer, texts: list[str]) -> list[int]:
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _cut_prompt(tokenizer, prompt: str, budget: int) -> str:
+    """The end of ``prompt`` in at most ``budget`` tokens: its last whole turns when they hold a user turn,
+    else its last ``budget`` tokens (the start of the oldest kept text is cut, never the end)."""
+    turns = [t for t in TURN_START.split(prompt) if t]
+    kept = ""
+    for k in range(1, len(turns) + 1):
+        candidate = "\n\n".join(turns[-k:])
+        if _n_tokens(tokenizer, [candidate])[0] > budget:
+            break
+        kept = candidate
+    if USER_TURN.search(kept):
+        return kept
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return tokenizer.decode(ids[-budget:]) if budget > 0 else ""
+
+
+def fit_pairs(pairs: list[dict], tokenizer, max_tokens: int) -> tuple[list[dict], dict, int]:
+    """Preference pairs that fit in ``max_tokens`` as the reward model reads them, the counts, and the longest.
+
+    The truncation policy for long (multi-turn) pairs: the preference is in the responses, so they are never
+    cut. When the longer of chosen and rejected does not fit with its prompt, the prompt is cut from the
+    left: its earliest turns go first (the last turns, which the responses answer, stay), and when even the
+    last user turn does not fit, its start is cut token by token. A pair whose responses leave fewer than
+    ``MIN_PROMPT_TOKENS`` for the prompt is dropped. Returns (pairs, {"pairs", "whole", "truncated",
+    "dropped"}, the longest kept text in tokens: what the memory planner sizes for). A cut pair records its
+    prompt's original token count in ``prompt_tokens_before``. TRL would drop a long pair silently.
+    """
+    texts = [scoring_text(tokenizer, p["prompt"], p[side]) for p in pairs for side in ("chosen", "rejected")]
+    lens = _n_tokens(tokenizer, texts)
+    out, counts, longest = [], {"pairs": len(pairs), "whole": 0, "truncated": 0, "dropped": 0}, 0
+    for i, pair in enumerate(pairs):
+        need = max(lens[2 * i], lens[2 * i + 1])
+        if need <= max_tokens:
+            out.append(pair)
+            counts["whole"] += 1
+            longest = max(longest, need)
+            continue
+        prompt_tokens = _n_tokens(tokenizer, [pair["prompt"]])[0]
+        budget = max_tokens - (need - prompt_tokens)  # the room the longer response leaves its prompt
+        fitted = None
+        while budget >= MIN_PROMPT_TOKENS and fitted is None:
+            cut = _cut_prompt(tokenizer, pair["prompt"], budget)
+            got = max(_n_tokens(tokenizer, [scoring_text(tokenizer, cut, pair[s]) for s in ("chosen", "rejected")]))
+            if got <= max_tokens:
+                fitted, longest = {**pair, "prompt": cut, "prompt_tokens_before": prompt_tokens}, max(longest, got)
+            budget -= max(1, got - max_tokens)  # tokens merge differently at the cut: take off the overshoot
+        if fitted is None:
+            counts["dropped"] += 1
+        else:
+            out.append(fitted)
+            counts["truncated"] += 1
+    return out, counts, longest
 
 

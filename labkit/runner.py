@@ -39,7 +39,7 @@ from pathlib import Path
 
 from .config import PRESET_NAMES, RENAMED, ConfigError, did_you_mean, field_help, field_names, make_config
 from .live import PROGRESS_ENV, StageLine, format_seconds, watch_stage
-from .runs import DEFAULT_STAGES, NOTEBOOKS, STAGE_DIRS, STAGES, Run, StageMissing, read_json
+from .runs import DEFAULT_STAGES, NOTEBOOKS, STAGE_DIRS, STAGES, Run, RunLocked, StageMissing, read_json
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # Globals every stage notebook's parameters cell has besides its config fields.
@@ -69,6 +69,26 @@ def parse_params(pairs: list[str]) -> dict:
             raise ConfigError(f"parameter {p!r} must look like key=value")
         k, v = p.split("=", 1)
         out[k.strip()] = v
+    return out
+
+
+def absolute_paths(per: dict[str, dict]) -> dict[str, dict]:
+    """Parameter values (``split_params``' routing) that name a file or folder relative to where the command runs,
+    made absolute: the notebooks run in notebooks/, where ``-p data=book.txt`` would name another file, or none.
+    Touched: a value that exists there, unless the field's help names it as a keyword ('world', 'pairs', 'sft'...),
+    and a data file's name (so that its "file not found" names the place meant); "org/name" stays a hub name."""
+    import re
+
+    def absolute(v, keywords):
+        if not isinstance(v, str) or os.path.isabs(v) or v in keywords:
+            return v
+        path = Path(v)
+        data_file = path.suffix.lower() in (".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".gz")
+        return str(path.resolve()) if data_file or path.exists() else v
+    out = {}
+    for stage, params in per.items():
+        helps = field_help(config_class(stage))
+        out[stage] = {k: absolute(v, set(re.findall(r"'([\w-]+)'", helps.get(k, "")))) for k, v in params.items()}
     return out
 
 
@@ -222,35 +242,40 @@ def run_pipeline(run: str = "demo", preset: str = "cpu", stages: list[str] | Non
     if missing:
         raise ConfigError(f"stage {', '.join(missing)} has no notebook in {NOTEBOOK_DIR}")
     stages = [s for s in STAGES if s in stages]  # pipeline order, whatever order was given
-    per = split_params(params or {}, stages)
+    per = absolute_paths(split_params(params or {}, stages))
     # Build every config now: bad values fail before hours of training.
     configs = {s: jsonable(make_config(config_class(s), stage_module(s).PRESETS, preset, per[s])) for s in stages}
 
     runs_dir = Path(runs_dir).resolve()
     r = Run(run, runs_dir)
-    if not force:
-        differ = completed_with_other_config(r, configs)
-        if differ:
-            raise ConfigError(f"run '{run}' already completed {'; '.join(differ)}. Re-running would replace "
-                              f"what it made: add --force to re-run, or use --name <new> for a new run")
-    r.update_manifest(preset=preset)
-    (r.path / "notebooks").mkdir(exist_ok=True)
     if tty is None:
         tty = log is print and sys.stdout.isatty()
-    for s in stages:
-        if r.is_complete(s) and not force:
-            log(f"[labkit] {s}: already complete in {r.path} with the same config, skipping (--force re-runs it)")
-            continue
-        line = StageLine(s, tty, log)
-        line.say(f"[labkit] {s}: running {NOTEBOOKS[s]} (preset={preset}) ...")
-        t0 = time.perf_counter()
-        execute_stage(r, s, {"run": run, "runs_dir": str(runs_dir), "preset": preset, **per[s]}, line)
-        if not r.is_complete(s):
-            raise RuntimeError(f"notebook {NOTEBOOKS[s]} finished but did not mark stage {s!r} complete")
-        seconds = time.perf_counter() - t0
-        r.annotate(s, requested=configs[s], notebook_seconds=round(seconds, 2))
-        line.say(f"[labkit] {s}: done in {format_seconds(seconds)}", final=True)
-    report = write_report(r)
+    # One writer per run folder: held for the whole pipeline, and inherited by the notebook kernels it starts.
+    with r.lock():
+        if not force:
+            differ = completed_with_other_config(r, configs)
+            if differ:
+                raise ConfigError(f"run '{run}' already completed {'; '.join(differ)}. Re-running would replace "
+                                  f"what it made: add --force to re-run, or use --name <new> for a new run")
+        r.update_manifest(preset=preset)
+        (r.path / "notebooks").mkdir(exist_ok=True)
+        for s in stages:
+            if r.is_complete(s) and not force:
+                log(f"[labkit] {s}: already complete in {r.path} with the same config, skipping (--force re-runs it)")
+                continue
+            if s in r.manifest()["stages"]:
+                log(f"[labkit] {s}: run.json marks it complete but {', '.join(r.missing_outputs(s))} is missing "
+                    f"(deleted?), so it runs again")
+            line = StageLine(s, tty, log)
+            line.say(f"[labkit] {s}: running {NOTEBOOKS[s]} (preset={preset}) ...")
+            t0 = time.perf_counter()
+            execute_stage(r, s, {"run": run, "runs_dir": str(runs_dir), "preset": preset, **per[s]}, line)
+            if not r.is_complete(s):
+                raise RuntimeError(f"notebook {NOTEBOOKS[s]} finished but did not mark stage {s!r} complete")
+            seconds = time.perf_counter() - t0
+            r.annotate(s, requested=configs[s], notebook_seconds=round(seconds, 2))
+            line.say(f"[labkit] {s}: done in {format_seconds(seconds)}", final=True)
+        report = write_report(r)
     log(f"[labkit] scorecard of run '{run}' (targets: labkit/report.py)")
     log(format_scorecard(scorecard(r)))
     log(f"[labkit] total time {format_seconds(total_seconds(r))} · report: {report}")
@@ -269,6 +294,11 @@ def status(run: str = "demo", runs_dir: str | Path = "runs") -> str:
     todo = []
     for stage in available_stages():
         info = m["stages"].get(stage)
+        missing = r.missing_outputs(stage) if info else []
+        if missing:
+            lines.append(f"  {stage:<12} incomplete: {', '.join(missing)} is missing (the next run redoes it)")
+            todo.append(stage)
+            continue
         if info:
             numbers = "  ".join(f"{short(k)} {fmt(v)}" for k, v in list(info["headline"].items())[:3])
             lines.append(f"  {stage:<12} complete  {format_seconds(stage_seconds(info)):>7}  {numbers}")
@@ -378,6 +408,7 @@ def main(argv=None) -> int:
               "(--run runs/demo is --name demo --runs-dir runs), as for labkit run", file=sys.stderr)
         return 2
     args = ap.parse_args(argv)
+    run_dir = Path(args.runs_dir) / args.name if hasattr(args, "name") else None  # where an error's traceback goes
     try:
         if args.cmd == "run":
             stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
@@ -394,7 +425,9 @@ def main(argv=None) -> int:
             return 1 if args.check and stale else 0
         else:
             from .report import write_report
-            print(write_report(Run(args.name, args.runs_dir)))
+            r = Run(args.name, args.runs_dir)
+            with r.lock():
+                print(write_report(r))
     except Interrupted as e:
         at = f" at step {e.n}/{e.total or '?'}" if e.n is not None else ""
         again = shlex.join(["labkit", *(a for a in argv if a != "--force")])  # --force would redo finished stages
@@ -404,16 +437,46 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("labkit: interrupted", file=sys.stderr)
         return 130
-    except (ConfigError, FileNotFoundError, ValueError, StageMissing) as e:
+    except RunLocked as e:  # the run belongs to another process: write nothing into it, not even a log
         print(f"labkit: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # papermill wraps notebook failures: show the cause in one line
-        name = type(e).__name__
-        if name == "PapermillExecutionError":
-            print(f"labkit: error: a notebook cell failed: {e.ename}: {e.evalue}", file=sys.stderr)
-            return 1
-        raise
+    except (ConfigError, FileNotFoundError, ValueError, StageMissing) as e:
+        print(f"labkit: error: {one_line(str(e))}{log_error(run_dir, argv, e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # anything else, papermill's notebook failures included: one line, the rest in the log
+        cause = f"a notebook cell failed: {e.ename}: {e.evalue}" if type(e).__name__ == "PapermillExecutionError" \
+            else f"{type(e).__name__}: {e}"
+        print(f"labkit: error: {one_line(cause)}{log_error(run_dir, argv, e)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+ERROR_LOG = "labkit-errors.log"
+
+
+def log_error(run_dir: Path | None, argv: list[str], e: BaseException) -> str:
+    """Append ``e``'s full traceback (and a failed notebook cell's) to ``<run>/labkit-errors.log``; the text that
+    names the log for the one-line error ("" when the run folder does not exist: nothing is created for a log)."""
+    import re
+    import traceback
+    if run_dir is None or not run_dir.is_dir():
+        return ""
+    log = run_dir / ERROR_LOG
+    cell = "".join(getattr(e, "traceback", None) or []) if type(e).__name__ == "PapermillExecutionError" else ""
+    try:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}  {shlex.join(['labkit', *argv])}  (pid {os.getpid()})\n")
+            f.write("".join(traceback.format_exception(e)))
+            if cell:  # the notebook's own traceback, without its terminal colours
+                f.write("--- the notebook cell's traceback:\n" + re.sub(r"\x1b\[[0-9;]*m", "", cell) + "\n")
+    except OSError:
+        return ""
+    return f" (full traceback in {log})"
 
 
 if __name__ == "__main__":

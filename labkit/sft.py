@@ -34,7 +34,7 @@ from .generate import conduct_summary, sample_tasks, score_tasks
 from .live import LiveChart, Timer, progress
 from .models import count_params, load_model, objective_of, pick_device, resolve_bf16
 from .planner import lora_targets
-from .runs import Run, atomic_dir, atomic_write_json, atomic_write_text
+from .runs import Run, atomic_dir, atomic_write_json, atomic_write_text, writes_run
 from .textdata import drift_ppl
 from .tokenizer import ensure_chat_ready, to_prompt_completion
 from .tracking import hf_logging_dir, report_to_field, tb_dir
@@ -238,6 +238,7 @@ class KeepBest:
         return _KeepBest()
 
 
+@writes_run
 def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True, callbacks=()) -> dict:
     """Fine-tune, evaluate base vs SFT with the verifier, and write the stage folder. ``callbacks``: more
@@ -369,5 +370,6 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
                                             "skipped_records": load_report.skipped[:100] if load_report else []})
     r.complete("sft", result["sft/seconds"], {k: round(result[k], 2) for k in (
         "sft/accuracy", "sft/base_accuracy", "sft/stop_rate", "sft/trainable_percent", "sft/task_accuracy",
-        "sft/harmful_refused", "sft/unanswerable_abstained", "sft/over_refusal") if result.get(k) is not None})
+        "sft/harmful_refused", "sft/unanswerable_abstained", "sft/over_refusal", "sft/train_examples")
+        if result.get(k) is not None})
     return result

@@ -13,6 +13,31 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ["LABKIT_THREADS"]))
 
 
+def ran_every_cell(run_dir, stage: str) -> None:
+    """nbval's check on an executed notebook: every code cell of the committed notebook ran (papermill adds one,
+    the injected parameters), in order, and no output is an error."""
+    import nbformat
+
+    from labkit.runner import NOTEBOOK_DIR, NOTEBOOKS
+    committed = nbformat.read(NOTEBOOK_DIR / NOTEBOOKS[stage], as_version=4)
+    cells = [c for c in nbformat.read(run_dir / "notebooks" / NOTEBOOKS[stage], as_version=4).cells
+             if c.cell_type == "code"]
+    assert len(cells) == 1 + sum(c.cell_type == "code" for c in committed.cells), stage
+    assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1)), stage
+    assert not [o for c in cells for o in c.outputs if o.output_type == "error"], stage
+
+
+def mark_complete(run, stage: str, seconds: float = 0.0, headline: dict | None = None) -> None:
+    """Mark a hand-made stage complete as a stage's ``run`` does: under the run's lock, with the eval.json a
+    complete stage has (runs.STAGE_OUTPUTS; its other outputs are the test's to make)."""
+    from labkit.runs import atomic_write_json
+    eval_json = run.stage_dir(stage) / "eval.json"
+    if not eval_json.exists():
+        atomic_write_json(eval_json, {})
+    with run.lock():
+        run.complete(stage, seconds, headline or {})
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """A run folder with stage 1 done on the smoke preset (shared: pretraining once per session)."""
@@ -37,14 +62,14 @@ def ppo_standins(tmp_path_factory):
     pretrain.run(pretrain.config("smoke", threads=1), run="base", runs_dir=str(runs), progress_bar=False, live=False)
     src = r.path / "01_pretrain" / "model"
     shutil.copytree(src, r.stage_dir("sft") / "model")
-    r.complete("sft", 0.0, {})
+    mark_complete(r, "sft")
     tok = AutoTokenizer.from_pretrained(str(src))
     torch.manual_seed(1)
     rm = AutoModelForSequenceClassification.from_pretrained(str(src), num_labels=1)
     rm.config.pad_token_id = tok.pad_token_id
     rm.save_pretrained(r.stage_dir("reward") / "model")
     tok.save_pretrained(r.stage_dir("reward") / "model")
-    r.complete("reward", 0.0, {})
+    mark_complete(r, "reward")
     return r
 
 

@@ -12,6 +12,7 @@ import torch
 
 from labkit import compare, ppo, ppo_config, reward, reward_model, runner
 from labkit.training import quiet_peft
+from conftest import mark_complete
 from labkit.runs import Run, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 
@@ -25,7 +26,7 @@ def stage5(ppo_standins, tmp_path_factory):
     # Hand-made preferences on training prompts: the verifier's answer over a wrong one.
     pairs = [{"prompt": t["prompt"], "chosen": str(t["answer"]), "rejected": "I do not know."} for t in pool[:12]]
     atomic_write_text(r.stage_dir("preferences") / "pairs.jsonl", "".join(json.dumps(p) + "\n" for p in pairs))
-    r.complete("preferences", 0.0, {})
+    mark_complete(r, "preferences")
     atomic_write_json(r.stage_dir("reward") / "config.json", dataclasses.asdict(reward.config("smoke")))
     ppo.run(ppo.config("smoke"), run="base", runs_dir=str(runs), progress_bar=False, live=False)
     return r

@@ -67,8 +67,8 @@ def test_a_prompts_file_is_read_with_its_last_n_eval_lines_held_out(tmp_path):
     train, held = ppo_config.load_prompts(cfg, world.World(0))
     assert [t["prompt"] for t in train] == ["Say hi.", "Add 2 and 2."] and held[0]["prompt"] == "Name a color."
     assert train[0]["family"] == "custom" and train[1]["family"] == "arithmetic" and train[1]["answer"] == "4"
-    path.write_text('"Say hi."\n{"text": "no prompt"}\n"x"\n')
-    with pytest.raises(ConfigError, match="record 2: every line needs a string 'prompt'"):
+    path.write_text('"Say hi."\n{"prompt": 3}\n"x"\n')
+    with pytest.raises(DataError, match=r"prompts.jsonl line 2: field 'prompt' is int, expected a string"):
         ppo_config.load_prompts(cfg, world.World(0))
     path.write_text('"Say hi."\n{"prompt": \n"x"\n')
     with pytest.raises(DataError, match=r"prompts.jsonl.*line 2"):

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import pytest
@@ -190,3 +191,18 @@ def test_world_prompts_avoid_the_evaluation_prompts(tmp_path):
     held = world.make_tasks(r.world(), 250, "eval", 0, world.DEFAULT_FAMILIES)  # what SFT and PPO report on
     assert len(tasks) == 300 and {t["split"] for t in tasks} == {"rl"}
     assert not {t["prompt"] for t in tasks} & {t["prompt"] for t in held}
+
+
+def test_a_prompts_file_that_ppo_reads_is_read_by_stage_3_alike(tmp_path):
+    """The issue's first report: bare {"prompt"} lines were refused here while stage 5 took them. Both stages
+    read prompts with data.load_prompts now."""
+    from labkit import ppo
+    from labkit.runs import Run
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Write a line about the number {i}."}) + "\n" for i in range(12)))
+    r = Run("p", tmp_path)
+    tasks = preferences.prompts_for(preferences.config("smoke", prompts=str(path), n_prompts=5), r)
+    assert [t["prompt"] for t in tasks] == [f"Write a line about the number {i}." for i in range(5)]
+    train, held = ppo.load_prompts(ppo.config("smoke", prompts=str(path), n_eval=2, ptx_coef=0.0), r.world())
+    assert [t["prompt"] for t in train[:5]] == [t["prompt"] for t in tasks]
+    assert {t["family"] for t in tasks + train + held} == {"custom"}

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from labkit import reward, reward_eval, reward_model, world
+from conftest import mark_complete
 from labkit.runs import Run, StageMissing, read_jsonl
 
 torch.set_num_threads(1)
@@ -30,11 +31,11 @@ def make_run(tmp_path, tiny, pairs=None, name="r"):
     import shutil
     r = Run(name, tmp_path / "runs")
     shutil.copytree(tiny[0], r.stage_dir("sft") / "model")
-    r.complete("sft", 0.0, {})
+    mark_complete(r, "sft")
     if pairs is not False:
         (r.stage_dir("preferences") / "pairs.jsonl").write_text(
             "".join(json.dumps(p) + "\n" for p in (pairs or world_pairs())))
-        r.complete("preferences", 0.0, {})
+        mark_complete(r, "preferences")
     return r
 
 
@@ -137,7 +138,7 @@ def test_clear_errors_when_predecessors_are_missing(tmp_path, tiny):
     assert not (r.path / "04_reward" / "model").exists()
     empty = Run("empty", tmp_path / "runs")
     (empty.stage_dir("preferences") / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in world_pairs(2)))
-    empty.complete("preferences", 0.0, {})
+    mark_complete(empty, "preferences")
     with pytest.raises(StageMissing, match="sft"):
         reward.run(reward.config("smoke"), run="empty", runs_dir=tmp_path / "runs", live=False, progress_bar=False)
 
