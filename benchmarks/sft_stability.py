@@ -62,10 +62,10 @@ def cmd_sft(a) -> None:
         print(f"{name}: already done", flush=True)
         return
     src = Run(f"pt-{a.pretrain}", a.work)
-    shutil.rmtree(r.stage_dir("pretrain"))
-    shutil.copytree(src.stage_dir("pretrain"), r.stage_dir("pretrain"))
-    r.update_manifest(world_seed=src.manifest().get("world_seed", 0))
-    r.complete("pretrain", 0.0, src.manifest()["stages"]["pretrain"]["headline"])
+    with r.lock():  # run.json is written only under the run's lock
+        shutil.copytree(src.stage_dir("pretrain"), r.stage_dir("pretrain"), dirs_exist_ok=True)
+        r.update_manifest(world_seed=src.manifest().get("world_seed", 0))
+        r.complete("pretrain", 0.0, src.manifest()["stages"]["pretrain"]["headline"])
     cfg = sft.config(a.preset, seed=a.seed, threads=a.threads, data_seed=a.data_seed, **parse_params(a.param))
     _, held = sft.world_tasks(r.world(), cfg)
     answers = [t for t in held if t["family"] in W.ANSWER_FAMILIES]
