@@ -258,13 +258,16 @@ def readme_headline(doc: dict | None) -> list[str]:
 
 
 README = REPO / "README.md"
+# The pages with generated blocks (<!-- results:NAME --> ... <!-- /results -->) besides docs/results.md.
+PAGES = (README, REPO / "docs" / "using.md")
 BLOCKS = {"headline": lambda: readme_headline(load("seeds.json")),
           "hh_rlhf": lambda: table(HH_HEADER, hh_rows(load("hh_rlhf_lengths.json"))) if load("hh_rlhf_lengths.json")
           else ["(no results yet: run benchmarks/hh_rlhf_lengths.py, then benchmarks/results_tables.py)"]}
 
 
 def render_readme(text: str) -> str:
-    """README.md with every generated block (between <!-- results:NAME --> and <!-- /results -->) rewritten."""
+    """A page (README.md, docs/using.md) with every generated block (between <!-- results:NAME --> and
+    <!-- /results -->) rewritten."""
     for name, make in BLOCKS.items():
         start, end = f"<!-- results:{name} -->", "<!-- /results -->"
         if start in text:
@@ -294,14 +297,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
-    text, readme = render(), render_readme(README.read_text())
+    text = render()
+    pages = {p: render_readme(p.read_text()) for p in PAGES if p.exists()}
     if args.check:
-        ok = OUT.exists() and OUT.read_text() == text and README.read_text() == readme
-        print("docs/results.md and README's tables are " + ("up to date" if ok else "stale: run benchmarks/results_tables.py"))
+        ok = OUT.exists() and OUT.read_text() == text and all(p.read_text() == t for p, t in pages.items())
+        print("docs/results.md and the generated blocks are " + ("up to date" if ok else "stale: run benchmarks/results_tables.py"))
         sys.exit(0 if ok else 1)
     OUT.write_text(text)
-    README.write_text(readme)
-    print(f"wrote {OUT} and README.md's generated tables")
+    for p, t in pages.items():
+        p.write_text(t)
+    print(f"wrote {OUT} and the generated blocks of " + ", ".join(p.name for p in pages))
 
 
 if __name__ == "__main__":

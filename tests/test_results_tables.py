@@ -18,8 +18,9 @@ def test_the_committed_results_page_and_readme_tables_are_the_scripts_output():
     rt = _script()
     assert (REPO / "docs" / "results.md").read_text() == rt.render(), \
         "docs/results.md is stale: run .venv/bin/python benchmarks/results_tables.py"
-    readme = (REPO / "README.md").read_text()
-    assert readme == rt.render_readme(readme), "README's generated tables are stale: run benchmarks/results_tables.py"
+    for page in rt.PAGES:
+        text = page.read_text()
+        assert text == rt.render_readme(text), f"{page.name}'s generated tables are stale: run benchmarks/results_tables.py"
 
 
 def test_the_tables_come_from_the_files(tmp_path, monkeypatch):
