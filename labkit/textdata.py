@@ -73,7 +73,7 @@ def causal_val_loss(model, stream: torch.Tensor, batch_size: int, block_size: in
     for _ in range(eval_batches):
         x = windows(stream, batch_size, block_size, gen).to(device)
         with autocast:
-            losses.append(model(input_ids=x, labels=x).loss.float().item())
+            losses.append(model(input_ids=x, labels=x, use_cache=False).loss.float().item())
     model.train(was_training)
     return sum(losses) / len(losses)
 
