@@ -50,3 +50,18 @@ def test_parameters_cells_are_the_ones_the_dataclasses_write():
     assert write_parameter_cells(check=True) == []
     cell = parameters_cell("ppo")
     assert "max_steps = None" in cell and "# PPO steps" in cell and "total_steps" not in cell
+
+
+def test_notebook_prose_says_why_and_the_run_says_how_much():
+    """Markdown explains; measured numbers come from a cell reading the run (or docs/results.md). A measured
+    result typed into a notebook's prose -- a rate or a difference with decimals, "we measured" -- goes stale
+    (definitions stay: "15% of tokens masked", "a 95% interval")."""
+    import re
+    measured = re.compile(r"\d+\.\d+ ?(?:%|points|nats)|\d+\.\d+[–-]\d+\.\d+|\bmeasured (?:at|on)\b|\bwe measured\b")
+    for stage in STAGES:
+        nb, _ = _code_cells(stage)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                assert not measured.findall(cell.source), (stage, measured.findall(cell.source), cell.source[:120])
+    md = sum(len(c.source) for c in _code_cells("ppo")[0].cells if c.cell_type == "markdown")
+    assert md <= 21346 // 2, f"notebook 05's markdown grew back to {md} characters"
