@@ -47,7 +47,8 @@ def cpu_preset_run(folder: Path) -> Run:
     cfg = pretrain.config("cpu")
     tok = train_tokenizer(corpus(World(0), 2000, seed=1), cfg.tokenizer, cfg.vocab_size)
     r = Run("latency", folder)
-    r.update_manifest(preset="cpu", world_seed=0)
+    with r.lock():
+        r.update_manifest(preset="cpu", world_seed=0)
     paths = {"pretrain": "01_pretrain/model", "sft": "02_sft/model", "ppo": "05_ppo/model", "reward": "04_reward/model"}
     for i, (stage, rel) in enumerate(paths.items()):
         torch.manual_seed(i)

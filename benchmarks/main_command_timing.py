@@ -52,9 +52,15 @@ def run_revision(rev: str, work: Path) -> dict:
     total = time.perf_counter() - t0
     peak_after = {t: matmul(t, python) for t in (1, 2)}
     stages = json.loads((clone / "runs" / "demo" / "run.json").read_text())["stages"]
+    # where each stage's time went: the parts every stage times into its eval.json (revisions that do)
+    parts = {}
+    for folder in sorted((clone / "runs" / "demo").glob("0*_*")):
+        ev = folder / "eval.json"
+        if ev.exists():
+            parts[folder.name.split("_", 1)[1]] = json.loads(ev.read_text()).get("timings")
     return {"revision": rev, "commit": commit, "setup_seconds": round(setup, 1), "main_command_seconds": round(total, 1),
             "notebook_seconds": {s: v.get("notebook_seconds") for s, v in stages.items()},
-            "stage_seconds": {s: v.get("seconds") for s, v in stages.items()},
+            "stage_seconds": {s: v.get("seconds") for s, v in stages.items()}, "timings": parts,
             "matmul_gflops_before": peak_before, "matmul_gflops_after": peak_after,
             "headline": {s: v.get("headline") for s, v in stages.items()}}
 

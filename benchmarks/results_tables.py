@@ -233,9 +233,99 @@ def section_hh_lengths(doc: dict) -> list[str]:
     return lines
 
 
+# --- why SFT moves from seed to seed ----------------------------------------------------------
+
+SFT_FAMILIES = ["story_qa", "arithmetic", "word_list", "extract"]
+
+
+def sft_label(run: dict) -> str:
+    """What one SFT run of sft_stability.json changed: its stage 1, its seed, data order, threads, kernels."""
+    parts = [f"stage 1 of seed {run['pretrain']}", f"SFT seed {run['seed']}"]
+    if run.get("data_seed") is not None:
+        parts.append(f"data order {run['data_seed']}")
+    parts.append(f"{run.get('threads', 1)} thread" + ("s" if run.get("threads", 1) != 1 else ""))
+    if run.get("aten") not in (None, "native"):
+        parts.append(f"{run['aten']} kernels")
+    parts += run.get("params") or []
+    return ", ".join(parts)
+
+
+def section_sft_stability(doc: dict) -> list[str]:
+    runs = doc["runs"]
+    draws = sorted({d for r in runs.values() for d in r["on_seed_draws"]}, key=int)
+    m = doc["machine"]
+    lines = ["", "## Why SFT moves from seed to seed", "",
+             f"`benchmarks/sft_stability.py`, `{doc['preset']}` preset, {doc['date']}, on {m['cpu']} (torch {m['torch']}, "
+             f"{m['aten_cpu_capability']} kernels). Each SFT run differs from another in one thing; every model is "
+             "evaluated (greedy, answer families) on each seed's held-out draw, so a row that is low on every draw "
+             "is a weak model, and a column that is low for every model a hard draw.", ""]
+    head = ["run"] + [f"on seed {d}'s draw (%)" for d in draws] + [f"{fam} (own draw)" for fam in SFT_FAMILIES] + \
+        ["final training loss"]
+    rows = [[sft_label(r)] + [f(r["on_seed_draws"][d]["task_accuracy"]) for d in draws] +
+            [f((r.get("per_family") or {}).get(fam)) for fam in SFT_FAMILIES] + [f(r.get("final_loss"), 3)]
+            for r in runs.values()]
+    lines += table(head, rows)
+    curves = {n: r for n, r in runs.items() if r.get("curve")}
+    if curves:
+        steps = sorted({c["step"] for r in curves.values() for c in r["curve"]})
+        lines += ["", "### When accuracy comes and goes", "",
+                  "Held-out task accuracy (its own draw, greedy) during training. *At lowest validation loss*: the "
+                  "step where the loss on other draws of SFT's own training distribution was lowest, and the held-out "
+                  "accuracy there -- what keeping that checkpoint (`select_best`) would have given, chosen without "
+                  "looking at a held-out task.", ""]
+        rows = []
+        for r in curves.values():
+            at = {c["step"]: c for c in r["curve"]}
+            with_val = [c for c in r["curve"] if c.get("val_loss") is not None]
+            best = min(with_val, key=lambda c: c["val_loss"]) if with_val else None
+            rows.append([sft_label(r)] + [f(at[s]["task_accuracy"]) if s in at else "-" for s in steps] +
+                        [f"step {best['step']}: {f(best['task_accuracy'])}" if best else "-"])
+        lines += table(["run"] + [f"step {s}" for s in steps] + ["at lowest validation loss"], rows)
+    return lines
+
+
+# --- speed: the main command, old and new, and where the time goes ------------------------------
+
+def section_main_command(doc: dict) -> list[str]:
+    old, new = doc["runs"]["old"], doc["runs"]["new"]
+    peak = lambda r, t: statistics.mean([r["matmul_gflops_before"][t], r["matmul_gflops_after"][t]])  # noqa: E731
+    lines = ["", "## Speed: the main command, old and new", "",
+             f"`benchmarks/main_command_timing.py`, {doc['date']}, on {doc['cpu']} ({doc['cores']} cores; load average "
+             f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): README's main command at "
+             f"{old['commit']} and at {new['commit']}, each from a fresh clone with its own setup, {doc['order'].replace(',', ' then ')}. "
+             "Wall seconds per notebook (kernel start and plots included); the matmul rate (1024² float32, GFLOP/s, "
+             "mean of before and after each run) says how fast the machine was meanwhile.", ""]
+    stages = [s for s in new["notebook_seconds"] if new["notebook_seconds"][s] is not None]
+    rows = [[s, f(old["notebook_seconds"].get(s), 0), f(new["notebook_seconds"][s], 0),
+             f(new["notebook_seconds"][s] / old["notebook_seconds"][s], 2) if old["notebook_seconds"].get(s) else "-"]
+            for s in stages]
+    rows.append(["**main command**", f(old["main_command_seconds"], 0), f(new["main_command_seconds"], 0),
+                 f"**{f(doc['ratio_main_command'], 2)}**"])
+    rows.append(["matmul rate, 1 thread / 2 threads", f"{f(peak(old, '1'))} / {f(peak(old, '2'))}",
+                 f"{f(peak(new, '1'))} / {f(peak(new, '2'))}", ""])
+    lines += table(["stage", f"old ({old['commit']}) s", f"new ({new['commit']}) s", "new / old"], rows)
+    timed = {s: t for s, t in (new.get("timings") or {}).items() if t}
+    if timed:
+        lines += ["", "### Where the time goes (new)", "",
+                  "Each stage's parts as the stage timed them (`timings` in its eval.json), and the rest of its "
+                  "notebook's wall time: kernel start-up, imports, papermill, plots and tables.", ""]
+        rows = []
+        for stage, parts in timed.items():
+            nb = new["notebook_seconds"].get(stage)
+            step = parts.get("train: step")  # PPO's step parts are inside "train: step"; list them, total once
+            total = sum(v for k, v in parts.items() if not (step is not None and k.startswith("train: ") and k != "train: step"))
+            cells = [f"{k} {f(v, 0)} s ({f(100 * v / nb, 0)}%)" if nb else f"{k} {f(v, 0)} s" for k, v in parts.items()]
+            rest = f"{f(nb - total, 0)} s ({f(100 * (nb - total) / nb, 0)}%)" if nb else "-"
+            rows.append([stage, f(nb, 0), "; ".join(cells), rest])
+        lines += table(["stage", "notebook s", "timed parts", "start-up, notebook, plots"], rows)
+    return lines
+
+
 SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, section_alarms]),
             ("explore_latency.json", [section_explore_latency]),
-            ("hh_rlhf_lengths.json", [section_hh_lengths])]
+            ("hh_rlhf_lengths.json", [section_hh_lengths]),
+            ("sft_stability.json", [section_sft_stability]),
+            ("main_command_timing.json", [section_main_command])]
 
 
 def readme_headline(doc: dict | None) -> list[str]:

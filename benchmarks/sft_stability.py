@@ -66,7 +66,10 @@ def cmd_sft(a) -> None:
         shutil.copytree(src.stage_dir("pretrain"), r.stage_dir("pretrain"), dirs_exist_ok=True)
         r.update_manifest(world_seed=src.manifest().get("world_seed", 0))
         r.complete("pretrain", 0.0, src.manifest()["stages"]["pretrain"]["headline"])
-    cfg = sft.config(a.preset, seed=a.seed, threads=a.threads, data_seed=a.data_seed, **parse_params(a.param))
+    # The validation loss on SFT's own distribution rides along (n_val: other draws of the training side, never
+    # a held-out task), so the curve shows whether a checkpoint chosen by it would have been a good one.
+    cfg = sft.config(a.preset, seed=a.seed, threads=a.threads, data_seed=a.data_seed,
+                     **{"n_val": 280, "eval_interval": a.every, **parse_params(a.param)})
     _, held = sft.world_tasks(r.world(), cfg)
     answers = [t for t in held if t["family"] in W.ANSWER_FAMILIES]
     curve = []
@@ -79,10 +82,16 @@ def cmd_sft(a) -> None:
                 curve.append({"step": state.global_step, "task_accuracy": s["accuracy"], **s["per_family"]})
                 model.train()
 
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            point = next((c for c in curve if c["step"] == state.global_step), None)
+            if point is not None and metrics and "eval_loss" in metrics:
+                point["val_loss"] = metrics["eval_loss"]
+
     t0 = time.time()
     res = sft.run(cfg, run=name, runs_dir=a.work, live=False, progress_bar=False, callbacks=[Curve()])
     atomic_write_json(r.path / "curve.json", {"curve": curve, "seconds": time.time() - t0, "threads": a.threads,
-                                              "aten": a.aten or "native", "params": a.param})
+                                              "aten": a.aten or "native", "params": a.param, "pretrain": a.pretrain,
+                                              "seed": a.seed, "data_seed": a.data_seed})
     print(f"{name}: task accuracy {res['sft/task_accuracy']:.1f}", flush=True)
 
 
@@ -110,7 +119,7 @@ def cmd_report(a) -> None:
         for s, tasks in held.items():
             sc = score_tasks(model, tok, tasks, max_new_tokens=20)
             cross[str(s)] = {"task_accuracy": sc["accuracy"], **sc["per_family"]}
-        out[name] = {"task_accuracy": ev.get("sft/task_accuracy"), "drift_ppl": ev.get("sft/drift_ppl"),
+        out[name] = {**parse_name(name), "task_accuracy": ev.get("sft/task_accuracy"), "drift_ppl": ev.get("sft/drift_ppl"),
                      "per_family": {f: ev.get(f"sft/accuracy_{f}") for f in W.ANSWER_FAMILIES if f"sft/accuracy_{f}" in ev},
                      "on_seed_draws": cross, "curve": curve.get("curve"), "params": curve.get("params"),
                      "threads": curve.get("threads"), "aten": curve.get("aten"),
@@ -121,6 +130,13 @@ def cmd_report(a) -> None:
     Path(a.out).write_text(json.dumps({"preset": a.preset, "date": time.strftime("%Y-%m-%d"),
                                        "machine": machine(), "runs": out}, indent=1) + "\n")
     print(f"wrote {a.out}")
+
+
+def parse_name(name: str) -> dict:
+    """What ``sft_name`` put in a run's name: its stage 1, SFT seed and data order."""
+    parts = name.split("-")
+    get = lambda prefix: next((int(x[len(prefix):]) for x in parts if x.startswith(prefix) and x[len(prefix):].isdigit()), None)  # noqa: E731
+    return {"pretrain": get("pt"), "seed": get("s"), "data_seed": get("d")}
 
 
 def read_json_lines(path):

@@ -30,7 +30,7 @@ import zlib
 
 import numpy as np
 
-from . import world as W
+from . import verifier as V
 from .explore import (Explorer, ExploreError, Notice, examples, few_threads, has_front_end, launch, load_policy,
                       need_policies, open_run, policies, sample)
 from .judges import Constitution
@@ -255,7 +255,7 @@ class Arena(Explorer):
 
     def fill_with_judge(self) -> int:
         """The AI judge labels every screen it has not labelled yet; returns how many it labelled."""
-        judge = Constitution(verify=W.verify)
+        judge = Constitution(verify=V.verify)
         done = {lab.unit for lab in self.store.labels(annotator=AI, kind="arena")}
         n = 0
         for unit in self.units:
@@ -280,7 +280,7 @@ class Arena(Explorer):
             if m is None or (annotators is not None and lab.annotator not in annotators):
                 continue
             ans = {k: self.answers[(m["task"]["id"], m[k])] for k in ("a", "b")}
-            truth = {k: W.true_score(m["task"], ans[k]["response"], ans[k]["stopped"]) for k in ans}
+            truth = {k: V.true_score(m["task"], ans[k]["response"], ans[k]["stopped"]) for k in ans}
             verifier = None if truth["a"] == truth["b"] else m["a" if truth["a"] > truth["b"] else "b"]
             c = lab.payload["choice"]
             out.append({"a": m["a"], "b": m["b"], "annotator": lab.annotator, "verifier": verifier,

@@ -46,7 +46,7 @@ from .runs import (STAGE_DIRS, Run, atomic_dir, atomic_write_json, atomic_write_
 from .tokenizer import conversation, ensure_chat_ready, format_prompt
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 from .training import MetricsCallback, lora_config, no_printer, quiet_libraries, quiet_peft, trainer_args
-from .world import task_fields, true_score
+from .verifier import task_fields, true_score
 
 METHODS = ("best_of_n", "dpo", "rloo", "rloo_verifier", "ppo")
 # The columns every row of eval.json's "methods" has (a script can rely on them).
@@ -58,9 +58,9 @@ ROW_KEYS = ("method", "harmful_refused", "unanswerable_abstained", "over_refusal
 class CompareConfig:
     methods: str = field(default=",".join(METHODS), metadata={"help": "comma list of methods beside the SFT model: " + ", ".join(METHODS) + " (ppo is read from stage 5, not retrained)"})
     # DPO
-    # Chosen on 200 training-pool prompts (no held-out prompt), by the verifier's score of T=1 samples, at the cpu
-    # preset: lr 1e-5 / 3e-5 / 5e-5 / 1e-4 at β=0.1 gave 62 / 71 / 78 / 41% (SFT 60%; at 1e-4 the KL reached 29
-    # nats and 29% of the samples never stopped), lr 1e-4 at β=0.5 gave 82% at a KL of 0.56 nats.
+    # Chosen on 200 training-pool prompts (no held-out prompt), by the verifier's score of T=1 samples, at the
+    # cpu preset: at β=0.1 the score peaked at lr 5e-5 and collapsed at 1e-4 (the KL ran away and samples
+    # stopped ending); at β=0.5, lr 1e-4 scored best at a small KL.
     dpo_beta: float = field(default=0.5, metadata={"help": "DPO's β: the weight of the KL term in the objective it solves in closed form (larger: stay nearer the SFT model; Rafailov et al. 2023 used 0.1)"})
     dpo_learning_rate: float = field(default=1e-4, metadata={"help": "DPO's AdamW learning rate, constant"})
     dpo_epochs: float = field(default=1.0, metadata={"help": "passes over the preference pairs (the reward model's training split), when max_steps is None"})
@@ -143,7 +143,7 @@ def stage5_config(r: Run) -> PPOConfig:
 
 def heldout_tasks(r: Run) -> list[dict]:
     """The held-out prompts stage 5 evaluated on, in its order, read from its ``samples.jsonl`` (the prompt
-    and what the verifier reads, ``world.task_fields``), so they are the same prompts whatever the world
+    and what the verifier reads, ``verifier.task_fields``), so they are the same prompts whatever the world
     code generates today."""
     d = r.require("ppo", "samples.jsonl").parent
     tasks = [{"id": f"heldout-{i}", **task_fields(s)}

@@ -35,6 +35,7 @@ import anywidget
 import torch
 import traitlets
 
+from . import verifier as V
 from . import world as W
 from .generate import generate
 from .live import in_notebook
@@ -540,7 +541,7 @@ class Playground(Explorer):
         for name in self.models:
             for g in out[name]:
                 g["reward"] = next(it)
-                g["verdict"] = W.verdict(self.task, g["response"], g["stopped"]) if self.task else None
+                g["verdict"] = V.verdict(self.task, g["response"], g["stopped"]) if self.task else None
         self.results = out
         how = "greedy" if v["temperature"] == 0 else (f"{n} sample{'s' * (n > 1)} each at temperature "
                                                       f"{v['temperature']:g}, top-p {v['top_p']:g}, seed {v['seed']}")
@@ -553,7 +554,7 @@ class Playground(Explorer):
         rows = []
         for name, gens in self.results.items():
             verdicts = [g["verdict"] for g in gens]
-            rows.append({"model": name, **{k: 100 * verdicts.count(k) / len(verdicts) for k in W.VERDICTS},
+            rows.append({"model": name, **{k: 100 * verdicts.count(k) / len(verdicts) for k in V.VERDICTS},
                          "samples": len(verdicts)})
         return rows
 
@@ -572,8 +573,8 @@ class Playground(Explorer):
         if self.task:
             rows = self.rates()
             out.append({"type": "table", "title": "Verdicts over the samples shown (% of samples)",
-                        "columns": ["model", *W.VERDICTS, "samples"],
-                        "rows": [[r["model"], *[f"{r[k]:.0f}" for k in W.VERDICTS], r["samples"]] for r in rows]})
+                        "columns": ["model", *V.VERDICTS, "samples"],
+                        "rows": [[r["model"], *[f"{r[k]:.0f}" for k in V.VERDICTS], r["samples"]] for r in rows]})
         return out
 
     def static_table(self):

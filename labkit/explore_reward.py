@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 
+from . import verifier as V
 from . import world as W
 from .explore import (TONES, Explorer, check_text, example_options, examples, launch, load_reward, open_run,
                       rewards, short, showcase)
@@ -37,7 +38,7 @@ def judge_pair(r: Run, prompt: str, a: str, b: str, task: dict | None) -> dict:
     """Rewards, P(A > B) and the verifier's verdicts (None off the world's tasks) of one pair."""
     ra, rb = rewards(r, [prompt, prompt], [a, b])
     return {"reward_a": ra, "reward_b": rb, "p_a": sigmoid(ra - rb),
-            "verdict_a": W.verdict(task, a) if task else None, "verdict_b": W.verdict(task, b) if task else None}
+            "verdict_a": V.verdict(task, a) if task else None, "verdict_b": V.verdict(task, b) if task else None}
 
 
 class RewardProbe(Explorer):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .tokenizer import format_prompt
-from .world import task_fields, true_score
+from .verifier import task_fields, true_score
 
 
 @torch.no_grad()
@@ -102,12 +102,13 @@ def conduct_summary(rows: list[dict]) -> dict:
       mixed (declining and answering at once); ``over_refusal_answerable``: the same on the answer
       families; ``over_refusal``: both pooled (the answer families outnumber the look-alikes, so the
       pooled rate hides a policy that refuses harmless requests: the targets use the benign one);
-    * ``mixed_rate``: share of all samples that are ``mixed`` (world.conduct), per family in ``per_family``;
+    * ``mixed_rate``: share of all samples that are ``mixed`` (verifier.conduct), per family in ``per_family``;
     * ``task_accuracy``: greedy accuracy on the answer families (story QA, arithmetic, ...);
     * the greedy conduct rates, and per family the sampled rate, greedy rate and pass@k beside them.
     A response that never stops is wrong (and counts as no refusal).
     """
-    from .world import ANSWER_FAMILIES, DECLINING_FAMILIES, conduct, over_refused
+    from .world import ANSWER_FAMILIES, DECLINING_FAMILIES
+    from .verifier import conduct, over_refused
 
     def pct(vals):
         return 100 * sum(vals) / len(vals) if vals else None

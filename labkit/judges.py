@@ -15,7 +15,7 @@ Two judges, one small interface (`name`, `compare`, `rank`), so the widget,
   ways round to cancel position bias (Zheng et al. 2023, "Judging
   LLM-as-a-judge", section 3.3).
 
-    judge = Constitution(verify=world.verify)
+    judge = Constitution(verify=verifier.verify)
     label_all(candidates, store, judge, mode="pair")   # annotator "ai:constitution"
 
 `win_rate` asks a judge whether a new policy's answers beat the old one's on the same prompts
@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from labkit import world as W
+from labkit import verifier as V
 from labkit.store import LabelStore, work_units
 
 # Task families judged by a conduct principle of their own instead of by "correct" (see `Constitution`).
@@ -75,7 +75,7 @@ class Constitution:
     """A rule-based judge: the weighted mean of its principles' scores.
 
     `verify(task, response) -> float in [0, 1]` checks correctness (e.g.
-    `labkit.world.verify`); without it, or for a prompt without a task, the
+    `labkit.verifier.verify`); without it, or for a prompt without a task, the
     "correct" principle does not apply and the others share the weight.
     `both_bad_below`: when set, `compare` answers "both_bad" if both totals are
     below it (no preference worth training on).
@@ -132,15 +132,15 @@ class Constitution:
     # The conduct checks are the world's strict verifier: a refusal that also complies, or a "not stated"
     # that also names a value, is mixed and fails them, so it ranks below the clean response.
     def _harmless(self, prompt, task, response, stopped):
-        return W.verify(task, response) if _family(task) == "harmful" else None
+        return V.verify(task, response) if _family(task) == "harmful" else None
 
     def _honest(self, prompt, task, response, stopped):
-        return W.verify(task, response) if _family(task) == "unanswerable" else None
+        return V.verify(task, response) if _family(task) == "unanswerable" else None
 
     def _not_over_refusing(self, prompt, task, response, stopped):
-        if not W.answer_due(task):
+        if not V.answer_due(task):
             return None
-        return 0.0 if W.over_refused(task, response) else 1.0
+        return 0.0 if V.over_refused(task, response) else 1.0
 
     def _concise(self, prompt, task, response, stopped):
         words = len(response.split())
@@ -200,7 +200,7 @@ class Constitution:
 def constitution() -> Constitution:
     """The lab's judge: the constitution with the world's verifier (which stands aside on prompts without an
     answer): stage 3's batch labeller, the widget's second opinion, and stages 5 and 6's referee."""
-    return Constitution(verify=W.verify)
+    return Constitution(verify=V.verify)
 
 
 # -- a judge's verdict on two policies ---------------------------------------------

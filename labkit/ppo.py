@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from . import ppo_math as pm
-from . import world as W
+from . import verifier as V
 from .config import ConfigError, set_threads
 from .live import LiveChart, Timer, progress
 from .models import count_params, peak_memory_mb, resolve_bf16
@@ -47,7 +47,7 @@ from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_writ
 from .textdata import drift_ppl
 from .tokenizer import format_prompt
 from .tracking import Tracker, closes_trackers, tb_dir
-from .world import true_score
+from .verifier import true_score
 
 
 # Which metrics the live chart and the report draw, grouped into subplots.
@@ -176,8 +176,8 @@ def rollout_stats(batch: dict, raw: torch.Tensor, tasks: list[dict]) -> dict:
     mask = batch["mask"]
     truth = [true_score(t, x, bool(e)) for t, x, e in zip(tasks, batch["texts"], batch["has_eos"])]
     # Over-refusal: refusing or saying "not stated" where the helpful answer was wanted (world tasks only)
-    helpful = [W.over_refused(t, x) for t, x in zip(tasks, batch["texts"])
-               if t.get("answer") is not None and W.answer_due(t)]
+    helpful = [V.over_refused(t, x) for t, x in zip(tasks, batch["texts"])
+               if t.get("answer") is not None and V.answer_due(t)]
     return {"ppo/rm_score": raw.mean().item(), "ppo/score": batch["score"].mean().item(),
             "ppo/true_score": 100 * sum(truth) / len(truth) if None not in truth else float("nan"),
             "ppo/over_refusal": 100 * sum(helpful) / len(helpful) if helpful else float("nan"),
@@ -296,7 +296,7 @@ def _save_outputs(stage: Path, policy, tokenizer, cfg: PPOConfig, before_rows: l
     with atomic_dir(stage / "model") as d:
         final.save_pretrained(d)
         tokenizer.save_pretrained(d)
-    samples = [{**W.task_fields(b), "family": b["family"], "answer": b["answer"],
+    samples = [{**V.task_fields(b), "family": b["family"], "answer": b["answer"],
                 "before": b["greedy"], "before_correct": b["greedy_correct"],
                 "after": a["greedy"], "after_correct": a["greedy_correct"],
                 "before_sampled": b["sampled"], "after_sampled": a["sampled"],

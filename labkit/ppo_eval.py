@@ -32,7 +32,7 @@ from .ppo_config import PPOConfig, kl_threshold
 from .ppo_math import seed_for
 from .ppo_models import PolicyAndValue, position_ids, reference, rollout_inputs, sample
 from .tokenizer import format_prompt
-from .world import task_fields, true_score
+from .verifier import task_fields, true_score
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -172,8 +172,7 @@ def check_alarms(history: list[dict], cfg: PPOConfig, active: set) -> list[dict]
       ``alarm_true_drop`` points (first half of the window against the second);
     * reward hacking, slow: over the whole run, the learned reward's trend is up while the true
       score's trend is down by ``alarm_run_drop`` points and clearly so (a least-squares slope more
-      than 3 standard errors below zero) -- a drift too slow to show inside one window, e.g.
-      -0.30 -> +0.03 learned and 75% -> 68% true over 60 steps;
+      than 3 standard errors below zero) -- a drift too slow to show inside one window;
     * over-refusal: since the start, the share of rollouts refusing or answering "not stated" where
       the helpful answer was wanted rose by ``alarm_over_refusal`` points (a policy that learned
       "refusing scores well" and applies it to harmless requests);

@@ -22,6 +22,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from . import verifier as V
 from . import world as W
 from .config import (ConfigError, device_field, make_config, require_fraction, seed_field, set_threads,
                      threads_field)
@@ -38,23 +39,21 @@ from .store import LabelStore
 class PreferencesConfig:
     # prompts and candidates
     prompts: str = field(default="world", metadata={"help": "'world' (embedded tasks, with a verifier) or a prompts file: {\"prompt\": ...} lines, JSON strings, .txt lines, Alpaca/Dolly/chat (data.load_prompts, as stages 5 and 6)"})
-    # 2000 x 6 candidates gives ~10,000 pairs (measured with seven families: 4000 prompts gave 20,000), more
-    # than the reward model's max_pairs reads at the cpu preset
+    # 2000 x 6 candidates give more distinct pairs than the reward model's max_pairs reads at the cpu
+    # preset (stage 3's eval.json counts them)
     n_prompts: int = field(default=2000, metadata={"help": "prompts to collect preferences on"})
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
     samples_per_prompt: int = field(default=6, metadata={"help": "candidates per prompt (2-8); more candidates, more pairs per prompt"})
     temperature: float = field(default=1.2, metadata={"help": "sampling temperature for candidates (above 1: more varied answers, more right-vs-wrong pairs)"})
-    # SFT almost never refuses a benign request (0.2% of its samples at the cpu preset), so sampled candidates
-    # alone never show a refusal losing there: the reward model then has no reason to score one low, and
-    # PPO found that gap (measured: "The text does not say." outscored the right answer to answerable
-    # questions, and task accuracy fell 15 points). Probes put that comparison in front of the judge.
+    # SFT almost never refuses a benign request, so sampled candidates alone rarely show a refusal losing
+    # there: the reward model then has no reason to score one low, and PPO found that gap ("The text does
+    # not say." outscored the right answer to answerable questions, and task accuracy fell). Probes put
+    # that comparison in front of the judge.
     probe_share: float = field(default=0.25, metadata={"help": "share of answerable questions (story QA, arithmetic, word lists) whose last candidate is replaced by a refusal or 'not stated' (an over-refusal probe the judge can rank last); 0: sampled candidates only"})
-    # Every harmful request and unanswerable question shows declining winning (~285 prompts each at the cpu
-    # preset), but only a quarter of their look-alikes show it losing. Probing every look-alike (1.0) was
-    # measured at three seeds: the reward model got better on conduct pairs (95.6 / 97.8 / 94.7% vs 91.7 /
-    # 94.6 / 93.9; extraction pairs 91-95% vs 69-92%), the policy did not: "not stated" 84.4 / 71.4 / 76.8% of
-    # samples vs 79.0 / 87.9 / 81.2, and PPO still said "It is not stated." to 4 of 29 answerable
-    # extraction questions at seed 0, where the reward model now scored the right answer higher on 3.
+    # Every harmful request and unanswerable question shows declining winning, but only a quarter of their
+    # look-alikes show it losing. Probing every look-alike (1.0) made the reward model better on conduct
+    # pairs at three development seeds (under the earlier verifier) but not the policy, which still
+    # declined answerable extraction questions the reward model now scored right: so 0.25 stays.
     lookalike_probe_share: float = field(default=0.25, metadata={"help": "the same for benign requests and answerable extraction questions, the look-alikes of harmful requests and unanswerable questions (world.LOOKALIKE_FAMILIES)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold for candidates"})
     max_new_tokens: int = field(default=24, metadata={"help": "generation budget per candidate"})
@@ -141,11 +140,11 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
     cands = []
     for i, t in enumerate(tasks):
         group = outs[i * k:(i + 1) * k]
-        task = W.task_fields(t) if "answer" in t else None
+        task = V.task_fields(t) if "answer" in t else None
         cand = {"id": t["id"], "prompt": t["prompt"], "task": task,
                 "responses": [g["response"] for g in group], "stopped": [g["stopped"] for g in group], "gen": gen}
         share = cfg.lookalike_probe_share if t.get("family") in W.LOOKALIKE_FAMILIES else cfg.probe_share
-        if W.answer_due(task) and rng.random() < share:
+        if V.answer_due(task) and rng.random() < share:
             cand["responses"][-1], cand["stopped"][-1], cand["probe"] = W.declining(t, rng), True, k - 1
         cands.append(cand)
     write_jsonl_atomic(path, cands)
@@ -212,9 +211,9 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
         task = tasks.get(p["prompt"])
         if task:
             n_task += 1
-            chosen_ok += W.verify(task, p["chosen"])
-            rejected_ok += W.verify(task, p["rejected"])
-    sampled_correct = [W.verify(c["task"], resp) * s for c in cands if c["task"]
+            chosen_ok += V.verify(task, p["chosen"])
+            rejected_ok += V.verify(task, p["rejected"])
+    sampled_correct = [V.verify(c["task"], resp) * s for c in cands if c["task"]
                        for resp, s in zip(c["responses"], c["stopped"])]
     result = {"preferences/pairs": stats["pairs"], "preferences/labels": stats.get("labels", 0),
               "preferences/ties": stats.get("ties", 0), "preferences/both_bad": stats.get("both_bad", 0),

@@ -51,7 +51,8 @@ class RewardConfig:
     # data
     data: str = field(default="pairs", metadata={"help": "'pairs' (this run's 03_preferences/pairs.jsonl), or preference data: a local file/folder or hub dataset (hh-rlhf, prompt/chosen/rejected, chat-message pairs)"})
     data_split: str = field(default="train", metadata={"help": "split to read when data is a hub dataset"})
-    # 8,000 pairs, one epoch: 96% held-out accuracy on conduct pairs (measured), in ~3 minutes on 2 cores
+    # 8,000 pairs, one epoch: enough for conduct pairs at the cpu preset in a few minutes on 2 cores
+    # (stage 7's data-size curve measures what more or fewer buy)
     max_pairs: int | None = field(default=8000, metadata={"help": "use at most this many pairs, those of the first prompts in the file (None: all)"})
     eval_fraction: float = field(default=0.15, metadata={"help": "fraction of prompts held out for evaluation (all pairs of a prompt stay on one side)"})
     margin_field: str | None = field(default=None, metadata={"help": "pairs.jsonl field with a per-pair margin m, loss -log σ(Δr - m) (Llama 2, sec. 3.2.2); None: no margin"})

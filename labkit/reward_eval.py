@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .generate import generate
 from .reward_model import score
 from .tokenizer import ensure_chat_ready
-from .world import true_score
+from .verifier import true_score
 
 
 def sigmoid(x: float) -> float:
@@ -135,7 +135,7 @@ def verifier_samples(model, tokenizer, policy_path, tasks: list[dict], device, s
                      max_new_tokens: int = 32, temperature: float = 1.0, seed: int = 0,
                      batch_size: int = 64) -> list[dict]:
     """``samples_per_prompt`` fresh samples from the policy at ``policy_path`` for each of ``tasks``, each scored
-    by the reward model and the verifier (``world.true_score``)."""
+    by the reward model and the verifier (``verifier.true_score``)."""
     policy = AutoModelForCausalLM.from_pretrained(str(policy_path)).to(device)
     ptok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(policy_path)))
     k = samples_per_prompt

@@ -310,7 +310,7 @@ def writes_run(fn):
         if _rank() != 0:
             return fn(cfg, run, runs_dir, *args, **kwargs)
         folder = Path(runs_dir) / run
-        existed = folder.exists()
+        existed, runs_existed = folder.exists(), Path(runs_dir).exists()
         try:
             with Run(run, runs_dir).lock():
                 return fn(cfg, run, runs_dir, *args, **kwargs)
@@ -319,6 +319,8 @@ def writes_run(fn):
             # lock made the folder.
             if not existed and {q.name for q in folder.iterdir()} <= {".lock", ".lock.json"}:
                 shutil.rmtree(folder, ignore_errors=True)
+                if not runs_existed and not any(Path(runs_dir).iterdir()):
+                    Path(runs_dir).rmdir()
             raise
     return locked
 

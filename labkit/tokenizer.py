@@ -37,7 +37,7 @@ KINDS = ("bpe", "wordpiece", "unigram")
 # space, as every word but a document's first does in the corpus: a name the
 # answer copies from the prompt is then the same token (byte-level BPE's "ĠLena")
 # on both sides. Without it the answer began with "L"+"ena", tokens the story
-# never used, and SFT miscopied most story answers (measured: 66.0% -> 71.2%).
+# never used, and SFT miscopied story answers it otherwise got right.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'system' -%}" + SYSTEM + "{{ message['content'] }}"

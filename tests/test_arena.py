@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from labkit import arena
-from labkit import world as W
+from labkit import verifier as V
 from labkit.arena import AI, Arena, fit_bradley_terry, results, wilson
 from labkit.explore import ExplorerWidget
 from labkit.runs import Run
@@ -164,7 +164,7 @@ def test_the_ai_judge_fills_the_arena_and_writes_results(run_copy):
     assert "AI judge" in res._repr_html_() and "Bradley" in res._repr_html_()
     # The judge's labels are what the constitution says about the two answers, left and right.
     from labkit.judges import Constitution
-    judge = Constitution(verify=W.verify)
+    judge = Constitution(verify=V.verify)
     for lab in a.store.labels(annotator=AI)[:10]:
         m = a.meta[lab.item_id]
         left, right = a.sides(lab.item_id)

@@ -11,7 +11,7 @@ import torch
 
 import labkit.explore
 from labkit import explore
-from labkit import world as W
+from labkit import verifier as V
 from labkit.explore import ExplorerWidget, ExploreError, Playground
 from labkit.runs import STAGE_DIRS, Run, atomic_dir
 
@@ -110,14 +110,14 @@ def test_playground_answers_with_every_model_and_marks_verdicts(explore_run):
     for name, gens in w.explorer.results.items():
         assert len(gens) == 4
         for g in gens:
-            assert g["verdict"] == W.verdict(task, g["response"], g["stopped"])
+            assert g["verdict"] == V.verdict(task, g["response"], g["stopped"])
     for card in section(v, "cards")[0]["cards"]:
         for item, g in zip(card["items"], w.explorer.results[card["title"]]):
             assert item["text"] == g["response"]
             assert item["badges"][0] == {"text": g["verdict"], "tone": explore.TONES[g["verdict"]]}
             assert item["badges"][1]["text"] == f"reward {g['reward']:+.2f}"
     rates = section(v, "table")[0]
-    assert rates["columns"] == ["model", *W.VERDICTS, "samples"]
+    assert rates["columns"] == ["model", *V.VERDICTS, "samples"]
     for row in rates["rows"]:
         assert sum(float(x) for x in row[1:-1]) == pytest.approx(100) and row[-1] == 4
     # The rewards are the reward model's, through the one scoring function.
@@ -209,7 +209,7 @@ def test_static_table_when_nobody_is_at_the_notebook(explore_run):
     table = explore.playground(run=explore_run, models=["sft", "ppo"], interactive=False)
     assert list(table.columns) == ["family", "prompt", "model", "response", "verdict", "reward"]
     assert list(table["family"].unique()) == ["harmful", "unanswerable", "benign", "extract"]
-    assert len(table) == 4 * 2 * 2 and set(table["verdict"]) <= set(W.VERDICTS)
+    assert len(table) == 4 * 2 * 2 and set(table["verdict"]) <= set(V.VERDICTS)
 
 
 class _Kernel:

@@ -3,7 +3,7 @@
 import pytest
 
 from labkit import explore_reward
-from labkit import world as W
+from labkit import verifier as V
 from labkit.explore import ExplorerWidget, load_reward
 from labkit.explore_reward import RewardProbe, pair_for, sigmoid
 from labkit.reward_model import score
@@ -45,7 +45,7 @@ def test_swap_mix_and_edit(explore_run):
     assert ex.result["reward_a"] == pytest.approx(before["reward_b"]) and ex.result["p_a"] == pytest.approx(1 - before["p_a"])
     w.handle({"action": "click", "id": "mix_b"})         # B is now "refusal + compliance"
     assert ex.values["b"] == f"{a} {b}"
-    assert ex.result["verdict_b"] == W.verdict(ex.task(), f"{a} {b}")
+    assert ex.result["verdict_b"] == V.verdict(ex.task(), f"{a} {b}")
     w.handle({"action": "click", "id": "mix_a"})
     assert ex.values["a"] == f"{b} {a} {b}"
     w.handle({"action": "set", "id": "prompt", "value": "Tell me a story."})   # not a world task

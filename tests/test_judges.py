@@ -6,6 +6,7 @@ import random
 import pytest
 import torch
 
+from labkit import verifier
 from labkit import world
 from labkit.judges import COMPARE_TEMPLATE, Constitution, ModelJudge, label_all, stopped_flags
 from labkit.store import LabelStore
@@ -185,7 +186,7 @@ INVENTED = ["blue", "The park.", "It is a dog.", "red, I think"]
 
 
 def test_harmless_accepts_a_refusal_that_says_why_and_rejects_compliance():
-    judge, task = Constitution(verify=world.verify), one("harmful")
+    judge, task = Constitution(verify=verifier.verify), one("harmful")
     for r in REFUSALS:
         _, per = judge.score(task["prompt"], task, r)
         assert per["harmless"] == 1.0, r
@@ -200,7 +201,7 @@ def test_harmless_accepts_a_refusal_that_says_why_and_rejects_compliance():
 
 
 def test_honest_accepts_an_abstention_and_rejects_an_invented_answer():
-    judge, task = Constitution(verify=world.verify), one("unanswerable")
+    judge, task = Constitution(verify=verifier.verify), one("unanswerable")
     for r in ABSTENTIONS:
         _, per = judge.score(task["prompt"], task, r)
         assert per["honest"] == 1.0, r
@@ -213,7 +214,7 @@ def test_honest_accepts_an_abstention_and_rejects_an_invented_answer():
 
 @pytest.mark.parametrize("family", ["benign", "arithmetic", "story_qa", "extract"])
 def test_over_refusal_loses_to_the_helpful_answer_and_to_any_answer(family):
-    judge, task = Constitution(verify=world.verify), one(family)
+    judge, task = Constitution(verify=verifier.verify), one(family)
     assert judge.score(task["prompt"], task, task["answer"])[1] == {
         "correct": 1.0, "concise": 1.0, "no_repetition": 1.0, "polite": 1.0, "stops_cleanly": 1.0,
         "not_over_refusing": 1.0}
@@ -230,7 +231,7 @@ def test_over_refusal_loses_to_the_helpful_answer_and_to_any_answer(family):
 
 @pytest.mark.parametrize("strategy,own", [(REFUSALS[0], "harmful"), ("I don't know.", "unanswerable")])
 def test_blanket_strategies_lose_on_every_other_family(strategy, own):
-    judge, tasks = Constitution(verify=world.verify), conduct_tasks()
+    judge, tasks = Constitution(verify=verifier.verify), conduct_tasks()
     aligned_total = strategy_total = 0.0
     for t in tasks:
         aligned = t["answer"] if t["family"] != "unanswerable" else "It is not stated."
@@ -249,7 +250,7 @@ def test_conduct_principles_need_a_family():
     # Without a verifier the conduct principles still judge a task that names its family.
     assert Constitution().score("q", one("harmful"), refusal)[1]["harmless"] == 1.0
     assert Constitution().score("q", one("benign"), refusal)[1]["not_over_refusing"] == 0.0
-    names = [p.name for p in Constitution(verify=world.verify).principles]
+    names = [p.name for p in Constitution(verify=verifier.verify).principles]
     assert names[-3:] == ["harmless", "honest", "not_over_refusing"]
     assert all(p.text for p in Constitution().principles)
 

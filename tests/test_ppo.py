@@ -14,6 +14,7 @@ import torch
 
 from labkit import ppo, ppo_eval, ppo_models
 from labkit import ppo_math as pm
+from labkit import verifier as V
 from labkit import world as W
 from labkit.config import ConfigError
 from labkit.runs import Run, StageMissing, read_json, read_jsonl
@@ -221,7 +222,7 @@ def test_evaluation_pass_at_k_counts_any_right_sample(base_run):
     assert [r["samples"] for r in rows2] == [r["samples"] for r in rows]
     assert any(r["samples_stopped"][-1] for r in rows2), "the stand-in model should stop on some prompt"
     for t, r in zip(tasks, rows2):
-        right = [float(ok and W.verify(t, x)) for x, ok in zip(r["samples"], r["samples_stopped"])]
+        right = [float(ok and V.verify(t, x)) for x, ok in zip(r["samples"], r["samples_stopped"])]
         assert r["pass_k"] == max(right) and r["sampled_correct"] == pytest.approx(sum(right) / 3)
         assert r["sampled"] == r["samples"][0]
     assert again["pass_at_k"] == pytest.approx(100 * sum(r["samples_stopped"][-1] for r in rows2) / len(rows2))

@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from labkit import preferences, sft
+from labkit import verifier as V
 from labkit import world as W
 from labkit.config import ConfigError
 from labkit.runs import read_json, read_jsonl
@@ -66,16 +67,16 @@ def test_over_refusal_probes_are_shown_losing_where_an_answer_is_due(run):
     cands = read_jsonl(run / "03_preferences/candidates.jsonl")
     probed = [c for c in cands if "probe" in c]
     # share 1: every benign request and answerable question, and nothing else, gets a probe as its last candidate
-    assert len(probed) == sum(W.answer_due(c["task"]) for c in cands) == res["preferences/probes"] > 0
+    assert len(probed) == sum(V.answer_due(c["task"]) for c in cands) == res["preferences/probes"] > 0
     assert {c["task"]["family"] for c in cands} - {c["task"]["family"] for c in probed} == {"harmful", "unanswerable"}
     for c in probed:
-        assert c["probe"] == cfg.samples_per_prompt - 1 and c["stopped"][-1] and W.over_refused(c["task"], c["responses"][-1])
+        assert c["probe"] == cfg.samples_per_prompt - 1 and c["stopped"][-1] and V.over_refused(c["task"], c["responses"][-1])
     probes = {(c["prompt"], c["responses"][-1]) for c in probed}
     tasks = {c["prompt"]: c["task"] for c in cands}
     pairs = read_jsonl(run / "03_preferences/pairs.jsonl")
     assert sum((p["prompt"], p["rejected"]) in probes for p in pairs) >= len(probed) // 2
     # the judge prefers a probe only to another over-refusal
-    assert all(W.over_refused(tasks[p["prompt"]], p["rejected"]) for p in pairs if (p["prompt"], p["chosen"]) in probes)
+    assert all(V.over_refused(tasks[p["prompt"]], p["rejected"]) for p in pairs if (p["prompt"], p["chosen"]) in probes)
     # the look-alikes (benign, extract) have a share of their own
     only_lookalikes = preferences.make_candidates(
         preferences.config("smoke", n_prompts=40, probe_share=0.0, lookalike_probe_share=1.0), run="r", runs_dir=str(run.parent))

@@ -35,3 +35,41 @@ def test_the_tables_come_from_the_files(tmp_path, monkeypatch):
         "machine": {"cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2"}, "seeds": {"0": seed}}))
     text = rt.render()
     assert "| pretraining: validation perplexity | 2.35 |" in text and "91.2 met" in text
+
+
+def test_the_sft_stability_section_shows_each_model_on_each_draw_and_the_validation_choice(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    run = {"pretrain": 1, "seed": 0, "data_seed": None, "threads": 1, "aten": "native", "params": [],
+           "task_accuracy": 50.0, "per_family": {"story_qa": 22.25}, "final_loss": 0.31,
+           "on_seed_draws": {"0": {"task_accuracy": 50.0}, "1": {"task_accuracy": 48.75}},
+           "curve": [{"step": 100, "task_accuracy": 40.0, "val_loss": 0.9},
+                     {"step": 200, "task_accuracy": 61.5, "val_loss": 0.7},
+                     {"step": 300, "task_accuracy": 50.0, "val_loss": 0.6}]}
+    (tmp_path / "sft_stability.json").write_text(json.dumps({
+        "preset": "cpu", "date": "d", "machine": {"cpu": "c", "torch": "t", "aten_cpu_capability": "AVX2"},
+        "runs": {"sft-pt1-s0-t1": run}}))
+    text = rt.render()
+    assert "| stage 1 of seed 1, SFT seed 0, 1 thread | 50.0 | 48.8 | 22.2 |" in text
+    assert "| 40.0 | 61.5 | 50.0 | step 300: 50.0 |" in text  # the lowest validation loss, not the best accuracy
+
+
+def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_time(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    run = lambda commit, ppo, timings: {"commit": commit, "main_command_seconds": 100.0 + ppo,  # noqa: E731
+                                        "notebook_seconds": {"ppo": ppo}, "timings": timings,
+                                        "matmul_gflops_before": {"1": 50.0, "2": 90.0},
+                                        "matmul_gflops_after": {"1": 52.0, "2": 94.0}}
+    (tmp_path / "main_command_timing.json").write_text(json.dumps({
+        "date": "d", "cpu": "c", "cores": 2, "load_before": [0.1], "load_after": [0.2], "order": "old,new",
+        "runs": {"old": run("aaa", 400.0, None),
+                 "new": run("bbb", 200.0, {"ppo": {"train: step": 150.0, "train: update": 100.0, "evaluate": 30.0}})},
+        "ratio_main_command": 300 / 500, "ratio_ppo": 0.5}))
+    text = rt.render()
+    assert "| ppo | 400 | 200 | 0.50 |" in text and "| **main command** | 500 | 300 | **0.60** |" in text
+    assert "| matmul rate, 1 thread / 2 threads | 51.0 / 92.0 |" in text
+    # the step's parts are shown but counted once: 200 s - (150 + 30) s is start-up and the notebook
+    assert "train: update 100 s (50%)" in text and "| 20 s (10%) |" in text

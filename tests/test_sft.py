@@ -144,12 +144,13 @@ def test_missing_stage_and_wrong_model_kind(tmp_path, smoke_run):
 
 @pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
 def test_conduct_demonstrations_are_aligned_in_the_configured_share(share):
+    from labkit import verifier as V
     from labkit import world as W
     cfg = sft.config("cpu", n_train_tasks=7000, aligned_share=share)
     train, _ = sft.world_tasks(W.World(0), cfg)
     conduct = [t for t in train if t["family"] in ("harmful", "unanswerable")]
     assert len(conduct) == 2000
-    aligned = [W.verify(t, t["response"]) == 1.0 for t in conduct]
+    aligned = [V.verify(t, t["response"]) == 1.0 for t in conduct]
     assert aligned == [t["aligned"] for t in conduct]  # the flag is what the demonstration shows
     assert abs(sum(aligned) / len(aligned) - share) < 0.03
     for fam in ("harmful", "unanswerable"):  # per family too, not one family carrying the share
