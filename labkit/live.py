@@ -108,6 +108,27 @@ def progress(total: int, desc: str, initial: int = 0, disable: bool = False):
     return cls(total=total, desc=desc, initial=initial, disable=disable, dynamic_ncols=True, mininterval=1.0)
 
 
+class Stopwatch:
+    """Wall seconds per named part of a stage, summed over repeats: where its time goes::
+
+        clock = Stopwatch()
+        with clock("evaluation"):
+            evaluate(...)
+        clock.seconds  # {"evaluation": 1.8, ...}, in first-use order
+    """
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, part: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t
+
+
 def _mirrored(base, path: str):
     class Mirrored(base):
         """Also writes ``{desc, n, total}`` to ``path`` (at most twice a second, and when full) for the runner."""

@@ -31,8 +31,8 @@ picks micro-batch x accumulation (same effective batch), activation
 checkpointing and bf16; the plan is written to ``plan.json`` and ``eval.json``.
 
 Writes ``runs/<run>/01_pretrain/``: ``tokenizer/``, ``model/``, ``config.json``,
-``metrics.jsonl``, ``eval.json``, ``samples.jsonl``, ``ckpt/`` (for resume) and
-``plan.json`` (with ``gpu_memory_gb``).
+``metrics.jsonl``, ``eval.json`` (its ``seconds_by_part``: where the time went), ``samples.jsonl``,
+``ckpt/`` (for resume) and ``plan.json`` (with ``gpu_memory_gb``).
 Metric keys: ``pretrain/loss``, ``pretrain/lr``, ``pretrain/tokens_per_s``,
 ``pretrain/val_loss``, ``pretrain/val_ppl``, ``pretrain/unigram_ppl``.
 """
@@ -55,7 +55,7 @@ import torch
 from . import world as W
 from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
                     make_config, require_at_least, seed_field, set_threads, threads_field)
-from .live import LiveChart, progress
+from .live import LiveChart, Stopwatch, progress
 from .models import (OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device,
                      resolve_bf16)
 from .runs import (STAGE_DIRS, Run, append_jsonl, atomic_dir, atomic_write_json, config_fingerprint,
@@ -81,6 +81,7 @@ class PretrainConfig:
     n_layer: int = field(default=4, metadata={"help": "transformer blocks"})
     n_head: int = field(default=4, metadata={"help": "attention heads"})
     n_embd: int = field(default=192, metadata={"help": "model width"})
+    ffn_mult: float = field(default=4.0, metadata={"help": "MLP hidden size / n_embd (causal: SwiGLU's 3 matrices at 8/3 hold GPT-2's 4x weights)"})
     block_size: int = field(default=128, metadata={"help": "sequence length in tokens (also the model's max positions)"})
     # objective details
     mask_prob: float = field(default=0.15, metadata={"help": "masked: fraction of tokens to predict"})
@@ -253,7 +254,8 @@ def make_optimizer(model, cfg: PretrainConfig, device) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95), fused=device.type == "cuda")
+    # fused on a CPU too (torch>=2.4): one kernel over all tensors, not a dozen small ops per tensor per step
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95), fused=device.type in ("cpu", "cuda"))
 
 
 def train_step(model, opt, batches, cfg, autocast) -> float:
@@ -361,7 +363,7 @@ def _accelerator(cfg: PretrainConfig):
 
 
 def _new_model(cfg: PretrainConfig, tokenizer):
-    return build_model(cfg.objective, tokenizer, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size)
+    return build_model(cfg.objective, tokenizer, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.ffn_mult)
 
 
 def model_shape(cfg: PretrainConfig, tokenizer):
@@ -440,7 +442,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     rank, world_size = (acc.process_index, acc.num_processes) if acc else (0, 1)
     main = rank == 0
     _check(cfg, world_size)
-    t_start = time.perf_counter()
+    t_start, clock = time.perf_counter(), Stopwatch()  # clock: where the stage's time goes (eval.json)
     cores = len(os.sched_getaffinity(0))
     threads = set_threads(cfg.threads or (max(1, cores // world_size) if world_size > 1 else None))
     torch.manual_seed(cfg.seed)
@@ -448,12 +450,14 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     requested = cfg  # the checkpoint fingerprint: a resumed run recomputes the same plan
 
     # Data, tokenizer, model and memory plan first: bad input fails before anything is written.
-    train_docs, val_docs = load_corpus(cfg)
+    with clock("corpus"):
+        train_docs, val_docs = load_corpus(cfg)
     stage = Path(runs_dir) / run / STAGE_DIRS["pretrain"]
     ckpt = stage / "ckpt"
     resume_state = resumable_checkpoint(ckpt, cfg, _RESUMABLE_CHANGES, cfg.max_steps) if cfg.resume else None
-    tokenizer = _tokenizer(cfg, acc, ckpt if resume_state is not None else None, train_docs, val_docs)
-    train_stream, val_stream = encode(tokenizer, train_docs), encode(tokenizer, val_docs)
+    with clock("tokenizer"):
+        tokenizer = _tokenizer(cfg, acc, ckpt if resume_state is not None else None, train_docs, val_docs)
+        train_stream, val_stream = encode(tokenizer, train_docs), encode(tokenizer, val_docs)
     if min(len(train_stream), len(val_stream)) <= cfg.block_size + 1:
         raise ConfigError(f"not enough text for block_size={cfg.block_size}: {len(train_stream)} train and "
                           f"{len(val_stream)} validation tokens; use more text or a smaller block_size")
@@ -493,8 +497,9 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                             "world_size": world_size, "requested_batch_size": requested.batch_size,
                             "requested_grad_accum_steps": requested.grad_accum_steps}
     if main:  # only rank 0 writes
-        _start_outputs(r, cfg, preset, plan_record, step if resume_state else None, train_docs, val_docs,
-                       train_stream, val_stream)
+        with clock("run folder"):
+            _start_outputs(r, cfg, preset, plan_record, step if resume_state else None, train_docs, val_docs,
+                           train_stream, val_stream)
     baseline = unigram_ppl(train_stream, val_stream, len(tokenizer))
     chart = LiveChart(CHART, title=f"pretraining ({cfg.objective})", enabled=live if main else False)
     bar = progress(cfg.max_steps, "pretrain", initial=step, disable=not (progress_bar and main))
@@ -507,10 +512,11 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     while step < cfg.max_steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        batches = [{k: v.to(device, non_blocking=True)
-                    for k, v in get_batch(train_stream, cfg, tokenizer, gen, rank, world_size).items()}
-                   for _ in range(cfg.grad_accum_steps)]
-        loss = train_step(fwd, opt, batches, cfg, autocast)
+        with clock("train steps"):
+            batches = [{k: v.to(device, non_blocking=True)
+                        for k, v in get_batch(train_stream, cfg, tokenizer, gen, rank, world_size).items()}
+                       for _ in range(cfg.grad_accum_steps)]
+            loss = train_step(fwd, opt, batches, cfg, autocast)
         step += 1
         tokens_seen += tokens_per_step
         tok_window += tokens_per_step
@@ -529,7 +535,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
             if not math.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss became {loss} at step {step}; lower learning_rate")
             if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-                val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
+                with clock("evaluation"):
+                    val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
                 m.update({"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50))})
                 t_window = time.perf_counter()  # evaluation time is not training throughput
             if main:
@@ -538,17 +545,22 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                 chart.update(step, m)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}" if val_loss else "-")
         if step % cfg.checkpoint_interval == 0 and step < cfg.max_steps and main:
-            _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)
+            with clock("checkpoints"):
+                _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)
     bar.close()
     chart.update(step, {}, force=True)
 
     if val_loss is None:
-        val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
+        with clock("evaluation"):
+            val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
     result = None
     if main:
-        smp = samples(model, tokenizer, cfg, device)
-        _save_outputs(stage, model, tokenizer, smp)
-        _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)  # a later run may continue
+        with clock("samples"):
+            smp = samples(model, tokenizer, cfg, device)
+        with clock("saving the model"):
+            _save_outputs(stage, model, tokenizer, smp)
+        with clock("checkpoints"):
+            _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)  # a later run may continue
         rows = read_jsonl(metrics_path, on_error="skip")
         tps = [m["pretrain/tokens_per_s"] for m in rows if "pretrain/tokens_per_s" in m]
         result = {"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50)),
@@ -559,7 +571,9 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                   "objective": cfg.objective, "tokenizer": cfg.tokenizer if not cfg.init_from else cfg.init_from,
                   "vocab_size": len(tokenizer), "device": str(device), "world_size": world_size,
                   "resumed_from": resume_state and resume_state["step"]}
-        atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "samples": smp})
+        parts = {**clock.seconds, "other": result["pretrain/seconds"] - sum(clock.seconds.values())}
+        atomic_write_json(stage / "eval.json", {**result, "seconds_by_part": {k: round(v, 2) for k, v in parts.items()},
+                                                "plan": plan_record, "samples": smp})
         r.complete("pretrain", result["pretrain/seconds"], {k: result[k] for k in (
             "pretrain/val_ppl", "pretrain/unigram_ppl", "pretrain/tokens_per_s", "pretrain/params")})
     if acc:  # every process returns rank 0's result; then the process group is torn down cleanly
