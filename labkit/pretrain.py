@@ -268,7 +268,9 @@ def train_step(model, opt, batches, cfg, autocast) -> float:
         skip_sync = i < len(batches) - 1 and isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
         with ddp.no_sync() if skip_sync else contextlib.nullcontext():
             with autocast:
-                loss = model(**batch).loss / len(batches)
+                # use_cache=False: by default (config.use_cache) transformers copies every layer's keys and
+                # values into a KV cache, of no use in training
+                loss = model(**batch, use_cache=False).loss / len(batches)
             loss.backward()
         total = total + loss.detach()
     if cfg.grad_clip:
@@ -287,7 +289,7 @@ def evaluate(model, stream, cfg, tokenizer, device, autocast) -> float:
     for _ in range(cfg.eval_batches):
         batch = {k: v.to(device) for k, v in get_batch(stream, cfg, tokenizer, gen).items()}
         with autocast:
-            losses.append(model(**batch).loss.float().item())
+            losses.append(model(**batch, use_cache=False).loss.float().item())  # no KV cache: see train_step
     model.train()
     return sum(losses) / len(losses)
 

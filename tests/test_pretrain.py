@@ -166,6 +166,29 @@ def test_fused_adamw_trains_the_losses_of_the_reference_loop():
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
+def test_training_and_evaluation_build_no_kv_cache():
+    """transformers fills a KV cache on every forward by default (config.use_cache), copying each layer's keys
+    and values; train_step and evaluate turn it off, and the loss is the same to the last bit."""
+    cfg = pretrain.config("smoke", eval_batches=2)
+    docs = corpus(World(0), 100, seed=1)
+    tok = train_tokenizer(docs, cfg.tokenizer, cfg.vocab_size)
+    stream = pretrain.encode(tok, docs)
+    torch.manual_seed(0)
+    model = build_model(cfg.objective, tok, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size)
+    assert model.config.use_cache
+    outputs = []
+    model.register_forward_hook(lambda module, args, out: outputs.append(out))
+    batch = pretrain.get_batch(stream, cfg, tok, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        default = model(**batch)
+    assert default.cache is not None  # what it would do
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the weights stay as they are
+    loss = pretrain.train_step(model, opt, [batch], cfg, contextlib.nullcontext())
+    pretrain.evaluate(model, stream, cfg, tok, torch.device("cpu"), contextlib.nullcontext())
+    assert len(outputs) == 1 + 1 + 2 and all(o.get("cache") is None for o in outputs[1:])
+    assert float(loss) == float(default.loss)
+
+
 def test_ffn_mult_sets_the_mlp_width():
     """ffn_mult=8/3 gives SwiGLU's three matrices the weights of GPT-2's two at 4x (the matched shape)."""
     cfg = pretrain.config("cpu", ffn_mult=8 / 3)
