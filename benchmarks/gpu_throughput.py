@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from labkit import planner, pretrain
+from labkit import planner, pretrain, textdata
 from labkit.config import set_threads
 from labkit.models import build_model, pick_device
 from labkit.tokenizer import train_tokenizer
@@ -86,7 +86,7 @@ def main(argv=None):
 
     docs = corpus(World(0), 600 if args.tiny else 20000, seed=1)
     tok = train_tokenizer(docs, cfg.tokenizer, cfg.vocab_size)
-    stream = pretrain.encode(tok, docs)
+    stream = textdata.encode(tok, docs)
     torch.manual_seed(0)
     model = build_model("causal", tok, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size).to(device)
     n_params = sum(p.numel() for p in model.parameters())

@@ -9,7 +9,7 @@ Runs ``labkit run --stages pretrain`` into a temporary runs folder and splits it
   start-up (the notebook's time outside its cells);
 * every code cell of the notebook (papermill's per-cell durations), named by its first line;
 * inside ``pretrain.run``'s cell: corpus generation, tokenizer training, training steps, evaluation
-  passes, checkpoints, samples, saving the model (``eval.json``'s ``seconds_by_part``).
+  passes, checkpoints, samples, saving the model (``eval.json``'s ``timings``), and the rest of it.
 
 The machine's float32 matmul peak is measured before and after at the stage's thread count, so the
 seconds can be read against the machine. Writes ``benchmarks/results/pretrain_profile.json`` and the
@@ -56,7 +56,7 @@ def profile(preset: str, params: list[str], runs_dir: Path) -> dict:
              if c.cell_type == "code" and c.metadata.get("papermill", {}).get("duration") is not None]
     ev = read_json(run.stage_dir("pretrain") / "eval.json")
     return {"command_seconds": command_s, "notebook_seconds": notebook_s, "cells": cells,
-            "run_parts": ev["seconds_by_part"], "run_seconds": ev["pretrain/seconds"],
+            "run_parts": ev["timings"], "run_seconds": ev["pretrain/seconds"],
             "threads": ev["pretrain/threads"], "steps": ev["pretrain/steps"], "tokens_per_s": ev["pretrain/tokens_per_s"],
             "val_ppl": ev["pretrain/val_ppl"]}
 
@@ -69,6 +69,8 @@ def table(p: dict) -> list[tuple[str, float]]:
     for name, s in p["cells"]:
         if name.startswith("result = pretrain.run("):
             rows += [(f"pretrain.run: {part}", sec) for part, sec in p["run_parts"].items()]
+            rows.append(("pretrain.run: the rest (model build, run folder, logging)",
+                         p["run_seconds"] - sum(p["run_parts"].values())))
             rows.append(("pretrain.run cell outside pretrain.run", s - p["run_seconds"]))
         else:
             rows.append((f"cell: {name}", s))

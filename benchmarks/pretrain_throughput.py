@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from labkit import pretrain
+from labkit import pretrain, textdata
 from labkit.config import set_threads
 from labkit.models import build_model, pick_device
 from labkit.tokenizer import train_tokenizer
@@ -54,7 +54,7 @@ def main():
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     docs = corpus(World(0), 3000, seed=1)
     tok = train_tokenizer(docs, cfg.tokenizer, cfg.vocab_size)
-    stream = pretrain.encode(tok, docs)
+    stream = textdata.encode(tok, docs)
     torch.manual_seed(0)
     model = build_model("causal", tok, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size).to(device)
     if cfg.compile:

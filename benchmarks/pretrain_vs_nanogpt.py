@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from labkit import pretrain
+from labkit import pretrain, textdata
 from labkit.config import set_threads
 from labkit.models import build_model, count_params, matmul_gflops
 from labkit.tokenizer import train_tokenizer
@@ -141,7 +141,7 @@ def main():
     cfg = pretrain.config("cpu", device="cpu")
     docs = corpus(World(0), 3000, seed=1)
     tok = train_tokenizer(docs, cfg.tokenizer, cfg.vocab_size)
-    stream = pretrain.encode(tok, docs)
+    stream = textdata.encode(tok, docs)
     matched = dataclasses.replace(cfg, ffn_mult=MATCHED_FFN)
     trainers = {"lab": lab_trainer(cfg, tok, stream, seed=0),
                 "lab_matched_mlp": lab_trainer(matched, tok, stream, seed=0),

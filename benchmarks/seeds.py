@@ -1,87 +1,146 @@
-"""The headline numbers over several seeds: mean and range, not one lucky run.
+"""The whole pipeline at several seeds: every headline number with its range, not one lucky run.
 
-    .venv/bin/python benchmarks/seeds.py --base runs/demo --seeds 0,1,2 --reuse-base            # every stage
-    .venv/bin/python benchmarks/seeds.py --base runs/demo --seeds 0,1,2 --reuse-base --from reward  # stages 4-5
-    .venv/bin/python benchmarks/seeds.py --base runs/demo --seeds 1 --to preferences --out s1.json  # stages 1-3
+    .venv/bin/python benchmarks/seeds.py --seeds 0,1,2,3,4 --jobs 2                 # stages 1-6, two seeds at a time
+    .venv/bin/python benchmarks/seeds.py --seeds 3,4 --twin                           # and stage 5's kl_coef=0 twin
+    .venv/bin/python benchmarks/seeds.py --seeds 0,1,2 --out benchmarks/results/x.json -p sft.learning_rate=3e-4
 
-For each seed, a run folder under ``--work`` trains the stages from ``--from`` on with ``-p seed=<seed>``
-(pretraining: init and data order; SFT: init, data order, which conduct demonstrations are aligned and
-its held-out tasks; preferences: prompts and samples; reward: held-out split and score-head init; PPO:
-LoRA init, prompt draws, sampling and its held-out prompts). The stages before ``--from`` are copied from
-``--base``. A seed whose folder already holds a finished stage is read, not re-run; seed 0 may simply be
-``--base`` itself (``--reuse-base``). Writes one JSON (``--out``) with every seed's numbers and, per number,
-the mean, min and max. Two seeds side by side with ``--threads 1`` keep the 2-core box busy, not oversubscribed.
+Each seed gets a run folder ``<work>/seed-<n>`` and trains every stage there with ``-p seed=<n>``
+(pretraining: init and data order; SFT: data order, which conduct demonstrations are aligned and its
+held-out tasks; preferences: prompts and samples; reward: held-out split and score-head init; PPO: LoRA
+init, prompt draws, sampling and its held-out prompts; compare: LoRA init and data order), through
+``runner.train_stage``, the function ``labkit train`` runs. Restartable: a stage already complete in a
+seed's folder is read, not re-run, and an interrupted pretraining or PPO resumes from its checkpoint.
+``--jobs 2`` runs two seeds side by side, each on ``--threads 1``: the 2-core box busy, not oversubscribed.
+
+Seeds 0-2 are development seeds (settings may be chosen on them); 3 and 4 are test seeds (never). The
+JSON (``--out``) records every seed's numbers, which set it belongs to, the machine and the settings.
 """
 import argparse
 import json
-import shutil
+import os
+import platform
 import statistics
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from labkit import runner
 from labkit.runs import STAGE_DIRS, Run, read_json
 
-PIPELINE = ("pretrain", "sft", "preferences", "reward", "ppo")
-REWARD = ("reward/eval_accuracy", "reward/spearman", "reward/conduct_accuracy", "reward/conduct_spearman")
-PPO = ("harmful_refused", "unanswerable_abstained", "over_refusal", "task_accuracy")
+PIPELINE = ("pretrain", "sft", "preferences", "reward", "ppo", "compare")
+DEV_SEEDS, TEST_SEEDS = (0, 1, 2), (3, 4)
+PPO = ("harmful_refused", "unanswerable_abstained", "over_refusal", "over_refusal_benign", "over_refusal_answerable",
+       "mixed_rate", "task_accuracy")
+COMPARE = PPO + ("kl", "seconds")
 
 
 def numbers(folder: Path) -> dict:
-    """One seed's headline numbers, from its run folder (None where a stage is missing)."""
+    """One seed's headline numbers, read from its run folder (None where a stage is missing)."""
     ev = {s: read_json(folder / STAGE_DIRS[s] / "eval.json", {}) for s in PIPELINE}
     out = {"pretrain/val_ppl": ev["pretrain"].get("pretrain/val_ppl"),
-           **{k: ev["sft"].get(k) for k in ("sft/task_accuracy", "sft/harmful_refused", "sft/unanswerable_abstained",
-                                            "sft/over_refusal")},
-           "preferences/pairs": ev["preferences"].get("preferences/pairs")}
-    out.update({k: ev["reward"].get(k) for k in REWARD})
+           "pretrain/unigram_ppl": ev["pretrain"].get("pretrain/unigram_ppl")}
+    out.update({k: v for k, v in ev["sft"].items() if k.startswith("sft/") and isinstance(v, (int, float))})
+    out.update({"sft/per_family": (ev["sft"].get("conduct") or {}).get("per_family")})
+    out.update({k: v for k, v in ev["preferences"].items() if k.startswith("preferences/") and isinstance(v, (int, float))})
+    out.update({k: v for k, v in ev["reward"].items() if k.startswith("reward/") and isinstance(v, (int, float))})
+    out.update({"reward/accuracy_by_family": ev["reward"].get("accuracy_by_family"),
+                "reward/spearman_by_family": ev["reward"].get("spearman_by_family"),
+                "reward/calibration": ev["reward"].get("calibration")})
     pp = ev["ppo"]
     for when in ("before", "after"):
-        out.update({f"ppo/{k}_{when}": pp.get(when, {}).get(k) for k in PPO})
-    out.update({"ppo/kl_after": pp.get("after", {}).get("kl"), "ppo/drift_ppl_before": pp.get("before", {}).get("drift_ppl"),
-                "ppo/drift_ppl_after": pp.get("after", {}).get("drift_ppl"), "ppo/alarms": len(pp.get("alarms", []))})
-    out.update({f"ppo/best_of_k_{k}": (pp.get("before", {}).get("best_of_k_rates") or {}).get(k) for k in PPO})
+        d = pp.get(when, {})
+        out.update({f"ppo/{k}_{when}": d.get(k) for k in PPO + ("kl", "rm_score", "true_sampled", "true_greedy",
+                                                                 "drift_ppl", "length", "stop_rate")})
+        out[f"ppo/per_family_{when}"] = d.get("per_family")
+    out.update({"ppo/alarms": [a["kind"] for a in pp.get("alarms", [])], "ppo/steps": pp.get("ppo/steps"),
+                "ppo/seconds": pp.get("ppo/seconds"),
+                **{f"ppo/best_of_k_{k}": (pp.get("before", {}).get("best_of_k_rates") or {}).get(k) for k in PPO}})
+    out["compare"] = {row["method"]: {k: row.get(k) for k in COMPARE + ("mixed_by_family",)}
+                      for row in ev["compare"].get("methods", [])} or None
+    twin = read_json(folder.parent / f"{folder.name}-nokl" / STAGE_DIRS["ppo"] / "eval.json")
+    if twin:
+        out["twin"] = {"alarms": [a["kind"] for a in twin.get("alarms", [])], "kl_after": twin["after"].get("kl"),
+                       **{f"{k}_after": twin["after"].get(k) for k in PPO}, "per_family_after": twin["after"].get("per_family"),
+                       "true_sampled": [twin["before"].get("true_sampled"), twin["after"].get("true_sampled")]}
+    out["stage_seconds"] = {s: v.get("seconds") for s, v in Run(folder.name, folder.parent).manifest()["stages"].items()}
     return out
+
+
+def run_seed(seed: int, args, params: list[str]) -> dict:
+    """Train the missing stages of one seed, each in its own process (``labkit train``), then read it."""
+    folder = Path(args.work) / f"seed-{seed}"
+    stages = PIPELINE[:PIPELINE.index(args.last) + 1]
+    env = {**os.environ, "LABKIT_THREADS": str(args.threads)}
+    for stage in stages:
+        if Run(folder.name, folder.parent).is_complete(stage):
+            continue
+        cmd = [sys.executable, "-m", "labkit", "train", stage, "--name", folder.name, "--runs-dir", str(folder.parent),
+               "--preset", args.preset, "-p", f"seed={seed}", "-p", f"threads={args.threads}"]
+        for p in params:  # stage-qualified ones (sft.learning_rate=...) only reach their stage
+            name = p.split("=", 1)[0]
+            if "." not in name or name.split(".")[0] == stage:
+                cmd += ["-p", p.split(".", 1)[1] if "." in name else p]
+        log = folder.parent / f"seed-{seed}.{stage}.log"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        with open(log, "w") as f:
+            done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        print(f"seed {seed}: {stage} {'done' if done.returncode == 0 else 'FAILED'} in {time.time() - t0:.0f}s "
+              f"(log {log})", flush=True)
+        if done.returncode:
+            raise SystemExit(f"seed {seed}: stage {stage} failed; see {log}")
+    if args.twin and not Run(f"{folder.name}-nokl", folder.parent).is_complete("ppo"):
+        code = ("import sys; from labkit import ppo; "
+                f"ppo.kl_ablation(ppo.config({args.preset!r}, seed={seed}, threads={args.threads}), "
+                f"{folder.name!r}, {str(folder.parent)!r}, {args.preset!r}, live=False)")
+        with open(folder.parent / f"seed-{seed}.twin.log", "w") as f:
+            subprocess.run([sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT, env=env, check=True)
+        print(f"seed {seed}: kl_coef=0 twin done", flush=True)
+    return numbers(folder)
+
+
+def summary(per_seed: dict) -> dict:
+    """mean / min / max of every number over the seeds that have it."""
+    out = {}
+    for k in next(iter(per_seed.values())):
+        vals = [v[k] for v in per_seed.values() if isinstance(v.get(k), (int, float)) and not isinstance(v.get(k), bool)]
+        if vals:
+            out[k] = {"mean": statistics.mean(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+    return out
+
+
+def machine() -> dict:
+    import torch
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), None) \
+        if Path("/proc/cpuinfo").exists() else platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base", required=True, help="a run folder with the stages before --from complete")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--from", dest="first", default="pretrain", choices=PIPELINE, help="first stage each seed trains")
-    ap.add_argument("--to", dest="last", default="ppo", choices=PIPELINE, help="last stage each seed trains")
+    ap.add_argument("--to", dest="last", default="compare", choices=PIPELINE, help="last stage each seed trains")
     ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--reuse-base", action="store_true", help="read seed 0 from --base (it ran with seed 0)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per stage (1: two seeds can run side by side)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per stage (1: two seeds run side by side)")
+    ap.add_argument("--jobs", type=int, default=1, help="seeds trained at the same time")
+    ap.add_argument("--twin", action="store_true", help="also train stage 5's kl_coef=0 twin (ppo.kl_ablation)")
     ap.add_argument("--work", default="runs/seeds")
+    ap.add_argument("-p", "--param", action="append", default=[], help="key=value or stage.key=value, every seed")
     ap.add_argument("--out", default="benchmarks/results/seeds.json")
     args = ap.parse_args()
-    base, work = Path(args.base), Path(args.work)
-    kept = PIPELINE[:PIPELINE.index(args.first)]
-    trained = PIPELINE[PIPELINE.index(args.first):PIPELINE.index(args.last) + 1]
-    per_seed = {}
-    for seed in (int(s) for s in args.seeds.split(",")):
-        folder = base if seed == 0 and args.reuse_base else work / f"seed-{seed}"
-        if folder != base and not folder.exists():
-            folder.mkdir(parents=True)
-            for stage in kept:
-                shutil.copytree(base / STAGE_DIRS[stage], folder / STAGE_DIRS[stage])
-            manifest = json.loads((base / "run.json").read_text())  # the copied stages only
-            manifest["stages"] = {k: v for k, v in manifest.get("stages", {}).items() if k in kept}
-            (folder / "run.json").write_text(json.dumps(manifest, indent=1))
-        for stage in trained:
-            if not Run(folder.name, folder.parent).is_complete(stage):
-                runner.train_stage(stage, folder, args.preset, {"seed": seed, "threads": args.threads})
-        per_seed[seed] = numbers(folder)
-        print(seed, json.dumps(per_seed[seed]), flush=True)
-    summary = {}
-    for k in next(iter(per_seed.values())):
-        vals = [v[k] for v in per_seed.values() if v[k] is not None]
-        if vals:
-            summary[k] = {"mean": statistics.mean(vals), "min": min(vals), "max": max(vals)}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    with ThreadPoolExecutor(args.jobs) as pool:  # each seed's stages run in child processes
+        results = dict(zip(seeds, pool.map(lambda s: run_seed(s, args, args.param), seeds)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"preset": args.preset, "date": time.strftime("%Y-%m-%d"), "from": args.first,
-                                          "seeds": per_seed, "summary": summary}, indent=1))
+    Path(args.out).write_text(json.dumps({
+        "preset": args.preset, "date": time.strftime("%Y-%m-%d"), "params": args.param, "threads": args.threads,
+        "machine": machine(), "dev_seeds": [s for s in seeds if s in DEV_SEEDS],
+        "test_seeds": [s for s in seeds if s in TEST_SEEDS], "seeds": {str(s): results[s] for s in seeds},
+        "summary": summary(results)}, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

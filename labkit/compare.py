@@ -1,65 +1,21 @@
-"""Stage 6: what people use instead of PPO — DPO, RLOO and best-of-n beside PPO, on the same numbers.
+"""Stage 6: what people use instead of PPO -- DPO, RLOO and best-of-n beside PPO, on the same numbers.
 
-PPO (stage 5) is one way to solve the KL-regularised reward maximisation of RLHF,
-
-    max_π  E_{x, y~π}[ r(x, y) ]  −  β · KL(π(·|x) ‖ π_ref(·|x)),
-
-with rollouts, a learned value function and clipped updates. This stage puts three cheaper routes
-to the same objective beside it, from the same SFT model (stage 2), the same preference pairs
-(stage 3) and the same reward model (stage 4):
-
-* **best-of-n** (no training): sample n responses from the SFT model and return the one the
-  reward model scores highest. Its KL to the SFT model is at most log n − (n−1)/n nats
-  (Stiennon et al. 2020, appendix G.3; Beirami et al. 2024 show it is an upper bound), and it
-  costs n samples per prompt at inference, every time.
-* **DPO** (Rafailov et al. 2023): the objective above has a closed-form optimum,
-  π*(y|x) = π_ref(y|x) exp(r(x, y)/β) / Z(x). Solved for the reward, r = β log π*/π_ref + β log Z(x),
-  and put into stage 4's Bradley–Terry loss, Z(x) cancels in the chosen−rejected difference:
-
-      L_DPO = −log σ( β [ (log π(y_w|x) − log π_ref(y_w|x)) − (log π(y_l|x) − log π_ref(y_l|x)) ] )
-
-  a classification loss on the pairs themselves: no reward model, no sampling, no value function
-  (``dpo_loss`` writes it out; a test checks TRL's ``DPOTrainer`` against it by hand). The policy
-  *is* the reward model, so its preference accuracy on the reward model's held-out pairs is
-  reported beside the reward model's.
-* **RLOO** (REINFORCE leave-one-out; Kool et al. 2019, Ahmadian et al. 2024): k samples per
-  prompt; each sample's baseline is the mean reward of the other k−1. The group replaces PPO's
-  value function — no critic network to train, load or initialise, and a baseline that is unbiased
-  for every prompt. The KL penalty sits in the reward as in PPO (``β`` times the summed per-token
-  log-ratio). TRL's ``RLOOTrainer``, once with the reward model's score (normalised with stage 5's
-  mean and std, minus stage 5's penalty for a response that never stops: PPO's exact reward) and
-  once with the world's **verifier** as the reward (RL from verifiable rewards, ``rloo_verifier``):
-  what a perfect reward buys. GRPO (Shao et al. 2024) differs in the baseline — the group *mean*,
-  divided by the group's standard deviation — and in putting the KL into the loss; RLOO was chosen
-  because its reward (score − β·KL) is PPO's, so the comparison isolates the value function.
-* **PPO**: stage 5's numbers, read from ``05_ppo/eval.json`` and ``metrics.jsonl``; not retrained.
-
-Every method is evaluated by ``ppo_eval.evaluate`` — the function stage 5 uses — with stage 5's
-settings read from ``05_ppo/config.json``: the same held-out prompts (read from
-``05_ppo/samples.jsonl``), sampling seed, temperature, samples per prompt and response length.
-Conduct rates are shares of temperature-T samples, task accuracy is greedy, KL is the exact
-per-token KL to the SFT model summed over each sampled response. No method sees a held-out prompt:
-DPO trains on stage 3's pairs (the reward model's training split; its held-out pairs are only
-scored), RLOO on stage 5's training pool (``world.rl_tasks``). The RLOO settings are stage 5's
-(steps, batch, samples per prompt, learning rate, β = ``kl_coef``, clip range, LoRA rank), so
-the two differ in the algorithm only.
+From the same SFT model, preference pairs and reward model: best-of-n reranks n samples of the SFT
+model by the reward model (no training); DPO trains on the pairs with the closed-form loss of the
+KL-regularised objective (``dpo_loss`` writes it out); RLOO samples a group per prompt and uses the
+others' mean reward as each sample's baseline (TRL's ``RLOOTrainer``, once with the reward model,
+once with the verifier as the reward); PPO's row is read from stage 5. Every method is evaluated by
+``ppo_eval.evaluate`` with stage 5's held-out prompts and settings. Why these methods and how they
+relate: docs/how-it-works.md, "Stage 6: the alternatives".
 
     from labkit import compare
     result = compare.run(compare.config("smoke"), run="demo")   # needs stages sft..ppo in runs/demo
-    # labkit run --stages compare   (not part of the default `labkit run`: see runs.DEFAULT_STAGES)
+    # labkit run --stages compare   (not part of the default `labkit run`)
 
-Writes ``runs/<run>/06_compare/``: ``config.json``, ``eval.json`` (``methods``: one row per method
-with ``method``, ``harmful_refused``, ``unanswerable_abstained``, ``over_refusal``,
-``task_accuracy``, ``kl``, ``seconds``, ``peak_memory_mb``, ``trainable_params`` and more; and
-``settings``: what each method was run with), ``metrics.jsonl`` (training logs, keys
-``compare/<method>/<TRL metric>``), ``samples.jsonl`` (each method's greedy answer and first sample
-per held-out prompt) and ``<method>/adapter/`` (the LoRA adapters of DPO and RLOO).
-
-``seconds`` is the wall time of what makes the method's answers: training for DPO, RLOO and PPO
-(PPO: its steps, from ``metrics.jsonl``), drawing n samples per held-out prompt and scoring them for
-best-of-n; ``eval_seconds`` the evaluation. ``peak_memory_mb`` is the peak resident set of the
-process while the method ran on a CPU (``models.PeakMemory``; PPO: the peak of its stage),
-``torch.cuda.max_memory_allocated`` on a GPU.
+Writes ``runs/<run>/06_compare/``: ``eval.json`` (``methods``: one row per method with the conduct
+rates, ``task_accuracy``, ``kl``, ``seconds``, ``peak_memory_mb``, ...; ``settings``),
+``metrics.jsonl`` (``compare/<method>/<TRL metric>``), ``samples.jsonl`` and
+``<method>/adapter/`` (the LoRA adapters of DPO and RLOO).
 """
 
 from __future__ import annotations
@@ -75,20 +31,22 @@ from types import SimpleNamespace
 
 import torch
 
-from . import ppo
-from . import reward as rw
-from .ppo_eval import evaluate
-from .ppo_models import no_dropout, sample, seed_for
-from .config import (ConfigError, bf16_field, device_field, field_names, make_config, require_at_least,
-                    require_positive, seed_field, set_threads, threads_field)
+from . import ppo_math as pm
+from .config import (ConfigError, bf16_field, device_field, did_you_mean, field_names, make_config, require_at_least,
+                     require_positive, seed_field, set_threads, threads_field)
 from .live import LiveChart, progress
 from .models import PeakMemory, count_params, pick_device, resolve_bf16
-from .planner import lora_targets
-from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
-                   write_jsonl_atomic)
+from .ppo_config import PPOConfig, load_prompts, pick_prompts
+from .ppo_eval import evaluate, judge_verdict
+from .ppo_math import best_of_n_kl, seed_for
+from .ppo_models import no_dropout, sample
+from .reward_model import fit_pairs, load_pairs, load_reward_model, score, split_by_prompt, to_trl
+from .runs import (STAGE_DIRS, Run, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
+                   write_jsonl_atomic, writes_run)
 from .tokenizer import conversation, ensure_chat_ready, format_prompt
-from .world import true_score
 from .tracking import hf_logging_dir, report_to_field, tb_dir
+from .training import MetricsCallback, lora_config, no_printer, quiet_libraries, quiet_peft, trainer_args
+from .world import task_fields, true_score
 
 METHODS = ("best_of_n", "dpo", "rloo", "rloo_verifier", "ppo")
 # The columns every row of eval.json's "methods" has (a script can rely on them).
@@ -105,16 +63,15 @@ class CompareConfig:
     # nats and 29% of the samples never stopped), lr 1e-4 at β=0.5 gave 82% at a KL of 0.56 nats.
     dpo_beta: float = field(default=0.5, metadata={"help": "DPO's β: the weight of the KL term in the objective it solves in closed form (larger: stay nearer the SFT model; Rafailov et al. 2023 used 0.1)"})
     dpo_learning_rate: float = field(default=1e-4, metadata={"help": "DPO's AdamW learning rate, constant"})
-    dpo_epochs: float = field(default=1.0, metadata={"help": "passes over the preference pairs (the reward model's training split)"})
-    dpo_max_steps: int | None = field(default=None, metadata={"help": "DPO optimizer steps; overrides dpo_epochs (None: use dpo_epochs)"})
+    dpo_epochs: float = field(default=1.0, metadata={"help": "passes over the preference pairs (the reward model's training split), when max_steps is None"})
     dpo_batch_size: int = field(default=32, metadata={"help": "pairs per DPO step (the model sees twice as many sequences)"})
     # RLOO (None: stage 5's value, so that RLOO and PPO differ in the algorithm only)
-    rloo_steps: int | None = field(default=None, metadata={"help": "RLOO rounds of sampling + updates (None: stage 5's total_steps)"})
-    rloo_batch_size: int | None = field(default=None, metadata={"help": "responses sampled per round (None: stage 5's rollout_batch_size)"})
-    rloo_group_size: int | None = field(default=None, metadata={"help": "samples per prompt, the group each sample's leave-one-out baseline comes from (None: stage 5's samples_per_prompt)"})
+    rollout_batch_size: int | None = field(default=None, metadata={"help": "RLOO: responses sampled per step (None: stage 5's rollout_batch_size)"})
+    samples_per_prompt: int | None = field(default=None, metadata={"help": "RLOO: samples per prompt, the group each sample's leave-one-out baseline comes from (None: stage 5's samples_per_prompt)"})
     rloo_learning_rate: float | None = field(default=None, metadata={"help": "RLOO's AdamW learning rate, constant (None: stage 5's learning_rate)"})
-    rloo_beta: float | None = field(default=None, metadata={"help": "RLOO's KL coefficient: reward = score − β · Σ_t log π/π_ref (None: stage 5's kl_coef)"})
+    kl_coef: float | None = field(default=None, metadata={"help": "RLOO's KL coefficient: reward = score − kl_coef · Σ_t log π/π_ref (None: stage 5's kl_coef)"})
     # shared
+    max_steps: int | None = field(default=None, metadata={"help": "steps of each trained method: DPO optimizer steps and RLOO steps of sampling + updates (None: DPO dpo_epochs passes over the pairs, RLOO stage 5's max_steps)"})
     lora_r: int | None = field(default=None, metadata={"help": "LoRA rank of DPO's and RLOO's adapters, on every linear layer of the blocks (None: stage 5's)"})
     lora_alpha: int | None = field(default=None, metadata={"help": "LoRA scale numerator (None: stage 5's)"})
     log_interval: int = field(default=10, metadata={"help": "optimizer steps between training log lines"})
@@ -127,7 +84,7 @@ class CompareConfig:
 
 
 PRESETS = {
-    "smoke": dict(dpo_max_steps=4, dpo_batch_size=4, log_interval=1, threads=1),
+    "smoke": dict(max_steps=4, dpo_batch_size=4, log_interval=1, threads=1),
     # The dataclass defaults are the cpu preset; one thread, as stage 5 (its models are too small for
     # intra-op threads to pay, and the evaluation then samples exactly what stage 5's did).
     "cpu": dict(threads=1),
@@ -148,13 +105,10 @@ def config(preset: str = "cpu", **overrides) -> CompareConfig:
 
 def parse_methods(text: str) -> list[str]:
     """The methods named in ``text``, in the table's order; a name that does not exist is an error naming the valid ones."""
-    import difflib
     names = [m.strip() for m in text.split(",") if m.strip()]
     for m in names:
         if m not in METHODS:
-            close = difflib.get_close_matches(m, METHODS, n=1)
-            raise ConfigError(f"unknown method {m!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                              + f"; methods are {', '.join(METHODS)}")
+            raise ConfigError(f"unknown method {m!r}{did_you_mean(m, METHODS)}; methods are {', '.join(METHODS)}")
     if not names:
         raise ConfigError(f"methods is empty; choose from {', '.join(METHODS)}")
     return [m for m in METHODS if m in names]
@@ -162,10 +116,10 @@ def parse_methods(text: str) -> list[str]:
 
 def _check(cfg: CompareConfig) -> list[str]:
     methods = parse_methods(cfg.methods)
-    require_at_least(cfg, ("dpo_batch_size", "log_interval", "rloo_steps", "rloo_batch_size", "lora_r", "dpo_max_steps"))
-    if cfg.rloo_group_size is not None and cfg.rloo_group_size < 2:
-        raise ConfigError(f"rloo_group_size must be >= 2 (a leave-one-out baseline needs another sample), got "
-                          f"{cfg.rloo_group_size}")
+    require_at_least(cfg, ("dpo_batch_size", "log_interval", "max_steps", "rollout_batch_size", "lora_r"))
+    if cfg.samples_per_prompt is not None and cfg.samples_per_prompt < 2:
+        raise ConfigError(f"samples_per_prompt must be >= 2 (a leave-one-out baseline needs another sample), got "
+                          f"{cfg.samples_per_prompt}")
     require_positive(cfg, ("dpo_beta", "dpo_learning_rate", "dpo_epochs"))
     return methods
 
@@ -181,18 +135,18 @@ def dpo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, bet
 
 # --- inputs: everything comes from the run folder -------------------------------------------------
 
-def stage5_config(r: Run) -> ppo.PPOConfig:
+def stage5_config(r: Run) -> PPOConfig:
     """Stage 5's config as it ran (``05_ppo/config.json``): the evaluation settings and RLOO's defaults."""
     saved = read_json(r.require("ppo", "config.json"))
-    return ppo.PPOConfig(**{k: v for k, v in saved.items() if k in field_names(ppo.PPOConfig)})
+    return PPOConfig(**{k: v for k, v in saved.items() if k in field_names(PPOConfig)})
 
 
 def heldout_tasks(r: Run) -> list[dict]:
-    """The held-out prompts stage 5 evaluated on, in its order, read from its ``samples.jsonl`` (family,
-    prompt and answer: all the verifier needs), so they are the same prompts whatever the world code
-    generates today."""
+    """The held-out prompts stage 5 evaluated on, in its order, read from its ``samples.jsonl`` (the prompt
+    and what the verifier reads, ``world.task_fields``), so they are the same prompts whatever the world
+    code generates today."""
     d = r.require("ppo", "samples.jsonl").parent
-    tasks = [{"id": f"heldout-{i}", "family": s["family"], "prompt": s["prompt"], "answer": s["answer"]}
+    tasks = [{"id": f"heldout-{i}", **task_fields(s)}
              for i, s in enumerate(read_jsonl(d / "samples.jsonl"))]
     expected = read_json(d / "eval.json", {}).get("eval_prompts", len(tasks))
     if len(tasks) != expected:
@@ -201,9 +155,9 @@ def heldout_tasks(r: Run) -> list[dict]:
     return tasks
 
 
-def training_pool(r: Run, pcfg: ppo.PPOConfig, tokenizer, limit: int, heldout: list[dict]) -> list[dict]:
+def training_pool(r: Run, pcfg: PPOConfig, tokenizer, limit: int, heldout: list[dict]) -> list[dict]:
     """Stage 5's training prompts that fit its token budget, none of them a held-out prompt."""
-    tasks, _ = ppo.load_prompts(pcfg, r.world())
+    tasks, _ = load_prompts(pcfg, r.world())
     budget = min(pcfg.max_prompt_tokens, limit - pcfg.max_new_tokens)
     lengths = tokenizer([format_prompt(tokenizer, t["prompt"]) for t in tasks], add_special_tokens=False)["input_ids"]
     seen = {t["prompt"] for t in heldout}
@@ -214,16 +168,16 @@ def preference_pairs(r: Run, tokenizer, limit: int, heldout: list[dict] = ()) ->
     """Stage 3's pairs as the reward model saw them: the same file, long pairs dropped, and split by prompt
     with stage 4's settings into (its training pairs, its held-out pairs). Stage 3 never draws a held-out
     prompt; a pair on one (``heldout``) would be dropped all the same."""
-    rcfg = rw.RewardConfig(**{k: v for k, v in read_json(r.require("reward", "config.json")).items()
-                              if k in field_names(rw.RewardConfig)})
-    if rcfg.data == "pairs":
+    rcfg = read_json(r.require("reward", "config.json"))  # stage 4's settings, as it ran
+    if rcfg.get("data", "pairs") == "pairs":
         path = r.require("preferences", "pairs.jsonl")
         if not any(line.strip() for line in path.read_text(encoding="utf-8").splitlines()):
             raise ConfigError(f"{path} holds no preference pairs, and DPO trains on them: re-run stage 3 "
                               f"(labkit run --stages preferences --force) or leave dpo out of methods")
-    pairs, _ = rw.load_pairs(rcfg, r)
-    pairs, _, _ = rw.drop_too_long(pairs, tokenizer, rcfg.max_length_tokens or limit)
-    train, held = rw.split_by_prompt(pairs, rcfg.eval_fraction, rcfg.seed)
+    pairs, _ = load_pairs(r, rcfg.get("data", "pairs"), rcfg.get("max_pairs"), rcfg.get("margin_field"),
+                          rcfg.get("data_split", "train"))
+    pairs, _, _ = fit_pairs(pairs, tokenizer, rcfg.get("max_length") or limit)
+    train, held = split_by_prompt(pairs, rcfg.get("eval_fraction", 0.15), rcfg.get("seed", 0))
     seen = {t["prompt"] for t in heldout}
     train = [p for p in train if p["prompt"] not in seen]
     if not train:
@@ -237,14 +191,7 @@ def load_policy(path):
     return no_dropout(AutoModelForCausalLM.from_pretrained(str(path)))
 
 
-def lora_config(model, r: int, alpha: int):
-    """LoRA on stage 5's policy's targets: every linear layer of the blocks (``planner.lora_targets``)."""
-    from peft import LoraConfig
-    return LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=0.0,
-                      target_modules=lora_targets(model))
-
-
-def score_norm(r: Run, pcfg: ppo.PPOConfig, sft, tokenizer, pool, rm_score) -> dict | None:
+def score_norm(r: Run, pcfg: PPOConfig, sft, tokenizer, pool, rm_score) -> dict | None:
     """The reward model's mean and std on the SFT model's samples, which PPO divides its score by: stage 5's
     (``eval.json``), or, when stage 5 trained on the verifier, measured like PPO's first batch."""
     if not pcfg.normalize_score:
@@ -252,7 +199,7 @@ def score_norm(r: Run, pcfg: ppo.PPOConfig, sft, tokenizer, pool, rm_score) -> d
     saved = read_json(r.require("ppo", "eval.json")).get("score_norm")
     if saved:
         return saved
-    tasks = [pool[i] for i in ppo.pick_prompts(len(pool), pcfg, 0, 0)]
+    tasks = [pool[i] for i in pick_prompts(len(pool), pcfg, 0, 0)]
     with torch.random.fork_rng():
         torch.manual_seed(seed_for(pcfg.seed, "rollout", 0, 0))
         batch = sample(sft, tokenizer, [t["prompt"] for t in tasks], pcfg.max_new_tokens, pcfg.temperature)
@@ -260,9 +207,9 @@ def score_norm(r: Run, pcfg: ppo.PPOConfig, sft, tokenizer, pool, rm_score) -> d
     return {"mean": raw.mean().item(), "std": max(raw.std().item(), 1e-3) if raw.numel() > 1 else 1.0}
 
 
-def reward_function(kind: str, pool: list[dict], eos_id: int, pcfg: ppo.PPOConfig, rm_score, norm: dict | None):
+def reward_function(kind: str, pool: list[dict], eos_id: int, pcfg: PPOConfig, rm_score, norm: dict | None):
     """A TRL reward function: PPO's score of each completion -- the reward model's (``kind="reward_model"``)
-    or the verifier's 1/0 (``kind="verifier"``), normalised and EOS-penalised by ``ppo.shape_scores``."""
+    or the verifier's 1/0 (``kind="verifier"``), normalised and EOS-penalised by ``ppo_math.shape_scores``."""
     def reward(prompts, completions, completion_ids, task_index, **_):
         tasks = [pool[i] for i in task_index]
         texts = [(c[-1]["content"] if isinstance(c, list) else c).strip() for c in completions]
@@ -271,39 +218,10 @@ def reward_function(kind: str, pool: list[dict], eos_id: int, pcfg: ppo.PPOConfi
             raw = torch.tensor([true_score(t, x, bool(e)) or 0.0 for t, x, e in zip(tasks, texts, has_eos)])
         else:
             raw = rm_score(tasks, texts)
-        return ppo.shape_scores(raw, has_eos, pcfg, norm if kind != "verifier" else None).tolist()
+        return pm.shape_scores(raw, has_eos, norm if kind != "verifier" else None, pcfg.missing_eos_penalty,
+                               pcfg.score_clip).tolist()
     reward.__name__ = kind  # TRL logs rewards/<name>/mean
     return reward
-
-
-class _Log:
-    """TRL's logs -> metrics.jsonl as ``compare/<method>/<name>`` (accuracies in percent), and the progress bar."""
-
-    def __new__(cls, metrics_path: Path, method: str, chart: LiveChart, bar):
-        from transformers import TrainerCallback
-
-        class Log(TrainerCallback):
-            def on_step_end(self, args, state, control, **kw):
-                bar.update(1)
-
-            def on_log(self, args, state, control, logs=None, **kw):
-                rec = {f"compare/{method}/{k}": float(v) * (100 if k.endswith("accuracies") else 1)
-                       for k, v in (logs or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-                if rec:
-                    rec = {"step": state.global_step, "method": method, **rec}
-                    append_jsonl(metrics_path, rec)
-                    chart.update(state.global_step, rec)
-
-        return Log()
-
-
-def _hardware_args(cfg: CompareConfig, out_dir: str, device, bf16: bool) -> dict:
-    # TRL's defaults assume a GPU (bf16, activation checkpointing): both slow a CPU down
-    # (docs/architecture.md, "CPU notes").
-    return dict(output_dir=out_dir, logging_steps=cfg.log_interval, report_to=cfg.report_to, save_strategy="no",
-                bf16=bf16, activation_checkpointing=False, use_cpu=device.type == "cpu", disable_tqdm=True,
-                seed=cfg.seed, data_seed=cfg.seed, dataloader_num_workers=0,
-                dataloader_pin_memory=device.type == "cuda")
 
 
 def dpo_trainer(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], lora: dict, out_dir: str, device,
@@ -314,14 +232,15 @@ def dpo_trainer(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], lora
     from trl import DPOConfig, DPOTrainer
     model = load_policy(sft_path)
     args = DPOConfig(beta=cfg.dpo_beta, learning_rate=cfg.dpo_learning_rate, lr_scheduler_type="constant",
-                     num_train_epochs=cfg.dpo_epochs, max_steps=cfg.dpo_max_steps or -1,
+                     num_train_epochs=cfg.dpo_epochs, max_steps=cfg.max_steps or -1,
                      per_device_train_batch_size=cfg.dpo_batch_size, per_device_eval_batch_size=cfg.dpo_batch_size,
                      max_length=None,  # too long pairs were dropped, as stage 4 did
-                     **_hardware_args(cfg, out_dir, device, bf16))
-    with _quiet_peft(), hf_logging_dir(cfg.report_to, tb or tb_dir(out_dir)):
-        trainer = DPOTrainer(model=model, args=args, train_dataset=rw.to_trl(pairs), processing_class=tokenizer,
-                             peft_config=lora_config(model, **lora), callbacks=list(callbacks))
-    _no_printer(trainer)
+                     **trainer_args(out_dir, device, bf16, log_interval=cfg.log_interval, report_to=cfg.report_to,
+                                    seed=cfg.seed))
+    with quiet_peft(), hf_logging_dir(cfg.report_to, tb or tb_dir(out_dir)):
+        trainer = DPOTrainer(model=model, args=args, train_dataset=to_trl(pairs), processing_class=tokenizer,
+                             peft_config=lora_config(model, lora["r"], lora["alpha"]), callbacks=list(callbacks))
+    no_printer(trainer)
     return trainer
 
 
@@ -331,23 +250,14 @@ def train_dpo(cfg: CompareConfig, sft_path, tokenizer, pairs: list[dict], held: 
     accuracy on ``held`` (stage 4's held-out pairs) -- DPO's policy is a reward model too, r = β log π/π_ref."""
     trainer = dpo_trainer(cfg, sft_path, tokenizer, pairs, lora, out_dir, device, bf16, callbacks, tb)
     stats = {"pairs": len(pairs)}
-    with _quiet_peft():
+    with quiet_peft():
         trainer.train()
-        ev = trainer.evaluate(rw.to_trl(held)) if held else None
+        ev = trainer.evaluate(to_trl(held)) if held else None
     stats["steps"] = trainer.state.global_step
     if ev:
         stats.update({"heldout_pairs": len(held), "heldout_pair_accuracy": 100 * ev.get("eval_rewards/accuracies", math.nan),
                       "heldout_loss": ev.get("eval_loss")})
     return trainer.model, stats
-
-
-@contextlib.contextmanager
-def _quiet_peft():
-    """peft 0.21 asks transformers 5 a deprecated question (is_gradient_checkpointing); not ours to fix."""
-    import warnings
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
-        yield
 
 
 def train_rloo(cfg: CompareConfig, sft_path, tokenizer, pool: list[dict], reward_fn, settings: dict, lora: dict,
@@ -365,52 +275,48 @@ def train_rloo(cfg: CompareConfig, sft_path, tokenizer, pool: list[dict], reward
                       steps_per_generation=s["batch_size"] // per_step, max_steps=s["steps"] * (s["batch_size"] // per_step),
                       num_iterations=1, epsilon=s["clip_range"], max_grad_norm=s["grad_clip"] or 0.0,
                       max_completion_length=s["max_new_tokens"], temperature=s["temperature"], top_k=0, top_p=1.0,
-                      disable_dropout=True, **_hardware_args(cfg, out_dir, device, bf16))
+                      disable_dropout=True, **trainer_args(out_dir, device, bf16, log_interval=cfg.log_interval,
+                                                           report_to=cfg.report_to, seed=cfg.seed))
     data = Dataset.from_list([{"prompt": conversation(t["prompt"]), "task_index": i} for i, t in enumerate(pool)])
-    with _quiet_peft(), hf_logging_dir(cfg.report_to, tb or tb_dir(out_dir)):
+    with quiet_peft(), hf_logging_dir(cfg.report_to, tb or tb_dir(out_dir)):
         trainer = RLOOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=data,
-                              processing_class=tokenizer, peft_config=lora_config(model, **lora),
+                              processing_class=tokenizer, peft_config=lora_config(model, lora["r"], lora["alpha"]),
                               callbacks=list(callbacks))
-        _no_printer(trainer)
+        no_printer(trainer)
         trainer.train()
     return trainer.model, {"steps": s["steps"], "optimizer_steps": trainer.state.global_step}
 
 
-def _no_printer(trainer) -> None:
-    from transformers import PrinterCallback, ProgressCallback
-    for cb in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(cb)
-
-
-def rloo_settings(cfg: CompareConfig, pcfg: ppo.PPOConfig) -> dict:
+def rloo_settings(cfg: CompareConfig, pcfg: PPOConfig) -> dict:
     """RLOO's settings: this config's where given, else stage 5's (the same budget of samples and updates)."""
     pick = lambda mine, theirs: theirs if mine is None else mine  # noqa: E731
-    s = {"steps": pick(cfg.rloo_steps, pcfg.total_steps), "batch_size": pick(cfg.rloo_batch_size, pcfg.rollout_batch_size),
-         "group_size": pick(cfg.rloo_group_size, pcfg.samples_per_prompt),
-         "learning_rate": pick(cfg.rloo_learning_rate, pcfg.learning_rate), "beta": pick(cfg.rloo_beta, pcfg.kl_coef),
-         "minibatch_size": min(pcfg.minibatch_size, pick(cfg.rloo_batch_size, pcfg.rollout_batch_size)),
+    s = {"steps": pick(cfg.max_steps, pcfg.max_steps), "batch_size": pick(cfg.rollout_batch_size, pcfg.rollout_batch_size),
+         "group_size": pick(cfg.samples_per_prompt, pcfg.samples_per_prompt),
+         "learning_rate": pick(cfg.rloo_learning_rate, pcfg.learning_rate), "beta": pick(cfg.kl_coef, pcfg.kl_coef),
+         "minibatch_size": min(pcfg.minibatch_size, pick(cfg.rollout_batch_size, pcfg.rollout_batch_size)),
          "clip_range": pcfg.clip_range, "grad_clip": pcfg.grad_clip, "max_new_tokens": pcfg.max_new_tokens,
          "temperature": pcfg.temperature}
     if s["group_size"] < 2:
-        raise ConfigError(f"RLOO needs at least 2 samples per prompt (rloo_group_size), got {s['group_size']}")
+        raise ConfigError(f"RLOO needs at least 2 samples per prompt (samples_per_prompt), got {s['group_size']}")
     if s["batch_size"] % s["group_size"] or s["batch_size"] % s["minibatch_size"] or s["minibatch_size"] % s["group_size"]:
-        raise ConfigError(f"rloo_batch_size={s['batch_size']} must be a multiple of the minibatch ({s['minibatch_size']}, "
-                          f"stage 5's minibatch_size), itself a multiple of rloo_group_size={s['group_size']}")
+        raise ConfigError(f"rollout_batch_size={s['batch_size']} must be a multiple of the minibatch ({s['minibatch_size']}, "
+                          f"stage 5's minibatch_size), itself a multiple of samples_per_prompt={s['group_size']}")
     return s
 
 
 # --- evaluation: stage 5's function, stage 5's settings ----------------------------------------------
 
-def evaluate_policy(policy, ref, tokenizer, tasks: list[dict], pcfg: ppo.PPOConfig, score_fn, device, autocast):
+def evaluate_policy(policy, ref, tokenizer, tasks: list[dict], pcfg: PPOConfig, score_fn, device, autocast):
     """``ppo_eval.evaluate`` on any causal LM (``ref``: the SFT model, or None for a PeftModel, whose reference
     is its base with the adapter off): the same prompts, seed, temperature, samples and KL as stage 5."""
     acc = SimpleNamespace(process_index=0, num_processes=1, device=device)
     return evaluate(SimpleNamespace(policy=policy), ref, score_fn, tokenizer, tasks, pcfg, acc, autocast)
 
 
-RATES = ("harmful_refused", "unanswerable_abstained", "over_refusal", "task_accuracy")
-DETAILS = ("true_greedy", "true_sampled", "rm_score", "stop_rate", "harmful_refused_greedy",
-           "unanswerable_abstained_greedy", "over_refusal_greedy")
+RATES = ("harmful_refused", "unanswerable_abstained", "over_refusal", "over_refusal_benign", "over_refusal_answerable",
+         "mixed_rate", "task_accuracy")
+DETAILS = ("true_greedy", "true_sampled", "rm_score", "length", "stop_rate", "harmful_refused_greedy",
+           "unanswerable_abstained_greedy", "over_refusal_greedy", "mixed_by_family")
 
 
 def table_row(method: str, summary: dict, kl, seconds, eval_seconds, peak_mb, trainable: int, **extra) -> dict:
@@ -420,9 +326,10 @@ def table_row(method: str, summary: dict, kl, seconds, eval_seconds, peak_mb, tr
             **{k: summary.get(k) for k in DETAILS if k in summary}, **extra}
 
 
-def best_of_n_kl(n: int) -> float:
-    """KL(best-of-n ‖ base) <= log n − (n−1)/n nats (Stiennon et al. 2020, G.3; an upper bound, Beirami et al. 2024)."""
-    return math.log(n) - (n - 1) / n
+def judged(verdict: dict | None) -> dict:
+    """A method's row fields from ``ppo_eval.judge_verdict`` against the SFT model: the AI judge's win rate
+    and its Wilson 95% interval, in percent (None where it was not measured)."""
+    return {f"judge_{k}": (verdict or {}).get(k) for k in ("win_rate", "low", "high")}
 
 
 def ppo_row(r: Run) -> tuple[dict, list[dict]]:
@@ -432,7 +339,8 @@ def ppo_row(r: Run) -> tuple[dict, list[dict]]:
     train_seconds = sum(m.get("ppo/step_seconds") or 0.0 for m in read_jsonl(d / "metrics.jsonl", on_error="skip"))
     row = table_row("ppo", ev["after"], ev["after"].get("kl"), round(train_seconds, 2),
                     round(ev["ppo/seconds"] - train_seconds, 2), ev.get("ppo/peak_memory_mb"),
-                    ev.get("ppo/trainable_params"), steps=ev.get("ppo/steps"), source=str(d / "eval.json"))
+                    ev.get("ppo/trainable_params"), steps=ev.get("ppo/steps"), source=str(d / "eval.json"),
+                    **judged(ev.get("judge")))
     samples = [{"method": "ppo", "family": s["family"], "prompt": s["prompt"], "greedy": s["after"],
                 "sample": s["after_sampled"]} for s in read_jsonl(d / "samples.jsonl")]
     return row, samples
@@ -446,10 +354,11 @@ def sample_rows(method: str, rows: list[dict], best: bool = False) -> list[dict]
 
 # --- the stage --------------------------------------------------------------------------------------
 
+@writes_run
 def run(cfg: CompareConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train DPO and RLOO, rerank with best-of-n, read PPO; evaluate all as stage 5 does; write ``06_compare/``."""
-    with rw._quiet_libraries():
+    with quiet_libraries():
         return _run(cfg, run, runs_dir, preset, live, progress_bar)
 
 
@@ -477,15 +386,19 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     limit = getattr(sft.config, "max_position_embeddings", None) or 10 ** 9
     pairs, held = preference_pairs(r, tokenizer, limit, eval_tasks) if "dpo" in methods else ([], [])
     pool = training_pool(r, pcfg, tokenizer, limit, eval_tasks) if {"rloo", "rloo_verifier"} & set(methods) else []
+    not_run = {}
     if "rloo_verifier" in methods and any(t.get("answer") is None for t in pool):
-        raise ConfigError("rloo_verifier needs prompts with an answer (world tasks or task dicts); stage 5's have none")
+        # A person's own prompts have no answers to verify: the method is left out, and the table says why.
+        not_run["rloo_verifier"] = "stage 5's prompts have no answers for the verifier to check"
+        methods = [m for m in methods if m != "rloo_verifier"]
+        print(f"[compare] rloo_verifier left out: {not_run['rloo_verifier']}", flush=True)
     rs = rloo_settings(cfg, pcfg) if pool else None
     rm_tok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(reward_path)))
-    rm = rw.load_reward_model(reward_path, rm_tok).to(device).eval()
+    rm = load_reward_model(reward_path, rm_tok).to(device).eval()
     lora = {"r": cfg.lora_r or pcfg.lora_r, "alpha": cfg.lora_alpha or pcfg.lora_alpha}
 
     def rm_score(tasks, texts):
-        return rw.score(rm, rm_tok, [t["prompt"] for t in tasks], texts, pcfg.minibatch_size, autocast)
+        return score(rm, rm_tok, [t["prompt"] for t in tasks], texts, pcfg.minibatch_size, autocast)
 
     def score_fn(tasks, texts, has_eos):  # what ppo_eval.evaluate asks: the raw reward-model score
         return rm_score(tasks, texts)
@@ -509,8 +422,11 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     samples += sample_rows("sft", base_rows)
     if "best_of_n" in methods:
         n = pcfg.eval_samples
-        rows.append(table_row("best_of_n", base["best_of_k_rates"], best_of_n_kl(n), round(t_eval, 2), 0.0,
-                              round(mem.mb, 1), 0, n=n, kl_is="upper bound log n - (n-1)/n"))
+        best = {**(base.get("best_of_k_rates") or {}), "rm_score": base["rm_score_best_of_k"]}  # rates: world prompts only
+        best_rows = [{**x, "greedy": x["best_of_k"], "greedy_stopped": x["best_of_k_stopped"]} for x in base_rows]
+        rows.append(table_row("best_of_n", best, best_of_n_kl(n), round(t_eval, 2), 0.0,
+                              round(mem.mb, 1), 0, n=n, kl_is="upper bound log n - (n-1)/n",
+                              **judged(judge_verdict(eval_tasks, base_rows, best_rows))))
         samples += sample_rows("best_of_n", base_rows, best=True)
         settings["best_of_n"] = {"n": n, "ranked_by": "reward model (stage 4)"}
 
@@ -519,15 +435,15 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     for method in trained:
         torch.manual_seed(cfg.seed)  # LoRA init
         if method == "dpo":
-            total = cfg.dpo_max_steps or math.ceil(cfg.dpo_epochs * math.ceil(len(pairs) / cfg.dpo_batch_size))
+            total = cfg.max_steps or math.ceil(cfg.dpo_epochs * math.ceil(len(pairs) / cfg.dpo_batch_size))
             settings["dpo"] = {"beta": cfg.dpo_beta, "learning_rate": cfg.dpo_learning_rate, "epochs": cfg.dpo_epochs,
-                               "max_steps": cfg.dpo_max_steps, "batch_size": cfg.dpo_batch_size, "pairs": len(pairs)}
+                               "max_steps": cfg.max_steps, "batch_size": cfg.dpo_batch_size, "pairs": len(pairs)}
         else:
             total = rs["steps"] * (rs["batch_size"] // rs["minibatch_size"])
             settings[method] = {**rs, "reward": "verifier" if method == "rloo_verifier" else "reward model",
                                 "score_norm": None if method == "rloo_verifier" else norm}
         bar = progress(total, method, disable=not progress_bar)
-        callback = _Log(metrics_path, method, chart, bar)
+        callback = MetricsCallback(metrics_path, f"compare/{method}", chart, bar, method=method)
         with tempfile.TemporaryDirectory(dir=stage, prefix=".trainer.") as out_dir, PeakMemory(device) as mem:
             t0 = time.perf_counter()
             if method == "dpo":
@@ -548,7 +464,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
         t0 = time.perf_counter()
         ev, ev_rows = evaluate_policy(policy, None, tokenizer, eval_tasks, pcfg, score_fn, device, autocast)
         rows.append(table_row(method, ev, ev["kl"], round(seconds, 2), round(time.perf_counter() - t0, 2),
-                              round(mem.mb, 1), trainable, **stats))
+                              round(mem.mb, 1), trainable, **stats, **judged(judge_verdict(eval_tasks, base_rows, ev_rows))))
         samples += sample_rows(method, ev_rows)
         del policy
         gc.collect()
@@ -561,8 +477,8 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
         settings["ppo"] = {"read_from": row["source"], "steps": row["steps"]}
 
     write_jsonl_atomic(stage / "samples.jsonl", samples)
-    stage5_before = read_json(stage.parent / "05_ppo" / "eval.json", {}).get("before", {})
-    result = {"methods": rows, "settings": settings, "threads": threads, "device": str(device),
+    stage5_before = read_json(r.path / STAGE_DIRS["ppo"] / "eval.json", {}).get("before", {})
+    result = {"methods": rows, "settings": settings, "not_run": not_run, "threads": threads, "device": str(device),
               "compare/seconds": time.perf_counter() - t_start,
               # the SFT row re-measures stage 5's "before" with the same code and settings: equal on the same machine
               # and thread count (float rounding differs with either)
@@ -570,7 +486,7 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     atomic_write_json(stage / "eval.json", result)
     order = [m for m in ("dpo", "rloo", "rloo_verifier", "ppo", "best_of_n", "sft") if any(x["method"] == m for x in rows)]
     by = {x["method"]: x for x in rows}
-    headline = {f"compare/{m}_{k}": None if by[m][k] is None else round(by[m][k], 2)
-                for k in RATES + ("kl", "seconds") for m in order}
+    headline = {f"compare/{m}_{k}": round(by[m][k], 2) for k in RATES + ("judge_win_rate", "rm_score", "kl", "seconds")
+                for m in order if by[m].get(k) is not None}  # a measurement a method lacks is left out, not a '-'
     r.complete("compare", result["compare/seconds"], headline)
     return result

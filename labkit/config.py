@@ -38,12 +38,29 @@ def field_help(cls) -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.init}
 
 
-def _unknown(names, valid, where):
-    lines = []
-    for n in names:
-        close = difflib.get_close_matches(n, valid, n=1)
-        lines.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return ConfigError(f"unknown parameter {', '.join(lines)} for {where}; valid: {', '.join(sorted(valid))}")
+# Parameters that were renamed so that every stage and the CLI use one name per concept (the table in
+# docs/architecture.md, "One name per concept"): an old name fails with its new one rather than with a list of fields.
+RENAMED = {"total_steps": "max_steps", "logging_steps": "log_interval", "k_responses": "samples_per_prompt",
+           "rloo_group_size": "samples_per_prompt", "rloo_steps": "max_steps", "dpo_max_steps": "max_steps",
+           "rloo_batch_size": "rollout_batch_size", "rloo_beta": "kl_coef", "max_length_tokens": "max_length",
+           "conduct_samples": "eval_samples", "verifier_samples_per_task": "eval_samples", "n_eval_tasks": "n_eval",
+           "run_name": "run"}
+
+
+def did_you_mean(name: str, valid) -> str:
+    """" (did you mean 'x'?)" for the closest of ``valid``, or "" when none is close: every error about an
+    unknown name (parameter, stage, method) ends the same way."""
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_name(name: str, valid, where: str) -> ConfigError:
+    """The error for a parameter ``where`` has no field called ``name``: its new name if it was renamed, else
+    the closest valid one and the list."""
+    if name in RENAMED:
+        return ConfigError(f"parameter {name!r} was renamed to {RENAMED[name]!r}")
+    return ConfigError(f"unknown parameter {name!r}{did_you_mean(name, valid)} for {where}; "
+                       f"valid: {', '.join(sorted(valid))}")
 
 
 def coerce(value, tp):
@@ -84,9 +101,9 @@ def make_config(cls, presets: dict, preset: str = "cpu", overrides: dict | None 
         raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(presets)}")
     valid = field_names(cls)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    bad = [k for k in overrides if k not in valid]
-    if bad:
-        raise _unknown(bad, valid, cls.__name__)
+    for k in overrides:
+        if k not in valid:
+            raise unknown_name(k, valid, cls.__name__)
     hints = typing.get_type_hints(cls)
     values = dict(presets[preset])
     for k, v in overrides.items():
@@ -95,9 +112,9 @@ def make_config(cls, presets: dict, preset: str = "cpu", overrides: dict | None 
         except (ValueError, TypeError) as e:
             raise ConfigError(f"bad value for {k}: {v!r} ({e})") from None
     cfg = cls(**values)
-    if hasattr(cfg, "report_to"):  # an unknown tracker, or a missing package, fails before the stage starts
-        from .tracking import check
-        check(cfg.report_to)
+    for f in dataclasses.fields(cls):  # field-level checks a module attaches (tracking.report_to_field)
+        if "check" in f.metadata:
+            f.metadata["check"](getattr(cfg, f.name))
     return cfg
 
 

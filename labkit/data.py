@@ -1,18 +1,20 @@
 """Load the data people bring into the record shapes the lab's stages use.
 
-Three loaders, one per kind of data, each accepting a local file, a folder of files, or a
+Four loaders, one per kind of data, each accepting a local file, a folder of files, or a
 Hugging Face Hub dataset name:
 
     load_texts(source)        -> list[str]                         raw text for pretraining (01)
     load_instructions(source) -> (records, LoadReport)             {"prompt", "response", "source"} for SFT (02)
+    load_prompts(source)      -> (tasks, LoadReport)               {"id", "prompt", "family"} for stages 03, 05, 06
     load_preferences(source)  -> (records, LoadReport)             {"prompt", "chosen", "rejected"} for the reward model (04)
 
 Local files: `.txt` (documents split on blank lines), `.jsonl` / `.ndjson`, `.json` (a list of
 objects, or JSON Lines under a .json name), `.parquet`, and `.gz` of the text formats.
 Instruction formats are detected per file: Alpaca (instruction/input/output), Dolly
 (instruction/context/response), FLAN (inputs/targets), chat `messages` (or ShareGPT
-`conversations`), prompt/completion and prompt/response. Preference formats: hh-rlhf whole
-transcripts, prompt/chosen/rejected, and chat-message pairs (UltraFeedback style).
+`conversations`), prompt/completion and prompt/response. Prompts: bare `{"prompt"}` lines (or
+world task dicts), JSON strings or `.txt` lines, and any instruction format (its prompt part).
+Preference formats: hh-rlhf whole transcripts, prompt/chosen/rejected, and chat-message pairs.
 
 Bad input raises `DataError` (a ValueError) with a one-line message naming the file, the place
 and the fix. Malformed records in instruction/preference data are either skipped and listed in
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 from urllib.parse import urlparse
 
-__all__ = ["DataError", "LoadReport", "load_texts", "load_instructions", "load_preferences"]
+__all__ = ["DataError", "LoadReport", "load_texts", "load_instructions", "load_prompts", "load_preferences"]
 
 _KINDS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"}
 _SUPPORTED = ".txt, .jsonl, .json, .parquet (or .txt.gz / .jsonl.gz / .json.gz)"
@@ -391,17 +393,28 @@ def _detect(records: list[tuple[str, int, Any]], formats: dict[str, tuple[str, .
     raise DataError(f"{name}: can't tell the {what} format from {got} — expected one of: {expected}")
 
 
+def _as_records(stream, key: str) -> Iterator[tuple[str, int, Any]]:
+    """A record that is a bare string stands for ``{key: string}``."""
+    return ((place, n, {key: rec} if isinstance(rec, str) else rec) for place, n, rec in stream)
+
+
 def _load(source, on_error: str, split: str, subset: str | None, max_records: int | None,
-          formats: dict[str, tuple[str, ...]], parse, what: str) -> tuple[list[dict], LoadReport]:
-    """Shared driver: per file, detect the format, parse each record, skip or fail on malformed ones."""
+          formats: dict[str, tuple[str, ...]], parse, what: str,
+          strings_as: str | None = None) -> tuple[list[dict], LoadReport]:
+    """Shared driver: per file, detect the format, parse each record, skip or fail on malformed ones.
+    ``strings_as``: read a `.txt` line or a JSON string as the record ``{strings_as: text}``."""
     _check(on_error)
     report, out = LoadReport(source=str(source)), []
     files = list(_sources(source, split, subset))
     for name, kind, obj in files:
-        if kind.startswith("txt"):
+        if kind.startswith("txt") and strings_as is None:
             raise DataError(f"{name}: plain text has no {what} records — use JSON/JSONL/parquet records "
                             f"(load_texts reads raw text)")
-        stream = iter(_records(kind, obj))
+        if kind.startswith("txt"):
+            lines = enumerate(_read_text(obj).splitlines(), start=1)
+            stream = iter([("line", n, {strings_as: line.strip()}) for n, line in lines if line.strip()])
+        else:
+            stream = iter(_records(kind, obj) if strings_as is None else _as_records(_records(kind, obj), strings_as))
         head = list(itertools.islice(stream, 100))  # enough to detect the format; the rest streams
         if not head:
             raise DataError(f"{name}: contains no records")
@@ -501,7 +514,55 @@ def load_instructions(source: str | os.PathLike, on_error: str = "skip", split: 
 
 
 # ----------------------------------------------------------------------------------------------
-# 3. Preference data for the reward model: {"prompt", "chosen", "rejected"}
+# 3. Prompts for the stages that sample from a policy (preferences, PPO, compare): one reader for all three
+
+_PROMPT_FORMATS = {  # detection order matters, as for instructions
+    "chat": ("messages",),
+    "sharegpt": ("conversations",),
+    "prompt": ("prompt",),       # {"prompt": ...} lines, world task dicts, prompt/completion and prompt/response
+    "alpaca": ("instruction",),  # Alpaca's input or Dolly's context follows the instruction
+    "flan": ("inputs",),
+}
+
+
+def _parse_prompt(fmt: str, rec: dict, source: str) -> tuple[dict, str]:
+    if fmt in ("chat", "sharegpt"):
+        key = "messages" if fmt == "chat" else "conversations"
+        turns = _turns(rec.get(key), key)
+        if turns[-1]["role"] == "assistant":  # a conversation with its answer: the prompt is what came before
+            turns = turns[:-1]
+        if not any(t["role"] == "user" and t["content"].strip() for t in turns):
+            raise _Bad(f"'{key}' has no user turn to answer")
+        return {"prompt": _render(turns)}, fmt
+    if fmt == "prompt":
+        prompt = _render(_turns(rec["prompt"], "prompt")) if isinstance(rec.get("prompt"), list) else _str(rec, "prompt")
+        # A world task's fields (answer, family...) come along: with an answer, the verifier can score it.
+        return {**rec, "prompt": prompt}, fmt
+    if fmt == "alpaca":
+        extra = _str(rec, "input", optional=True) or _str(rec, "context", optional=True)
+        return {"prompt": _join(_str(rec, "instruction"), extra)}, fmt
+    return {"prompt": _str(rec, "inputs")}, fmt
+
+
+def load_prompts(source: str | os.PathLike, on_error: str = "fail", split: str = "train",
+                 subset: str | None = None, max_records: int | None = None) -> tuple[list[dict], LoadReport]:
+    """Prompts as tasks ``{"id", "prompt", "family"}`` and a LoadReport: what stages 3, 5 and 6 sample on.
+
+    Accepts bare ``{"prompt": ...}`` lines (a record's other fields are kept, so world task dicts keep
+    their ``answer`` and ``family``), lines that are JSON strings, a `.txt` file with one prompt per
+    line, and any instruction format (Alpaca, Dolly, FLAN, chat ``messages``, ShareGPT): its prompt
+    part, without the answer. ``id`` is the record's or ``p<n>``; ``family`` the record's or "custom".
+    A malformed record raises a one-line DataError naming the file and line (on_error="fail") or is
+    skipped and listed in the report (on_error="skip").
+    """
+    records, report = _load(source, on_error, split, subset, max_records, _PROMPT_FORMATS, _parse_prompt,
+                            "prompt", strings_as="prompt")
+    return [{**r, "id": r.get("id", f"p{i}"), "family": r.get("family") or "custom"}
+            for i, r in enumerate(records)], report
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Preference data for the reward model: {"prompt", "chosen", "rejected"}
 
 _PREFERENCE_FORMATS = {"preference": ("chosen", "rejected")}  # sub-format decided per record below
 _HH_ASSISTANT = "\n\nAssistant:"

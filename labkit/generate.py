@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .tokenizer import format_prompt
-from .world import true_score
+from .world import task_fields, true_score
 
 
 @torch.no_grad()
@@ -62,7 +62,7 @@ def score_tasks(model, tokenizer, tasks: list[dict], **gen_kw) -> dict:
     gens = generate(model, tokenizer, [t["prompt"] for t in tasks], **gen_kw)
     rows = []
     for t, g in zip(tasks, gens):
-        rows.append({"family": t["family"], "prompt": t["prompt"], "answer": t["answer"],
+        rows.append({**task_fields(t),
                      "response": g["response"], "stopped": g["stopped"],
                      "correct": true_score(t, g["response"], g["stopped"])})
     fams = sorted({r["family"] for r in rows})
@@ -75,15 +75,17 @@ def score_tasks(model, tokenizer, tasks: list[dict], **gen_kw) -> dict:
 # --- conduct: what the held-out numbers of every stage after pretraining are made of ------------------
 
 def sample_tasks(model, tokenizer, tasks: list[dict], k: int, temperature: float = 1.0, max_new_tokens: int = 16,
-                 batch_size: int = 64, seed: int = 0) -> list[dict]:
+                 batch_size: int = 64, seed: int = 0, greedy: list[dict] | None = None) -> list[dict]:
     """Per task: the greedy response and ``k`` samples at ``temperature`` (with their stop flags).
 
-    Rows carry the task's ``family`` and ``answer`` so ``conduct_summary`` can score them."""
+    Rows carry the task's verifier fields so ``conduct_summary`` can score them. ``greedy``: the greedy
+    responses already made for these tasks (``score_tasks``'s rows: "response", "stopped"), not made again."""
     prompts = [t["prompt"] for t in tasks]
-    greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    if greedy is None:
+        greedy = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     drawn = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                      batch_size=max(1, batch_size // k), num_return_sequences=k, seed=seed)
-    return [{"family": t["family"], "prompt": t["prompt"], "answer": t["answer"],
+    return [{**task_fields(t),
              "greedy": g["response"], "greedy_stopped": g["stopped"],
              "samples": [d["response"] for d in drawn[i * k:(i + 1) * k]],
              "samples_stopped": [d["stopped"] for d in drawn[i * k:(i + 1) * k]]}
@@ -96,33 +98,45 @@ def conduct_summary(rows: list[dict]) -> dict:
     * ``harmful_refused`` / ``unanswerable_abstained``: share of *samples* that are aligned on those
       families -- the policy's own distribution, which is what RLHF changes (greedy decoding can
       already pick the aligned answer while most of the probability is elsewhere);
-    * ``over_refusal``: share of samples that refuse or say "not stated" where the helpful answer was
-      wanted (benign look-alikes and the answer families);
+    * ``over_refusal_benign``: share of samples on benign look-alikes that refuse, say "not stated" or are
+      mixed (declining and answering at once); ``over_refusal_answerable``: the same on the answer
+      families; ``over_refusal``: both pooled (the answer families outnumber the look-alikes, so the
+      pooled rate hides a policy that refuses harmless requests: the targets use the benign one);
+    * ``mixed_rate``: share of all samples that are ``mixed`` (world.conduct), per family in ``per_family``;
     * ``task_accuracy``: greedy accuracy on the answer families (story QA, arithmetic, ...);
     * the greedy conduct rates, and per family the sampled rate, greedy rate and pass@k beside them.
     A response that never stops is wrong (and counts as no refusal).
     """
-    from .world import CONDUCT_FAMILIES, DECLINING_FAMILIES, over_refused
+    from .world import ANSWER_FAMILIES, DECLINING_FAMILIES, conduct, over_refused
 
     def pct(vals):
         return 100 * sum(vals) / len(vals) if vals else None
+
+    def samples(rs):
+        return [(r, x, s) for r in rs for x, s in zip(r["samples"], r["samples_stopped"])]
 
     fams = sorted({r["family"] for r in rows})
     per_family = {}
     for f in fams:
         rs = [r for r in rows if r["family"] == f]
-        per_family[f] = {"sampled": pct([true_score(r, x, s) for r in rs for x, s in zip(r["samples"], r["samples_stopped"])]),
+        per_family[f] = {"sampled": pct([true_score(r, x, s) for r, x, s in samples(rs)]),
                          "greedy": pct([true_score(r, r["greedy"], r["greedy_stopped"]) for r in rs]),
-                         "pass_at_k": pct([float(any(true_score(r, x, s) for x, s in zip(r["samples"], r["samples_stopped"])))
-                                           for r in rs]),
+                         "pass_at_k": pct([float(any(true_score(r, x, s) for _, x, s in samples([r]))) for r in rs]),
+                         "mixed": pct([float(conduct(r, x) == "mixed") for r, x, _ in samples(rs)]),
                          "prompts": len(rs)}
     helpful = [r for r in rows if r["family"] not in DECLINING_FAMILIES]
-    tasks = [r for r in rows if r["family"] not in CONDUCT_FAMILIES]
+    benign = [r for r in rows if r["family"] == "benign"]
+    answerable = [r for r in rows if r["family"] in ANSWER_FAMILIES]
     get = lambda f, k: per_family.get(f, {}).get(k)  # noqa: E731
+    refused = lambda rs: pct([float(over_refused(r, x)) for r, x, _ in samples(rs)])  # noqa: E731
     return {"harmful_refused": get("harmful", "sampled"), "unanswerable_abstained": get("unanswerable", "sampled"),
-            "over_refusal": pct([float(over_refused(r, x)) for r in helpful for x in r["samples"]]),
-            "task_accuracy": pct([true_score(r, r["greedy"], r["greedy_stopped"]) for r in tasks]),
+            "over_refusal": refused(helpful), "over_refusal_benign": refused(benign),
+            "over_refusal_answerable": refused(answerable),
+            "mixed_rate": pct([float(conduct(r, x) == "mixed") for r, x, _ in samples(rows)]),
+            "mixed_by_family": {f: per_family[f]["mixed"] for f in fams},
+            "task_accuracy": pct([true_score(r, r["greedy"], r["greedy_stopped"]) for r in answerable]),
             "harmful_refused_greedy": get("harmful", "greedy"),
             "unanswerable_abstained_greedy": get("unanswerable", "greedy"),
             "over_refusal_greedy": pct([float(over_refused(r, r["greedy"])) for r in helpful]),
+            "over_refusal_benign_greedy": pct([float(over_refused(r, r["greedy"])) for r in benign]),
             "k": max((len(r["samples"]) for r in rows), default=0), "per_family": per_family}

@@ -18,6 +18,9 @@ Two judges, one small interface (`name`, `compare`, `rank`), so the widget,
     judge = Constitution(verify=world.verify)
     label_all(candidates, store, judge, mode="pair")   # annotator "ai:constitution"
 
+`win_rate` asks a judge whether a new policy's answers beat the old one's on the same prompts
+(ties count half), with a Wilson 95% interval: stages 5 and 6 report it for any prompts.
+
 Candidates are dicts `{"id", "prompt", "task", "responses": [...K],
 "stopped": [...K] (optional; missing means every response stopped), "gen"}`.
 """
@@ -126,11 +129,13 @@ class Constitution:
             return None
         return min(1.0, max(0.0, float(self.verify(task, response))))
 
+    # The conduct checks are the world's strict verifier: a refusal that also complies, or a "not stated"
+    # that also names a value, is mixed and fails them, so it ranks below the clean response.
     def _harmless(self, prompt, task, response, stopped):
-        return float(W.is_refusal(response)) if _family(task) == "harmful" else None
+        return W.verify(task, response) if _family(task) == "harmful" else None
 
     def _honest(self, prompt, task, response, stopped):
-        return float(W.is_abstention(response)) if _family(task) == "unanswerable" else None
+        return W.verify(task, response) if _family(task) == "unanswerable" else None
 
     def _not_over_refusing(self, prompt, task, response, stopped):
         if not W.answer_due(task):
@@ -190,6 +195,51 @@ class Constitution:
             total, per = self.score(prompt, task, r, s)
             parts.append(f"#{i}: {total:.2f} (" + ", ".join(f"{k} {v:.2f}" for k, v in per.items()) + ")")
         return "; ".join(parts)
+
+
+def constitution() -> Constitution:
+    """The lab's judge: the constitution with the world's verifier (which stands aside on prompts without an
+    answer): stage 3's batch labeller, the widget's second opinion, and stages 5 and 6's referee."""
+    return Constitution(verify=W.verify)
+
+
+# -- a judge's verdict on two policies ---------------------------------------------
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a proportion (Wilson 1927; Brown, Cai & DasGupta 2001 recommend it over
+    the normal approximation, which leaves [0, 1] and covers badly near 0, near 1 and for small n).
+    ``successes`` may be fractional (a tie counted as half a win). (nan, nan) when n is 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def win_rate(judge, prompts: list[str], tasks: list[dict | None], new: list[str], old: list[str],
+             new_stopped: list[bool] | None = None, old_stopped: list[bool] | None = None) -> dict:
+    """How often ``judge`` prefers the new policy's answer to the old one's, prompt by prompt.
+
+    One comparison per prompt (greedy answers: the prompts are independent, so the interval means what it
+    says). Each is asked both ways round and the two verdicts averaged, so a judge with a position bias
+    (a model judge) cancels it; ties count half a win. Returns counts, ``win_rate`` in percent and its
+    Wilson 95% interval ``low``/``high`` in percent."""
+    n = len(prompts)
+    new_stopped, old_stopped = new_stopped or [True] * n, old_stopped or [True] * n
+    score = {"a": 1.0, "b": 0.0}
+    wins = ties = losses = 0
+    points = 0.0
+    for p, t, a, b, sa, sb in zip(prompts, tasks, new, old, new_stopped, old_stopped):
+        forward = score.get(judge.compare(p, t, a, b, sa, sb), 0.5)
+        backward = 1.0 - score.get(judge.compare(p, t, b, a, sb, sa), 0.5)
+        s = (forward + backward) / 2
+        points += s
+        wins, ties, losses = wins + (s > 0.5), ties + (s == 0.5), losses + (s < 0.5)
+    low, high = wilson_interval(points, n)
+    return {"judge": judge.name, "n": n, "wins": wins, "ties": ties, "losses": losses,
+            "win_rate": 100 * points / n if n else None, "low": 100 * low if n else None,
+            "high": 100 * high if n else None}
 
 
 # -- a model as judge ------------------------------------------------------------

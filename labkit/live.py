@@ -108,27 +108,6 @@ def progress(total: int, desc: str, initial: int = 0, disable: bool = False):
     return cls(total=total, desc=desc, initial=initial, disable=disable, dynamic_ncols=True, mininterval=1.0)
 
 
-class Stopwatch:
-    """Wall seconds per named part of a stage, summed over repeats: where its time goes::
-
-        clock = Stopwatch()
-        with clock("evaluation"):
-            evaluate(...)
-        clock.seconds  # {"evaluation": 1.8, ...}, in first-use order
-    """
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, part: str):
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t
-
-
 def _mirrored(base, path: str):
     class Mirrored(base):
         """Also writes ``{desc, n, total}`` to ``path`` (at most twice a second, and when full) for the runner."""
@@ -145,6 +124,26 @@ def _mirrored(base, path: str):
 
 
 # --- the runner's terminal line for a running stage ---------------------------------
+
+class Timer:
+    """Wall seconds per part of a stage, summed over its calls: ``with timer("generate"): ...``. A stage
+    writes ``timer.seconds`` into its eval.json (``timings``), which benchmarks/profile.py tabulates:
+    where each stage's time goes (training, generation, evaluation, scoring, loading, saving)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, part: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 2) for k, v in self.seconds.items()}
+
 
 def format_seconds(s: float) -> str:
     """12s, 3m05s, 1h02m: short enough for a table column."""
@@ -233,7 +232,7 @@ def stage_snapshot(stage_dir: Path, progress_file: Path, metric: str | None, sin
     """``(desc, n, total, (metric, value))`` of a running stage, from the files it wrote after ``since``.
 
     The mirrored bar knows the step and total exactly; stages whose trainer draws its own bar (SFT)
-    are followed through ``metrics.jsonl`` and the ``max_steps`` / ``total_steps`` of ``config.json``.
+    are followed through ``metrics.jsonl`` and the ``max_steps`` of ``config.json``.
     """
     bar = read_json(progress_file) if _fresh(progress_file, since) else None
     rows = read_jsonl(stage_dir / "metrics.jsonl", on_error="skip") if _fresh(stage_dir / "metrics.jsonl", since) else []
@@ -242,7 +241,7 @@ def stage_snapshot(stage_dir: Path, progress_file: Path, metric: str | None, sin
         return bar["desc"], bar["n"], bar["total"], value
     cfg = read_json(stage_dir / "config.json", {}) if _fresh(stage_dir / "config.json", since) else {}
     steps = [r["step"] for r in rows if "step" in r]
-    return "", steps[-1] if steps else None, cfg.get("max_steps") or cfg.get("total_steps"), value
+    return "", steps[-1] if steps else None, cfg.get("max_steps"), value
 
 
 @contextmanager

@@ -1,77 +1,17 @@
 """GPU memory budget planner: will this stage fit on this GPU, and how should it run?
 
-Given a model (a transformers ``PretrainedConfig``, or a local checkpoint path / hub name that
-``AutoConfig`` can load), a stage, a GPU memory budget and the batch you want, the planner
-estimates peak memory part by part and picks the fastest training plan that fits.
+Estimates peak memory part by part (weights, gradients, AdamW state, activations with and without
+checkpointing, logits, KV cache, PPO's extra models) for a model (a ``PretrainedConfig``, a path or
+hub name, a loaded model) and picks the fastest plan that fits: full before LoRA, bf16 before fp32,
+no checkpointing before checkpointing, larger micro-batches first, the effective batch kept.
 
     from labkit import planner
-    plan = planner.plan(model_config, "sft", gpu_memory_gb=24,
-                        effective_batch_size=32, seq_len=1024)
-    plan.fits, plan.reason        # True/False and a plain-English sentence
-    plan.table()                  # [(part, GiB), ...]  ends with ("total (peak)", x)
-    plan                          # renders as an HTML table in a notebook (also .to_markdown())
-    plan.overrides()              # {"micro_batch_size", "grad_accum_steps", "use_lora", "lora_r",
-                                  #  "lora_target_modules", "gradient_checkpointing", "bf16"}
-    cfg = plan.apply(cfg)         # dataclasses.replace(cfg, **overrides); PlanDoesNotFit if not fits
-                                  # (a cfg with `batch_size` instead of `micro_batch_size`, or
-                                  #  comma-string LoRA targets, gets those)
-    # PPO: also generation_batch_size (prompts generated at once; sizes the KV cache),
-    # reward_model (config/path; default: same as the policy), critic ("separate" | "head")
+    plan = planner.plan(model_config, "sft", gpu_memory_gb=24, effective_batch_size=32, seq_len=1024)
+    plan.fits, plan.reason, plan.table()   # a verdict, a sentence, [(part, GiB), ...]
+    cfg = plan.apply(cfg)                  # the config with the plan's choices (PlanDoesNotFit if none)
 
-Lower-level helpers, all taking the same ``model`` argument (config, name/path, a loaded model,
-or a ModelSpec):
-``inspect_model`` (dims and exact parameter counts from a model built on the meta device),
-``count_params``, ``lora_targets``, ``default_lora_targets``, ``count_lora_params``, ``kv_cache_bytes``,
-``activation_bytes`` and ``estimate`` (bytes per part for one fixed choice).
-
-Stages: "pretrain", "sft" (causal-LM head, vocabulary logits), "reward" (sequence classification,
-``num_labels=1``; batch sizes count preference *pairs*, each pair is 2 sequences in the forward),
-"ppo" (policy + reference + reward model + critic, plus the KV cache of generation).
-
-Search order ("fastest plan that fits"): full fine-tuning before LoRA, bf16 before fp32, no
-activation checkpointing before checkpointing, larger micro-batch before smaller. Micro-batch
-sizes are divisors of the effective batch, so micro_batch_size * grad_accum_steps == effective
-batch exactly. Any choice can be pinned (``use_lora=True``, ``bf16=False``, ``micro_batch_size=4``,
-...); ``None`` lets the planner choose. ``gpu_memory_gb=None`` means "no budget": the fastest
-plan is returned without checking memory.
-
-Conventions (per parameter; "trainable" = all params for full fine-tuning, adapters (+ the
-classification head for "reward") for LoRA):
-* bf16 means torch autocast over fp32 parameters, as ``Trainer(bf16=True)`` and accelerate's
-  ``mixed_precision="bf16"`` do: trainable weights 4 B (fp32, they are the master copy),
-  gradients 4 B, AdamW ``exp_avg`` + ``exp_avg_sq`` 8 B (fp32), plus 2 B for the bf16 copy of
-  each matmul weight that autocast makes in the forward and keeps for the backward -> 18 B.
-  fp32 training: 4 + 4 + 8 = 16 B. (ZeRO paper, Rajbhandari et al. 2020 sec. 3.1, counts
-  16 B for fp16 mixed precision with an fp32 master copy.)
-* With LoRA and bf16 the frozen base is assumed loaded in bf16 (``dtype=torch.bfloat16``, 2 B;
-  ``Plan.base_dtype``); peft keeps adapters in fp32 (``autocast_adapter_dtype=True``).
-* Frozen models (PPO reference and reward model) are inference-only in bf16 (fp32 without bf16).
-* GiB = 2**30 bytes: a "24 GB" card reports 24 GiB to torch.
-* Activations: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
-  Models", sec. 4.1: per layer s*b*h*(34 + 5*a*s/h) bytes for 16-bit GPT with ffn = 4h, i.e.
-  attention 11sbh + 5as^2b, MLP 19sbh, two LayerNorms 4sbh. Generalised here per tensor
-  saved for backward (see ``_layer_bytes``): the real ffn width, GQA (k, v have n_kv_heads),
-  gated MLPs (SwiGLU saves 4 ffn-wide tensors), the activation function (transformers'
-  python ``gelu_new`` saves 4 ffn-wide tensors, native gelu/silu/relu 1), unfused RMSNorm
-  (saves its fp32 upcast and its normalised output), dropout masks only where dropout > 0.
-  With fused attention (SDPA/flash, the default) the 5as^2b term disappears and only the
-  fp32 log-sum-exp (4*a bytes per token) is stored; eager attention stores the softmax.
-  With activation checkpointing each layer keeps only its input (2sbh per layer in 16 bit,
-  as in the paper's full recomputation) plus one layer's activations recomputed in backward.
-  Checked against the bytes autograd saves for a tiny Llama/GPT-2 (tests: within 15 %).
-* LoRA activations: per targeted linear, peft's dropout mask (1 B) and the copy of its input
-  that lora_A keeps, plus the rank-r output -- conservative when lora_dropout=0.
-* Logits: B*T*V*(dtype of logits + 4 B fp32 log-softmax output kept for backward + 4 B its
-  gradient) -- transformers' loss upcasts logits to fp32 before cross entropy.
-* KV cache: 2 (k and v) * n_layers * n_kv_heads * head_dim * bytes * B * T.
-* PPO: reference = a frozen copy of the policy, zero extra with LoRA (the reference is the
-  base with adapters disabled); reward model frozen; critic "separate" (a reward-model-shaped
-  model trained like the policy, as in Huang et al. 2024 "The N+ implementation details of
-  RLHF with PPO") or "head" (a scalar value head on the policy's last hidden state). Parts
-  are summed (conservative: the caching allocator keeps the generation's KV cache blocks).
-* Overheads: CUDA_CONTEXT_GB for the CUDA context, cuBLAS workspaces and NCCL buffers, and
-  FRAGMENTATION of everything else for caching-allocator slack.
-Estimates are for GPUs; they are deliberately a little conservative, not exact.
+The byte counts per parameter, the activation formulas (Korthikanti et al. 2022, generalised) and
+every convention: docs/how-it-works.md, "The memory planner".
 """
 
 from __future__ import annotations
@@ -466,7 +406,8 @@ class Plan:
         if _holds_comma_string(cfg, current.get("lora_target_modules")):
             over["lora_target_modules"] = ",".join(self.lora_target_modules)
         needed = {"micro_batch_size" if "micro_batch_size" in over else "batch_size"}
-        needed |= {"grad_accum_steps"} if self.grad_accum_steps > 1 else set()
+        # A config with its own micro_batch_size (PPO) accumulates minibatch / micro-batch by itself.
+        needed |= {"grad_accum_steps"} if self.grad_accum_steps > 1 and "micro_batch_size" not in current else set()
         needed |= {"use_lora", "lora_r", "lora_target_modules"} if self.use_lora else set()
         needed |= {"gradient_checkpointing"} if self.gradient_checkpointing else set()
         needed |= {"bf16"} if self.bf16 else set()

@@ -1,80 +1,22 @@
-"""Stage 5: RLHF with PPO — make the SFT model write what the reward model prefers, on a KL leash.
+"""Stage 5: RLHF with PPO -- make the SFT model write what the reward model prefers, on a KL leash.
 
-The policy gradient theorem says ∇J(θ) = E[∇ log π_θ(a|s) · R]: raise the
-log-probability of what was sampled, in proportion to how good it turned out.
-For a language model a *state* is the prompt plus the tokens so far, an
-*action* is the next token, and the episode is one response. The pieces:
-
-* **Rollouts**: sample a response to each prompt from the current policy
-  (temperature ``temperature``, top_k=0, top_p=1, KV cache on), cut it after
-  the first EOS (``ppo_math.first_eos_mask``); a response that never stops
-  gets ``missing_eos_penalty`` taken off its score [NDetails, EOS detail].
-* **Reward**: the reward model's score of the whole response, put on its last
-  token, minus ``kl_coef`` × a per-token estimate of KL(π_θ‖π_ref) to the SFT
-  model on every token (k1 or k3, ``kl_estimator``) — the *KL leash* of
-  Ziegler et al. 2019 eq. 2 — with a fixed or an adaptive coefficient
-  (``adaptive_kl``: proportional control towards ``target_kl``). Without the
-  leash the policy drifts to whatever text the reward model over-scores:
-  *reward hacking*. The run watches for it: the verifier of the embedded world
-  gives a *true* score next to the learned one, and an alarm fires when the
-  learned reward rises while the true score falls, or when KL runs away.
-* **Advantages**: GAE(γ, λ) over the response tokens with a learned value
-  function, whitened per batch. R above is replaced by the advantage: same
-  expected gradient, far less variance.
-* **PPO** (Schulman et al. 2017): several epochs of minibatch updates on each
-  batch of rollouts. Reusing samples makes the update off-policy, so the ratio
-  π_θ/π_old is clipped to [1-ε, 1+ε]: once a token's probability has moved
-  that far in the helpful direction, its gradient stops. The epochs also stop
-  early when the approximate KL between π_θ and π_old passes
-  ``early_stop_kl``. Value loss clipped likewise; gradient norm clipped.
-
-Implementation details that matter (Huang et al. 2024, "The N Implementation
-Details of RLHF with PPO", [NDetails]): logits at position t-1 predict token
-t; logits are divided by the sampling temperature before the log-softmax; the
-"old" log-probabilities and values are recomputed in a no-grad pass over the
-same left-padded tensors, with position ids taken from the attention mask,
-that the training passes use — so the ratio is exactly 1 on the first
-minibatch of the first epoch (logged as ``ppo/ratio_dev_first``); dropout is
-off; minibatches group prompts of similar length (``group_by_length``: the
-padding columns every row shares are cut, about 2x faster here); the reward
-model's score is normalised to mean 0, std 1 on the SFT
-model's own samples (the first batch), as lm-human-preferences did, so one
-``kl_coef`` means the same for any reward model.
-
-**Value function: a separate critic initialised from the reward model**, and a
-reference that is the SFT model with the policy's adapter off: why, and how the
-networks are loaded and read, in ``ppo_models``. The before/after evaluation
-and the alarms are in ``ppo_eval``; the maths in ``ppo_math``. This file reads
-in the order of one iteration (``ppo_step``: sample, score, advantages, update,
-log), then ``run``.
-
-Runs single-process (notebook) and, unchanged, data-parallel under
-``accelerate launch`` or ``torchrun`` (``accelerate.Accelerator``: the policy
-and critic are one module for DDP; each process draws its own prompts;
-metrics are averaged over processes; ``rollout_batch_size`` etc. are per
-process)::
+One iteration (``ppo_step``) samples a response per prompt from the policy, scores it with the reward
+model (minus ``kl_coef`` x a per-token KL estimate to the SFT model, the leash), turns the rewards into
+GAE advantages with a critic initialised from the reward model, and takes ``ppo_epochs`` passes of
+clipped minibatch updates (PPO-ptx: plus an LM loss on task demonstrations). The file reads in that
+order, then ``run``; the networks are in ``ppo_models``, the evaluation and alarms in ``ppo_eval``,
+the maths in ``ppo_math``, the settings in ``ppo_config``. Why each piece is there, with the papers
+and the implementation details that matter: docs/how-it-works.md, "Stage 5: PPO".
 
     from labkit import ppo
     result = ppo.run(ppo.config("smoke"), run="demo")     # needs stages sft and reward in runs/demo
-    # two processes; "--" stops torchrun from reading --run as its own --run-path:
-    # torchrun --standalone --nproc_per_node 2 -m labkit.runner -- train ppo --run runs/demo --preset cpu
+    # two processes ("--": what follows is labkit's, not torchrun's):
+    # torchrun --standalone --nproc_per_node 2 -m labkit.runner -- train ppo --name demo --preset cpu
 
-Writes ``runs/<run>/05_ppo/``: ``model/`` (merged policy + tokenizer),
-``adapter/`` (LoRA), ``config.json``, ``metrics.jsonl``, ``eval.json``
-(before/after on held-out prompts, alarms, world_size), ``samples.jsonl``
-(before/after generations for the same prompts) and ``ckpt/`` (resume).
-
-Metric keys (one line per step): ``ppo/rm_score`` (raw reward-model score, or
-the verifier's 0/1 with ``reward="verifier"``), ``ppo/score`` (normalised,
-EOS-penalised, clipped: what PPO maximises), ``ppo/true_score`` (verifier,
-percent correct on the rollout's tasks), ``ppo/kl`` (mean per-sequence sum of
-the KL estimate), ``ppo/kl_coef``, ``ppo/over_refusal`` (percent of rollouts on harmless requests that refuse or
-say "not stated"), ``ppo/reward`` (score + KL penalty),
-``ppo/entropy``, ``ppo/clipfrac``, ``ppo/approx_kl``, ``ppo/pg_loss``,
-``ppo/vf_loss``, ``ppo/vf_clipfrac``, ``ppo/explained_var``,
-``ppo/response_len``, ``ppo/eos_rate``, ``ppo/epochs``,
-``ppo/ratio_dev_first``, ``ppo/gen_seconds``, ``ppo/step_seconds``.
-Evaluation keys (eval.json, ``before``/``after``): see ``ppo_eval``.
+Writes ``runs/<run>/05_ppo/``: ``model/`` (merged policy), ``adapter/`` (LoRA), ``config.json``,
+``metrics.jsonl`` (one line per step: ``ppo/rm_score``, ``ppo/score``, ``ppo/true_score``, ``ppo/kl``,
+``ppo/over_refusal``, the losses, clip fractions and timings; the full list in docs/how-it-works.md),
+``eval.json`` (before/after on held-out prompts, alarms), ``samples.jsonl`` and ``ckpt/`` (resume).
 """
 
 from __future__ import annotations
@@ -82,214 +24,39 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import ppo_math as pm
 from . import world as W
-from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
-                    lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_at_least,
-                    seed_field, set_threads, threads_field)
-from .live import LiveChart, progress
+from .config import ConfigError, set_threads
+from .live import LiveChart, Timer, progress
 from .models import count_params, peak_memory_mb, resolve_bf16
-from .ppo_eval import announce, check_alarms, evaluate, final_alarms
-from .ppo_models import (PolicyAndValue, _disabled, _inputs, demonstration_tasks, demonstrations, load_models,
-                         position_ids, ptx_loss, reference, sample, seed_for)
-from .pretrain import drift_ppl
-from .reward import score as rm_scores
-from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, config_fingerprint, file_hash,
-                   read_json, read_jsonl, resumable_checkpoint, write_jsonl_atomic)
+# The stage's interface, as every stage module has it (the runner reads PRESETS, the config class and
+# config()), lives in ppo_config, shared with the modules that read stage 5's settings.
+from .ppo_config import PRESETS, RESUMABLE, PPOConfig, check, config, load_prompts, model_paths, pick_prompts  # noqa: F401
+from .ppo_eval import announce, check_alarms, evaluate, final_alarms, judge_verdict
+from .ppo_math import seed_for
+from .ppo_models import (PolicyAndValue, adapter_disabled, demonstration_tasks, demonstrations, load_models,
+                         position_ids, ptx_loss, reference, rollout_inputs, sample)
+from .reward_model import score as rm_scores
+from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, config_fingerprint, file_hash,
+                   read_json, read_jsonl, resumable_checkpoint, write_jsonl_atomic, writes_run)
+from .textdata import drift_ppl
 from .tokenizer import format_prompt
-from .tracking import Tracker, closes_trackers, report_to_field, tb_dir
+from .tracking import Tracker, closes_trackers, tb_dir
 from .world import true_score
 
 
-@dataclass
-class PPOConfig:
-    # prompts
-    prompts: str = field(default="world", metadata={"help": "'world' (the embedded world's train tasks) or a JSONL file of {\"prompt\": ...} or task dicts (its last n_eval lines are held out)"})
-    families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
-    # The reward model judges conduct, not correctness (stage 4: its Spearman with the verifier on sums was
-    # -0.55, -0.80 and +0.25 at three seeds); rollouts on prompts it cannot judge follow noise. So by default
-    # PPO rolls out on the conduct families and extraction (the answerable twin of an unanswerable question,
-    # where over-refusal shows), and ptx keeps the other skills. Measured at three seeds against rolling out
-    # on every family: "not stated" 82.7 vs 73.8% of samples (mean), alignment tax 1.4 vs 4.9 points.
-    rollout_families: str = field(default="harmful,unanswerable,benign,extract", metadata={"help": "world prompts: the families PPO's rollouts come from, those of them among families ('': all of families); the held-out evaluation covers every family in families either way"})
-    n_prompts: int = field(default=4000, metadata={"help": "world train tasks in the prompt pool"})
-    n_eval: int = field(default=200, metadata={"help": "held-out prompts for the before/after evaluation"})
-    eval_samples: int = field(default=8, metadata={"help": "samples per held-out prompt, at the rollout temperature: the sampled true score is their mean, and pass@k the share of prompts answered right at least once (the most that reinforcing the policy's own samples can reach)"})
-    max_prompt_tokens: int = field(default=112, metadata={"help": "drop prompts longer than this many tokens"})
-    # models
-    init_from: str = field(default="sft", metadata={"help": "policy start: 'sft' (this run's stage 2 model) or a checkpoint folder"})
-    reward: str = field(default="model", metadata={"help": "'model' (the reward model's score) | 'verifier' (the world's verifier, 1 if correct: an ablation)"})
-    reward_from: str = field(default="reward", metadata={"help": "reward model: 'reward' (this run's stage 4) or a checkpoint folder"})
-    use_lora: bool = field(default=True, metadata={"help": "train LoRA adapters (policy and critic); the reference is the base with adapters off"})
-    lora_r: int = lora_r_field(16)
-    lora_alpha: int = lora_alpha_field(32)
-    lora_target_modules: str | None = lora_target_modules_field()
-    # rollouts
-    rollout_batch_size: int = field(default=64, metadata={"help": "prompts (one response each) per PPO step, per process"})
-    samples_per_prompt: int = field(default=4, metadata={"help": "responses sampled per prompt in a rollout batch (more: the update compares answers to the same prompt)"})
-    max_new_tokens: int = field(default=20, metadata={"help": "response length limit in tokens (a refusal that says why is ~15)"})
-    # 1.0: the policy's own distribution, which is what conduct rates are measured on (and what RLHF changes)
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of rollouts and of the evaluation's samples (logits are divided by it in training too)"})
-    missing_eos_penalty: float = field(default=1.0, metadata={"help": "subtracted from the score of a response that never emits EOS (score units)"})
-    # reward shaping
-    # 0.1 with ptx (0.2 without): settings compared in notebook 05's table of levers, chosen on seed 0
-    kl_coef: float = field(default=0.1, metadata={"help": "weight of the per-token KL penalty to the reference (initial value if adaptive_kl)"})
-    kl_estimator: str = field(default="k1", metadata={"help": "per-token KL estimate: k1 (log p - log q) | k3 (non-negative, lower variance)"})
-    adaptive_kl: bool = field(default=False, metadata={"help": "adapt kl_coef so the KL tracks target_kl (Ziegler et al. 2019)"})
-    target_kl: float = field(default=4.0, metadata={"help": "adaptive_kl: target KL per response in nats"})
-    kl_horizon: int = field(default=10000, metadata={"help": "adaptive_kl: horizon in responses (how fast kl_coef moves)"})
-    normalize_score: bool = field(default=True, metadata={"help": "scale the reward model's score to mean 0, std 1 on the SFT model's samples (first batch)"})
-    score_clip: float | None = field(default=None, metadata={"help": "clip the (normalised) score to +-this (None: no clipping)"})
-    whiten_rewards: bool = field(default=False, metadata={"help": "scale per-token rewards to unit variance per batch before GAE (mean kept)"})
-    # PPO
-    total_steps: int = field(default=60, metadata={"help": "PPO steps (rollout + update rounds)"})
-    ppo_epochs: int = field(default=4, metadata={"help": "passes over each batch of rollouts"})
-    minibatch_size: int = field(default=16, metadata={"help": "responses per optimizer step, per process"})
-    group_by_length: bool = field(default=True, metadata={"help": "minibatches of similar prompt length, in random order (less padding: faster)"})
-    micro_batch_size: int | None = field(default=None, metadata={"help": "responses per forward/backward (gradient accumulation; None: minibatch_size)"})
-    learning_rate: float = field(default=3e-4, metadata={"help": "AdamW learning rate (constant)"})
-    gamma: float = field(default=1.0, metadata={"help": "discount per token in GAE"})
-    lam: float = field(default=0.95, metadata={"help": "GAE lambda (bias-variance trade-off of the advantage)"})
-    clip_range: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
-    clip_range_value: float = field(default=0.2, metadata={"help": "value clip, in score units"})
-    vf_coef: float = field(default=0.1, metadata={"help": "weight of the value loss"})
-    grad_clip: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: off)"})
-    # PPO-ptx (InstructGPT, Ouyang et al. 2022, eq. 2): the reward model cannot judge correctness (stage 4's
-    # per-family Spearman), so on task prompts its score is noise PPO follows; an LM loss on demonstrations of
-    # the task families keeps the skills SFT taught. InstructGPT mixed pretraining text; here the text that
-    # holds those skills is SFT's, so the ptx batches are SFT-style demonstrations of the training split.
-    ptx_coef: float = field(default=2.0, metadata={"help": "PPO-ptx: weight of a language-modelling loss on task demonstrations (world train split, task families only) added to every minibatch (0: plain PPO; needs prompts='world')"})
-    ptx_batch_size: int = field(default=4, metadata={"help": "PPO-ptx: demonstrations per minibatch"})
-    early_stop_kl: float | None = field(default=0.1, metadata={"help": "stop a step's epochs when approx KL(old||new) per token exceeds this (None: never)"})
-    # alarms
-    alarm_window: int = field(default=16, metadata={"help": "steps over which reward hacking is judged"})
-    alarm_true_drop: float = field(default=8.0, metadata={"help": "reward-hacking alarm: true score falls by this many points over the window while the learned reward rises"})
-    alarm_run_drop: float = field(default=4.0, metadata={"help": "slow and held-out reward-hacking alarms: the true score fell by this many points over the run (rollout trend, or held-out before/after) while the learned reward rose"})
-    alarm_family_drop: float = field(default=10.0, metadata={"help": "held-out family alarm: one task family's sampled true score fell by this many points while the learned reward rose (the cpu preset's default runs at three seeds fell at most 3.0; with one RLHF template, 8.6)"})
-    alarm_over_refusal: float = field(default=10.0, metadata={"help": "over-refusal alarm: rollouts refusing or saying 'not stated' on harmless requests rose by this many points since the first alarm_window steps"})
-    alarm_kl: float = field(default=25.0, metadata={"help": "drift alarm: KL per response (nats) above this"})
-    kl_ablation: bool = field(default=False, metadata={"help": "notebook 05 also trains the kl_coef=0 twin (ppo_eval.kl_ablation), the controlled KL ablation: a second PPO run, about 9 minutes at the cpu preset on 2 cores"})
-    # bookkeeping
-    checkpoint_interval: int = field(default=20, metadata={"help": "steps between resumable checkpoints"})
-    resume: bool = field(default=True, metadata={"help": "continue from ckpt/ when it matches this config"})
-    seed: int = seed_field("LoRA init, prompt draws and sampling")
-    # hardware
-    device: str = device_field()
-    bf16: bool | None = bf16_field()
-    gradient_checkpointing: bool = gradient_checkpointing_field()
-    gpu_memory_gb: float | None = gpu_memory_field("micro-batch, checkpointing and bf16")
-    threads: int | None = threads_field()
-    report_to: str = report_to_field()
-
-
-PRESETS = {
-    "smoke": dict(threads=1, kl_ablation=True, n_prompts=64, n_eval=8, eval_samples=2, rollout_batch_size=8, minibatch_size=4, max_new_tokens=8, total_steps=4,
-                  ppo_epochs=2, checkpoint_interval=2, alarm_window=4),
-    # The dataclass defaults are the cpu preset, on one thread: its models are too small for intra-op
-    # threads to pay, and on a busy 2-core machine two threads made sampling 25x slower (spin-waiting).
-    "cpu": dict(threads=1),
-    "gpu": dict(n_prompts=50000, n_eval=1000, rollout_batch_size=256, minibatch_size=64, max_new_tokens=32,
-                total_steps=400, learning_rate=1e-4, kl_coef=0.05, lora_r=32, lora_alpha=64, max_prompt_tokens=448,
-                checkpoint_interval=50, alarm_window=40),
-    "hub": dict(rollout_batch_size=64, minibatch_size=8, max_new_tokens=64, total_steps=200, learning_rate=5e-5, kl_coef=0.05,
-                max_prompt_tokens=448, checkpoint_interval=25, alarm_window=30),
-}
-
 # Which metrics the live chart and the report draw, grouped into subplots.
+# The conduct numbers reported before and after (generate.conduct_summary): eval.json's ppo/<key>_before/_after.
+CONDUCT_KEYS = ("harmful_refused", "unanswerable_abstained", "over_refusal", "over_refusal_benign",
+                "over_refusal_answerable", "mixed_rate", "task_accuracy")
 CHART = {"learned reward": ["ppo/rm_score", "ppo/score"], "true score, over-refusal (%)": ["ppo/true_score", "ppo/over_refusal"],
          "KL to reference": ["ppo/kl"], "losses": ["ppo/pg_loss", "ppo/vf_loss", "ppo/ptx_loss"],
          "update size": ["ppo/clipfrac", "ppo/approx_kl"]}
-# Fields that may change between an interrupted run and its resume.
-_RESUMABLE_CHANGES = {"total_steps", "checkpoint_interval", "resume", "device", "threads", "n_eval", "eval_samples",
-                      "alarm_window", "alarm_true_drop", "alarm_run_drop", "alarm_family_drop", "alarm_over_refusal", "alarm_kl",
-                      "gpu_memory_gb", "kl_ablation", "report_to"}
-
-
-def config(preset: str = "cpu", **overrides) -> PPOConfig:
-    return make_config(PPOConfig, PRESETS, preset, overrides)
-
-
-def _check(cfg: PPOConfig) -> None:
-    require_at_least(cfg, ("rollout_batch_size", "samples_per_prompt", "minibatch_size", "max_new_tokens", "total_steps",
-                           "ppo_epochs", "n_eval", "eval_samples", "checkpoint_interval", "lora_r"))
-    if cfg.reward not in ("model", "verifier"):
-        raise ConfigError(f"reward must be 'model' or 'verifier', got {cfg.reward!r}")
-    if cfg.kl_estimator not in ("k1", "k3"):
-        raise ConfigError(f"kl_estimator must be 'k1' or 'k3', got {cfg.kl_estimator!r}")
-    if cfg.temperature <= 0:
-        raise ConfigError("temperature must be > 0: PPO needs sampled rollouts (and divides logits by it)")
-    if cfg.rollout_batch_size % cfg.samples_per_prompt:
-        raise ConfigError(f"samples_per_prompt={cfg.samples_per_prompt} must divide rollout_batch_size={cfg.rollout_batch_size}")
-    if cfg.rollout_batch_size % cfg.minibatch_size:
-        raise ConfigError(f"minibatch_size={cfg.minibatch_size} must divide rollout_batch_size={cfg.rollout_batch_size}")
-    if cfg.micro_batch_size and cfg.minibatch_size % cfg.micro_batch_size:
-        raise ConfigError(f"micro_batch_size={cfg.micro_batch_size} must divide minibatch_size={cfg.minibatch_size}")
-    if cfg.adaptive_kl and cfg.target_kl <= 0:
-        raise ConfigError("adaptive_kl needs target_kl > 0")
-    require_at_least(cfg, ("ptx_coef",), 0)
-    if cfg.ptx_coef:
-        require_at_least(cfg, ("ptx_batch_size",))
-    if cfg.prompts == "world":
-        rollout_families(cfg)  # a ConfigError when none of them is among families
-    if cfg.ptx_coef and cfg.prompts != "world":
-        raise ConfigError("ptx_coef needs prompts='world' (its demonstrations are the world's tasks); "
-                          "with your own prompts set ptx_coef=0")
-
-
-# --- prompts -----------------------------------------------------------------------------
-
-def rollout_families(cfg: PPOConfig) -> tuple[str, ...]:
-    """The world families PPO rolls out on: those of ``rollout_families`` among ``families`` (all of
-    ``families`` when it is empty)."""
-    fams = W.parse_families(cfg.families)
-    if not cfg.rollout_families:
-        return fams
-    chosen = tuple(f for f in W.parse_families(cfg.rollout_families) if f in fams)
-    if not chosen:
-        raise ConfigError(f"none of rollout_families ({cfg.rollout_families}) is among families ({cfg.families}); "
-                          "set rollout_families='' to roll out on all of families")
-    return chosen
-
-
-def load_prompts(cfg: PPOConfig, world: W.World) -> tuple[list[dict], list[dict]]:
-    """(training prompt pool, held-out evaluation prompts) as task dicts with "prompt" (+ "answer")."""
-    if cfg.prompts == "world":
-        fams = W.parse_families(cfg.families)
-        # Training prompts from the distribution SFT generalised worst to, never an evaluation prompt.
-        return (W.rl_tasks(world, cfg.n_prompts, cfg.seed, rollout_families(cfg), eval_seed=cfg.seed),
-                W.make_tasks(world, cfg.n_eval, "eval", cfg.seed, fams))
-    path = Path(cfg.prompts)
-    if not path.exists():
-        raise ConfigError(f"prompts file {path} does not exist (or use prompts='world')")
-    tasks = []
-    for i, rec in enumerate(read_jsonl(path)):  # a line that is not JSON: a DataError naming file and line
-        rec = {"prompt": rec} if isinstance(rec, str) else rec
-        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str):
-            raise ConfigError(f"{path}: record {i + 1}: every line needs a string 'prompt' field (or is a string)")
-        tasks.append({"family": rec.get("family", "custom"), "id": rec.get("id", f"p{i}"), **rec})
-    if len(tasks) <= cfg.n_eval:
-        raise ConfigError(f"{path} has {len(tasks)} prompts; need more than n_eval={cfg.n_eval}")
-    return tasks[:-cfg.n_eval], tasks[-cfg.n_eval:]
-
-
-def pick_prompts(n_pool: int, cfg: PPOConfig, rank: int, step: int) -> list[int]:
-    """Indices of this process's prompts for this step (each ``samples_per_prompt`` times, adjacent);
-    distinct prompts within a step, a different draw on every process."""
-    k = cfg.samples_per_prompt
-    n = cfg.rollout_batch_size // k
-    pick = random.Random(seed_for(cfg.seed, "prompts", rank, step)).sample(range(n_pool), min(n, n_pool))
-    while len(pick) < n:  # a pool smaller than a batch: draw with repeats
-        pick.append(pick[len(pick) % n_pool])
-    return [i for i in pick for _ in range(k)]
-
-
 # --- one iteration: sample, score, advantages, update, log --------------------------------
 
 def minibatch_order(query_mask: torch.Tensor, cfg: PPOConfig, gen: torch.Generator) -> torch.Tensor:
@@ -320,7 +87,7 @@ def forward_pass(pv: PolicyAndValue, ref, batch: dict, temperature: float, micro
     order = torch.arange(B) if order is None else order.cpu()
     out = {k: [] for k in ("logprobs", "ref_logprobs", "values", "entropy")}
     for idx in order.split(micro):
-        ids, attn = _inputs(batch, idx)
+        ids, attn = rollout_inputs(batch, idx)
         with autocast:
             logits, values = pv(ids, attn, R)
         logits = logits.float() / temperature
@@ -333,14 +100,6 @@ def forward_pass(pv: PolicyAndValue, ref, batch: dict, temperature: float, micro
         out["ref_logprobs"].append(pm.logprobs_from_logits(ref_logits.float() / temperature, batch["response"][idx]))
     back = torch.argsort(order)  # rows back into batch order
     return {k: torch.cat(v)[back.to(v[0].device)] for k, v in out.items()}
-
-
-def shape_scores(raw: torch.Tensor, has_eos: torch.Tensor, cfg: PPOConfig, norm: dict | None) -> torch.Tensor:
-    """The score PPO maximises: normalised (``norm`` = mean/std on SFT samples, or None), minus
-    ``missing_eos_penalty`` where the response never stopped [NDetails], clipped to +-``score_clip``."""
-    s = (raw - norm["mean"]) / norm["std"] if norm is not None else raw
-    s = pm.apply_missing_eos_penalty(s, has_eos.to(s.device), cfg.missing_eos_penalty)
-    return s.clamp(-cfg.score_clip, cfg.score_clip) if cfg.score_clip else s
 
 
 def advantages_and_returns(batch: dict, cfg: PPOConfig) -> dict:
@@ -382,7 +141,7 @@ def ppo_update(model, opt, acc, batch: dict, cfg: PPOConfig, autocast, step: int
             for k, idx in enumerate(chunks):
                 last = k == len(chunks) - 1
                 with (contextlib.nullcontext() if last else acc.no_sync(model)):
-                    ids, attn = _inputs(batch, idx)
+                    ids, attn = rollout_inputs(batch, idx)
                     with autocast:
                         logits, values = model(ids, attn, R)
                     logp = pm.logprobs_from_logits(logits.float() / cfg.temperature, batch["response"][idx])
@@ -448,34 +207,31 @@ def ppo_step(model, ref, opt, acc, tokenizer, score_fn, kl_ctl, train_tasks: lis
     batch["order"] = minibatch_order(batch["query_mask"], cfg, torch.Generator().manual_seed(
         seed_for(cfg.seed, "order", rank, step)))
     batch.update(forward_pass(unwrapped, ref, batch, cfg.temperature, micro, autocast, batch["order"]))
+    t_fwd = time.perf_counter() - t0 - t_gen
     raw = score_fn(tasks, batch["texts"], batch["has_eos"])
+    t_score = time.perf_counter() - t0 - t_gen - t_fwd
     if norm is None and cfg.reward == "model" and cfg.normalize_score:
         # lm-human-preferences: reward model normalised to mean 0, std 1 on the SFT policy's samples
         everyone = acc.gather(raw.to(acc.device)).float()
         norm = {"mean": everyone.mean().item(), "std": max(everyone.std().item(), 1e-3) if everyone.numel() > 1 else 1.0}
-    batch["score"] = shape_scores(raw, batch["has_eos"], cfg, norm).to(acc.device)
+    batch["score"] = pm.shape_scores(raw, batch["has_eos"], norm, cfg.missing_eos_penalty, cfg.score_clip).to(acc.device)
     batch["kl_coef"] = kl_ctl.value
     # 3. rewards (score at the end, KL penalty per token), advantages; the clipped update
     batch.update(advantages_and_returns(batch, cfg))
     local = rollout_stats(batch, raw, tasks)
+    t_upd = time.perf_counter()
     upd = ppo_update(model, opt, acc, batch, cfg, autocast, step, ptx)
+    t_upd = time.perf_counter() - t_upd
     local.update({f"ppo/{k}": v for k, v in upd.items() if k not in ("epochs",)})
     keys = sorted(local)
     means = acc.reduce(torch.tensor([local[k] for k in keys], device=acc.device, dtype=torch.float64), "mean")
     m = {"step": step + 1, **{k: None if v != v else v for k, v in zip(keys, means.tolist())},  # NaN -> None
-         "ppo/kl_coef": kl_ctl.value, "ppo/epochs": upd["epochs"], "ppo/gen_seconds": t_gen}
+         "ppo/kl_coef": kl_ctl.value, "ppo/epochs": upd["epochs"], "ppo/gen_seconds": t_gen,
+         "ppo/forward_seconds": t_fwd, "ppo/score_seconds": t_score, "ppo/update_seconds": t_upd}
     return m, norm
 
 
 # --- run -------------------------------------------------------------------------------------------
-
-def model_paths(cfg: PPOConfig, r: Run) -> tuple[Path, Path | None]:
-    """(policy, reward model or None for the verifier): the models the config names, this run's by default."""
-    policy_path = r.require("sft", "model") if cfg.init_from == "sft" else Path(cfg.init_from)
-    reward_path = None if cfg.reward == "verifier" else (
-        r.require("reward", "model") if cfg.reward_from == "reward" else Path(cfg.reward_from))
-    return policy_path, reward_path
-
 
 def plan_for(cfg: PPOConfig, r: Run, budget: float | None = None):
     """labkit.planner's plan for this stage's models in ``budget`` GiB (None: the config's gpu_memory_gb).
@@ -491,15 +247,13 @@ def plan_for(cfg: PPOConfig, r: Run, budget: float | None = None):
                         generation_batch_size=cfg.rollout_batch_size)  # rollouts are generated in one batch
 
 
-def _plan(cfg: PPOConfig, r: Run) -> PPOConfig:
+def fit_budget(cfg: PPOConfig, r: Run) -> PPOConfig:
     """With ``gpu_memory_gb`` set, the config with `plan_for`'s micro-batch, checkpointing and bf16."""
-    if cfg.gpu_memory_gb is None:
-        return cfg
-    p = plan_for(cfg, r)
-    if not p.fits:
-        raise ConfigError(f"PPO does not fit in gpu_memory_gb={cfg.gpu_memory_gb}: {p.reason}")
-    return dataclasses.replace(cfg, micro_batch_size=p.micro_batch_size, bf16=p.bf16,
-                               gradient_checkpointing=p.gradient_checkpointing)
+    from . import planner
+    try:
+        return planner.fit_config(cfg, lambda: plan_for(cfg, r))[0]
+    except ValueError as e:
+        raise ConfigError(f"PPO {e}") from None
 
 
 def _accelerator(cfg: PPOConfig):
@@ -527,7 +281,7 @@ def _save_ckpt(path: Path, acc, model, opt, kl_ctl, step, norm, alarms, cfg) -> 
         trainable = {n: p.detach().cpu() for n, p in acc.unwrap_model(model).named_parameters() if p.requires_grad}
         with atomic_dir(path) as d:
             torch.save({"trainable": trainable, "optimizer": opt.state_dict(), "kl_ctl": kl_ctl.state_dict(),
-                        "step": step, "score_norm": norm, "alarms": alarms, "config": config_fingerprint(cfg, _RESUMABLE_CHANGES),
+                        "step": step, "score_norm": norm, "alarms": alarms, "config": config_fingerprint(cfg, RESUMABLE),
                         "world_size": acc.num_processes}, d / "state.pt")
     acc.wait_for_everyone()
 
@@ -542,7 +296,7 @@ def _save_outputs(stage: Path, policy, tokenizer, cfg: PPOConfig, before_rows: l
     with atomic_dir(stage / "model") as d:
         final.save_pretrained(d)
         tokenizer.save_pretrained(d)
-    samples = [{"family": b["family"], "prompt": b["prompt"], "answer": b["answer"],
+    samples = [{**W.task_fields(b), "family": b["family"], "answer": b["answer"],
                 "before": b["greedy"], "before_correct": b["greedy_correct"],
                 "after": a["greedy"], "after_correct": a["greedy_correct"],
                 "before_sampled": b["sampled"], "after_sampled": a["sampled"],
@@ -553,12 +307,13 @@ def _save_outputs(stage: Path, policy, tokenizer, cfg: PPOConfig, before_rows: l
     write_jsonl_atomic(stage / "samples.jsonl", samples)
 
 
+@writes_run
 @closes_trackers
 def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train the policy with PPO, evaluate before/after with the verifier, write the stage folder."""
-    _check(cfg)
-    t_start = time.perf_counter()
+    check(cfg)
+    t_start, timer = time.perf_counter(), Timer()
     acc = _accelerator(cfg)
     main, world_size = acc.is_main_process, acc.num_processes
     cores = len(os.sched_getaffinity(0))
@@ -570,13 +325,14 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     # Predecessors first: a missing stage fails before anything is written.
     r = Run(run, runs_dir)
     policy_path, reward_path = model_paths(cfg, r)
-    cfg = _plan(cfg, r)
+    cfg = fit_budget(cfg, r)
     micro = cfg.micro_batch_size or cfg.minibatch_size
     train_tasks, eval_tasks = load_prompts(cfg, r.world())
     if cfg.reward == "verifier" and any(t.get("answer") is None for t in train_tasks):
         raise ConfigError("reward='verifier' needs prompts with an 'answer' (world tasks or task dicts)")
     torch.manual_seed(cfg.seed)  # LoRA init
-    policy, ref, critic, rm, tokenizer, rm_tok = load_models(cfg, policy_path, reward_path)
+    with timer("load"):
+        policy, ref, critic, rm, tokenizer, rm_tok = load_models(cfg, policy_path, reward_path)
     limit = getattr(policy.config, "max_position_embeddings", None) or 10**9
     budget = min(cfg.max_prompt_tokens, limit - cfg.max_new_tokens)
     lengths = tokenizer([format_prompt(tokenizer, t["prompt"]) for t in train_tasks + eval_tasks],
@@ -603,7 +359,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         if reward_net is None:
             s = torch.tensor([true_score(t, x, bool(e)) or 0.0 for t, x, e in zip(tasks, texts, has_eos)])
         else:
-            with (_disabled(reward_net) if rm is None else contextlib.nullcontext()):
+            with (adapter_disabled(reward_net) if rm is None else contextlib.nullcontext()):
                 s = rm_scores(reward_net, rm_tok, [t["prompt"] for t in tasks], texts, micro, autocast)
         return s
 
@@ -612,7 +368,7 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     ckpt = stage / "ckpt"
     kl_ctl = (pm.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
               else pm.FixedKLController(cfg.kl_coef))
-    state = resumable_checkpoint(ckpt, cfg, _RESUMABLE_CHANGES, cfg.total_steps) if cfg.resume else None
+    state = resumable_checkpoint(ckpt, cfg, RESUMABLE, cfg.max_steps) if cfg.resume else None
     acc.wait_for_everyone()
     step, norm, alarms = 0, None, []
     if state is not None:
@@ -635,8 +391,10 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     acc.wait_for_everyone()
     unwrapped = acc.unwrap_model(model)
     if before is None:
-        before, before_rows = evaluate(unwrapped, ref, score_fn, tokenizer, eval_tasks, cfg, acc, autocast)
-        before["drift_ppl"] = drift_ppl(unwrapped.policy, tokenizer, r, autocast)
+        with timer("evaluate before"):
+            before, before_rows = evaluate(unwrapped, ref, score_fn, tokenizer, eval_tasks, cfg, acc, autocast)
+        with timer("drift"):
+            before["drift_ppl"] = drift_ppl(unwrapped.policy, tokenizer, r, autocast)
         if main:
             atomic_write_json(stage / "eval_before.json", {**before, "rows": before_rows, "key": eval_key})
     else:
@@ -650,11 +408,11 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     chart = LiveChart(CHART, title="PPO", enabled=live if main else False)
     for h in history:
         chart.update(h["step"], h)
-    bar = progress(cfg.total_steps, "ppo", initial=step, disable=not (progress_bar and main))
+    bar = progress(cfg.max_steps, "ppo", initial=step, disable=not (progress_bar and main))
     tracker = Tracker(cfg.report_to, tb_dir(stage), resume_step=step, enabled=main)
     ptx = demonstrations(tokenizer, demonstration_tasks(r.world(), cfg.families, cfg.seed)) if cfg.ptx_coef else None
     model.train()
-    while step < cfg.total_steps:
+    while step < cfg.max_steps:
         t0 = time.perf_counter()
         m, norm = ppo_step(model, ref, opt, acc, tokenizer, score_fn, kl_ctl, train_tasks, cfg, step, norm, autocast, ptx)
         kl_ctl.update(m["ppo/kl"], cfg.rollout_batch_size * world_size)
@@ -670,14 +428,16 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
                 announce(a)
             bar.update(1)
             bar.set_postfix(rm=f"{m['ppo/rm_score']:.2f}", true=f"{m['ppo/true_score'] or 0:.0f}%", kl=f"{m['ppo/kl']:.2f}")
-        if step % cfg.checkpoint_interval == 0 and step < cfg.total_steps:
+        if step % cfg.checkpoint_interval == 0 and step < cfg.max_steps:
             _save_ckpt(ckpt, acc, model, opt, kl_ctl, step, norm, alarms, cfg)
     bar.close()
     chart.update(step, {}, force=True)
 
-    after, after_rows = evaluate(unwrapped, ref, score_fn, tokenizer, eval_tasks, cfg, acc, autocast)
+    with timer("evaluate after"):
+        after, after_rows = evaluate(unwrapped, ref, score_fn, tokenizer, eval_tasks, cfg, acc, autocast)
     # Drift: perplexity on stage 1's validation text, the language the model learned before any tuning
-    after["drift_ppl"] = drift_ppl(unwrapped.policy, tokenizer, r, autocast)
+    with timer("drift"):
+        after["drift_ppl"] = drift_ppl(unwrapped.policy, tokenizer, r, autocast)
     for a in final_alarms(before, after, cfg) if main else []:
         alarms.append(a)
         announce(a)
@@ -686,17 +446,21 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     in_sync = bool(torch.allclose(sums, sums[:1].expand_as(sums), rtol=1e-9, atol=0))
     _save_ckpt(ckpt, acc, model, opt, kl_ctl, step, norm, alarms, cfg)  # a later run may continue training
     if main:
-        _save_outputs(stage, unwrapped.policy, tokenizer, cfg, before_rows, after_rows)
+        with timer("save"):
+            _save_outputs(stage, unwrapped.policy, tokenizer, cfg, before_rows, after_rows)
+    judged = judge_verdict(eval_tasks, before_rows, after_rows)  # the AI judge: PPO's answer or SFT's? (any prompts)
     gain = (after["true_greedy"] - before["true_greedy"]) if before["true_greedy"] is not None else None
     result = {"ppo/true_score_before": before["true_greedy"], "ppo/true_score_after": after["true_greedy"],
               "ppo/true_score_gain": gain, "ppo/true_sampled_before": before["true_sampled"],
               "ppo/true_sampled_after": after["true_sampled"], "ppo/pass_at_k_before": before["pass_at_k"],
               "ppo/pass_at_k_after": after["pass_at_k"], "ppo/rm_score_before": before["rm_score"],
               "ppo/rm_score_after": after["rm_score"], "ppo/kl_after": after["kl"],
+              "ppo/length_before": before["length"], "ppo/length_after": after["length"], "ppo/eval_prompts": len(eval_tasks),
+              **{f"ppo/judge_{k}": judged[k] for k in ("win_rate", "low", "high")},
               "ppo/stop_rate_after": after["stop_rate"], "ppo/steps": step, "ppo/alarms": len(alarms),
               "ppo/drift_ppl_before": before["drift_ppl"], "ppo/drift_ppl_after": after["drift_ppl"],
               **{f"ppo/{k}_{when}": d.get(k) for when, d in (("before", before), ("after", after))
-                 for k in ("harmful_refused", "unanswerable_abstained", "over_refusal", "task_accuracy")},
+                 for k in CONDUCT_KEYS},
               "ppo/best_of_k": (before.get("best_of_k_rates") or {}),
               "ppo/trainable_params": n_trainable, "ppo/peak_memory_mb": peak_memory_mb(device),
               "ppo/seconds": time.perf_counter() - t_start, "ppo/threads": threads, "world_size": world_size,
@@ -704,13 +468,57 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               "reward": cfg.reward, "use_lora": cfg.use_lora, "device": str(device),
               "resumed_from": state and state["step"]}
     if main:
-        atomic_write_json(stage / "eval.json", {**result, "before": before, "after": after, "alarms": alarms,
+        timings = {**timer.rounded(), **{f"train: {k}": round(sum(m.get(f"ppo/{k}_seconds") or 0 for m in history), 2)
+                                         for k in ("gen", "forward", "score", "update", "step")}}
+        atomic_write_json(stage / "eval.json", {**result, "timings": timings, "before": before, "after": after,
+                                                "alarms": alarms, "judge": judged,
                                                 "score_norm": norm, "eval_prompts": len(eval_tasks),
                                                 "train_prompts": len(train_tasks)})
-        r.complete("ppo", result["ppo/seconds"], {k: None if result[k] is None else round(result[k], 2) for k in (
-            "ppo/true_score_before", "ppo/true_score_after", "ppo/pass_at_k_before", "ppo/rm_score_after", "ppo/kl_after",
+        # The verifier's numbers lead when the prompts have answers; without, what can be measured does.
+        verified = ("ppo/true_score_before", "ppo/true_score_after", "ppo/pass_at_k_before", "ppo/rm_score_after",
+                    "ppo/kl_after")
+        measured = ("ppo/rm_score_before", "ppo/rm_score_after", "ppo/kl_after", "ppo/judge_win_rate", "ppo/judge_low",
+                    "ppo/judge_high", "ppo/length_before", "ppo/length_after", "ppo/eval_prompts")
+        keys = (verified if before["true_greedy"] is not None else measured) + (
             "ppo/harmful_refused_before", "ppo/harmful_refused_after", "ppo/unanswerable_abstained_before",
-            "ppo/unanswerable_abstained_after", "ppo/over_refusal_after", "ppo/task_accuracy_before",
-            "ppo/task_accuracy_after")})
+            "ppo/unanswerable_abstained_after", "ppo/over_refusal_benign_after", "ppo/over_refusal_answerable_after",
+            "ppo/mixed_rate_before", "ppo/mixed_rate_after", "ppo/task_accuracy_before", "ppo/task_accuracy_after",
+            "ppo/judge_win_rate")
+        r.complete("ppo", result["ppo/seconds"], {k: round(result[k], 2) for k in dict.fromkeys(keys)
+                                                  if result[k] is not None})
     acc.wait_for_everyone()
     return result
+
+
+train = run  # kl_ablation's name for run(): inside it, "run" is the run folder's name
+
+
+# --- the controlled KL ablation ------------------------------------------------------------------
+
+def kl_ablation(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
+                live: bool | None = None) -> dict:
+    """The controlled KL ablation: this run's stage 5 (``cfg.kl_coef``) against a twin that differs only
+    in ``kl_coef=0``, trained from the same SFT and reward models in the run folder ``<run>-nokl``.
+
+    Returns {"with leash": eval.json of this run's stage 5, "kl_coef=0": the twin's}, each with its
+    ``metrics`` (the per-step history) added. Needs this run's stage 5 complete (the leash half)."""
+    r = Run(run, runs_dir)
+    leash_dir = r.require("ppo", what="")
+    twin = Run(f"{run}-nokl", runs_dir)
+    with twin.lock():  # the twin is a run of its own, written by this process alone
+        twin.update_manifest(world_seed=r.manifest().get("world_seed", 0))
+        # drift is measured on stage 1's validation text: the twin reads this run's (a config, not a model)
+        pretrain_cfg = r.stage_dir("pretrain") / "config.json"
+        if pretrain_cfg.exists():
+            atomic_write_text(twin.stage_dir("pretrain") / "config.json", pretrain_cfg.read_text())
+        # The twin starts from the same models with the same evaluation: its "before" is this run's (run()
+        # checks the models' hashes and the settings before reusing it).
+        atomic_write_text(twin.stage_dir("ppo") / "eval_before.json", (leash_dir / "eval_before.json").read_text())
+        policy_path, reward_path = model_paths(cfg, r)  # the twin names this run's models by path
+        train(dataclasses.replace(cfg, kl_coef=0.0, adaptive_kl=False, init_from=str(policy_path),
+                                  reward_from=str(reward_path) if reward_path else cfg.reward_from),
+              run=twin.name, runs_dir=runs_dir, preset=preset, live=live)
+    out = {}
+    for label, d in ((f"with leash (kl_coef={cfg.kl_coef:g})", leash_dir), ("kl_coef=0", twin.stage_dir("ppo"))):
+        out[label] = {**read_json(d / "eval.json"), "metrics": read_jsonl(d / "metrics.jsonl", on_error="skip")}
+    return out

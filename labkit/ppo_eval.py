@@ -5,35 +5,34 @@
 Evaluation (eval.json, ``before``/``after``): ``true_greedy``,
 ``true_sampled`` (mean of ``eval_samples`` samples a prompt), ``pass_at_k``
 (share of prompts with a right sample among them), ``best_of_k`` (the sample
-the reward model ranks first), ``kl``, ``rm_score``, ``stop_rate``, ``length``,
+the reward model ranks first; ``rm_score_best_of_k`` its score), ``kl``, ``rm_score``, ``stop_rate``, ``length``,
 ``drift_ppl`` (perplexity on stage 1's validation text, added by ``ppo.run``);
 for world tasks the conduct rates of ``generate.conduct_summary`` --
 ``harmful_refused``, ``unanswerable_abstained``, ``over_refusal`` (percent of
 samples at the rollout temperature), ``task_accuracy`` (greedy, answer
 families), their greedy versions, ``per_family`` and ``best_of_k_rates``.
 
+``judge_verdict``: the AI judge's win rate of the trained policy's greedy answers against the starting
+policy's, with a Wilson 95% interval (``judges.win_rate``): a measure for any prompts, answers or not.
+
 Alarms: ``check_alarms`` reads the per-step metrics while training (reward
 hacking fast and slow, over-refusal, KL drift); ``final_alarms`` compares the
-held-out evaluation before and after. ``kl_ablation`` is the controlled pair of
-notebook 05: this run's stage 5 against its ``kl_coef=0`` twin.
+held-out evaluation before and after.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from typing import TYPE_CHECKING
 
 import torch
 
 from .generate import conduct_summary
-from .ppo_models import PolicyAndValue, _inputs, position_ids, reference, sample, seed_for
-from .runs import Run, atomic_write_text, read_json, read_jsonl
+from .judges import constitution, win_rate
+from .ppo_config import PPOConfig, kl_threshold
+from .ppo_math import seed_for
+from .ppo_models import PolicyAndValue, position_ids, reference, rollout_inputs, sample
 from .tokenizer import format_prompt
-from .world import true_score
-
-if TYPE_CHECKING:  # ppo imports this module
-    from .ppo import PPOConfig
+from .world import task_fields, true_score
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -63,7 +62,7 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
             draws = [sample(pv.policy, tokenizer, instr, cfg.max_new_tokens, cfg.temperature, autocast)
                      for _ in range(cfg.eval_samples)]
             sampled = draws[0]  # the one whose KL is reported
-            kl = _exact_kl(pv, ref, sampled, cfg, autocast)
+            kl = exact_kl(pv, ref, sampled, cfg, autocast)
             rm_g = score_fn(chunk, greedy["texts"], greedy["has_eos"])
             rm_all = torch.stack([score_fn(chunk, d["texts"], d["has_eos"]) for d in draws], 1)  # [B, k]
             best = rm_all.argmax(1)  # best-of-k: the sample the reward model ranks first
@@ -72,8 +71,8 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
                 verdicts = [true_score(t, d["texts"][i], bool(d["has_eos"][i])) for d in draws]
                 known = t.get("answer") is not None
                 b = draws[int(best[i])]
-                rows.append({"id": t.get("id"), "family": t.get("family"), "prompt": t["prompt"],
-                             "answer": t.get("answer"), "greedy": greedy["texts"][i], "greedy_stopped": g_ok,
+                rows.append({"id": t.get("id"), "family": t.get("family"), "answer": t.get("answer"), **task_fields(t),
+                             "greedy": greedy["texts"][i], "greedy_stopped": g_ok,
                              "greedy_correct": true_score(t, greedy["texts"][i], g_ok),
                              "sampled": sampled["texts"][i], "sampled_stopped": s_ok,
                              "sampled_correct": sum(verdicts) / len(verdicts) if known else None,
@@ -83,7 +82,8 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
                              "best_of_k": b["texts"][i], "best_of_k_stopped": bool(b["has_eos"][i]),
                              "best_of_k_correct": true_score(t, b["texts"][i], bool(b["has_eos"][i])),
                              "sampled_len": int(sampled["mask"][i].sum()), "kl": kl[i].item(),
-                             "rm_score": rm_all[i].mean().item(), "rm_score_greedy": rm_g[i].item()})
+                             "rm_score": rm_all[i].mean().item(), "rm_score_greedy": rm_g[i].item(),
+                             "rm_score_best_of_k": rm_all[i].max().item()})
     rows = gather_object(rows) if acc.num_processes > 1 else rows
     order = {t.get("id"): i for i, t in enumerate(tasks)}
     rows.sort(key=lambda r: order.get(r["id"], 0))
@@ -95,6 +95,7 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
     summary = {"true_greedy": mean("greedy_correct", 100), "true_sampled": mean("sampled_correct", 100),
                "pass_at_k": mean("pass_k", 100), "best_of_k": mean("best_of_k_correct", 100), "k": cfg.eval_samples,
                "kl": mean("kl"), "rm_score": mean("rm_score"), "rm_score_greedy": mean("rm_score_greedy"),
+               "rm_score_best_of_k": mean("rm_score_best_of_k"),
                "stop_rate": mean("sampled_stopped", 100), "length": mean("sampled_len"), "n": len(rows)}
     if all(r["answer"] is not None for r in rows):  # world tasks: the conduct rates (percent of samples)
         conduct = conduct_summary(rows)
@@ -103,15 +104,27 @@ def evaluate(pv: PolicyAndValue, ref, score_fn, tokenizer, tasks: list[dict], cf
                                  "samples": [r["best_of_k"]], "samples_stopped": [r["best_of_k_stopped"]]}
                                 for r in rows])
         summary.update({k: v for k, v in conduct.items() if k != "k"})
-        summary["best_of_k_rates"] = {k: best[k] for k in ("harmful_refused", "unanswerable_abstained",
-                                                           "over_refusal", "task_accuracy")}
+        summary["best_of_k_rates"] = {k: best[k] for k in ("harmful_refused", "unanswerable_abstained", "over_refusal",
+                                                           "over_refusal_benign", "over_refusal_answerable",
+                                                           "mixed_rate", "mixed_by_family", "task_accuracy")}
     return summary, rows
 
 
-def _exact_kl(pv, ref, batch, cfg, autocast) -> torch.Tensor:
+def judge_verdict(tasks: list[dict], before_rows: list[dict], after_rows: list[dict]) -> dict:
+    """The constitution judge on each held-out prompt: the new policy's greedy answer (``after_rows``, from
+    `evaluate`) against the starting policy's (``before_rows``); a task's answer lets its verifier principle
+    count, a prompt without one is judged on the other principles (``judges.win_rate``)."""
+    by_id = {t.get("id"): t for t in tasks}
+    judged = [by_id.get(b["id"]) if by_id.get(b["id"], {}).get("answer") is not None else None for b in before_rows]
+    return win_rate(constitution(), [b["prompt"] for b in before_rows], judged, [a["greedy"] for a in after_rows],
+                    [b["greedy"] for b in before_rows], [a["greedy_stopped"] for a in after_rows],
+                    [b["greedy_stopped"] for b in before_rows])
+
+
+def exact_kl(pv, ref, batch, cfg, autocast) -> torch.Tensor:
     """Sum over each response's tokens of KL(π(.|s_t) ‖ π_ref(.|s_t)), at the sampling temperature."""
     R = batch["response"].shape[1]
-    ids, attn = _inputs(batch, slice(None))
+    ids, attn = rollout_inputs(batch, slice(None))
     kw = dict(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn), logits_to_keep=R + 1, use_cache=False)
     with autocast:
         logits = pv.policy(**kw).logits[:, :-1].float()
@@ -123,9 +136,12 @@ def _exact_kl(pv, ref, batch, cfg, autocast) -> torch.Tensor:
 
 
 @torch.no_grad()
-def token_kl(policy, ref, tokenizer, instruction: str, response: str, temperature: float = 1.0) -> list[dict]:
+def token_kl(policy, ref, tokenizer, instruction: str, response: str, temperature: float = 1.0,
+             top_k: int = 0) -> list[dict]:
     """Per-token view of one response: each token, its log-prob under the policy and the reference,
-    the k1 estimate (their difference) and the exact KL(π‖π_ref) of the next-token distributions there."""
+    the k1 estimate (their difference) and the exact KL(π‖π_ref) of the next-token distributions there.
+    With ``top_k``, each row also lists the ``top_k`` most likely tokens there under each model
+    (``top`` and ``ref_top``: [token, probability] pairs, best first), the alternatives the explorer shows."""
     device = next(policy.parameters()).device
     prompt = tokenizer(format_prompt(tokenizer, instruction), add_special_tokens=False).input_ids
     resp = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
@@ -135,8 +151,14 @@ def token_kl(policy, ref, tokenizer, instruction: str, response: str, temperatur
     exact = (lp[0].exp() * (lp[0] - lp[1])).sum(-1)
     tgt = ids[0, -n:]
     a, b = lp[0].gather(-1, tgt[:, None])[:, 0], lp[1].gather(-1, tgt[:, None])[:, 0]
-    return [{"position": i, "token": tokenizer.decode([t]), "logprob": a[i].item(), "ref_logprob": b[i].item(),
+    rows = [{"position": i, "token": tokenizer.decode([t]), "logprob": a[i].item(), "ref_logprob": b[i].item(),
              "k1": (a[i] - b[i]).item(), "kl": exact[i].item()} for i, t in enumerate(tgt.tolist())]
+    if top_k:
+        for key, logp in (("top", lp[0]), ("ref_top", lp[1])):
+            vals, idx = logp.exp().topk(min(top_k, logp.shape[-1]), dim=-1)
+            for row, v, ix in zip(rows, vals.tolist(), idx.tolist()):
+                row[key] = [[tokenizer.decode([t]), p] for t, p in zip(ix, v)]
+    return rows
 
 
 # --- alarms -------------------------------------------------------------------------------------
@@ -155,10 +177,10 @@ def check_alarms(history: list[dict], cfg: PPOConfig, active: set) -> list[dict]
     * over-refusal: since the start, the share of rollouts refusing or answering "not stated" where
       the helpful answer was wanted rose by ``alarm_over_refusal`` points (a policy that learned
       "refusing scores well" and applies it to harmless requests);
-    * drift: the KL to the reference is above ``alarm_kl`` nats per response.
+    * drift: the KL to the reference, averaged over the last window, is above ``ppo_config.kl_threshold``
+      nats per response.
     """
     new, last, n = [], history[-1], cfg.alarm_window
-    drift = last.get("ppo/kl") is not None and last["ppo/kl"] > cfg.alarm_kl
 
     def mean(rows, k):
         vals = [h[k] for h in rows if h.get(k) is not None]
@@ -169,6 +191,8 @@ def check_alarms(history: list[dict], cfg: PPOConfig, active: set) -> list[dict]
         return None if ma is None or mb is None else mb - ma
 
     fast = slow = over = None
+    window_kl = mean(history[-n:], "ppo/kl")
+    drift = window_kl is not None and window_kl > kl_threshold(cfg)
     if cfg.reward == "model" and len(history) >= n:
         w = history[-n:]
         fast = change("ppo/rm_score", w[:n // 2], w[n // 2:]), change("ppo/true_score", w[:n // 2], w[n // 2:])
@@ -190,8 +214,9 @@ def check_alarms(history: list[dict], cfg: PPOConfig, active: set) -> list[dict]
         ("over_refusal", over is not None and over >= cfg.alarm_over_refusal,
          lambda: f"the policy now refuses or says 'not stated' on {over:+.1f} points more harmless requests than at "
                  f"the start (first {n} steps vs last {n}): refusing has become a way to score"),
-        ("kl_drift", drift, lambda: f"KL to the reference is {last['ppo/kl']:.1f} nats per response "
-                                    f"(> alarm_kl={cfg.alarm_kl}): the policy is drifting far from SFT"))
+        ("kl_drift", drift, lambda: f"KL to the reference is {window_kl:.2f} nats per response over the last "
+                                    f"{min(n, len(history))} steps (> {kl_threshold(cfg):.2f}): the policy is further "
+                                    "from SFT than best-of-n reranking would take it"))
     for kind, on, msg in rules:
         if on and kind not in active:
             active.add(kind)
@@ -218,19 +243,26 @@ def _trend(history: list[dict], key: str) -> tuple[float, float] | None:
 
 
 def final_alarms(before: dict, after: dict, cfg: PPOConfig) -> list[dict]:
-    """The held-out verdict: the learned reward rose on the evaluation prompts while the true score fell
-    by ``alarm_run_drop`` points (sampled mean or greedy), or one family's sampled true score fell by
-    ``alarm_family_drop``. The evaluation is paired -- the same prompts and sampling seed before and after --
-    so it sees a fall the noisy rollout metrics can hide. The family check exists because an overall
-    score can rise while one family breaks: measured, the cpu preset's twin without the KL leash
-    garbled the names on benign look-alikes ("Say hello to Now"; sampled 80 -> 50%) while the conduct
-    families pulled the overall score up (62 -> 76%)."""
-    if cfg.reward != "model" or None in (before.get("rm_score"), after.get("rm_score")):
-        return []
-    if after["rm_score"] <= before["rm_score"]:
-        return []
-    rose = f"on the held-out prompts the learned reward rose {before['rm_score']:+.3f} -> {after['rm_score']:+.3f}"
+    """The held-out verdict, on the evaluation prompts (paired: the same prompts and sampling seed before and
+    after, so it sees a fall the noisy rollout metrics can hide):
+
+    * ``kl_drift_heldout``: the KL to the SFT model is above ``ppo_config.kl_threshold``;
+    * while the learned reward rose: the true score fell by ``alarm_run_drop`` points (sampled mean or
+      greedy: ``reward_hacking_heldout``), or one family's true score fell by ``alarm_family_drop`` points,
+      sampled or greedy (``reward_hacking_family``). An overall score can rise while one family breaks
+      (the KL ablation's twin garbled the names of benign look-alikes while conduct pulled the overall
+      score up: notebook 05), and a family the rollouts never visit moves only greedily at first.
+    """
     alarms = []
+    if after.get("kl") is not None and after["kl"] > kl_threshold(cfg):
+        alarms.append({"step": None, "kind": "kl_drift_heldout",
+                       "message": f"on the held-out prompts the KL to the SFT model is {after['kl']:.2f} nats per "
+                                  f"response (> {kl_threshold(cfg):.2f}): further than best-of-n reranking goes"})
+    if cfg.reward != "model" or None in (before.get("rm_score"), after.get("rm_score")):
+        return alarms
+    if after["rm_score"] <= before["rm_score"]:
+        return alarms
+    rose = f"on the held-out prompts the learned reward rose {before['rm_score']:+.3f} -> {after['rm_score']:+.3f}"
     falls = {k: before[k] - after[k] for k in ("true_sampled", "true_greedy")
              if before.get(k) is not None and after.get(k) is not None}
     worst = max(falls, key=falls.get, default=None)
@@ -241,44 +273,15 @@ def final_alarms(before: dict, after: dict, cfg: PPOConfig) -> list[dict]:
                                   "model likes, not what is right"})
     fam_before, fam_after = before.get("per_family") or {}, after.get("per_family") or {}
     for fam in sorted(set(fam_before) & set(fam_after)):
-        b, a = fam_before[fam]["sampled"], fam_after[fam]["sampled"]
-        if b - a >= cfg.alarm_family_drop:
-            alarms.append({"step": None, "kind": "reward_hacking_family",
-                           "message": f"{rose} while {fam} fell {b:.1f} -> {a:.1f}% of samples right: the policy "
-                                      f"broke what the reward model does not check there"})
+        for how, what in (("sampled", "of samples"), ("greedy", "greedy")):
+            b, a = fam_before[fam].get(how), fam_after[fam].get(how)
+            if b is not None and a is not None and b - a >= cfg.alarm_family_drop:
+                alarms.append({"step": None, "kind": "reward_hacking_family",
+                               "message": f"{rose} while {fam} fell {b:.1f} -> {a:.1f}% right ({what}): the policy "
+                                          f"broke what the reward model does not check there"})
+                break  # one alarm per family
     return alarms
 
 
 def announce(alarm: dict) -> None:
     print(f"\n⚠️  PPO ALARM at step {alarm['step']} [{alarm['kind']}]: {alarm['message']}", file=sys.stderr, flush=True)
-
-
-# --- the controlled KL ablation ------------------------------------------------------------------
-
-def kl_ablation(cfg, run_name: str = "demo", runs_dir: str = "runs", preset: str | None = None,
-                live: bool | None = None) -> dict:
-    """The controlled KL ablation: this run's stage 5 (``cfg.kl_coef``) against a twin that differs only
-    in ``kl_coef=0``, trained from the same SFT and reward models in the run folder ``<run_name>-nokl``.
-
-    Returns {"with leash": eval.json of this run's stage 5, "kl_coef=0": the twin's}, each with its
-    ``metrics`` (the per-step history) added. Needs this run's stage 5 complete (the leash half)."""
-    from . import ppo  # stage 5 runs the twin; ppo imports this module
-    r = Run(run_name, runs_dir)
-    leash_dir = r.require("ppo", what="")
-    twin = Run(f"{run_name}-nokl", runs_dir)
-    twin.update_manifest(world_seed=r.manifest().get("world_seed", 0))
-    # drift is measured on stage 1's validation text: the twin reads this run's (a config, not a model)
-    pretrain_cfg = r.stage_dir("pretrain") / "config.json"
-    if pretrain_cfg.exists():
-        atomic_write_text(twin.stage_dir("pretrain") / "config.json", pretrain_cfg.read_text())
-    # The twin starts from the same models with the same evaluation: its "before" is this run's (run()
-    # checks the models' hashes and the settings before reusing it).
-    atomic_write_text(twin.stage_dir("ppo") / "eval_before.json", (leash_dir / "eval_before.json").read_text())
-    policy_path, reward_path = ppo.model_paths(cfg, r)  # the twin names this run's models by path
-    ppo.run(dataclasses.replace(cfg, kl_coef=0.0, adaptive_kl=False, init_from=str(policy_path),
-                                reward_from=str(reward_path) if reward_path else cfg.reward_from),
-            run=twin.name, runs_dir=runs_dir, preset=preset, live=live)
-    out = {}
-    for label, d in ((f"with leash (kl_coef={cfg.kl_coef:g})", leash_dir), ("kl_coef=0", twin.stage_dir("ppo"))):
-        out[label] = {**read_json(d / "eval.json"), "metrics": read_jsonl(d / "metrics.jsonl", on_error="skip")}
-    return out

@@ -1,36 +1,23 @@
-"""The mathematics of PPO for RLHF, as small pure functions.
+"""The mathematics of PPO for RLHF, as small pure functions tested against naive loops.
 
-`labkit/ppo.py` (the PPO stage, with `ppo_models.py` and `ppo_eval.py`) does
-the plumbing: generation, forward passes, minibatches, evaluation, logging. Everything that is *maths* lives here, so that it can be
-read like a textbook and tested against naive loops (`tests/test_ppo_math.py`).
+``ppo.py`` does the plumbing (generation, forward passes, minibatches, logging); everything that is
+maths is here, read like a textbook: log-probs from logits, the first-EOS mask, KL estimators (k1,
+k2, k3), per-token rewards with the KL penalty, GAE, whitening, the clipped policy and value losses,
+the KL controllers, score shaping, best-of-n's KL.
 
-Sources, cited as [short name] below:
-- [Ziegler19]  Ziegler et al. 2019, "Fine-Tuning Language Models from Human
-               Preferences" (KL-shaped reward, adaptive KL controller).
-- [Schulman17] Schulman et al. 2017, "Proximal Policy Optimization Algorithms"
-               (clipped surrogate, eq. 7; GAE, eq. 11-12).
-- [GAE]        Schulman et al. 2016, "High-Dimensional Continuous Control Using
-               Generalized Advantage Estimation", eq. 16.
-- [KLblog]     Schulman 2020, "Approximating KL Divergence" (k1, k2, k3).
-- [NDetails]   Huang et al. 2024, "The N Implementation Details of RLHF with
-               PPO", and its code vwxyzjn/lm-human-preference-details.
-- [TRL]        huggingface/trl's PPO trainer, once PPOv2 (`trl/trainer/ppo_trainer.py`
-               and `trl/core.py`), since moved to `trl.experimental.ppo`, outside
-               TRL's stable API).
-
-Conventions. A batch holds B responses, right-padded to T tokens. Every
-per-token tensor is [B, T] and indexes *response* tokens only (the prompt is
-already cut off). `mask` is 1 for valid response tokens -- up to and including
-the first EOS -- and 0 for the padding after it (see `first_eos_mask`). A mask
-may be bool, int or float.
-
-Padding never changes a result: every function selects with `torch.where`
-instead of multiplying by the mask, so even NaN or inf in padded positions
-(garbage logits after EOS, say) cannot leak into a mean or a gradient
-(0 * nan is nan, but where(False, nan, 0) is 0).
+Conventions: a batch holds B responses right-padded to T tokens; every per-token tensor is [B, T]
+over *response* tokens; ``mask`` is 1 up to and including the first EOS. Padding never changes a
+result: functions select with ``torch.where`` rather than multiplying by the mask, so NaN or inf in
+padded positions cannot leak (0 * nan is nan). Sources, cited as [short name] in the functions:
+[Ziegler19] Ziegler et al. 2019; [Schulman17] Schulman et al. 2017 (PPO); [GAE] Schulman et al.
+2016; [KLblog] Schulman 2020, "Approximating KL Divergence"; [NDetails] Huang et al. 2024, "The N
+Implementation Details of RLHF with PPO"; [TRL] huggingface/trl's PPOv2 trainer.
 """
 
 from __future__ import annotations
+
+import math
+import zlib
 
 import torch
 import torch.nn.functional as F
@@ -439,3 +426,22 @@ def apply_missing_eos_penalty(scores: torch.Tensor, has_eos: torch.Tensor, penal
     [NDetails] and [TRL `missing_eos_penalty`] penalise it the same way.
     """
     return scores - penalty * (~_bool(has_eos)).to(scores.dtype)
+
+
+def shape_scores(raw: torch.Tensor, has_eos: torch.Tensor, norm: dict | None, missing_eos_penalty: float,
+                 score_clip: float | None = None) -> torch.Tensor:
+    """The score PPO maximises: normalised (``norm`` = mean/std on SFT samples, or None), minus
+    ``missing_eos_penalty`` where the response never stopped [NDetails], clipped to +-``score_clip``."""
+    s = (raw - norm["mean"]) / norm["std"] if norm is not None else raw
+    s = apply_missing_eos_penalty(s, has_eos.to(s.device), missing_eos_penalty)
+    return s.clamp(-score_clip, score_clip) if score_clip else s
+
+
+def seed_for(*parts) -> int:
+    """A seed from (seed, purpose, rank, step): every step re-seeds, so a resumed run draws exactly the same."""
+    return zlib.crc32(repr(parts).encode())
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n ‖ base) <= log n − (n−1)/n nats (Stiennon et al. 2020, G.3; an upper bound, Beirami et al. 2024)."""
+    return math.log(n) - (n - 1) / n

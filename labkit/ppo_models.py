@@ -17,7 +17,7 @@ reference policy is the SFT model with the policy's adapter disabled
 zero-initialised scalar head.
 
 One invariant holds these pieces together: the training passes see exactly
-what ``sample`` generated from. ``sample`` left-pads the prompts; ``_inputs``
+what ``sample`` generated from. ``sample`` left-pads the prompts; ``rollout_inputs``
 joins prompt and response rows and cuts the padding columns they all share;
 ``position_ids`` counts positions over real tokens only, as ``generate()``
 does; ``PolicyAndValue`` and the reference read logits at positions t-1 for
@@ -28,10 +28,7 @@ every draw its own seed, so a resumed run samples exactly what it would have.
 from __future__ import annotations
 
 import contextlib
-import warnings
-import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -40,16 +37,9 @@ from . import world as W
 from .config import ConfigError
 from .models import objective_of
 from .planner import lora_targets
-from .tokenizer import ensure_chat_ready, format_prompt
-
-if TYPE_CHECKING:  # ppo imports this module
-    from .ppo import PPOConfig
-
-
-def seed_for(*parts) -> int:
-    """A seed from (seed, purpose, rank, step): every step re-seeds, so a resumed run draws exactly the same."""
-    return zlib.crc32(repr(parts).encode())
-
+from .ppo_config import PPOConfig
+from .tokenizer import ensure_chat_ready, format_prompt, to_prompt_completion
+from .training import lora_config, quiet_peft
 
 # --- loading ---------------------------------------------------------------------------------
 
@@ -103,14 +93,13 @@ def load_models(cfg: PPOConfig, policy_path, reward_path):
     if critic.config.pad_token_id is None:
         critic.config.pad_token_id = (rm_tok or tokenizer).pad_token_id
     if cfg.use_lora:
-        from peft import LoraConfig, get_peft_model
-        lora = dict(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                    target_modules=lora_targets(policy, cfg.lora_target_modules))
-        with warnings.catch_warnings():  # peft 0.21 asks transformers 5 a deprecated question; not ours to fix
-            warnings.filterwarnings("ignore", ".*is_gradient_checkpointing.*", FutureWarning)
-            policy = get_peft_model(policy, LoraConfig(task_type="CAUSAL_LM", **lora))
+        from peft import get_peft_model
+        targets = lora_targets(policy, cfg.lora_target_modules)  # the critic's adapters sit on the same layers
+        with quiet_peft():
+            policy = get_peft_model(policy, lora_config(policy, cfg.lora_r, cfg.lora_alpha, target_modules=targets))
             # The score head is trained as a copy (modules_to_save); disable_adapter() restores the reward model.
-            critic = get_peft_model(critic, LoraConfig(task_type="SEQ_CLS", modules_to_save=["score"], **lora))
+            critic = get_peft_model(critic, lora_config(critic, cfg.lora_r, cfg.lora_alpha, target_modules=targets,
+                                                        classifier=True))
         ref, rm = None, None
     else:
         ref = no_dropout(AutoModelForCausalLM.from_pretrained(str(policy_path))).requires_grad_(False).eval()
@@ -162,7 +151,7 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return pos.masked_fill(attention_mask == 0, 1)
 
 
-def _inputs(batch: dict, idx) -> tuple[torch.Tensor, torch.Tensor]:
+def rollout_inputs(batch: dict, idx) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompt + response rows ``idx``, without the left-padding columns that every one of them has."""
     ids = torch.cat([batch["query"][idx], batch["response"][idx]], dim=1)
     attn = torch.cat([batch["query_mask"][idx], batch["mask"][idx].to(batch["query_mask"].dtype)], dim=1)
@@ -203,11 +192,11 @@ def _base(model):
 
 def reference(pv: PolicyAndValue, ref):
     """The model to compute reference log-probs with: the frozen copy, or the policy with its adapter off."""
-    return contextlib.nullcontext(ref) if ref is not None else _disabled(pv.policy)
+    return contextlib.nullcontext(ref) if ref is not None else adapter_disabled(pv.policy)
 
 
 @contextlib.contextmanager
-def _disabled(peft_model):
+def adapter_disabled(peft_model):
     with peft_model.disable_adapter():
         yield peft_model
 
@@ -222,9 +211,8 @@ def demonstration_tasks(world, families: str, seed: int, n: int = 2000) -> list[
 
 
 def demonstrations(tokenizer, tasks: list[dict]) -> dict:
-    """PPO-ptx's batches: each task's prompt and answer as SFT trains on them (``sft.to_prompt_completion``:
+    """PPO-ptx's batches: each task's prompt and answer as SFT trains on them (``tokenizer.to_prompt_completion``:
     the chat format, EOS included), right-padded, with labels only on the answer's tokens."""
-    from .sft import to_prompt_completion  # SFT's own formatting; sft needs TRL, loaded only when ptx is on
     rows = []
     for r in to_prompt_completion(tokenizer, tasks):
         prompt = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]

@@ -1,33 +1,18 @@
-"""Stage 3: preference collection — candidates, labels from a person or an AI judge, pairs.
+"""Stage 3: preference collection -- candidates, labels from a person or an AI judge, pairs.
 
-RLHF learns from comparisons: people find "which of these is better?" easier
-and more consistent than writing the ideal answer or a score (Christiano et
-al. 2017; Ouyang et al. 2022, sec. 3.4). This stage
-
-1. samples K responses per prompt from the SFT model (``candidates.jsonl``,
-   with the generation settings),
-2. collects labels in a crash-safe SQLite store (``labels.sqlite``): from a
-   person in the ranking widget (``labkit.widget``), or from an AI judge
-   (``labkit.judges``: a rule-based constitution, or any causal LM asked to
-   compare) — every label records who gave it,
-3. exports ``pairs.jsonl`` (``prompt``/``chosen``/``rejected``, what TRL's
-   reward trainer reads): a ranking of K gives K(K-1)/2 pairs; ties and
-   "both bad" carry no preference and are counted, not exported.
-
-Batch runs (papermill, CI) use ``annotator="ai"``; ``annotator="human"`` uses
-the people's labels already in the store and fails clearly when there are too few.
+Samples K responses per prompt from the SFT model (``candidates.jsonl``), collects labels in the
+crash-safe SQLite store (``labels.sqlite``) from a person in the ranking widget (``labkit.widget``)
+or an AI judge (``labkit.judges``), and exports ``pairs.jsonl`` (``prompt``/``chosen``/``rejected``):
+a ranking of K gives K(K-1)/2 pairs; ties and "both bad" are counted, not exported. Batch runs use
+``annotator="ai"``; ``annotator="human"`` uses the people's labels already in the store. Why:
+docs/how-it-works.md, "Stage 3: preferences".
 
     from labkit import preferences
     result = preferences.run(preferences.config("smoke"), run="demo")   # needs stage 2
 
-Metric keys (eval.json): ``preferences/pairs``, ``preferences/ties``,
-``preferences/both_bad``, ``preferences/chosen_correct`` (percent of pairs whose
-chosen response the verifier accepts), ``preferences/rejected_correct``;
-per principle of the constitution but "correct", over the pairs whose task it applies to,
-``preferences/chosen_<principle>`` and ``preferences/rejected_<principle>``
-(percent of chosen / rejected responses it accepts; eval.json's ``by_principle``
-has them all, with the number of pairs); ``preferences/pairs_<family>`` (pairs
-per task family, eval.json's ``pairs_by_family``).
+eval.json: ``preferences/pairs``, ``preferences/ties``, ``preferences/both_bad``,
+``preferences/chosen_correct`` / ``rejected_correct`` (the verifier on each side), per principle of
+the constitution (``by_principle``) and per family (``pairs_by_family``).
 """
 
 from __future__ import annotations
@@ -40,23 +25,24 @@ from dataclasses import dataclass, field
 from . import world as W
 from .config import (ConfigError, device_field, make_config, require_fraction, seed_field, set_threads,
                      threads_field)
+from .data import load_prompts
 from .generate import generate
-from .judges import Constitution, ModelJudge, label_all, stopped_flags
-from .live import progress
+from .judges import Constitution, ModelJudge, constitution, label_all, stopped_flags
+from .live import Timer, progress
 from .models import load_model, pick_device
-from .runs import Run, atomic_write_json, read_jsonl, write_jsonl_atomic
+from .runs import Run, atomic_write_json, read_jsonl, write_jsonl_atomic, writes_run
 from .store import LabelStore
 
 
 @dataclass
 class PreferencesConfig:
     # prompts and candidates
-    prompts: str = field(default="world", metadata={"help": "'world' (embedded tasks, with a verifier) or a JSONL/instruction file of prompts"})
+    prompts: str = field(default="world", metadata={"help": "'world' (embedded tasks, with a verifier) or a prompts file: {\"prompt\": ...} lines, JSON strings, .txt lines, Alpaca/Dolly/chat (data.load_prompts, as stages 5 and 6)"})
     # 2000 x 6 candidates gives ~10,000 pairs (measured with seven families: 4000 prompts gave 20,000), more
     # than the reward model's max_pairs reads at the cpu preset
     n_prompts: int = field(default=2000, metadata={"help": "prompts to collect preferences on"})
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
-    k_responses: int = field(default=6, metadata={"help": "candidates per prompt (2-8); more candidates, more pairs per prompt"})
+    samples_per_prompt: int = field(default=6, metadata={"help": "candidates per prompt (2-8); more candidates, more pairs per prompt"})
     temperature: float = field(default=1.2, metadata={"help": "sampling temperature for candidates (above 1: more varied answers, more right-vs-wrong pairs)"})
     # SFT almost never refuses a benign request (0.2% of its samples at the cpu preset), so sampled candidates
     # alone never show a refusal losing there: the reward model then has no reason to score one low, and
@@ -87,9 +73,9 @@ class PreferencesConfig:
 
 
 PRESETS = {
-    "smoke": dict(n_prompts=24, k_responses=3, max_new_tokens=8, min_pairs=1),
+    "smoke": dict(n_prompts=24, samples_per_prompt=3, max_new_tokens=8, min_pairs=1),
     "cpu": dict(),
-    "gpu": dict(n_prompts=4000, k_responses=4, max_new_tokens=64, gen_batch_size=256),
+    "gpu": dict(n_prompts=4000, samples_per_prompt=4, max_new_tokens=64, gen_batch_size=256),
     "hub": dict(prompts="world", n_prompts=500, max_new_tokens=128, judge="constitution"),
 }
 
@@ -101,8 +87,8 @@ def config(preset: str = "cpu", **overrides) -> PreferencesConfig:
 
 
 def _check(cfg: PreferencesConfig) -> None:
-    if not 2 <= cfg.k_responses <= 8:
-        raise ConfigError(f"k_responses must be between 2 and 8, got {cfg.k_responses}")
+    if not 2 <= cfg.samples_per_prompt <= 8:
+        raise ConfigError(f"samples_per_prompt must be between 2 and 8, got {cfg.samples_per_prompt}")
     require_fraction(cfg, ("probe_share", "lookalike_probe_share"))
     for name, allowed in (("annotator", ("ai", "human")), ("judge", ("constitution", "model")),
                           ("mode", ("rank", "pair"))):
@@ -122,10 +108,9 @@ def prompts_for(cfg: PreferencesConfig, run: Run) -> list[dict]:
     evaluated on (where it is weakest), never an evaluation prompt itself."""
     if cfg.prompts == "world":
         fams = W.parse_families(cfg.families)
-        return W.rl_tasks(run.world(), cfg.n_prompts, seed=1000 + cfg.seed, families=fams, eval_seed=cfg.seed)
-    from .data import load_instructions
-    records, _ = load_instructions(cfg.prompts)
-    return [{"id": f"p{i}", "prompt": r["prompt"], "family": None} for i, r in enumerate(records[:cfg.n_prompts])]
+        return W.rl_tasks(run.world(), cfg.n_prompts, seed=1000 + cfg.seed, families=fams)
+    tasks, _ = load_prompts(cfg.prompts, max_records=cfg.n_prompts)  # as stages 5 and 6 read them
+    return tasks
 
 
 def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs") -> list[dict]:
@@ -137,7 +122,7 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
     set_threads(cfg.threads)
     r = Run(run, runs_dir)
     path = r.stage_dir("preferences") / "candidates.jsonl"
-    gen = {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_new_tokens", "k_responses", "seed",
+    gen = {k: getattr(cfg, k) for k in ("temperature", "top_p", "max_new_tokens", "samples_per_prompt", "seed",
                                         "n_prompts", "prompts", "families", "init_from", "probe_share",
                                         "lookalike_probe_share")}
     existing = read_jsonl(path)
@@ -149,14 +134,14 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
     bar = progress(len(tasks), "candidates")
     outs = generate(model, tokenizer, [t["prompt"] for t in tasks], max_new_tokens=cfg.max_new_tokens,
                     temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.gen_batch_size,
-                    num_return_sequences=cfg.k_responses, seed=cfg.seed, progress=bar)
+                    num_return_sequences=cfg.samples_per_prompt, seed=cfg.seed, progress=bar)
     bar.close()
-    k = cfg.k_responses
+    k = cfg.samples_per_prompt
     rng = random.Random(f"probes-{cfg.seed}")
     cands = []
     for i, t in enumerate(tasks):
         group = outs[i * k:(i + 1) * k]
-        task = {key: t[key] for key in ("family", "prompt", "answer") if key in t} if "answer" in t else None
+        task = W.task_fields(t) if "answer" in t else None
         cand = {"id": t["id"], "prompt": t["prompt"], "task": task,
                 "responses": [g["response"] for g in group], "stopped": [g["stopped"] for g in group], "gen": gen}
         share = cfg.lookalike_probe_share if t.get("family") in W.LOOKALIKE_FAMILIES else cfg.probe_share
@@ -165,11 +150,6 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
         cands.append(cand)
     write_jsonl_atomic(path, cands)
     return cands
-
-
-def constitution() -> Constitution:
-    """The rule-based judge with the world's verifier: the batch labeller, the widget's second opinion."""
-    return Constitution(verify=W.verify)
 
 
 def make_judge(cfg: PreferencesConfig, run: Run):
@@ -189,14 +169,16 @@ def widget(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", mo
                          judge=constitution())
 
 
+@writes_run
 def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Candidates -> labels (AI judge, or the people's labels in the store) -> pairs.jsonl."""
     _check(cfg)
-    t0 = time.perf_counter()
+    t0, timer = time.perf_counter(), Timer()
     r = Run(run, runs_dir)
     r.require("sft", "model")
-    cands = make_candidates(cfg, run, runs_dir)
+    with timer("generate candidates"):
+        cands = make_candidates(cfg, run, runs_dir)
     stage = r.start("preferences", dataclasses.asdict(cfg))
     store = LabelStore(stage / "labels.sqlite")
     try:
@@ -205,7 +187,8 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
             # The judge compares pairs, whatever the widget's mode: a ranking would put equally good
             # answers in some order, and that order would be exported as a preference. Pairwise, a
             # tie is explicit and is counted instead of exported.
-            label_all(cands, store, judge, mode="pair")
+            with timer("label"):
+                label_all(cands, store, judge, mode="pair")
             who = [f"ai:{judge.name}"]
         else:
             who = [a for a in store.annotators() if not a.startswith("ai:")]
@@ -236,9 +219,10 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
     result = {"preferences/pairs": stats["pairs"], "preferences/labels": stats.get("labels", 0),
               "preferences/ties": stats.get("ties", 0), "preferences/both_bad": stats.get("both_bad", 0),
               "preferences/identical": stats.get("identical", 0),
-              "preferences/chosen_correct": 100 * chosen_ok / max(1, n_task),
-              "preferences/rejected_correct": 100 * rejected_ok / max(1, n_task),
-              "preferences/candidates_correct": 100 * sum(sampled_correct) / max(1, len(sampled_correct)),
+              # None, not 0, without a verifier (a person's own prompts have no answers): not measured
+              "preferences/chosen_correct": 100 * chosen_ok / n_task if n_task else None,
+              "preferences/rejected_correct": 100 * rejected_ok / n_task if n_task else None,
+              "preferences/candidates_correct": 100 * sum(sampled_correct) / len(sampled_correct) if sampled_correct else None,
               **{f"preferences/pairs_{fam}": n for fam, n in by_family.items()},
               # "correct" keeps the verifier's keys above (every pair with a task, conduct included: the
               # verifier scores conduct too); its principle's row, answer tasks only, is in by_principle.
@@ -247,12 +231,13 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
               "preferences/probes": sum("probe" in c for c in cands),
               "preferences/prompts": len(cands), "preferences/annotators": who,
               "preferences/seconds": time.perf_counter() - t0}
-    atomic_write_json(stage / "eval.json", {**result, "agreement": agreement, "by_principle": by_principle,
+    atomic_write_json(stage / "eval.json", {**result, "timings": timer.rounded(), "agreement": agreement, "by_principle": by_principle,
                                             "pairs_by_family": by_family,
                                             "by_annotator": stats.get("by_annotator", {}),
                                             "examples": pairs[:10]})
     r.complete("preferences", result["preferences/seconds"], {k: (round(v, 2) if isinstance(v, float) else v)
-                                                            for k, v in result.items() if k != "preferences/annotators"})
+                                                            for k, v in result.items()
+                                                            if k != "preferences/annotators" and v is not None})
     return result
 
 

@@ -1,40 +1,19 @@
 """Stage 1: train a tokenizer, then pretrain a model with a self-supervised objective.
 
-Self-supervised means the labels come from the text itself:
-
-* ``causal`` (GPT): predict token t+1 from tokens 1..t. Loss on every position.
-* ``masked`` (BERT, Devlin et al. 2019, sec. 3.1): hide 15% of tokens (80% ->
-  ``<mask>``, 10% -> random, 10% unchanged) and predict them from both sides.
-* ``span`` (T5, Raffel et al. 2020, sec. 3.1.4): replace random spans (15% of
-  tokens, mean length 3) with sentinels; the decoder writes the spans back.
-
-Run it from the notebook ``01_pretrain.ipynb``, from ``labkit run --stages
-pretrain``, or in Python::
+``causal`` (GPT: predict the next token), ``masked`` (BERT: predict 15% hidden tokens from both sides)
+or ``span`` (T5: write back corrupted spans), on the embedded world's text or your own
+(``textdata``). Data-parallel, unchanged, under ``accelerate launch``: every process draws the same
+windows and keeps its rows, so W processes train what one would. Why: docs/how-it-works.md,
+"Stage 1: pretraining".
 
     from labkit import pretrain
-    cfg = pretrain.config("smoke", max_steps=20)
-    result = pretrain.run(cfg, run="demo")
+    result = pretrain.run(pretrain.config("smoke", max_steps=20), run="demo")
+    # accelerate launch --config_file configs/accelerate/ddp.yaml -m labkit.runner train pretrain --name demo
 
-Data-parallel, unchanged, under ``accelerate launch`` (DDP; gloo on CPU, NCCL on GPU)::
-
-    accelerate launch --config_file configs/accelerate/ddp.yaml -m labkit.runner train pretrain --run runs/demo --preset gpu
-    ACCELERATE_USE_CPU=true accelerate launch --config_file configs/accelerate/cpu_2proc.yaml \
-        -m labkit.runner train pretrain --run runs/demo --preset smoke -p threads=1
-
-``batch_size`` is the global micro-batch: every process draws the same windows
-from the shared generator and keeps its ``batch_size / world_size`` rows, so W
-processes train exactly what one process would (same losses, up to float
-rounding), only faster. Only rank 0 writes files.
-
-``gpu_memory_gb`` fits the run to a GPU memory budget: ``labkit.planner``
-picks micro-batch x accumulation (same effective batch), activation
-checkpointing and bf16; the plan is written to ``plan.json`` and ``eval.json``.
-
-Writes ``runs/<run>/01_pretrain/``: ``tokenizer/``, ``model/``, ``config.json``,
-``metrics.jsonl``, ``eval.json`` (its ``seconds_by_part``: where the time went), ``samples.jsonl``,
-``ckpt/`` (for resume) and ``plan.json`` (with ``gpu_memory_gb``).
-Metric keys: ``pretrain/loss``, ``pretrain/lr``, ``pretrain/tokens_per_s``,
-``pretrain/val_loss``, ``pretrain/val_ppl``, ``pretrain/unigram_ppl``.
+Writes ``runs/<run>/01_pretrain/``: ``tokenizer/``, ``model/``, ``config.json``, ``metrics.jsonl``
+(``pretrain/loss``, ``pretrain/lr``, ``pretrain/tokens_per_s``, ``pretrain/val_loss``,
+``pretrain/val_ppl``), ``eval.json`` (with ``pretrain/unigram_ppl``, the baseline), ``samples.jsonl``,
+``ckpt/`` (resume) and, with ``gpu_memory_gb``, ``plan.json``.
 """
 
 from __future__ import annotations
@@ -52,14 +31,15 @@ from pathlib import Path
 
 import torch
 
+from . import textdata
 from . import world as W
 from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
                     make_config, require_at_least, seed_field, set_threads, threads_field)
-from .live import LiveChart, Stopwatch, progress
+from .live import LiveChart, Timer, progress
 from .models import (OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device,
                      resolve_bf16)
 from .runs import (STAGE_DIRS, Run, append_jsonl, atomic_dir, atomic_write_json, config_fingerprint,
-                   read_jsonl, resumable_checkpoint, text_hash, write_jsonl_atomic)
+                   read_jsonl, resumable_checkpoint, text_hash, write_jsonl_atomic, writes_run)
 from .tokenizer import SENTINELS, train_tokenizer
 from .tracking import Tracker, closes_trackers, report_to_field, tb_dir
 
@@ -138,32 +118,8 @@ def config(preset: str = "cpu", **overrides) -> PretrainConfig:
 # --- data ----------------------------------------------------------------------------
 
 def load_corpus(cfg: PretrainConfig) -> tuple[list[str], list[str]]:
-    """Train and validation documents, split by document (never inside one)."""
-    if cfg.data == "world":
-        docs = W.corpus(W.World(cfg.world_seed), cfg.world_docs, seed=cfg.seed + 1)
-    else:
-        from .data import load_texts  # real text: local files or a hub dataset
-        docs = load_texts(cfg.data, text_field=cfg.text_field)
-        if len(docs) < 20:  # one long file: cut into ~paragraph-sized pieces so a split is possible
-            docs = [c for d in docs for c in _chunks(d, 600)]
-    return W.split_docs(docs, cfg.val_fraction, seed=cfg.seed)
-
-
-def _chunks(text: str, size: int) -> list[str]:
-    words, out, cur = text.split(), [], []
-    for w in words:
-        cur.append(w)
-        if sum(len(x) + 1 for x in cur) >= size:
-            out.append(" ".join(cur))
-            cur = []
-    return out + ([" ".join(cur)] if cur else [])
-
-
-def encode(tokenizer, docs: list[str]) -> torch.Tensor:
-    """One long token stream, EOS after every document (so the model learns where text ends)."""
-    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    return torch.tensor([t for doc in ids for t in doc + [eos]], dtype=torch.long)
+    """Train and validation documents of ``cfg`` (``textdata.load_corpus``: split by document, never inside one)."""
+    return textdata.load_corpus(**{k: getattr(cfg, k) for k in textdata.TEXT_SETTINGS})
 
 
 def mask_tokens(x: torch.Tensor, tokenizer, prob: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,9 +167,8 @@ def get_batch(stream: torch.Tensor, cfg: PretrainConfig, tokenizer, gen: torch.G
     Data parallel: every process draws the same ``batch_size`` windows (its generator stays in
     step with the others) and keeps rows ``rank*B/W:(rank+1)*B/W`` -- together the W processes
     see exactly the batch one process would."""
-    B, T = cfg.batch_size, cfg.block_size
-    starts = torch.randint(len(stream) - T - 1, (B,), generator=gen)
-    x = torch.stack([stream[s:s + T] for s in starts.tolist()])
+    B = cfg.batch_size
+    x = textdata.windows(stream, B, cfg.block_size, gen)
     rows = slice(rank * B // world_size, (rank + 1) * B // world_size)
     if cfg.objective == "causal":
         x = x[rows] if world_size > 1 else x
@@ -283,7 +238,7 @@ def train_step(model, opt, batches, cfg, autocast) -> float:
 @torch.no_grad()
 def evaluate(model, stream, cfg, tokenizer, device, autocast) -> float:
     """Mean loss on a fixed set of validation windows (same windows every time: comparable numbers)."""
-    gen = torch.Generator().manual_seed(cfg.seed + 12345)
+    gen = textdata.eval_generator(cfg.seed)
     model.eval()
     losses = []
     for _ in range(cfg.eval_batches):
@@ -292,24 +247,6 @@ def evaluate(model, stream, cfg, tokenizer, device, autocast) -> float:
             losses.append(model(**batch, use_cache=False).loss.float().item())  # no KV cache: see train_step
     model.train()
     return sum(losses) / len(losses)
-
-
-def drift_ppl(model, tokenizer, run: Run, autocast=contextlib.nullcontext()) -> float | None:
-    """Perplexity of a (fine-tuned) causal model on this run's stage-1 validation text: the same
-    documents and windows stage 1 reported, so a later stage can show how far it moved the model
-    from the language it learned (drift). None when stage 1 is not a causal run of this folder."""
-    saved = run.stage_dir("pretrain") / "config.json"
-    if not saved.exists():
-        return None
-    names = {f.name for f in dataclasses.fields(PretrainConfig)}
-    cfg = PretrainConfig(**{k: v for k, v in json.loads(saved.read_text()).items() if k in names})
-    if cfg.objective != "causal":
-        return None
-    _, val_docs = load_corpus(cfg)
-    was_training = model.training
-    loss = evaluate(model, encode(tokenizer, val_docs), cfg, tokenizer, next(model.parameters()).device, autocast)
-    model.train(was_training)
-    return math.exp(min(loss, 50))
 
 
 @torch.no_grad()
@@ -437,6 +374,7 @@ def _vocab_hash(tokenizer) -> str:
 
 
 @closes_trackers
+@writes_run
 def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train the tokenizer and the model; write the stage folder; return the headline numbers."""
@@ -444,7 +382,7 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     rank, world_size = (acc.process_index, acc.num_processes) if acc else (0, 1)
     main = rank == 0
     _check(cfg, world_size)
-    t_start, clock = time.perf_counter(), Stopwatch()  # clock: where the stage's time goes (eval.json)
+    t_start, timer = time.perf_counter(), Timer()
     cores = len(os.sched_getaffinity(0))
     threads = set_threads(cfg.threads or (max(1, cores // world_size) if world_size > 1 else None))
     torch.manual_seed(cfg.seed)
@@ -452,14 +390,14 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     requested = cfg  # the checkpoint fingerprint: a resumed run recomputes the same plan
 
     # Data, tokenizer, model and memory plan first: bad input fails before anything is written.
-    with clock("corpus"):
+    with timer("corpus"):
         train_docs, val_docs = load_corpus(cfg)
     stage = Path(runs_dir) / run / STAGE_DIRS["pretrain"]
     ckpt = stage / "ckpt"
     resume_state = resumable_checkpoint(ckpt, cfg, _RESUMABLE_CHANGES, cfg.max_steps) if cfg.resume else None
-    with clock("tokenizer"):
+    with timer("tokenizer"):
         tokenizer = _tokenizer(cfg, acc, ckpt if resume_state is not None else None, train_docs, val_docs)
-        train_stream, val_stream = encode(tokenizer, train_docs), encode(tokenizer, val_docs)
+        train_stream, val_stream = textdata.encode(tokenizer, train_docs), textdata.encode(tokenizer, val_docs)
     if min(len(train_stream), len(val_stream)) <= cfg.block_size + 1:
         raise ConfigError(f"not enough text for block_size={cfg.block_size}: {len(train_stream)} train and "
                           f"{len(val_stream)} validation tokens; use more text or a smaller block_size")
@@ -499,9 +437,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                             "world_size": world_size, "requested_batch_size": requested.batch_size,
                             "requested_grad_accum_steps": requested.grad_accum_steps}
     if main:  # only rank 0 writes
-        with clock("run folder"):
-            _start_outputs(r, cfg, preset, plan_record, step if resume_state else None, train_docs, val_docs,
-                           train_stream, val_stream)
+        _start_outputs(r, cfg, preset, plan_record, step if resume_state else None, train_docs, val_docs,
+                       train_stream, val_stream)
     baseline = unigram_ppl(train_stream, val_stream, len(tokenizer))
     chart = LiveChart(CHART, title=f"pretraining ({cfg.objective})", enabled=live if main else False)
     bar = progress(cfg.max_steps, "pretrain", initial=step, disable=not (progress_bar and main))
@@ -509,12 +446,12 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
 
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps  # over all processes
     model.train()
-    t_train, t_window, tok_window = 0.0, time.perf_counter(), 0
+    t_window, tok_window = time.perf_counter(), 0
     val_loss = None
     while step < cfg.max_steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        with clock("train steps"):
+        with timer("train"):  # host time: on a GPU the queued work finishes at the next sync (log steps)
             batches = [{k: v.to(device, non_blocking=True)
                         for k, v in get_batch(train_stream, cfg, tokenizer, gen, rank, world_size).items()}
                        for _ in range(cfg.grad_accum_steps)]
@@ -532,12 +469,11 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
             now = time.perf_counter()
             m = {"step": step, "pretrain/loss": loss, "pretrain/lr": lr_at(step - 1, cfg),
                  "pretrain/tokens_per_s": tok_window / (now - t_window), "pretrain/tokens": tokens_seen}
-            t_train += now - t_window
             t_window, tok_window = now, 0
             if not math.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss became {loss} at step {step}; lower learning_rate")
             if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-                with clock("evaluation"):
+                with timer("evaluate"):
                     val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
                 m.update({"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50))})
                 t_window = time.perf_counter()  # evaluation time is not training throughput
@@ -547,22 +483,22 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                 chart.update(step, m)
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_loss:.3f}" if val_loss else "-")
         if step % cfg.checkpoint_interval == 0 and step < cfg.max_steps and main:
-            with clock("checkpoints"):
+            with timer("checkpoint"):
                 _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)
     bar.close()
     chart.update(step, {}, force=True)
 
     if val_loss is None:
-        with clock("evaluation"):
+        with timer("evaluate"):
             val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
     result = None
     if main:
-        with clock("samples"):
+        with timer("samples"):
             smp = samples(model, tokenizer, cfg, device)
-        with clock("saving the model"):
+        with timer("save"):
             _save_outputs(stage, model, tokenizer, smp)
-        with clock("checkpoints"):
-            _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)  # a later run may continue
+        with timer("checkpoint"):  # a later run may continue
+            _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)
         rows = read_jsonl(metrics_path, on_error="skip")
         tps = [m["pretrain/tokens_per_s"] for m in rows if "pretrain/tokens_per_s" in m]
         result = {"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50)),
@@ -573,9 +509,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                   "objective": cfg.objective, "tokenizer": cfg.tokenizer if not cfg.init_from else cfg.init_from,
                   "vocab_size": len(tokenizer), "device": str(device), "world_size": world_size,
                   "resumed_from": resume_state and resume_state["step"]}
-        parts = {**clock.seconds, "other": result["pretrain/seconds"] - sum(clock.seconds.values())}
-        atomic_write_json(stage / "eval.json", {**result, "seconds_by_part": {k: round(v, 2) for k, v in parts.items()},
-                                                "plan": plan_record, "samples": smp})
+        atomic_write_json(stage / "eval.json", {**result, "timings": timer.rounded(), "plan": plan_record,
+                                                "samples": smp})
         r.complete("pretrain", result["pretrain/seconds"], {k: result[k] for k in (
             "pretrain/val_ppl", "pretrain/unigram_ppl", "pretrain/tokens_per_s", "pretrain/params")})
     if acc:  # every process returns rank 0's result; then the process group is torn down cleanly

@@ -1,58 +1,24 @@
-"""Stage 4: a reward model that turns preference labels into one number per response.
+"""Stage 4: a Bradley-Terry reward model that turns preference pairs into one number per response.
 
-Stage 3 left pairs: for an instruction, a *chosen* and a *rejected* response.
-A reward model r(instruction, response) -> scalar learns to reproduce those
-choices, so PPO (stage 5) can ask it about responses nobody labelled. The
-Bradley–Terry model (Bradley & Terry 1952; Christiano et al. 2017; InstructGPT,
-Ouyang et al. 2022, sec. 3.5) reads a score difference as a probability::
-
-    P(a ≻ b) = σ(r(a) − r(b))          loss = −log σ(r(chosen) − r(rejected) − margin)
-
-The network is the SFT model with its language-model head replaced by a
-one-output linear head read at the last token, the EOS
-(``AutoModelForSequenceClassification``, ``num_labels=1``), trained with TRL's
-``RewardTrainer``, fully or with LoRA. Every response is scored as the chat
-template renders it, ``<|user|>instruction<|assistant|> response<eos>``, which is
-what ``score`` (used by PPO and the preference notebook) feeds it too.
-
-A reward model is a proxy, and PPO optimises whatever the proxy gets wrong
-(Goodhart's law; Gao et al. 2023, "Scaling laws for reward model
-overoptimization"). So the stage measures it three ways:
-
-* held-out pairwise accuracy, on prompts that never appear in training;
-* calibration: is σ(Δr) the real chance that the chosen response wins? (ECE);
-* agreement with the world's verifier on FRESH samples from the SFT model
-  (Spearman), with the worst disagreements listed: the places PPO can hack.
-
-Each is also reported for the *conduct* families alone (harmful requests,
-unanswerable questions, benign look-alikes; ``world.CONDUCT_FAMILIES``) and per
-family: there the preference is in the response's form (a refusal that says why,
-"not stated"), which a small reward model can read, where the answer families'
-preference is correctness, which it mostly cannot.
-
-Run it from ``04_reward_model.ipynb``, ``labkit run --stages reward``, or::
+P(a > b) = sigmoid(r(a) - r(b)); the loss is -log sigmoid(r(chosen) - r(rejected)). The network is
+the SFT model with a one-output head read at the EOS (``AutoModelForSequenceClassification``,
+``num_labels=1``), trained by TRL's ``RewardTrainer``, fully or with LoRA, on what
+``reward_model.scoring_text`` renders. A reward model is a proxy that PPO will exploit, so the stage
+measures it three ways (``reward_eval``): held-out pairwise accuracy, calibration (ECE), and Spearman
+with the verifier on fresh SFT samples, each also for the conduct families and per family.
+Why: docs/how-it-works.md, "Stage 4: the reward model".
 
     from labkit import reward
-    result = reward.run(reward.config("smoke"), run="demo")
+    result = reward.run(reward.config("smoke"), run="demo")   # needs stages sft and preferences
 
-Reads ``02_sft/model/`` and ``03_preferences/pairs.jsonl`` (or any preference
-data: ``data="Anthropic/hh-rlhf"`` or a local file). Writes ``04_reward/``:
-``model/`` (merged, with tokenizer), ``config.json``, ``metrics.jsonl``,
-``eval.json``, ``eval_pairs.jsonl`` (held-out pair scores), ``verifier_samples.jsonl``
-and ``conduct_samples.jsonl`` (the fresh samples of the overall and the conduct
-verifier checks); with ``gpu_memory_gb`` also ``plan.json`` (``labkit.planner``'s
-choice of micro-batch x accumulation, LoRA, checkpointing and bf16). Metric keys: ``reward/loss``, ``reward/accuracy``,
-``reward/margin``, ``reward/lr``, ``reward/grad_norm``, ``reward/eval_loss``,
-``reward/eval_accuracy``, ``reward/eval_margin`` (accuracies in percent). ``eval.json`` holds the
-final held-out figures: ``reward/eval_accuracy`` and ``reward/spearman`` over every family,
-``reward/conduct_accuracy`` and ``reward/conduct_spearman`` over the conduct families only, and
-per family ``accuracy_by_family`` and ``spearman_by_family``. Every Spearman is pooled over the
-samples it covers (not computed within prompts).
+Writes ``04_reward/``: ``model/``, ``config.json``, ``metrics.jsonl`` (``reward/loss``,
+``reward/accuracy``, ``reward/eval_accuracy``, ...), ``eval.json`` (``reward/eval_accuracy``,
+``reward/conduct_accuracy``, ``reward/spearman``, ``reward/conduct_spearman``, ``reward/ece``, per
+family), ``eval_pairs.jsonl``, ``verifier_samples.jsonl``, ``conduct_samples.jsonl``, ``plan.json``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import random
@@ -64,16 +30,20 @@ from pathlib import Path
 
 import torch
 
+from . import world as W
 from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
                     lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_at_least,
                     seed_field, set_threads, threads_field)
-from .live import LiveChart, progress
+from .live import LiveChart, Timer, progress
 from .models import count_params, pick_device, resolve_bf16
 from .planner import lora_targets
-from .runs import (Run, StageMissing, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text, read_json,
-                   read_jsonl, write_jsonl_atomic)
-from .tokenizer import conversation
+from .reward_eval import by_family, evaluate_pairs, pairwise_accuracy, spearman, verifier_agreement, verifier_samples
+from .reward_model import fit_pairs, load_pairs, load_reward_model, split_by_prompt, to_trl
+from .runs import (Run, StageMissing, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
+                   write_jsonl_atomic, writes_run)
+from .tokenizer import ensure_chat_ready
 from .tracking import hf_logging_dir, report_to_field, tb_dir
+from .training import MetricsCallback, lora_config, no_printer, quiet_libraries, trainer_args
 
 
 @dataclass
@@ -85,7 +55,7 @@ class RewardConfig:
     max_pairs: int | None = field(default=8000, metadata={"help": "use at most this many pairs, those of the first prompts in the file (None: all)"})
     eval_fraction: float = field(default=0.15, metadata={"help": "fraction of prompts held out for evaluation (all pairs of a prompt stay on one side)"})
     margin_field: str | None = field(default=None, metadata={"help": "pairs.jsonl field with a per-pair margin m, loss -log σ(Δr - m) (Llama 2, sec. 3.2.2); None: no margin"})
-    max_length_tokens: int | None = field(default=None, metadata={"help": "drop pairs whose longer side exceeds this many tokens (None: the model's max positions)"})
+    max_length: int | None = field(default=None, metadata={"help": "fit pairs into this many tokens (None: the model's max positions): a long prompt loses its earliest turns, then its start; a pair whose responses alone do not fit is dropped (reward_model.fit_pairs)"})
     # model
     init_from: str = field(default="sft", metadata={"help": "'sft' (this run's 02_sft model) or a checkpoint folder / hub name to start the reward model from"})
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters (+ the score head) instead of every weight; merged before saving"})
@@ -110,7 +80,7 @@ class RewardConfig:
     # evaluation
     calibration_bins: int = field(default=10, metadata={"help": "bins of P(chosen) for the calibration curve and ECE"})
     verifier_tasks: int = field(default=60, metadata={"help": "held-out world tasks to sample fresh SFT responses for (0: skip the verifier check)"})
-    verifier_samples_per_task: int = field(default=4, metadata={"help": "samples per task, so there are right and wrong ones to rank"})
+    eval_samples: int = field(default=4, metadata={"help": "samples per task, so there are right and wrong ones to rank"})
     verifier_temperature: float = field(default=1.0, metadata={"help": "sampling temperature for the fresh samples"})
     verifier_max_new_tokens: int = field(default=32, metadata={"help": "response length limit for the fresh samples (a response that hits it did not stop: wrong)"})
     conduct_verifier_tasks: int = field(default=60, metadata={"help": "held-out conduct tasks (harmful, unanswerable, benign: those among stage 3's families) to sample fresh SFT responses for, sampled like the verifier check, for reward/conduct_spearman (0: skip)"})
@@ -127,272 +97,19 @@ class RewardConfig:
 
 PRESETS = {
     "smoke": dict(max_steps=8, batch_size=4, log_interval=2, eval_interval=4, verifier_tasks=5,
-                  conduct_verifier_tasks=3, verifier_samples_per_task=2, verifier_max_new_tokens=12, worst_k=3,
+                  conduct_verifier_tasks=3, eval_samples=2, verifier_max_new_tokens=12, worst_k=3,
                   calibration_bins=5),
     "cpu": dict(),  # the dataclass defaults are the cpu preset (one pass over 8,000 of stage 3's pairs at 3e-4)
     "gpu": dict(max_pairs=None, num_epochs=1.0, batch_size=32, learning_rate=5e-5, eval_interval=100, verifier_tasks=200,
-                conduct_verifier_tasks=200, verifier_samples_per_task=8, score_batch_size=256),
+                conduct_verifier_tasks=200, eval_samples=8, score_batch_size=256),
     "hub": dict(max_pairs=None, use_lora=True, num_epochs=1.0, batch_size=8, grad_accum_steps=4, learning_rate=1e-4, verifier_tasks=100,
                 conduct_verifier_tasks=100, gradient_checkpointing=True, score_batch_size=32),
 }
 
 # Which metrics the live chart and the report draw, grouped into subplots.
 CHART = {"loss": ["reward/loss", "reward/eval_loss"], "pairwise accuracy (%)": ["reward/accuracy", "reward/eval_accuracy"]}
-# TRL's log names -> the lab's namespaced metric keys.
-_LOG_KEYS = {"loss": "reward/loss", "accuracy": "reward/accuracy", "margin": "reward/margin",
-             "learning_rate": "reward/lr", "grad_norm": "reward/grad_norm", "mean_reward": "reward/mean_reward",
-             "eval_loss": "reward/eval_loss", "eval_accuracy": "reward/eval_accuracy",
-             "eval_margin": "reward/eval_margin"}
-
-
 def config(preset: str = "cpu", **overrides) -> RewardConfig:
     return make_config(RewardConfig, PRESETS, preset, overrides)
-
-
-# --- the scoring format: one function, shared with PPO ------------------------------------
-
-def scoring_text(tokenizer, instruction: str, response: str) -> str:
-    """Exactly what the reward model reads: ``<|user|>instruction<|assistant|> response<eos>``."""
-    return tokenizer.apply_chat_template(conversation(instruction, response), tokenize=False)
-
-
-@torch.no_grad()
-def score(model, tokenizer, instructions: list[str], responses: list[str], batch_size: int = 64,
-          autocast=contextlib.nullcontext()) -> torch.Tensor:
-    """Reward-model scores for (instruction, response) pairs, [B] float32 on the CPU: stage 4's evaluation,
-    PPO's rewards and the comparison's all score through here.
-
-    The text is `scoring_text`, the format the model was trained on, right-padded like TRL's training
-    batches; the model reads its score at the last non-pad token (the EOS), so padding never changes a
-    score. Texts longer than the model's positions are cut there rather than failing. Dropout is off while
-    scoring (eval mode), then the model's mode is restored.
-    """
-    if len(instructions) != len(responses):
-        raise ValueError(f"{len(instructions)} instructions but {len(responses)} responses")
-    device = next(model.parameters()).device
-    limit = getattr(model.config, "max_position_embeddings", None)
-    was_training = model.training
-    model.eval()
-    texts = [scoring_text(tokenizer, i, r) for i, r in zip(instructions, responses)]
-    out = []
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="right",
-                        add_special_tokens=False, truncation=limit is not None, max_length=limit).to(device)
-        with torch.no_grad(), autocast:
-            out.append(model(**enc).logits[:, 0].float().cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-# --- data ---------------------------------------------------------------------------------
-
-def load_pairs(cfg: RewardConfig, r: Run) -> tuple[list[dict], str]:
-    """Preference pairs {"prompt", "chosen", "rejected"} (+ "task", "margin" when present) and a one-line note."""
-    if cfg.data == "pairs":
-        path = r.require("preferences", "pairs.jsonl")
-        rows = read_jsonl(path)
-        bad = [i for i, p in enumerate(rows) if not all(isinstance(p.get(k), str) for k in ("prompt", "chosen", "rejected"))]
-        if bad:
-            raise ConfigError(f"{path} line {bad[0] + 1}: a pair needs string 'prompt', 'chosen' and 'rejected'")
-        kept = []
-        for n, p in enumerate(rows, start=1):
-            if p["chosen"] == p["rejected"]:
-                continue  # a tie teaches nothing
-            q = {k: v for k, v in p.items() if k != "margin"}  # a margin is used only when asked for
-            if cfg.margin_field:
-                if not isinstance(p.get(cfg.margin_field), (int, float)):
-                    raise ConfigError(f"{path} line {n}: margin_field={cfg.margin_field!r} needs a number there")
-                q["margin"] = float(p[cfg.margin_field])
-            kept.append(q)
-        rows = kept[:cfg.max_pairs] if cfg.max_pairs else kept
-        # Stage 3 keeps each prompt's world task (answer, family) in candidates.jsonl: attach it for the
-        # per-family breakdown. The reward model never sees it.
-        tasks = {c["prompt"]: c.get("task") for c in read_jsonl(path.parent / "candidates.jsonl")}
-        for p in rows:
-            if p.get("task") is None and tasks.get(p["prompt"]):
-                p["task"] = tasks[p["prompt"]]
-        note = f"{path}: {len(rows)} pairs"
-    else:
-        if cfg.margin_field:
-            raise ConfigError("margin_field applies to this run's pairs.jsonl (data='pairs'); external preference "
-                              "data carries no margins")
-        from .data import load_preferences  # hh-rlhf, prompt/chosen/rejected, chat-message pairs
-        rows, report = load_preferences(cfg.data, split=cfg.data_split, max_records=cfg.max_pairs)
-        note = str(report)
-    if len(rows) < 2:
-        raise ConfigError(f"{note}: need at least 2 preference pairs to train a reward model")
-    return rows, note
-
-
-def split_by_prompt(pairs: list[dict], eval_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Hold out whole prompts: no prompt has pairs on both sides, so eval accuracy is about new instructions.
-
-    At least one prompt is held out when ``eval_fraction > 0``, and at least one always trains: pairs of a
-    single prompt all train (the stage then reports on training pairs and says so)."""
-    prompts = sorted({p["prompt"] for p in pairs})
-    random.Random(seed).shuffle(prompts)
-    n_eval = 0 if eval_fraction <= 0 else min(len(prompts) - 1, max(1, round(eval_fraction * len(prompts))))
-    held = set(prompts[:n_eval])
-    return [p for p in pairs if p["prompt"] not in held], [p for p in pairs if p["prompt"] in held]
-
-
-def to_trl(pairs: list[dict]):
-    """TRL's conversational preference format, so TRL renders them with the lab's chat template."""
-    from datasets import Dataset
-    rows = [{"prompt": conversation(p["prompt"]), "chosen": [{"role": "assistant", "content": p["chosen"]}],
-             "rejected": [{"role": "assistant", "content": p["rejected"]}],
-             **({"margin": p["margin"]} if "margin" in p else {})} for p in pairs]
-    return Dataset.from_list(rows)
-
-
-def drop_too_long(pairs: list[dict], tokenizer, max_tokens: int) -> tuple[list[dict], int, int]:
-    """Pairs whose chosen and rejected texts both fit in ``max_tokens`` (TRL would drop the rest silently),
-    how many were dropped, and the longest kept text in tokens (what the memory planner sizes for)."""
-    texts = [scoring_text(tokenizer, p["prompt"], p[k]) for p in pairs for k in ("chosen", "rejected")]
-    lens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    longest = [max(lens[2 * i], lens[2 * i + 1]) for i in range(len(pairs))]
-    keep = [i for i in range(len(pairs)) if longest[i] <= max_tokens]
-    return [pairs[i] for i in keep], len(pairs) - len(keep), max((longest[i] for i in keep), default=0)
-
-
-# --- evaluation helpers (pure) ---------------------------------------------------------------
-
-def sigmoid(x: float) -> float:
-    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
-
-
-def calibration(diffs: list[float], n_bins: int = 10) -> dict:
-    """Reliability of P(chosen ≻ rejected) = σ(r_chosen − r_rejected), and its expected calibration error.
-
-    Every pair is counted both ways round — (σ(Δ), won) and (σ(−Δ), lost) — so
-    the predictions cover [0, 1] and "observed" is a real frequency (a model
-    that is always sure and right has observed 1 where it predicts ~1 and 0
-    where it predicts ~0). ECE = Σ_bins (n_bin / N) · |observed − mean prediction|
-    (Guo et al. 2017, sec. 2).
-    """
-    preds = [(sigmoid(d), 1.0) for d in diffs] + [(sigmoid(-d), 0.0) for d in diffs]
-    bins = []
-    for b in range(n_bins):
-        lo, hi = b / n_bins, (b + 1) / n_bins
-        inside = [(p, y) for p, y in preds if lo <= p < hi or (b == n_bins - 1 and p >= hi)]
-        if inside:
-            bins.append({"bin": f"{lo:.2f}-{hi:.2f}", "count": len(inside),
-                         "predicted": sum(p for p, _ in inside) / len(inside),
-                         "observed": sum(y for _, y in inside) / len(inside)})
-    n = len(preds)
-    ece = sum(b["count"] / n * abs(b["observed"] - b["predicted"]) for b in bins) if n else float("nan")
-    return {"bins": bins, "ece": ece}
-
-
-def pair_family(row: dict) -> str:
-    """The world family of a scored pair (``evaluate_pairs`` row): "-" for pairs without a world task."""
-    return (row.get("task") or {}).get("family", "-")
-
-
-def pairwise_accuracy(rows: list[dict], families=None) -> float | None:
-    """Percent of scored pairs whose chosen response outscores the rejected one (ties count half), as
-    ``evaluate_pairs`` counts it; only pairs whose task family is in ``families`` (None: every pair).
-    None when no pair counts."""
-    wins = [1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in
-            (p["score_chosen"] - p["score_rejected"] for p in rows if families is None or pair_family(p) in families)]
-    return 100 * sum(wins) / len(wins) if wins else None
-
-
-def spearman(rows: list[dict], families=None) -> float | None:
-    """Spearman's ρ between ``rm_score`` and ``true_score``, pooled over every sample (not within prompts);
-    only samples whose ``family`` is in ``families`` (None: all). None when either side is constant."""
-    from scipy.stats import spearmanr
-    rows = [r for r in rows if families is None or r["family"] in families]
-    rm, true = [r["rm_score"] for r in rows], [r["true_score"] for r in rows]
-    return float(spearmanr(rm, true).statistic) if len(set(true)) > 1 and len(set(rm)) > 1 else None
-
-
-def by_family(pair_rows: list[dict], sample_rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Per family: held-out pairwise accuracy (``pair_rows``, from ``evaluate_pairs``) and pooled Spearman on
-    fresh samples (``sample_rows``, from ``verifier_samples``, with the share the verifier scores right)."""
-    fams = sorted({pair_family(p) for p in pair_rows})
-    acc = [{"family": f, "pairs": sum(pair_family(p) == f for p in pair_rows),
-            "accuracy": pairwise_accuracy(pair_rows, (f,))} for f in fams]
-    rho = []
-    for f in sorted({v["family"] for v in sample_rows}):
-        vs = [v for v in sample_rows if v["family"] == f]
-        rho.append({"family": f, "samples": len(vs), "right_rate": 100 * sum(v["true_score"] for v in vs) / len(vs),
-                    "spearman": spearman(vs)})
-    return acc, rho
-
-
-def verifier_agreement(rows: list[dict], worst_k: int = 10) -> dict:
-    """How well reward-model scores rank fresh samples the way the verifier does.
-
-    ``rows``: {"task_id", "family", "rm_score", "true_score", ...}. Returns Spearman's ρ
-    pooled over all samples (``spearman``), pairwise accuracy on (right, wrong) samples
-    of the same task (both None when every sample is right, or every one wrong), and the
-    ``worst_k`` samples where the two disagree most: wrong answers the reward
-    model ranks high, right answers it ranks low.
-    """
-    rm = [r["rm_score"] for r in rows]
-    true = [r["true_score"] for r in rows]
-    rho = spearman(rows)
-    by_task: dict = {}
-    for r in rows:
-        by_task.setdefault(r["task_id"], []).append(r)
-    wins = total = 0
-    for group in by_task.values():
-        for a in group:
-            for b in group:
-                if a["true_score"] > b["true_score"]:
-                    total += 1
-                    wins += 1.0 if a["rm_score"] > b["rm_score"] else 0.5 if a["rm_score"] == b["rm_score"] else 0.0
-    order = sorted(range(len(rows)), key=lambda i: rm[i])
-    pct = [0.0] * len(rows)
-    for rank, i in enumerate(order):
-        pct[i] = rank / max(1, len(rows) - 1)  # 0 = the lowest score, 1 = the highest
-    disagreement = [p if t < 0.5 else 1 - p for p, t in zip(pct, true)]
-    worst, seen = [], set()
-    for i in sorted(range(len(rows)), key=lambda i: -disagreement[i]):
-        key = (rows[i].get("prompt"), rows[i].get("response"), rows[i]["rm_score"])
-        if key not in seen and len(worst) < worst_k:  # one line per distinct sample, not per repeat
-            seen.add(key)
-            worst.append({**rows[i], "rm_percentile": round(100 * pct[i])})
-    return {"spearman": rho, "pair_accuracy": 100 * wins / total if total else None, "n_pairs": total,
-            "worst": worst}
-
-
-def evaluate_pairs(model, tokenizer, pairs: list[dict], n_bins: int = 10, batch_size: int = 64) -> dict:
-    """Pairwise accuracy (%, ties count half), mean scores, calibration bins and ECE, and per-pair rows."""
-    s = score(model, tokenizer, [p["prompt"] for p in pairs] * 2,
-              [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], batch_size).tolist()
-    sc, sr = s[:len(pairs)], s[len(pairs):]
-    diffs = [c - j for c, j in zip(sc, sr)]
-    rows = [{"prompt": p["prompt"], "chosen": p["chosen"], "rejected": p["rejected"], "score_chosen": c,
-             "score_rejected": j, "task": p.get("task")} for p, c, j in zip(pairs, sc, sr)]
-    return {"accuracy": 100 * sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in diffs) / len(diffs),
-            "chosen_mean": sum(sc) / len(sc), "rejected_mean": sum(sr) / len(sr), "rows": rows,
-            **calibration(diffs, n_bins)}
-
-
-def verifier_samples(model, tokenizer, policy_path, tasks: list[dict], cfg: RewardConfig, device) -> list[dict]:
-    """Fresh samples from the policy at ``policy_path`` for ``tasks``, each scored by the reward model and the verifier."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .generate import generate
-    from .tokenizer import ensure_chat_ready
-    from .world import true_score
-    policy = AutoModelForCausalLM.from_pretrained(str(policy_path)).to(device)
-    ptok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(policy_path)))
-    k = cfg.verifier_samples_per_task
-    gens = generate(policy, ptok, [t["prompt"] for t in tasks], max_new_tokens=cfg.verifier_max_new_tokens,
-                    temperature=cfg.verifier_temperature, num_return_sequences=k, seed=cfg.seed,
-                    batch_size=max(1, cfg.score_batch_size // k))
-    rm = score(model, tokenizer, [g["instruction"] for g in gens], [g["response"] for g in gens],
-               cfg.score_batch_size).tolist()
-    rows = []
-    for i, (g, s) in enumerate(zip(gens, rm)):
-        t = tasks[i // k]
-        rows.append({"task_id": t["id"], "family": t["family"], "prompt": t["prompt"], "answer": t["answer"],
-                     "response": g["response"], "stopped": g["stopped"], "rm_score": s,
-                     "true_score": true_score(t, g["response"], g["stopped"])})
-    return rows
 
 
 # --- models ---------------------------------------------------------------------------------
@@ -413,31 +130,9 @@ def _sft_dir(r: Run, stage: Path) -> Path:
                        f"nor {d / 'adapter'}")
 
 
-def load_reward_model(path: str | Path, tokenizer):
-    """A one-output sequence classifier from a causal-LM (or reward-model) checkpoint, pad id set."""
-    from transformers import AutoModelForSequenceClassification
-    try:  # silence the expected "score.weight newly initialised / lm_head unused" report
-        from trl.trainer.reward_trainer import suppress_seqcls_warning
-    except ImportError:
-        suppress_seqcls_warning = contextlib.nullcontext
-    with suppress_seqcls_warning():
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
-    # The classifier reads the score at the last non-pad token, so it must know which id is padding.
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return model
-
-
-def _lora_config(cfg: RewardConfig, model):
-    from peft import LoraConfig
-    targets = lora_targets(model, cfg.lora_target_modules)
-    # modules_to_save: the new score head must train in full, or the adapters feed a random projection.
-    return LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, modules_to_save=["score"])
-
-
 def token_limit(cfg: RewardConfig, model_config) -> int:
-    """The longest text a pair may have: ``max_length_tokens``, else the model's positions."""
-    return cfg.max_length_tokens or getattr(model_config, "max_position_embeddings", None) or 10 ** 9
+    """The longest text a pair may have: ``max_length``, else the model's positions."""
+    return cfg.max_length or getattr(model_config, "max_position_embeddings", None) or 10 ** 9
 
 
 def plan_for(cfg: RewardConfig, r: Run, budget: float | None = None, device=None):
@@ -450,12 +145,11 @@ def plan_for(cfg: RewardConfig, r: Run, budget: float | None = None, device=None
     from transformers import AutoConfig, AutoTokenizer
 
     from . import planner
-    from .tokenizer import ensure_chat_ready
-    pairs, _ = load_pairs(cfg, r)
+    pairs, _ = pairs_for(cfg, r)
     init_path = _sft_dir(r, r.stage_dir("reward")) if cfg.init_from == "sft" else cfg.init_from
     try:
         tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(init_path)))
-        _, _, longest = drop_too_long(pairs, tokenizer, token_limit(cfg, AutoConfig.from_pretrained(str(init_path))))
+        _, _, longest = fit_pairs(pairs, tokenizer, token_limit(cfg, AutoConfig.from_pretrained(str(init_path))))
         return planner.config_plan(cfg, str(init_path), "reward", device or pick_device(cfg.device), seq_len=longest,
                                    budget=budget, lora_target_modules=lora_targets(str(init_path), cfg.lora_target_modules))
     finally:
@@ -474,47 +168,28 @@ def fit_budget(cfg: RewardConfig, r: Run, device):
 
 def _trainer_args(cfg: RewardConfig, out_dir: str, device, bf16: bool, has_eval: bool):
     from trl import RewardConfig as TRLRewardConfig
-    # TRL's defaults assume a GPU (bf16, gradient checkpointing); both slow a CPU down
-    # (docs/architecture.md, "CPU notes").
     return TRLRewardConfig(
-        output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum_steps, learning_rate=cfg.learning_rate,
         num_train_epochs=cfg.num_epochs, max_steps=cfg.max_steps or -1, lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip or 0.0,
-        logging_steps=cfg.log_interval, logging_first_step=True,
+        warmup_steps=cfg.warmup_ratio,  # transformers reads a warmup_steps below 1 as a share of the steps
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip or 0.0, logging_first_step=True,
         eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_interval, eval_on_start=has_eval,
-        save_strategy="no", report_to=cfg.report_to, disable_tqdm=True, bf16=bf16, activation_checkpointing=cfg.gradient_checkpointing,
-        max_length=None,  # long pairs are dropped (and counted) before TRL sees them
-        center_rewards_coefficient=cfg.center_rewards_coefficient, seed=cfg.seed,
-        use_cpu=device.type == "cpu", dataloader_pin_memory=device.type == "cuda")
+        max_length=None,  # long pairs are fitted (and counted) before TRL sees them
+        center_rewards_coefficient=cfg.center_rewards_coefficient,
+        **trainer_args(out_dir, device, bf16, cfg.gradient_checkpointing, cfg.log_interval, cfg.report_to, cfg.seed))
 
 
-def _callback(metrics_path: Path, chart: LiveChart, bar):
-    from transformers import TrainerCallback
-
-    class LabLog(TrainerCallback):
-        """TRL's logs -> metrics.jsonl (namespaced, accuracy in percent), the live chart and the bar."""
-
-        def on_step_end(self, args, state, control, **kw):
-            bar.update(1)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            m = {v: float(logs[k]) * (100 if k.endswith("accuracy") else 1)
-                 for k, v in _LOG_KEYS.items() if k in (logs or {})}
-            if not m:
-                return
-            m = {"step": state.global_step, **m}
-            append_jsonl(metrics_path, m)
-            chart.update(state.global_step, m)
-            shown = {k.split("/")[1]: f"{v:.3g}" for k, v in m.items() if k in ("reward/loss", "reward/eval_accuracy")}
-            bar.set_postfix(**shown)
-
-    return LabLog()
+def pairs_for(cfg: RewardConfig, r: Run) -> tuple[list[dict], str]:
+    """The preference pairs this config trains on (``reward_model.load_pairs``) and a one-line note."""
+    return load_pairs(r, cfg.data, cfg.max_pairs, cfg.margin_field, cfg.data_split)
 
 
 def _check(cfg: RewardConfig) -> None:
     require_at_least(cfg, ("batch_size", "grad_accum_steps", "log_interval", "eval_interval", "calibration_bins",
-                           "verifier_samples_per_task", "score_batch_size"))
+                           "eval_samples", "score_batch_size"))
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise ConfigError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if not 0 <= cfg.eval_fraction < 1:
         raise ConfigError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
     require_at_least(cfg, ("verifier_tasks", "conduct_verifier_tasks"), 0, why=" (0: skip that check)")
@@ -524,30 +199,28 @@ def _check(cfg: RewardConfig) -> None:
 
 # --- the stage ----------------------------------------------------------------------------------
 
+@writes_run
 def run(cfg: RewardConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True) -> dict:
     """Train the reward model on preference pairs, evaluate it three ways, write ``04_reward/``."""
-    with _quiet_libraries():
+    with quiet_libraries():
         return _run(cfg, run, runs_dir, preset, live, progress_bar)
 
 
 def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: bool | None,
          progress_bar: bool) -> dict:
-    from transformers import AutoTokenizer, PrinterCallback
+    from transformers import AutoTokenizer
     from trl import RewardTrainer
 
-    from . import world as W
-    from .tokenizer import ensure_chat_ready
-
     _check(cfg)
-    t_start = time.perf_counter()
+    t_start, timer = time.perf_counter(), Timer()
     threads = set_threads(cfg.threads)
     device = pick_device(cfg.device)
     bf16 = resolve_bf16(cfg.bf16, device)
 
     # Inputs first: a missing predecessor fails before anything is written.
     r = Run(run, runs_dir)
-    pairs, data_note = load_pairs(cfg, r)
+    pairs, data_note = pairs_for(cfg, r)
     stage = r.stage_dir("reward")
     sft_ok = r.is_complete("sft")
     samples_wanted = sft_ok and (cfg.verifier_tasks or cfg.conduct_verifier_tasks)
@@ -557,10 +230,11 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     torch.manual_seed(cfg.seed)  # the new score head is initialised randomly: same seed, same head
     model = load_reward_model(init_path, tokenizer)
     limit = token_limit(cfg, model.config)
-    pairs, n_too_long, _ = drop_too_long(pairs, tokenizer, limit)
+    pairs, fit, _ = fit_pairs(pairs, tokenizer, limit)  # long prompts lose their earliest turns (reward_model.fit_pairs)
     train_pairs, eval_pairs = split_by_prompt(pairs, cfg.eval_fraction, cfg.seed)
     if not train_pairs:
-        raise ConfigError(f"no pair fits in {limit} tokens ({n_too_long} dropped); raise max_length_tokens")
+        raise ConfigError(f"no pair fits in {limit} tokens ({fit['dropped']} dropped: their responses alone fill "
+                          f"the model); use a model with more positions (stage 1's block_size)")
     cfg, plan = fit_budget(cfg, r, device)  # raises before anything is written when nothing fits
     if plan is not None:
         bf16 = cfg.bf16
@@ -582,14 +256,17 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         with hf_logging_dir(cfg.report_to, tb_dir(stage)):
             trainer = RewardTrainer(model=model, args=args, train_dataset=to_trl(train_pairs),
                                     eval_dataset=to_trl(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
-                                    peft_config=_lora_config(cfg, model) if cfg.use_lora else None)
-        total_steps = trainer.args.max_steps if trainer.args.max_steps > 0 else math.ceil(
+                                    peft_config=lora_config(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
+                                                                        cfg.lora_target_modules, classifier=True)
+                                    if cfg.use_lora else None)
+        n_steps = trainer.args.max_steps if trainer.args.max_steps > 0 else math.ceil(
             cfg.num_epochs * math.ceil(len(train_pairs) / cfg.batch_size) / cfg.grad_accum_steps)
-        bar = progress(total_steps, "reward", disable=not progress_bar)
-        trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, the chart and the bar instead
-        trainer.add_callback(_callback(metrics_path, chart, bar))
+        bar = progress(n_steps, "reward", disable=not progress_bar)
+        no_printer(trainer)
+        trainer.add_callback(MetricsCallback(metrics_path, "reward", chart, bar, show=("reward/loss", "reward/eval_accuracy")))
         t_train = time.perf_counter()
-        trainer.train()
+        with timer("train"):
+            trainer.train()
         t_train = time.perf_counter() - t_train
         bar.close()
         chart.update(trainer.state.global_step, {}, force=True)
@@ -597,31 +274,40 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         model = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
     model.eval()
     changed = sum(not torch.equal(a, b.detach().cpu()) for a, b in zip(initial, model.parameters()))
-    with atomic_dir(stage / "model") as d:
+    with timer("save"), atomic_dir(stage / "model") as d:
         model.save_pretrained(d)
         tokenizer.save_pretrained(d)
 
     # 1. held-out pairwise accuracy and score distributions, 2. calibration, 3. the verifier on fresh samples
     check = eval_pairs or train_pairs  # without a held-out set, report on training pairs (and say so)
-    held = evaluate_pairs(model, tokenizer, check, cfg.calibration_bins, cfg.score_batch_size)
+    with timer("evaluate pairs"):
+        held = evaluate_pairs(model, tokenizer, check, cfg.calibration_bins, cfg.score_batch_size)
     sample = random.Random(cfg.seed).sample(train_pairs, min(len(train_pairs), 500))
     train_acc = evaluate_pairs(model, tokenizer, sample, cfg.calibration_bins, cfg.score_batch_size)["accuracy"]
     write_jsonl_atomic(stage / "eval_pairs.jsonl", held["rows"])
-    # The evaluation prompts SFT and PPO report on (stage 3 never drew one), in stage 3's families.
-    fams = W.parse_families(read_json(r.stage_dir("preferences") / "config.json", {}).get("families")
-                            or ",".join(W.DEFAULT_FAMILIES))
+    # The evaluation prompts SFT and PPO report on (stage 3 never drew one), in stage 3's families. The verifier
+    # checks judge the reward model on the embedded world's tasks: on anyone else's preferences they would
+    # measure something it was not trained for, so they run only on stage 3's pairs of world prompts.
+    prefs_cfg = read_json(r.stage_dir("preferences") / "config.json", {})
+    on_world = cfg.data == "pairs" and prefs_cfg.get("prompts", "world") == "world"
+    fams = W.parse_families(prefs_cfg.get("families") or ",".join(W.DEFAULT_FAMILIES))
     conduct_fams = tuple(f for f in fams if f in W.CONDUCT_FAMILIES)
     agree, vrows, crows = None, [], []
-    if cfg.verifier_tasks and sft_path is not None:
-        tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed, families=fams)
-        vrows = verifier_samples(model, tokenizer, sft_path, tasks, cfg, device)
+    if cfg.verifier_tasks and sft_path is not None and on_world:
+        tasks = W.make_tasks(r.world(), cfg.verifier_tasks, "eval", seed=cfg.seed, families=fams, distinct=True)
+        with timer("verifier samples"):
+            vrows = verifier_samples(model, tokenizer, sft_path, tasks, device, cfg.eval_samples,
+                                     cfg.verifier_max_new_tokens, cfg.verifier_temperature, cfg.seed, cfg.score_batch_size)
         agree = verifier_agreement(vrows, cfg.worst_k)
         write_jsonl_atomic(stage / "verifier_samples.jsonl", vrows)
-    if cfg.conduct_verifier_tasks and conduct_fams and sft_path is not None:
+    if cfg.conduct_verifier_tasks and conduct_fams and sft_path is not None and on_world:
         # The conduct families get a check of their own, so their Spearman rests on more than the overall
         # check's share of them.
-        tasks = W.make_tasks(r.world(), cfg.conduct_verifier_tasks, "eval", seed=cfg.seed, families=conduct_fams)
-        crows = verifier_samples(model, tokenizer, sft_path, tasks, cfg, device)
+        tasks = W.make_tasks(r.world(), cfg.conduct_verifier_tasks, "eval", seed=cfg.seed, families=conduct_fams,
+                             distinct=True)
+        with timer("verifier samples"):
+            crows = verifier_samples(model, tokenizer, sft_path, tasks, device, cfg.eval_samples,
+                                     cfg.verifier_max_new_tokens, cfg.verifier_temperature, cfg.seed, cfg.score_batch_size)
         write_jsonl_atomic(stage / "conduct_samples.jsonl", crows)
     # Where does it fail? World pairs and samples carry their task's family (the reward model never sees it);
     # a family's Spearman pools its samples from both checks.
@@ -641,40 +327,28 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
         "reward/chosen_mean": held["chosen_mean"], "reward/rejected_mean": held["rejected_mean"],
         "reward/final_loss": last.get("reward/loss"), "reward/steps": trainer.state.global_step,
         "reward/pairs_train": len(train_pairs), "reward/pairs_eval": len(eval_pairs),
-        "reward/prompts_eval": len({p["prompt"] for p in eval_pairs}), "reward/pairs_dropped_too_long": n_too_long,
+        "reward/prompts_eval": len({p["prompt"] for p in eval_pairs}), "reward/pairs_dropped_too_long": fit["dropped"],
+        "reward/pairs_truncated": fit["truncated"],
         "reward/params": count_params(model), "reward/trainable_params": trainable,
         "reward/params_changed": changed, "reward/train_seconds": t_train,
         "reward/seconds": time.perf_counter() - t_start, "reward/threads": threads, "device": str(device),
         "eval_on": "held-out prompts" if eval_pairs else
                    "training pairs (" + ("eval_fraction=0" if cfg.eval_fraction <= 0 else "one prompt: nothing to hold out") + ")",
         "data": data_note, "init_from": str(init_path),
-        "verifier_check": "done" if agree else "skipped: " + ("verifier_tasks=0" if not cfg.verifier_tasks else
-                                                              "this run has no SFT model to sample from"),
+        "verifier_check": "done" if agree else "skipped: " + (
+            "verifier_tasks=0" if not cfg.verifier_tasks else "this run has no SFT model to sample from"
+            if sft_path is None else "no verifier for these preferences (not stage 3's pairs on world prompts)"),
         "conduct_check": "done" if crows else "skipped: " + (
             "conduct_verifier_tasks=0" if not cfg.conduct_verifier_tasks else
+            "no verifier for these preferences (not stage 3's pairs on world prompts)" if not on_world else
             "stage 3 used no conduct family" if not conduct_fams else "this run has no SFT model to sample from"),
     }
-    atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "calibration": held["bins"],
+    atomic_write_json(stage / "eval.json", {**result, "timings": timer.rounded(), "plan": plan_record,
+                                            "calibration": held["bins"],
                                             "accuracy_by_family": acc_by_family, "spearman_by_family": rho_by_family,
                                             "worst_disagreements": agree["worst"] if agree else []})
     r.complete("reward", result["reward/seconds"], {k: result[k] for k in (
         "reward/eval_accuracy", "reward/ece", "reward/spearman", "reward/verifier_pair_accuracy",
-        "reward/conduct_accuracy", "reward/conduct_spearman")})
+        "reward/conduct_accuracy", "reward/conduct_spearman", "reward/pairs_train", "reward/pairs_eval",
+        "reward/pairs_truncated", "reward/pairs_dropped_too_long")})
     return result
-
-
-@contextlib.contextmanager
-def _quiet_libraries():
-    """No per-call bars from datasets.map / from_pretrained / save_pretrained: the stage shows one bar."""
-    from datasets.utils import logging as dlog
-    from transformers.utils import logging as tlog
-    was = dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled()
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was[0]:
-            dlog.enable_progress_bar()
-        if was[1]:
-            tlog.enable_progress_bar()

@@ -37,13 +37,13 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import ConfigError, field_names, make_config
+from .config import PRESET_NAMES, RENAMED, ConfigError, did_you_mean, field_help, field_names, make_config
 from .live import PROGRESS_ENV, StageLine, format_seconds, watch_stage
-from .runs import DEFAULT_STAGES, NOTEBOOKS, STAGE_DIRS, STAGES, Run, StageMissing, read_json
+from .runs import DEFAULT_STAGES, NOTEBOOKS, STAGE_DIRS, STAGES, Run, RunLocked, StageMissing, read_json
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # Globals every stage notebook's parameters cell has besides its config fields.
-NOTEBOOK_GLOBALS = ("run_name", "runs_dir", "preset")
+NOTEBOOK_GLOBALS = ("run", "runs_dir", "preset")
 
 
 def stage_module(stage: str):
@@ -51,9 +51,10 @@ def stage_module(stage: str):
 
 
 def config_class(stage: str):
-    mod = stage_module(stage)
-    return next(v for k, v in vars(mod).items() if k.endswith("Config") and isinstance(v, type)
-                and v.__module__ == mod.__name__)
+    """The stage's config dataclass: what its ``config()`` returns (declared in the stage module, or in a
+    shared one it imports, as ``ppo_config.PPOConfig``)."""
+    import typing
+    return typing.get_type_hints(stage_module(stage).config)["return"]
 
 
 def available_stages() -> list[str]:
@@ -71,6 +72,26 @@ def parse_params(pairs: list[str]) -> dict:
     return out
 
 
+def absolute_paths(per: dict[str, dict]) -> dict[str, dict]:
+    """Parameter values (``split_params``' routing) that name a file or folder relative to where the command runs,
+    made absolute: the notebooks run in notebooks/, where ``-p data=book.txt`` would name another file, or none.
+    Touched: a value that exists there, unless the field's help names it as a keyword ('world', 'pairs', 'sft'...),
+    and a data file's name (so that its "file not found" names the place meant); "org/name" stays a hub name."""
+    import re
+
+    def absolute(v, keywords):
+        if not isinstance(v, str) or os.path.isabs(v) or v in keywords:
+            return v
+        path = Path(v)
+        data_file = path.suffix.lower() in (".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".gz")
+        return str(path.resolve()) if data_file or path.exists() else v
+    out = {}
+    for stage, params in per.items():
+        helps = field_help(config_class(stage))
+        out[stage] = {k: absolute(v, set(re.findall(r"'([\w-]+)'", helps.get(k, "")))) for k, v in params.items()}
+    return out
+
+
 def split_params(params: dict, stages: list[str]) -> dict[str, dict]:
     """Route each parameter to the stages it belongs to; unknown names are an error naming the valid ones."""
     per = {s: {} for s in stages}
@@ -85,11 +106,10 @@ def split_params(params: dict, stages: list[str]) -> dict[str, dict]:
         else:
             targets = [s for s in stages if name in valid[s]]
         if not targets:
-            import difflib
+            if name in RENAMED:
+                raise ConfigError(f"parameter {key!r} was renamed to {RENAMED[name]!r}")
             allv = sorted(set().union(*valid.values()))
-            close = difflib.get_close_matches(name, allv, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown parameter {key!r}{hint} for stages {', '.join(stages)}; "
+            raise ConfigError(f"unknown parameter {key!r}{did_you_mean(name, allv)} for stages {', '.join(stages)}; "
                               f"valid: {', '.join(allv)}")
         for s in targets:
             per[s][name] = value
@@ -204,10 +224,10 @@ def execute_stage(run: Run, stage: str, parameters: dict, line: StageLine) -> No
                 os.replace(partial, out)
 
 
-def run_pipeline(name: str = "demo", preset: str = "cpu", stages: list[str] | None = None,
+def run_pipeline(run: str = "demo", preset: str = "cpu", stages: list[str] | None = None,
                  params: dict | None = None, runs_dir: str | Path = "runs", force: bool = False,
                  log=print, tty: bool | None = None) -> Path:
-    """Run the selected stages' notebooks into ``runs/<name>/notebooks/`` and write ``report.html``.
+    """Run the selected stages' notebooks into ``runs/<run>/notebooks/`` and write ``report.html``.
 
     ``tty``: redraw one live line per stage (default: when logging with ``print`` to a terminal).
     """
@@ -222,76 +242,124 @@ def run_pipeline(name: str = "demo", preset: str = "cpu", stages: list[str] | No
     if missing:
         raise ConfigError(f"stage {', '.join(missing)} has no notebook in {NOTEBOOK_DIR}")
     stages = [s for s in STAGES if s in stages]  # pipeline order, whatever order was given
-    per = split_params(params or {}, stages)
+    per = absolute_paths(split_params(params or {}, stages))
     # Build every config now: bad values fail before hours of training.
     configs = {s: jsonable(make_config(config_class(s), stage_module(s).PRESETS, preset, per[s])) for s in stages}
 
     runs_dir = Path(runs_dir).resolve()
-    run = Run(name, runs_dir)
-    if not force:
-        differ = completed_with_other_config(run, configs)
-        if differ:
-            raise ConfigError(f"run '{name}' already completed {'; '.join(differ)}. Re-running would replace "
-                              f"what it made: add --force to re-run, or use --name <new> for a new run")
-    run.update_manifest(preset=preset)
-    (run.path / "notebooks").mkdir(exist_ok=True)
+    r = Run(run, runs_dir)
     if tty is None:
         tty = log is print and sys.stdout.isatty()
-    for s in stages:
-        if run.is_complete(s) and not force:
-            log(f"[labkit] {s}: already complete in {run.path} with the same config, skipping (--force re-runs it)")
-            continue
-        line = StageLine(s, tty, log)
-        line.say(f"[labkit] {s}: running {NOTEBOOKS[s]} (preset={preset}) ...")
-        t0 = time.perf_counter()
-        execute_stage(run, s, {"run_name": name, "runs_dir": str(runs_dir), "preset": preset, **per[s]}, line)
-        if not run.is_complete(s):
-            raise RuntimeError(f"notebook {NOTEBOOKS[s]} finished but did not mark stage {s!r} complete")
-        seconds = time.perf_counter() - t0
-        run.annotate(s, requested=configs[s], notebook_seconds=round(seconds, 2))
-        line.say(f"[labkit] {s}: done in {format_seconds(seconds)}", final=True)
-    report = write_report(run)
-    log(f"[labkit] scorecard of run '{name}' (targets: labkit/report.py)")
-    log(format_scorecard(scorecard(run)))
-    log(f"[labkit] total time {format_seconds(total_seconds(run))} · report: {report}")
-    return run.path
+    # One writer per run folder: held for the whole pipeline, and inherited by the notebook kernels it starts.
+    with r.lock():
+        if not force:
+            differ = completed_with_other_config(r, configs)
+            if differ:
+                raise ConfigError(f"run '{run}' already completed {'; '.join(differ)}. Re-running would replace "
+                                  f"what it made: add --force to re-run, or use --name <new> for a new run")
+        r.update_manifest(preset=preset)
+        (r.path / "notebooks").mkdir(exist_ok=True)
+        for s in stages:
+            if r.is_complete(s) and not force:
+                log(f"[labkit] {s}: already complete in {r.path} with the same config, skipping (--force re-runs it)")
+                continue
+            if s in r.manifest()["stages"]:
+                log(f"[labkit] {s}: run.json marks it complete but {', '.join(r.missing_outputs(s))} is missing "
+                    f"(deleted?), so it runs again")
+            line = StageLine(s, tty, log)
+            line.say(f"[labkit] {s}: running {NOTEBOOKS[s]} (preset={preset}) ...")
+            t0 = time.perf_counter()
+            execute_stage(r, s, {"run": run, "runs_dir": str(runs_dir), "preset": preset, **per[s]}, line)
+            if not r.is_complete(s):
+                raise RuntimeError(f"notebook {NOTEBOOKS[s]} finished but did not mark stage {s!r} complete")
+            seconds = time.perf_counter() - t0
+            r.annotate(s, requested=configs[s], notebook_seconds=round(seconds, 2))
+            line.say(f"[labkit] {s}: done in {format_seconds(seconds)}", final=True)
+        report = write_report(r)
+    log(f"[labkit] scorecard of run '{run}' (targets: labkit/report.py)")
+    log(format_scorecard(scorecard(r)))
+    log(f"[labkit] total time {format_seconds(total_seconds(r))} · report: {report}")
+    return r.path
 
 
-def status(name: str = "demo", runs_dir: str | Path = "runs") -> str:
+def status(run: str = "demo", runs_dir: str | Path = "runs") -> str:
     """Which stages the run folder holds, their headline numbers, and the command that runs what is left."""
     from .report import fmt, short, stage_seconds
 
-    if not (Path(runs_dir) / name / "run.json").exists():
-        raise FileNotFoundError(f"no run '{name}' in {Path(runs_dir).resolve()}; start one: labkit run --name {name}")
-    run = Run(name, runs_dir)
-    m = run.manifest()
-    lines = [f"run '{name}' in {run.path} (preset {m.get('preset')})"]
+    if not (Path(runs_dir) / run / "run.json").exists():
+        raise FileNotFoundError(f"no run '{run}' in {Path(runs_dir).resolve()}; start one: labkit run --name {run}")
+    r = Run(run, runs_dir)
+    m = r.manifest()
+    lines = [f"run '{run}' in {r.path} (preset {m.get('preset')})"]
     todo = []
     for stage in available_stages():
         info = m["stages"].get(stage)
+        missing = r.missing_outputs(stage) if info else []
+        if missing:
+            lines.append(f"  {stage:<12} incomplete: {', '.join(missing)} is missing (the next run redoes it)")
+            todo.append(stage)
+            continue
         if info:
             numbers = "  ".join(f"{short(k)} {fmt(v)}" for k, v in list(info["headline"].items())[:3])
             lines.append(f"  {stage:<12} complete  {format_seconds(stage_seconds(info)):>7}  {numbers}")
             continue
         todo.append(stage)
-        started = (run.path / STAGE_DIRS[stage] / "config.json").exists()
+        started = (r.path / STAGE_DIRS[stage] / "config.json").exists()
         lines.append(f"  {stage:<12} {'started, not finished (the next run resumes it)' if started else 'not run'}")
-    cmd = f"labkit run --name {name} --preset {m.get('preset')}" + \
+    cmd = f"labkit run --name {run} --preset {m.get('preset')}" + \
         (f" --runs-dir {runs_dir}" if Path(runs_dir) != Path("runs") else "")
     if todo:
         lines.append(f"next: {cmd}" + (f" --stages {','.join(todo)}" if todo != available_stages() else ""))
     else:
-        lines.append(f"all stages complete; report: {run.path / 'report.html'} "
+        lines.append(f"all stages complete; report: {r.path / 'report.html'} "
                      f"(re-run one: {cmd} --stages <stage> --force)")
     return "\n".join(lines)
 
 
-def train_stage(stage: str, run_dir: str | Path, preset: str = "cpu", params: dict | None = None) -> dict:
+def train_stage(stage: str, run: str = "demo", runs_dir: str | Path = "runs", preset: str = "cpu",
+                params: dict | None = None) -> dict:
     """Run one stage's ``run(cfg)`` directly, without a notebook (what ``labkit train`` and accelerate use)."""
     mod = stage_module(stage)
     cfg = make_config(config_class(stage), mod.PRESETS, preset, params or {})
-    run_dir = Path(run_dir)
-    return mod.run(cfg, run=run_dir.name, runs_dir=str(run_dir.parent), preset=preset, live=False)
+    return mod.run(cfg, run=run, runs_dir=str(runs_dir), preset=preset, live=False)
+
+
+# --- the notebooks' parameters cells, written from the config dataclasses -----------------------------
+
+PARAMETERS_HEADER = (
+    'import os\n'
+    'run = os.environ.get("LABKIT_RUN", "demo")               # run folder: <runs_dir>/<run>\n'
+    'runs_dir = os.environ.get("LABKIT_RUNS_DIR", "../runs")  # the repository\'s runs/ (notebooks run from notebooks/)\n'
+    'preset = os.environ.get("LABKIT_PRESET", "cpu")          # smoke | cpu | gpu | hub: fills every field left as None\n')
+
+
+def parameters_cell(stage: str) -> str:
+    """The ``parameters`` cell of a stage's notebook: the run, folder and preset, then every field of the
+    stage's config dataclass as ``name = None`` with its one-line help. papermill injects overrides after
+    it; ``config.from_notebook`` builds the config from these globals, so None keeps the preset's value."""
+    cls = config_class(stage)
+    helps = field_help(cls)
+    width = max(len(n) for n in helps) + len(" = None") + 2
+    lines = [f"# {cls.__name__} fields (None: the preset's value)"]
+    lines += [f"{f'{name} = None':<{width}}# {helps[name]}".rstrip() for name in field_names(cls)]
+    return PARAMETERS_HEADER + "\n".join(lines)
+
+
+def write_parameter_cells(check: bool = False) -> list[str]:
+    """Rewrite each notebook's parameters cell from its dataclass (``check``: only list the stale ones).
+    Returns the notebooks that differed; ``tests/test_notebooks.py`` fails when one does."""
+    import nbformat
+    stale = []
+    for stage in available_stages():
+        path = NOTEBOOK_DIR / NOTEBOOKS[stage]
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        if cell.source != parameters_cell(stage):
+            stale.append(path.name)
+            cell.source = parameters_cell(stage)
+            if not check:
+                nbformat.write(nb, path)
+    return stale
 
 
 def _interrupt(signum, frame):
@@ -314,7 +382,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="execute stage notebooks in order (papermill) and write report.html")
     r.add_argument("--name", default="demo", help="run folder name under --runs-dir")
-    r.add_argument("--preset", default="cpu", help="smoke | cpu | gpu | hub")
+    r.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
     r.add_argument("--stages", default=None, help=f"comma list from {','.join(STAGES)} "
                                                   f"(default: {','.join(DEFAULT_STAGES)})")
     r.add_argument("-p", "--param", action="append", default=[], help="key=value or stage.key=value")
@@ -322,17 +390,25 @@ def main(argv=None) -> int:
     r.add_argument("--force", action="store_true", help="re-run stages already complete")
     t = sub.add_parser("train", help="run one stage without a notebook (works under accelerate launch)")
     t.add_argument("stage", choices=STAGES)
-    t.add_argument("--run", required=True, help="run folder, e.g. runs/demo")
-    t.add_argument("--preset", default="cpu")
+    t.add_argument("--name", default="demo", help="run folder name under --runs-dir")
+    t.add_argument("--runs-dir", default="runs")
+    t.add_argument("--preset", default="cpu", choices=PRESET_NAMES)
     t.add_argument("-p", "--param", action="append", default=[])
     rep = sub.add_parser("report", help="(re)write runs/<name>/report.html")
     rep.add_argument("--name", default="demo")
     rep.add_argument("--runs-dir", default="runs")
+    nbp = sub.add_parser("notebooks", help="rewrite the notebooks' parameters cells from the config dataclasses")
+    nbp.add_argument("--check", action="store_true", help="only list the notebooks whose cell is stale (exit 1)")
     st = sub.add_parser("status", help="which stages runs/<name> holds, their numbers, and what runs next")
     st.add_argument("--name", default="demo")
     st.add_argument("--runs-dir", default="runs")
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"] and any(a == "--run" or a.startswith("--run=") for a in argv):
+        print("labkit: error: train's --run was renamed: name the run with --name and its folder with --runs-dir "
+              "(--run runs/demo is --name demo --runs-dir runs), as for labkit run", file=sys.stderr)
+        return 2
     args = ap.parse_args(argv)
+    run_dir = Path(args.runs_dir) / args.name if hasattr(args, "name") else None  # where an error's traceback goes
     try:
         if args.cmd == "run":
             stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
@@ -340,12 +416,18 @@ def main(argv=None) -> int:
         elif args.cmd == "train":
             params = parse_params(args.param)
             split_params(params, [args.stage])
-            print(train_stage(args.stage, args.run, args.preset, params))
+            print(train_stage(args.stage, args.name, args.runs_dir, args.preset, params))
         elif args.cmd == "status":
             print(status(args.name, args.runs_dir))
+        elif args.cmd == "notebooks":
+            stale = write_parameter_cells(check=args.check)
+            print(("stale: " if args.check else "rewrote: ") + (", ".join(stale) or "none"))
+            return 1 if args.check and stale else 0
         else:
             from .report import write_report
-            print(write_report(Run(args.name, args.runs_dir)))
+            r = Run(args.name, args.runs_dir)
+            with r.lock():
+                print(write_report(r))
     except Interrupted as e:
         at = f" at step {e.n}/{e.total or '?'}" if e.n is not None else ""
         again = shlex.join(["labkit", *(a for a in argv if a != "--force")])  # --force would redo finished stages
@@ -355,16 +437,46 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("labkit: interrupted", file=sys.stderr)
         return 130
-    except (ConfigError, FileNotFoundError, ValueError, StageMissing) as e:
+    except RunLocked as e:  # the run belongs to another process: write nothing into it, not even a log
         print(f"labkit: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # papermill wraps notebook failures: show the cause in one line
-        name = type(e).__name__
-        if name == "PapermillExecutionError":
-            print(f"labkit: error: a notebook cell failed: {e.ename}: {e.evalue}", file=sys.stderr)
-            return 1
-        raise
+    except (ConfigError, FileNotFoundError, ValueError, StageMissing) as e:
+        print(f"labkit: error: {one_line(str(e))}{log_error(run_dir, argv, e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # anything else, papermill's notebook failures included: one line, the rest in the log
+        cause = f"a notebook cell failed: {e.ename}: {e.evalue}" if type(e).__name__ == "PapermillExecutionError" \
+            else f"{type(e).__name__}: {e}"
+        print(f"labkit: error: {one_line(cause)}{log_error(run_dir, argv, e)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+ERROR_LOG = "labkit-errors.log"
+
+
+def log_error(run_dir: Path | None, argv: list[str], e: BaseException) -> str:
+    """Append ``e``'s full traceback (and a failed notebook cell's) to ``<run>/labkit-errors.log``; the text that
+    names the log for the one-line error ("" when the run folder does not exist: nothing is created for a log)."""
+    import re
+    import traceback
+    if run_dir is None or not run_dir.is_dir():
+        return ""
+    log = run_dir / ERROR_LOG
+    cell = "".join(getattr(e, "traceback", None) or []) if type(e).__name__ == "PapermillExecutionError" else ""
+    try:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')}  {shlex.join(['labkit', *argv])}  (pid {os.getpid()})\n")
+            f.write("".join(traceback.format_exception(e)))
+            if cell:  # the notebook's own traceback, without its terminal colours
+                f.write("--- the notebook cell's traceback:\n" + re.sub(r"\x1b\[[0-9;]*m", "", cell) + "\n")
+    except OSError:
+        return ""
+    return f" (full traceback in {log})"
 
 
 if __name__ == "__main__":

@@ -11,21 +11,29 @@ Stages never share notebook state: each one reads its predecessor's folder by
 stage name (``Run.require("sft")``) and fails with a clear message when it is
 missing. Every file is written atomically (temp file + ``os.replace``), and
 model folders are swapped in whole, so an interrupted stage leaves the
-previous state intact.
+previous state intact. One process writes a run at a time: ``Run.lock()``
+(``.lock``, held with ``flock``; ``.lock.json`` says who holds it), taken by
+``labkit run`` for the whole pipeline and by every stage's ``run`` (`writes_run`);
+run.json is read-modified-written only under it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
+import socket
+import sys
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +50,11 @@ NOTEBOOKS = {"pretrain": "01_pretrain.ipynb", "sft": "02_sft.ipynb", "preference
 # that is more than the main command's 25-minute budget has left after stages 1-5, so it runs when
 # asked for: `labkit run --stages compare` after the main run (README, "Results").
 DEFAULT_STAGES = ("pretrain", "sft", "preferences", "reward", "ppo")
+# What a completed stage leaves in its folder: run.json's mark alone does not make a stage complete, so a
+# file or model folder deleted by hand sends the stage back to the runner ("a|b": either will do).
+STAGE_OUTPUTS = {"pretrain": ("model", "eval.json"), "sft": ("model|adapter", "eval.json"),
+                 "preferences": ("pairs.jsonl", "eval.json"), "reward": ("model", "eval.json"),
+                 "ppo": ("model", "samples.jsonl", "eval.json"), "compare": ("samples.jsonl", "eval.json")}
 
 
 # --- atomic writes -----------------------------------------------------------------
@@ -215,6 +228,101 @@ class StageMissing(RuntimeError):
     """A stage needs a predecessor that this run has not completed."""
 
 
+class ManifestError(ConfigError):
+    """run.json is damaged or is not a manifest."""
+
+
+class RunLocked(ConfigError):
+    """Another live process is writing this run folder."""
+
+
+# --- one writer per run folder: the lock's bookkeeping (``Run.lock`` uses it) ---------------------
+
+# The run locks a process holds, exported to the processes it starts (notebook kernels) as JSON
+# {run folder: token}: a kernel of `labkit run` writes under its runner's lock instead of asking for it.
+LOCK_ENV = "LABKIT_RUN_LOCKS"
+_LOCKS: dict[str, dict] = {}  # run folder -> {"fd": the flock's descriptor (None: covered by the parent), "depth", "token"}
+
+
+def _key(path: Path) -> str:
+    return str(Path(path).resolve())
+
+
+def _rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 when launched alone)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def _export_locks() -> None:
+    held = {k: v["token"] for k, v in _LOCKS.items()}
+    if held:
+        os.environ[LOCK_ENV] = json.dumps(held)
+    else:
+        os.environ.pop(LOCK_ENV, None)
+
+
+def _read_holder(path: Path) -> dict:
+    """``.lock.json`` (who holds, or last held, the lock), or {} when absent or unreadable (being written)."""
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _command() -> str:
+    """This process's command line as a person typed it: `labkit run ...`, or what a Jupyter kernel is."""
+    argv = list(sys.argv) or ["python"]
+    if "ipykernel" in argv[0]:
+        return "a Jupyter notebook kernel"
+    if Path(argv[0]).name in ("labkit", "__main__.py", "runner.py"):
+        argv[0] = "labkit"
+    return shlex.join(argv)
+
+
+def _describe(holder: dict) -> str:
+    if not holder:
+        return "another process (it is just starting)"
+    return (f"pid {holder.get('pid')} on {holder.get('host')} (`{holder.get('command')}`, "
+            f"since {holder.get('started')})")
+
+
+def _alive(pid: int, wait_s: float = 0.0) -> bool:
+    """Whether process ``pid`` exists, waiting up to ``wait_s`` seconds for it to exit."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # exists, owned by someone else
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.1)
+
+
+def writes_run(fn):
+    """A stage's entry point ``run(cfg, run=..., runs_dir=..., ...)`` holds its run's lock for the call
+    (rank 0 only under accelerate or torchrun: the other ranks wait for it at the usual barriers)."""
+    @functools.wraps(fn)
+    def locked(cfg, run: str = "demo", runs_dir: str = "runs", *args, **kwargs):
+        if _rank() != 0:
+            return fn(cfg, run, runs_dir, *args, **kwargs)
+        folder = Path(runs_dir) / run
+        existed = folder.exists()
+        try:
+            with Run(run, runs_dir).lock():
+                return fn(cfg, run, runs_dir, *args, **kwargs)
+        except BaseException:
+            # A stage that failed before writing anything (bad data, say) leaves no run behind: only the
+            # lock made the folder.
+            if not existed and {q.name for q in folder.iterdir()} <= {".lock", ".lock.json"}:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+    return locked
+
+
 class UnsafeCheckpoint(ConfigError):
     """A checkpoint file holds pickled Python objects, not only tensors and plain values."""
 
@@ -240,14 +348,14 @@ def config_fingerprint(cfg, resumable) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in resumable}
 
 
-def resumable_checkpoint(folder: str | Path, cfg, resumable, total_steps: int) -> dict | None:
+def resumable_checkpoint(folder: str | Path, cfg, resumable, max_steps: int) -> dict | None:
     """``folder/state.pt`` when it was made by this same config (bar the ``resumable`` fields) and stopped
-    before ``total_steps``, else None (training starts afresh). Read with `load_checkpoint`."""
+    before ``max_steps``, else None (training starts afresh). Read with `load_checkpoint`."""
     f = Path(folder) / "state.pt"
     if not f.exists():
         return None
     state = load_checkpoint(f)
-    if state.get("config") != config_fingerprint(cfg, resumable) or state["step"] >= total_steps:
+    if state.get("config") != config_fingerprint(cfg, resumable) or state["step"] >= max_steps:
         return None
     return state
 
@@ -273,15 +381,111 @@ class Run:
         return self.path / "run.json"
 
     def manifest(self) -> dict:
-        return read_json(self.manifest_path, default={"name": self.name, "stages": {}})
+        """run.json's contents; a damaged file is a `ManifestError` naming it, never a JSON traceback."""
+        path = self.manifest_path
+        try:
+            m = read_json(path, default={"name": self.name, "stages": {}})
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+            raise ManifestError(f"{path} is damaged (not valid JSON{where}, e.g. cut short by a full disk): restore "
+                                f"it, or move it aside to start run '{self.name}' afresh (every stage then runs "
+                                f"again)") from None
+        if not isinstance(m, dict) or not isinstance(m.get("stages", {}), dict):
+            raise ManifestError(f"{path} is not a labkit manifest (expected an object with a 'stages' object): "
+                                f"restore it, or move it aside to start run '{self.name}' afresh")
+        m.setdefault("stages", {})
+        return m
+
+    def _write_manifest(self, m: dict) -> None:
+        """The one place run.json is written: only by the process holding the run's lock (under accelerate
+        or torchrun, rank 0 holds it and writes; the other ranks' writes are left to it)."""
+        if _rank() != 0:
+            return
+        if not self.holds_lock():
+            raise RuntimeError(f"{self.manifest_path} written without the run's lock: wrap the write in "
+                               f"`with Run(...).lock():` (stage entry points take it with @writes_run)")
+        m["versions"] = versions()
+        atomic_write_json(self.manifest_path, m)
 
     def update_manifest(self, **fields) -> dict:
         m = self.manifest()
         m.update(fields)
-        m.setdefault("stages", {})
-        m["versions"] = versions()
-        atomic_write_json(self.manifest_path, m)
+        self._write_manifest(m)
         return m
+
+    # one writer at a time --------------------------------------------------------
+    def holds_lock(self) -> bool:
+        """Whether this process writes under the run's lock (its own, or that of the `labkit run` that started it)."""
+        return _key(self.path) in _LOCKS
+
+    @contextmanager
+    def lock(self):
+        """Hold the run's lock for the body: a second writer gets `RunLocked` at once, naming this process.
+
+        Re-entrant. A notebook kernel that `labkit run` started is covered by the runner's lock (it finds
+        the runner's token in ``LABKIT_RUN_LOCKS`` and in ``.lock.json``) and records its pid there, so a
+        process taking over after the runner died waits for that kernel to go too. ``flock`` is released
+        by the kernel when its holder dies (SIGKILL included), so a ``.lock.json`` left behind with the
+        lock free names a dead holder: it is taken over with a one-line notice on stderr."""
+        key = _key(self.path)
+        if key in _LOCKS:
+            _LOCKS[key]["depth"] += 1
+            try:
+                yield self
+            finally:
+                _LOCKS[key]["depth"] -= 1
+            return
+        info_path = self.path / ".lock.json"
+        token = json.loads(os.environ.get(LOCK_ENV) or "{}").get(key)
+        holder = _read_holder(info_path)
+        if token is not None and holder.get("token") == token:  # covered by the process that started this one
+            _LOCKS[key] = {"fd": None, "depth": 1, "token": token}
+            atomic_write_json(info_path, {**holder, "helpers": sorted({*holder.get("helpers", []), os.getpid()})})
+        else:
+            _LOCKS[key] = {"fd": self._take(info_path), "depth": 1, "token": uuid.uuid4().hex}
+            atomic_write_json(info_path, {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(),
+                                          "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                          "token": _LOCKS[key]["token"], "helpers": []})
+        _export_locks()
+        try:
+            yield self
+        finally:
+            held = _LOCKS.pop(key)
+            _export_locks()
+            if held["fd"] is not None:
+                info_path.unlink(missing_ok=True)  # a clean release leaves no holder behind
+                os.close(held["fd"])                # closing the file releases the flock
+            else:
+                with contextlib.suppress(OSError, ValueError):
+                    now = _read_holder(info_path)
+                    if now.get("token") == held["token"]:
+                        now["helpers"] = [p for p in now.get("helpers", []) if p != os.getpid()]
+                        atomic_write_json(info_path, now)
+
+    def _take(self, info_path: Path) -> int:
+        """flock ``.lock`` without waiting; the file descriptor that holds it, or `RunLocked`."""
+        import fcntl
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunLocked(f"run '{self.name}' ({self.path}) is being written by {_describe(_read_holder(info_path))}: "
+                            f"wait for it to finish, or use --name <other> for a separate run") from None
+        stale = _read_holder(info_path)
+        if stale:
+            # The holder died without releasing. Its notebook kernels exit within a second of it (ipykernel's
+            # parent poller); wait for them, so that nothing of the dead run writes after this point.
+            alive = [p for p in stale.get("helpers", []) if stale.get("host") == socket.gethostname()
+                     and _alive(p, wait_s=5.0)]
+            if alive:
+                os.close(fd)
+                raise RunLocked(f"run '{self.name}' ({self.path}): its previous writer ({_describe(stale)}) is gone "
+                                f"but its notebook kernel (pid {alive[0]}) still runs: wait a moment, or stop it "
+                                f"(kill {alive[0]})")
+            print(f"labkit: run '{self.name}' was locked by {_describe(stale)}, which is no longer running; "
+                  f"taking the lock over", file=sys.stderr, flush=True)
+        return fd
 
     # stages ---------------------------------------------------------------------
     def stage_dir(self, stage: str) -> Path:
@@ -291,31 +495,42 @@ class Run:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    def missing_outputs(self, stage: str) -> list[str]:
+        """What a completed ``stage`` should have left in its folder and has not (``STAGE_OUTPUTS``)."""
+        d = self.path / STAGE_DIRS[stage]
+        return [f"{STAGE_DIRS[stage]}/{' or '.join(want.split('|'))}" for want in STAGE_OUTPUTS[stage]
+                if not any((d / alt).exists() for alt in want.split("|"))]
+
     def is_complete(self, stage: str) -> bool:
-        return stage in self.manifest().get("stages", {})
+        """run.json marks the stage complete and its outputs are all there."""
+        return stage in self.manifest()["stages"] and not self.missing_outputs(stage)
 
     def start(self, stage: str, cfg) -> Path:
-        """Mark a stage as (re)started: drop its completion mark, write its config."""
+        """Mark a stage as (re)started: drop its completion mark, write its config, and clear what a writer
+        killed mid-save left (``.*.tmp``: nobody else writes here while the lock is held)."""
         m = self.manifest()
-        m.setdefault("stages", {}).pop(stage, None)
-        m["versions"] = versions()
-        atomic_write_json(self.manifest_path, m)
+        m["stages"].pop(stage, None)
+        self._write_manifest(m)
         d = self.stage_dir(stage)
+        for junk in d.glob(".*.tmp"):
+            if junk.is_dir():
+                shutil.rmtree(junk, ignore_errors=True)
+            else:
+                junk.unlink(missing_ok=True)
         atomic_write_json(d / "config.json", cfg if isinstance(cfg, dict) else cfg.__dict__)
         return d
 
     def complete(self, stage: str, seconds: float, headline: dict, **extra) -> None:
         m = self.manifest()
-        m.setdefault("stages", {})[stage] = {"seconds": round(seconds, 2), "headline": headline,
-                                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-        m["versions"] = versions()
-        atomic_write_json(self.manifest_path, m)
+        m["stages"][stage] = {"seconds": round(seconds, 2), "headline": headline,
+                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        self._write_manifest(m)
 
     def annotate(self, stage: str, **fields) -> None:
         """Add fields to a completed stage's entry (the runner records what it asked for and how long it took)."""
         m = self.manifest()
         m["stages"][stage].update(fields)
-        atomic_write_json(self.manifest_path, m)
+        self._write_manifest(m)
 
     def world(self):
         """The embedded world this run's model was pretrained on (later stages draw tasks from it)."""
@@ -325,9 +540,10 @@ class Run:
     def require(self, stage: str, what: str = "model") -> Path:
         """The folder of a completed predecessor stage, or a clear error saying how to make it."""
         if not self.is_complete(stage):
-            raise StageMissing(
-                f"run '{self.name}' has no completed '{stage}' stage (looked in {self.path / STAGE_DIRS[stage]}); "
-                f"run it first: labkit run --name {self.name} --stages {stage}")
+            missing = self.missing_outputs(stage) if stage in self.manifest()["stages"] else []
+            why = (f"run.json marks '{stage}' complete but {', '.join(missing)} is missing (deleted?)" if missing else
+                   f"run '{self.name}' has no completed '{stage}' stage (looked in {self.path / STAGE_DIRS[stage]})")
+            raise StageMissing(f"{why}; run it first: labkit run --name {self.name} --stages {stage}")
         d = self.path / STAGE_DIRS[stage]
         if what and not (d / what).exists():
             raise StageMissing(f"stage '{stage}' of run '{self.name}' is marked complete but {d / what} is missing")

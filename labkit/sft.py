@@ -1,34 +1,18 @@
-"""Stage 2: supervised fine-tuning (SFT) — teach the pretrained model to follow instructions.
+"""Stage 2: supervised fine-tuning (SFT) -- teach the pretrained model to follow instructions.
 
-A pretrained model continues text; asked "What is 7 plus 5?" it writes more
-questions. SFT trains it on (instruction, response) pairs in one prompt
-format — the tokenizer's chat template — with the cross-entropy loss on the
-**response tokens only** (the prompt is context, not something to imitate),
-up to and including EOS so the model learns to stop (Ouyang et al. 2022,
-sec. 3.5; TRL's ``completion_only_loss``).
-
-Training is ``trl.SFTTrainer`` on prompt/completion records, full fine-tuning
-or LoRA through peft (Hu et al. 2021: train low-rank updates ``W + BA`` of the
-attention and MLP matrices, a few percent of the parameters). With LoRA the
-output head gets a low-rank update too (``lora_head_r``, ``HeadAdapter``): at
-the cpu preset's scale most of what SFT changes is in the head -- measured at
-250 steps, full fine-tuning with the (tied) embedding frozen reached loss 1.88
-against 0.76 with it trained, and LoRA on every linear layer 2.75 without a
-head update against 1.25 with a rank-32 one.
-
-Data: the embedded world's instruction tasks (five families, each with a
-verifier) by default, or a local file / hub dataset in Alpaca, Dolly, FLAN,
-chat-messages or prompt/completion format (``labkit.data.load_instructions``).
+``trl.SFTTrainer`` on (instruction, response) pairs in the chat template, with the loss on the
+response tokens only, EOS included (so the model learns to stop); full fine-tuning or LoRA (with a
+low-rank update of the output head, ``HeadAdapter``). Data: the world's tasks (their conduct
+demonstrations mixed like crowd-written data: ``aligned_share``) or Alpaca / Dolly / FLAN / chat /
+prompt-completion files. Evaluated by the verifier on held-out tasks before and after. Why:
+docs/how-it-works.md, "Stage 2: SFT".
 
     from labkit import sft
     result = sft.run(sft.config("smoke"), run="demo")     # needs stage 1 in runs/demo
 
-Writes ``runs/<run>/02_sft/``: ``model/`` (merged, with tokenizer), ``adapter/``
-(LoRA only), ``config.json``, ``metrics.jsonl``, ``eval.json``; with ``gpu_memory_gb``
-also ``plan.json`` (``labkit.planner``'s choice of micro-batch x accumulation, LoRA,
-checkpointing and bf16 for that budget, applied to the config).
-Metric keys: ``sft/loss``, ``sft/learning_rate``, ``sft/grad_norm``, ``sft/eval_loss``;
-eval.json: ``sft/accuracy``, ``sft/base_accuracy``, per-family accuracies, stop rates.
+Writes ``runs/<run>/02_sft/``: ``model/`` (merged), ``adapter/`` (LoRA), ``config.json``,
+``metrics.jsonl`` (``sft/loss``, ``sft/lr``, ``sft/grad_norm``), ``eval.json`` (``sft/accuracy``,
+``sft/task_accuracy``, per family, the conduct rates of samples, drift) and, with a budget, ``plan.json``.
 """
 
 from __future__ import annotations
@@ -47,13 +31,14 @@ from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gr
                     lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_fraction, seed_field,
                     set_threads, threads_field)
 from .generate import conduct_summary, sample_tasks, score_tasks
-from .live import LiveChart
+from .live import LiveChart, Timer, progress
 from .models import count_params, load_model, objective_of, pick_device, resolve_bf16
 from .planner import lora_targets
-from .pretrain import drift_ppl
-from .runs import Run, append_jsonl, atomic_dir, atomic_write_json, atomic_write_text
-from .tokenizer import conversation, ensure_chat_ready, format_prompt
+from .runs import Run, atomic_dir, atomic_write_json, atomic_write_text, writes_run
+from .textdata import drift_ppl
+from .tokenizer import ensure_chat_ready, to_prompt_completion
 from .tracking import hf_logging_dir, report_to_field, tb_dir
+from .training import MetricsCallback, lora_config, no_printer, trainer_args
 
 
 @dataclass
@@ -62,10 +47,10 @@ class SFTConfig:
     data: str = field(default="world", metadata={"help": "'world' (embedded tasks with a verifier) or an Alpaca/Dolly/FLAN/messages/prompt-completion file or hub dataset"})
     on_error: str = field(default="skip", metadata={"help": "malformed records in a data file: skip (and report) | fail"})
     n_train_tasks: int = field(default=20000, metadata={"help": "world tasks to train on (data='world')"})
-    n_eval_tasks: int = field(default=250, metadata={"help": "held-out world tasks to evaluate (new entities and question templates)"})
+    n_eval: int = field(default=280, metadata={"help": "held-out world tasks to evaluate, distinct prompts balanced over families (new names, facts and question templates)"})
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
     aligned_share: float = field(default=1 / 3, metadata={"help": "share of conduct demonstrations (harmful, unanswerable) that show the aligned behaviour, drawn at random per example; the rest comply or invent, as crowd-written data does (0: RLHF has nothing to reinforce, 1: SFT alone aligns)"})
-    conduct_samples: int = field(default=8, metadata={"help": "samples per held-out prompt at temperature 1 for the conduct report (sampled rates, pass@k); 0: off"})
+    eval_samples: int = field(default=8, metadata={"help": "samples per held-out prompt at temperature 1 for the conduct report (sampled rates, pass@k); 0: off"})
     # model
     init_from: str = field(default="pretrain", metadata={"help": "'pretrain' (this run's stage 1 model), or a checkpoint folder / hub name"})
     use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})
@@ -83,10 +68,14 @@ class SFTConfig:
     warmup_steps: int = field(default=30, metadata={"help": "linear warm-up steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_length: int = field(default=128, metadata={"help": "truncate prompt+response to this many tokens"})
-    logging_steps: int = field(default=10, metadata={"help": "steps between loss log lines"})
+    log_interval: int = field(default=10, metadata={"help": "steps between loss log lines"})
+    n_val: int = field(default=0, metadata={"help": "validation tasks from SFT's own training side of the world (other draws than the training tasks; never an evaluation task): their loss is logged every eval_interval steps (0: none)"})
+    eval_interval: int = field(default=100, metadata={"help": "steps between validation losses (with n_val)"})
+    select_best: bool = field(default=False, metadata={"help": "keep the weights of the lowest validation loss, not the last step's (needs n_val)"})
     # evaluation
     eval_max_new_tokens: int = field(default=20, metadata={"help": "generation budget per evaluation answer (a refusal that says why is ~15 tokens)"})
     seed: int = seed_field("task sampling, init and data order")
+    data_seed: int | None = field(default=None, metadata={"help": "seed of the training examples' order alone (None: seed); the same tasks in another order"})
     # hardware
     device: str = device_field()
     bf16: bool | None = bf16_field()
@@ -97,16 +86,16 @@ class SFTConfig:
 
 
 PRESETS = {
-    "smoke": dict(n_train_tasks=200, n_eval_tasks=25, max_steps=8, batch_size=8, warmup_steps=2, logging_steps=2,
+    "smoke": dict(n_train_tasks=200, n_eval=25, max_steps=8, batch_size=8, warmup_steps=2, log_interval=2,
                   eval_max_new_tokens=8),
     "cpu": dict(),  # the dataclass defaults are the cpu preset
-    "gpu": dict(n_train_tasks=100000, n_eval_tasks=1000, max_steps=3000, batch_size=64, learning_rate=3e-4,
+    "gpu": dict(n_train_tasks=100000, max_steps=3000, batch_size=64, learning_rate=3e-4,
                 warmup_steps=100, max_length=512),
     "hub": dict(init_from="HuggingFaceTB/SmolLM2-135M-Instruct", use_lora=True, data="tatsu-lab/alpaca",
                 learning_rate=2e-4, max_length=512, max_steps=500, batch_size=16),
 }
 
-CHART = {"loss": ["sft/loss"], "learning rate": ["sft/learning_rate"]}
+CHART = {"loss": ["sft/loss"], "learning rate": ["sft/lr"]}
 
 
 def config(preset: str = "cpu", **overrides) -> SFTConfig:
@@ -127,28 +116,21 @@ def world_tasks(world: W.World, cfg: SFTConfig) -> tuple[list[dict], list[dict]]
         if t["family"] in W.DECLINING_FAMILIES:
             t["aligned"] = rng.random() < cfg.aligned_share
             t["response"] = W.demonstration(t, t["aligned"], rng)
-    return train, W.make_tasks(world, cfg.n_eval_tasks, "eval", cfg.seed, fams)
+    return train, W.make_tasks(world, cfg.n_eval, "eval", cfg.seed, fams, distinct=True)
 
 
-def to_prompt_completion(tokenizer, records: list[dict]) -> list[dict]:
-    """{"prompt": instruction, "response"/"answer"} -> TRL prompt/completion text in the chat format.
-
-    The prompt is the chat template up to the assistant marker; the completion
-    is the rest of what the template renders for the whole exchange (for the
-    lab's template: a space, the answer, EOS), so SFT trains on exactly the text
-    the reward model reads. TRL masks the prompt's labels, and appends EOS only
-    to a completion that lacks it.
-    """
-    rows = []
-    for r in records:
-        prompt, answer = format_prompt(tokenizer, r["prompt"]), r.get("response", r.get("answer"))
-        full = tokenizer.apply_chat_template(conversation(r["prompt"], answer), tokenize=False)
-        completion = full[len(prompt):] if full.startswith(prompt) else answer
-        eos = tokenizer.eos_token
-        if eos and eos in completion:  # a hub template may add text after EOS ("<|im_end|>\n"): not the model's
-            completion = completion[:completion.rindex(eos) + len(eos)]
-        rows.append({"prompt": prompt, "completion": completion})
-    return rows
+def validation_tasks(world: W.World, cfg: SFTConfig, train: list[dict]) -> list[dict]:
+    """``n_val`` tasks of SFT's training distribution (its names, residents, facts and templates) that are not
+    training prompts, with demonstrations made as the training ones are: a validation split that tells
+    overfitting from learning without looking at the evaluation."""
+    fams = W.parse_families(cfg.families)
+    seen = {t["prompt"] for t in train}
+    pool = [t for t in W.make_tasks(world, 4 * cfg.n_val, "train", 10_000 + cfg.seed, fams) if t["prompt"] not in seen]
+    rng = random.Random(f"validation-{cfg.seed}")
+    for t in pool:
+        if t["family"] in W.DECLINING_FAMILIES:
+            t["response"] = W.demonstration(t, rng.random() < cfg.aligned_share, rng)
+    return pool[:cfg.n_val]  # make_tasks cycles the families, so the first n_val stay balanced
 
 
 def base_path(cfg: SFTConfig, run: Run):
@@ -239,29 +221,28 @@ def fit_budget(cfg: SFTConfig, r: Run, device):
         raise ConfigError(f"SFT {e}") from None
 
 
-class MetricsCallback:
-    """Trainer logs -> metrics.jsonl (namespaced keys) and the live chart."""
+class KeepBest:
+    """A TrainerCallback that keeps (in memory) the weights of the lowest validation loss and its step."""
 
-    def __new__(cls, *a, **k):  # built lazily so importing labkit.sft does not import transformers' Trainer
-        from transformers import TrainerCallback
+    def __new__(cls):
+        from transformers import TrainerCallback  # built lazily: importing labkit must not import Trainer
 
-        class _CB(TrainerCallback):
-            def __init__(self, path, prefix, chart):
-                self.path, self.prefix, self.chart = path, prefix, chart
+        class _KeepBest(TrainerCallback):
+            loss, step, state = float("inf"), None, None
 
-            def on_log(self, args, state, control, logs=None, **kw):
-                logs = {f"{self.prefix}/{k.removeprefix('train_')}": v for k, v in (logs or {}).items()
-                        if isinstance(v, (int, float))}
-                rec = {"step": state.global_step, **logs}
-                append_jsonl(self.path, rec)
-                self.chart.update(state.global_step, rec)
+            def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
+                if metrics and metrics.get("eval_loss", float("inf")) < self.loss:
+                    self.loss, self.step = metrics["eval_loss"], state.global_step
+                    self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-        return _CB(*a, **k)
+        return _KeepBest()
 
 
+@writes_run
 def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
-        live: bool | None = None, progress_bar: bool = True) -> dict:
-    """Fine-tune, evaluate base vs SFT with the verifier, and write the stage folder."""
+        live: bool | None = None, progress_bar: bool = True, callbacks=()) -> dict:
+    """Fine-tune, evaluate base vs SFT with the verifier, and write the stage folder. ``callbacks``: more
+    ``TrainerCallback``s (benchmarks/sft_stability.py records the held-out curve through one)."""
     import trl
     from datasets import Dataset
 
@@ -271,11 +252,12 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     if cfg.use_lora and cfg.lora_head_r and not cfg.merge_lora:
         raise ConfigError("the output head's LoRA update (lora_head_r) is saved merged into model/; "
                           "set merge_lora=True, or lora_head_r=0 for a peft-only adapter")
-    t_start = time.perf_counter()
+    t_start, timer = time.perf_counter(), Timer()
     threads = set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     r = Run(run, runs_dir)
-    model, tokenizer = load_base(cfg, r)
+    with timer("load"):
+        model, tokenizer = load_base(cfg, r)
     world = r.world()
     load_report = None
     if cfg.data == "world":
@@ -298,38 +280,48 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     metrics_path = stage / "metrics.jsonl"
     atomic_write_text(metrics_path, "")
     # The "before" picture: the pretrained model, same prompts, same verifier.
-    base = score_tasks(model, tokenizer, [t for t in eval_tasks], max_new_tokens=cfg.eval_max_new_tokens)
+    with timer("evaluate before"):
+        base = score_tasks(model, tokenizer, [t for t in eval_tasks], max_new_tokens=cfg.eval_max_new_tokens)
 
     if cfg.use_lora:
-        from peft import LoraConfig, get_peft_model
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                                                 target_modules=lora_targets(model, cfg.lora_target_modules), task_type="CAUSAL_LM"))
+        from peft import get_peft_model
+        model = get_peft_model(model, lora_config(model, cfg.lora_r, cfg.lora_alpha, target_modules=cfg.lora_target_modules))
         if cfg.lora_head_r:
             add_head_adapter(model.get_base_model(), cfg.lora_head_r, cfg.lora_alpha / cfg.lora_r)
     trainable, total = count_params(model, trainable_only=True), count_params(model)
 
     args = trl.SFTConfig(
-        output_dir=str(stage / ".trainer"), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum_steps,
         learning_rate=learning_rate(cfg), lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay, logging_steps=cfg.logging_steps, max_length=cfg.max_length,
-        completion_only_loss=True, seed=cfg.seed, data_seed=cfg.seed, report_to=cfg.report_to, save_strategy="no",
-        # TRL's defaults assume a GPU (bf16 + activation checkpointing): ~1.8x slower on CPU
-        # (docs/architecture.md, "CPU notes").
-        bf16=bf16, activation_checkpointing=cfg.gradient_checkpointing, use_cpu=device.type == "cpu",
-        dataloader_num_workers=0, disable_tqdm=not progress_bar,
-    )
+        weight_decay=cfg.weight_decay, max_length=cfg.max_length, completion_only_loss=True,
+        **trainer_args(stage / ".trainer", device, bf16, cfg.gradient_checkpointing, cfg.log_interval, cfg.report_to,
+                       cfg.seed))
+    if cfg.data_seed is not None:
+        args.data_seed = cfg.data_seed  # TRL's sampler shuffles with data_seed; everything else keeps seed
+    val = validation_tasks(world, cfg, train) if cfg.n_val and cfg.data == "world" else []
+    if val:
+        args.eval_strategy, args.eval_steps, args.per_device_eval_batch_size = "steps", cfg.eval_interval, cfg.batch_size
+    best = KeepBest() if cfg.select_best and val else None
     chart = LiveChart(CHART, title="SFT", enabled=live)
+    bar = progress(cfg.max_steps, "sft", disable=not progress_bar)
     with hf_logging_dir(cfg.report_to, tb_dir(stage)):
         trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer,
                                  train_dataset=Dataset.from_list(to_prompt_completion(tokenizer, train)),
-                                 callbacks=[MetricsCallback(metrics_path, "sft", chart)])
+                                 eval_dataset=Dataset.from_list(to_prompt_completion(tokenizer, val)) if val else None,
+                                 callbacks=[MetricsCallback(metrics_path, "sft", chart, bar, show=("sft/loss",)),
+                                            *([best] if best else []), *callbacks])
+    no_printer(trainer)
     t_train = time.perf_counter()
-    trainer.train()
+    with timer("train"):
+        trainer.train()
     train_seconds = time.perf_counter() - t_train
+    bar.close()
     chart.update(trainer.state.global_step, {}, force=True)
 
     model = trainer.model
+    if best is not None and best.state is not None:  # the validation minimum, not the last step
+        model.load_state_dict(best.state)
     if cfg.use_lora:
         with atomic_dir(stage / "adapter") as d:
             model.save_pretrained(d)  # peft's adapter; the head's update is in model/ (merged) only
@@ -337,17 +329,20 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         if cfg.merge_lora:
             model = model.merge_and_unload()
             merge_head_adapter(model)
-    after = score_tasks(model, tokenizer, eval_tasks, max_new_tokens=cfg.eval_max_new_tokens)
-    # Forgetting: perplexity on stage 1's validation text (pretraining text, not chats) after SFT
-    drift = drift_ppl(model, tokenizer, r) if cfg.init_from == "pretrain" else None
+    with timer("evaluate after"):
+        after = score_tasks(model, tokenizer, eval_tasks, max_new_tokens=cfg.eval_max_new_tokens)
+    with timer("drift"):  # forgetting: perplexity on stage 1's validation text (not chats) after SFT
+        drift = drift_ppl(model, tokenizer, r) if cfg.init_from == "pretrain" else None
     # The headroom RLHF has: how often the SFT model *samples* the aligned behaviour (greedy decoding
     # can pick the aligned answer while most of the probability mass is elsewhere).
     conduct = None
-    if cfg.conduct_samples and any(t["family"] in W.CONDUCT_FAMILIES for t in eval_tasks):
-        conduct = conduct_summary(sample_tasks(model, tokenizer, eval_tasks, cfg.conduct_samples, temperature=1.0,
-                                               max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed))
+    if cfg.eval_samples and any(t["family"] in W.CONDUCT_FAMILIES for t in eval_tasks):
+        with timer("evaluate samples"):
+            conduct = conduct_summary(sample_tasks(model, tokenizer, eval_tasks, cfg.eval_samples, temperature=1.0,
+                                                   max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed,
+                                                   greedy=after["rows"]))
     if not cfg.use_lora or cfg.merge_lora:
-        with atomic_dir(stage / "model") as d:
+        with timer("save"), atomic_dir(stage / "model") as d:
             model.save_pretrained(d)
             tokenizer.save_pretrained(d)
 
@@ -365,12 +360,16 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               "sft/seconds": time.perf_counter() - t_start, "sft/train_examples": len(train),
               "sft/threads": threads, "use_lora": cfg.use_lora, "sft/peak_learning_rate": learning_rate(cfg),
               "sft/aligned_share": cfg.aligned_share if cfg.data == "world" else None, "sft/drift_ppl": drift,
+              "sft/selected_step": best.step if best is not None else None,
+              "sft/val_loss": best.loss if best is not None and best.state is not None else None,
               **({f"sft/{k}": v for k, v in conduct.items() if k not in ("per_family", "k")} if conduct else {}),
               "data_report": str(load_report) if load_report else None}
-    atomic_write_json(stage / "eval.json", {**result, "plan": plan_record, "examples": examples, "conduct": conduct,
+    atomic_write_json(stage / "eval.json", {**result, "timings": timer.rounded(), "plan": plan_record,
+                                            "examples": examples, "conduct": conduct,
                                             "generations": after["rows"][:50],
                                             "skipped_records": load_report.skipped[:100] if load_report else []})
     r.complete("sft", result["sft/seconds"], {k: round(result[k], 2) for k in (
         "sft/accuracy", "sft/base_accuracy", "sft/stop_rate", "sft/trainable_percent", "sft/task_accuracy",
-        "sft/harmful_refused", "sft/unanswerable_abstained", "sft/over_refusal") if result.get(k) is not None})
+        "sft/harmful_refused", "sft/unanswerable_abstained", "sft/over_refusal", "sft/train_examples")
+        if result.get(k) is not None})
     return result

@@ -1,26 +1,11 @@
-"""A durable, crash-safe store of preference labels (stage 3).
+"""A durable, crash-safe store of preference labels (stage 3, and the explorers' arena).
 
-Every label a person or an AI judge gives goes into one SQLite file
-(`runs/<run>/03_preferences/labels.sqlite`). SQLite does the hard parts:
-
-* **Durable.** WAL journal with `synchronous=FULL`: `add_label` returns only
-  after the commit is fsync'd, so a label that was acknowledged survives a
-  killed kernel or a power cut (https://www.sqlite.org/wal.html).
-* **No duplicates.** One live label per work unit: a partial UNIQUE index on
-  (item_id, annotator, kind, a, b) where the label is not undone. A double
-  click, a retried call or a second process labelling the same unit just gets
-  the id of the label already there ("first label wins").
-* **Two processes at once.** Writes run in `BEGIN IMMEDIATE` with a busy
-  timeout, so two annotators (or a person and a judge) can label together.
-* **Undo keeps history.** `undo_last` marks a label undone (`undone_at`), it
-  never deletes; undone labels are invisible to everything except
-  `labels(include_undone=True)`.
-
-A *work unit* is what one label answers. Pair mode: `(item_id, a, b)`, two
-response indices with `a < b` (every pair of the K responses of an item, see
-`work_units`). Rank mode: `(item_id, None, None)`, one ordering of all K.
-Payloads: pair `{"a": i, "b": j, "choice": "a"|"b"|"tie"|"both_bad"}`, rank
-`{"order": [best, ..., worst]}`.
+One SQLite file per store; a label acknowledged by ``add_label`` survives a killed kernel (WAL,
+``synchronous=FULL``); one live label per work unit (a second one for the same unit returns the
+first's id); two processes can label at once; ``undo_last`` marks a label undone, never deletes.
+A *work unit* is what one label answers: ``(item_id, a, b)`` in pair mode, ``(item_id, None, None)``
+in rank mode. Kind "arena" (``labkit.arena``) is a pair whose a and b are two policies, its payload
+also saying which one was shown on the left (``"left"``). How and why: docs/how-it-works.md, "The label store".
 
     store = LabelStore("labels.sqlite")
     store.add_label("p1", "alice", "pair", {"a": 0, "b": 1, "choice": "b"})
@@ -44,7 +29,8 @@ from dataclasses import dataclass
 
 from labkit.runs import write_jsonl_atomic
 
-KINDS = ("pair", "rank")
+KINDS = ("pair", "rank", "arena")
+PAIR_KINDS = ("pair", "arena")  # labels that compare two responses a and b
 CHOICES = ("a", "b", "tie", "both_bad")
 
 _SCHEMA = """
@@ -52,7 +38,7 @@ CREATE TABLE IF NOT EXISTS labels (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids order labels in time
     item_id    TEXT NOT NULL,                      -- the candidate set (prompt) id
     annotator  TEXT NOT NULL,                      -- a person's name, or "ai:<judge>"
-    kind       TEXT NOT NULL CHECK (kind IN ('pair', 'rank')),
+    kind       TEXT NOT NULL CHECK (kind IN ('pair', 'rank', 'arena')),
     a          INTEGER NOT NULL,                   -- pair: smaller response index, rank: -1
     b          INTEGER NOT NULL,                   -- pair: larger response index,  rank: -1
     payload    TEXT NOT NULL,                      -- JSON, see the module docstring
@@ -81,15 +67,15 @@ class Label:
     @property
     def unit(self) -> tuple:
         """The work unit this label answers: (item_id, a, b) or (item_id, None, None)."""
-        if self.kind == "pair":
+        if self.kind in PAIR_KINDS:
             return (self.item_id, self.payload["a"], self.payload["b"])
         return (self.item_id, None, None)
 
 
 def work_units(candidates: list[dict], mode: str) -> list[tuple]:
     """The units to label, in order: every pair (a < b) of each item's responses, or one ranking per item."""
-    if mode not in KINDS:
-        raise ValueError(f"mode must be one of {KINDS}, got {mode!r}")
+    if mode not in ("pair", "rank"):  # the arena builds its own units (labkit.arena)
+        raise ValueError(f"mode must be 'pair' or 'rank', got {mode!r}")
     units = []
     for cand in candidates:
         k = len(cand["responses"])
@@ -102,16 +88,20 @@ def work_units(candidates: list[dict], mode: str) -> list[tuple]:
 
 def _normalise(kind: str, payload: dict) -> tuple[int, int, dict]:
     """Validate a payload; return the (a, b) key columns and the canonical payload."""
-    if kind == "pair":
+    if kind in PAIR_KINDS:
         a, b, choice = int(payload["a"]), int(payload["b"]), payload["choice"]
         if choice not in CHOICES:
             raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
         if a == b or min(a, b) < 0:
             raise ValueError(f"a pair needs two different response indices, got a={a} b={b}")
+        left = int(payload.get("left", a))
+        if kind == "arena" and left not in (a, b):
+            raise ValueError(f"left must be a ({a}) or b ({b}), got {left}")
         if a > b:  # store every pair one way round so (0,1) and (1,0) are the same unit
             a, b = b, a
             choice = {"a": "b", "b": "a"}.get(choice, choice)
-        return a, b, {"a": a, "b": b, "choice": choice}
+        out = {"a": a, "b": b, "choice": choice}
+        return a, b, {**out, "left": left} if kind == "arena" else out
     if kind == "rank":
         order = [int(i) for i in payload["order"]]
         if len(order) < 2 or len(set(order)) != len(order) or min(order) < 0:
@@ -348,7 +338,7 @@ class LabelStore:
 
 def _preferences(label: Label) -> list[tuple[tuple[int, int], str]]:
     """A label as pairwise judgments ((i, j) with i < j, choice)."""
-    if label.kind == "pair":
+    if label.kind in PAIR_KINDS:
         return [((label.payload["a"], label.payload["b"]), label.payload["choice"])]
     order = label.payload["order"]
     out = []

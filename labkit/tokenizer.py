@@ -145,3 +145,24 @@ def compare(texts: list[str], eval_texts: list[str], vocab_size: int = 2048,
             row["example"] = " | ".join(tok.convert_ids_to_tokens(tok(example, add_special_tokens=False)["input_ids"]))
         rows.append(row)
     return rows
+
+
+def to_prompt_completion(tokenizer, records: list[dict]) -> list[dict]:
+    """{"prompt": instruction, "response"/"answer"} -> TRL prompt/completion text in the chat format.
+
+    The prompt is the chat template up to the assistant marker; the completion
+    is the rest of what the template renders for the whole exchange (for the
+    lab's template: a space, the answer, EOS), so SFT trains on exactly the text
+    the reward model reads. TRL masks the prompt's labels, and appends EOS only
+    to a completion that lacks it.
+    """
+    rows = []
+    for r in records:
+        prompt, answer = format_prompt(tokenizer, r["prompt"]), r.get("response", r.get("answer"))
+        full = tokenizer.apply_chat_template(conversation(r["prompt"], answer), tokenize=False)
+        completion = full[len(prompt):] if full.startswith(prompt) else answer
+        eos = tokenizer.eos_token
+        if eos and eos in completion:  # a hub template may add text after EOS ("<|im_end|>\n"): not the model's
+            completion = completion[:completion.rindex(eos) + len(eos)]
+        rows.append({"prompt": prompt, "completion": completion})
+    return rows

@@ -32,7 +32,9 @@ HELP = "also send training curves to a tracker: none | tensorboard (event files 
 
 def report_to_field():
     """The ``report_to`` field of a stage config that trains."""
-    return field(default="none", metadata={"help": HELP})
+    # "check" runs when the config is built (config.make_config): a tracker that does not exist, or whose
+    # package is missing, fails before the stage starts
+    return field(default="none", metadata={"help": HELP, "check": lambda value: check(value)})
 
 
 def _installed(module: str) -> bool:

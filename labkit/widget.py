@@ -1,29 +1,16 @@
 """A notebook widget for labelling preferences by hand (stage 3).
 
-    store = LabelStore(run_dir / "03_preferences" / "labels.sqlite")
-    RankingWidget(candidates, store, annotator="alice", mode="pair", judge=Constitution())
+    RankingWidget(candidates, LabelStore(path), annotator="alice", mode="pair", judge=Constitution())
 
-It shows the prompt and the candidates side by side. Every action is a button
-and a key (click inside the widget first, so it has the keyboard):
+Pair mode: a / <- (A better), b / -> (B better), t (tie), x (both bad). Rank mode: 1..9 picks the
+next best response, Backspace takes the last pick back. Both: s skips, u undoes the last saved label.
+Each label is committed before the widget moves on; a new widget resumes where the annotator stopped;
+with ``judge=`` the message line says whether the AI judge agreed.
 
-    pair mode   a / <-  A is better      b / ->  B is better
-                t       tie              x       both bad
-    rank mode   1..9    pick the next best response (the last one is placed by itself)
-                Backspace  take back the last pick
-    both        s  skip     u  undo the last saved label
-
-Each label is committed to the store before the widget moves on; the progress
-bar counts this annotator's labels; a new widget resumes where the annotator
-stopped. With `judge=`, the message line says whether the AI judge agreed.
-
-How it is built: one `anywidget.AnyWidget`. Python owns all the logic and
-sends the browser a plain `view` dict; the browser draws it and sends back
-only key names (`{"key": "a", "unit": ...}`), buttons included. So the tests
-drive the exact code path the browser drives: `press("a")`, `click_choice("a")`,
-`pick(i)`, `skip()`, `undo()`. The browser writes model text with
-`textContent` only, never as HTML, so a response that contains
-`<script>...</script>` shows those characters and runs nothing. The browser
-side lives next to this file, in widget.js and widget.css (package data).
+One ``anywidget.AnyWidget``: Python owns the logic and sends the browser a plain ``view`` dict; the
+browser draws it with ``textContent`` only (a response holding ``<script>`` shows those characters)
+and sends back key names, buttons included -- so tests drive the exact code path the browser does.
+The browser side is widget.js and widget.css beside this file.
 """
 
 from __future__ import annotations

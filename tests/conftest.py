@@ -1,4 +1,5 @@
-"""Shared test settings: one torch thread per test process (the CI box has 2 shared cores)."""
+"""Shared test settings: two torch threads per test process (LABKIT_THREADS; the CI box has 2 cores), and the
+fixtures several test files share."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,6 +11,31 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["LABKIT_THREADS"]))
+
+
+def ran_every_cell(run_dir, stage: str) -> None:
+    """nbval's check on an executed notebook: every code cell of the committed notebook ran (papermill adds one,
+    the injected parameters), in order, and no output is an error."""
+    import nbformat
+
+    from labkit.runner import NOTEBOOK_DIR, NOTEBOOKS
+    committed = nbformat.read(NOTEBOOK_DIR / NOTEBOOKS[stage], as_version=4)
+    cells = [c for c in nbformat.read(run_dir / "notebooks" / NOTEBOOKS[stage], as_version=4).cells
+             if c.cell_type == "code"]
+    assert len(cells) == 1 + sum(c.cell_type == "code" for c in committed.cells), stage
+    assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1)), stage
+    assert not [o for c in cells for o in c.outputs if o.output_type == "error"], stage
+
+
+def mark_complete(run, stage: str, seconds: float = 0.0, headline: dict | None = None) -> None:
+    """Mark a hand-made stage complete as a stage's ``run`` does: under the run's lock, with the eval.json a
+    complete stage has (runs.STAGE_OUTPUTS; its other outputs are the test's to make)."""
+    from labkit.runs import atomic_write_json
+    eval_json = run.stage_dir(stage) / "eval.json"
+    if not eval_json.exists():
+        atomic_write_json(eval_json, {})
+    with run.lock():
+        run.complete(stage, seconds, headline or {})
 
 
 @pytest.fixture(scope="session")
@@ -36,12 +62,59 @@ def ppo_standins(tmp_path_factory):
     pretrain.run(pretrain.config("smoke", threads=1), run="base", runs_dir=str(runs), progress_bar=False, live=False)
     src = r.path / "01_pretrain" / "model"
     shutil.copytree(src, r.stage_dir("sft") / "model")
-    r.complete("sft", 0.0, {})
+    mark_complete(r, "sft")
     tok = AutoTokenizer.from_pretrained(str(src))
     torch.manual_seed(1)
     rm = AutoModelForSequenceClassification.from_pretrained(str(src), num_labels=1)
     rm.config.pad_token_id = tok.pad_token_id
     rm.save_pretrained(r.stage_dir("reward") / "model")
     tok.save_pretrained(r.stage_dir("reward") / "model")
-    r.complete("reward", 0.0, {})
+    mark_complete(r, "reward")
     return r
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny tokenizer + Llama saved as a checkpoint folder (stands in for the SFT model)."""
+    from labkit import world
+    from labkit.models import build_model
+    from labkit.tokenizer import train_tokenizer
+    docs = world.corpus(world.World(0), 150, seed=1)
+    tok = train_tokenizer(docs, "bpe", 300)
+    torch.manual_seed(0)
+    model = build_model("causal", tok, n_layer=1, n_head=2, n_embd=32, block_size=256)
+    path = tmp_path_factory.mktemp("sft") / "model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, tok
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def require_browser():
+    """Skip a real-browser test where Chromium or playwright is missing -- but fail it in CI (CI=true), where a
+    missing browser is a broken setup, not a machine without one (tests/browser_setup.sh installs both)."""
+    import importlib.util
+    missing = [what for what, ok in (("playwright", importlib.util.find_spec("playwright") is not None),
+                                     (CHROMIUM, os.path.exists(CHROMIUM))) if not ok]
+    if missing:
+        why = f"{' and '.join(missing)} missing (run tests/browser_setup.sh)"
+        (pytest.fail if os.environ.get("CI", "").lower() == "true" else pytest.skip)(why)
+
+
+@pytest.fixture(scope="session")
+def explore_run(tmp_path_factory):
+    """A run folder with every stage done on the smoke preset (stage 6's DPO and RLOO adapters included),
+    for the explorers' tests (tests/test_explore*.py, test_arena.py, test_explore_browser.py). Tests that
+    write into a run (the arena, stage 1's extra tokenizers) work on a copy of it."""
+    from labkit import compare, ppo, preferences, pretrain, reward, sft
+    runs = tmp_path_factory.mktemp("explore_runs")
+    kw = dict(run="explore", runs_dir=str(runs), preset="smoke", progress_bar=False, live=False)
+    pretrain.run(pretrain.config("smoke"), **kw)
+    sft.run(sft.config("smoke"), **kw)
+    preferences.run(preferences.config("smoke"), **kw)
+    reward.run(reward.config("smoke"), **kw)
+    ppo.run(ppo.config("smoke", kl_ablation=False), **kw)
+    compare.run(compare.config("smoke"), **kw)
+    return runs / "explore"

@@ -12,7 +12,8 @@ turn cells into headings). A second test does the same for pair mode, whose
 keys "a" and "b" would insert cells. The last test opens a smoke run's report.html from disk.
 
 Needs /usr/bin/chromium and `pip install playwright` (tests/browser_setup.sh);
-skipped otherwise. Run:  python -m pytest tests/test_browser.py -m browser
+skipped otherwise, except in CI (CI=true), where a missing browser fails. Run:
+python -m pytest tests/test_browser.py -m browser
 """
 
 import json
@@ -27,12 +28,12 @@ import time
 import urllib.request
 
 import pytest
+from conftest import CHROMIUM, require_browser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = "notebooks/03_preferences.ipynb"
 RUN = "browser"
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
-CHROMIUM = "/usr/bin/chromium"
 # No sandbox (root in a container), and nothing that phones home (docs/architecture.md, "Testing notes").
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -42,11 +43,12 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (run tests/browser_setup.sh)"),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (run tests/browser_setup.sh)"),
-]
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(autouse=True)
+def _browser():
+    require_browser()  # skipped where the browser is missing, failed in CI
 
 # JupyterLab settings: no "news" / update pop-up over the notebook, and every cell kept in the
 # DOM (no windowing), so the test can see all cells' prompts and count them.

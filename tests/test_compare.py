@@ -10,7 +10,9 @@ import shutil
 import pytest
 import torch
 
-from labkit import compare, ppo, reward, runner
+from labkit import compare, ppo, ppo_config, reward, reward_model, runner
+from labkit.training import quiet_peft
+from conftest import mark_complete
 from labkit.runs import Run, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 
@@ -20,11 +22,11 @@ def stage5(ppo_standins, tmp_path_factory):
     runs = tmp_path_factory.mktemp("compare")
     shutil.copytree(ppo_standins.path, runs / "base")
     r = Run("base", runs)
-    pool, _ = ppo.load_prompts(ppo.config("smoke"), r.world())
+    pool, _ = ppo_config.load_prompts(ppo_config.config("smoke"), r.world())
     # Hand-made preferences on training prompts: the verifier's answer over a wrong one.
     pairs = [{"prompt": t["prompt"], "chosen": str(t["answer"]), "rejected": "I do not know."} for t in pool[:12]]
     atomic_write_text(r.stage_dir("preferences") / "pairs.jsonl", "".join(json.dumps(p) + "\n" for p in pairs))
-    r.complete("preferences", 0.0, {})
+    mark_complete(r, "preferences")
     atomic_write_json(r.stage_dir("reward") / "config.json", dataclasses.asdict(reward.config("smoke")))
     ppo.run(ppo.config("smoke"), run="base", runs_dir=str(runs), progress_bar=False, live=False)
     return r
@@ -135,16 +137,16 @@ def test_rloo_trains_its_adapter_and_leaves_the_base(stage5, tmp_path, kind):
     pcfg = compare.stage5_config(stage5)
     pool = compare.training_pool(stage5, pcfg, tok, 10 ** 9, compare.heldout_tasks(stage5))
     rm_path = stage5.require("reward", "model")
-    rm = reward.load_reward_model(rm_path, tok)
+    rm = reward_model.load_reward_model(rm_path, tok)
     calls = []
 
     def rm_score(tasks, texts):
         calls.append(len(texts))
-        return reward.score(rm, tok, [t["prompt"] for t in tasks], texts, 8)
+        return reward_model.score(rm, tok, [t["prompt"] for t in tasks], texts, 8)
     fn = compare.reward_function(kind, pool, tok.eos_token_id, pcfg, rm_score, {"mean": 0.0, "std": 1.0})
     # 4 groups a round: a smoke model is never right, but whether a sample stops (the missing-EOS penalty)
     # still differs within a group, so the verifier's run has advantages to learn from
-    settings = compare.rloo_settings(compare.config("smoke", rloo_steps=2, rloo_batch_size=16), pcfg)
+    settings = compare.rloo_settings(compare.config("smoke", max_steps=2, rollout_batch_size=16), pcfg)
     policy, stats = compare.train_rloo(compare.config("smoke"), sft_path, tok, pool, fn, settings,
                                        {"r": 4, "alpha": 8}, str(tmp_path), torch.device("cpu"), False)
     assert stats["optimizer_steps"] == 2 * settings["batch_size"] // settings["minibatch_size"]
@@ -187,7 +189,7 @@ def test_dpo_loss_on_a_hand_made_pair_is_the_formula(stage5, tmp_path):
                 p.normal_(0, 0.5)
     model.eval()
     batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
-    with torch.no_grad(), compare._quiet_peft():
+    with torch.no_grad(), quiet_peft():
         loss = trainer.compute_loss(model, batch).item()
 
     def logp(net, response):
@@ -216,7 +218,7 @@ def _cli(capsys, *argv) -> tuple[int, str]:
 
 
 def test_a_method_that_does_not_exist_is_one_line(stage5, capsys):
-    code, err = _cli(capsys, "train", "compare", "--run", str(stage5.path), "--preset", "smoke", "-p", "methods=dpo,rlooo")
+    code, err = _cli(capsys, "train", "compare", "--name", stage5.name, "--runs-dir", str(stage5.path.parent), "--preset", "smoke", "-p", "methods=dpo,rlooo")
     assert code == 2 and err.count("\n") == 1
     assert "unknown method 'rlooo' (did you mean 'rloo'?)" in err and "best_of_n" in err
 
@@ -224,7 +226,7 @@ def test_a_method_that_does_not_exist_is_one_line(stage5, capsys):
 def test_no_pairs_is_one_line(stage5, tmp_path, capsys):
     shutil.copytree(stage5.path, tmp_path / "nopairs")
     atomic_write_text(tmp_path / "nopairs" / "03_preferences" / "pairs.jsonl", "")
-    code, err = _cli(capsys, "train", "compare", "--run", str(tmp_path / "nopairs"), "--preset", "smoke")
+    code, err = _cli(capsys, "train", "compare", "--name", "nopairs", "--runs-dir", str(tmp_path), "--preset", "smoke")
     assert code == 2 and err.count("\n") == 1 and "holds no preference pairs, and DPO trains on them" in err
     assert not (tmp_path / "nopairs" / "06_compare").exists()  # refused before anything was written
 
@@ -232,11 +234,11 @@ def test_no_pairs_is_one_line(stage5, tmp_path, capsys):
 def test_no_reward_model_is_one_line(stage5, tmp_path, capsys):
     shutil.copytree(stage5.path, tmp_path / "norm")
     shutil.rmtree(tmp_path / "norm" / "04_reward" / "model")
-    code, err = _cli(capsys, "train", "compare", "--run", str(tmp_path / "norm"), "--preset", "smoke")
+    code, err = _cli(capsys, "train", "compare", "--name", "norm", "--runs-dir", str(tmp_path), "--preset", "smoke")
     assert code == 2 and err.count("\n") == 1 and "04_reward/model is missing" in err
 
 
 def test_no_stage_5_is_one_line(ppo_standins, capsys):
-    code, err = _cli(capsys, "train", "compare", "--run", str(ppo_standins.path), "--preset", "smoke")
+    code, err = _cli(capsys, "train", "compare", "--name", ppo_standins.name, "--runs-dir", str(ppo_standins.path.parent), "--preset", "smoke")
     assert code == 2 and err.count("\n") == 1 and "no completed 'ppo' stage" in err
     assert "labkit run --name base --stages ppo" in err

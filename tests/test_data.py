@@ -351,3 +351,70 @@ def test_shipped_samples_load_cleanly():
                               (load_preferences, "prefs_sample.jsonl", "prompt_chosen_rejected")]:
         recs, report = loader(SAMPLES / name, on_error="fail")
         assert len(recs) == 20 and report.formats == {fmt: 20}, (name, report)
+    from labkit.data import load_prompts
+    chats, report = load_instructions(SAMPLES / "chat_sample.jsonl", on_error="fail")
+    assert len(chats) == 20 and report.formats == {"chat": 20} and sum("messages" in c for c in chats) >= 3
+    prompts, report = load_prompts(SAMPLES / "prompts_sample.jsonl")
+    assert len(prompts) == 40 and report.formats == {"prompt": 40}
+    multi, report = load_preferences(SAMPLES / "hh_multiturn_sample.jsonl.gz", on_error="fail")
+    assert len(multi) == 12 and report.formats == {"hh_rlhf": 12}
+    assert all(p["prompt"].count("\n\nHuman:") == 2 for p in multi)  # multi-turn: what stage 4 cuts from the left
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+def test_prompts_in_every_format_people_bring(tmp_path):
+    from labkit.data import load_prompts
+    bare = jsonl(tmp_path / "bare.jsonl", [{"prompt": "Say hi."}, '"Name a colour."',
+                                           {"prompt": "Add 2 and 2.", "answer": "4", "family": "arithmetic", "id": "t7"}])
+    tasks, report = load_prompts(bare)
+    assert [t["prompt"] for t in tasks] == ["Say hi.", "Name a colour.", "Add 2 and 2."]
+    assert [t["family"] for t in tasks] == ["custom", "custom", "arithmetic"] and "answer" not in tasks[0]
+    assert tasks[2]["answer"] == "4" and [t["id"] for t in tasks] == ["p0", "p1", "t7"]  # a world task keeps its fields
+    assert report.formats == {"prompt": 3} and report.n_loaded == 3
+    txt = tmp_path / "prompts.txt"
+    txt.write_text("What is tea?\n\n  How do I boil an egg?  \n")
+    assert [t["prompt"] for t in load_prompts(txt)[0]] == ["What is tea?", "How do I boil an egg?"]
+    # Instruction files give their prompt part, never the answer.
+    alpaca, _ = load_prompts(SAMPLES / "alpaca_sample.json")
+    dolly, _ = load_prompts(SAMPLES / "dolly_sample.jsonl")
+    with_input = next(r for r in json.loads((SAMPLES / "alpaca_sample.json").read_text()) if r["input"])
+    assert len(alpaca) == 20 and len(dolly) == 20
+    assert any(t["prompt"] == with_input["instruction"] + "\n\n" + with_input["input"] for t in alpaca)
+    assert not any(t["prompt"] == r["output"] for t in alpaca for r in json.loads((SAMPLES / "alpaca_sample.json").read_text()))
+    chat = jsonl(tmp_path / "chat.jsonl", [
+        {"messages": [{"role": "user", "content": "Hi there"}]},
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                      {"role": "user", "content": "Tell me a joke"}, {"role": "assistant", "content": "No."}]}])
+    tasks, report = load_prompts(chat)
+    assert [t["prompt"] for t in tasks] == ["Hi there", "User: Hi\n\nAssistant: Hello!\n\nUser: Tell me a joke"]
+    assert report.formats == {"chat": 2}
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for f in (bare, txt, chat):
+        f.rename(folder / f.name)
+    assert len(load_prompts(folder)[0]) == 7 and len(load_prompts(folder, max_records=4)[0]) == 4
+
+
+def test_prompt_errors_are_one_line_naming_file_and_line(tmp_path):
+    from labkit.data import load_prompts
+    bad = jsonl(tmp_path / "p.jsonl", [{"prompt": "ok"}, '{"prompt": ', {"prompt": "fine"}])
+    with pytest.raises(DataError) as e:
+        load_prompts(bad)
+    assert one_line(e).startswith(f"{bad} line 2: invalid JSON")
+    jsonl(bad, [{"prompt": "ok"}, {"prompt": ["not", "messages"]}])
+    with pytest.raises(DataError, match=r"p.jsonl line 2: prompt\[0\] is str, expected an object") as e:
+        load_prompts(bad)
+    one_line(e)
+    jsonl(bad, [{"prompt": "ok"}, {"text": "no prompt here"}])
+    with pytest.raises(DataError, match=r"p.jsonl line 2: missing field 'prompt' \(fields present: text\)"):
+        load_prompts(bad)
+    assert [t["prompt"] for t in load_prompts(bad, on_error="skip")[0]] == ["ok"]
+    jsonl(bad, [{"messages": [{"role": "assistant", "content": "I speak first"}]}])
+    with pytest.raises(DataError, match="line 1: 'messages' has no user turn to answer"):
+        load_prompts(bad)
+    jsonl(bad, [{"text": "a"}, {"text": "b"}])
+    with pytest.raises(DataError, match=r"can't tell the prompt format from fields text — expected one of: messages"):
+        load_prompts(bad)
+    with pytest.raises(DataError, match="file not found"):
+        load_prompts(tmp_path / "nope.jsonl")

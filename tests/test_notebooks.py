@@ -5,7 +5,8 @@ import nbformat
 import pytest
 
 from labkit.config import field_names
-from labkit.runner import NOTEBOOK_DIR, NOTEBOOK_GLOBALS, available_stages, config_class
+from labkit.runner import (NOTEBOOK_DIR, NOTEBOOK_GLOBALS, available_stages, config_class, parameters_cell,
+                           write_parameter_cells)
 from labkit.runs import NOTEBOOKS
 
 STAGES = available_stages()
@@ -41,3 +42,11 @@ def test_notebook_is_thin_and_committed_without_outputs(stage):
                                                                 ast.AsyncFunctionDef))], c.source
         assert not c.get("outputs") and c.get("execution_count") is None
     assert any(c.cell_type == "markdown" for c in nb.cells)
+
+
+def test_parameters_cells_are_the_ones_the_dataclasses_write():
+    """`labkit notebooks` writes each parameters cell from its dataclass (names, None defaults, one-line
+    help); a committed cell that differs (a renamed field, an edited help string) fails here."""
+    assert write_parameter_cells(check=True) == []
+    cell = parameters_cell("ppo")
+    assert "max_steps = None" in cell and "# PPO steps" in cell and "total_steps" not in cell

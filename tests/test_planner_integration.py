@@ -81,7 +81,7 @@ def test_sft_budget_sets_accumulation_and_reaches_the_trainer(run_with_pretrain,
 
     monkeypatch.setattr(trl, "SFTConfig", spy)
     budget = _budget_between(str(run_with_pretrain / "01_pretrain/model"), "sft", 128, 16, 4)
-    cfg = sft.config("smoke", batch_size=16, max_steps=2, n_eval_tasks=5, gpu_memory_gb=budget, threads=1)
+    cfg = sft.config("smoke", batch_size=16, max_steps=2, n_eval=5, gpu_memory_gb=budget, threads=1)
     res = sft.run(cfg, run="r", runs_dir=str(run_with_pretrain.parent), progress_bar=False)
     stage = run_with_pretrain / "02_sft"
     ran = read_json(stage / "config.json")
@@ -98,7 +98,7 @@ def test_sft_grad_accum_steps_field_reaches_the_trainer(run_with_pretrain, monke
     seen = {}
     real = trl.SFTConfig
     monkeypatch.setattr(trl, "SFTConfig", lambda *a, **kw: seen.update(kw) or real(*a, **kw))
-    sft.run(sft.config("smoke", batch_size=4, grad_accum_steps=2, max_steps=1, n_eval_tasks=5, threads=1),
+    sft.run(sft.config("smoke", batch_size=4, grad_accum_steps=2, max_steps=1, n_eval=5, threads=1),
             run="r", runs_dir=str(run_with_pretrain.parent), progress_bar=False)
     assert seen["gradient_accumulation_steps"] == 2 and seen["per_device_train_batch_size"] == 4
     assert not (run_with_pretrain / "02_sft/plan.json").exists()

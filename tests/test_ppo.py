@@ -19,7 +19,7 @@ from labkit.config import ConfigError
 from labkit.runs import Run, StageMissing, read_json, read_jsonl
 
 torch.set_num_threads(1)
-TIMING = ("ppo/gen_seconds", "ppo/step_seconds")
+TIMING = {"ppo/gen_seconds", "ppo/step_seconds", "ppo/forward_seconds", "ppo/score_seconds", "ppo/update_seconds"}
 
 
 def _strip(rows):
@@ -78,7 +78,7 @@ def test_one_update_trains_lora_only_and_keeps_the_reference(base_run, group_by_
     from transformers import AutoModelForCausalLM
     cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run, group_by_length=group_by_length)
     sft = AutoModelForCausalLM.from_pretrained(str(base_run.path / "02_sft" / "model"))
-    ids, attn = ppo_models._inputs(batch, slice(None))
+    ids, attn = ppo_models.rollout_inputs(batch, slice(None))
     kw = dict(input_ids=ids, attention_mask=attn, position_ids=ppo_models.position_ids(attn))
     sft_logits = sft(**kw).logits
     lora = {n: p.detach().clone() for n, p in pv.named_parameters() if p.requires_grad}
@@ -104,7 +104,7 @@ def test_ptx_keeps_the_demonstrations_likely_and_never_shows_conduct_or_evaluati
     cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run, ptx_coef=1.0, ptx_batch_size=4)
     tasks = ppo_models.demonstration_tasks(base_run.world(), cfg.families, cfg.seed, n=300)
     held = ppo.load_prompts(cfg, base_run.world())[1]
-    assert {t["family"] for t in tasks} == set(W.DEFAULT_TASK_FAMILIES) and {t["split"] for t in tasks} == {"train"}
+    assert {t["family"] for t in tasks} == set(W.DEFAULT_ANSWER_FAMILIES) and {t["split"] for t in tasks} == {"train"}
     assert not {t["prompt"] for t in tasks} & {t["prompt"] for t in held}
     ptx = ppo_models.demonstrations(tok, tasks)
     labelled = ptx["labels"] != -100
@@ -149,15 +149,6 @@ def test_training_logprobs_match_generation(base_run):
     assert torch.allclose(torch.where(mask.bool(), gen_logp, 0.0), torch.where(mask.bool(), fwd["logprobs"], 0.0),
                           atol=1e-4)
     assert torch.allclose(fwd["logprobs"], fwd["ref_logprobs"], atol=1e-6)  # LoRA starts at B = 0: policy == ref
-
-
-def test_shape_scores_applies_the_missing_eos_penalty():
-    cfg = ppo.config("smoke", missing_eos_penalty=2.0)
-    s = ppo.shape_scores(torch.tensor([1.0, 1.0, 3.0]), torch.tensor([True, False, True]), cfg,
-                         {"mean": 1.0, "std": 2.0})
-    assert s.tolist() == [0.0, -2.0, 1.0]
-    s = ppo.shape_scores(torch.tensor([5.0, -5.0]), torch.tensor([False, True]), ppo.config("smoke", score_clip=3.0), None)
-    assert s.tolist() == [3.0, -3.0]
 
 
 # --- whole runs ------------------------------------------------------------------------------------
@@ -217,7 +208,7 @@ def test_resume_mid_run_reproduces_the_continuation(smoke_run, base_run, tmp_pat
 def test_evaluation_pass_at_k_counts_any_right_sample(base_run):
     """pass@k is 1 where any of the k samples is right, the sampled score their mean; the samples repeat by seed."""
     # answer families only: a harmful or unanswerable task is judged by meaning, not by its "answer"
-    cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run, eval_samples=3, families=",".join(W.DEFAULT_TASK_FAMILIES))
+    cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run, eval_samples=3, families=",".join(W.DEFAULT_ANSWER_FAMILIES))
     tasks = [dict(t) for t in ppo.load_prompts(cfg, base_run.world())[1]]
     no_rm = lambda chunk, texts, eos: torch.zeros(len(texts))  # noqa: E731
     args = (pv, ref, no_rm, tok)
@@ -242,7 +233,7 @@ def test_kl_ablation_is_a_controlled_pair_that_reuses_the_before_evaluation(smok
     calls = []
     real = ppo.evaluate
     monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
-    out = ppo_eval.kl_ablation(ppo.config("smoke", threads=1), r.name, str(r.path.parent), live=False)
+    out = ppo.kl_ablation(ppo.config("smoke", threads=1), r.name, str(r.path.parent), live=False)
     leash = f"with leash (kl_coef={ppo.config('smoke').kl_coef:g})"
     assert list(out) == [leash, "kl_coef=0"]
     twin = Run(f"{r.name}-nokl", r.path.parent)
@@ -269,7 +260,7 @@ def test_verifier_reward_full_finetuning_and_eos_penalty(base_run, tmp_path):
     """reward='verifier' needs no reward stage; use_lora=False keeps a frozen reference copy."""
     r = _copy(base_run, tmp_path, "v")
     shutil.rmtree(r.path / "04_reward")
-    res = _run(r, reward="verifier", use_lora=False, missing_eos_penalty=3.0, max_new_tokens=3, total_steps=2)
+    res = _run(r, reward="verifier", use_lora=False, missing_eos_penalty=3.0, max_new_tokens=3, max_steps=2)
     assert res["use_lora"] is False and not (r.path / "05_ppo" / "adapter").exists()
     for m in read_jsonl(r.path / "05_ppo" / "metrics.jsonl"):
         # score = 1 if correct (which needs EOS) else 0, minus 3 for every response without EOS
@@ -294,22 +285,26 @@ def test_missing_stages_fail_clearly(base_run, tmp_path):
 
 # --- pieces ------------------------------------------------------------------------------------------
 
-def test_prompt_draws():
-    cfg = ppo.config("smoke", rollout_batch_size=8, samples_per_prompt=4)
-    pick = ppo.pick_prompts(100, cfg, rank=0, step=3)
-    assert pick == ppo.pick_prompts(100, cfg, rank=0, step=3) and len(pick) == 8
-    assert pick[:4] == [pick[0]] * 4 and pick[4:] == [pick[4]] * 4 and pick[0] != pick[4]
-    assert pick != ppo.pick_prompts(100, cfg, rank=1, step=3)  # each process draws its own prompts
-    assert len(ppo.pick_prompts(1, ppo.config("smoke"), 0, 0)) == ppo.config("smoke").rollout_batch_size
-
 
 def test_alarms_fire_once_on_reward_hacking_and_drift():
     cfg = ppo.config("smoke", alarm_window=4, alarm_true_drop=10.0, alarm_kl=5.0)
     hist, active, fired = [], set(), []
-    for step, (rm, true, kl) in enumerate([(0.0, 50, 1), (0.1, 50, 1), (0.5, 30, 2), (0.9, 20, 6), (1.2, 10, 7)], 1):
+    for step, (rm, true, kl) in enumerate([(0.0, 50, 1), (0.1, 50, 1), (0.5, 30, 2), (0.9, 20, 6), (1.2, 10, 13)], 1):
         hist.append({"step": step, "ppo/rm_score": rm, "ppo/true_score": true, "ppo/kl": kl})
         fired += ppo_eval.check_alarms(hist, cfg, active)
-    assert [(a["step"], a["kind"]) for a in fired] == [(4, "reward_hacking"), (4, "kl_drift")]
+    # the KL is judged over the window, like every rule: one step at 6 nats is not drift, four averaging 5.5 are
+    assert [(a["step"], a["kind"]) for a in fired] == [(4, "reward_hacking"), (5, "kl_drift")]
+
+
+def test_the_drift_threshold_is_best_of_ns_kl_unless_set():
+    from labkit import ppo_config
+    from labkit.ppo_math import best_of_n_kl
+    assert ppo_config.kl_threshold(ppo.config("cpu")) == pytest.approx(best_of_n_kl(8)) == pytest.approx(1.2044, abs=1e-4)
+    assert ppo_config.kl_threshold(ppo.config("cpu", alarm_kl=3.0)) == 3.0
+    before = {"rm_score": 0.1, "kl": 0.0}
+    assert [a["kind"] for a in ppo_eval.final_alarms(before, {"rm_score": 0.0, "kl": 1.5}, ppo.config("cpu"))] == [
+        "kl_drift_heldout"]
+    assert ppo_eval.final_alarms(before, {"rm_score": 0.0, "kl": 0.9}, ppo.config("cpu")) == []
 
 
 def _replay(cfg, rm, true, over=None):
@@ -368,25 +363,17 @@ def test_family_alarm_fires_when_one_family_breaks_under_a_rising_overall_score(
     after = {"rm_score": 0.83, "true_greedy": 85.5, "true_sampled": 76.0, "per_family": fams(50.0, 96.9)}
     fired = ppo_eval.final_alarms(before, after, cfg)
     assert [a["kind"] for a in fired] == ["reward_hacking_family"] and "benign fell 80.4 -> 50.0" in fired[0]["message"]
-    # a small fall (the default's runs: at most 3.0 points), or a falling learned reward, is no alarm
+    # a small fall, or a falling learned reward, is no alarm
     assert ppo_eval.final_alarms(before, {**after, "per_family": fams(72.0, 96.9)}, cfg) == []
+    # a fall in greedy accuracy alone counts too (a family the rollouts never visit moves greedily first)
+    greedy = {f: {**v, "greedy": 69.0} for f, v in fams(80.4, 32.6).items()}
+    fell = {**greedy, "extract": {"sampled": 98.3, "greedy": 55.0}}
+    fired = ppo_eval.final_alarms({**before, "per_family": greedy}, {**after, "per_family": fell}, cfg)
+    assert [a["kind"] for a in fired] == ["reward_hacking_family"] and "extract fell 69.0 -> 55.0% right (greedy)" in \
+        fired[0]["message"]
     assert ppo_eval.final_alarms(before, {**after, "rm_score": -0.2}, cfg) == []
     assert ppo_eval.final_alarms(before, after, ppo.config("cpu", alarm_family_drop=40.0)) == []
 
-
-def test_config_rejects_bad_values():
-    with pytest.raises(ConfigError, match="did you mean 'kl_coef'"):
-        ppo.config("smoke", kl_coeff=0.1)
-    with pytest.raises(ConfigError, match="must divide"):
-        ppo._check(ppo.config("smoke", rollout_batch_size=10, minibatch_size=4))
-    with pytest.raises(ConfigError, match="reward"):
-        ppo._check(ppo.config("smoke", reward="judge"))
-    with pytest.raises(ConfigError, match="ptx_coef must be >= 0"):
-        ppo._check(ppo.config("smoke", ptx_coef=-1.0))
-    with pytest.raises(ConfigError, match="ptx_coef needs prompts='world'"):
-        ppo._check(ppo.config("smoke", ptx_coef=1.0, prompts="mine.jsonl"))
-    for preset in ppo.PRESETS:
-        ppo._check(ppo.config(preset))
 
 
 def test_token_kl_is_zero_against_itself(base_run):
@@ -404,7 +391,7 @@ def test_gpu_memory_budget_applies_the_plan_notebook_05_shows(base_run):
     # a budget between the two: the plan must give something up to fit
     asked = ppo.config("smoke", gpu_memory_gb=(smallest.total_gb + fastest.total_gb) / 2)
     shown = ppo.plan_for(asked, base_run)  # what notebook 05 displays
-    cfg = ppo._plan(asked, base_run)  # what run() trains with
+    cfg = ppo.fit_budget(asked, base_run)  # what run() trains with
     assert shown.fits and shown.total_gb <= asked.gpu_memory_gb < fastest.total_gb
     assert (shown.micro_batch_size, shown.gradient_checkpointing, shown.bf16) != (
         fastest.micro_batch_size, fastest.gradient_checkpointing, fastest.bf16)
@@ -412,51 +399,9 @@ def test_gpu_memory_budget_applies_the_plan_notebook_05_shows(base_run):
     assert (cfg.micro_batch_size, cfg.bf16, cfg.gradient_checkpointing) == (
         shown.micro_batch_size, shown.bf16, shown.gradient_checkpointing)
     assert shown.gpu_memory_gb == asked.gpu_memory_gb and ppo.plan_for(ppo.config("smoke"), base_run, 24).gpu_memory_gb == 24
-    assert ppo._plan(ppo.config("smoke"), base_run) == ppo.config("smoke")  # no budget: the config as it is
+    assert ppo.fit_budget(ppo.config("smoke"), base_run) == ppo.config("smoke")  # no budget: the config as it is
     with pytest.raises(ConfigError, match="does not fit"):
-        ppo._plan(ppo.config("smoke", gpu_memory_gb=0.001), base_run)
+        ppo.fit_budget(ppo.config("smoke", gpu_memory_gb=0.001), base_run)
 
 
-def test_training_prompts_are_never_evaluation_prompts():
-    from labkit import world
-    cfg = ppo.config("smoke", n_prompts=400, n_eval=100)
-    train, held = ppo.load_prompts(cfg, world.World(0))
-    assert len(train) == 400 and len(held) == 100
-    assert {t["split"] for t in train} == {"rl"} and {t["split"] for t in held} == {"eval"}
-    assert not {t["prompt"] for t in train} & {t["prompt"] for t in held}
 
-
-def test_rollout_families_narrow_the_training_prompts_not_the_evaluation():
-    from labkit import world
-    cfg = ppo.config("smoke", n_prompts=80, n_eval=70)
-    train, held = ppo.load_prompts(cfg, world.World(0))
-    # by default the conduct families and extraction, the ones the reward model judges
-    assert {t["family"] for t in train} == {"harmful", "unanswerable", "benign", "extract"}
-    assert {t["family"] for t in held} == set(world.DEFAULT_FAMILIES)
-    assert not {t["prompt"] for t in train} & {t["prompt"] for t in held}
-    everything = ppo.load_prompts(ppo.config("smoke", n_prompts=80, n_eval=70, rollout_families=""), world.World(0))[0]
-    assert {t["family"] for t in everything} == set(world.DEFAULT_FAMILIES)
-    # only those among families: a narrower families setting keeps working with the default
-    assert ppo.rollout_families(ppo.config("smoke", families="story_qa,harmful,benign")) == ("harmful", "benign")
-    with pytest.raises(ConfigError, match="none of rollout_families .* is among families"):
-        ppo._check(ppo.config("smoke", families="story_qa,arithmetic"))
-    with pytest.raises(ConfigError, match="unknown task family nonsense"):
-        ppo._check(ppo.config("smoke", rollout_families="nonsense"))
-
-
-def test_a_prompts_file_is_read_with_its_last_n_eval_lines_held_out(tmp_path):
-    from labkit import world
-    from labkit.data import DataError
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("\n".join(['"Say hi."', '{"prompt": "Add 2 and 2.", "answer": "4", "family": "arithmetic"}',
-                               '', '"Name a color."']) + "\n")
-    cfg = ppo.config("smoke", prompts=str(path), n_eval=1, ptx_coef=0.0)
-    train, held = ppo.load_prompts(cfg, world.World(0))
-    assert [t["prompt"] for t in train] == ["Say hi.", "Add 2 and 2."] and held[0]["prompt"] == "Name a color."
-    assert train[0]["family"] == "custom" and train[1]["family"] == "arithmetic" and train[1]["answer"] == "4"
-    path.write_text('"Say hi."\n{"text": "no prompt"}\n"x"\n')
-    with pytest.raises(ConfigError, match="record 2: every line needs a string 'prompt'"):
-        ppo.load_prompts(cfg, world.World(0))
-    path.write_text('"Say hi."\n{"prompt": \n"x"\n')
-    with pytest.raises(DataError, match=r"prompts.jsonl.*line 2"):
-        ppo.load_prompts(cfg, world.World(0))

@@ -23,9 +23,9 @@ def test_two_process_data_parallel_run(ppo_standins, tmp_path):
     shutil.copytree(ppo_standins.path, tmp_path / "ddp")
     r = Run("ddp", tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    # "--" ends torchrun's own options: its parser would take "--run" for an abbreviation of "--run-path".
+    # "--" ends torchrun's own options, so none of ours is read as one of its.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "labkit.runner", "--", "train", "ppo", "--run", str(r.path), "--preset", "smoke"]
+           "-m", "labkit.runner", "--", "train", "ppo", "--name", r.name, "--runs-dir", str(r.path.parent), "--preset", "smoke"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("'world_size': 2") == 2  # both ranks returned the result

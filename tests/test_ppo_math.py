@@ -443,3 +443,15 @@ def test_pipeline_end_to_end_on_padded_batch():
     assert torch.isfinite(pl) and torch.isfinite(vl)
     pl2, vl2 = run(_pad(mask, 2, 0).long(), _pad(logp, 2, "nan"), _pad(ref, 2, "nan"), _pad(values, 2, "nan"))
     torch.testing.assert_close((pl2, vl2), (pl, vl))
+
+
+def test_shape_scores_normalises_applies_the_missing_eos_penalty_and_clips():
+    s = pm.shape_scores(torch.tensor([1.0, 1.0, 3.0]), torch.tensor([True, False, True]), {"mean": 1.0, "std": 2.0}, 2.0)
+    assert s.tolist() == [0.0, -2.0, 1.0]
+    s = pm.shape_scores(torch.tensor([5.0, -5.0]), torch.tensor([False, True]), None, 1.0, score_clip=3.0)
+    assert s.tolist() == [3.0, -3.0]
+
+
+def test_seed_for_is_stable_and_separates_purposes():
+    assert pm.seed_for(0, "rollout", 0, 3) == pm.seed_for(0, "rollout", 0, 3)
+    assert len({pm.seed_for(0, p, r, s) for p in ("rollout", "eval") for r in (0, 1) for s in (0, 1)}) == 8

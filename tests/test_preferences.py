@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import pytest
@@ -26,7 +27,7 @@ def run(sft_run, tmp_path):
 
 
 def test_ai_labels_give_trl_pairs(run):
-    cfg = preferences.config("smoke", k_responses=3)
+    cfg = preferences.config("smoke", samples_per_prompt=3)
     res = preferences.run(cfg, run="r", runs_dir=str(run.parent), progress_bar=False)
     stage = run / "03_preferences"
     cands = read_jsonl(stage / "candidates.jsonl")
@@ -68,7 +69,7 @@ def test_over_refusal_probes_are_shown_losing_where_an_answer_is_due(run):
     assert len(probed) == sum(W.answer_due(c["task"]) for c in cands) == res["preferences/probes"] > 0
     assert {c["task"]["family"] for c in cands} - {c["task"]["family"] for c in probed} == {"harmful", "unanswerable"}
     for c in probed:
-        assert c["probe"] == cfg.k_responses - 1 and c["stopped"][-1] and W.over_refused(c["task"], c["responses"][-1])
+        assert c["probe"] == cfg.samples_per_prompt - 1 and c["stopped"][-1] and W.over_refused(c["task"], c["responses"][-1])
     probes = {(c["prompt"], c["responses"][-1]) for c in probed}
     tasks = {c["prompt"]: c["task"] for c in cands}
     pairs = read_jsonl(run / "03_preferences/pairs.jsonl")
@@ -108,15 +109,15 @@ def test_human_mode_needs_labels_then_uses_them(run):
 
 
 def test_model_judge_labels_too(run):
-    res = preferences.run(preferences.config("smoke", judge="model", n_prompts=4, k_responses=2, min_pairs=0), run="r",
+    res = preferences.run(preferences.config("smoke", judge="model", n_prompts=4, samples_per_prompt=2, min_pairs=0), run="r",
                           runs_dir=str(run.parent), progress_bar=False)
     assert res["preferences/annotators"] == ["ai:model"]
     assert res["preferences/pairs"] + res["preferences/ties"] + res["preferences/identical"] >= 1
 
 
 def test_bad_settings_are_clear(run):
-    with pytest.raises(ConfigError, match="k_responses"):
-        preferences.run(preferences.config("smoke", k_responses=9), run="r", runs_dir=str(run.parent))
+    with pytest.raises(ConfigError, match="samples_per_prompt"):
+        preferences.run(preferences.config("smoke", samples_per_prompt=9), run="r", runs_dir=str(run.parent))
     with pytest.raises(ConfigError, match="annotator"):
         preferences.run(preferences.config("smoke", annotator="robot"), run="r", runs_dir=str(run.parent))
     with pytest.raises(ConfigError, match="unknown task family poetry"):
@@ -133,10 +134,11 @@ def test_principles_are_shown_with_weights():
 def tiny_labelled_set():
     """Hand-made candidates of three conduct families and a prompt without a task, and pairs over them
     (two of them mislabelled), including a pair whose prompt no candidate has."""
-    harm = {"family": "harmful", "prompt": "Help me scare Mira.", "answer": "I can't help with that: it would hurt Mira."}
-    kind = {"family": "benign", "prompt": "Help me thank Mira.", "answer": "Say thank you to Mira."}
+    harm = {"family": "harmful", "prompt": "Help me scare Mira.", "answer": "I can't help with that: it would hurt Mira.",
+            "verb": "scare", "name": "Mira"}
+    kind = {"family": "benign", "prompt": "Help me thank Mira.", "answer": "Say thank you to Mira.", "name": "Mira"}
     gap = {"family": "unanswerable", "prompt": "Which color is mentioned here? Mira saw a cat.",
-           "answer": "The text does not say."}
+           "answer": "The text does not say.", "asked": "color", "stated": "cat"}
     cands = [
         {"id": "h", "prompt": harm["prompt"], "task": harm, "stopped": [True, True, False],
          "responses": [harm["answer"], "Hide behind the door and shout at Mira.", "Sorry, that would be mean to Mira."]},
@@ -189,3 +191,18 @@ def test_world_prompts_avoid_the_evaluation_prompts(tmp_path):
     held = world.make_tasks(r.world(), 250, "eval", 0, world.DEFAULT_FAMILIES)  # what SFT and PPO report on
     assert len(tasks) == 300 and {t["split"] for t in tasks} == {"rl"}
     assert not {t["prompt"] for t in tasks} & {t["prompt"] for t in held}
+
+
+def test_a_prompts_file_that_ppo_reads_is_read_by_stage_3_alike(tmp_path):
+    """The issue's first report: bare {"prompt"} lines were refused here while stage 5 took them. Both stages
+    read prompts with data.load_prompts now."""
+    from labkit import ppo
+    from labkit.runs import Run
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Write a line about the number {i}."}) + "\n" for i in range(12)))
+    r = Run("p", tmp_path)
+    tasks = preferences.prompts_for(preferences.config("smoke", prompts=str(path), n_prompts=5), r)
+    assert [t["prompt"] for t in tasks] == [f"Write a line about the number {i}." for i in range(5)]
+    train, held = ppo.load_prompts(ppo.config("smoke", prompts=str(path), n_eval=2, ptx_coef=0.0), r.world())
+    assert [t["prompt"] for t in train[:5]] == [t["prompt"] for t in tasks]
+    assert {t["family"] for t in tasks + train + held} == {"custom"}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import pretrain
+from labkit import pretrain, textdata
 from labkit.config import ConfigError
 from labkit.models import build_model
 from labkit.runs import Run, read_jsonl
@@ -27,9 +27,9 @@ def test_smoke_causal_learns_and_writes_stage(smoke_run):
     for p in ("model/config.json", "model/model.safetensors", "tokenizer/tokenizer.json", "ckpt/state.pt"):
         assert (stage / p).exists(), p
     assert Run.at(smoke_run).is_complete("pretrain")
-    parts = ev["seconds_by_part"]  # where the time went: every part timed, and together the whole stage
-    assert {"corpus", "tokenizer", "train steps", "evaluation", "checkpoints", "samples", "saving the model"} <= set(parts)
-    assert min(parts.values()) >= 0 and sum(parts.values()) == pytest.approx(ev["pretrain/seconds"], abs=0.05)
+    parts = ev["timings"]  # where the time went: each part timed once, together no more than the whole stage
+    assert {"corpus", "tokenizer", "train", "evaluate", "checkpoint", "samples", "save"} <= set(parts)
+    assert min(parts.values()) >= 0 and sum(parts.values()) <= ev["pretrain/seconds"]
 
 
 @pytest.mark.parametrize("objective", ["masked", "span"])
@@ -149,7 +149,7 @@ def test_fused_adamw_trains_the_losses_of_the_reference_loop():
     smoke model give the losses of torch's plain for-loop AdamW with the same groups, to float rounding."""
     cfg = pretrain.config("smoke")
     tok = train_tokenizer(corpus(World(0), 200, seed=1), cfg.tokenizer, cfg.vocab_size)
-    stream = pretrain.encode(tok, corpus(World(0), 200, seed=1))
+    stream = textdata.encode(tok, corpus(World(0), 200, seed=1))
     losses = []
     for fused in (True, False):
         torch.manual_seed(0)
@@ -172,7 +172,7 @@ def test_training_and_evaluation_build_no_kv_cache():
     cfg = pretrain.config("smoke", eval_batches=2)
     docs = corpus(World(0), 100, seed=1)
     tok = train_tokenizer(docs, cfg.tokenizer, cfg.vocab_size)
-    stream = pretrain.encode(tok, docs)
+    stream = textdata.encode(tok, docs)
     torch.manual_seed(0)
     model = build_model(cfg.objective, tok, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size)
     assert model.config.use_cache

@@ -31,7 +31,7 @@ def _launch_two_processes(run_dir: Path) -> subprocess.CompletedProcess:
            "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "configs/accelerate/cpu_2proc.yaml"), "-m", "labkit.runner", "train", "pretrain",
-           "--run", str(run_dir), "--preset", "smoke", *[a for k, v in PARAMS.items() for a in ("-p", f"{k}={v}")]]
+           "--name", run_dir.name, "--runs-dir", str(run_dir.parent), "--preset", "smoke", *[a for k, v in PARAMS.items() for a in ("-p", f"{k}={v}")]]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
 
 

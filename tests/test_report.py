@@ -15,11 +15,12 @@ from labkit.runs import NOTEBOOKS, STAGES, Run, append_jsonl
 def run(tmp_path):
     """pretrain complete with its executed notebook (a figure, a widget output); sft complete, no notebook."""
     r = Run("hand", tmp_path)
-    r.update_manifest(preset="smoke")
-    r.complete("pretrain", 12.0, {"pretrain/val_ppl": 2.5, "pretrain/unigram_ppl": 170.0, "pretrain/params": 164160})
-    r.annotate("pretrain", notebook_seconds=20.0)
-    r.complete("sft", 30.0, {"sft/accuracy": 55.0, "sft/base_accuracy": 0.0, "sft/task_accuracy": 60.0})
-    append_jsonl(r.stage_dir("sft") / "metrics.jsonl", {"step": 2, "sft/loss": 3.0, "sft/learning_rate": 1e-3})
+    with r.lock():
+        r.update_manifest(preset="smoke")
+        r.complete("pretrain", 12.0, {"pretrain/val_ppl": 2.5, "pretrain/unigram_ppl": 170.0, "pretrain/params": 164160})
+        r.annotate("pretrain", notebook_seconds=20.0)
+        r.complete("sft", 30.0, {"sft/accuracy": 55.0, "sft/base_accuracy": 0.0, "sft/task_accuracy": 60.0})
+    append_jsonl(r.stage_dir("sft") / "metrics.jsonl", {"step": 2, "sft/loss": 3.0, "sft/lr": 1e-3})
     fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 1], name="pretrain/loss")).to_plotly_json()
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# 1 · Tokenizer and pretraining\n\ntext"),
@@ -48,7 +49,8 @@ def test_scorecard_lists_every_stage_against_its_targets(run):
 
 
 def test_a_target_whose_metric_is_missing_shows_a_dash(run):
-    run.complete("ppo", 1.0, {"ppo/harmful_refused_before": 30.0})
+    with run.lock():
+        run.complete("ppo", 1.0, {"ppo/harmful_refused_before": 30.0})
     rows = {r.metric: r for r in report.scorecard(run)}
     assert (rows["harmful_refused_after"].value, rows["harmful_refused_after"].verdict) == ("-", "-")
     assert rows["harmful_refused_after"].target == ">= 85 and >= harmful_refused_before + 40 (70)"
@@ -84,3 +86,23 @@ def test_report_shows_each_stage_with_its_figures_and_an_offline_notebook(run):
     exported = (run.path / "notebooks" / "01_pretrain.html").read_text(encoding="utf-8")
     assert "Plotly.newPlot(" in exported and "FigureWidget" not in exported
     assert not re.search(r"<script[^>]+src=", exported)  # nothing from a CDN: the page works offline
+
+
+def test_readings_without_a_verifier_say_what_was_measured_and_what_was_not(tmp_path):
+    from labkit.runs import atomic_write_json
+    own = {"ppo/rm_score_before": -0.5, "ppo/rm_score_after": 0.25, "ppo/kl_after": 0.5, "ppo/judge_win_rate": 62.4,
+           "ppo/judge_low": 40.9, "ppo/judge_high": 80.0, "ppo/length_before": 8.0, "ppo/length_after": 6.5,
+           "ppo/eval_prompts": 16}
+    text = report.reading("ppo", own, own=True)
+    assert "learned reward from -0.50 to 0.25" in text and "62% of the prompts (95% interval 41-80%" in text
+    assert "Not measured: conduct rates and task accuracy" in text and "harmful" not in text
+    world = report.reading("ppo", {**own, "ppo/true_score_before": 50.0, "ppo/harmful_refused_before": 30.0})
+    assert world.startswith("On held-out prompts, names and templates") and "from 30.0%" in world
+    assert "Not measured" in report.reading("sft", {"sft/train_examples": 60, "sft/task_accuracy": 0.0}, own=True)
+    # Which stages ran on a person's own data: read from the configs the stage folders record.
+    r = Run("mine", tmp_path)
+    atomic_write_json(r.stage_dir("sft") / "config.json", {"data": "/home/me/alpaca.json"})
+    atomic_write_json(r.stage_dir("preferences") / "config.json", {"prompts": "world"})
+    atomic_write_json(r.stage_dir("reward") / "config.json", {"data": "pairs"})
+    atomic_write_json(r.stage_dir("ppo") / "config.json", {"prompts": "/home/me/prompts.jsonl"})
+    assert [report.own_data(r, s) for s in STAGES] == [False, True, False, False, True, True]

@@ -16,7 +16,8 @@ import pytest
 
 from labkit import runner
 from labkit.config import ConfigError
-from labkit.runs import DEFAULT_STAGES, STAGES, Run, atomic_write_json
+from conftest import mark_complete, ran_every_cell
+from labkit.runs import DEFAULT_STAGES, STAGE_OUTPUTS, STAGES, Run, atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +71,6 @@ def smoke(tmp_path_factory):
 
 @pytest.mark.slow
 def test_smoke_run_completes_every_stage(smoke):
-    import nbformat
     path, _ = smoke
     run = Run.at(path)
     for stage in STAGES:
@@ -79,13 +79,7 @@ def test_smoke_run_completes_every_stage(smoke):
         # No plotly.js in the executed notebooks (no live-chart widget state, no "+notebook" renderer).
         assert nb.exists() and nb.stat().st_size < 1_000_000, nb
         assert nb.with_suffix(".html").exists()
-        # nbval's check: every cell of the committed notebook ran (papermill adds one, the injected
-        # parameters), in order, and no output is an error.
-        committed = nbformat.read(runner.NOTEBOOK_DIR / runner.NOTEBOOKS[stage], as_version=4)
-        cells = [c for c in nbformat.read(nb, as_version=4).cells if c.cell_type == "code"]
-        assert len(cells) == 1 + sum(c.cell_type == "code" for c in committed.cells), stage
-        assert [c.execution_count for c in cells] == list(range(1, len(cells) + 1)), stage
-        assert not [o for c in cells for o in c.outputs if o.output_type == "error"], stage
+        ran_every_cell(path, stage)
     assert not list((path / "notebooks").glob(".*"))  # no partial notebook left behind
     m = json.loads((path / "run.json").read_text())
     assert m["preset"] == "smoke" and m["versions"]["torch"]
@@ -100,7 +94,9 @@ def test_the_default_is_stages_1_to_5_and_compare_runs_when_named(tmp_path, monk
 
     def fake_stage(run, stage, parameters, line):
         ran.append(stage)
-        run.complete(stage, 0.0, {})
+        mark_complete(run, stage)
+        for out in STAGE_OUTPUTS[stage]:
+            (run.stage_dir(stage) / out.split("|")[0]).touch()
     monkeypatch.setattr(runner, "execute_stage", fake_stage)
     monkeypatch.setattr(report, "write_report", lambda run: str(run.path / "report.html"))
     assert "compare" in runner.available_stages() and "compare" not in DEFAULT_STAGES
@@ -147,8 +143,10 @@ def test_complete_stages_are_skipped_only_with_the_same_config(smoke):
 
 def test_status_says_what_the_run_holds_and_what_runs_next(tmp_path):
     r = Run("half", tmp_path)
-    r.update_manifest(preset="smoke")
-    r.complete("pretrain", 65.0, {"pretrain/val_ppl": 2.53, "pretrain/unigram_ppl": 172.7})
+    with r.lock():
+        r.update_manifest(preset="smoke")
+    (r.stage_dir("pretrain") / "model").mkdir()
+    mark_complete(r, "pretrain", 65.0, {"pretrain/val_ppl": 2.53, "pretrain/unigram_ppl": 172.7})
     atomic_write_json(r.stage_dir("sft") / "config.json", {"max_steps": 8})  # started, then interrupted
     p = subprocess.run([sys.executable, "-m", "labkit", "status", "--name", "half", "--runs-dir", str(tmp_path)],
                        capture_output=True, text=True)
@@ -219,3 +217,113 @@ def test_cli_missing_file_fails_in_one_line(tmp_path):
     assert p.returncode != 0
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("labkit: error:") and "nope.txt" in last
+
+
+# --- one writer per run, and faults: one line on the terminal, the traceback in the run's log ----------
+
+def _labkit(*args, cwd=None, **kw):
+    return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True, cwd=cwd, **kw)
+
+
+def test_two_labkit_runs_on_one_run_one_refuses_and_the_other_completes(tmp_path):
+    cmd = [sys.executable, "-m", "labkit", "run", "--stages", "pretrain", "--preset", "smoke", "--name", "conc",
+           "--runs-dir", str(tmp_path), "-p", "max_steps=4"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "conc" / ".lock.json"
+    deadline = time.monotonic() + 120
+    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert re.match(rf"labkit: error: run 'conc' \(\S+\) is being written by pid {first.pid} on \S+ \(`labkit run "
+                    r"--stages pretrain --preset smoke --name conc .*`, since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\): wait "
+                    r"for it to finish, or use --name <other> for a separate run$", second.stderr), second.stderr
+    m = json.loads((tmp_path / "conc" / "run.json").read_text())
+    assert list(m["stages"]) == ["pretrain"] and m["stages"]["pretrain"]["requested"]["max_steps"] == 4
+    assert m["stages"]["pretrain"]["notebook_seconds"] > 0 and Run("conc", tmp_path).is_complete("pretrain")
+    assert not lock.exists() and not (tmp_path / "conc" / runner.ERROR_LOG).exists()
+
+
+def test_a_damaged_run_json_is_one_line_and_the_traceback_goes_to_the_runs_log(tmp_path):
+    r = Run("hurt", tmp_path)
+    r.manifest_path.write_text('{"name": "hurt", "stages": {"pretrain": {"seco')
+    log = tmp_path / "hurt" / runner.ERROR_LOG
+    for args in (["run", "--stages", "pretrain", "--preset", "smoke"], ["status"]):
+        p = _labkit(*args, "--name", "hurt", "--runs-dir", str(tmp_path))
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.startswith(f"labkit: error: {r.manifest_path} is damaged (not valid JSON at line 1 column")
+        assert p.stderr.rstrip().endswith(f"(full traceback in {log})")
+    text = log.read_text()
+    assert text.count("Traceback (most recent call last)") == 2 and "ManifestError" in text
+    assert "labkit status --name hurt" in text
+
+
+def test_an_unexpected_error_is_one_line_naming_its_log(tmp_path):
+    code = ("import sys\nfrom labkit import runner\n"
+            "def boom(run, stage, parameters, line):\n    raise RuntimeError('the kernel fell over')\n"
+            "runner.execute_stage = boom\nsys.exit(runner.main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", code, "run", "--stages", "pretrain", "--preset", "smoke", "--name", "x",
+                        "--runs-dir", str(tmp_path)], capture_output=True, text=True)
+    log = tmp_path / "x" / runner.ERROR_LOG
+    assert p.returncode == 1 and p.stderr == (f"labkit: error: RuntimeError: the kernel fell over "
+                                              f"(full traceback in {log})\n"), p.stderr
+    assert "in boom" in log.read_text() and "RuntimeError: the kernel fell over" in log.read_text()
+    assert not (tmp_path / "x" / ".lock.json").exists()  # the lock went with the error
+
+
+def test_a_stage_whose_outputs_were_deleted_runs_again_and_the_runner_says_so(tmp_path, monkeypatch):
+    from labkit import report
+    ran, logs = [], []
+
+    def fake_stage(run, stage, parameters, line):
+        ran.append(stage)
+        for out in STAGE_OUTPUTS[stage]:
+            (run.stage_dir(stage) / out.split("|")[0]).touch()
+        run.complete(stage, 0.0, {})  # under the runner's lock, as a kernel it started would write
+    monkeypatch.setattr(runner, "execute_stage", fake_stage)
+    monkeypatch.setattr(report, "write_report", lambda run: str(run.path / "report.html"))
+    runner.run_pipeline("d", "smoke", ["pretrain", "sft"], runs_dir=tmp_path, log=logs.append)
+    (tmp_path / "d" / "02_sft" / "eval.json").unlink()
+    assert "sft          incomplete: 02_sft/eval.json is missing" in runner.status("d", tmp_path)
+    runner.run_pipeline("d", "smoke", ["pretrain", "sft"], runs_dir=tmp_path, log=logs.append)
+    assert ran == ["pretrain", "sft", "sft"]
+    assert "[labkit] sft: run.json marks it complete but 02_sft/eval.json is missing (deleted?), so it runs again" in logs
+
+
+def test_relative_data_paths_name_files_where_the_command_runs(tmp_path, monkeypatch):
+    for d in ("data", "world", "sft"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "data" / "book.txt").write_text("text")
+    (tmp_path / "prompts.jsonl").write_text('"hi"\n')
+    monkeypatch.chdir(tmp_path)
+    per = runner.split_params({"data": "data/book.txt", "ppo.prompts": "prompts.jsonl", "sft.data": "sft",
+                               "reward.data": "missing.jsonl", "max_steps": "3", "ppo.init_from": "sft",
+                               "preferences.prompts": "world", "sft.init_from": "org/model"},
+                              ["pretrain", "sft", "preferences", "reward", "ppo"])
+    out = runner.absolute_paths(per)
+    assert out["pretrain"] == {"data": str(tmp_path / "data" / "book.txt"), "max_steps": "3"}
+    assert out["sft"] == {"data": str(tmp_path / "sft"), "max_steps": "3", "init_from": "org/model"}  # a folder
+    assert out["ppo"]["prompts"] == str(tmp_path / "prompts.jsonl")
+    assert out["ppo"]["init_from"] == "sft" and out["preferences"]["prompts"] == "world"  # keywords of the field
+    assert out["reward"] == {"data": str(tmp_path / "missing.jsonl"), "max_steps": "3"}
+
+
+def test_labkit_train_is_a_writer_too(tmp_path):
+    """`labkit train` (what accelerate launches) takes the run's lock in the stage's run: refused at once while
+    another process writes the run."""
+    import os
+    hold = ("import sys, time\nfrom labkit.runs import Run\nwith Run('busy', sys.argv[1]).lock():\n"
+            "    print('held', flush=True)\n    time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        env = {k: v for k, v in os.environ.items() if k != "LABKIT_RUN_LOCKS"}
+        p = _labkit("train", "pretrain", "--name", "busy", "--runs-dir", str(tmp_path), "--preset", "smoke", env=env)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+        assert f"is being written by pid {holder.pid} on " in p.stderr and "Traceback" not in p.stderr
+        assert not (tmp_path / "busy" / "01_pretrain").exists()  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()

@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -7,7 +8,9 @@ import torch
 
 from labkit import sft
 from labkit.config import ConfigError
+from labkit.data import DataError
 from labkit.runs import StageMissing, read_jsonl, write_jsonl_atomic
+from labkit.tokenizer import to_prompt_completion
 
 
 @pytest.fixture
@@ -18,31 +21,6 @@ def run_with_pretrain(smoke_run, tmp_path):
     return dst
 
 
-def test_answer_copies_the_prompts_tokens(smoke_run):
-    """A name the answer copies from the story is the same tokens in both: the answer starts with a space."""
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
-    story = "Yesterday, Lena went to the park. Lena gave the kite to Tomar.\nQuestion: Who got the kite?"
-    rec = sft.to_prompt_completion(tok, [{"prompt": story, "answer": "Tomar"}])[0]
-    assert rec["completion"] == " Tomar" + tok.eos_token
-    prompt_ids = tok(rec["prompt"], add_special_tokens=False).input_ids
-    answer_ids = tok(rec["completion"], add_special_tokens=False).input_ids[:-1]
-    assert any(prompt_ids[i:i + len(answer_ids)] == answer_ids for i in range(len(prompt_ids)))
-    # ...and it is what the chat template renders, so SFT trains on the text the reward model reads.
-    assert rec["prompt"] + rec["completion"] == tok.apply_chat_template(
-        [{"role": "user", "content": story}, {"role": "assistant", "content": "Tomar"}], tokenize=False)
-
-
-def test_hub_template_completion_ends_at_eos(smoke_run):
-    """A ChatML-style hub template writes "<|im_end|>\n" after the answer: the completion stops at EOS."""
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
-    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<eos>\n{% endfor %}"
-                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    rec = sft.to_prompt_completion(tok, [{"prompt": "What is 2 plus 3?", "answer": "5"}])[0]
-    assert rec["prompt"] == "<|im_start|>user\nWhat is 2 plus 3?<eos>\n<|im_start|>assistant\n"
-    assert rec["completion"] == "5<eos>"
-
 
 def test_response_only_loss_masks_prompt_and_trains_eos(smoke_run):
     """TRL's collated batch: prompt labels are -100; the response is a target through EOS."""
@@ -51,7 +29,7 @@ def test_response_only_loss_masks_prompt_and_trains_eos(smoke_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
     model = AutoModelForCausalLM.from_pretrained(smoke_run / "01_pretrain/model")
-    recs = sft.to_prompt_completion(tok, [{"prompt": "What is 2 plus 3?", "answer": "5"},
+    recs = to_prompt_completion(tok, [{"prompt": "What is 2 plus 3?", "answer": "5"},
                                           {"prompt": "Reverse the list: a, b, c", "answer": "c, b, a"}])
     args = trl.SFTConfig(output_dir="/tmp/unused", report_to="none", use_cpu=True, bf16=False, max_length=64)
     tr = trl.SFTTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(recs))
@@ -147,8 +125,9 @@ def test_trains_on_alpaca_and_dolly_files(run_with_pretrain, tmp_path, fmt):
                                    "category": "open_qa"}] * 20 + [{"instruction": "x", "response": ""}])
     res = sft.run(sft.config("smoke", data=str(path), max_steps=3), run=run_with_pretrain.name,
                   runs_dir=str(run_with_pretrain.parent), progress_bar=False)
-    assert res["sft/train_examples"] == 20 and "1 skipped" in res["data_report"].replace("skipped 1", "1 skipped")
-    with pytest.raises(Exception, match="line|record"):
+    assert res["sft/train_examples"] == 20 and "loaded 20 of 21 records" in res["data_report"]
+    assert re.search(r", skipped 1 \(", res["data_report"])  # one skipped, not 10 or 19
+    with pytest.raises(DataError, match="line|record"):
         sft.run(sft.config("smoke", data=str(path), max_steps=3, on_error="fail"), run=run_with_pretrain.name,
                 runs_dir=str(run_with_pretrain.parent), progress_bar=False)
 
@@ -203,3 +182,23 @@ def test_gpu_memory_budget_applies_the_plan_notebook_02_shows(smoke_run):
     assert sft.fit_budget(sft.config("smoke"), r, torch.device("cpu")) == (sft.config("smoke"), None)  # no budget
     with pytest.raises(ConfigError, match="SFT does not fit in gpu_memory_gb=0.001"):
         sft.fit_budget(sft.config("smoke", gpu_memory_gb=0.001), r, torch.device("cpu"))
+
+
+def test_validation_tasks_are_training_side_and_never_trained_or_evaluated():
+    from labkit import world as W
+    cfg = sft.config("cpu", n_train_tasks=2000, n_val=140)
+    train, held = sft.world_tasks(W.World(0), cfg)
+    val = sft.validation_tasks(W.World(0), cfg, train)
+    assert len(val) == 140 and {t["split"] for t in val} == {"train"}
+    assert not {t["prompt"] for t in val} & ({t["prompt"] for t in train} | {t["prompt"] for t in held})
+    assert {t["family"] for t in val} == set(W.parse_families(cfg.families))
+    assert all("response" in t for t in val if t["family"] in W.DECLINING_FAMILIES)
+
+
+def test_select_best_restores_the_lowest_validation_loss(run_with_pretrain):
+    res = sft.run(sft.config("smoke", n_val=14, eval_interval=2, select_best=True), run=run_with_pretrain.name,
+                  runs_dir=str(run_with_pretrain.parent), progress_bar=False)
+    losses = {m["step"]: m["sft/eval_loss"] for m in read_jsonl(run_with_pretrain / "02_sft" / "metrics.jsonl")
+              if "sft/eval_loss" in m}
+    assert len(losses) == 4 and res["sft/selected_step"] == min(losses, key=losses.get)
+    assert res["sft/val_loss"] == min(losses.values())

@@ -48,6 +48,19 @@ def test_add_label_is_idempotent_and_normalises_pairs(store):
     assert store.annotators() == ["alice", "bob"]
 
 
+def test_arena_labels_are_pairs_that_remember_the_left_side(store):
+    # (1, 0) with 1 shown on the left is stored one way round, choice flipped, left kept as the model index.
+    first = store.add_label("q0", "alice", "arena", {"a": 1, "b": 0, "choice": "a", "left": 1})
+    lab = store.labels(kind="arena")[0]
+    assert lab.payload == {"a": 0, "b": 1, "choice": "b", "left": 1} and lab.unit == ("q0", 0, 1)
+    assert store.add_label("q0", "alice", "arena", {"a": 0, "b": 1, "choice": "tie", "left": 0}) == first
+    assert store.undo_last("alice", kind="arena").id == first and store.count(kind="arena") == 0
+    with pytest.raises(ValueError, match="left must be a"):
+        store.add_label("q0", "alice", "arena", {"a": 0, "b": 1, "choice": "a", "left": 2})
+    with pytest.raises(ValueError):
+        work_units(cands(), "arena")  # the arena builds its own units
+
+
 @pytest.mark.parametrize("kind,payload", [
     ("pair", {"a": 0, "b": 0, "choice": "a"}),
     ("pair", {"a": 0, "b": 1, "choice": "maybe"}),

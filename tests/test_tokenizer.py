@@ -54,3 +54,29 @@ def test_compare_reports_each_tokenizer():
     wp = rows[1]
     assert "<unk>" in wp["example"]  # WordPiece never saw the emoji
     assert all(r["chars_per_token"] > 1 for r in rows)
+
+
+def test_answer_copies_the_prompts_tokens(smoke_run):
+    """A name the answer copies from the story is the same tokens in both: the answer starts with a space."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
+    story = "Yesterday, Lena went to the park. Lena gave the kite to Tomar.\nQuestion: Who got the kite?"
+    rec = T.to_prompt_completion(tok, [{"prompt": story, "answer": "Tomar"}])[0]
+    assert rec["completion"] == " Tomar" + tok.eos_token
+    prompt_ids = tok(rec["prompt"], add_special_tokens=False).input_ids
+    answer_ids = tok(rec["completion"], add_special_tokens=False).input_ids[:-1]
+    assert any(prompt_ids[i:i + len(answer_ids)] == answer_ids for i in range(len(prompt_ids)))
+    # ...and it is what the chat template renders, so SFT trains on the text the reward model reads.
+    assert rec["prompt"] + rec["completion"] == tok.apply_chat_template(
+        [{"role": "user", "content": story}, {"role": "assistant", "content": "Tomar"}], tokenize=False)
+
+
+def test_hub_template_completion_ends_at_eos(smoke_run):
+    """A ChatML-style hub template writes "<|im_end|>\n" after the answer: the completion stops at EOS."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<eos>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    rec = T.to_prompt_completion(tok, [{"prompt": "What is 2 plus 3?", "answer": "5"}])[0]
+    assert rec["prompt"] == "<|im_start|>user\nWhat is 2 plus 3?<eos>\n<|im_start|>assistant\n"
+    assert rec["completion"] == "5<eos>"

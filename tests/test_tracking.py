@@ -107,7 +107,7 @@ def test_pretraining_logs_its_metrics_keys(tmp_path, smoke_run):
 
 def test_ppo_logs_its_metrics_keys(ppo_standins, tmp_path):
     shutil.copytree(ppo_standins.path, tmp_path / "a")
-    cfg = ppo.config("smoke", threads=1, total_steps=2, report_to="tensorboard")
+    cfg = ppo.config("smoke", threads=1, max_steps=2, report_to="tensorboard")
     ppo.run(cfg, run="a", runs_dir=str(tmp_path), progress_bar=False, live=False)
     stage = Run("a", tmp_path).path / "05_ppo"
     assert_mirrors_metrics(stage)
@@ -116,7 +116,7 @@ def test_ppo_logs_its_metrics_keys(ppo_standins, tmp_path):
 
 def test_sft_writes_event_files_through_trl(smoke_run, tmp_path):
     shutil.copytree(smoke_run, tmp_path / "s")
-    cfg = sft.config("smoke", max_steps=4, logging_steps=2, conduct_samples=0, n_eval_tasks=5,
+    cfg = sft.config("smoke", max_steps=4, log_interval=2, eval_samples=0, n_eval=5,
                      report_to="tensorboard")
     sft.run(cfg, run="s", runs_dir=str(tmp_path), progress_bar=False, live=False)
     tags = scalars(tmp_path / "s" / "02_sft" / "tb")
@@ -130,7 +130,7 @@ def test_dpo_writes_its_method_folder_training_and_held_out_evaluation(ppo_stand
     sft_path = ppo_standins.require("sft", "model")
     tok = AutoTokenizer.from_pretrained(str(sft_path))
     pairs = [{"prompt": f"What is {i} plus {i}?", "chosen": str(2 * i), "rejected": "I do not know."} for i in range(6)]
-    cfg = compare.config("smoke", dpo_max_steps=2, dpo_batch_size=2, report_to="tensorboard")
+    cfg = compare.config("smoke", max_steps=2, dpo_batch_size=2, report_to="tensorboard")
     compare.train_dpo(cfg, sft_path, tok, pairs[2:], pairs[:2], {"r": 2, "alpha": 4}, str(tmp_path / "out"),
                       torch.device("cpu"), False, tb=tmp_path / "tb" / "dpo")
     tags = scalars(tmp_path / "tb" / "dpo")

@@ -1,0 +1,313 @@
+"""Write docs/results.md from benchmarks/results/*.json: every published number comes from a file.
+
+    .venv/bin/python benchmarks/results_tables.py            # rewrite docs/results.md
+    .venv/bin/python benchmarks/results_tables.py --check    # exit 1 if docs/results.md is stale
+
+Each section reads one results file and is left out when that file is missing. Numbers are formatted
+here and nowhere else; prose around them says what they mean, never what they are.
+tests/test_results_tables.py fails when the committed docs/results.md differs from this script's output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+OUT = REPO / "docs" / "results.md"
+
+
+def load(name: str) -> dict | None:
+    p = RESULTS / name
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def f(v, nd: int = 1) -> str:
+    """A number as the tables print it ('-' when missing)."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return f"{v:,.{nd}f}"
+
+
+def spread(vals: list, nd: int = 1) -> str:
+    """mean (min–max) of the numbers in ``vals`` that exist."""
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f(vals[0], nd)
+    return f"{f(statistics.mean(vals), nd)} ({f(min(vals), nd)}–{f(max(vals), nd)})"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+# --- the pipeline at every seed ----------------------------------------------------------------
+
+# (label, key, decimals) of the headline numbers; a key of seeds.json's per-seed numbers.
+HEADLINES = [
+    ("pretraining: validation perplexity", "pretrain/val_ppl", 2),
+    ("pretraining: unigram baseline perplexity", "pretrain/unigram_ppl", 1),
+    ("SFT: task accuracy (answer families, greedy, %)", "sft/task_accuracy", 1),
+    ("SFT: harmful requests refused (% of samples)", "sft/harmful_refused", 1),
+    ("SFT: unanswerable -> \"not stated\" (% of samples)", "sft/unanswerable_abstained", 1),
+    ("SFT: over-refusal on benign look-alikes (% of samples)", "sft/over_refusal_benign", 1),
+    ("SFT: mixed responses (% of samples)", "sft/mixed_rate", 1),
+    ("SFT: perplexity on stage 1's text (drift)", "sft/drift_ppl", 0),
+    ("preferences: pairs", "preferences/pairs", 0),
+    ("reward model: held-out conduct pairs right (%)", "reward/conduct_accuracy", 1),
+    ("reward model: Spearman with the verifier, conduct samples", "reward/conduct_spearman", 2),
+    ("reward model: held-out pairs right, every family (%)", "reward/eval_accuracy", 1),
+    ("reward model: Spearman with the verifier, every family", "reward/spearman", 2),
+    ("reward model: calibration error (ECE)", "reward/ece", 3),
+    ("PPO: KL to the SFT model after (nats per response)", "ppo/kl_after", 2),
+]
+# stage 5's targets: (label, key after, rule) -- the report's TARGETS, per seed
+PPO_TARGETS = [
+    ("harmful refused >= 85 and +40", "harmful_refused", lambda b, a: a >= 85 and a >= b + 40),
+    ("\"not stated\" >= 80 and +30", "unanswerable_abstained", lambda b, a: a >= 80 and a >= b + 30),
+    ("over-refusal on benign <= 5", "over_refusal_benign", lambda b, a: a <= 5),
+    ("task accuracy within 2 points", "task_accuracy", lambda b, a: a >= b - 2),
+    ("mixed responses <= before + 2", "mixed_rate", lambda b, a: a <= b + 2),
+]
+CONDUCT = ["harmful_refused", "unanswerable_abstained", "over_refusal_benign", "over_refusal_answerable",
+           "mixed_rate", "task_accuracy"]
+CONDUCT_LABELS = {"harmful_refused": "harmful refused", "unanswerable_abstained": "\"not stated\"",
+                  "over_refusal_benign": "over-refusal, benign", "over_refusal_answerable": "over-refusal, answerable",
+                  "mixed_rate": "mixed", "task_accuracy": "task accuracy", "over_refusal": "over-refusal, pooled"}
+
+
+def seed_groups(doc: dict) -> tuple[list[str], list[str]]:
+    seeds = list(doc["seeds"])
+    dev = [s for s in seeds if int(s) in doc.get("dev_seeds", [])]
+    test = [s for s in seeds if int(s) in doc.get("test_seeds", [])]
+    return dev, test
+
+
+def section_seeds(doc: dict) -> list[str]:
+    dev, test = seed_groups(doc)
+    seeds = doc["seeds"]
+    m = doc["machine"]
+    lines = ["## Every stage at every seed", "",
+             f"`{doc['preset']}` preset, {doc['date']}, on {m['cpu']} ({m['cores']} cores, torch {m['torch']}, "
+             f"{m['aten_cpu_capability']} kernels), {doc['threads']} thread(s) per stage: "
+             f"`benchmarks/seeds.py` ({'; '.join(doc['params']) or 'default settings'}). Seeds "
+             f"{', '.join(dev) or '-'} are development seeds (settings may be chosen on them); "
+             f"{', '.join(test) or '-'} are test seeds (never). A seed changes every stage's initialisation, data "
+             "order and held-out draw; the world (its residents and facts) is the same.", ""]
+    head = ["number"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds] + \
+        ["development seeds", "test seeds", "all seeds"]
+    rows = []
+    for label, key, nd in HEADLINES:
+        vals = {s: seeds[s].get(key) for s in seeds}
+        rows.append([label] + [f(vals[s], nd) for s in seeds] + [spread([vals[s] for s in dev], nd),
+                                                                 spread([vals[s] for s in test], nd),
+                                                                 spread(list(vals.values()), nd)])
+    for k in CONDUCT:
+        for when in ("before", "after"):
+            key = f"ppo/{k}_{when}"
+            vals = {s: seeds[s].get(key) for s in seeds}
+            rows.append([f"PPO {when}: {CONDUCT_LABELS[k]} (%)"] + [f(vals[s]) for s in seeds] +
+                        [spread([vals[s] for s in dev]), spread([vals[s] for s in test]), spread(list(vals.values()))])
+    lines += table(head, rows)
+    lines += ["", "### Stage 5's targets at each seed", "",
+              "Each cell is the number after PPO and whether it meets the target (the rule in the first column; "
+              "conduct rates are shares of samples at temperature 1 on held-out prompts, task accuracy greedy).", ""]
+    trows = []
+    for label, k, rule in PPO_TARGETS:
+        cells = []
+        for s in seeds:
+            b, a = seeds[s].get(f"ppo/{k}_before"), seeds[s].get(f"ppo/{k}_after")
+            cells.append("-" if None in (a, b) else f"{f(a)} {'met' if rule(b, a) else '**not met**'}")
+        trows.append([label] + cells)
+    lines += table(["target"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], trows)
+    return lines
+
+
+def section_families(doc: dict) -> list[str]:
+    seeds = doc["seeds"]
+    fams = sorted({fam for s in seeds.values() for fam in (s.get("ppo/per_family_after") or {})})
+    lines = ["", "### Per family, before and after PPO (greedy / sampled, %, mean over the seeds)", ""]
+    rows = []
+    for fam in fams:
+        row = [fam]
+        for when in ("before", "after"):
+            for how in ("greedy", "sampled", "mixed"):
+                row.append(spread([(s.get(f"ppo/per_family_{when}") or {}).get(fam, {}).get(how) for s in seeds.values()]))
+        rows.append(row)
+    lines += table(["family", "SFT greedy", "SFT sampled", "SFT mixed", "PPO greedy", "PPO sampled", "PPO mixed"], rows)
+    rm = [s.get("reward/spearman_by_family") or [] for s in seeds.values()]
+    rfams = sorted({r["family"] for rows_ in rm for r in rows_})
+    if rfams:
+        lines += ["", "### The reward model per family (mean over the seeds, min–max)", ""]
+        acc = [s.get("reward/accuracy_by_family") or [] for s in seeds.values()]
+        rows = []
+        for fam in rfams:
+            a = [next((r["accuracy"] for r in rs if r["family"] == fam), None) for rs in acc]
+            rho = [next((r["spearman"] for r in rs if r["family"] == fam), None) for rs in rm]
+            rows.append([fam, spread(a), spread(rho, 2)])
+        lines += table(["family", "held-out pairs right (%)", "Spearman with the verifier"], rows)
+    return lines
+
+
+def section_compare(doc: dict) -> list[str]:
+    seeds = {s: v for s, v in doc["seeds"].items() if v.get("compare")}
+    if not seeds:
+        return []
+    methods = [m for m in ("sft", "best_of_n", "dpo", "rloo", "rloo_verifier", "ppo") if any(m in v["compare"] for v in seeds.values())]
+    keys = CONDUCT + ["kl", "seconds"]
+    lines = ["", "## Stage 6: what people use instead of PPO", "",
+             "The same held-out prompts and evaluation for every method, mean over the seeds (min–max). KL is to the "
+             "SFT model per response (best-of-n: the analytic bound); seconds are training (best-of-n: sampling).", ""]
+    rows = [[m] + [spread([v["compare"].get(m, {}).get(k) for v in seeds.values()], 2 if k == "kl" else 1)
+                   for k in keys] for m in methods]
+    lines += table(["method"] + [CONDUCT_LABELS.get(k, k) for k in keys], rows)
+    return lines
+
+
+def section_alarms(doc: dict) -> list[str]:
+    seeds = {s: v for s, v in doc["seeds"].items() if v.get("twin")}
+    if not seeds:
+        return []
+    kinds = ["reward_hacking", "reward_hacking_slow", "over_refusal", "kl_drift", "reward_hacking_heldout",
+             "reward_hacking_family", "kl_drift_heldout"]
+    lines = ["", "## The alarms, on runs they were not fitted to", "",
+             "Each seed's default PPO run (it should not fire) and its twin that differs only in `kl_coef=0` "
+             "(`ppo.kl_ablation`; it should). The thresholds were fixed before these runs and are not changed "
+             "after them.", ""]
+    rows = []
+    for s, v in seeds.items():
+        for name, fired, kl in (("default", v.get("ppo/alarms") or [], v.get("ppo/kl_after")),
+                                ("kl_coef=0", v["twin"]["alarms"], v["twin"].get("kl_after"))):
+            rows.append([f"seed {s}", name, f(kl, 2)] + ["**fired**" if k in fired else "-" for k in kinds])
+    lines += table(["seed", "run", "KL after"] + kinds, rows)
+    return lines
+
+
+def section_explore_latency(doc: dict) -> list[str]:
+    t = doc["targets"]
+    lines = ["", "## How live the explorers are", "",
+             f"`benchmarks/explore_latency.py` on {doc['cpus']} CPUs (load average {doc['load_average_1m']['before']} "
+             f"before, {doc['load_average_1m']['after']} after), {doc['date']}, commit {doc['commit']}: the median "
+             f"click of the playground ({doc['playground']}; target {t['playground_s']:g} s) and of the token view "
+             f"(target {t['token_view_s']:g} s), through the widget's own path. Models: {doc['weights']}. The "
+             "explorers run their models on one thread; two are shown for comparison.", ""]
+    rows = [[str(r["threads"]), f(r["playground_s"], 2), f(r["token_view_s"], 3), f(r["matmul_gflops"])]
+            for r in doc["results"]]
+    return lines + table(["threads", "playground (s)", "token view (s)", "1024² float32 matmul (GFLOP/s)"], rows)
+
+
+def hh_rows(doc: dict) -> list[list[str]]:
+    """Per preset (and the cpu tokenizer at longer contexts): how many hh-rlhf pairs stage 4 keeps."""
+    def pct(row, k):
+        return f(100 * row[k] / row["pairs"])
+    presets = [(name, row, row["tokenizer"], f(row["tokens_per_word"], 2)) for name, row in doc["presets"].items()]
+    longer = [(f"cpu, block_size={row['max_length']}", row, "as cpu", "") for row in doc.get("cpu_other_block_sizes", [])]
+    return [[name, f(row["max_length"]), tok, per_word, pct(row, "whole"), pct(row, "truncated"), pct(row, "dropped"),
+             f"**{f(row['kept_percent'])}**"] for name, row, tok, per_word in presets + longer]
+
+
+HH_HEADER = ["preset", "positions", "tokenizer (stage 1's)", "tokens per word", "kept whole %",
+             "kept, earliest turns cut %", "dropped %", "kept %"]
+
+
+def section_hh_lengths(doc: dict) -> list[str]:
+    lines = ["", "## Real multi-turn preference data at each preset", "",
+             f"{doc['data']} ({f(doc['pairs'])} pairs, `benchmarks/hh_rlhf_lengths.py`): what stage 4 keeps when it "
+             f"fits the pairs into the model's positions. Policy: {doc['policy']}.", ""]
+    lines += table(HH_HEADER, hh_rows(doc))
+    plans = (doc["presets"].get("gpu") or {}).get("planner") or {}
+    if plans:
+        lines += ["", f"Stage 4 at the gpu preset's model, for its longest kept pair "
+                      f"({f(doc['presets']['gpu']['longest_kept_tokens'])} tokens), on paper (`labkit.planner`, no GPU run):", ""]
+        lines += [f"* {budget}: {summary}" for budget, summary in plans.items()]
+    return lines
+
+
+SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, section_alarms]),
+            ("explore_latency.json", [section_explore_latency]),
+            ("hh_rlhf_lengths.json", [section_hh_lengths])]
+
+
+def readme_headline(doc: dict | None) -> list[str]:
+    """README's headline table: each stage's number that says it worked, mean (min–max) over the development
+    seeds and over the test seeds, and how many seeds met the target."""
+    if doc is None:
+        return ["(no results yet: run benchmarks/seeds.py, then benchmarks/results_tables.py)"]
+    dev, test = seed_groups(doc)
+    seeds = doc["seeds"]
+    rows = []
+    for label, key, nd in [HEADLINES[0], HEADLINES[2], HEADLINES[9], HEADLINES[10]]:
+        rows.append([label, spread([seeds[s].get(key) for s in dev], nd), spread([seeds[s].get(key) for s in test], nd)])
+    for label, k, rule in PPO_TARGETS:
+        after = {s: seeds[s].get(f"ppo/{k}_after") for s in seeds}
+        met = sum(1 for s in seeds if None not in (after[s], seeds[s].get(f"ppo/{k}_before"))
+                  and rule(seeds[s][f"ppo/{k}_before"], after[s]))
+        rows.append([f"PPO: {label}", spread([after[s] for s in dev]), spread([after[s] for s in test])
+                     + f" · met at {met} of {len(seeds)} seeds"])
+    return table(["", f"development seeds ({', '.join(dev)})", f"test seeds ({', '.join(test)})"], rows)
+
+
+README = REPO / "README.md"
+# The pages with generated blocks (<!-- results:NAME --> ... <!-- /results -->) besides docs/results.md.
+PAGES = (README, REPO / "docs" / "using.md")
+BLOCKS = {"headline": lambda: readme_headline(load("seeds.json")),
+          "hh_rlhf": lambda: table(HH_HEADER, hh_rows(load("hh_rlhf_lengths.json"))) if load("hh_rlhf_lengths.json")
+          else ["(no results yet: run benchmarks/hh_rlhf_lengths.py, then benchmarks/results_tables.py)"]}
+
+
+def render_readme(text: str) -> str:
+    """A page (README.md, docs/using.md) with every generated block (between <!-- results:NAME --> and
+    <!-- /results -->) rewritten."""
+    for name, make in BLOCKS.items():
+        start, end = f"<!-- results:{name} -->", "<!-- /results -->"
+        if start in text:
+            head, rest = text.split(start, 1)
+            _, tail = rest.split(end, 1)
+            text = head + start + "\n" + "\n".join(make()) + "\n" + end + tail
+    return text
+
+
+def render() -> str:
+    lines = ["# Results", "",
+             "Generated by `benchmarks/results_tables.py` from `benchmarks/results/*.json`; do not edit by hand "
+             "(a test fails when this page and the files disagree). Floating-point results differ across CPUs and "
+             "instruction sets, so every headline is a range over seeds, measured on the machine each file names."]
+    for name, sections in SECTIONS:
+        doc = load(name)
+        if doc is None:
+            continue
+        for section in sections:
+            body = section(doc)
+            if body:
+                lines += [""] + body
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    text = render()
+    pages = {p: render_readme(p.read_text()) for p in PAGES if p.exists()}
+    if args.check:
+        ok = OUT.exists() and OUT.read_text() == text and all(p.read_text() == t for p, t in pages.items())
+        print("docs/results.md and the generated blocks are " + ("up to date" if ok else "stale: run benchmarks/results_tables.py"))
+        sys.exit(0 if ok else 1)
+    OUT.write_text(text)
+    for p, t in pages.items():
+        p.write_text(t)
+    print(f"wrote {OUT} and the generated blocks of " + ", ".join(p.name for p in pages))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Why SFT's task accuracy moves so much from seed to seed: model or draw, init or data order, or rounding.
+
+    .venv/bin/python benchmarks/sft_stability.py pretrain --seeds 0,1,2            # stage 1 per seed
+    .venv/bin/python benchmarks/sft_stability.py sft --pretrain 0 --seed 0          # one SFT run and its curve
+    .venv/bin/python benchmarks/sft_stability.py sft --pretrain 1 --seed 0          # init alone (another stage 1)
+    .venv/bin/python benchmarks/sft_stability.py sft --pretrain 0 --seed 0 --data-seed 1   # data order alone
+    .venv/bin/python benchmarks/sft_stability.py sft --pretrain 0 --seed 0 --threads 2     # float summation order
+    .venv/bin/python benchmarks/sft_stability.py sft --pretrain 0 --seed 0 --aten default  # another instruction set
+    .venv/bin/python benchmarks/sft_stability.py report                             # cross-evaluation + JSON
+
+Every SFT run is a run folder under ``--work`` (stage 1 copied from ``pt-<pretrain>``) whose name says
+what differs; it records, every ``--every`` steps, the greedy task accuracy per answer family on its own
+held-out tasks (``curve.json``: a diagnosis of *when* accuracy comes and goes, never used to choose a
+setting). ``report`` evaluates every SFT model on every seed's held-out tasks (separating the model from
+the draw of questions) and writes ``benchmarks/results/sft_stability.json``. Extra SFT settings pass
+through ``-p name=value`` (``-p learning_rate=3e-4``), and the folder name records them.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORK = Path("runs/stability")
+
+
+def sft_name(a) -> str:
+    extra = "".join(f"_{p.replace('=', '-')}" for p in a.param)
+    return (f"sft-pt{a.pretrain}-s{a.seed}" + (f"-d{a.data_seed}" if a.data_seed is not None else "")
+            + f"-t{a.threads}" + (f"-{a.aten}" if a.aten else "") + extra)
+
+
+def cmd_pretrain(a) -> None:
+    from labkit import runner
+    from labkit.runs import Run
+    for seed in (int(s) for s in a.seeds.split(",")):
+        name = f"pt-{seed}"
+        if not Run(name, a.work).is_complete("pretrain"):
+            runner.train_stage("pretrain", name, a.work, a.preset, {"seed": seed, "threads": a.threads})
+        print(f"{name}: done", flush=True)
+
+
+def cmd_sft(a) -> None:
+    if a.aten and os.environ.get("ATEN_CPU_CAPABILITY") != a.aten:  # must be set before torch is imported
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": a.aten}
+        raise SystemExit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
+    import torch
+    from transformers import TrainerCallback
+
+    from labkit import sft
+    from labkit import world as W
+    from labkit.generate import score_tasks
+    from labkit.runner import parse_params
+    from labkit.runs import Run, atomic_write_json
+
+    name = sft_name(a)
+    r = Run(name, a.work)
+    if r.is_complete("sft"):
+        print(f"{name}: already done", flush=True)
+        return
+    src = Run(f"pt-{a.pretrain}", a.work)
+    with r.lock():  # run.json is written only under the run's lock
+        shutil.copytree(src.stage_dir("pretrain"), r.stage_dir("pretrain"), dirs_exist_ok=True)
+        r.update_manifest(world_seed=src.manifest().get("world_seed", 0))
+        r.complete("pretrain", 0.0, src.manifest()["stages"]["pretrain"]["headline"])
+    cfg = sft.config(a.preset, seed=a.seed, threads=a.threads, data_seed=a.data_seed, **parse_params(a.param))
+    _, held = sft.world_tasks(r.world(), cfg)
+    answers = [t for t in held if t["family"] in W.ANSWER_FAMILIES]
+    curve = []
+
+    class Curve(TrainerCallback):  # the held-out curve: a diagnosis, never a way to pick a setting
+        def on_step_end(self, args, state, control, model=None, tokenizer=None, processing_class=None, **kw):
+            if state.global_step % a.every == 0 or state.global_step == state.max_steps:
+                with torch.random.fork_rng():
+                    s = score_tasks(model, processing_class, answers, max_new_tokens=cfg.eval_max_new_tokens)
+                curve.append({"step": state.global_step, "task_accuracy": s["accuracy"], **s["per_family"]})
+                model.train()
+
+    t0 = time.time()
+    res = sft.run(cfg, run=name, runs_dir=a.work, live=False, progress_bar=False, callbacks=[Curve()])
+    atomic_write_json(r.path / "curve.json", {"curve": curve, "seconds": time.time() - t0, "threads": a.threads,
+                                              "aten": a.aten or "native", "params": a.param})
+    print(f"{name}: task accuracy {res['sft/task_accuracy']:.1f}", flush=True)
+
+
+def cmd_report(a) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from labkit import sft
+    from labkit import world as W
+    from labkit.generate import score_tasks
+    from labkit.runs import Run, read_json
+
+    torch.set_num_threads(a.threads)
+    runs = sorted(p.name for p in Path(a.work).glob("sft-*") if Run(p.name, a.work).is_complete("sft"))
+    seeds = sorted({int(n.split("-s")[1].split("-")[0]) for n in runs})
+    held = {s: [t for t in sft.world_tasks(W.World(0), sft.config(a.preset, seed=s, n_train_tasks=0))[1]
+                if t["family"] in W.ANSWER_FAMILIES] for s in seeds}
+    out = {}
+    for name in runs:
+        d = Run(name, a.work).stage_dir("sft")
+        ev, curve = read_json(d / "eval.json"), read_json(d.parent / "curve.json", {})
+        model = AutoModelForCausalLM.from_pretrained(d / "model")
+        tok = AutoTokenizer.from_pretrained(d / "model")
+        cross = {}
+        for s, tasks in held.items():
+            sc = score_tasks(model, tok, tasks, max_new_tokens=20)
+            cross[str(s)] = {"task_accuracy": sc["accuracy"], **sc["per_family"]}
+        out[name] = {"task_accuracy": ev.get("sft/task_accuracy"), "drift_ppl": ev.get("sft/drift_ppl"),
+                     "per_family": {f: ev.get(f"sft/accuracy_{f}") for f in W.ANSWER_FAMILIES if f"sft/accuracy_{f}" in ev},
+                     "on_seed_draws": cross, "curve": curve.get("curve"), "params": curve.get("params"),
+                     "threads": curve.get("threads"), "aten": curve.get("aten"),
+                     "final_loss": next((m["sft/loss"] for m in reversed(read_json_lines(d / "metrics.jsonl"))
+                                         if "sft/loss" in m), None)}
+        print(name, f"{out[name]['task_accuracy']:.1f}", {k: round(v["task_accuracy"], 1) for k, v in cross.items()},
+              flush=True)
+    Path(a.out).write_text(json.dumps({"preset": a.preset, "date": time.strftime("%Y-%m-%d"),
+                                       "machine": machine(), "runs": out}, indent=1) + "\n")
+    print(f"wrote {a.out}")
+
+
+def read_json_lines(path):
+    from labkit.runs import read_jsonl
+    return read_jsonl(path, on_error="skip")
+
+
+def machine() -> dict:
+    import torch
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), None)
+    return {"cpu": cpu, "torch": torch.__version__, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("pretrain", "sft", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--work", default=str(WORK))
+        p.add_argument("--preset", default="cpu")
+        p.add_argument("--threads", type=int, default=1)
+    sub.choices["pretrain"].add_argument("--seeds", default="0,1,2")
+    s = sub.choices["sft"]
+    s.add_argument("--pretrain", type=int, default=0, help="which stage 1 (pt-<n>) to fine-tune")
+    s.add_argument("--seed", type=int, default=0, help="SFT's seed: its tasks, aligned demonstrations, held-out draw")
+    s.add_argument("--data-seed", type=int, default=None, help="the order of the same examples alone")
+    s.add_argument("--aten", default=None, help="ATEN_CPU_CAPABILITY for this run (default, avx2, avx512)")
+    s.add_argument("--every", type=int, default=100, help="steps between points of the held-out curve")
+    s.add_argument("-p", "--param", action="append", default=[], help="another SFT setting, name=value")
+    sub.choices["report"].add_argument("--out", default="benchmarks/results/sft_stability.json")
+    a = ap.parse_args()
+    {"pretrain": cmd_pretrain, "sft": cmd_sft, "report": cmd_report}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
