@@ -229,4 +229,4 @@ def ptx_loss(policy, ptx: dict, rows: torch.Tensor, autocast) -> torch.Tensor:
     dev = next(policy.parameters()).device
     with autocast:
         return policy(input_ids=ptx["input_ids"][rows].to(dev), attention_mask=ptx["attention_mask"][rows].to(dev),
-                      labels=ptx["labels"][rows].to(dev)).loss.float()
+                      labels=ptx["labels"][rows].to(dev), use_cache=False).loss.float()  # no KV cache to fill

@@ -51,7 +51,7 @@ def score(model, tokenizer, instructions: list[str], responses: list[str], batch
         enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="right",
                         add_special_tokens=False, truncation=limit is not None, max_length=limit).to(device)
         with torch.no_grad(), autocast:
-            out.append(model(**enc).logits[:, 0].float().cpu())
+            out.append(model(**enc, use_cache=False).logits[:, 0].float().cpu())  # one pass: no KV cache to fill
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 

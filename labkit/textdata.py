@@ -73,7 +73,6 @@ def causal_val_loss(model, stream: torch.Tensor, batch_size: int, block_size: in
     for _ in range(eval_batches):
         x = windows(stream, batch_size, block_size, gen).to(device)
         with autocast:
-            # use_cache=False: by default transformers copies every layer's keys and values into a KV cache
             losses.append(model(input_ids=x, labels=x, use_cache=False).loss.float().item())
     model.train(was_training)
     return sum(losses) / len(losses)

@@ -1,0 +1,85 @@
+"""The main command, old and new, back to back from fresh clones on the same machine: how long each stage takes.
+
+    .venv/bin/python benchmarks/main_command_timing.py --old e3bcdee --new HEAD
+    .venv/bin/python benchmarks/main_command_timing.py --old e3bcdee --new HEAD --order new,old --out x.json
+
+Each revision is cloned from this repository into ``--work``, set up with its own ``./setup.sh`` (a fresh
+venv) and run with README's main command, ``.venv/bin/labkit run --preset cpu``; the stage times are read
+from the run's ``run.json`` (the runner records each notebook's wall seconds). The machine's matmul rate
+(float32, the threads the stages use) is measured before and after each run, so the ratio travels where an
+absolute time does not. Run it on a machine with nothing else running: a second job moves every number.
+Writes ``benchmarks/results/main_command_timing.json``.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def matmul(threads: int, python: str) -> float:
+    """GFLOP/s of a 1024x1024 float32 matmul, median of a few, in ``python`` (that clone's venv)."""
+    code = ("import time, statistics, torch; torch.set_num_threads(%d); a=torch.randn(1024,1024); b=torch.randn(1024,1024)\n"
+            "[a@b for _ in range(3)]\nts=[]\nfor _ in range(15):\n t=time.perf_counter(); a@b; ts.append(time.perf_counter()-t)\n"
+            "print(2*1024**3/statistics.median(ts)/1e9)" % threads)
+    return float(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def run_revision(rev: str, work: Path) -> dict:
+    name = rev.replace("/", "_")
+    clone = work / name
+    if clone.exists():
+        shutil.rmtree(clone)
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "checkout", "-q", rev], check=True)
+    commit = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "LABKIT_THREADS")}
+    t0 = time.perf_counter()
+    subprocess.run(["./setup.sh"], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
+    setup = time.perf_counter() - t0
+    python = str(clone / ".venv" / "bin" / "python")
+    peak_before = {t: matmul(t, python) for t in (1, 2)}
+    t0 = time.perf_counter()
+    subprocess.run([str(clone / ".venv" / "bin" / "labkit"), "run", "--preset", "cpu"], cwd=clone, env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    total = time.perf_counter() - t0
+    peak_after = {t: matmul(t, python) for t in (1, 2)}
+    stages = json.loads((clone / "runs" / "demo" / "run.json").read_text())["stages"]
+    return {"revision": rev, "commit": commit, "setup_seconds": round(setup, 1), "main_command_seconds": round(total, 1),
+            "notebook_seconds": {s: v.get("notebook_seconds") for s, v in stages.items()},
+            "stage_seconds": {s: v.get("seconds") for s, v in stages.items()},
+            "matmul_gflops_before": peak_before, "matmul_gflops_after": peak_after,
+            "headline": {s: v.get("headline") for s, v in stages.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--old", required=True, help="the revision to compare against (e3bcdee: before this work)")
+    ap.add_argument("--new", default="HEAD")
+    ap.add_argument("--order", default="old,new", help="which runs first (the machine warms and drifts)")
+    ap.add_argument("--work", default="/tmp/labkit-timing")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "main_command_timing.json"))
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
+    runs = {which: run_revision(getattr(a, which), work) for which in a.order.split(",")}
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), None)
+    ratio = runs["new"]["main_command_seconds"] / runs["old"]["main_command_seconds"]
+    ppo = runs["new"]["notebook_seconds"].get("ppo") / runs["old"]["notebook_seconds"].get("ppo")
+    Path(a.out).write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%d"), "cpu": cpu, "cores": os.cpu_count(), "load_before": load,
+        "load_after": os.getloadavg(), "order": a.order, "runs": runs,
+        "ratio_main_command": round(ratio, 3), "ratio_ppo": round(ppo, 3)}, indent=1) + "\n")
+    print(f"new / old: main command {ratio:.3f}, PPO {ppo:.3f}; wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
