@@ -12,8 +12,8 @@ Runs ``labkit run --stages pretrain`` into a temporary runs folder and splits it
   passes, checkpoints, samples, saving the model (``eval.json``'s ``timings``), and the rest of it.
 
 The machine's float32 matmul peak is measured before and after at the stage's thread count, so the
-seconds can be read against the machine. Writes ``benchmarks/results/pretrain_profile.json`` and the
-table as ``pretrain_profile.md``.
+seconds can be read against the machine. Writes ``benchmarks/results/pretrain_profile.json``;
+``benchmarks/results_tables.py`` turns it into a table in docs/results.md.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import nbformat
 import torch
 
 from labkit.config import set_threads
-from labkit.models import matmul_gflops
+from labkit.models import cpu_model, matmul_gflops
 from labkit.runs import NOTEBOOKS, Run, read_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -90,24 +90,18 @@ def main():
     peak_after = matmul_gflops()
     rows = table(p)
     total = p["command_seconds"]
-    out = {"command": " ".join(["python", "benchmarks/pretrain_profile.py", *sys.argv[1:]]),
+    out = {"command": " ".join(["python benchmarks/pretrain_profile.py", *(["--preset", args.preset] if args.preset != "cpu"
+                                                                         else []), *[f"-p {p}" for p in args.param]]),
            "preset": args.preset, "params": args.param, "threads": p["threads"], "torch": torch.__version__,
+           "cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)), "date": time.strftime("%Y-%m-%d"),
            "matmul_peak_gflops_before_after": [round(peak_before, 1), round(peak_after, 1)],
-           "matmul_threads": threads, "load_average_after": round(os.getloadavg()[0], 2),
+           "matmul_threads": threads, "load_average_1m_after": round(os.getloadavg()[0], 2),
            "total_seconds": round(total, 1), "steps": p["steps"], "tokens_per_s_median": round(p["tokens_per_s"]),
            "val_ppl": round(p["val_ppl"], 3),
            "rows": [{"part": k, "seconds": round(s, 2), "share": round(s / total, 4)} for k, s in rows]}
-    md = [f"# Where stage 1's time goes ({args.preset} preset{', ' + ' '.join(args.param) if args.param else ''})", "",
-          f"`{out['command']}` · {p['threads']} threads · torch {torch.__version__} · float32 matmul peak "
-          f"{peak_before:.0f} / {peak_after:.0f} GFLOP/s (before / after) · {p['steps']} steps at a median "
-          f"{p['tokens_per_s']:.0f} tokens/s · total {total:.0f} s", "",
-          "| part | seconds | share |", "|---|---:|---:|"]
-    md += [f"| {k} | {s:.1f} | {100 * s / total:.1f}% |" for k, s in rows]
-    print("\n".join(md))
+    print(json.dumps(out, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    Path(args.out).with_suffix(".md").write_text("\n".join(md) + "\n")
-
 
 if __name__ == "__main__":
     main()

@@ -30,7 +30,6 @@ import importlib.util
 import io
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -43,7 +42,7 @@ import transformers
 
 from labkit import pretrain, textdata
 from labkit.config import set_threads
-from labkit.models import build_model, count_params, matmul_gflops
+from labkit.models import build_model, count_params, cpu_model, matmul_gflops
 from labkit.tokenizer import train_tokenizer
 from labkit.world import World, corpus
 
@@ -113,16 +112,6 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nanogpt", required=True, help="path to a nanoGPT checkout's model.py")
@@ -180,8 +169,10 @@ def main():
                 "median_of_rounds": round(statistics.median(x / y for x, y in zip(wall[a], wall[b])) * scale, 3),
                 "per_cpu_second": round(statistics.median(per_cpu[a]) / statistics.median(per_cpu[b]) * scale, 3)}
 
-    out = {"command": " ".join(["python", "benchmarks/pretrain_vs_nanogpt.py", "--nanogpt", "<nanoGPT>/model.py",
-                                *sys.argv[sys.argv.index(args.nanogpt) + 1:]]),
+    flags = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+             if k not in ("nanogpt", "out", "compile") and v != ap.get_default(k)] + ["--compile"] * args.compile
+    out = {"command": " ".join(["python benchmarks/pretrain_vs_nanogpt.py --nanogpt <nanoGPT checkout>/model.py",
+                                *flags]),
            "shape": {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
                      "block_size": cfg.block_size, "batch_size": cfg.batch_size, "vocab_size": len(tok),
                      "ffn_mult": {"lab": cfg.ffn_mult, "lab_matched_mlp": round(MATCHED_FFN, 4)}},

@@ -116,6 +116,17 @@ def matmul_gflops(n: int = 2048, reps: int = 3) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), to record beside a timing."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def peak_memory_mb(device: torch.device | str = "cpu") -> float:
     """This process's peak memory so far, in MiB: on a GPU what torch allocated there
     (``torch.cuda.max_memory_allocated``), else the peak resident set size of the process (``ru_maxrss``)."""

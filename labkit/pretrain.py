@@ -429,7 +429,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     # the plain model (every process holds the same weights).
     ddp = acc.prepare(model) if acc else model
     fwd = torch.compile(ddp) if cfg.compile else ddp
-    eval_fwd = fwd if acc is None else model
+    # A CPU evaluates with the plain model: compiling the no-grad graph too costs more than it saves there
+    eval_fwd = fwd if acc is None and device.type == "cuda" else model
 
     r = Run(run, runs_dir) if main else None
     metrics_path = stage / "metrics.jsonl"
