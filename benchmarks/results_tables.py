@@ -319,13 +319,55 @@ def section_main_command(doc: dict) -> list[str]:
             rows.append([stage, f(nb, 0), "; ".join(cells), rest])
         lines += table(["stage", "notebook s", "timed parts", "start-up, notebook, plots"], rows)
     return lines
+def section_pretrain_vs_nanogpt(doc: dict) -> list[str]:
+    sh, tps, peak = doc["shape"], doc["tokens_per_s"], doc["matmul_peak_gflops"]["median"]
+    lines = ["", "## Pretraining beside nanoGPT", "",
+             f"`{doc['command']}` on {doc['cpu']}, {doc['threads']} threads, torch {doc['torch']}, transformers "
+             f"{doc['transformers']} (load average {doc['load_average_start_end'][0]} at the start, "
+             f"{doc['load_average_start_end'][1]} at the end). Shape: {sh['n_layer']} layers x {sh['n_embd']}, "
+             f"T={sh['block_size']}, batch {sh['batch_size']}, vocabulary {f(sh['vocab_size'])}; the same windows "
+             f"for every trainer, {doc['rounds']} alternating rounds of {doc['steps_per_round']} steps. Model FLOP/s "
+             f"count 6 x parameters per token; the float32 matmul peak, measured each round, was {f(peak)} GFLOP/s "
+             "(median). Ratios are to nanoGPT: of the median tokens/s, median of the rounds' ratios, and per "
+             "process-CPU second.", ""]
+    rows = [[k, f(doc["params"][k]), f(tps[k]["median"], 0), f(doc["tokens_per_cpu_s"][k]["median"], 0),
+             f(doc["model_gflops_per_s"][k]), f(100 * doc["share_of_matmul_peak"][k])] for k in tps]
+    lines += table(["trainer", "parameters", "tokens/s (median)", "tokens per CPU second", "model GFLOP/s",
+                    "% of matmul peak"], rows)
+    lines += [""] + table(["ratio to nanoGPT", "of medians", "median of rounds", "per CPU second"],
+                          [[k.replace("_", " "), f(v["of_medians"], 3), f(v["median_of_rounds"], 3),
+                            f(v["per_cpu_second"], 3)] for k, v in doc["ratios_vs_nanogpt"].items()])
+    c = doc.get("compile")
+    if c:
+        lines += ["", f"torch.compile (Inductor, {c['cache']} cache): {f(c['compile_seconds'])} s to compile "
+                      f"({f(c['compile_cpu_seconds'])} CPU seconds with its workers), then "
+                      f"{f(c['speedup_after_compile']['median_of_rounds'], 3)}x the eager step (median of rounds). "
+                      f"Over {c['over_steps']} steps it saves {f(c['seconds_saved_over_steps'])} s "
+                      f"({f(c['cpu_seconds_saved_over_steps'])} CPU seconds): in wall time it "
+                      f"{'pays' if c['pays'] else 'does not pay'}, in CPU time it "
+                      f"{'pays' if c['pays_in_cpu_seconds'] else 'does not pay'}."]
+    return lines
+
+
+def section_pretrain_profile(doc: dict) -> list[str]:
+    peak = doc["matmul_peak_gflops_before_after"]
+    lines = ["", "## Where stage 1's time goes", "",
+             f"`{doc['command']}` on {doc['cpu']} ({doc['cpus']} CPUs), {doc['date']}: notebook 01 run as `labkit "
+             f"run --stages pretrain` runs it, {doc['threads']} threads, {f(doc['steps'])} steps at a median "
+             f"{f(doc['tokens_per_s_median'])} tokens/s, {f(doc['total_seconds'], 0)} s in all. Float32 matmul peak "
+             f"{f(peak[0])} GFLOP/s before and {f(peak[1])} after, load average {doc['load_average_1m_after']} at the "
+             "end: read the seconds against them, the shares travel better.", ""]
+    return lines + table(["part", "seconds", "share %"],
+                         [[r["part"], f(r["seconds"]), f(100 * r["share"])] for r in doc["rows"]])
 
 
 SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, section_alarms]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),
-            ("main_command_timing.json", [section_main_command])]
+            ("main_command_timing.json", [section_main_command]),
+            ("pretrain_vs_nanogpt.json", [section_pretrain_vs_nanogpt]),
+            ("pretrain_profile.json", [section_pretrain_profile])]
 
 
 def readme_headline(doc: dict | None) -> list[str]:

@@ -102,6 +102,31 @@ def resolve_bf16(setting: bool | None, device: torch.device) -> bool:
     return setting if setting is not None else bf16_available(device)
 
 
+def matmul_gflops(n: int = 2048, reps: int = 3) -> float:
+    """The machine's practical float32 peak at torch's current thread count: the best GFLOP/s of ``reps``
+    n x n matmuls. Benchmarks record it beside their timings, so a ratio to it travels between machines."""
+    import time
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    torch.mm(a, b, out=c)  # warm-up: threads, caches
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b, out=c)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), to record beside a timing."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def peak_memory_mb(device: torch.device | str = "cpu") -> float:
     """This process's peak memory so far, in MiB: on a GPU what torch allocated there
     (``torch.cuda.max_memory_allocated``), else the peak resident set size of the process (``ru_maxrss``)."""

@@ -61,6 +61,7 @@ class PretrainConfig:
     n_layer: int = field(default=4, metadata={"help": "transformer blocks"})
     n_head: int = field(default=4, metadata={"help": "attention heads"})
     n_embd: int = field(default=192, metadata={"help": "model width"})
+    ffn_mult: float = field(default=4.0, metadata={"help": "MLP hidden size / n_embd (causal: SwiGLU's 3 matrices at 8/3 hold GPT-2's 4x weights)"})
     block_size: int = field(default=128, metadata={"help": "sequence length in tokens (also the model's max positions)"})
     # objective details
     mask_prob: float = field(default=0.15, metadata={"help": "masked: fraction of tokens to predict"})
@@ -208,7 +209,8 @@ def make_optimizer(model, cfg: PretrainConfig, device) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95), fused=device.type == "cuda")
+    # fused on a CPU too (torch>=2.4): one kernel over all tensors, not a dozen small ops per tensor per step
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95), fused=device.type in ("cpu", "cuda"))
 
 
 def train_step(model, opt, batches, cfg, autocast) -> float:
@@ -221,7 +223,9 @@ def train_step(model, opt, batches, cfg, autocast) -> float:
         skip_sync = i < len(batches) - 1 and isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
         with ddp.no_sync() if skip_sync else contextlib.nullcontext():
             with autocast:
-                loss = model(**batch).loss / len(batches)
+                # use_cache=False: by default (config.use_cache) transformers copies every layer's keys and
+                # values into a KV cache, of no use in training
+                loss = model(**batch, use_cache=False).loss / len(batches)
             loss.backward()
         total = total + loss.detach()
     if cfg.grad_clip:
@@ -240,7 +244,7 @@ def evaluate(model, stream, cfg, tokenizer, device, autocast) -> float:
     for _ in range(cfg.eval_batches):
         batch = {k: v.to(device) for k, v in get_batch(stream, cfg, tokenizer, gen).items()}
         with autocast:
-            losses.append(model(**batch).loss.float().item())
+            losses.append(model(**batch, use_cache=False).loss.float().item())  # no KV cache: see train_step
     model.train()
     return sum(losses) / len(losses)
 
@@ -298,7 +302,7 @@ def _accelerator(cfg: PretrainConfig):
 
 
 def _new_model(cfg: PretrainConfig, tokenizer):
-    return build_model(cfg.objective, tokenizer, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size)
+    return build_model(cfg.objective, tokenizer, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.ffn_mult)
 
 
 def model_shape(cfg: PretrainConfig, tokenizer):
@@ -386,11 +390,12 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     requested = cfg  # the checkpoint fingerprint: a resumed run recomputes the same plan
 
     # Data, tokenizer, model and memory plan first: bad input fails before anything is written.
-    with timer("data and tokenizer"):
+    with timer("corpus"):
         train_docs, val_docs = load_corpus(cfg)
-        stage = Path(runs_dir) / run / STAGE_DIRS["pretrain"]
-        ckpt = stage / "ckpt"
-        resume_state = resumable_checkpoint(ckpt, cfg, _RESUMABLE_CHANGES, cfg.max_steps) if cfg.resume else None
+    stage = Path(runs_dir) / run / STAGE_DIRS["pretrain"]
+    ckpt = stage / "ckpt"
+    resume_state = resumable_checkpoint(ckpt, cfg, _RESUMABLE_CHANGES, cfg.max_steps) if cfg.resume else None
+    with timer("tokenizer"):
         tokenizer = _tokenizer(cfg, acc, ckpt if resume_state is not None else None, train_docs, val_docs)
         train_stream, val_stream = textdata.encode(tokenizer, train_docs), textdata.encode(tokenizer, val_docs)
     if min(len(train_stream), len(val_stream)) <= cfg.block_size + 1:
@@ -424,7 +429,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     # the plain model (every process holds the same weights).
     ddp = acc.prepare(model) if acc else model
     fwd = torch.compile(ddp) if cfg.compile else ddp
-    eval_fwd = fwd if acc is None else model
+    # A CPU evaluates with the plain model: compiling the no-grad graph too costs more than it saves there
+    eval_fwd = fwd if acc is None and device.type == "cuda" else model
 
     r = Run(run, runs_dir) if main else None
     metrics_path = stage / "metrics.jsonl"
@@ -441,15 +447,16 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
 
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps  # over all processes
     model.train()
-    t_train, t_window, tok_window = 0.0, time.perf_counter(), 0
+    t_window, tok_window = time.perf_counter(), 0
     val_loss = None
     while step < cfg.max_steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        batches = [{k: v.to(device, non_blocking=True)
-                    for k, v in get_batch(train_stream, cfg, tokenizer, gen, rank, world_size).items()}
-                   for _ in range(cfg.grad_accum_steps)]
-        loss = train_step(fwd, opt, batches, cfg, autocast)
+        with timer("train"):  # host time: on a GPU the queued work finishes at the next sync (log steps)
+            batches = [{k: v.to(device, non_blocking=True)
+                        for k, v in get_batch(train_stream, cfg, tokenizer, gen, rank, world_size).items()}
+                       for _ in range(cfg.grad_accum_steps)]
+            loss = train_step(fwd, opt, batches, cfg, autocast)
         step += 1
         tokens_seen += tokens_per_step
         tok_window += tokens_per_step
@@ -463,7 +470,6 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
             now = time.perf_counter()
             m = {"step": step, "pretrain/loss": loss, "pretrain/lr": lr_at(step - 1, cfg),
                  "pretrain/tokens_per_s": tok_window / (now - t_window), "pretrain/tokens": tokens_seen}
-            t_train += now - t_window
             t_window, tok_window = now, 0
             if not math.isfinite(loss):
                 raise FloatingPointError(f"pretraining loss became {loss} at step {step}; lower learning_rate")
@@ -484,13 +490,16 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
     chart.update(step, {}, force=True)
 
     if val_loss is None:
-        val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
+        with timer("evaluate"):
+            val_loss = evaluate(eval_fwd, val_stream, cfg, tokenizer, device, autocast)
     result = None
     if main:
-        smp = samples(model, tokenizer, cfg, device)
+        with timer("samples"):
+            smp = samples(model, tokenizer, cfg, device)
         with timer("save"):
             _save_outputs(stage, model, tokenizer, smp)
-        _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)  # a later run may continue
+        with timer("checkpoint"):  # a later run may continue
+            _save_ckpt(ckpt, model, opt, gen, step, tokens_seen, requested, tokenizer)
         rows = read_jsonl(metrics_path, on_error="skip")
         tps = [m["pretrain/tokens_per_s"] for m in rows if "pretrain/tokens_per_s" in m]
         result = {"pretrain/val_loss": val_loss, "pretrain/val_ppl": math.exp(min(val_loss, 50)),
@@ -501,8 +510,8 @@ def run(cfg: PretrainConfig, run: str = "demo", runs_dir: str = "runs", preset: 
                   "objective": cfg.objective, "tokenizer": cfg.tokenizer if not cfg.init_from else cfg.init_from,
                   "vocab_size": len(tokenizer), "device": str(device), "world_size": world_size,
                   "resumed_from": resume_state and resume_state["step"]}
-        timings = {**timer.rounded(), "train": round(t_train, 2)}
-        atomic_write_json(stage / "eval.json", {**result, "timings": timings, "plan": plan_record, "samples": smp})
+        atomic_write_json(stage / "eval.json", {**result, "timings": timer.rounded(), "plan": plan_record,
+                                                "samples": smp})
         r.complete("pretrain", result["pretrain/seconds"], {k: result[k] for k in (
             "pretrain/val_ppl", "pretrain/unigram_ppl", "pretrain/tokens_per_s", "pretrain/params")})
     if acc:  # every process returns rank 0's result; then the process group is torn down cleanly

@@ -1,4 +1,4 @@
-"""labkit.models: the three model kinds, loading (and its errors), device choice, bf16, peak memory."""
+"""labkit.models: the three model kinds, loading (and its errors), device choice, bf16, peak memory, matmul peak."""
 
 import time
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from labkit import models, world
-from labkit.models import (PeakMemory, bf16_available, build_model, count_params, load_model, max_positions,
-                           objective_of, peak_memory_mb, pick_device, resolve_bf16)
+from labkit.models import (PeakMemory, bf16_available, build_model, count_params, load_model, matmul_gflops,
+                           max_positions, objective_of, peak_memory_mb, pick_device, resolve_bf16)
 from labkit.tokenizer import train_tokenizer
 
 torch.set_num_threads(1)
@@ -75,6 +75,15 @@ def test_bf16_is_on_by_default_only_on_a_gpu_that_has_it(monkeypatch):
     assert bf16_available(gpu) and [resolve_bf16(s, gpu) for s in (None, True, False)] == [True, True, False]
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # e.g. a V100
     assert [resolve_bf16(s, gpu) for s in (None, True, False)] == [False, True, False]
+
+
+def test_matmul_gflops_is_the_best_of_its_repeats(monkeypatch):
+    """2n^3 FLOPs over the fastest of the timed matmuls (here a clock that reads 1.0, 0.25, 0.5 s per matmul)."""
+    ticks = iter([0.0, 1.0, 10.0, 10.25, 20.0, 20.5])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    assert matmul_gflops(n=64, reps=3) == pytest.approx(2 * 64 ** 3 / 0.25 / 1e9)
+    monkeypatch.undo()
+    assert matmul_gflops(n=256, reps=2) > 0.1  # a real one: any machine does more than 0.1 GFLOP/s
 
 
 def test_peak_memory_on_the_cpu():

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import math
 import random
@@ -6,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import pretrain
+from labkit import pretrain, textdata
 from labkit.config import ConfigError
+from labkit.models import build_model
 from labkit.runs import Run, read_jsonl
 from labkit.tokenizer import train_tokenizer
 from labkit.world import World, corpus
@@ -25,6 +27,9 @@ def test_smoke_causal_learns_and_writes_stage(smoke_run):
     for p in ("model/config.json", "model/model.safetensors", "tokenizer/tokenizer.json", "ckpt/state.pt"):
         assert (stage / p).exists(), p
     assert Run.at(smoke_run).is_complete("pretrain")
+    parts = ev["timings"]  # where the time went: each part timed once, together no more than the whole stage
+    assert {"corpus", "tokenizer", "train", "evaluate", "checkpoint", "samples", "save"} <= set(parts)
+    assert min(parts.values()) >= 0 and sum(parts.values()) <= ev["pretrain/seconds"]
 
 
 @pytest.mark.parametrize("objective", ["masked", "span"])
@@ -139,6 +144,61 @@ def test_block_size_beyond_positions_and_tiny_vocab(tmp_path, smoke_run):
         pretrain.run(pretrain.config("smoke", vocab_size=20), run="r2", runs_dir=str(tmp_path), progress_bar=False)
 
 
+def test_fused_adamw_trains_the_losses_of_the_reference_loop():
+    """make_optimizer's fused AdamW (on a CPU too) is a faster kernel for the same update: 20 steps of the
+    smoke model give the losses of torch's plain for-loop AdamW with the same groups, to float rounding."""
+    cfg = pretrain.config("smoke")
+    tok = train_tokenizer(corpus(World(0), 200, seed=1), cfg.tokenizer, cfg.vocab_size)
+    stream = textdata.encode(tok, corpus(World(0), 200, seed=1))
+    losses = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = build_model(cfg.objective, tok, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size)
+        opt = pretrain.make_optimizer(model, cfg, torch.device("cpu"))
+        assert opt.defaults["fused"]
+        if not fused:  # the same parameter groups and settings, torch's reference implementation
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in opt.param_groups]
+            opt = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=opt.defaults["betas"], foreach=False)
+        gen = torch.Generator().manual_seed(0)
+        losses.append([float(pretrain.train_step(model, opt, [pretrain.get_batch(stream, cfg, tok, gen)], cfg,
+                                                 contextlib.nullcontext())) for _ in range(20)])
+    assert losses[0][-1] < losses[0][0] - 0.5  # it trained
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_training_and_evaluation_build_no_kv_cache():
+    """transformers fills a KV cache on every forward by default (config.use_cache), copying each layer's keys
+    and values; train_step and evaluate turn it off, and the loss is the same to the last bit."""
+    cfg = pretrain.config("smoke", eval_batches=2)
+    docs = corpus(World(0), 100, seed=1)
+    tok = train_tokenizer(docs, cfg.tokenizer, cfg.vocab_size)
+    stream = textdata.encode(tok, docs)
+    torch.manual_seed(0)
+    model = build_model(cfg.objective, tok, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size)
+    assert model.config.use_cache
+    outputs = []
+    model.register_forward_hook(lambda module, args, out: outputs.append(out))
+    batch = pretrain.get_batch(stream, cfg, tok, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        default = model(**batch)
+    assert default.cache is not None  # what it would do
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the weights stay as they are
+    loss = pretrain.train_step(model, opt, [batch], cfg, contextlib.nullcontext())
+    pretrain.evaluate(model, stream, cfg, tok, torch.device("cpu"), contextlib.nullcontext())
+    assert len(outputs) == 1 + 1 + 2 and all(o.get("cache") is None for o in outputs[1:])
+    assert float(loss) == float(default.loss)
+
+
+def test_ffn_mult_sets_the_mlp_width():
+    """ffn_mult=8/3 gives SwiGLU's three matrices the weights of GPT-2's two at 4x (the matched shape)."""
+    cfg = pretrain.config("cpu", ffn_mult=8 / 3)
+    tok = train_tokenizer(corpus(World(0), 100, seed=1), "bpe", 300)
+    mlp = pretrain.model_shape(cfg, tok).model.layers[0].mlp
+    assert mlp.gate_proj.out_features == 512
+    assert sum(p.numel() for p in mlp.parameters()) == 2 * cfg.n_embd * 4 * cfg.n_embd
+    assert pretrain.model_shape(pretrain.config("cpu"), tok).config.intermediate_size == 4 * 192  # the default
+
+
 def test_lr_schedule_warms_up_and_decays():
     cfg = pretrain.config("smoke", max_steps=100, warmup_steps=10, learning_rate=1.0, min_lr_ratio=0.1)
     assert pretrain.lr_at(0, cfg) == pytest.approx(0.1)
@@ -149,7 +209,6 @@ def test_lr_schedule_warms_up_and_decays():
 
 def test_gpu_memory_budget_applies_the_plan_notebook_01_shows():
     from labkit import planner
-    from labkit.models import build_model
     smoke = pretrain.config("smoke", batch_size=64)
     train_docs, _ = pretrain.load_corpus(smoke)
     tok = train_tokenizer(train_docs, smoke.tokenizer, smoke.vocab_size)
