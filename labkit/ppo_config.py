@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import world as W
-from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
-                    lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_at_least,
-                    seed_field, threads_field)
+from .config import (ConfigError, bf16_field, device_field, field_names, gpu_memory_field,
+                     gradient_checkpointing_field, lora_alpha_field, lora_r_field, lora_target_modules_field, make_config,
+                     require_at_least, seed_field, threads_field)
 from .ppo_math import seed_for
-from .runs import Run, read_jsonl
+from .runs import Run, read_json, read_jsonl
 from .tracking import report_to_field
 
 
@@ -210,6 +210,29 @@ def model_paths(cfg: PPOConfig, r: Run) -> tuple[Path, Path | None]:
     reward_path = None if cfg.reward == "verifier" else (
         r.require("reward", "model") if cfg.reward_from == "reward" else Path(cfg.reward_from))
     return policy_path, reward_path
+
+
+# --- stage 5 as it ran: what stages 6 and 7 read back ------------------------------------------------
+
+def stage5_config(r: Run) -> PPOConfig:
+    """Stage 5's config as it ran (``05_ppo/config.json``): its evaluation settings, and the defaults of
+    the methods stages 6 and 7 run beside it."""
+    saved = read_json(r.require("ppo", "config.json"))
+    return PPOConfig(**{k: v for k, v in saved.items() if k in field_names(PPOConfig)})
+
+
+def heldout_tasks(r: Run) -> list[dict]:
+    """The held-out prompts stage 5 evaluated on, in its order, read from its ``samples.jsonl`` (the prompt
+    and what the verifier reads, ``world.task_fields``), so they are the same prompts whatever the world
+    code generates today."""
+    d = r.require("ppo", "samples.jsonl").parent
+    tasks = [{"id": f"heldout-{i}", **W.task_fields(s)}
+             for i, s in enumerate(read_jsonl(d / "samples.jsonl"))]
+    expected = read_json(d / "eval.json", {}).get("eval_prompts", len(tasks))
+    if len(tasks) != expected:
+        raise ConfigError(f"{d / 'samples.jsonl'} holds {len(tasks)} of stage 5's {expected} held-out prompts; "
+                          "re-run stage 5 (labkit run --stages ppo --force)")
+    return tasks
 
 
 # --- snapshots: the policy along the run, for stage 7's over-optimization curve ------------------

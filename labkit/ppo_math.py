@@ -32,6 +32,7 @@ instead of multiplying by the mask, so even NaN or inf in padded positions
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import torch
@@ -455,3 +456,10 @@ def shape_scores(raw: torch.Tensor, has_eos: torch.Tensor, norm: dict | None, mi
 def seed_for(*parts) -> int:
     """A seed from (seed, purpose, rank, step): every step re-seeds, so a resumed run draws exactly the same."""
     return zlib.crc32(repr(parts).encode())
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n ‖ base) = log n − (n−1)/n nats (Stiennon et al. 2020, appendix G.3): the analytic KL of
+    keeping the best of n samples, which Gao et al. 2022 plot best-of-n against; Beirami et al. 2024 show it
+    is an upper bound on the exact KL (equal when no two samples tie)."""
+    return math.log(n) - (n - 1) / n
