@@ -75,7 +75,7 @@ from pathlib import Path
 import torch
 
 from . import ppo_math as pm
-from .config import (ConfigError, bf16_field, device_field, did_you_mean, make_config, require_at_least,
+from .config import (ConfigError, bf16_field, device_field, make_config, parse_choices, require_at_least,
                      require_positive, seed_field, set_threads, threads_field)
 from .live import LiveChart, progress
 from .models import PeakMemory, count_params, pick_device, resolve_bf16
@@ -148,13 +148,7 @@ def config(preset: str = "cpu", **overrides) -> CompareConfig:
 
 def parse_methods(text: str) -> list[str]:
     """The methods named in ``text``, in the table's order; a name that does not exist is an error naming the valid ones."""
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    for m in names:
-        if m not in METHODS:
-            raise ConfigError(f"unknown method {m!r}{did_you_mean(m, METHODS)}; methods are {', '.join(METHODS)}")
-    if not names:
-        raise ConfigError(f"methods is empty; choose from {', '.join(METHODS)}")
-    return [m for m in METHODS if m in names]
+    return parse_choices(text, METHODS, "method")
 
 
 def _check(cfg: CompareConfig) -> list[str]:
