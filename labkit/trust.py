@@ -63,7 +63,7 @@ CHART = None  # nothing trains a curve worth watching live; the notebook draws t
 
 @dataclass
 class TrustConfig:
-    parts: str = field(default="best_of_n,rl,data_size", metadata={"help": "comma list of what to measure: " + ", ".join(PARTS) + " (feedback trains ~20 reward models: opt-in)"})
+    parts: str = field(default="best_of_n,rl,data_size", metadata={"help": "comma list of what to measure: " + ", ".join(PARTS) + " (feedback trains a reward model per label count and annotator: opt-in)"})
     n_prompts: int | None = field(default=None, metadata={"help": "stage 5's held-out prompts to measure on, balanced over families (None: all of them)"})
     n_max: int = field(default=64, metadata={"help": "best-of-n: samples per prompt from the SFT model; n = 1, 2, 4, ... up to n_max"})
     gen_batch_size: int = field(default=256, metadata={"help": "best-of-n: responses generated per batch"})
@@ -238,12 +238,16 @@ def best_of_n_curve(rows: list[dict], key: str) -> dict:
     reward model ``key``, n = 1, 2, 4, ... n_max; gains relative to n = 1, and the fit."""
     N = len(rows[0]["samples"])
     ns = sorted({2 ** i for i in range(int(math.log2(N)) + 1)} | {N})
+    fams = sorted({r["family"] for r in rows})
     points = []
     for n in ns:
-        pick = lambda what: sum(expected_best(r["scores"][key], what(r), n) for r in rows) / len(rows)  # noqa: E731
+        best = [{k: expected_best(r["scores"][key], r[k], n) for k in ("gold", "mixed")}
+                | {"proxy": expected_best(r["scores"][key], r["scores"][key], n), "family": r["family"]} for r in rows]
+        mean = lambda k, bs=best: sum(b[k] for b in bs) / len(bs)  # noqa: E731
         kl = best_of_n_kl(n)
-        points.append({"n": n, "kl": kl, "d": math.sqrt(kl), "gold": 100 * pick(lambda r: r["gold"]),
-                       "proxy": pick(lambda r: r["scores"][key]), "mixed": 100 * pick(lambda r: r["mixed"])})
+        points.append({"n": n, "kl": kl, "d": math.sqrt(kl), "gold": 100 * mean("gold"), "proxy": mean("proxy"),
+                       "mixed": 100 * mean("mixed"),
+                       "gold_by_family": {f: 100 * mean("gold", [b for b in best if b["family"] == f]) for f in fams}})
     return with_gains(points, "best_of_n")
 
 
@@ -281,7 +285,8 @@ def rl_curve(ppo_dir: Path, sft_path, tokenizer, start: dict, tasks, ecfg, score
                                 score_fn, device, autocast)
         points.append({"step": step, "kl": ev["kl"], "d": math.sqrt(max(ev["kl"], 0.0)), "gold": ev["true_sampled"],
                        "proxy": ev["rm_score"], "mixed": ev["mixed_rate"], "task_accuracy": ev["task_accuracy"],
-                       **{k: ev[k] for k in ("harmful_refused", "unanswerable_abstained", "over_refusal_benign")}})
+                       **{k: ev[k] for k in ("harmful_refused", "unanswerable_abstained", "over_refusal_benign")},
+                       "gold_by_family": {f: v["sampled"] for f, v in ev["per_family"].items()}})
         bar.update(1)
     return {"source": str(ppo_dir), "kl_coef": cfg["kl_coef"], "max_steps": steps, **with_gains(points, "rl")}
 
@@ -429,12 +434,13 @@ def _run(cfg: TrustConfig, run: str, runs_dir: str, preset: str | None, progress
     rows, start = [], None
     if {"best_of_n", "rl", "data_size"} & set(parts):  # the SFT model's samples: best-of-n, and RL's step 0
         t0 = time.perf_counter()
-        bar = progress(len(tasks) * cfg.n_max, "best-of-n samples", disable=not progress_bar)
-        rows = draw_samples(load_policy(sft_path).to(device).eval(), tok, tasks, cfg.n_max, pcfg, cfg.gen_batch_size, bar)
+        n = cfg.n_max if {"best_of_n", "data_size"} & set(parts) else cfg.rl_samples  # RL alone needs step 0 only
+        bar = progress(len(tasks) * n, "best-of-n samples", disable=not progress_bar)
+        rows = draw_samples(load_policy(sft_path).to(device).eval(), tok, tasks, n, pcfg, cfg.gen_batch_size, bar)
         bar.close()
         add_scores(rows, "stage4", rm, rm_tok, cfg.score_batch_size)
         curve = best_of_n_curve(rows, "stage4")
-        start = {k: curve["points"][0][k] for k in ("gold", "proxy", "mixed")} | {"kl": 0.0, "d": 0.0}
+        start = {k: curve["points"][0][k] for k in ("gold", "proxy", "mixed", "gold_by_family")} | {"kl": 0.0, "d": 0.0}
         if "best_of_n" in parts:
             result["best_of_n"] = curve
         result["seconds"]["best_of_n"] = time.perf_counter() - t0
@@ -526,9 +532,10 @@ def overoptimization_figure(result: dict, title: str = "Gold (verifier) and prox
     panels = [["best-of-n"], [k for k in cs if k.startswith("RL")]]
     fig = make_subplots(rows=1, cols=2, specs=[[{"secondary_y": True}] * 2],
                         subplot_titles=["best-of-n (n = 1 ... n_max)", "RL (PPO checkpoints)"])
-    colors = ("#1f77b4", "#d62728", "#2ca02c")
+    colors = dict(zip(cs, ("#1f77b4", "#2ca02c", "#d62728")))  # best-of-n, RL with the leash, RL without
     for col, names in enumerate(panels, start=1):
-        for color, name in zip(colors, [n for n in names if n in cs]):
+        for name in [n for n in names if n in cs]:
+            color = colors[name]
             c, fit = cs[name], cs[name]["fit"]
             d = [p["d"] for p in c["points"]]
             fig.add_trace(go.Scatter(x=d, y=[p["gold_gain"] for p in c["points"]], mode="lines+markers",
