@@ -491,8 +491,9 @@ def _run(cfg: TrustConfig, run: str, runs_dir: str, preset: str | None, progress
         t0 = time.perf_counter()
         ev3 = read_json(r.stage_dir("preferences") / "eval.json", {})
         per_pair = (ev3.get("preferences/labels") or 1) / max(1, ev3.get("preferences/pairs") or 1)
-        result["feedback"] = feedback_curves(cfg, pool, measure, stage4, max(1.0, per_pair),
-                                             r.stage_dir("preferences") / "labels.sqlite")
+        result["feedback"] = {"labelled_by": ev3.get("preferences/annotators"),  # stage 3's: the judge, by default
+                              **feedback_curves(cfg, pool, measure, stage4, max(1.0, per_pair),
+                                                r.stage_dir("preferences") / "labels.sqlite")}
         result["seconds"]["feedback"] = time.perf_counter() - t0
     result["reward_models_trained"] = len(trained)
 
