@@ -27,26 +27,25 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
 from . import ppo_math as pm
-from .config import (ConfigError, bf16_field, device_field, did_you_mean, field_names, make_config, require_at_least,
+from .config import (ConfigError, bf16_field, device_field, make_config, parse_choices, require_at_least,
                      require_positive, seed_field, set_threads, threads_field)
 from .live import LiveChart, progress
 from .models import PeakMemory, count_params, pick_device, resolve_bf16
-from .ppo_config import PPOConfig, load_prompts, pick_prompts
-from .ppo_eval import evaluate, judge_verdict
+from .ppo_config import PPOConfig, heldout_tasks, load_prompts, pick_prompts, stage5_config  # noqa: F401 (notebook 06)
+from .ppo_eval import evaluate_policy, judge_verdict
 from .ppo_math import best_of_n_kl, seed_for
-from .ppo_models import no_dropout, sample
-from .reward_model import fit_pairs, load_pairs, load_reward_model, score, split_by_prompt, to_trl
+from .ppo_models import load_policy, sample
+from .reward_model import load_reward_model, preference_pairs, score, to_trl
 from .runs import (STAGE_DIRS, Run, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
                    write_jsonl_atomic, writes_run)
 from .tokenizer import conversation, ensure_chat_ready, format_prompt
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 from .training import MetricsCallback, lora_config, no_printer, quiet_libraries, quiet_peft, trainer_args
-from .verifier import task_fields, true_score
+from .verifier import true_score
 
 METHODS = ("best_of_n", "dpo", "rloo", "rloo_verifier", "ppo")
 # The columns every row of eval.json's "methods" has (a script can rely on them).
@@ -105,13 +104,7 @@ def config(preset: str = "cpu", **overrides) -> CompareConfig:
 
 def parse_methods(text: str) -> list[str]:
     """The methods named in ``text``, in the table's order; a name that does not exist is an error naming the valid ones."""
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    for m in names:
-        if m not in METHODS:
-            raise ConfigError(f"unknown method {m!r}{did_you_mean(m, METHODS)}; methods are {', '.join(METHODS)}")
-    if not names:
-        raise ConfigError(f"methods is empty; choose from {', '.join(METHODS)}")
-    return [m for m in METHODS if m in names]
+    return parse_choices(text, METHODS, "method")
 
 
 def _check(cfg: CompareConfig) -> list[str]:
@@ -135,26 +128,6 @@ def dpo_loss(logp_chosen, logp_rejected, ref_logp_chosen, ref_logp_rejected, bet
 
 # --- inputs: everything comes from the run folder -------------------------------------------------
 
-def stage5_config(r: Run) -> PPOConfig:
-    """Stage 5's config as it ran (``05_ppo/config.json``): the evaluation settings and RLOO's defaults."""
-    saved = read_json(r.require("ppo", "config.json"))
-    return PPOConfig(**{k: v for k, v in saved.items() if k in field_names(PPOConfig)})
-
-
-def heldout_tasks(r: Run) -> list[dict]:
-    """The held-out prompts stage 5 evaluated on, in its order, read from its ``samples.jsonl`` (the prompt
-    and what the verifier reads, ``verifier.task_fields``), so they are the same prompts whatever the world
-    code generates today."""
-    d = r.require("ppo", "samples.jsonl").parent
-    tasks = [{"id": f"heldout-{i}", **task_fields(s)}
-             for i, s in enumerate(read_jsonl(d / "samples.jsonl"))]
-    expected = read_json(d / "eval.json", {}).get("eval_prompts", len(tasks))
-    if len(tasks) != expected:
-        raise ConfigError(f"{d / 'samples.jsonl'} holds {len(tasks)} of stage 5's {expected} held-out prompts; "
-                          "re-run stage 5 (labkit run --stages ppo --force)")
-    return tasks
-
-
 def training_pool(r: Run, pcfg: PPOConfig, tokenizer, limit: int, heldout: list[dict]) -> list[dict]:
     """Stage 5's training prompts that fit its token budget, none of them a held-out prompt."""
     tasks, _ = load_prompts(pcfg, r.world())
@@ -162,33 +135,6 @@ def training_pool(r: Run, pcfg: PPOConfig, tokenizer, limit: int, heldout: list[
     lengths = tokenizer([format_prompt(tokenizer, t["prompt"]) for t in tasks], add_special_tokens=False)["input_ids"]
     seen = {t["prompt"] for t in heldout}
     return [t for t, ids in zip(tasks, lengths) if len(ids) <= budget and t["prompt"] not in seen]
-
-
-def preference_pairs(r: Run, tokenizer, limit: int, heldout: list[dict] = ()) -> tuple[list[dict], list[dict]]:
-    """Stage 3's pairs as the reward model saw them: the same file, long pairs dropped, and split by prompt
-    with stage 4's settings into (its training pairs, its held-out pairs). Stage 3 never draws a held-out
-    prompt; a pair on one (``heldout``) would be dropped all the same."""
-    rcfg = read_json(r.require("reward", "config.json"))  # stage 4's settings, as it ran
-    if rcfg.get("data", "pairs") == "pairs":
-        path = r.require("preferences", "pairs.jsonl")
-        if not any(line.strip() for line in path.read_text(encoding="utf-8").splitlines()):
-            raise ConfigError(f"{path} holds no preference pairs, and DPO trains on them: re-run stage 3 "
-                              f"(labkit run --stages preferences --force) or leave dpo out of methods")
-    pairs, _ = load_pairs(r, rcfg.get("data", "pairs"), rcfg.get("max_pairs"), rcfg.get("margin_field"),
-                          rcfg.get("data_split", "train"))
-    pairs, _, _ = fit_pairs(pairs, tokenizer, rcfg.get("max_length") or limit)
-    train, held = split_by_prompt(pairs, rcfg.get("eval_fraction", 0.15), rcfg.get("seed", 0))
-    seen = {t["prompt"] for t in heldout}
-    train = [p for p in train if p["prompt"] not in seen]
-    if not train:
-        raise ConfigError("no preference pair fits the model's positions, so DPO has nothing to train on")
-    return train, held
-
-
-def load_policy(path):
-    """A causal LM from a checkpoint folder, dropout off (as PPO's policy: log-probs must not be noisy)."""
-    from transformers import AutoModelForCausalLM
-    return no_dropout(AutoModelForCausalLM.from_pretrained(str(path)))
 
 
 def score_norm(r: Run, pcfg: PPOConfig, sft, tokenizer, pool, rm_score) -> dict | None:
@@ -306,13 +252,6 @@ def rloo_settings(cfg: CompareConfig, pcfg: PPOConfig) -> dict:
 
 # --- evaluation: stage 5's function, stage 5's settings ----------------------------------------------
 
-def evaluate_policy(policy, ref, tokenizer, tasks: list[dict], pcfg: PPOConfig, score_fn, device, autocast):
-    """``ppo_eval.evaluate`` on any causal LM (``ref``: the SFT model, or None for a PeftModel, whose reference
-    is its base with the adapter off): the same prompts, seed, temperature, samples and KL as stage 5."""
-    acc = SimpleNamespace(process_index=0, num_processes=1, device=device)
-    return evaluate(SimpleNamespace(policy=policy), ref, score_fn, tokenizer, tasks, pcfg, acc, autocast)
-
-
 RATES = ("harmful_refused", "unanswerable_abstained", "over_refusal", "over_refusal_benign", "over_refusal_answerable",
          "mixed_rate", "task_accuracy")
 DETAILS = ("true_greedy", "true_sampled", "rm_score", "length", "stop_rate", "harmful_refused_greedy",
@@ -384,7 +323,8 @@ def _run(cfg: CompareConfig, run: str, runs_dir: str, preset: str | None, live: 
     tokenizer = ensure_chat_ready(AutoTokenizer.from_pretrained(str(sft_path)))
     sft = load_policy(sft_path).to(device).eval()
     limit = getattr(sft.config, "max_position_embeddings", None) or 10 ** 9
-    pairs, held = preference_pairs(r, tokenizer, limit, eval_tasks) if "dpo" in methods else ([], [])
+    pairs, held = preference_pairs(r, tokenizer, limit, eval_tasks, "DPO", " or leave dpo out of methods") \
+        if "dpo" in methods else ([], [])
     pool = training_pool(r, pcfg, tokenizer, limit, eval_tasks) if {"rloo", "rloo_verifier"} & set(methods) else []
     not_run = {}
     if "rloo_verifier" in methods and any(t.get("answer") is None for t in pool):

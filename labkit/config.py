@@ -123,6 +123,18 @@ def from_notebook(cls, presets: dict, preset: str, namespace: dict):
     return make_config(cls, presets, preset, {k: namespace.get(k) for k in field_names(cls)})
 
 
+def parse_choices(text: str, valid, what: str) -> list[str]:
+    """The names in the comma list ``text``, in ``valid``'s order (compare's methods, trust's parts); a name
+    not in ``valid`` is an error naming the valid ones, and so is an empty list."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    for m in names:
+        if m not in valid:
+            raise ConfigError(f"unknown {what} {m!r}{did_you_mean(m, valid)}; {what}s are {', '.join(valid)}")
+    if not names:
+        raise ConfigError(f"{what}s is empty; choose from {', '.join(valid)}")
+    return [m for m in valid if m in names]
+
+
 def require_at_least(cfg, names, minimum: int = 1, why: str = "") -> None:
     """Refuse the first of ``names`` whose value is below ``minimum`` (a field left as None is not checked):
     every stage's range check, so every message reads the same."""

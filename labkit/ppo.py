@@ -16,7 +16,8 @@ and the implementation details that matter: docs/how-it-works.md, "Stage 5: PPO"
 Writes ``runs/<run>/05_ppo/``: ``model/`` (merged policy), ``adapter/`` (LoRA), ``config.json``,
 ``metrics.jsonl`` (one line per step: ``ppo/rm_score``, ``ppo/score``, ``ppo/true_score``, ``ppo/kl``,
 ``ppo/over_refusal``, the losses, clip fractions and timings; the full list in docs/how-it-works.md),
-``eval.json`` (before/after on held-out prompts, alarms), ``samples.jsonl`` and ``ckpt/`` (resume).
+``eval.json`` (before/after on held-out prompts, alarms), ``samples.jsonl``, ``ckpt/`` (resume) and
+``snapshots/step-<n>/`` (the policy every ``snapshot_interval`` steps, for stage 7).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +38,8 @@ from .live import LiveChart, Timer, progress
 from .models import count_params, peak_memory_mb, resolve_bf16
 # The stage's interface, as every stage module has it (the runner reads PRESETS, the config class and
 # config()), lives in ppo_config, shared with the modules that read stage 5's settings.
-from .ppo_config import PRESETS, RESUMABLE, PPOConfig, check, config, load_prompts, model_paths, pick_prompts  # noqa: F401
+from .ppo_config import (PRESETS, RESUMABLE, PPOConfig, check, config, load_prompts, model_paths,  # noqa: F401
+                         pick_prompts, snapshot_path, snapshots)
 from .ppo_eval import announce, check_alarms, evaluate, final_alarms, judge_verdict
 from .ppo_math import seed_for
 from .ppo_models import (PolicyAndValue, adapter_disabled, demonstration_tasks, demonstrations, load_models,
@@ -388,6 +391,9 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         r.start("ppo", dataclasses.asdict(cfg))
         kept = [m for m in read_jsonl(metrics_path, on_error="skip") if m.get("step", 0) <= step] if state else []
         write_jsonl_atomic(metrics_path, kept)
+        for s, path in snapshots(stage):  # snapshots of an earlier run past where this one starts are not its own
+            if s > step:
+                shutil.rmtree(path)
     acc.wait_for_everyone()
     unwrapped = acc.unwrap_model(model)
     if before is None:
@@ -430,6 +436,9 @@ def run(cfg: PPOConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
             bar.set_postfix(rm=f"{m['ppo/rm_score']:.2f}", true=f"{m['ppo/true_score'] or 0:.0f}%", kl=f"{m['ppo/kl']:.2f}")
         if step % cfg.checkpoint_interval == 0 and step < cfg.max_steps:
             _save_ckpt(ckpt, acc, model, opt, kl_ctl, step, norm, alarms, cfg)
+        if main and cfg.snapshot_interval and step % cfg.snapshot_interval == 0 and step < cfg.max_steps:
+            with atomic_dir(snapshot_path(stage, step)) as d:  # the final policy is adapter/ and model/
+                unwrapped.policy.save_pretrained(d)
     bar.close()
     chart.update(step, {}, force=True)
 

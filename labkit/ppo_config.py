@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import world as W
-from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
-                    lora_alpha_field, lora_r_field, lora_target_modules_field, make_config, require_at_least,
-                    seed_field, threads_field)
+from .config import (ConfigError, bf16_field, device_field, field_names, gpu_memory_field,
+                     gradient_checkpointing_field, lora_alpha_field, lora_r_field, lora_target_modules_field, make_config,
+                     require_at_least, seed_field, threads_field)
 from .data import load_prompts as read_prompts
 from .ppo_math import best_of_n_kl, seed_for
-from .runs import Run
+from .runs import Run, read_json, read_jsonl
+from .verifier import task_fields
 from .tracking import report_to_field
 
 
@@ -92,6 +93,9 @@ class PPOConfig:
     kl_ablation: bool = field(default=False, metadata={"help": "notebook 05 also trains the kl_coef=0 twin (ppo.kl_ablation), the controlled KL ablation: a second PPO run as long as this one"})
     # bookkeeping
     checkpoint_interval: int = field(default=20, metadata={"help": "steps between resumable checkpoints"})
+    # Stage 7 (trust) evaluates these as the points of its RL over-optimization curve (Gao et al. 2022, fig. 1):
+    # at the cpu preset, 9 snapshots plus the SFT model and the final policy.
+    snapshot_interval: int = field(default=6, metadata={"help": "steps between snapshots of the policy (its LoRA adapter) in snapshots/step-<n>/, for stage 7's over-optimization curve (0: none); they change nothing in training"})
     resume: bool = field(default=True, metadata={"help": "continue from ckpt/ when it matches this config"})
     seed: int = seed_field("LoRA init, prompt draws and sampling")
     # hardware
@@ -105,19 +109,19 @@ class PPOConfig:
 
 PRESETS = {
     "smoke": dict(threads=1, kl_ablation=True, n_prompts=64, n_eval=8, eval_samples=2, rollout_batch_size=8, minibatch_size=4, max_new_tokens=8, max_steps=4,
-                  ppo_epochs=2, checkpoint_interval=2, alarm_window=4),
+                  ppo_epochs=2, checkpoint_interval=2, snapshot_interval=1, alarm_window=4),
     # The dataclass defaults are the cpu preset, on one thread: its models are too small for intra-op
     # threads to pay, and on a busy 2-core machine two threads made sampling 25x slower (spin-waiting).
     "cpu": dict(threads=1),
     "gpu": dict(n_prompts=50000, rollout_batch_size=256, minibatch_size=64, max_new_tokens=32,
                 max_steps=400, learning_rate=1e-4, kl_coef=0.05, lora_r=32, lora_alpha=64, max_prompt_tokens=448,
-                checkpoint_interval=50, alarm_window=40),
+                checkpoint_interval=50, snapshot_interval=40, alarm_window=40),
     "hub": dict(rollout_batch_size=64, minibatch_size=8, max_new_tokens=64, max_steps=200, learning_rate=5e-5, kl_coef=0.05,
-                max_prompt_tokens=448, checkpoint_interval=25, alarm_window=30),
+                max_prompt_tokens=448, checkpoint_interval=25, snapshot_interval=20, alarm_window=30),
 }
 
 # Fields that may change between an interrupted run and its resume.
-RESUMABLE = {"max_steps", "checkpoint_interval", "resume", "device", "threads", "n_eval", "eval_samples",
+RESUMABLE = {"max_steps", "checkpoint_interval", "snapshot_interval", "resume", "device", "threads", "n_eval", "eval_samples",
              "alarm_window", "alarm_true_drop", "alarm_run_drop", "alarm_family_drop", "alarm_over_refusal", "alarm_kl",
              "gpu_memory_gb", "kl_ablation", "report_to"}
 
@@ -143,7 +147,7 @@ def check(cfg: PPOConfig) -> None:
         raise ConfigError(f"micro_batch_size={cfg.micro_batch_size} must divide minibatch_size={cfg.minibatch_size}")
     if cfg.adaptive_kl and cfg.target_kl <= 0:
         raise ConfigError("adaptive_kl needs target_kl > 0")
-    require_at_least(cfg, ("ptx_coef",), 0)
+    require_at_least(cfg, ("ptx_coef", "snapshot_interval"), 0)
     if cfg.ptx_coef:
         require_at_least(cfg, ("ptx_batch_size",))
     if cfg.prompts == "world":
@@ -207,3 +211,42 @@ def model_paths(cfg: PPOConfig, r: Run) -> tuple[Path, Path | None]:
     reward_path = None if cfg.reward == "verifier" else (
         r.require("reward", "model") if cfg.reward_from == "reward" else Path(cfg.reward_from))
     return policy_path, reward_path
+
+
+# --- stage 5 as it ran: what stages 6 and 7 read back ------------------------------------------------
+
+def stage5_config(r: Run) -> PPOConfig:
+    """Stage 5's config as it ran (``05_ppo/config.json``): its evaluation settings, and the defaults of
+    the methods stages 6 and 7 run beside it."""
+    saved = read_json(r.require("ppo", "config.json"))
+    return PPOConfig(**{k: v for k, v in saved.items() if k in field_names(PPOConfig)})
+
+
+def heldout_tasks(r: Run) -> list[dict]:
+    """The held-out prompts stage 5 evaluated on, in its order, read from its ``samples.jsonl`` (the prompt
+    and what the verifier reads, ``verifier.task_fields``), so they are the same prompts whatever the world
+    code generates today."""
+    d = r.require("ppo", "samples.jsonl").parent
+    tasks = [{"id": f"heldout-{i}", **task_fields(s)}
+             for i, s in enumerate(read_jsonl(d / "samples.jsonl"))]
+    expected = read_json(d / "eval.json", {}).get("eval_prompts", len(tasks))
+    if len(tasks) != expected:
+        raise ConfigError(f"{d / 'samples.jsonl'} holds {len(tasks)} of stage 5's {expected} held-out prompts; "
+                          "re-run stage 5 (labkit run --stages ppo --force)")
+    return tasks
+
+
+# --- snapshots: the policy along the run, for stage 7's over-optimization curve ------------------
+
+def snapshot_path(stage_dir: str | Path, step: int) -> Path:
+    """Where stage 5 keeps the policy as it was after ``step`` steps (its adapter, or the whole model)."""
+    return Path(stage_dir) / "snapshots" / f"step-{step:06d}"
+
+
+def snapshots(stage_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete snapshot in a stage-5 folder, in step order (the folders being
+    written, or set aside by ``runs.atomic_dir``, have other names and are left out)."""
+    folder = Path(stage_dir) / "snapshots"
+    found = [(int(p.name[5:]), p) for p in folder.glob("step-*") if p.name[5:].isdigit() and p.is_dir()] \
+        if folder.exists() else []
+    return sorted(found)

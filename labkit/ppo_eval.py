@@ -1,6 +1,7 @@
 """Stage 5's judgement of a policy: the before/after evaluation on held-out prompts and the alarms.
 
-``evaluate`` is also what stage 6 (``compare``) measures every method with.
+``evaluate`` is also what stages 6 (``compare``) and 7 (``trust``) measure every policy with
+(``evaluate_policy``: any causal LM, one process).
 
 Evaluation (eval.json, ``before``/``after``): ``true_greedy``,
 ``true_sampled`` (mean of ``eval_samples`` samples a prompt), ``pass_at_k``
@@ -23,6 +24,7 @@ held-out evaluation before and after.
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import torch
 
@@ -119,6 +121,13 @@ def judge_verdict(tasks: list[dict], before_rows: list[dict], after_rows: list[d
     return win_rate(constitution(), [b["prompt"] for b in before_rows], judged, [a["greedy"] for a in after_rows],
                     [b["greedy"] for b in before_rows], [a["greedy_stopped"] for a in after_rows],
                     [b["greedy_stopped"] for b in before_rows])
+
+
+def evaluate_policy(policy, ref, tokenizer, tasks: list[dict], cfg: PPOConfig, score_fn, device, autocast):
+    """``evaluate`` on any causal LM, in one process (``ref``: the SFT model, or None for a PeftModel, whose
+    reference is its base with the adapter off): how stages 6 and 7 measure a policy as stage 5 does."""
+    acc = SimpleNamespace(process_index=0, num_processes=1, device=device)
+    return evaluate(SimpleNamespace(policy=policy), ref, score_fn, tokenizer, tasks, cfg, acc, autocast)
 
 
 def exact_kl(pv, ref, batch, cfg, autocast) -> torch.Tensor:

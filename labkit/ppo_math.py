@@ -443,5 +443,7 @@ def seed_for(*parts) -> int:
 
 
 def best_of_n_kl(n: int) -> float:
-    """KL(best-of-n ‖ base) <= log n − (n−1)/n nats (Stiennon et al. 2020, G.3; an upper bound, Beirami et al. 2024)."""
+    """KL(best-of-n ‖ base) <= log n − (n−1)/n nats (Stiennon et al. 2020, appendix G.3): the analytic KL of
+    keeping the best of n samples, which Gao et al. 2022 plot best-of-n against; Beirami et al. 2024 show it
+    is an upper bound on the exact KL (equal when no two samples tie)."""
     return math.log(n) - (n - 1) / n

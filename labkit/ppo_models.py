@@ -67,6 +67,12 @@ def no_dropout(model):
     return model
 
 
+def load_policy(path):
+    """A causal LM from a checkpoint folder, dropout off (as PPO's policy: log-probs must not be noisy)."""
+    from transformers import AutoModelForCausalLM
+    return no_dropout(AutoModelForCausalLM.from_pretrained(str(path)))
+
+
 def load_models(cfg: PPOConfig, policy_path, reward_path):
     """(policy, reference or None, critic, reward model or None, tokenizer, reward tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer

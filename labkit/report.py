@@ -128,6 +128,17 @@ READINGS = {
                "{compare/best_of_n_unanswerable_abstained:.0f}%; stage 5's PPO {compare/ppo_harmful_refused:.0f}% "
                "and {compare/ppo_unanswerable_abstained:.0f}%, with task accuracy {compare/ppo_task_accuracy:.0f}% "
                "against the SFT model's {compare/sft_task_accuracy:.0f}%.",
+    "trust": "Measured against the verifier (gold) as Gao et al. 2022 measured against a gold reward model: best-of-n "
+             "by the reward model moved the share of right samples by at most {trust/bon_gold_gain_max:+.1f} points over "
+             "the SFT model's (at d = √KL {trust/bon_d_peak:.2f}; {trust/bon_gold_gain_last:+.1f} at the largest n, d "
+             "{trust/bon_d_max:.2f}) while the reward model's own score rose {trust/bon_proxy_gain_last:+.2f}. Gao et "
+             "al.'s d(α − βd) fits with α {trust/bon_alpha:.2f}, β {trust/bon_beta:.2f} (R² {trust/bon_r2:.2f}) and "
+             "puts the peak at d* {trust/bon_d_star:.2f}. Along stage 5's PPO run gold gained at most "
+             "{trust/rl_gold_gain_max:+.1f} points ({trust/rl_gold_gain_last:+.1f} at the end, d {trust/rl_d_max:.2f}; "
+             "d(α − β ln d) puts the peak at d* {trust/rl_d_star:.2f}); without the KL leash "
+             "{trust/nokl_gold_gain_last:+.1f} at d {trust/nokl_d_max:.2f}. Mixed responses (declining and doing "
+             "something else): {trust/mixed_first:.1f}% of the SFT model's samples, {trust/bon_mixed_last:.1f}% of "
+             "best-of-n's choices at the largest n, {trust/rl_mixed_last:.1f}% of the final policy's samples.",
 }
 
 # Runs on a person's own data have no verifier (their prompts carry no answers): there a stage's reading says

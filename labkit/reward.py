@@ -20,7 +20,6 @@ family), ``eval_pairs.jsonl``, ``verifier_samples.jsonl``, ``conduct_samples.jso
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import shutil
 import tempfile
@@ -38,12 +37,12 @@ from .live import LiveChart, Timer, progress
 from .models import count_params, pick_device, resolve_bf16
 from .planner import lora_targets
 from .reward_eval import by_family, evaluate_pairs, pairwise_accuracy, spearman, verifier_agreement, verifier_samples
-from .reward_model import fit_pairs, load_pairs, load_reward_model, split_by_prompt, to_trl
+from .reward_model import fit_pairs, load_pairs, load_reward_model, planned_steps, reward_trainer, split_by_prompt
 from .runs import (Run, StageMissing, atomic_dir, atomic_write_json, atomic_write_text, read_json, read_jsonl,
                    write_jsonl_atomic, writes_run)
 from .tokenizer import ensure_chat_ready
-from .tracking import hf_logging_dir, report_to_field, tb_dir
-from .training import MetricsCallback, lora_config, no_printer, quiet_libraries, trainer_args
+from .tracking import report_to_field, tb_dir
+from .training import MetricsCallback, quiet_libraries
 
 
 @dataclass
@@ -167,20 +166,6 @@ def fit_budget(cfg: RewardConfig, r: Run, device):
         raise ConfigError(f"the reward model {e}") from None
 
 
-def _trainer_args(cfg: RewardConfig, out_dir: str, device, bf16: bool, has_eval: bool):
-    from trl import RewardConfig as TRLRewardConfig
-    return TRLRewardConfig(
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum_steps, learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_epochs, max_steps=cfg.max_steps or -1, lr_scheduler_type="cosine",
-        warmup_steps=cfg.warmup_ratio,  # transformers reads a warmup_steps below 1 as a share of the steps
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.grad_clip or 0.0, logging_first_step=True,
-        eval_strategy="steps" if has_eval else "no", eval_steps=cfg.eval_interval, eval_on_start=has_eval,
-        max_length=None,  # long pairs are fitted (and counted) before TRL sees them
-        center_rewards_coefficient=cfg.center_rewards_coefficient,
-        **trainer_args(out_dir, device, bf16, cfg.gradient_checkpointing, cfg.log_interval, cfg.report_to, cfg.seed))
-
-
 def pairs_for(cfg: RewardConfig, r: Run) -> tuple[list[dict], str]:
     """The preference pairs this config trains on (``reward_model.load_pairs``) and a one-line note."""
     return load_pairs(r, cfg.data, cfg.max_pairs, cfg.margin_field, cfg.data_split)
@@ -211,7 +196,6 @@ def run(cfg: RewardConfig, run: str = "demo", runs_dir: str = "runs", preset: st
 def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: bool | None,
          progress_bar: bool) -> dict:
     from transformers import AutoTokenizer
-    from trl import RewardTrainer
 
     _check(cfg)
     t_start, timer = time.perf_counter(), Timer()
@@ -253,17 +237,9 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
 
     chart = LiveChart(CHART, title="reward model", enabled=live)
     with tempfile.TemporaryDirectory(dir=stage, prefix=".trainer.") as out_dir:
-        args = _trainer_args(cfg, out_dir, device, bf16, has_eval=bool(eval_pairs))
-        with hf_logging_dir(cfg.report_to, tb_dir(stage)):
-            trainer = RewardTrainer(model=model, args=args, train_dataset=to_trl(train_pairs),
-                                    eval_dataset=to_trl(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
-                                    peft_config=lora_config(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
-                                                                        cfg.lora_target_modules, classifier=True)
-                                    if cfg.use_lora else None)
-        n_steps = trainer.args.max_steps if trainer.args.max_steps > 0 else math.ceil(
-            cfg.num_epochs * math.ceil(len(train_pairs) / cfg.batch_size) / cfg.grad_accum_steps)
-        bar = progress(n_steps, "reward", disable=not progress_bar)
-        no_printer(trainer)
+        settings = dataclasses.asdict(cfg)
+        trainer = reward_trainer(model, tokenizer, train_pairs, eval_pairs, settings, out_dir, device, bf16, tb_dir(stage))
+        bar = progress(planned_steps(settings, len(train_pairs)), "reward", disable=not progress_bar)
         trainer.add_callback(MetricsCallback(metrics_path, "reward", chart, bar, show=("reward/loss", "reward/eval_accuracy")))
         t_train = time.perf_counter()
         with timer("train"):

@@ -1,15 +1,19 @@
-"""A reward model as the later stages use it: its input format, its scores, and its preference data.
+"""A reward model as the later stages use it: its input format, its scores, its preference data, and
+how it is trained.
 
 Stage 4 trains the reward model; stages 5 (PPO), 6 (the comparison) and 7 (trust) score with it, and
-stage 6 and 7 read the same pairs with the same split. So these live here, shared, and no stage imports
-another. A reward model is the SFT model with a one-output head read at the last token (the EOS):
-``AutoModelForSequenceClassification`` with ``num_labels=1``, as TRL's ``RewardTrainer`` trains it.
-Long pairs are fitted into its positions by ``fit_pairs`` (earliest turns go first, responses never).
+stage 6 and 7 read the same pairs with the same split. Stage 7 also trains reward models of its own
+with stage 4's recipe (``reward_trainer``: TRL's ``RewardTrainer`` with stage 4's settings). So these
+live here, shared, and no stage imports another. A reward model is the SFT model with a one-output head
+read at the last token (the EOS): ``AutoModelForSequenceClassification`` with ``num_labels=1``, as
+TRL's ``RewardTrainer`` trains it. Long pairs are fitted into its positions by ``fit_pairs`` (earliest
+turns go first, responses never).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import re
 from pathlib import Path
@@ -17,8 +21,10 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError
-from .runs import Run, read_jsonl
+from .runs import Run, read_json, read_jsonl
 from .tokenizer import conversation
+from .tracking import hf_logging_dir, tb_dir
+from .training import lora_config, no_printer, trainer_args
 
 
 # --- the scoring format: one function for every stage that scores ------------------------------
@@ -204,3 +210,66 @@ def fit_pairs(pairs: list[dict], tokenizer, max_tokens: int) -> tuple[list[dict]
     return out, counts, longest
 
 
+
+
+def preference_pairs(r: Run, tokenizer, limit: int, heldout: list[dict] = (), needed_by: str = "the reward model",
+                     instead: str = "") -> tuple[list[dict], list[dict]]:
+    """Stage 3's pairs as the reward model saw them: the same file, long pairs dropped, and split by prompt
+    with stage 4's settings (``04_reward/config.json``, as it ran) into (its training pairs, its held-out
+    pairs). Stage 3 never draws a held-out prompt of stage 5; a pair on one (``heldout``) would be dropped
+    all the same. ``needed_by`` and ``instead`` word the error for an empty pairs file."""
+    rcfg = read_json(r.require("reward", "config.json"))
+    if rcfg.get("data", "pairs") == "pairs":
+        path = r.require("preferences", "pairs.jsonl")
+        if not any(line.strip() for line in path.read_text(encoding="utf-8").splitlines()):
+            raise ConfigError(f"{path} holds no preference pairs, and {needed_by} trains on them: re-run stage 3 "
+                              f"(labkit run --stages preferences --force){instead}")
+    pairs, _ = load_pairs(r, rcfg.get("data", "pairs"), rcfg.get("max_pairs"), rcfg.get("margin_field"),
+                          rcfg.get("data_split", "train"))
+    pairs, _, _ = fit_pairs(pairs, tokenizer, rcfg.get("max_length") or limit)  # as stage 4 fitted them
+    train, held = split_by_prompt(pairs, rcfg.get("eval_fraction", 0.15), rcfg.get("seed", 0))
+    seen = {t["prompt"] for t in heldout}
+    train = [p for p in train if p["prompt"] not in seen]
+    if not train:
+        raise ConfigError(f"no preference pair fits the model's positions, so {needed_by} has nothing to train on")
+    return train, held
+
+
+# --- training: stage 4's recipe, for every stage that trains a reward model ----------------------
+
+def planned_steps(settings: dict, n_pairs: int) -> int:
+    """Optimizer steps of a training run on ``n_pairs`` pairs: ``max_steps``, else the epochs' worth."""
+    if settings.get("max_steps"):
+        return settings["max_steps"]
+    return math.ceil(settings["num_epochs"] * math.ceil(n_pairs / settings["batch_size"]) / settings["grad_accum_steps"])
+
+
+def reward_trainer(model, tokenizer, train_pairs: list[dict], eval_pairs: list[dict], settings: dict, out_dir: str,
+                   device, bf16: bool, tb: Path | None = None):
+    """TRL's ``RewardTrainer`` on ``train_pairs`` with stage 4's recipe, untrained: Bradley–Terry loss (with a
+    pair's ``margin`` where it has one), AdamW with linear warm-up then cosine decay, gradient clipping, the
+    centring term, LoRA when ``use_lora``. ``settings`` holds ``reward.RewardConfig``'s fields as plain
+    values (stage 4 passes its config; stage 7 reads ``04_reward/config.json``). With ``eval_pairs`` it
+    evaluates every ``eval_interval`` steps. Printing goes; the caller adds its callbacks and trains."""
+    from trl import RewardConfig as TRLRewardConfig
+    from trl import RewardTrainer
+    s, has_eval = settings, bool(eval_pairs)
+    args = TRLRewardConfig(
+        per_device_train_batch_size=s["batch_size"], per_device_eval_batch_size=s["batch_size"],
+        gradient_accumulation_steps=s["grad_accum_steps"], learning_rate=s["learning_rate"],
+        num_train_epochs=s["num_epochs"], max_steps=s["max_steps"] or -1, lr_scheduler_type="cosine",
+        warmup_steps=s["warmup_ratio"],  # transformers reads a warmup_steps below 1 as a share of the steps
+        weight_decay=s["weight_decay"], max_grad_norm=s["grad_clip"] or 0.0, logging_first_step=True,
+        eval_strategy="steps" if has_eval else "no", eval_steps=s["eval_interval"], eval_on_start=has_eval,
+        max_length=None,  # long pairs are fitted (and counted) before TRL sees them
+        center_rewards_coefficient=s["center_rewards_coefficient"],
+        **trainer_args(out_dir, device, bf16, s["gradient_checkpointing"], s["log_interval"], s["report_to"],
+                       s["seed"]))
+    with hf_logging_dir(s["report_to"], tb or tb_dir(out_dir)):
+        trainer = RewardTrainer(model=model, args=args, train_dataset=to_trl(train_pairs),
+                                eval_dataset=to_trl(eval_pairs) if has_eval else None, processing_class=tokenizer,
+                                peft_config=lora_config(model, s["lora_r"], s["lora_alpha"], s["lora_dropout"],
+                                                        s["lora_target_modules"], classifier=True)
+                                if s["use_lora"] else None)
+    no_printer(trainer)
+    return trainer

@@ -3,7 +3,7 @@
 A run is a folder ``runs/<name>/`` (see docs/architecture.md, "Run folders")::
 
     run.json          manifest: preset, seed, versions, data hashes, stages completed + timings
-    01_pretrain/ 02_sft/ 03_preferences/ 04_reward/ 05_ppo/ 06_compare/
+    01_pretrain/ 02_sft/ 03_preferences/ 04_reward/ 05_ppo/ 06_compare/ 07_trust/
     notebooks/        executed notebooks (papermill output)
     report.html
 
@@ -40,15 +40,17 @@ from pathlib import Path
 from .config import ConfigError
 from .data import DataError
 
-STAGES = ("pretrain", "sft", "preferences", "reward", "ppo", "compare")
+STAGES = ("pretrain", "sft", "preferences", "reward", "ppo", "compare", "trust")
 STAGE_DIRS = {"pretrain": "01_pretrain", "sft": "02_sft", "preferences": "03_preferences",
-              "reward": "04_reward", "ppo": "05_ppo", "compare": "06_compare"}
+              "reward": "04_reward", "ppo": "05_ppo", "compare": "06_compare", "trust": "07_trust"}
 NOTEBOOKS = {"pretrain": "01_pretrain.ipynb", "sft": "02_sft.ipynb", "preferences": "03_preferences.ipynb",
-             "reward": "04_reward_model.ipynb", "ppo": "05_ppo.ipynb", "compare": "06_compare.ipynb"}
+             "reward": "04_reward_model.ipynb", "ppo": "05_ppo.ipynb", "compare": "06_compare.ipynb",
+             "trust": "07_reward_trust.ipynb"}
 # What `labkit run` runs when no --stages are named: the pipeline, stages 1-5. The comparison (stage 6:
 # DPO, RLOO twice and best-of-n beside PPO) trains three more policies and evaluates six; on a 2-core CPU
 # that is more than the main command's 25-minute budget has left after stages 1-5, so it runs when
-# asked for: `labkit run --stages compare` after the main run (README, "Results").
+# asked for: `labkit run --stages compare` after the main run (README, "Results"). Stage 7 (trust: how far
+# the reward model can be pushed, and what its labels cost) likewise: `labkit run --stages trust`.
 DEFAULT_STAGES = ("pretrain", "sft", "preferences", "reward", "ppo")
 # What a completed stage leaves in its folder: run.json's mark alone does not make a stage complete, so a
 # file or model folder deleted by hand sends the stage back to the runner ("a|b": either will do).

@@ -18,7 +18,7 @@ def _code_cells(stage):
 
 
 def test_every_stage_has_a_notebook():
-    assert STAGES == ["pretrain", "sft", "preferences", "reward", "ppo", "compare"]
+    assert STAGES == ["pretrain", "sft", "preferences", "reward", "ppo", "compare", "trust"]
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -12,12 +12,12 @@ import shutil
 import pytest
 import torch
 
-from labkit import ppo, ppo_eval, ppo_models
+from labkit import ppo, ppo_config, ppo_eval, ppo_models
 from labkit import ppo_math as pm
 from labkit import verifier as V
 from labkit import world as W
 from labkit.config import ConfigError
-from labkit.runs import Run, StageMissing, read_json, read_jsonl
+from labkit.runs import Run, StageMissing, file_hash, read_json, read_jsonl
 
 torch.set_num_threads(1)
 TIMING = {"ppo/gen_seconds", "ppo/step_seconds", "ppo/forward_seconds", "ppo/score_seconds", "ppo/update_seconds"}
@@ -174,6 +174,18 @@ def test_smoke_run_writes_the_stage(smoke_run):
     assert len(samples) == ev["eval_prompts"] and {"before", "after", "answer"} <= set(samples[0])
     assert (stage / "adapter" / "adapter_config.json").exists() and (stage / "model" / "config.json").exists()
     assert r.is_complete("ppo") and res["ppo/true_score_before"] == ev["before"]["true_greedy"]
+    # a snapshot of the policy every snapshot_interval (1) steps before the last, for stage 7
+    snaps = ppo_config.snapshots(stage)
+    assert [s for s, _ in snaps] == [1, 2, 3] and all((p / "adapter_config.json").exists() for _, p in snaps)
+
+
+def test_snapshots_change_nothing_in_training(smoke_run, base_run, tmp_path):
+    a, _ = smoke_run
+    b = _copy(base_run, tmp_path, "nosnap")
+    _run(b, snapshot_interval=0)
+    assert ppo_config.snapshots(b.path / "05_ppo") == []
+    assert _strip(read_jsonl(b.path / "05_ppo" / "metrics.jsonl")) == _strip(read_jsonl(a.path / "05_ppo" / "metrics.jsonl"))
+    assert read_json(b.path / "05_ppo" / "eval.json")["after"] == read_json(a.path / "05_ppo" / "eval.json")["after"]
 
 
 def test_same_seed_same_metrics(smoke_run, base_run, tmp_path):
@@ -204,6 +216,9 @@ def test_resume_mid_run_reproduces_the_continuation(smoke_run, base_run, tmp_pat
     assert res["resumed_from"] == 2
     assert _strip(read_jsonl(c.path / "05_ppo" / "metrics.jsonl")) == _strip(read_jsonl(a.path / "05_ppo" / "metrics.jsonl"))
     assert read_json(c.path / "05_ppo" / "eval.json")["after"] == read_json(a.path / "05_ppo" / "eval.json")["after"]
+    # the snapshots of the resumed run are the uninterrupted run's, weight for weight
+    weights = lambda r: {s: file_hash(p / "adapter_model.safetensors") for s, p in ppo_config.snapshots(r.path / "05_ppo")}  # noqa: E731
+    assert weights(c) == weights(a) and list(weights(c)) == [1, 2, 3]
 
 
 def test_evaluation_pass_at_k_counts_any_right_sample(base_run):

@@ -455,3 +455,15 @@ def test_shape_scores_normalises_applies_the_missing_eos_penalty_and_clips():
 def test_seed_for_is_stable_and_separates_purposes():
     assert pm.seed_for(0, "rollout", 0, 3) == pm.seed_for(0, "rollout", 0, 3)
     assert len({pm.seed_for(0, p, r, s) for p in ("rollout", "eval") for r in (0, 1) for s in (0, 1)}) == 8
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 16, 32, 64])
+def test_best_of_n_kl_is_the_kl_of_keeping_the_best_of_n_draws(n):
+    """Base: N equally likely outcomes ranked by the reward, no ties. Best-of-n picks outcome i (of rank i)
+    with probability (i/N)^n - ((i-1)/N)^n; its exact KL to the base tends to log n - (n-1)/n as N grows."""
+    N = 200_000
+    i = np.arange(1, N + 1, dtype=np.float64)
+    p = (i / N) ** n - ((i - 1) / N) ** n
+    exact = float(np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-300) * N), 0.0)))
+    assert pm.best_of_n_kl(n) == pytest.approx(exact, abs=1e-3)
+    assert pm.best_of_n_kl(n) == pytest.approx(math.log(n) - (n - 1) / n)

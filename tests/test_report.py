@@ -73,6 +73,23 @@ def test_reading_prints_missing_numbers_as_a_dash():
     assert "DPO reached 96% and -%" in text and "(task accuracy 71%)" in text
 
 
+def test_the_trust_reading_names_only_numbers_stage_7_writes():
+    import re
+
+    from labkit import trust
+
+    def curve(form, golds):
+        pts = [{"d": 0.5 * i, "gold": g, "proxy": 0.3 * i, "mixed": float(i)} for i, g in enumerate(golds)]
+        return {"kl_coef": 0.1, **trust.with_gains(pts, form)}
+    result = {"best_of_n": curve("best_of_n", [50, 58, 61, 57]),
+              "rl": {"leash": curve("rl", [50, 60, 66, 70]), "nokl": curve("rl", [50, 62, 55, 40])}}
+    h = trust.headline(result)
+    keys = set(re.findall(r"\{(trust/[^:}]+)", report.READINGS["trust"]))
+    assert keys <= set(h) and all(h[k] is not None for k in keys)
+    text = report.reading("trust", h)
+    assert "by at most +11.0 points" in text and "without the KL leash -10.0 at d 1.50" in text
+
+
 def test_report_shows_each_stage_with_its_figures_and_an_offline_notebook(run):
     page = open(report.write_report(run), encoding="utf-8").read()
     for stage in STAGES:

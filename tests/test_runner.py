@@ -1,7 +1,7 @@
 """The runner: parameter checking, and the notebooks end to end through papermill on the smoke preset
 (one run shared by the tests below): live progress, the scorecard, skipping, Ctrl-C and resuming, status.
 
-This is the one place the suite executes the notebooks: the smoke pipeline runs all six, and
+This is the one place the suite executes the notebooks: the smoke pipeline runs all seven, and
 test_smoke_run_completes_every_stage checks what nbval used to check by running them a second time
 (every code cell of each committed notebook ran, and none raised)."""
 import json
@@ -44,8 +44,8 @@ def test_cli_unknown_parameter_is_one_line(tmp_path):
 
 
 def smoke_pipeline(tmp_path_factory) -> tuple[Path, str]:
-    """``python -m labkit run --preset smoke`` over every stage (compare included, which the default leaves
-    out), with its output in a file (not a terminal), once per session.
+    """``python -m labkit run --preset smoke`` over every stage (compare and trust included, which the default
+    leaves out), with its output in a file (not a terminal), once per session.
 
     Returns the run folder and the output. tests/test_browser.py opens the same run's report: the
     folder is under the session's base temp folder, so whichever module comes first runs it.
@@ -86,9 +86,9 @@ def test_smoke_run_completes_every_stage(smoke):
     assert m["stages"]["pretrain"]["requested"]["max_steps"] == 30 and m["stages"]["sft"]["notebook_seconds"] > 0
 
 
-def test_the_default_is_stages_1_to_5_and_compare_runs_when_named(tmp_path, monkeypatch):
-    """`labkit run` without --stages runs the pipeline (runs.DEFAULT_STAGES); the comparison (stage 6) has a
-    notebook like the others but runs only when asked for, after PPO."""
+def test_the_default_is_stages_1_to_5_and_compare_and_trust_run_when_named(tmp_path, monkeypatch):
+    """`labkit run` without --stages runs the pipeline (runs.DEFAULT_STAGES); the comparison (stage 6) and trust
+    (stage 7) have a notebook like the others but run only when asked for, after PPO."""
     from labkit import report
     ran = []
 
@@ -99,12 +99,13 @@ def test_the_default_is_stages_1_to_5_and_compare_runs_when_named(tmp_path, monk
             (run.stage_dir(stage) / out.split("|")[0]).touch()
     monkeypatch.setattr(runner, "execute_stage", fake_stage)
     monkeypatch.setattr(report, "write_report", lambda run: str(run.path / "report.html"))
-    assert "compare" in runner.available_stages() and "compare" not in DEFAULT_STAGES
-    assert list(DEFAULT_STAGES) == [s for s in STAGES if s != "compare"] and STAGES[-1] == "compare"
+    for opt_in in ("compare", "trust"):
+        assert opt_in in runner.available_stages() and opt_in not in DEFAULT_STAGES
+    assert list(DEFAULT_STAGES) == [s for s in STAGES if s not in ("compare", "trust")] and STAGES[-2:] == ("compare", "trust")
     runner.run_pipeline("d", "smoke", None, runs_dir=tmp_path, log=lambda *a: None)
     assert ran == list(DEFAULT_STAGES)
-    runner.run_pipeline("d", "smoke", ["compare"], runs_dir=tmp_path, log=lambda *a: None)
-    assert ran == list(DEFAULT_STAGES) + ["compare"]
+    runner.run_pipeline("d", "smoke", ["trust", "compare"], runs_dir=tmp_path, log=lambda *a: None)
+    assert ran == list(DEFAULT_STAGES) + ["compare", "trust"]
 
 
 @pytest.mark.slow
