@@ -250,6 +250,44 @@ def sft_label(run: dict) -> str:
     return ", ".join(parts)
 
 
+def _key(r: dict) -> tuple:
+    return (r["pretrain"], r["seed"], r.get("data_seed"), r.get("threads", 1), r.get("aten") or "native",
+            tuple(r.get("params") or ()))
+
+
+def sft_differences(runs: dict, draws: list[str]) -> list[tuple[str, dict, dict]]:
+    """Pairs of sft_stability runs that differ in exactly one thing (stage 1 alone, data order alone, threads,
+    kernels), as (what differs, first, second); the first is the run with the defaults."""
+    by_key = {_key(r): r for r in runs.values() if all(d in r["on_seed_draws"] for d in draws)}
+    out = []
+    for k, a in by_key.items():
+        pt, seed, data, threads, aten, params = k
+        if (data, threads, aten, params) != (None, 1, "native", ()):
+            continue
+        for what, k2 in [("initialisation alone (another stage 1)", (1 - pt if pt in (0, 1) else pt, seed, data, threads, aten, params)),
+                         ("data order alone", (pt, seed, 1, threads, aten, params)),
+                         ("threads (float summation order)", (pt, seed, data, 2, aten, params)),
+                         ("CPU kernels (ATEN_CPU_CAPABILITY=default)", (pt, seed, data, threads, "default", params))]:
+            if k2 in by_key and k2 != k and not (what.startswith("init") and pt != seed):
+                out.append((what, a, by_key[k2]))
+    return out
+
+
+def model_or_draw(runs: dict) -> dict:
+    """For two seeds whose default runs (stage 1 and SFT of the same seed) were both evaluated on both draws:
+    the whole difference on their own draws, and the model's and the draw's share of it (points)."""
+    own = {r["seed"]: r for r in runs.values() if r["pretrain"] == r["seed"] and _key(r)[2:] == (None, 1, "native", ())}
+    out = {}
+    for x in sorted(own):
+        for y in sorted(own):
+            if x < y and all(str(s) in own[t]["on_seed_draws"] for s in (x, y) for t in (x, y)):
+                acc = lambda m, d: own[m]["on_seed_draws"][str(d)]["task_accuracy"]  # noqa: E731
+                out[(x, y)] = {"whole": acc(y, y) - acc(x, x),
+                               "model": (acc(y, x) - acc(x, x) + acc(y, y) - acc(x, y)) / 2,
+                               "draw": (acc(x, y) - acc(x, x) + acc(y, y) - acc(y, x)) / 2}
+    return out
+
+
 def section_sft_stability(doc: dict) -> list[str]:
     runs = doc["runs"]
     draws = sorted({d for r in runs.values() for d in r["on_seed_draws"]}, key=int)
@@ -265,6 +303,22 @@ def section_sft_stability(doc: dict) -> list[str]:
             [f((r.get("per_family") or {}).get(fam)) for fam in SFT_FAMILIES] + [f(r.get("final_loss"), 3)]
             for r in runs.values()]
     lines += table(head, rows)
+    diffs = sft_differences(runs, draws)
+    if diffs:
+        lines += ["", "### One difference at a time", "",
+                  "Pairs of runs that differ in one thing, and how far apart their task accuracy is on each draw "
+                  "(the second run minus the first, points). *Model* and *draw* split a seed's whole difference: "
+                  "the model's share is the gap between the two seeds' models averaged over both draws, the draw's "
+                  "is the gap between the two draws averaged over both models.", ""]
+        lines += table(["what differs", "first run", "second run"] + [f"on seed {d}'s draw" for d in draws],
+                       [[what, sft_label(a), sft_label(b)] + [f(b["on_seed_draws"][d]["task_accuracy"]
+                                                                - a["on_seed_draws"][d]["task_accuracy"]) for d in draws]
+                        for what, a, b in diffs])
+        split = model_or_draw(runs)
+        if split:
+            lines += [""] + table(["seeds", "whole difference (own draws)", "model's share", "draw's share"],
+                                  [[f"{x} vs {y}", f(v["whole"]), f(v["model"]), f(v["draw"])]
+                                   for (x, y), v in split.items()])
     curves = {n: r for n, r in runs.items() if r.get("curve")}
     if curves:
         steps = sorted({c["step"] for r in curves.values() for c in r["curve"]})

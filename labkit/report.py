@@ -210,7 +210,7 @@ def reading(stage: str, headline: dict, own: bool = False) -> str:
 def own_data(run: Run, stage: str) -> bool:
     """Whether ``stage`` of ``run`` ran on data the world's verifier cannot check, read from the configs its
     stage folders record: SFT's or stage 3's or stage 5's own files, or stage 4 on preferences other than
-    stage 3's world pairs (stage 6 takes stage 5's prompts)."""
+    stage 3's world pairs (stages 6 and 7 take stage 5's prompts)."""
     def cfg(s):
         return read_json(run.path / STAGE_DIRS[s] / "config.json", {})
     if stage == "sft":
@@ -219,7 +219,7 @@ def own_data(run: Run, stage: str) -> bool:
         return cfg("preferences").get("prompts", "world") != "world"
     if stage == "reward":
         return cfg("reward").get("data", "pairs") != "pairs" or own_data(run, "preferences")
-    if stage in ("ppo", "compare"):
+    if stage in ("ppo", "compare", "trust"):
         return cfg("ppo").get("prompts", "world") != "world"
     return False
 

@@ -122,4 +122,4 @@ def test_readings_without_a_verifier_say_what_was_measured_and_what_was_not(tmp_
     atomic_write_json(r.stage_dir("preferences") / "config.json", {"prompts": "world"})
     atomic_write_json(r.stage_dir("reward") / "config.json", {"data": "pairs"})
     atomic_write_json(r.stage_dir("ppo") / "config.json", {"prompts": "/home/me/prompts.jsonl"})
-    assert [report.own_data(r, s) for s in STAGES] == [False, True, False, False, True, True]
+    assert [report.own_data(r, s) for s in STAGES] == [False, True, False, False, True, True, True]

@@ -55,6 +55,28 @@ def test_the_sft_stability_section_shows_each_model_on_each_draw_and_the_validat
     assert "| 40.0 | 61.5 | 50.0 | step 300: 50.0 |" in text  # the lowest validation loss, not the best accuracy
 
 
+def test_the_sft_stability_section_separates_model_from_draw_and_one_difference_at_a_time(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+
+    def run(pt, seed, on0, on1, data_seed=None):
+        return {"pretrain": pt, "seed": seed, "data_seed": data_seed, "threads": 1, "aten": "native", "params": [],
+                "task_accuracy": on0 if seed == 0 else on1, "per_family": {}, "final_loss": 0.3,
+                "on_seed_draws": {"0": {"task_accuracy": on0}, "1": {"task_accuracy": on1}}}
+    runs = {"sft-pt0-s0-t1": run(0, 0, 80.0, 70.0), "sft-pt1-s1-t1": run(1, 1, 50.0, 40.0),
+            "sft-pt1-s0-t1": run(1, 0, 60.0, 55.0), "sft-pt0-s0-d1-t1": run(0, 0, 78.0, 71.0, data_seed=1)}
+    (tmp_path / "sft_stability.json").write_text(json.dumps({
+        "preset": "cpu", "date": "d", "machine": {"cpu": "c", "torch": "t", "aten_cpu_capability": "AVX2"},
+        "runs": runs}))
+    text = rt.render()
+    first = "stage 1 of seed 0, SFT seed 0, 1 thread"
+    assert f"| initialisation alone (another stage 1) | {first} | stage 1 of seed 1, SFT seed 0, 1 thread | -20.0 | -15.0 |" in text
+    assert f"| data order alone | {first} | stage 1 of seed 0, SFT seed 0, data order 1, 1 thread | -2.0 | 1.0 |" in text
+    # seed 1 vs 0 on their own draws: 40 - 80 = -40; the model's share -30 (both draws), the draw's -10
+    assert "| 0 vs 1 | -40.0 | -30.0 | -10.0 |" in text
+
+
 def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_time(tmp_path, monkeypatch):
     import json
     rt = _script()
