@@ -270,6 +270,9 @@ def sft_differences(runs: dict, draws: list[str]) -> list[tuple[str, dict, dict]
                          ("CPU kernels (ATEN_CPU_CAPABILITY=default)", (pt, seed, data, threads, "default", params))]:
             if k2 in by_key and k2 != k and not (what.startswith("init") and pt != seed):
                 out.append((what, a, by_key[k2]))
+        for k2, b in by_key.items():  # one SFT setting changed (-p name=value), all else the same
+            if k2[:5] == k[:5] and k2[5]:
+                out.append(("setting " + ", ".join(k2[5]), a, b))
     return out
 
 
@@ -298,9 +301,10 @@ def section_sft_stability(doc: dict) -> list[str]:
              "evaluated (greedy, answer families) on each seed's held-out draw, so a row that is low on every draw "
              "is a weak model, and a column that is low for every model a hard draw.", ""]
     head = ["run"] + [f"on seed {d}'s draw (%)" for d in draws] + [f"{fam} (own draw)" for fam in SFT_FAMILIES] + \
-        ["final training loss"]
+        ["final training loss", "pretraining text perplexity after SFT"]
     rows = [[sft_label(r)] + [f(r["on_seed_draws"][d]["task_accuracy"]) for d in draws] +
-            [f((r.get("per_family") or {}).get(fam)) for fam in SFT_FAMILIES] + [f(r.get("final_loss"), 3)]
+            [f((r.get("per_family") or {}).get(fam)) for fam in SFT_FAMILIES] + [f(r.get("final_loss"), 3),
+                                                                                 f(r.get("drift_ppl"))]
             for r in runs.values()]
     lines += table(head, rows)
     diffs = sft_differences(runs, draws)
@@ -332,9 +336,12 @@ def section_sft_stability(doc: dict) -> list[str]:
             at = {c["step"]: c for c in r["curve"]}
             with_val = [c for c in r["curve"] if c.get("val_loss") is not None]
             best = min(with_val, key=lambda c: c["val_loss"]) if with_val else None
+            last = max(r["curve"], key=lambda c: c["step"])
             rows.append([sft_label(r)] + [f(at[s]["task_accuracy"]) if s in at else "-" for s in steps] +
-                        [f"step {best['step']}: {f(best['task_accuracy'])}" if best else "-"])
-        lines += table(["run"] + [f"step {s}" for s in steps] + ["at lowest validation loss"], rows)
+                        [f"step {best['step']}: {f(best['task_accuracy'])}" if best else "-",
+                         ("yes" if best["step"] == last["step"] else "no") if best else "-"])
+        lines += table(["run"] + [f"step {s}" for s in steps] + ["at lowest validation loss",
+                                                               "validation loss lowest at the last step"], rows)
     return lines
 
 
@@ -415,13 +422,28 @@ def section_pretrain_profile(doc: dict) -> list[str]:
                          [[r["part"], f(r["seconds"]), f(100 * r["share"])] for r in doc["rows"]])
 
 
+def section_nbval_cost(doc: dict) -> list[str]:
+    med = doc["median_seconds"]
+    lines = ["", "## nbval beside papermill", "",
+             f"`{doc['command']}` on {doc['cpu']} ({doc['cpus']} CPUs), {doc['date']}, {doc['threads']} threads, load "
+             f"average {' / '.join(str(x) for x in doc['load_average_1m'])} (start / after each round): every stage's "
+             f"notebook at the smoke preset ({', '.join(doc['stages'])}), once by `pytest --nbval-lax notebooks/` and "
+             "once by `labkit run`, the papermill run the suite already makes (tests/test_runner.py).", ""]
+    lines += table(["runner", "seconds (median)", "rounds", "exit codes"],
+                   [[k, f(med[k], 0), ", ".join(f(x, 0) for x in doc["seconds"][k]),
+                     ", ".join(str(c) for c in doc["exit_codes"][k])] for k in ("nbval", "papermill")])
+    return lines + ["", f"nbval takes {f(doc['nbval_over_papermill'], 2)}x the papermill run's time, all of it on top "
+                        "of the suite, which already executes every cell once."]
+
+
 SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, section_alarms]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),
             ("main_command_timing.json", [section_main_command]),
             ("pretrain_vs_nanogpt.json", [section_pretrain_vs_nanogpt]),
-            ("pretrain_profile.json", [section_pretrain_profile])]
+            ("pretrain_profile.json", [section_pretrain_profile]),
+            ("nbval_cost.json", [section_nbval_cost])]
 
 
 def readme_headline(doc: dict | None) -> list[str]:

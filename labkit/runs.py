@@ -56,7 +56,8 @@ DEFAULT_STAGES = ("pretrain", "sft", "preferences", "reward", "ppo")
 # file or model folder deleted by hand sends the stage back to the runner ("a|b": either will do).
 STAGE_OUTPUTS = {"pretrain": ("model", "eval.json"), "sft": ("model|adapter", "eval.json"),
                  "preferences": ("pairs.jsonl", "eval.json"), "reward": ("model", "eval.json"),
-                 "ppo": ("model", "samples.jsonl", "eval.json"), "compare": ("samples.jsonl", "eval.json")}
+                 "ppo": ("model", "samples.jsonl", "eval.json"), "compare": ("samples.jsonl", "eval.json"),
+                 "trust": ("eval.json",)}
 
 
 # --- atomic writes -----------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_the_sft_stability_section_shows_each_model_on_each_draw_and_the_validat
         "runs": {"sft-pt1-s0-t1": run}}))
     text = rt.render()
     assert "| stage 1 of seed 1, SFT seed 0, 1 thread | 50.0 | 48.8 | 22.2 |" in text
-    assert "| 40.0 | 61.5 | 50.0 | step 300: 50.0 |" in text  # the lowest validation loss, not the best accuracy
+    assert "| 40.0 | 61.5 | 50.0 | step 300: 50.0 | yes |" in text  # the lowest validation loss, not the best accuracy
 
 
 def test_the_sft_stability_section_separates_model_from_draw_and_one_difference_at_a_time(tmp_path, monkeypatch):
@@ -65,7 +65,8 @@ def test_the_sft_stability_section_separates_model_from_draw_and_one_difference_
                 "task_accuracy": on0 if seed == 0 else on1, "per_family": {}, "final_loss": 0.3,
                 "on_seed_draws": {"0": {"task_accuracy": on0}, "1": {"task_accuracy": on1}}}
     runs = {"sft-pt0-s0-t1": run(0, 0, 80.0, 70.0), "sft-pt1-s1-t1": run(1, 1, 50.0, 40.0),
-            "sft-pt1-s0-t1": run(1, 0, 60.0, 55.0), "sft-pt0-s0-d1-t1": run(0, 0, 78.0, 71.0, data_seed=1)}
+            "sft-pt1-s0-t1": run(1, 0, 60.0, 55.0), "sft-pt0-s0-d1-t1": run(0, 0, 78.0, 71.0, data_seed=1),
+            "sft-pt1-s1-t1_max_steps-2000": {**run(1, 1, 66.0, 61.0), "params": ["max_steps=2000"]}}
     (tmp_path / "sft_stability.json").write_text(json.dumps({
         "preset": "cpu", "date": "d", "machine": {"cpu": "c", "torch": "t", "aten_cpu_capability": "AVX2"},
         "runs": runs}))
@@ -73,6 +74,7 @@ def test_the_sft_stability_section_separates_model_from_draw_and_one_difference_
     first = "stage 1 of seed 0, SFT seed 0, 1 thread"
     assert f"| initialisation alone (another stage 1) | {first} | stage 1 of seed 1, SFT seed 0, 1 thread | -20.0 | -15.0 |" in text
     assert f"| data order alone | {first} | stage 1 of seed 0, SFT seed 0, data order 1, 1 thread | -2.0 | 1.0 |" in text
+    assert "| setting max_steps=2000 | stage 1 of seed 1, SFT seed 1, 1 thread | stage 1 of seed 1, SFT seed 1, 1 thread, max_steps=2000 | 16.0 | 21.0 |" in text
     # seed 1 vs 0 on their own draws: 40 - 80 = -40; the model's share -30 (both draws), the draw's -10
     assert "| 0 vs 1 | -40.0 | -30.0 | -10.0 |" in text
 

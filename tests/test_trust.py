@@ -103,6 +103,7 @@ def stage5(ppo_standins, tmp_path_factory):
               "task": V.task_fields(t)} for t in pool[:40] if t["family"] in W.CONDUCT_FAMILIES + ("extract",)]
     pairs = [p for p in pairs if p["chosen"] != p["rejected"]]
     atomic_write_text(r.stage_dir("preferences") / "pairs.jsonl", "".join(json.dumps(p) + "\n" for p in pairs))
+    atomic_write_json(r.stage_dir("preferences") / "eval.json", {"preferences/pairs": len(pairs)})
     with r.lock():  # run.json is written only under the run's lock
         r.complete("preferences", 0.0, {})
     atomic_write_json(r.stage_dir("reward") / "config.json", dataclasses.asdict(reward.config("smoke")))
