@@ -274,6 +274,9 @@ def sft_differences(runs: dict, draws: list[str]) -> list[tuple[str, dict, dict]
                          ("CPU kernels (ATEN_CPU_CAPABILITY=default)", (pt, seed, data, threads, "default", params))]:
             if k2 in by_key and k2 != k and not (what.startswith("init") and pt != seed):
                 out.append((what, a, by_key[k2]))
+        for k2, b in by_key.items():  # SFT's seed alone: its training tasks, aligned demonstrations and order
+            if k2[0] == pt and k2[1] > seed and k2[2:] == k[2:]:
+                out.append(("SFT's seed alone (its training draw and order; same stage 1)", a, b))
         for k2, b in by_key.items():  # one SFT setting changed (-p name=value), all else the same
             if k2[:5] == k[:5] and k2[5]:
                 out.append(("setting " + ", ".join(k2[5]), a, b))

@@ -75,6 +75,8 @@ def test_the_sft_stability_section_separates_model_from_draw_and_one_difference_
     assert f"| initialisation alone (another stage 1) | {first} | stage 1 of seed 1, SFT seed 0, 1 thread | -20.0 | -15.0 |" in text
     assert f"| data order alone | {first} | stage 1 of seed 0, SFT seed 0, data order 1, 1 thread | -2.0 | 1.0 |" in text
     assert "| setting max_steps=2000 | stage 1 of seed 1, SFT seed 1, 1 thread | stage 1 of seed 1, SFT seed 1, 1 thread, max_steps=2000 | 16.0 | 21.0 |" in text
+    assert ("| SFT's seed alone (its training draw and order; same stage 1) | stage 1 of seed 1, SFT seed 0, 1 thread | "
+            "stage 1 of seed 1, SFT seed 1, 1 thread | -10.0 | -15.0 |") in text
     # seed 1 vs 0 on their own draws: 40 - 80 = -40; the model's share -30 (both draws), the draw's -10
     assert "| 0 vs 1 | -40.0 | -30.0 | -10.0 |" in text
 
