@@ -33,7 +33,7 @@ from labkit import pretrain
 from labkit.explore import ExplorerWidget, Playground, clear_cache, open_run, policies
 from labkit.explore_tokens import TokenChanges
 from labkit.models import build_model
-from labkit.runs import Run
+from labkit.runs import STAGE_OUTPUTS, Run, atomic_write_text
 from labkit.tokenizer import train_tokenizer
 from labkit.world import World, corpus
 
@@ -47,8 +47,12 @@ def cpu_preset_run(folder: Path) -> Run:
     cfg = pretrain.config("cpu")
     tok = train_tokenizer(corpus(World(0), 2000, seed=1), cfg.tokenizer, cfg.vocab_size)
     r = Run("latency", folder)
-    with r.lock():
-        r.update_manifest(preset="cpu", world_seed=0)
+    with r.lock():  # run.json is written only under the run's lock
+        return _fill(r, tok, cfg, LoraConfig, get_peft_model, AutoModelForSequenceClassification)
+
+
+def _fill(r: Run, tok, cfg, LoraConfig, get_peft_model, AutoModelForSequenceClassification) -> Run:
+    r.update_manifest(preset="cpu", world_seed=0)
     paths = {"pretrain": "01_pretrain/model", "sft": "02_sft/model", "ppo": "05_ppo/model", "reward": "04_reward/model"}
     for i, (stage, rel) in enumerate(paths.items()):
         torch.manual_seed(i)
@@ -59,12 +63,21 @@ def cpu_preset_run(folder: Path) -> Run:
             rm = AutoModelForSequenceClassification.from_pretrained(str(r.path / rel), num_labels=1)
             rm.config.pad_token_id = tok.pad_token_id
             rm.save_pretrained(r.path / rel)
-        r.complete(stage, 0.0, {})
+        complete(r, stage)
     sft = build_model("causal", tok, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size)
     lora = get_peft_model(sft, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
     lora.save_pretrained(r.path / "06_compare" / "dpo" / "adapter")
-    r.complete("compare", 0.0, {})
+    complete(r, "compare")
     return r
+
+
+def complete(r: Run, stage: str) -> None:
+    """Mark ``stage`` complete with the files a complete stage has (runs.STAGE_OUTPUTS), empty."""
+    for out in STAGE_OUTPUTS[stage]:
+        path = r.stage_dir(stage) / out.split("|")[0]
+        if not path.exists():
+            atomic_write_text(path, "{}" if out.endswith(".json") else "")
+    r.complete(stage, 0.0, {})
 
 
 def median_s(fn, clicks: int) -> tuple[float, list[float]]:
