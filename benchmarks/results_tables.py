@@ -86,6 +86,33 @@ CONDUCT_LABELS = {"harmful_refused": "harmful refused", "unanswerable_abstained"
                   "mixed_rate": "mixed", "task_accuracy": "task accuracy", "over_refusal": "over-refusal, pooled"}
 
 
+def section_trust(doc: dict) -> list[str]:
+    seeds = doc["seeds"]
+    lines = ["", "## How far a reward model can be trusted", "",
+             f"`benchmarks/trust_seeds.py` (stage 7), `{doc['preset']}` preset, {doc['date']}, {doc['threads']} threads, "
+             f"seeds {', '.join(seeds)} (of development seeds {', '.join(map(str, DEV_SEEDS))}; no test seed). Gold is the "
+             "verifier's score on samples (points of % right, gain over SFT), proxy the reward model's; d = sqrt(KL to "
+             "SFT). Gao et al.'s forms: best-of-n gold = d(alpha - beta d), RL gold = d(alpha - beta ln d); d* is the "
+             "fitted peak (none where the fit never turns).", "",
+             "![gold and proxy against d, best-of-n and RL](trust/overoptimization.png)", ""]
+    rows = []
+    for sd, r in seeds.items():
+        for curve, fit in r["fits"].items():
+            rows.append([sd, curve, f(fit["alpha"], 2), f(fit["beta"], 2), f(fit["r2"], 3), f(fit.get("d_star"), 2),
+                         f(fit.get("d_peak_measured"), 2), f(fit.get("d_max"), 2), f(fit.get("gold_gain_max")),
+                         f(fit.get("gold_gain_last")), f(fit.get("proxy_gain_last"), 3)])
+    lines += table(["seed", "curve", "alpha", "beta", "R²", "d* (fit)", "d at the measured peak", "d reached",
+                    "gold gain at the peak", "gold gain at the end", "proxy gain at the end"], rows)
+    sized = [(sd, x) for sd, r in seeds.items() for x in (r.get("data_size") or [])]
+    if sized:
+        lines += ["", "Reward models of stage 4's recipe on fewer of stage 3's pairs, each with its own best-of-n curve:", ""]
+        lines += table(["seed", "pairs", "held-out conduct pairs right (%)", "d at the gold peak", "gold gain at the peak",
+                        "d* (fit)"],
+                       [[sd, f(x["pairs"]), f(x["conduct_accuracy"]), f(x.get("d_peak"), 2), f(x.get("gold_gain_max")),
+                         f((x.get("fit") or {}).get("d_star"), 2)] for sd, x in sized])
+    return lines
+
+
 DEV_SEEDS, TEST_SEEDS = (0, 1, 2), (3, 4)  # as benchmarks/seeds.py names them: settings are chosen on 0-2 only
 
 
@@ -450,7 +477,8 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("main_command_timing.json", [section_main_command]),
             ("pretrain_vs_nanogpt.json", [section_pretrain_vs_nanogpt]),
             ("pretrain_profile.json", [section_pretrain_profile]),
-            ("nbval_cost.json", [section_nbval_cost])]
+            ("nbval_cost.json", [section_nbval_cost]),
+            ("trust.json", [section_trust])]
 
 
 def readme_headline(doc: dict | None) -> list[str]:

@@ -81,6 +81,22 @@ def test_the_sft_stability_section_separates_model_from_draw_and_one_difference_
     assert "| 0 vs 1 | -40.0 | -30.0 | -10.0 |" in text
 
 
+def test_the_trust_section_shows_each_seeds_fits_and_the_data_size_peaks(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    fit = {"alpha": 21.3, "beta": 13.04, "r2": 0.89, "d_star": 0.817, "d_peak_measured": 1.1, "d_max": 1.78,
+           "gold_gain_max": 8.72, "gold_gain_last": -5.41, "proxy_gain_last": 1.2161}
+    seed = {"fits": {"best-of-n": fit, "RL (kl_coef=0.1)": {**fit, "beta": -2.85, "d_star": None}},
+            "data_size": [{"pairs": 250, "conduct_accuracy": 63.0, "d_peak": 0.8, "gold_gain_max": 3.17,
+                           "fit": {"d_star": 0.576}}]}
+    (tmp_path / "trust.json").write_text(json.dumps({"preset": "cpu", "date": "d", "threads": 2, "seeds": {"0": seed}}))
+    text = rt.render()
+    assert "| 0 | best-of-n | 21.30 | 13.04 | 0.890 | 0.82 | 1.10 | 1.78 | 8.7 | -5.4 | 1.216 |" in text
+    assert "| 0 | RL (kl_coef=0.1) | 21.30 | -2.85 | 0.890 | - |" in text  # a fit that never turns has no peak
+    assert "| 0 | 250 | 63.0 | 0.80 | 3.2 | 0.58 |" in text
+
+
 def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_time(tmp_path, monkeypatch):
     import json
     rt = _script()
