@@ -146,8 +146,9 @@ def read_json_lines(path):
 
 def machine() -> dict:
     import torch
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), None)
-    return {"cpu": cpu, "torch": torch.__version__, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+    from labkit.models import cpu_model
+    return {"cpu": cpu_model(), "torch": torch.__version__, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def main() -> None:
