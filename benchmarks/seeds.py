@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/seeds.py --seeds 0,1,2,3,4 --jobs 2                 # stages 1-6, two seeds at a time
     .venv/bin/python benchmarks/seeds.py --seeds 3,4 --twin                           # and stage 5's kl_coef=0 twin
+    .venv/bin/python benchmarks/seeds.py --seeds 0,3,4,1,2 --jobs 2 --twin 3,4        # twin at the test seeds only
     .venv/bin/python benchmarks/seeds.py --seeds 0,1,2 --out benchmarks/results/x.json -p sft.learning_rate=3e-4
 
 Each seed gets a run folder ``<work>/seed-<n>`` and trains every stage there with ``-p seed=<n>``
@@ -26,10 +27,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from labkit.config import DEV_SEEDS, TEST_SEEDS
 from labkit.runs import STAGE_DIRS, Run, read_json
 
 PIPELINE = ("pretrain", "sft", "preferences", "reward", "ppo", "compare")
-DEV_SEEDS, TEST_SEEDS = (0, 1, 2), (3, 4)
 PPO = ("harmful_refused", "unanswerable_abstained", "over_refusal", "over_refusal_benign", "over_refusal_answerable",
        "mixed_rate", "task_accuracy")
 COMPARE = PPO + ("kl", "seconds")
@@ -90,7 +91,7 @@ def run_seed(seed: int, args, params: list[str]) -> dict:
               f"(log {log})", flush=True)
         if done.returncode:
             raise SystemExit(f"seed {seed}: stage {stage} failed; see {log}")
-    if args.twin and not Run(f"{folder.name}-nokl", folder.parent).is_complete("ppo"):
+    if wants_twin(args.twin, seed) and not Run(f"{folder.name}-nokl", folder.parent).is_complete("ppo"):
         code = ("import sys; from labkit import ppo; "
                 f"ppo.kl_ablation(ppo.config({args.preset!r}, seed={seed}, threads={args.threads}), "
                 f"{folder.name!r}, {str(folder.parent)!r}, {args.preset!r}, live=False)")
@@ -98,6 +99,11 @@ def run_seed(seed: int, args, params: list[str]) -> dict:
             subprocess.run([sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT, env=env, check=True)
         print(f"seed {seed}: kl_coef=0 twin done", flush=True)
     return numbers(folder)
+
+
+def wants_twin(twin: str, seed: int) -> bool:
+    """``--twin`` alone: every seed; ``--twin 3,4``: those seeds only (the alarm table is read at the test seeds)."""
+    return twin == "all" or (bool(twin) and seed in {int(s) for s in twin.split(",")})
 
 
 def summary(per_seed: dict) -> dict:
@@ -126,7 +132,8 @@ def main() -> None:
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per stage (1: two seeds run side by side)")
     ap.add_argument("--jobs", type=int, default=1, help="seeds trained at the same time")
-    ap.add_argument("--twin", action="store_true", help="also train stage 5's kl_coef=0 twin (ppo.kl_ablation)")
+    ap.add_argument("--twin", nargs="?", const="all", default="",
+                    help="also train stage 5's kl_coef=0 twin (ppo.kl_ablation): at every seed, or at these (--twin 3,4)")
     ap.add_argument("--work", default="runs/seeds")
     ap.add_argument("-p", "--param", action="append", default=[], help="key=value or stage.key=value, every seed")
     ap.add_argument("--out", default="benchmarks/results/seeds.json")
@@ -138,7 +145,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({
         "preset": args.preset, "date": time.strftime("%Y-%m-%d"), "params": args.param, "threads": args.threads,
         "machine": machine(), "dev_seeds": [s for s in seeds if s in DEV_SEEDS],
-        "test_seeds": [s for s in seeds if s in TEST_SEEDS], "seeds": {str(s): results[s] for s in seeds},
+        "test_seeds": [s for s in seeds if s in TEST_SEEDS], "seeds": {str(s): results[s] for s in sorted(seeds)},
         "summary": summary(results)}, indent=1) + "\n")
     print(f"wrote {args.out}")
 

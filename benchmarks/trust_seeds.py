@@ -20,7 +20,6 @@ README's table of the fits.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 from labkit import trust
+from labkit.models import cpu_model
 from labkit.runs import STAGE_DIRS, Run, read_json
 
 CHROMIUM = "/usr/bin/chromium"
@@ -135,7 +135,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "preset": args.preset, "date": time.strftime("%Y-%m-%d"), "params": args.param, "threads": args.threads,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
         "seeds": {str(s): results[s] for s in seeds}, "summary": summary(results)}, indent=1) + "\n")
     print(f"wrote {args.out}")
     if args.figure:

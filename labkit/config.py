@@ -25,6 +25,10 @@ from dataclasses import field
 
 PRESET_NAMES = ("smoke", "cpu", "gpu", "hub")
 
+# A setting may be chosen by looking at the development seeds' results, never at the test seeds': those are read
+# once, to report. benchmarks/seeds.py and results_tables.py both name seeds by these.
+DEV_SEEDS, TEST_SEEDS = (0, 1, 2), (3, 4)
+
 
 class ConfigError(ValueError):
     """A parameter name or value that the stage does not accept."""
