@@ -45,7 +45,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 env = {**os.environ, "LABKIT_THREADS": str(args.threads), "LABKIT_RUNS_DIR": tmp,
                        "LABKIT_PRESET": "smoke", "LABKIT_RUN": "cost"}
-                cmd = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "notebooks/"]
+                cmd = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "--nbval-lax", "notebooks/"]
                        if kind == "nbval" else
                        [sys.executable, "-m", "labkit", "run", "--preset", "smoke", "--name", "cost", "--runs-dir", tmp,
                         "--stages", ",".join(STAGES)])

@@ -191,6 +191,9 @@ def execute_stage(run: Run, stage: str, parameters: dict, line: StageLine) -> No
     and is killed at once at the end or on Ctrl-C: stages write every file atomically, so a kill
     loses nothing, and a graceful shutdown of a busy kernel prints a traceback into the terminal.
     """
+    import shutil
+    import tempfile
+
     import papermill as pm
     from traitlets.config import Config
 
@@ -204,13 +207,18 @@ def execute_stage(run: Run, stage: str, parameters: dict, line: StageLine) -> No
     progress_file.unlink(missing_ok=True)
     # Figures as plotly JSON only: JupyterLab and the report draw them; "+notebook" would embed
     # plotly.js (4.9 MB) into every executed notebook.
+    # The kernel's sockets in a folder of its own. By default they are kernel-ipc-N in the kernel's working
+    # folder (notebooks/), numbered by the first free N: two labkit runs starting kernels at once (a sweep) took
+    # the same files and talked to each other's kernels ("Invalid Signature"). /tmp keeps the socket paths under
+    # the ~100 characters a Unix socket's path may have.
+    sockets = tempfile.mkdtemp(prefix="labkit-kernel-")
+    kernel = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})
     with environ(PLOTLY_RENDERER="plotly_mimetype", **{PROGRESS_ENV: str(progress_file)}):
         try:
             with watch_stage(line, run.path / STAGE_DIRS[stage], progress_file, headline_metric(stage)):
                 pm.execute_notebook(str(NOTEBOOK_DIR / NOTEBOOKS[stage]), str(partial), kernel_name="python3",
                                     parameters=parameters, cwd=str(NOTEBOOK_DIR), progress_bar=False,
-                                    config=Config({"KernelManager": {"transport": "ipc"}}),
-                                    shutdown_kernel="immediate")
+                                    config=kernel, shutdown_kernel="immediate")
         except KeyboardInterrupt:
             line.close()
             partial.unlink(missing_ok=True)  # half a notebook records nothing
@@ -220,6 +228,7 @@ def execute_stage(run: Run, stage: str, parameters: dict, line: StageLine) -> No
             raise
         finally:
             progress_file.unlink(missing_ok=True)
+            shutil.rmtree(sockets, ignore_errors=True)
             if partial.exists():
                 os.replace(partial, out)
 

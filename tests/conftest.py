@@ -1,16 +1,63 @@
-"""Shared test settings: two torch threads per test process (LABKIT_THREADS; the CI box has 2 cores), and the
-fixtures several test files share."""
+"""Shared test settings: the suite runs on two pytest-xdist workers (pyproject's addopts), each with its share of
+the cores as torch threads (LABKIT_THREADS; the CI box has 2 cores, so one each), and the fixtures several test
+files share (the expensive run folders built once per session, ``built_once``)."""
+import contextlib
+import fcntl
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("LABKIT_THREADS", "2")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ["LABKIT_THREADS"]))
+
+def pytest_configure(config):
+    """Threads per test process. Most of a test's time is one busy core (papermill kernels starting, Python around
+    small models), so two workers with a thread each finish sooner than one worker with two. The controller sets
+    LABKIT_THREADS before it starts the workers, which inherit it (as do the stages' subprocesses)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        workers = config.getoption("numprocesses", None)
+        workers = workers if isinstance(workers, int) and workers > 0 else 1
+        os.environ.setdefault("LABKIT_THREADS", str(max(1, min(2, (os.cpu_count() or 2) // workers))))
+    torch.set_num_threads(int(os.environ["LABKIT_THREADS"]))
+
+
+@contextlib.contextmanager
+def built_once(tmp_path_factory, name: str):
+    """A folder this test session builds once, whichever xdist worker needs it first: the others wait for it,
+    then read it (each worker has its own session, so a session fixture alone would build it once per worker).
+
+    Yields (folder, built): the caller builds into ``folder`` when ``built`` is false, under the lock. A build
+    that failed half-way is thrown away, not reused."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder, done = root / name, root / f"{name}.built"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+        yield folder, done.exists()
+        done.touch()
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected
+def pytest_collection_modifyitems(config, items):
+    """The two longest jobs start at once, on different workers. --dist worksteal hands one worker the first half
+    of this list and the other the second half, so the slow tests that share the smoke pipeline lead the first
+    half and the other slow ones lead the second: neither worker waits for the other's build at the start."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = [i for i in items if i.get_closest_marker("slow")]
+    smoke = [i for i in slow if i.module.__name__ in ("test_runner", "test_browser")]
+    other = [i for i in slow if i not in smoke]
+    rest = [i for i in items if i not in slow]
+    cut = max(0, len(items) // 2 - len(smoke))
+    items[:] = smoke + rest[:cut] + other + rest[cut:]
 
 
 def ran_every_cell(run_dir, stage: str) -> None:
@@ -109,12 +156,13 @@ def explore_run(tmp_path_factory):
     for the explorers' tests (tests/test_explore*.py, test_arena.py, test_explore_browser.py). Tests that
     write into a run (the arena, stage 1's extra tokenizers) work on a copy of it."""
     from labkit import compare, ppo, preferences, pretrain, reward, sft
-    runs = tmp_path_factory.mktemp("explore_runs")
-    kw = dict(run="explore", runs_dir=str(runs), preset="smoke", progress_bar=False, live=False)
-    pretrain.run(pretrain.config("smoke"), **kw)
-    sft.run(sft.config("smoke"), **kw)
-    preferences.run(preferences.config("smoke"), **kw)
-    reward.run(reward.config("smoke"), **kw)
-    ppo.run(ppo.config("smoke", kl_ablation=False), **kw)
-    compare.run(compare.config("smoke"), **kw)
+    with built_once(tmp_path_factory, "explore_runs") as (runs, built):
+        if not built:
+            kw = dict(run="explore", runs_dir=str(runs), preset="smoke", progress_bar=False, live=False)
+            pretrain.run(pretrain.config("smoke"), **kw)
+            sft.run(sft.config("smoke"), **kw)
+            preferences.run(preferences.config("smoke"), **kw)
+            reward.run(reward.config("smoke"), **kw)
+            ppo.run(ppo.config("smoke", kl_ablation=False), **kw)
+            compare.run(compare.config("smoke"), **kw)
     return runs / "explore"

@@ -29,12 +29,16 @@ def test_the_tables_come_from_the_files(tmp_path, monkeypatch):
     rt = _script()
     monkeypatch.setattr(rt, "RESULTS", tmp_path)
     assert "Every stage at every seed" not in rt.render()
-    seed = {"pretrain/val_ppl": 2.345, "ppo/harmful_refused_before": 30.0, "ppo/harmful_refused_after": 91.25}
+    seed = {"pretrain/val_ppl": 2.345, "ppo/harmful_refused_before": 30.0, "ppo/harmful_refused_after": 91.25,
+            "sft/task_accuracy": 65.9, "reward/conduct_spearman": 0.6}
     (tmp_path / "seeds.json").write_text(json.dumps({
         "preset": "cpu", "date": "d", "params": [], "threads": 1, "dev_seeds": [0], "test_seeds": [],
         "machine": {"cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2"}, "seeds": {"0": seed}}))
     text = rt.render()
     assert "| pretraining: validation perplexity | 2.35 |" in text and "91.2 met" in text
+    assert "| SFT task accuracy >= 66 | 65.9 **not met** |" in text and "| 0.60 met |" in text
+    assert "| SFT task accuracy >= 66 | 65.9 | - | 0 of 1 |" in "\n".join(
+        rt.readme_headline(json.loads((tmp_path / "seeds.json").read_text())))
 
 
 def test_the_sft_stability_section_shows_each_model_on_each_draw_and_the_validation_choice(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 
 from labkit import runner
 from labkit.config import ConfigError
-from conftest import mark_complete, ran_every_cell
+from conftest import built_once, mark_complete, ran_every_cell
 from labkit.runs import DEFAULT_STAGES, STAGE_OUTPUTS, STAGES, Run, atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,19 +47,17 @@ def smoke_pipeline(tmp_path_factory) -> tuple[Path, str]:
     """``python -m labkit run --preset smoke`` over every stage (compare and trust included, which the default
     leaves out), with its output in a file (not a terminal), once per session.
 
-    Returns the run folder and the output. tests/test_browser.py opens the same run's report: the
-    folder is under the session's base temp folder, so whichever module comes first runs it.
+    Returns the run folder and the output. tests/test_browser.py opens the same run's report: the folder
+    is built once per session (conftest.built_once), by whichever test needs it first.
     """
-    runs = tmp_path_factory.getbasetemp() / "smoke_pipeline"
-    log = runs / "labkit.log"
-    if not log.exists():
-        runs.mkdir(exist_ok=True)
-        with open(runs / "partial.log", "w") as out:
-            p = subprocess.run([sys.executable, "-m", "labkit", "run", "--preset", "smoke", "--name", "smoke",
-                                "--stages", ",".join(STAGES), "--runs-dir", str(runs)],
-                               stdout=out, stderr=subprocess.STDOUT, cwd=runs)
-        assert p.returncode == 0, (runs / "partial.log").read_text()[-3000:]
-        (runs / "partial.log").rename(log)
+    with built_once(tmp_path_factory, "smoke_pipeline") as (runs, built):
+        log = runs / "labkit.log"
+        if not built:
+            with open(log, "w") as out:
+                p = subprocess.run([sys.executable, "-m", "labkit", "run", "--preset", "smoke", "--name", "smoke",
+                                    "--stages", ",".join(STAGES), "--runs-dir", str(runs)],
+                                   stdout=out, stderr=subprocess.STDOUT, cwd=runs)
+            assert p.returncode == 0, log.read_text()[-3000:]
     return runs / "smoke", log.read_text()
 
 
@@ -328,3 +326,32 @@ def test_labkit_train_is_a_writer_too(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_each_kernel_gets_sockets_of_its_own_and_they_are_removed(tmp_path, monkeypatch):
+    """Two labkit runs started at once must not share kernel sockets: by default they are kernel-ipc-N in
+    notebooks/, numbered by the first free N, and two runs took the same ones (the kernels then answered the
+    wrong client). Each stage's kernel gets a fresh folder, gone once the stage ends, even when it fails."""
+    import os
+
+    import papermill as pm
+
+    from labkit.live import StageLine
+    seen = []
+
+    def fake_execute(src, out, config=None, **kw):
+        ip = config.KernelManager.ip
+        seen.append((config.KernelManager.transport, ip, os.path.isdir(os.path.dirname(ip))))
+        if len(seen) == 2:
+            raise RuntimeError("a cell failed")
+    monkeypatch.setattr(pm, "execute_notebook", fake_execute)
+    run = Run("k", tmp_path)
+    (run.path / "notebooks").mkdir(parents=True, exist_ok=True)
+    runner.execute_stage(run, "pretrain", {}, StageLine("pretrain", tty=False, log=lambda *a: None))
+    with pytest.raises(RuntimeError):
+        runner.execute_stage(run, "pretrain", {}, StageLine("pretrain", tty=False, log=lambda *a: None))
+    (t1, ip1, existed1), (t2, ip2, existed2) = seen
+    assert t1 == t2 == "ipc" and existed1 and existed2
+    assert os.path.dirname(ip1) != os.path.dirname(ip2)
+    assert not str(ip1).startswith(str(runner.NOTEBOOK_DIR)) and len(ip1) < 90
+    assert not os.path.exists(os.path.dirname(ip1)) and not os.path.exists(os.path.dirname(ip2))
