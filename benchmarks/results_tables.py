@@ -426,6 +426,21 @@ def section_main_command(doc: dict) -> list[str]:
             rows.append([stage, f(nb, 0), "; ".join(cells), rest])
         lines += table(["stage", "notebook s", "timed parts", "start-up, notebook, plots"], rows)
     return lines
+def section_suite_timing(doc: dict) -> list[str]:
+    runs = [doc["runs"][k] for k in ("old", "new") if k in doc["runs"]]
+    lines = ["", "## Speed: the test suite", "",
+             f"`benchmarks/suite_timing.py`, {doc['date']}, on {doc['cpu']} ({doc['cores']} cores; load average "
+             f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): CI's command "
+             "(`CI=true bash .ci/run`: a fresh venv, then the tests) at each revision from a fresh clone, "
+             f"{doc['order'].replace(',', ' then ')}. Target: 5 minutes with the setup.", ""]
+    rows = [[f"{r['revision']} ({r['commit']})", f(r["ci_seconds"] - (r["pytest_seconds"] or 0), 0),
+             f(r["pytest_seconds"], 0), f(r["ci_seconds"], 0), r["line"],
+             f"{f(r['matmul_gflops_after']['1'])} / {f(r['matmul_gflops_after']['2'])}"] for r in runs]
+    lines += table(["revision", "setup s", "tests s", "CI s", "pytest's summary", "matmul after, 1 / 2 threads (GFLOP/s)"],
+                   rows)
+    return lines + (["", f"New / old test time: **{f(doc['ratio_pytest'], 2)}**."] if doc.get("ratio_pytest") else [])
+
+
 def section_pretrain_vs_nanogpt(doc: dict) -> list[str]:
     sh, tps, peak = doc["shape"], doc["tokens_per_s"], doc["matmul_peak_gflops"]["median"]
     lines = ["", "## Pretraining beside nanoGPT", "",
@@ -487,6 +502,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),
             ("main_command_timing.json", [section_main_command]),
+            ("suite_timing.json", [section_suite_timing]),
             ("pretrain_vs_nanogpt.json", [section_pretrain_vs_nanogpt]),
             ("pretrain_profile.json", [section_pretrain_profile]),
             ("nbval_cost.json", [section_nbval_cost]),

@@ -119,3 +119,18 @@ def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_tim
     assert "| matmul rate, 1 thread / 2 threads | 51.0 / 92.0 |" in text
     # the step's parts are shown but counted once: 200 s - (150 + 30) s is start-up and the notebook
     assert "train: update 100 s (50%)" in text and "| 20 s (10%) |" in text
+
+
+def test_the_suite_timing_section_shows_each_revision_and_the_ratio(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    run = lambda rev, ci, tests: {"revision": rev, "commit": rev[:3], "returncode": 0, "ci_seconds": ci,  # noqa: E731
+                                  "line": "9 passed in 1.0s", "counts": {"passed": 9}, "pytest_seconds": tests,
+                                  "matmul_gflops_after": {"1": 50.0, "2": 90.0}}
+    (tmp_path / "suite_timing.json").write_text(json.dumps({
+        "date": "d", "cpu": "c", "cores": 2, "load_before": [0.5], "load_after": [1.5], "order": "old,new",
+        "runs": {"old": run("oldrev", 700.0, 600.0), "new": run("newrev", 400.0, 300.0)}, "ratio_pytest": 0.5}))
+    text = rt.render()
+    assert "| oldrev (old) | 100 | 600 | 700 | 9 passed in 1.0s | 50.0 / 90.0 |" in text
+    assert "| newrev (new) | 100 | 300 | 400 |" in text and "New / old test time: **0.50**." in text
