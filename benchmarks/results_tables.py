@@ -205,11 +205,11 @@ def section_compare(doc: dict) -> list[str]:
     if not seeds:
         return []
     methods = [m for m in ("sft", "best_of_n", "dpo", "rloo", "rloo_verifier", "ppo") if any(m in v["compare"] for v in seeds.values())]
-    keys = CONDUCT + ["kl", "seconds"]
+    keys = CONDUCT + ["kl"]  # no seconds: these seeds share the machine two at a time, so a time says little
     lines = ["", "## Stage 6: what people use instead of PPO", "",
-             f"The same held-out prompts and evaluation for every method, at seeds {', '.join(seeds)} (of "
+             f"The same held-out prompts and evaluation for every method, at seed{'s' * (len(seeds) > 1)} {', '.join(seeds)} (of "
              f"{', '.join(doc['seeds'])} run through stage 5), mean (min–max). KL is to the SFT model per response "
-             "(best-of-n: the analytic bound); seconds are training (best-of-n: sampling).", ""]
+             "(best-of-n: the analytic bound). Times are left out: the seeds ran two at a time on a shared machine.", ""]
     rows = [[m] + [spread([v["compare"].get(m, {}).get(k) for v in seeds.values()], 2 if k == "kl" else 1)
                    for k in keys] for m in methods]
     lines += table(["method"] + [CONDUCT_LABELS.get(k, k) for k in keys], rows)
