@@ -31,9 +31,10 @@ def matmul(threads: int, python: str) -> float:
     return float(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
-def run_revision(rev: str, work: Path) -> dict:
-    name = rev.replace("/", "_")
-    clone = work / name
+def fresh_clone(rev: str, work: Path) -> tuple[Path, str, dict]:
+    """``rev`` cloned from this repository into ``work`` (an old clone replaced): the folder, its short commit,
+    and an environment without this checkout's venv, paths or thread setting."""
+    clone = work / rev.replace("/", "_")
     if clone.exists():
         shutil.rmtree(clone)
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
@@ -41,6 +42,11 @@ def run_revision(rev: str, work: Path) -> dict:
     commit = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=True).stdout.strip()
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "LABKIT_THREADS")}
+    return clone, commit, env
+
+
+def run_revision(rev: str, work: Path) -> dict:
+    clone, commit, env = fresh_clone(rev, work)
     t0 = time.perf_counter()
     subprocess.run(["./setup.sh"], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
     setup = time.perf_counter() - t0

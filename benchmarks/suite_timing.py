@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.main_command_timing import matmul  # noqa: E402
+from benchmarks.main_command_timing import fresh_clone, matmul  # noqa: E402
 from labkit.models import cpu_model  # noqa: E402
 
 
@@ -35,14 +34,7 @@ def pytest_summary(output: str) -> dict:
 
 
 def run_revision(rev: str, work: Path) -> dict:
-    clone = work / rev.replace("/", "_")
-    if clone.exists():
-        shutil.rmtree(clone)
-    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
-    subprocess.run(["git", "-C", str(clone), "checkout", "-q", rev], check=True)
-    commit = subprocess.run(["git", "-C", str(clone), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=True).stdout.strip()
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "LABKIT_THREADS")}
+    clone, commit, env = fresh_clone(rev, work)
     env["CI"] = "true"
     t0 = time.perf_counter()
     p = subprocess.run(["bash", ".ci/run"], cwd=clone, env=env, capture_output=True, text=True)
