@@ -94,10 +94,18 @@ CONDUCT_LABELS = {"harmful_refused": "harmful refused", "unanswerable_abstained"
                   "mixed_rate": "mixed", "task_accuracy": "task accuracy", "over_refusal": "over-refusal, pooled"}
 
 
+def trust_threads(doc: dict) -> str:
+    """The threads stage 7 ran on, per seed where they differ (seeds run by separate invocations)."""
+    per = {sd: r.get("threads", doc.get("threads")) for sd, r in doc["seeds"].items()}
+    if len(set(per.values())) == 1:
+        return f"{next(iter(per.values()))} threads"
+    return "threads " + ", ".join(f"{t} (seed {sd})" for sd, t in per.items())
+
+
 def section_trust(doc: dict) -> list[str]:
     seeds = doc["seeds"]
     lines = ["", "## How far a reward model can be trusted", "",
-             f"`benchmarks/trust_seeds.py` (stage 7), `{doc['preset']}` preset, {doc['date']}, {doc['threads']} threads, "
+             f"`benchmarks/trust_seeds.py` (stage 7), `{doc['preset']}` preset, {doc['date']}, {trust_threads(doc)}, "
              f"seeds {', '.join(seeds)} (of development seeds {', '.join(map(str, DEV_SEEDS))}; no test seed). Gold is the "
              "verifier's score on samples (points of % right, gain over SFT), proxy the reward model's; d = sqrt(KL to "
              "SFT). Gao et al.'s forms: best-of-n gold = d(alpha - beta d), RL gold = d(alpha - beta ln d); d* is the "
@@ -111,6 +119,10 @@ def section_trust(doc: dict) -> list[str]:
                          f(fit.get("gold_gain_last")), f(fit.get("proxy_gain_last"), 3)])
     lines += table(["seed", "curve", "alpha", "beta", "R²", "d* (fit)", "d at the measured peak", "d reached",
                     "gold gain at the peak", "gold gain at the end", "proxy gain at the end"], rows)
+    missing = [[sd, k, v] for sd, r in seeds.items() for k, v in (r.get("missing") or {}).items()]
+    if missing:
+        lines += ["", "Curves a seed lacks, and why:", ""] + table(["seed", "curve", "why"], missing)
+    lines += trust_points(seeds)
     sized = [(sd, x) for sd, r in seeds.items() for x in (r.get("data_size") or [])]
     if sized:
         lines += ["", "Reward models of stage 4's recipe on fewer of stage 3's pairs, each with its own best-of-n curve:", ""]
@@ -118,6 +130,63 @@ def section_trust(doc: dict) -> list[str]:
                         "d* (fit)"],
                        [[sd, f(x["pairs"]), f(x["conduct_accuracy"]), f(x.get("d_peak"), 2), f(x.get("gold_gain_max")),
                          f((x.get("fit") or {}).get("d_star"), 2)] for sd, x in sized])
+        earlier = {sd: r.get("weakest_peaks_earlier") for sd, r in seeds.items() if r.get("data_size")}
+        lines += ["", "Does the reward model on the fewest pairs peak earliest (smallest d at its gold peak)? "
+                  + "; ".join(f"seed {sd}: {f(v)}" for sd, v in earlier.items()) + "."]
+    lines += trust_feedback(seeds)
+    return lines
+
+
+def trust_points(seeds: dict) -> list[str]:
+    """Every point of every curve: where it is (d), what gold and proxy gained, and the share of samples the
+    strict verifier calls mixed (a refusal that also complies is the exploit a reward model can reward)."""
+    rows = []
+    for sd, r in seeds.items():
+        for curve, points in (r.get("curves") or {}).items():
+            for p in points:
+                at = f"n = {p['n']}" if "n" in p else f"step {p['step']}" if "step" in p else "-"
+                rows.append([sd, curve, at, f(p["d"], 2), f(p.get("gold_gain")), f(p.get("proxy_gain"), 3),
+                             f(100 * p["mixed"] if p.get("mixed") is not None else None)])
+    if not rows:
+        return []
+    return ["", "### Each point of the curves", "",
+            "Gold and proxy gains over the SFT model, and mixed samples (% of samples the strict verifier calls "
+            "`mixed`), at each n of best-of-n and each snapshot of the RL runs:", ""] + table(
+        ["seed", "curve", "point", "d", "gold gain", "proxy gain", "mixed (% of samples)"], rows)
+
+
+def trust_feedback(seeds: dict) -> list[str]:
+    """What feedback buys: conduct accuracy against labels per annotator, and the labels and person-hours to the
+    target, where stage 7's ``feedback`` part ran."""
+    ran = {sd: r["feedback"] for sd, r in seeds.items() if r.get("feedback")}
+    if not ran:
+        return []
+    lines = ["", "### What feedback costs", "",
+             "Reward models of stage 4's recipe on the first k labelled pairs: labelled by the constitution judge, by "
+             "simulated annotators who flip a share of the judge's labels at random, and by active selection (start "
+             "from the judge's first labels, then each round double them with the pairs the current reward model is "
+             "least sure of). Held-out conduct pairs right (%):", ""]
+    for sd, fb in ran.items():
+        names = list(fb["curves"])
+        counts = sorted({c["labels"] for v in fb["curves"].values() for c in v})
+        at = {n: {c["labels"]: c["conduct_accuracy"] for c in v} for n, v in fb["curves"].items()}
+        lines += ["", f"Seed {sd} (labelled by {fb.get('labelled_by') or 'the judge'}; target "
+                      f"{f(fb['target_accuracy'])}%):", ""]
+        lines += table(["pairs"] + names, [[f(c)] + [f(at[n].get(c)) for n in names] for c in counts])
+        agree = fb.get("agreement") or {}
+        if agree:
+            lines += ["", "Agreement of the simulated annotators (% of pairs): "
+                      + "; ".join(f"flipping {float(k):.0%}: {f(v['with_judge'])} with the judge, "
+                                  f"{f(v['two_annotators'])} between two such annotators" for k, v in agree.items()) + "."]
+        spl = fb["seconds_per_label"]
+        how = ("measured: the median gap between a person's consecutive labels in the label store"
+               if spl["source"] == "measured" else
+               "**assumed** (no person's labels are stored to time; set `seconds_per_label`)")
+        lines += ["", f"Labels to reach {f(fb['target_accuracy'])}% conduct accuracy, at {f(spl['seconds'])} s per "
+                      f"label ({how}) and {f(fb['labels_per_pair'], 2)} labels per pair:", ""]
+        lines += table(["annotator", "pairs", "labels", "person-hours"],
+                       [[n, f(t["pairs"], 0), f(t["labels"], 0), f(t["person_hours"], 2)] if t["pairs"] is not None
+                        else [n, "not reached", "-", "-"] for n, t in fb["to_target"].items()])
     return lines
 
 
@@ -543,10 +612,28 @@ def readme_headline(doc: dict | None) -> list[str]:
                   "seeds where the target was met"], rows)
 
 
+def readme_trust(doc: dict | None) -> list[str]:
+    """README's stage-7 table: each curve's fitted alpha, beta, R² and peak d*, mean (min–max) over the seeds run."""
+    if doc is None:
+        return ["(no results yet: run benchmarks/trust_seeds.py, then benchmarks/results_tables.py)"]
+    seeds = doc["seeds"]
+    curves = list(dict.fromkeys(c for r in seeds.values() for c in r["fits"]))
+    rows = []
+    for c in curves:
+        has = [sd for sd, r in seeds.items() if c in r["fits"]]
+        fits = [seeds[sd]["fits"][c] for sd in has]
+        turned = [x["d_star"] for x in fits if x.get("d_star") is not None]
+        rows.append([c, ", ".join(has), spread([x["alpha"] for x in fits], 2), spread([x["beta"] for x in fits], 2),
+                     spread([x["r2"] for x in fits], 2),
+                     f"{spread(turned, 2)} ({len(turned)} of {len(fits)} turn)" if turned else f"none of {len(fits)} turn"])
+    return table(["curve", "seeds", "alpha", "beta", "R²", "d* (fitted peak)"], rows)
+
+
 README = REPO / "README.md"
 # The pages with generated blocks (<!-- results:NAME --> ... <!-- /results -->) besides docs/results.md.
 PAGES = (README, REPO / "docs" / "using.md")
 BLOCKS = {"headline": lambda: readme_headline(load("seeds.json")),
+          "trust": lambda: readme_trust(load("trust.json")),
           "hh_rlhf": lambda: table(HH_HEADER, hh_rows(load("hh_rlhf_lengths.json"))) if load("hh_rlhf_lengths.json")
           else ["(no results yet: run benchmarks/hh_rlhf_lengths.py, then benchmarks/results_tables.py)"]}
 

@@ -14,8 +14,11 @@ Writes ``--out`` (default ``benchmarks/results/trust.json``): per seed the fits 
 every curve's points, the data-size and feedback results where run, the seconds per part and the machine's load
 average while it ran; a summary (mean, min, max over the seeds) of every fitted number; and ``--figure`` (default
 ``docs/trust/overoptimization.png``): the first seed's gold-against-proxy figure, exported by plotly's kaleido
-when it is installed, else drawn by plotly.js in the Chromium the browser tests use. ``--markdown`` prints the
-README's table of the fits.
+when it is installed, else drawn by plotly.js in the Chromium the browser tests use. README's table of the fits
+and docs/results.md are written from the JSON by ``benchmarks/results_tables.py``.
+
+Two seeds side by side: run each in its own command with ``--out`` to a scratch file and ``--figure ''``, then
+once more over all the seeds; that last run reads each complete stage 7 and trains nothing.
 """
 import argparse
 import json
@@ -80,21 +83,6 @@ def summary(per_seed: dict) -> dict:
     return out
 
 
-def markdown(per_seed: dict) -> str:
-    """README's table: per curve, each fitted number as seed 0's value and the range over the seeds."""
-    curves = list(dict.fromkeys(c for s in per_seed.values() for c in s["fits"]))
-    seeds = list(per_seed)
-    lines = ["| curve | α | β | R² | d* (fit) | d at the measured peak | largest d | seeds |", "|---|---|---|---|---|---|---|---|"]
-    for c in curves:
-        cells = []
-        for k in ("alpha", "beta", "r2", "d_star", "d_peak_measured", "d_max"):
-            vals = [per_seed[s]["fits"][c][k] if c in per_seed[s]["fits"] else None for s in seeds]
-            shown = ["–" if v is None else f"{v:.2f}" for v in vals]
-            cells.append(" / ".join(shown))
-        lines.append(f"| {c} | " + " | ".join(cells) + f" | {', '.join(map(str, seeds))} |")
-    return "\n".join(lines)
-
-
 def save_png(fig, path: Path) -> str:
     """The figure as a PNG: plotly's kaleido when installed, else plotly.js's toImage in headless Chromium."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +116,6 @@ def main() -> None:
     ap.add_argument("-p", "--param", action="append", default=[], help="key=value for stage 7, every seed")
     ap.add_argument("--out", default="benchmarks/results/trust.json")
     ap.add_argument("--figure", default="docs/trust/overoptimization.png", help="'' for none")
-    ap.add_argument("--markdown", action="store_true", help="print README's table of the fits")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {s: run_seed(s, args) for s in seeds}
@@ -144,8 +131,6 @@ def main() -> None:
                                                                f"d = √KL, seed {seeds[0]}, {args.preset} preset"),
                        Path(args.figure))
         print(f"wrote {args.figure} ({how})")
-    if args.markdown:
-        print(markdown({str(s): results[s] for s in seeds}))
 
 
 if __name__ == "__main__":

@@ -101,6 +101,36 @@ def test_the_trust_section_shows_each_seeds_fits_and_the_data_size_peaks(tmp_pat
     assert "| 0 | 250 | 63.0 | 0.80 | 3.2 | 0.58 |" in text
 
 
+def test_the_trust_section_shows_every_point_with_its_mixed_share_and_what_feedback_costs(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    fit = {"alpha": 20.0, "beta": 10.0, "r2": 0.9, "d_star": 1.0, "d_peak_measured": 1.1, "d_max": 1.78,
+           "gold_gain_max": 8.0, "gold_gain_last": -5.0, "proxy_gain_last": 1.0}
+    feedback = {"labelled_by": "ai:constitution", "target_accuracy": 90.0, "labels_per_pair": 1.0,
+                "curves": {"judge": [{"labels": 100, "conduct_accuracy": 60.0}, {"labels": 4000, "conduct_accuracy": 91.0}],
+                           "flip 25%": [{"labels": 100, "conduct_accuracy": 55.0}]},
+                "agreement": {"0.25": {"with_judge": 75.0, "two_annotators": 62.5}},
+                "to_target": {"judge": {"pairs": 3000.0, "labels": 3000.0, "person_hours": 16.67},
+                              "flip 25%": {"pairs": None, "labels": None, "person_hours": None}},
+                "seconds_per_label": {"seconds": 20.0, "source": "assumed"}}
+    seed = lambda threads, fb: {"fits": {"best-of-n": fit}, "threads": threads, "feedback": fb,  # noqa: E731
+                                "missing": {"nokl": "no kl_coef=0 twin"},
+                                "curves": {"best-of-n": [{"n": 4, "d": 0.8, "gold_gain": 3.0, "proxy_gain": 0.5,
+                                                          "mixed": 0.0125}]}}
+    (tmp_path / "trust.json").write_text(json.dumps({"preset": "cpu", "date": "d", "threads": 1,
+                                                     "seeds": {"0": seed(1, feedback), "2": seed(2, None)}}))
+    text = rt.render()
+    assert "threads 1 (seed 0), 2 (seed 2)" in text  # seeds run by separate commands keep their own thread count
+    assert "| 0 | best-of-n | n = 4 | 0.80 | 3.0 | 0.500 | 1.2 |" in text  # mixed as % of samples
+    assert "| 2 | nokl | no kl_coef=0 twin |" in text
+    assert "| 100 | 60.0 | 55.0 |" in text and "| 4,000 | 91.0 | - |" in text
+    assert "| judge | 3,000 | 3,000 | 16.67 |" in text and "| flip 25% | not reached | - | - |" in text
+    assert "**assumed**" in text and "75.0 with the judge, 62.5 between two" in text
+    readme = "\n".join(rt.readme_trust(json.loads((tmp_path / "trust.json").read_text())))
+    assert "| best-of-n | 0, 2 | 20.00 (20.00–20.00) | 10.00 (10.00–10.00) | 0.90 (0.90–0.90) | 1.00 (1.00–1.00) (2 of 2 turn) |" in readme
+
+
 def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_time(tmp_path, monkeypatch):
     import json
     rt = _script()
