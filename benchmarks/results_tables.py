@@ -134,7 +134,29 @@ def section_trust(doc: dict) -> list[str]:
         lines += ["", "Does the reward model on the fewest pairs peak earliest (smallest d at its gold peak)? "
                   + "; ".join(f"seed {sd}: {f(v)}" for sd, v in earlier.items()) + "."]
     lines += trust_feedback(seeds)
+    lines += trust_time(seeds)
     return lines
+
+
+def one_minute(load):
+    """The 1-minute load average (older files kept all three)."""
+    return load[0] if isinstance(load, list) else load
+
+
+def trust_time(seeds: dict) -> list[str]:
+    """Stage 7's wall seconds per part and the load the machine was under."""
+    timed = {sd: r for sd, r in seeds.items() if r.get("trust/seconds") is not None}
+    if not timed:
+        return []
+    parts = list(dict.fromkeys(p for r in timed.values() for p in r.get("seconds") or {}))
+    lines = ["", "### Stage 7's time", "",
+             "Wall seconds per part (the budget is 12 minutes for the default parts at the `cpu` preset on 2 cores), "
+             "with the machine's 1-minute load average when the stage started: a load above the threads the stage ran "
+             "on means another job shared the cores.", ""]
+    return lines + table(["seed", "threads", "load at start"] + [f"{p} s" for p in parts] + ["total s"],
+                         [[sd, f(r.get("threads")), f(one_minute(r.get("load_average_at_start")), 2)]
+                          + [f((r.get("seconds") or {}).get(p), 0) for p in parts] + [f(r["trust/seconds"], 0)]
+                          for sd, r in timed.items()])
 
 
 def trust_points(seeds: dict) -> list[str]:
@@ -153,6 +175,16 @@ def trust_points(seeds: dict) -> list[str]:
             "Gold and proxy gains over the SFT model, and mixed samples (% of samples the strict verifier calls "
             "`mixed`), at each n of best-of-n and each snapshot of the RL runs:", ""] + table(
         ["seed", "curve", "point", "d", "gold gain", "proxy gain", "mixed (% of samples)"], rows)
+
+
+def section_trust_feedback(doc: dict) -> list[str]:
+    """Stage 7's feedback part where it ran on its own (a copy of the seed's run folder, ``-p parts=feedback``)."""
+    seeds = doc["seeds"]
+    lines = ["", "## What feedback costs", "",
+             f"`benchmarks/trust_seeds.py -p parts=feedback` (stage 7's feedback part), `{doc['preset']}` preset, "
+             f"{doc['date']}, {trust_threads(doc)}, seeds {', '.join(seeds)} (development seeds; no test seed)."]
+    body = trust_feedback(seeds)
+    return lines + body[2:] + trust_time(seeds) if body else []  # its own heading replaces the sub-heading
 
 
 def trust_feedback(seeds: dict) -> list[str]:
@@ -576,7 +608,8 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("pretrain_vs_nanogpt.json", [section_pretrain_vs_nanogpt]),
             ("pretrain_profile.json", [section_pretrain_profile]),
             ("nbval_cost.json", [section_nbval_cost]),
-            ("trust.json", [section_trust])]
+            ("trust.json", [section_trust]),
+            ("trust_feedback.json", [section_trust_feedback])]
 
 
 def readme_headline(doc: dict | None) -> list[str]:

@@ -48,7 +48,6 @@ def run_seed(seed: int, args) -> dict:
                 f"ppo.kl_ablation(ppo.config({args.preset!r}, seed={seed}, threads={args.threads}), "
                 f"{folder.name!r}, {str(folder.parent)!r}, {args.preset!r}, live=False)")
         subprocess.run([sys.executable, "-c", code], env=env, check=True)
-    load = os.getloadavg()
     if args.force or not r.is_complete("trust"):
         cmd = [sys.executable, "-m", "labkit", "train", "trust", "--name", folder.name, "--runs-dir", str(folder.parent),
                "--preset", args.preset, "-p", f"seed={seed}", "-p", f"threads={args.threads}"]
@@ -67,7 +66,7 @@ def run_seed(seed: int, args) -> dict:
                           | {"fit": m["fit"]} for m in (ev.get("data_size") or {}).get("models", [])],
             "weakest_peaks_earlier": (ev.get("data_size") or {}).get("weakest_peaks_earlier"),
             "feedback": ev.get("feedback"), "seconds": ev["seconds"], "trust/seconds": ev["trust/seconds"],
-            "settings": ev["settings"], "threads": ev["threads"], "load_average_at_start": load,
+            "settings": ev["settings"], "threads": ev["threads"], "load_average_at_start": ev.get("load_average_at_start"),
             "config": read_json(r.path / STAGE_DIRS["trust"] / "config.json")}
 
 

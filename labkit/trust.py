@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import random
 import statistics
 import tempfile
@@ -401,6 +402,7 @@ def _run(cfg: TrustConfig, run: str, runs_dir: str, preset: str | None, progress
 
     parts = _check(cfg)
     t_start = time.perf_counter()
+    load = os.getloadavg()[0]  # the seconds below mean little on a busy machine: say how busy it was
     threads = set_threads(cfg.threads)
     device = pick_device(cfg.device)
     autocast = contextlib.nullcontext()
@@ -502,7 +504,8 @@ def _run(cfg: TrustConfig, run: str, runs_dir: str, preset: str | None, progress
 
     if rows:
         write_jsonl_atomic(stage / "best_of_n.jsonl.gz", rows)
-    result.update({"trust/seconds": time.perf_counter() - t_start, "threads": threads, "device": str(device)})
+    result.update({"trust/seconds": time.perf_counter() - t_start, "threads": threads, "device": str(device),
+                   "load_average_at_start": load})
     atomic_write_json(stage / "eval.json", result)
     r.complete("trust", result["trust/seconds"], headline(result))
     return result

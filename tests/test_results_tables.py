@@ -115,6 +115,8 @@ def test_the_trust_section_shows_every_point_with_its_mixed_share_and_what_feedb
                               "flip 25%": {"pairs": None, "labels": None, "person_hours": None}},
                 "seconds_per_label": {"seconds": 20.0, "source": "assumed"}}
     seed = lambda threads, fb: {"fits": {"best-of-n": fit}, "threads": threads, "feedback": fb,  # noqa: E731
+                                "seconds": {"best_of_n": 140.2, "feedback": 900.0}, "trust/seconds": 1050.4,
+                                "load_average_at_start": 1.234,
                                 "missing": {"nokl": "no kl_coef=0 twin"},
                                 "curves": {"best-of-n": [{"n": 4, "d": 0.8, "gold_gain": 3.0, "proxy_gain": 0.5,
                                                           "mixed": 0.0125}]}}
@@ -126,7 +128,13 @@ def test_the_trust_section_shows_every_point_with_its_mixed_share_and_what_feedb
     assert "| 2 | nokl | no kl_coef=0 twin |" in text
     assert "| 100 | 60.0 | 55.0 |" in text and "| 4,000 | 91.0 | - |" in text
     assert "| judge | 3,000 | 3,000 | 16.67 |" in text and "| flip 25% | not reached | - | - |" in text
+    assert "| 0 | 1 | 1.23 | 140 | 900 | 1,050 |" in text  # each part's seconds and how busy the machine was
     assert "**assumed**" in text and "75.0 with the judge, 62.5 between two" in text
+    # the feedback part run on its own has a section of its own, with its time
+    (tmp_path / "trust_feedback.json").write_text(json.dumps({"preset": "cpu", "date": "d", "threads": 1,
+                                                              "seeds": {"0": seed(1, feedback)}}))
+    alone = rt.render().split("## What feedback costs", 1)[1]
+    assert "| judge | 3,000 | 3,000 | 16.67 |" in alone and "| 0 | 1 | 1.23 | 140 | 900 | 1,050 |" in alone
     readme = "\n".join(rt.readme_trust(json.loads((tmp_path / "trust.json").read_text())))
     assert "| best-of-n | 0, 2 | 20.00 (20.00–20.00) | 10.00 (10.00–10.00) | 0.90 (0.90–0.90) | 1.00 (1.00–1.00) (2 of 2 turn) |" in readme
 
