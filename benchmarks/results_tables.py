@@ -659,7 +659,16 @@ def readme_trust(doc: dict | None) -> list[str]:
         rows.append([c, ", ".join(has), spread([x["alpha"] for x in fits], 2), spread([x["beta"] for x in fits], 2),
                      spread([x["r2"] for x in fits], 2),
                      f"{spread(turned, 2)} ({len(turned)} of {len(fits)} turn)" if turned else f"none of {len(fits)} turn"])
-    return table(["curve", "seeds", "alpha", "beta", "R²", "d* (fitted peak)"], rows)
+    lines = table(["curve", "seeds", "alpha", "beta", "R²", "d* (fitted peak)"], rows)
+    runs = [f"{f(r['trust/seconds'], 0)} s at seed {sd} ({r['config']['parts']}; {r['threads']} thread"
+            f"{'s' if r['threads'] != 1 else ''}, load {f(one_minute(r.get('load_average_at_start')), 2)} at the start)"
+            for sd, r in seeds.items() if r.get("trust/seconds") is not None and r.get("config")]
+    fb = load("trust_feedback.json")
+    runs += [f"{f(r['trust/seconds'], 0)} s for the feedback part alone at seed {sd} ({r['threads']} thread"
+             f"{'s' if r['threads'] != 1 else ''})" for sd, r in (fb or {}).get("seeds", {}).items()]
+    if runs:
+        lines += ["", "Stage 7's time: " + "; ".join(runs) + "."]
+    return lines
 
 
 README = REPO / "README.md"
