@@ -98,7 +98,8 @@ def trust_threads(doc: dict) -> str:
     """The threads stage 7 ran on, per seed where they differ (seeds run by separate invocations)."""
     per = {sd: r.get("threads", doc.get("threads")) for sd, r in doc["seeds"].items()}
     if len(set(per.values())) == 1:
-        return f"{next(iter(per.values()))} threads"
+        n = next(iter(per.values()))
+        return f"{n} thread{'' if n == 1 else 's'}"
     return "threads " + ", ".join(f"{t} (seed {sd})" for sd, t in per.items())
 
 
@@ -114,7 +115,9 @@ def section_trust(doc: dict) -> list[str]:
     rows = []
     for sd, r in seeds.items():
         for curve, fit in r["fits"].items():
-            rows.append([sd, curve, f(fit["alpha"], 2), f(fit["beta"], 2), f(fit["r2"], 3), f(fit.get("d_star"), 2),
+            beyond = fit.get("d_star") is not None and fit.get("d_max") is not None and fit["d_star"] > fit["d_max"]
+            rows.append([sd, curve, f(fit["alpha"], 2), f(fit["beta"], 2), f(fit["r2"], 3),
+                         f(fit.get("d_star"), 2) + (" (beyond the d reached)" if beyond else ""),
                          f(fit.get("d_peak_measured"), 2), f(fit.get("d_max"), 2), f(fit.get("gold_gain_max")),
                          f(fit.get("gold_gain_last")), f(fit.get("proxy_gain_last"), 3)])
     lines += table(["seed", "curve", "alpha", "beta", "R²", "d* (fit)", "d at the measured peak", "d reached",
@@ -152,7 +155,7 @@ def trust_time(seeds: dict) -> list[str]:
     lines = ["", "### Stage 7's time", "",
              "Wall seconds per part (the budget is 12 minutes for the default parts at the `cpu` preset on 2 cores), "
              "with the machine's 1-minute load average when the stage started: a load above the threads the stage ran "
-             "on means another job shared the cores.", ""]
+             "on means another job shared the cores (a job started in the same minute does not show in it yet).", ""]
     return lines + table(["seed", "threads", "load at start"] + [f"{p} s" for p in parts] + ["total s"],
                          [[sd, f(r.get("threads")), f(one_minute(r.get("load_average_at_start")), 2)]
                           + [f((r.get("seconds") or {}).get(p), 0) for p in parts] + [f(r["trust/seconds"], 0)]
@@ -182,7 +185,8 @@ def section_trust_feedback(doc: dict) -> list[str]:
     seeds = doc["seeds"]
     lines = ["", "## What feedback costs", "",
              f"`benchmarks/trust_seeds.py -p parts=feedback` (stage 7's feedback part), `{doc['preset']}` preset, "
-             f"{doc['date']}, {trust_threads(doc)}, seeds {', '.join(seeds)} (development seeds; no test seed)."]
+             f"{doc['date']}, {trust_threads(doc)}, seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} (development; no test "
+             "seed), on a copy of the seed's run folder so that its other parts stay as they ran."]
     body = trust_feedback(seeds)
     return lines + body[2:] + trust_time(seeds) if body else []  # its own heading replaces the sub-heading
 
@@ -202,9 +206,14 @@ def trust_feedback(seeds: dict) -> list[str]:
         names = list(fb["curves"])
         counts = sorted({c["labels"] for v in fb["curves"].values() for c in v})
         at = {n: {c["labels"]: c["conduct_accuracy"] for c in v} for n, v in fb["curves"].items()}
-        lines += ["", f"Seed {sd} (labelled by {fb.get('labelled_by') or 'the judge'}; target "
+        by = fb.get("labelled_by") or "the judge"
+        lines += [f"Seed {sd} (labelled by {', '.join(by) if isinstance(by, list) else by}; target "
                       f"{f(fb['target_accuracy'])}%):", ""]
         lines += table(["pairs"] + names, [[f(c)] + [f(at[n].get(c)) for n in names] for c in counts])
+        if at.get("active") and at.get("judge"):  # active selection against the same number of random labels
+            both = [c for c in at["active"] if c in at["judge"]]
+            lines += ["", "Active selection against the judge's labels in random order, at the same number of pairs: "
+                      + "; ".join(f"{f(c)} pairs: {f(at['active'][c])} against {f(at['judge'][c])}" for c in both) + "."]
         agree = fb.get("agreement") or {}
         if agree:
             lines += ["", "Agreement of the simulated annotators (% of pairs): "
@@ -213,12 +222,13 @@ def trust_feedback(seeds: dict) -> list[str]:
         spl = fb["seconds_per_label"]
         how = ("measured: the median gap between a person's consecutive labels in the label store"
                if spl["source"] == "measured" else
-               "**assumed** (no person's labels are stored to time; set `seconds_per_label`)")
+               "an **assumed** time: no person's labels are stored to time; set `seconds_per_label`")
         lines += ["", f"Labels to reach {f(fb['target_accuracy'])}% conduct accuracy, at {f(spl['seconds'])} s per "
-                      f"label ({how}) and {f(fb['labels_per_pair'], 2)} labels per pair:", ""]
-        lines += table(["annotator", "pairs", "labels", "person-hours"],
-                       [[n, f(t["pairs"], 0), f(t["labels"], 0), f(t["person_hours"], 2)] if t["pairs"] is not None
-                        else [n, "not reached", "-", "-"] for n, t in fb["to_target"].items()])
+                      f"label ({how}), and {f(fb['labels_per_pair'], 2)} labels per pair (ties are judgments too):", ""]
+        most = {n: max(c["labels"] for c in v) for n, v in fb["curves"].items()}
+        lines += table(["annotator", "pairs", "labels", "person-hours", "most pairs tried"],
+                       [([n, f(t["pairs"], 0), f(t["labels"], 0), f(t["person_hours"], 2)] if t["pairs"] is not None
+                         else [n, "not reached", "-", "-"]) + [f(most.get(n))] for n, t in fb["to_target"].items()])
     return lines
 
 
@@ -655,13 +665,19 @@ def readme_trust(doc: dict | None) -> list[str]:
     for c in curves:
         has = [sd for sd, r in seeds.items() if c in r["fits"]]
         fits = [seeds[sd]["fits"][c] for sd in has]
-        turned = [x["d_star"] for x in fits if x.get("d_star") is not None]
+        # a fitted peak beyond the largest d measured is an extrapolation, not a turn the run showed
+        inside = [x["d_star"] for x in fits if x.get("d_star") is not None and x["d_star"] <= x["d_max"]]
         rows.append([c, ", ".join(has), spread([x["alpha"] for x in fits], 2), spread([x["beta"] for x in fits], 2),
                      spread([x["r2"] for x in fits], 2),
-                     f"{spread(turned, 2)} ({len(turned)} of {len(fits)} turn)" if turned else f"none of {len(fits)} turn"])
-    lines = table(["curve", "seeds", "alpha", "beta", "R²", "d* (fitted peak)"], rows)
+                     f"{spread(inside, 2) if inside else '-'} ({len(inside)} of {len(fits)})",
+                     spread([x["gold_gain_max"] - x["gold_gain_last"] for x in fits])])
+    lines = table(["curve", "seeds", "alpha", "beta", "R²", "d* (fitted peak, where inside the d reached)",
+                   "gold's fall from its peak to the end (points)"], rows)
+    def load_at_start(r):
+        load = one_minute(r.get("load_average_at_start"))
+        return "" if load is None else f", load {f(load, 2)} at the start"
     runs = [f"{f(r['trust/seconds'], 0)} s at seed {sd} ({r['config']['parts']}; {r['threads']} thread"
-            f"{'s' if r['threads'] != 1 else ''}, load {f(one_minute(r.get('load_average_at_start')), 2)} at the start)"
+            f"{'s' if r['threads'] != 1 else ''}{load_at_start(r)})"
             for sd, r in seeds.items() if r.get("trust/seconds") is not None and r.get("config")]
     fb = load("trust_feedback.json")
     runs += [f"{f(r['trust/seconds'], 0)} s for the feedback part alone at seed {sd} ({r['threads']} thread"

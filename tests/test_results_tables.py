@@ -109,7 +109,8 @@ def test_the_trust_section_shows_every_point_with_its_mixed_share_and_what_feedb
            "gold_gain_max": 8.0, "gold_gain_last": -5.0, "proxy_gain_last": 1.0}
     feedback = {"labelled_by": "ai:constitution", "target_accuracy": 90.0, "labels_per_pair": 1.0,
                 "curves": {"judge": [{"labels": 100, "conduct_accuracy": 60.0}, {"labels": 4000, "conduct_accuracy": 91.0}],
-                           "flip 25%": [{"labels": 100, "conduct_accuracy": 55.0}]},
+                           "flip 25%": [{"labels": 100, "conduct_accuracy": 55.0}],
+                           "active": [{"labels": 100, "conduct_accuracy": 58.0}]},
                 "agreement": {"0.25": {"with_judge": 75.0, "two_annotators": 62.5}},
                 "to_target": {"judge": {"pairs": 3000.0, "labels": 3000.0, "person_hours": 16.67},
                               "flip 25%": {"pairs": None, "labels": None, "person_hours": None}},
@@ -126,9 +127,10 @@ def test_the_trust_section_shows_every_point_with_its_mixed_share_and_what_feedb
     assert "threads 1 (seed 0), 2 (seed 2)" in text  # seeds run by separate commands keep their own thread count
     assert "| 0 | best-of-n | n = 4 | 0.80 | 3.0 | 0.500 | 1.2 |" in text  # mixed as % of samples
     assert "| 2 | nokl | no kl_coef=0 twin |" in text
-    assert "| 100 | 60.0 | 55.0 |" in text and "| 4,000 | 91.0 | - |" in text
-    assert "| judge | 3,000 | 3,000 | 16.67 |" in text and "| flip 25% | not reached | - | - |" in text
+    assert "| 100 | 60.0 | 55.0 | 58.0 |" in text and "| 4,000 | 91.0 | - |" in text
+    assert "| judge | 3,000 | 3,000 | 16.67 | 4,000 |" in text and "| flip 25% | not reached | - | - | 100 |" in text
     assert "| 0 | 1 | 1.23 | 140 | 900 | 1,050 |" in text  # each part's seconds and how busy the machine was
+    assert "100 pairs: 58.0 against 60.0" in text  # active selection beside random labels of the same count
     assert "**assumed**" in text and "75.0 with the judge, 62.5 between two" in text
     # the feedback part run on its own has a section of its own, with its time
     (tmp_path / "trust_feedback.json").write_text(json.dumps({"preset": "cpu", "date": "d", "threads": 1,
@@ -136,7 +138,11 @@ def test_the_trust_section_shows_every_point_with_its_mixed_share_and_what_feedb
     alone = rt.render().split("## What feedback costs", 1)[1]
     assert "| judge | 3,000 | 3,000 | 16.67 |" in alone and "| 0 | 1 | 1.23 | 140 | 900 | 1,050 |" in alone
     readme = "\n".join(rt.readme_trust(json.loads((tmp_path / "trust.json").read_text())))
-    assert "| best-of-n | 0, 2 | 20.00 (20.00–20.00) | 10.00 (10.00–10.00) | 0.90 (0.90–0.90) | 1.00 (1.00–1.00) (2 of 2 turn) |" in readme
+    assert ("| best-of-n | 0, 2 | 20.00 (20.00–20.00) | 10.00 (10.00–10.00) | 0.90 (0.90–0.90) | 1.00 (1.00–1.00) (2 of 2) "
+            "| 13.0 (13.0–13.0) |") in readme
+    far = {**fit, "d_star": 50.0}  # a fitted peak far beyond the d the run reached is not a turn
+    doc = {"seeds": {"0": {"fits": {"RL": far}}}}
+    assert "| RL | 0 | 20.00 | 10.00 | 0.90 | - (0 of 1) | 13.0 |" in "\n".join(rt.readme_trust(doc))
 
 
 def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_time(tmp_path, monkeypatch):
