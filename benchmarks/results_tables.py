@@ -321,9 +321,12 @@ def section_compare(doc: dict) -> list[str]:
              f"The same held-out prompts and evaluation for every method, at seed{'s' * (len(seeds) > 1)} {', '.join(seeds)} (of "
              f"{', '.join(doc['seeds'])} run through stage 5), mean (min–max). KL is to the SFT model per response "
              "(best-of-n: the analytic bound). Times are left out: the seeds ran two at a time on a shared machine.", ""]
-    rows = [[m] + [spread([v["compare"].get(m, {}).get(k) for v in seeds.values()], 2 if k == "kl" else 1)
-                   for k in keys] for m in methods]
-    lines += table(["method"] + [CONDUCT_LABELS.get(k, k) for k in keys], rows)
+    dev, test = seed_groups(doc)
+    groups = [(name, [s for s in group if s in seeds]) for name, group in (("development", dev), ("test", test))]
+    rows = [[m, f"{name} ({', '.join(group)})"]
+            + [spread([seeds[s]["compare"].get(m, {}).get(k) for s in group], 2 if k == "kl" else 1) for k in keys]
+            for m in methods for name, group in groups if group]
+    lines += table(["method", "seeds"] + [CONDUCT_LABELS.get(k, k) for k in keys], rows)
     return lines
 
 

@@ -145,6 +145,20 @@ def test_the_trust_section_shows_every_point_with_its_mixed_share_and_what_feedb
     assert "| RL | 0 | 20.00 | 10.00 | 0.90 | - (0 of 1) | 13.0 |" in "\n".join(rt.readme_trust(doc))
 
 
+def test_stage_6_shows_development_and_test_seeds_apart(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    row = lambda harm: {k: 1.0 for k in rt.CONDUCT} | {"harmful_refused": harm, "kl": 0.5}  # noqa: E731
+    seeds = {"0": {"compare": {"dpo": row(80.0)}}, "1": {"compare": {"dpo": row(90.0)}},
+             "3": {"compare": {"dpo": row(60.0)}}}
+    (tmp_path / "seeds.json").write_text(json.dumps({"preset": "cpu", "date": "d", "threads": 1, "dev_seeds": [0, 1, 2],
+                                                     "test_seeds": [3, 4], "seeds": seeds}))
+    text = "\n".join(rt.section_compare(json.loads((tmp_path / "seeds.json").read_text())))
+    assert "| dpo | development (0, 1) | 85.0 (80.0–90.0) |" in text  # a test seed never joins the development mean
+    assert "| dpo | test (3) | 60.0 |" in text
+
+
 def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_time(tmp_path, monkeypatch):
     import json
     rt = _script()
