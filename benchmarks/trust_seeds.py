@@ -13,7 +13,7 @@ first (``ppo.kl_ablation``, as ``benchmarks/seeds.py --twin`` makes it), so the 
 Writes ``--out`` (default ``benchmarks/results/trust.json``): per seed the fits (α, β, R², d*), the measured peaks,
 every curve's points, the data-size and feedback results where run, the seconds per part and the machine's load
 average while it ran; a summary (mean, min, max over the seeds) of every fitted number; and ``--figure`` (default
-``docs/trust/overoptimization.png``): the first seed's gold-against-proxy figure, exported by plotly's kaleido
+``docs/trust/overoptimization.png``): the gold-against-proxy figure of ``--figure-seed`` (the first seed by default), exported by plotly's kaleido
 when it is installed, else drawn by plotly.js in the Chromium the browser tests use. README's table of the fits
 and docs/results.md are written from the JSON by ``benchmarks/results_tables.py``.
 
@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("-p", "--param", action="append", default=[], help="key=value for stage 7, every seed")
     ap.add_argument("--out", default="benchmarks/results/trust.json")
     ap.add_argument("--figure", default="docs/trust/overoptimization.png", help="'' for none")
+    ap.add_argument("--figure-seed", type=int, help="the seed the figure shows (default: the first of --seeds)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {s: run_seed(s, args) for s in seeds}
@@ -125,9 +126,10 @@ def main() -> None:
         "seeds": {str(s): results[s] for s in seeds}, "summary": summary(results)}, indent=1) + "\n")
     print(f"wrote {args.out}")
     if args.figure:
-        ev = read_json(Path(args.work) / f"seed-{seeds[0]}" / STAGE_DIRS["trust"] / "eval.json")
+        shown = seeds[0] if args.figure_seed is None else args.figure_seed
+        ev = read_json(Path(args.work) / f"seed-{shown}" / STAGE_DIRS["trust"] / "eval.json")
         how = save_png(trust.overoptimization_figure(ev, title=f"Gold (verifier) and proxy (reward model) against "
-                                                               f"d = √KL, seed {seeds[0]}, {args.preset} preset"),
+                                                               f"d = √KL, seed {shown}, {args.preset} preset"),
                        Path(args.figure))
         print(f"wrote {args.figure} ({how})")
 
