@@ -171,7 +171,7 @@ def trust_points(seeds: dict) -> list[str]:
             for p in points:
                 at = f"n = {p['n']}" if "n" in p else f"step {p['step']}" if "step" in p else "-"
                 rows.append([sd, curve, at, f(p["d"], 2), f(p.get("gold_gain")), f(p.get("proxy_gain"), 3),
-                             f(100 * p["mixed"] if p.get("mixed") is not None else None)])
+                             f(p.get("mixed"), 2)])  # already % of samples
     if not rows:
         return []
     return ["", "### Each point of the curves", "",

@@ -120,12 +120,12 @@ def test_the_trust_section_shows_every_point_with_its_mixed_share_and_what_feedb
                                 "load_average_at_start": 1.234,
                                 "missing": {"nokl": "no kl_coef=0 twin"},
                                 "curves": {"best-of-n": [{"n": 4, "d": 0.8, "gold_gain": 3.0, "proxy_gain": 0.5,
-                                                          "mixed": 0.0125}]}}
+                                                          "mixed": 0.089}]}}
     (tmp_path / "trust.json").write_text(json.dumps({"preset": "cpu", "date": "d", "threads": 1,
                                                      "seeds": {"0": seed(1, feedback), "2": seed(2, None)}}))
     text = rt.render()
     assert "threads 1 (seed 0), 2 (seed 2)" in text  # seeds run by separate commands keep their own thread count
-    assert "| 0 | best-of-n | n = 4 | 0.80 | 3.0 | 0.500 | 1.2 |" in text  # mixed as % of samples
+    assert "| 0 | best-of-n | n = 4 | 0.80 | 3.0 | 0.500 | 0.09 |" in text  # mixed: % of samples, as stage 7 writes it
     assert "| 2 | nokl | no kl_coef=0 twin |" in text
     assert "| 100 | 60.0 | 55.0 | 58.0 |" in text and "| 4,000 | 91.0 | - |" in text
     assert "| judge | 3,000 | 3,000 | 16.67 | 4,000 |" in text and "| flip 25% | not reached | - | - | 100 |" in text
