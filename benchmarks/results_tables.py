@@ -134,8 +134,15 @@ def section_trust(doc: dict) -> list[str]:
                        [[sd, f(x["pairs"]), f(x["conduct_accuracy"]), f(x.get("d_peak"), 2), f(x.get("gold_gain_max")),
                          f((x.get("fit") or {}).get("d_star"), 2)] for sd, x in sized])
         earlier = {sd: r.get("weakest_peaks_earlier") for sd, r in seeds.items() if r.get("data_size")}
-        lines += ["", "Does the reward model on the fewest pairs peak earliest (smallest d at its gold peak)? "
-                  + "; ".join(f"seed {sd}: {f(v)}" for sd, v in earlier.items()) + "."]
+        def fit_earliest(models):  # the same question asked of the fitted peaks, which n's coarse grid does not limit
+            peaks = [((m.get("fit") or {}).get("d_star"), m["pairs"]) for m in models]
+            if any(d is None for d, _ in peaks):
+                return None
+            return min(peaks)[1] == min(m["pairs"] for m in models)
+        lines += ["", "Does the reward model on the fewest pairs peak earliest? By the measured peak (the d of the n "
+                  "where its gold was highest): " + "; ".join(f"seed {sd}: {f(v)}" for sd, v in earlier.items())
+                  + ". By the fitted peak d*: " + "; ".join(f"seed {sd}: {f(fit_earliest(seeds[sd]['data_size']))}"
+                                                          for sd in earlier) + "."]
     lines += trust_feedback(seeds)
     lines += trust_time(seeds)
     return lines

@@ -99,6 +99,7 @@ def test_the_trust_section_shows_each_seeds_fits_and_the_data_size_peaks(tmp_pat
     assert "| 0 | best-of-n | 21.30 | 13.04 | 0.890 | 0.82 | 1.10 | 1.78 | 8.7 | -5.4 | 1.216 |" in text
     assert "| 0 | RL (kl_coef=0.1) | 21.30 | -2.85 | 0.890 | - |" in text  # a fit that never turns has no peak
     assert "| 0 | 250 | 63.0 | 0.80 | 3.2 | 0.58 |" in text
+    assert "By the fitted peak d*: seed 0: yes." in text  # one model: the fewest pairs are the earliest peak
 
 
 def test_the_trust_section_shows_every_point_with_its_mixed_share_and_what_feedback_costs(tmp_path, monkeypatch):
