@@ -94,13 +94,24 @@ CONDUCT_LABELS = {"harmful_refused": "harmful refused", "unanswerable_abstained"
                   "mixed_rate": "mixed", "task_accuracy": "task accuracy", "over_refusal": "over-refusal, pooled"}
 
 
+def n_threads(n: int) -> str:
+    return f"{n} thread{'' if n == 1 else 's'}"
+
+
 def trust_threads(doc: dict) -> str:
     """The threads stage 7 ran on, per seed where they differ (seeds run by separate invocations)."""
     per = {sd: r.get("threads", doc.get("threads")) for sd, r in doc["seeds"].items()}
     if len(set(per.values())) == 1:
-        n = next(iter(per.values()))
-        return f"{n} thread{'' if n == 1 else 's'}"
+        return n_threads(next(iter(per.values())))
     return "threads " + ", ".join(f"{t} (seed {sd})" for sd, t in per.items())
+
+
+def peak_inside(fit: dict) -> bool | None:
+    """Whether a fit's peak d* lies inside the d its run reached (None: the fit never turns). A peak beyond it is
+    an extrapolation, not a turn the run showed."""
+    if fit.get("d_star") is None:
+        return None
+    return fit["d_star"] <= fit["d_max"]
 
 
 def section_trust(doc: dict) -> list[str]:
@@ -115,9 +126,8 @@ def section_trust(doc: dict) -> list[str]:
     rows = []
     for sd, r in seeds.items():
         for curve, fit in r["fits"].items():
-            beyond = fit.get("d_star") is not None and fit.get("d_max") is not None and fit["d_star"] > fit["d_max"]
             rows.append([sd, curve, f(fit["alpha"], 2), f(fit["beta"], 2), f(fit["r2"], 3),
-                         f(fit.get("d_star"), 2) + (" (beyond the d reached)" if beyond else ""),
+                         f(fit.get("d_star"), 2) + (" (beyond the d reached)" if peak_inside(fit) is False else ""),
                          f(fit.get("d_peak_measured"), 2), f(fit.get("d_max"), 2), f(fit.get("gold_gain_max")),
                          f(fit.get("gold_gain_last")), f(fit.get("proxy_gain_last"), 3)])
     lines += table(["seed", "curve", "alpha", "beta", "R²", "d* (fit)", "d at the measured peak", "d reached",
@@ -143,14 +153,11 @@ def section_trust(doc: dict) -> list[str]:
                   "where its gold was highest): " + "; ".join(f"seed {sd}: {f(v)}" for sd, v in earlier.items())
                   + ". By the fitted peak d*: " + "; ".join(f"seed {sd}: {f(fit_earliest(seeds[sd]['data_size']))}"
                                                           for sd in earlier) + "."]
-    lines += trust_feedback(seeds)
+    feedback = trust_feedback(seeds)
+    if feedback:
+        lines += ["", "### What feedback costs"] + feedback
     lines += trust_time(seeds)
     return lines
-
-
-def one_minute(load):
-    """The 1-minute load average (older files kept all three)."""
-    return load[0] if isinstance(load, list) else load
 
 
 def trust_time(seeds: dict) -> list[str]:
@@ -164,7 +171,7 @@ def trust_time(seeds: dict) -> list[str]:
              "with the machine's 1-minute load average when the stage started: a load above the threads the stage ran "
              "on means another job shared the cores (a job started in the same minute does not show in it yet).", ""]
     return lines + table(["seed", "threads", "load at start"] + [f"{p} s" for p in parts] + ["total s"],
-                         [[sd, f(r.get("threads")), f(one_minute(r.get("load_average_at_start")), 2)]
+                         [[sd, f(r.get("threads")), f(r.get("load_average_at_start"), 2)]
                           + [f((r.get("seconds") or {}).get(p), 0) for p in parts] + [f(r["trust/seconds"], 0)]
                           for sd, r in timed.items()])
 
@@ -195,17 +202,16 @@ def section_trust_feedback(doc: dict) -> list[str]:
              f"{doc['date']}, {trust_threads(doc)}, seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)} (development; no test "
              "seed), on a copy of the seed's run folder so that its other parts stay as they ran."]
     body = trust_feedback(seeds)
-    return lines + body[2:] + trust_time(seeds) if body else []  # its own heading replaces the sub-heading
+    return lines + body + trust_time(seeds) if body else []
 
 
 def trust_feedback(seeds: dict) -> list[str]:
     """What feedback buys: conduct accuracy against labels per annotator, and the labels and person-hours to the
-    target, where stage 7's ``feedback`` part ran."""
+    target, where stage 7's ``feedback`` part ran (no heading: the caller's section names it)."""
     ran = {sd: r["feedback"] for sd, r in seeds.items() if r.get("feedback")}
     if not ran:
         return []
-    lines = ["", "### What feedback costs", "",
-             "Reward models of stage 4's recipe on the first k labelled pairs: labelled by the constitution judge, by "
+    lines = ["", "Reward models of stage 4's recipe on the first k labelled pairs: labelled by the constitution judge, by "
              "simulated annotators who flip a share of the judge's labels at random, and by active selection (start "
              "from the judge's first labels, then each round double them with the pairs the current reward model is "
              "least sure of). Held-out conduct pairs right (%):", ""]
@@ -675,23 +681,20 @@ def readme_trust(doc: dict | None) -> list[str]:
     for c in curves:
         has = [sd for sd, r in seeds.items() if c in r["fits"]]
         fits = [seeds[sd]["fits"][c] for sd in has]
-        # a fitted peak beyond the largest d measured is an extrapolation, not a turn the run showed
-        inside = [x["d_star"] for x in fits if x.get("d_star") is not None and x["d_star"] <= x["d_max"]]
+        inside = [x["d_star"] for x in fits if peak_inside(x)]
         rows.append([c, ", ".join(has), spread([x["alpha"] for x in fits], 2), spread([x["beta"] for x in fits], 2),
                      spread([x["r2"] for x in fits], 2),
                      f"{spread(inside, 2) if inside else '-'} ({len(inside)} of {len(fits)})",
                      spread([x["gold_gain_max"] - x["gold_gain_last"] for x in fits])])
     lines = table(["curve", "seeds", "alpha", "beta", "R²", "d* (fitted peak, where inside the d reached)",
                    "gold's fall from its peak to the end (points)"], rows)
-    def load_at_start(r):
-        load = one_minute(r.get("load_average_at_start"))
-        return "" if load is None else f", load {f(load, 2)} at the start"
-    runs = [f"{f(r['trust/seconds'], 0)} s at seed {sd} ({r['config']['parts']}; {r['threads']} thread"
-            f"{'s' if r['threads'] != 1 else ''}{load_at_start(r)})"
+    busy = lambda r: ("" if r.get("load_average_at_start") is None  # noqa: E731
+                      else f", load {f(r['load_average_at_start'], 2)} at the start")
+    runs = [f"{f(r['trust/seconds'], 0)} s at seed {sd} ({r['config']['parts']}; {n_threads(r['threads'])}{busy(r)})"
             for sd, r in seeds.items() if r.get("trust/seconds") is not None and r.get("config")]
     fb = load("trust_feedback.json")
-    runs += [f"{f(r['trust/seconds'], 0)} s for the feedback part alone at seed {sd} ({r['threads']} thread"
-             f"{'s' if r['threads'] != 1 else ''})" for sd, r in (fb or {}).get("seeds", {}).items()]
+    runs += [f"{f(r['trust/seconds'], 0)} s for the feedback part alone at seed {sd} ({n_threads(r['threads'])})"
+             for sd, r in (fb or {}).get("seeds", {}).items()]
     if runs:
         lines += ["", "Stage 7's time: " + "; ".join(runs) + "."]
     return lines
