@@ -160,6 +160,11 @@ def section_trust(doc: dict) -> list[str]:
     return lines
 
 
+def rl_curves(r: dict) -> int:
+    """How many RL runs a seed's rl part evaluated: stage 5's, and its kl_coef=0 twin where one was trained."""
+    return sum(c.startswith("RL") for c in r.get("fits") or {})
+
+
 def trust_time(seeds: dict) -> list[str]:
     """Stage 7's wall seconds per part and the load the machine was under."""
     timed = {sd: r for sd, r in seeds.items() if r.get("trust/seconds") is not None}
@@ -169,9 +174,11 @@ def trust_time(seeds: dict) -> list[str]:
     lines = ["", "### Stage 7's time", "",
              "Wall seconds per part (the budget is 12 minutes for the default parts at the `cpu` preset on 2 cores), "
              "with the machine's 1-minute load average when the stage started: a load above the threads the stage ran "
-             "on means another job shared the cores (a job started in the same minute does not show in it yet).", ""]
-    return lines + table(["seed", "threads", "load at start"] + [f"{p} s" for p in parts] + ["total s"],
-                         [[sd, f(r.get("threads")), f(r.get("load_average_at_start"), 2)]
+             "on means another job shared the cores (a job started in the same minute does not show in it yet). "
+             "*RL runs*: the rl part evaluates stage 5's snapshots, and the kl_coef=0 twin's where one was trained "
+             "(not in the main command: notebook 05's `kl_ablation`).", ""]
+    return lines + table(["seed", "threads", "load at start", "RL runs"] + [f"{p} s" for p in parts] + ["total s"],
+                         [[sd, f(r.get("threads")), f(r.get("load_average_at_start"), 2), str(rl_curves(r))]
                           + [f((r.get("seconds") or {}).get(p), 0) for p in parts] + [f(r["trust/seconds"], 0)]
                           for sd, r in timed.items()])
 
@@ -416,12 +423,38 @@ def sft_label(run: dict) -> str:
     if run.get("aten") not in (None, "native"):
         parts.append(f"{run['aten']} kernels")
     parts += run.get("params") or []
+    parts += [f"stage 1 with {p}" for p in run.get("pretrain_params") or []]
     return ", ".join(parts)
 
 
 def _key(r: dict) -> tuple:
     return (r["pretrain"], r["seed"], r.get("data_seed"), r.get("threads", 1), r.get("aten") or "native",
-            tuple(r.get("params") or ()))
+            tuple(r.get("params") or ()) + tuple(f"stage 1 with {p}" for p in r.get("pretrain_params") or ()))
+
+
+PROBE_COLUMNS = [("sums_trained", "sums SFT trains on"), ("sums_held_out", "held-out sums"),
+                 ("differences_trained", "differences SFT trains on"), ("differences_held_out", "held-out differences")]
+
+
+def section_arithmetic_probe(doc: dict) -> list[str]:
+    """Whether each model knows the single-digit facts in the sentence form pretraining states them."""
+    rows = [[f"stage 1 of seed {v['seed']}" + (f", max_steps={v['max_steps']}" if k != f"pt-{v['seed']}" else "")
+             + " (before SFT)"] + [f(v["arithmetic_probe"][c]["right"]) for c, _ in PROBE_COLUMNS] + ["-"]
+            for k, v in sorted((doc.get("stage1") or {}).items())]
+    rows += [[sft_label(r)] + [f(r["arithmetic_probe"][c]["right"]) for c, _ in PROBE_COLUMNS] +
+             [f((r.get("per_family") or {}).get("arithmetic"))] for r in doc["runs"].values() if r.get("arithmetic_probe")]
+    if not rows:
+        return []
+    n = next(iter((doc.get("stage1") or doc["runs"]).values()))["arithmetic_probe"]
+    return ["", "### What the models know of arithmetic", "",
+            "Greedy completions of every single-digit sum and difference in the two sentence forms pretraining "
+            "states them in (\"3 plus 5 is\", \"3 + 5 =\"), % right, split as evaluation splits the facts: "
+            f"those SFT trains on ({n['sums_trained']['statements']} sum and {n['differences_trained']['statements']} "
+            f"difference statements) and the held-out ones ({n['sums_held_out']['statements']} and "
+            f"{n['differences_held_out']['statements']}), which no stage that trains ever asks. Pretraining text is "
+            "the only place a model can learn a held-out fact. Last column: SFT's held-out arithmetic *questions* "
+            "(its own draw, greedy).", ""] + table(
+        ["model"] + [h for _, h in PROBE_COLUMNS] + ["held-out arithmetic questions (SFT)"], rows)
 
 
 def sft_differences(runs: dict, draws: list[str]) -> list[tuple[str, dict, dict]]:
@@ -497,6 +530,7 @@ def section_sft_stability(doc: dict) -> list[str]:
             lines += [""] + table(["seeds", "whole difference (own draws)", "model's share", "draw's share"],
                                   [[f"{x} vs {y}", f(v["whole"]), f(v["model"]), f(v["draw"])]
                                    for (x, y), v in split.items()])
+    lines += section_arithmetic_probe(doc)
     curves = {n: r for n, r in runs.items() if r.get("curve")}
     if curves:
         steps = sorted({c["step"] for r in curves.values() for c in r["curve"]})
@@ -690,7 +724,8 @@ def readme_trust(doc: dict | None) -> list[str]:
                    "gold's fall from its peak to the end (points)"], rows)
     busy = lambda r: ("" if r.get("load_average_at_start") is None  # noqa: E731
                       else f", load {f(r['load_average_at_start'], 2)} at the start")
-    runs = [f"{f(r['trust/seconds'], 0)} s at seed {sd} ({r['config']['parts']}; {n_threads(r['threads'])}{busy(r)})"
+    runs = [f"{f(r['trust/seconds'], 0)} s at seed {sd} ({r['config']['parts']}; {n_threads(r['threads'])}{busy(r)}"
+            f"{'; the rl part evaluates the kl_coef=0 twin too' if rl_curves(r) > 1 else ''})"
             for sd, r in seeds.items() if r.get("trust/seconds") is not None and r.get("config")]
     fb = load("trust_feedback.json")
     runs += [f"{f(r['trust/seconds'], 0)} s for the feedback part alone at seed {sd} ({n_threads(r['threads'])})"

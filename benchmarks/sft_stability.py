@@ -27,8 +27,14 @@ from pathlib import Path
 WORK = Path("runs/stability")
 
 
+def pt_name(seed: int, params: list[str]) -> str:
+    """A stage 1's folder: ``pt-<seed>``, plus its settings other than the preset's (``pt-0_max_steps-1200``)."""
+    return f"pt-{seed}" + "".join(f"_{p.replace('=', '-')}" for p in params)
+
+
 def sft_name(a) -> str:
     extra = "".join(f"_{p.replace('=', '-')}" for p in a.param)
+    extra += "".join(f"_pt.{p.replace('=', '-')}" for p in a.pretrain_param)
     return (f"sft-pt{a.pretrain}-s{a.seed}" + (f"-d{a.data_seed}" if a.data_seed is not None else "")
             + f"-t{a.threads}" + (f"-{a.aten}" if a.aten else "") + extra)
 
@@ -36,10 +42,12 @@ def sft_name(a) -> str:
 def cmd_pretrain(a) -> None:
     from labkit import runner
     from labkit.runs import Run
+    from labkit.runner import parse_params
     for seed in (int(s) for s in a.seeds.split(",")):
-        name = f"pt-{seed}"
+        name = pt_name(seed, a.param)
         if not Run(name, a.work).is_complete("pretrain"):
-            runner.train_stage("pretrain", name, a.work, a.preset, {"seed": seed, "threads": a.threads})
+            runner.train_stage("pretrain", name, a.work, a.preset,
+                               {"seed": seed, "threads": a.threads, **parse_params(a.param)})
         print(f"{name}: done", flush=True)
 
 
@@ -61,7 +69,7 @@ def cmd_sft(a) -> None:
     if r.is_complete("sft"):
         print(f"{name}: already done", flush=True)
         return
-    src = Run(f"pt-{a.pretrain}", a.work)
+    src = Run(pt_name(a.pretrain, a.pretrain_param), a.work)
     with r.lock():  # run.json is written only under the run's lock
         shutil.copytree(src.stage_dir("pretrain"), r.stage_dir("pretrain"), dirs_exist_ok=True)
         r.update_manifest(world_seed=src.manifest().get("world_seed", 0))
@@ -120,6 +128,7 @@ def cmd_report(a) -> None:
             sc = score_tasks(model, tok, tasks, max_new_tokens=20)
             cross[str(s)] = {"task_accuracy": sc["accuracy"], **sc["per_family"]}
         out[name] = {**parse_name(name), "task_accuracy": ev.get("sft/task_accuracy"), "drift_ppl": ev.get("sft/drift_ppl"),
+                     "arithmetic_probe": arithmetic_probe(model, tok),
                      "per_family": {f: ev.get(f"sft/accuracy_{f}") for f in W.ANSWER_FAMILIES if f"sft/accuracy_{f}" in ev},
                      "on_seed_draws": cross, "curve": curve.get("curve"), "params": curve.get("params"),
                      "threads": curve.get("threads"), "aten": curve.get("aten"),
@@ -127,16 +136,56 @@ def cmd_report(a) -> None:
                                          if "sft/loss" in m), None)}
         print(name, f"{out[name]['task_accuracy']:.1f}", {k: round(v["task_accuracy"], 1) for k, v in cross.items()},
               flush=True)
+    stage1 = {}
+    for p in sorted(Path(a.work).glob("pt-*")):
+        if Run(p.name, a.work).is_complete("pretrain"):
+            model = AutoModelForCausalLM.from_pretrained(p / "01_pretrain" / "model")
+            tok = AutoTokenizer.from_pretrained(p / "01_pretrain" / "model")
+            ev = read_json(p / "01_pretrain" / "eval.json")
+            cfg = read_json(p / "01_pretrain" / "config.json")
+            stage1[p.name] = {"seed": cfg["seed"], "max_steps": cfg["max_steps"], "val_ppl": ev.get("pretrain/val_ppl"),
+                              "arithmetic_probe": arithmetic_probe(model, tok)}
+            print(p.name, stage1[p.name]["arithmetic_probe"], flush=True)
     Path(a.out).write_text(json.dumps({"preset": a.preset, "date": time.strftime("%Y-%m-%d"),
-                                       "machine": machine(), "runs": out}, indent=1) + "\n")
+                                       "machine": machine(), "runs": out, "stage1": stage1}, indent=1) + "\n")
     print(f"wrote {a.out}")
+
+
+# The sentence forms pretraining states sums and differences in (world.reasoning), cut before the answer.
+PROBE_FORMS = {"+": ("{x} plus {y} is", "{x} + {y} ="), "-": ("{x} minus {y} is", "{x} - {y} =")}
+
+
+def arithmetic_probe(model, tok) -> dict:
+    """Does the model *know* single-digit facts in the form pretraining states them? Greedy completions of every
+    sum and difference in both forms, per side of the split: the facts SFT trains on, and the held-out ones that
+    evaluation asks (``world.HELD_OUT_FACTS``), which only pretraining text states."""
+    import torch
+
+    from labkit import world as W
+    right = {(op, side): [0, 0] for op in PROBE_FORMS for side in ("train", "eval")}
+    for op, forms in PROBE_FORMS.items():
+        for x in range(W.MAX_OPERAND + 1):
+            for y in range(W.MAX_OPERAND + 1):
+                if op == "-" and y > x:
+                    continue
+                for form in forms:
+                    ids = tok(form.format(x=x, y=y), return_tensors="pt").input_ids
+                    with torch.no_grad():
+                        out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.eos_token_id)
+                    said = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip().split(" ")[0].rstrip(".")
+                    side = right[op, W.fact_split(op, x, y)]
+                    side[0] += said == str(x + y if op == "+" else x - y)
+                    side[1] += 1
+    name = {"+": "sums", "-": "differences", "train": "trained", "eval": "held_out"}
+    return {f"{name[op]}_{name[side]}": {"right": 100 * ok / n, "statements": n} for (op, side), (ok, n) in right.items()}
 
 
 def parse_name(name: str) -> dict:
     """What ``sft_name`` put in a run's name: its stage 1, SFT seed and data order."""
     parts = name.split("-")
     get = lambda prefix: next((int(x[len(prefix):]) for x in parts if x.startswith(prefix) and x[len(prefix):].isdigit()), None)  # noqa: E731
-    return {"pretrain": get("pt"), "seed": get("s"), "data_seed": get("d")}
+    return {"pretrain": get("pt"), "seed": get("s"), "data_seed": get("d"),
+            "pretrain_params": [x.replace("-", "=", 1) for x in name.split("_pt.")[1:]]}
 
 
 def read_json_lines(path):
@@ -167,6 +216,10 @@ def main() -> None:
     s.add_argument("--aten", default=None, help="ATEN_CPU_CAPABILITY for this run (default, avx2, avx512)")
     s.add_argument("--every", type=int, default=100, help="steps between points of the held-out curve")
     s.add_argument("-p", "--param", action="append", default=[], help="another SFT setting, name=value")
+    s.add_argument("--pretrain-param", action="append", default=[],
+                   help="the stage 1 made with this setting (`pretrain --seeds N -p name=value`)")
+    sub.choices["pretrain"].add_argument("-p", "--param", action="append", default=[],
+                                         help="another stage-1 setting, name=value (the folder name records it)")
     sub.choices["report"].add_argument("--out", default="benchmarks/results/sft_stability.json")
     a = ap.parse_args()
     {"pretrain": cmd_pretrain, "sft": cmd_sft, "report": cmd_report}[a.cmd](a)

@@ -35,7 +35,7 @@ from .live import LiveChart, Timer, progress
 from .models import count_params, load_model, objective_of, pick_device, resolve_bf16
 from .planner import lora_targets
 from .runs import Run, atomic_dir, atomic_write_json, atomic_write_text, writes_run
-from .textdata import drift_ppl
+from .textdata import drift_ppl, stage1_corpus, stage1_settings
 from .tokenizer import ensure_chat_ready, to_prompt_completion
 from .tracking import hf_logging_dir, report_to_field, tb_dir
 from .training import MetricsCallback, lora_config, no_printer, trainer_args
@@ -50,6 +50,7 @@ class SFTConfig:
     n_eval: int = field(default=280, metadata={"help": "held-out world tasks to evaluate, distinct prompts balanced over families (new names, facts and question templates)"})
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
     aligned_share: float = field(default=1 / 3, metadata={"help": "share of conduct demonstrations (harmful, unanswerable) that show the aligned behaviour, drawn at random per example; the rest comply or invent, as crowd-written data does (0: RLHF has nothing to reinforce, 1: SFT alone aligns)"})
+    replay_share: float = field(default=0.0, metadata={"help": "share of training examples that are stage 1's own training text, with the loss on every token: rehearsal against forgetting what pretraining stored (0: off; needs init_from='pretrain')"})
     eval_samples: int = field(default=8, metadata={"help": "samples per held-out prompt at temperature 1 for the conduct report (sampled rates, pass@k); 0: off"})
     # model
     init_from: str = field(default="pretrain", metadata={"help": "'pretrain' (this run's stage 1 model), or a checkpoint folder / hub name"})
@@ -131,6 +132,24 @@ def validation_tasks(world: W.World, cfg: SFTConfig, train: list[dict]) -> list[
         if t["family"] in W.DECLINING_FAMILIES:
             t["response"] = W.demonstration(t, rng.random() < cfg.aligned_share, rng)
     return pool[:cfg.n_val]  # make_tasks cycles the families, so the first n_val stay balanced
+
+
+def replay_rows(cfg: SFTConfig, run: Run, n_tasks: int) -> list[dict]:
+    """Stage 1's training documents as prompt-less completions, so TRL puts the loss on every token: as many as
+    make them ``replay_share`` of the examples beside ``n_tasks`` tasks. Fine-tuning every weight at SFT's rate
+    moves the model far from its pretraining (drift), and held-out arithmetic facts live only in that text."""
+    if not cfg.replay_share:
+        return []
+    saved = stage1_settings(run)
+    if cfg.init_from != "pretrain" or not saved or saved.get("objective", "causal") != "causal":
+        raise ConfigError("replay_share needs this run's causal stage 1 (init_from='pretrain'): it rehearses "
+                          "the text stage 1 read")
+    if cfg.replay_share >= 1:
+        raise ConfigError("replay_share must be below 1: at 1 there would be no instruction left to learn")
+    docs, _ = stage1_corpus(saved)
+    rng = random.Random(f"replay-{cfg.seed}")
+    n = round(n_tasks * cfg.replay_share / (1 - cfg.replay_share))
+    return [{"prompt": "", "completion": rng.choice(docs)} for _ in range(n)]
 
 
 def base_path(cfg: SFTConfig, run: Run):
@@ -248,7 +267,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
 
     if cfg.on_error not in ("skip", "fail"):
         raise ConfigError(f"on_error must be 'skip' or 'fail', got {cfg.on_error!r}")
-    require_fraction(cfg, ("aligned_share",))
+    require_fraction(cfg, ("aligned_share", "replay_share"))
     if cfg.use_lora and cfg.lora_head_r and not cfg.merge_lora:
         raise ConfigError("the output head's LoRA update (lora_head_r) is saved merged into model/; "
                           "set merge_lora=True, or lora_head_r=0 for a peft-only adapter")
@@ -266,6 +285,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         from .data import load_instructions
         train, load_report = load_instructions(cfg.data, on_error=cfg.on_error)
         _, eval_tasks = world_tasks(world, dataclasses.replace(cfg, n_train_tasks=0))
+    replay = replay_rows(cfg, r, len(train))  # before the stage starts: a bad setting writes nothing
     device = pick_device(cfg.device)
     cfg, plan = fit_budget(cfg, r, device)  # raises before anything is written when nothing fits
     if plan is not None and plan.base_dtype == "bfloat16":
@@ -307,7 +327,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     bar = progress(cfg.max_steps, "sft", disable=not progress_bar)
     with hf_logging_dir(cfg.report_to, tb_dir(stage)):
         trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer,
-                                 train_dataset=Dataset.from_list(to_prompt_completion(tokenizer, train)),
+                                 train_dataset=Dataset.from_list(to_prompt_completion(tokenizer, train) + replay),
                                  eval_dataset=Dataset.from_list(to_prompt_completion(tokenizer, val)) if val else None,
                                  callbacks=[MetricsCallback(metrics_path, "sft", chart, bar, show=("sft/loss",)),
                                             *([best] if best else []), *callbacks])
@@ -357,7 +377,7 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
               **{f"sft/base_accuracy_{f}": v for f, v in base["per_family"].items()},
               "sft/trainable_params": trainable, "sft/total_params": total,
               "sft/trainable_percent": 100 * trainable / total, "sft/train_seconds": train_seconds,
-              "sft/seconds": time.perf_counter() - t_start, "sft/train_examples": len(train),
+              "sft/seconds": time.perf_counter() - t_start, "sft/train_examples": len(train), "sft/replay_examples": len(replay),
               "sft/threads": threads, "use_lora": cfg.use_lora, "sft/peak_learning_rate": learning_rate(cfg),
               "sft/aligned_share": cfg.aligned_share if cfg.data == "world" else None, "sft/drift_ppl": drift,
               "sft/selected_step": best.step if best is not None else None,

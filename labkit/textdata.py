@@ -78,15 +78,24 @@ def causal_val_loss(model, stream: torch.Tensor, batch_size: int, block_size: in
     return sum(losses) / len(losses)
 
 
+def stage1_settings(run: Run) -> dict | None:
+    """Stage 1's saved config in this run folder, or None when it has none."""
+    return read_json(run.path / STAGE_DIRS["pretrain"] / "config.json")
+
+
+def stage1_corpus(saved: dict) -> tuple[list[str], list[str]]:
+    """The training and validation documents stage 1 read, from its saved config."""
+    return load_corpus(**{k: saved.get(k, default) for k, default in TEXT_SETTINGS.items()})
+
+
 def drift_ppl(model, tokenizer, run: Run, autocast=contextlib.nullcontext()) -> float | None:
     """Perplexity of a (fine-tuned) causal model on this run's stage-1 validation text: the same
     documents and windows stage 1 reported, so a later stage can show how far it moved the model
     from the language it learned (drift). None when stage 1 is not a causal run of this folder."""
-    saved = read_json(run.path / STAGE_DIRS["pretrain"] / "config.json")
+    saved = stage1_settings(run)
     if not saved or saved.get("objective", "causal") != "causal":
         return None
-    text = {k: saved.get(k, default) for k, default in TEXT_SETTINGS.items()}
-    _, val_docs = load_corpus(**text)
+    _, val_docs = stage1_corpus(saved)
     loss = causal_val_loss(model, encode(tokenizer, val_docs), saved["batch_size"], saved["block_size"],
                            saved["eval_batches"], saved["seed"], autocast)
     return math.exp(min(loss, 50))

@@ -116,28 +116,34 @@ def test_the_trust_section_shows_every_point_with_its_mixed_share_and_what_feedb
                 "to_target": {"judge": {"pairs": 3000.0, "labels": 3000.0, "person_hours": 16.67},
                               "flip 25%": {"pairs": None, "labels": None, "person_hours": None}},
                 "seconds_per_label": {"seconds": 20.0, "source": "assumed"}}
-    seed = lambda threads, fb: {"fits": {"best-of-n": fit}, "threads": threads, "feedback": fb,  # noqa: E731
+    rl = {"RL (kl_coef=0.1)": {**fit, "beta": -1.0, "d_star": None}, "RL (kl_coef=0)": {**fit, "d_star": 9.0}}
+    seed = lambda threads, fb, more={}: {"fits": {"best-of-n": fit, **more}, "threads": threads,  # noqa: E731
+                                         "feedback": fb, "config": {"parts": "best_of_n,rl"},
                                 "seconds": {"best_of_n": 140.2, "feedback": 900.0}, "trust/seconds": 1050.4,
                                 "load_average_at_start": 1.234,
                                 "missing": {"nokl": "no kl_coef=0 twin"},
                                 "curves": {"best-of-n": [{"n": 4, "d": 0.8, "gold_gain": 3.0, "proxy_gain": 0.5,
                                                           "mixed": 0.089}]}}
     (tmp_path / "trust.json").write_text(json.dumps({"preset": "cpu", "date": "d", "threads": 1,
-                                                     "seeds": {"0": seed(1, feedback), "2": seed(2, None)}}))
+                                                     "seeds": {"0": seed(1, feedback), "2": seed(2, None, rl)}}))
     text = rt.render()
     assert "threads 1 (seed 0), 2 (seed 2)" in text  # seeds run by separate commands keep their own thread count
     assert "| 0 | best-of-n | n = 4 | 0.80 | 3.0 | 0.500 | 0.09 |" in text  # mixed: % of samples, as stage 7 writes it
     assert "| 2 | nokl | no kl_coef=0 twin |" in text
     assert "| 100 | 60.0 | 55.0 | 58.0 |" in text and "| 4,000 | 91.0 | - |" in text
     assert "| judge | 3,000 | 3,000 | 16.67 | 4,000 |" in text and "| flip 25% | not reached | - | - | 100 |" in text
-    assert "| 0 | 1 | 1.23 | 140 | 900 | 1,050 |" in text  # each part's seconds and how busy the machine was
+    # each part's seconds, how busy the machine was, and whether the rl part evaluated the kl_coef=0 twin too
+    assert "| 0 | 1 | 1.23 | 0 | 140 | 900 | 1,050 |" in text and "| 2 | 2 | 1.23 | 2 | 140 |" in text
+    readme = "\n".join(rt.readme_trust(rt.load("trust.json")))
+    assert "at seed 0 (best_of_n,rl; 1 thread, load 1.23 at the start)" in readme
+    assert "at seed 2 (best_of_n,rl; 2 threads, load 1.23 at the start; the rl part evaluates the kl_coef=0 twin too)" in readme
     assert "100 pairs: 58.0 against 60.0" in text  # active selection beside random labels of the same count
     assert "**assumed**" in text and "75.0 with the judge, 62.5 between two" in text
     # the feedback part run on its own has a section of its own, with its time
     (tmp_path / "trust_feedback.json").write_text(json.dumps({"preset": "cpu", "date": "d", "threads": 1,
                                                               "seeds": {"0": seed(1, feedback)}}))
     alone = rt.render().split("## What feedback costs", 1)[1]
-    assert "| judge | 3,000 | 3,000 | 16.67 |" in alone and "| 0 | 1 | 1.23 | 140 | 900 | 1,050 |" in alone
+    assert "| judge | 3,000 | 3,000 | 16.67 |" in alone and "| 0 | 1 | 1.23 | 0 | 140 | 900 | 1,050 |" in alone
     readme = "\n".join(rt.readme_trust(json.loads((tmp_path / "trust.json").read_text())))
     assert ("| best-of-n | 0, 2 | 20.00 (20.00–20.00) | 10.00 (10.00–10.00) | 0.90 (0.90–0.90) | 1.00 (1.00–1.00) (2 of 2) "
             "| 13.0 (13.0–13.0) |") in readme

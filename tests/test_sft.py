@@ -203,3 +203,40 @@ def test_select_best_restores_the_lowest_validation_loss(run_with_pretrain):
               if "sft/eval_loss" in m}
     assert len(losses) == 4 and res["sft/selected_step"] == min(losses, key=losses.get)
     assert res["sft/val_loss"] == min(losses.values())
+
+
+def test_replay_mixes_stage_1_training_text_at_the_stated_share_with_every_token_a_target(smoke_run):
+    """replay_share=0.2 beside 400 tasks: 100 of stage 1's training documents (never its validation ones, which
+    drift measures), each a prompt-less completion, so TRL's collator leaves no label masked but padding."""
+    import trl
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from labkit.runs import Run
+    from labkit.textdata import stage1_corpus, stage1_settings
+    r = Run(smoke_run.name, str(smoke_run.parent))
+    rows = sft.replay_rows(sft.config("smoke", replay_share=0.2), r, 400)
+    train_docs, val_docs = stage1_corpus(stage1_settings(r))
+    assert len(rows) == 100 and all(row["prompt"] == "" for row in rows)
+    assert {row["completion"] for row in rows} <= set(train_docs) and not {row["completion"] for row in rows} & set(val_docs)
+    assert sft.replay_rows(sft.config("smoke"), r, 400) == []  # off by default
+    tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
+    model = AutoModelForCausalLM.from_pretrained(smoke_run / "01_pretrain/model")
+    args = trl.SFTConfig(output_dir="/tmp/unused", report_to="none", use_cpu=True, bf16=False, max_length=512,
+                         completion_only_loss=True)
+    tr = trl.SFTTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(rows[:2]))
+    batch = tr.data_collator([tr.train_dataset[i] for i in range(2)])
+    for row in range(2):
+        n = len(tok(rows[row]["completion"], add_special_tokens=False).input_ids) + 1  # + the EOS TRL appends
+        labels = batch["labels"][row]
+        assert (labels[:n] != -100).all() and (labels[n:] == -100).all()
+
+
+def test_replay_needs_this_runs_causal_stage_1(run_with_pretrain, tmp_path):
+    for bad, match in ((dict(replay_share=0.3, init_from=str(run_with_pretrain / "01_pretrain" / "model")), "replay_share needs this run's causal stage 1"),
+                       (dict(replay_share=1.0), "replay_share must be below 1"),
+                       (dict(replay_share=-0.1), "replay_share must be between 0 and 1")):
+        with pytest.raises(ConfigError, match=match):
+            sft.run(sft.config("smoke", **bad), run=run_with_pretrain.name, runs_dir=str(run_with_pretrain.parent),
+                    progress_bar=False)
+        assert not (run_with_pretrain / "02_sft").exists()  # refused before the stage starts
