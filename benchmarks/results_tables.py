@@ -438,9 +438,9 @@ PROBE_COLUMNS = [("sums_trained", "sums SFT trains on"), ("sums_held_out", "held
 
 def section_arithmetic_probe(doc: dict) -> list[str]:
     """Whether each model knows the single-digit facts in the sentence form pretraining states them."""
-    rows = [[f"stage 1 of seed {v['seed']}" + (f", max_steps={v['max_steps']}" if k != f"pt-{v['seed']}" else "")
-             + " (before SFT)"] + [f(v["arithmetic_probe"][c]["right"]) for c, _ in PROBE_COLUMNS] + ["-"]
-            for k, v in sorted((doc.get("stage1") or {}).items())]
+    rows = [[", ".join([f"stage 1 of seed {v['seed']}", *v.get("params", [])]) + " (before SFT)"]
+            + [f(v["arithmetic_probe"][c]["right"]) for c, _ in PROBE_COLUMNS] + ["-"]
+            for _, v in sorted((doc.get("stage1") or {}).items())]
     rows += [[sft_label(r)] + [f(r["arithmetic_probe"][c]["right"]) for c, _ in PROBE_COLUMNS] +
              [f((r.get("per_family") or {}).get("arithmetic"))] for r in doc["runs"].values() if r.get("arithmetic_probe")]
     if not rows:

@@ -16,6 +16,7 @@ the draw of questions) and writes ``benchmarks/results/sft_stability.json``. Ext
 through ``-p name=value`` (``-p learning_rate=3e-4``), and the folder name records them.
 """
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -27,14 +28,18 @@ from pathlib import Path
 WORK = Path("runs/stability")
 
 
+def suffix(params: list[str], mark: str = "") -> str:
+    """Settings as a folder-name suffix: ["max_steps=2000"] -> "_max_steps-2000" (``mark`` after each "_")."""
+    return "".join(f"_{mark}{p.replace('=', '-')}" for p in params)
+
+
 def pt_name(seed: int, params: list[str]) -> str:
     """A stage 1's folder: ``pt-<seed>``, plus its settings other than the preset's (``pt-0_max_steps-1200``)."""
-    return f"pt-{seed}" + "".join(f"_{p.replace('=', '-')}" for p in params)
+    return f"pt-{seed}" + suffix(params)
 
 
 def sft_name(a) -> str:
-    extra = "".join(f"_{p.replace('=', '-')}" for p in a.param)
-    extra += "".join(f"_pt.{p.replace('=', '-')}" for p in a.pretrain_param)
+    extra = suffix(a.param) + suffix(a.pretrain_param, "pt.")
     return (f"sft-pt{a.pretrain}-s{a.seed}" + (f"-d{a.data_seed}" if a.data_seed is not None else "")
             + f"-t{a.threads}" + (f"-{a.aten}" if a.aten else "") + extra)
 
@@ -107,7 +112,7 @@ def cmd_report(a) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from labkit import sft
+    from labkit import pretrain, sft
     from labkit import world as W
     from labkit.generate import score_tasks
     from labkit.runs import Run, read_json
@@ -137,13 +142,15 @@ def cmd_report(a) -> None:
         print(name, f"{out[name]['task_accuracy']:.1f}", {k: round(v["task_accuracy"], 1) for k, v in cross.items()},
               flush=True)
     stage1 = {}
+    preset = dataclasses.asdict(pretrain.config(a.preset))  # a stage 1 is labelled by the settings it changed
     for p in sorted(Path(a.work).glob("pt-*")):
         if Run(p.name, a.work).is_complete("pretrain"):
             model = AutoModelForCausalLM.from_pretrained(p / "01_pretrain" / "model")
             tok = AutoTokenizer.from_pretrained(p / "01_pretrain" / "model")
             ev = read_json(p / "01_pretrain" / "eval.json")
             cfg = read_json(p / "01_pretrain" / "config.json")
-            stage1[p.name] = {"seed": cfg["seed"], "max_steps": cfg["max_steps"], "val_ppl": ev.get("pretrain/val_ppl"),
+            changed = [f"{k}={v}" for k, v in cfg.items() if k not in ("seed", "threads") and preset.get(k, v) != v]
+            stage1[p.name] = {"seed": cfg["seed"], "params": changed, "val_ppl": ev.get("pretrain/val_ppl"),
                               "arithmetic_probe": arithmetic_probe(model, tok)}
             print(p.name, stage1[p.name]["arithmetic_probe"], flush=True)
     Path(a.out).write_text(json.dumps({"preset": a.preset, "date": time.strftime("%Y-%m-%d"),

@@ -59,6 +59,25 @@ def test_the_sft_stability_section_shows_each_model_on_each_draw_and_the_validat
     assert "| 40.0 | 61.5 | 50.0 | step 300: 50.0 | yes |" in text  # the lowest validation loss, not the best accuracy
 
 
+def test_the_arithmetic_probe_table_labels_each_stage_1_by_what_it_changed(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    probe = lambda r: {c: {"right": r, "statements": 10} for c, _ in rt.PROBE_COLUMNS}  # noqa: E731
+    run = {"pretrain": 0, "seed": 0, "data_seed": None, "threads": 1, "aten": "native", "params": ["replay_share=0.25"],
+           "per_family": {"arithmetic": 17.5}, "on_seed_draws": {"0": {"task_accuracy": 40.0}},
+           "arithmetic_probe": probe(80.0)}
+    (tmp_path / "sft_stability.json").write_text(json.dumps({
+        "preset": "cpu", "date": "d", "machine": {"cpu": "c", "torch": "t", "aten_cpu_capability": "AVX2"},
+        "runs": {"sft-pt0-s0-t1_replay_share-0.25": run},
+        "stage1": {"pt-0": {"seed": 0, "params": [], "arithmetic_probe": probe(50.0)},
+                   "pt-0_max_steps-1200": {"seed": 0, "params": ["max_steps=1200"], "arithmetic_probe": probe(60.0)}}}))
+    text = rt.render()
+    assert "| stage 1 of seed 0 (before SFT) | 50.0 | 50.0 | 50.0 | 50.0 | - |" in text
+    assert "| stage 1 of seed 0, max_steps=1200 (before SFT) | 60.0 | 60.0 | 60.0 | 60.0 | - |" in text
+    assert "| stage 1 of seed 0, SFT seed 0, 1 thread, replay_share=0.25 | 80.0 | 80.0 | 80.0 | 80.0 | 17.5 |" in text
+
+
 def test_the_sft_stability_section_separates_model_from_draw_and_one_difference_at_a_time(tmp_path, monkeypatch):
     import json
     rt = _script()
