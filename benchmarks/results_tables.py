@@ -305,6 +305,42 @@ def section_seeds(doc: dict) -> list[str]:
     return lines
 
 
+def section_ppo_epochs(doc: dict) -> list[str]:
+    """Stage 5 at another setting beside seeds.json's runs, on the same stage 1-4 models of each seed."""
+    base = load("seeds.json")
+    if base is None:
+        return []
+    dev, test = seed_groups(doc)
+    seeds = [s for s in doc["seeds"] if s in base["seeds"]]
+    setting = "; ".join(doc["params"])
+    def met(src: dict, s: str) -> int:  # stage-5 targets a seed's run met
+        d = src["seeds"][s]
+        return sum(1 for _, k, rule in PPO_TARGETS if None not in (d.get(f"ppo/{k}_before"), d.get(f"ppo/{k}_after"))
+                   and rule(d[f"ppo/{k}_before"], d[f"ppo/{k}_after"]))
+
+    on_dev = {name: sum(met(src, s) for s in seeds if s in dev) for name, src in (("above", base), ("new", doc))}
+    n_dev = len(PPO_TARGETS) * sum(1 for s in seeds if s in dev)
+    lines = ["", f"### Stage 5 at {setting} beside the runs above", "",
+             f"`benchmarks/seeds.py --to ppo {' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, "
+             f"{doc['threads']} thread(s) per stage: stage 5 trained again on each seed's stage 1-4 models of the "
+             "table above, with this one setting changed; the other rows are that table's runs. At the development "
+             f"seeds it met {on_dev['new']} of {n_dev} stage-5 targets, the runs above {on_dev['above']}. The rule: "
+             "the cheaper setting becomes the `cpu` preset's when it meets at least as many; the test seeds ran after "
+             "the choice. Stages 6 and 7 read the runs above.", ""]
+    rows = []
+    for label, k, rule in PPO_TARGETS:
+        for name, src in (("above", base), (setting, doc)):
+            cells = []
+            for s in seeds:
+                b, a = src["seeds"][s].get(f"ppo/{k}_before"), src["seeds"][s].get(f"ppo/{k}_after")
+                cells.append("-" if None in (a, b) else f"{f(a)} {'met' if rule(b, a) else '**not met**'}")
+            rows.append([label, name] + cells)
+    for name, src in (("above", base), (setting, doc)):
+        rows.append(["targets met", name] + [f"{met(src, s)} of {len(PPO_TARGETS)}" for s in seeds])
+        rows.append(["KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2) for s in seeds])
+    return lines + table(["target", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
+
+
 def section_families(doc: dict) -> list[str]:
     seeds = doc["seeds"]
     fams = sorted({fam for s in seeds.values() for fam in (s.get("ppo/per_family_after") or {})})
@@ -588,6 +624,30 @@ def section_main_command(doc: dict) -> list[str]:
             rows.append([stage, f(nb, 0), "; ".join(cells), rest])
         lines += table(["stage", "notebook s", "timed parts", "start-up, notebook, plots"], rows)
     return lines
+def section_ppo_speed(doc: dict) -> list[str]:
+    first = next(iter(doc["variants"]))
+    lines = ["", "## Speed: PPO's step under other settings", "",
+             f"`{doc['command']}`, {doc['date']}, on {doc['cpu']} ({doc['cores']} cores; load average "
+             f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after; float32 matmul "
+             f"{f(doc['matmul_gflops_before']['1'])} / {f(doc['matmul_gflops_before']['2'])} GFLOP/s at 1 / 2 threads "
+             f"before): {doc['steps']} PPO steps of `{doc['run']}`'s stages 1-4 per variant, each in a process of its own, "
+             f"the list {doc['rounds']} times over. Median seconds per step and phase (the first step left out); "
+             "the last column says whether its reward, KL and losses at every step equal, to the last digit, those "
+             "of the variant with the same settings at 1 thread.", ""]
+
+    def others(v: str) -> dict:  # a variant's settings but the thread count
+        return {k: x for k, x in (kv.split("=", 1) for kv in v.split()) if k != "threads"}
+
+    def same_at_one_thread(v: str, d: dict) -> str:
+        ref = [w for w, e in doc["variants"].items() if e["threads"] == 1 and others(w) == others(v)]
+        return "-" if d["threads"] == 1 or not ref else f(d["trace"] == doc["variants"][ref[0]]["trace"])
+
+    rows = [[v, f(d["threads"])] + [f(d["seconds"][k], 2) for k in ("gen", "forward", "score", "update", "step")]
+            + [f(d["step_ratio"], 2), same_at_one_thread(v, d)] for v, d in doc["variants"].items()]
+    return lines + table(["variant", "threads", "sampling s", "old/ref/value pass s", "scoring s", "update s",
+                          "step s", f"step / {first}", "same numbers as at 1 thread"], rows)
+
+
 def section_suite_timing(doc: dict) -> list[str]:
     runs = [doc["runs"][k] for k in ("old", "new") if k in doc["runs"]]
     lines = ["", "## Speed: the test suite", "",
@@ -660,10 +720,12 @@ def section_nbval_cost(doc: dict) -> list[str]:
 
 
 SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, section_alarms]),
+            ("ppo_epochs.json", [section_ppo_epochs]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),
             ("main_command_timing.json", [section_main_command]),
+            ("ppo_speed.json", [section_ppo_speed]),
             ("suite_timing.json", [section_suite_timing]),
             ("pretrain_vs_nanogpt.json", [section_pretrain_vs_nanogpt]),
             ("pretrain_profile.json", [section_pretrain_profile]),
@@ -692,12 +754,15 @@ def readme_headline(doc: dict | None) -> list[str]:
     if len(sft) > 1:  # the stable-SFT target: every seed within 10 points of every other
         rows.append(["SFT: spread over the seeds (max - min) <= 10", "", "",
                      f"{f(max(sft) - min(sft))} over {len(sft)} seeds: {'met' if max(sft) - min(sft) <= 10 else '**not met**'}"])
-    for label, k, rule in PPO_TARGETS:
-        after = {s: seeds[s].get(f"ppo/{k}_after") for s in seeds}
-        met = sum(1 for s in seeds if None not in (after[s], seeds[s].get(f"ppo/{k}_before"))
-                  and rule(seeds[s][f"ppo/{k}_before"], after[s]))
-        rows.append([f"PPO: {label}", spread([after[s] for s in dev]), spread([after[s] for s in test]),
-                     f"{met} of {len(seeds)}"])
+    # stage 5 again at the setting the cpu preset changed to, on the same stage 1-4 models (when it has run)
+    again = load("ppo_epochs.json")
+    for name, src in [("PPO", seeds)] + ([(f"PPO at {'; '.join(again['params'])}", again["seeds"])] if again else []):
+        for label, k, rule in PPO_TARGETS:
+            after = {s: src[s].get(f"ppo/{k}_after") for s in src}
+            met = sum(1 for s in src if None not in (after[s], src[s].get(f"ppo/{k}_before"))
+                      and rule(src[s][f"ppo/{k}_before"], after[s]))
+            rows.append([f"{name}: {label}", spread([after.get(s) for s in dev]), spread([after.get(s) for s in test]),
+                         f"{met} of {len(src)}"])
 
     def head(name, ran, planned):  # the seeds that ran, of those the set names
         return f"{name} seeds ({', '.join(ran) or 'none'} of {', '.join(str(x) for x in planned)})"
@@ -738,7 +803,23 @@ def readme_trust(doc: dict | None) -> list[str]:
 README = REPO / "README.md"
 # The pages with generated blocks (<!-- results:NAME --> ... <!-- /results -->) besides docs/results.md.
 PAGES = (README, REPO / "docs" / "using.md")
+def readme_timing(doc: dict | None) -> list[str]:
+    """README's timing line: the main command's wall time beside the old revision's on the same machine, with
+    the machine's matmul rate (the ratio travels, the seconds do not)."""
+    if doc is None:
+        return ["(no timing yet: run benchmarks/main_command_timing.py, then benchmarks/results_tables.py)"]
+    old, new = doc["runs"]["old"], doc["runs"]["new"]
+    rate = statistics.mean([new["matmul_gflops_before"]["2"], new["matmul_gflops_after"]["2"]])
+    return [f"Time: {f(new['main_command_seconds'] / 60, 1)} minutes at {new['commit']} on {doc['cpu']} "
+            f"({doc['cores']} cores, float32 matmul {f(rate, 0)} GFLOP/s at 2 threads, {doc['date']}): "
+            f"**{f(doc['ratio_main_command'], 2)}×** the time of {old['commit']} run back to back on the same machine"
+            + (f"; PPO's notebook {f(doc['ratio_ppo'], 2)}×" if doc.get("ratio_ppo") else "")
+            + " (`benchmarks/main_command_timing.py`; per stage in [docs/results.md](docs/results.md)"
+            "#speed-the-main-command-old-and-new))."]
+
+
 BLOCKS = {"headline": lambda: readme_headline(load("seeds.json")),
+          "timing": lambda: readme_timing(load("main_command_timing.json")),
           "trust": lambda: readme_trust(load("trust.json")),
           "hh_rlhf": lambda: table(HH_HEADER, hh_rows(load("hh_rlhf_lengths.json"))) if load("hh_rlhf_lengths.json")
           else ["(no results yet: run benchmarks/hh_rlhf_lengths.py, then benchmarks/results_tables.py)"]}

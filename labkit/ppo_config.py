@@ -110,9 +110,13 @@ class PPOConfig:
 PRESETS = {
     "smoke": dict(threads=1, kl_ablation=True, n_prompts=64, n_eval=8, eval_samples=2, rollout_batch_size=8, minibatch_size=4, max_new_tokens=8, max_steps=4,
                   ppo_epochs=2, checkpoint_interval=2, snapshot_interval=1, alarm_window=4),
-    # The dataclass defaults are the cpu preset, on one thread: its models are too small for intra-op
-    # threads to pay, and on a busy 2-core machine two threads made sampling 25x slower (spin-waiting).
-    "cpu": dict(threads=1),
+    # The dataclass defaults, but for two things measured on a quiet 2-core machine
+    # (benchmarks/results/ppo_speed.json, docs/results.md "Speed: PPO's step"): the process's cores, as
+    # every stage uses (2 threads trained the same numbers as 1, to the last digit, in less time; on a
+    # machine busy with other jobs set threads=1: oversubscribed threads spin-wait), and 2 epochs, not 4:
+    # half the update's compute, the same number of stage-5 targets met at the development seeds
+    # (benchmarks/results/ppo_epochs.json).
+    "cpu": dict(ppo_epochs=2),
     "gpu": dict(n_prompts=50000, rollout_batch_size=256, minibatch_size=64, max_new_tokens=32,
                 max_steps=400, learning_rate=1e-4, kl_coef=0.05, lora_r=32, lora_alpha=64, max_prompt_tokens=448,
                 checkpoint_interval=50, snapshot_interval=40, alarm_window=40),

@@ -233,6 +233,9 @@ def demonstrations(tokenizer, tasks: list[dict]) -> dict:
 def ptx_loss(policy, ptx: dict, rows: torch.Tensor, autocast) -> torch.Tensor:
     """Mean cross-entropy of ``policy`` on the demonstrations ``rows`` of ``ptx`` (response tokens only)."""
     dev = next(policy.parameters()).device
+    # Rows are right-padded to the longest demonstration of all; cut to the longest of these: the pad
+    # columns change no real token's logits (causal attention) and cost a forward/backward each.
+    width = int(ptx["attention_mask"][rows].sum(1).max())
+    batch = {k: ptx[k][rows, :width].to(dev) for k in ("input_ids", "attention_mask", "labels")}
     with autocast:
-        return policy(input_ids=ptx["input_ids"][rows].to(dev), attention_mask=ptx["attention_mask"][rows].to(dev),
-                      labels=ptx["labels"][rows].to(dev), use_cache=False).loss.float()  # no KV cache to fill
+        return policy(**batch, use_cache=False).loss.float()  # no KV cache to fill

@@ -131,6 +131,20 @@ def test_ptx_keeps_the_demonstrations_likely_and_never_shows_conduct_or_evaluati
         ppo_models.demonstration_tasks(base_run.world(), "harmful,benign", 0)
 
 
+def test_ptx_loss_on_a_few_short_demonstrations_is_the_loss_with_every_pad_column(base_run):
+    """ptx_loss cuts the batch to its longest row: the same loss as through the global padding (causal
+    attention: right pads change no real token), so the cut only saves compute."""
+    cfg, pv, _, _, _, _, tok, _ = _parts(base_run, ptx_coef=1.0)
+    ptx = ppo_models.demonstrations(tok, ppo_models.demonstration_tasks(base_run.world(), cfg.families, 0, n=200))
+    lengths = ptx["attention_mask"].sum(1)
+    short = torch.argsort(lengths)[:4]
+    assert lengths[short].max() < ptx["input_ids"].shape[1]  # these rows do have pad columns to cut
+    with torch.no_grad():
+        cut = ppo_models.ptx_loss(pv.policy, ptx, short, contextlib.nullcontext())
+        full = pv.policy(**{k: ptx[k][short] for k in ("input_ids", "attention_mask", "labels")}, use_cache=False).loss
+    assert torch.allclose(cut, full, atol=1e-5)
+
+
 def test_training_logprobs_match_generation(base_run):
     """Left padding + position ids from the mask: the forward pass sees what generate() sampled from."""
     cfg, pv, ref, model, opt, acc, tok, batch = _parts(base_run)

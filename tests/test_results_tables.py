@@ -41,6 +41,33 @@ def test_the_tables_come_from_the_files(tmp_path, monkeypatch):
         rt.readme_headline(json.loads((tmp_path / "seeds.json").read_text())))
 
 
+def test_stage_5_at_another_setting_is_shown_beside_the_seeds_runs_with_its_targets_met(tmp_path, monkeypatch):
+    """ppo_epochs.json (stage 5 again on the same stage 1-4 models): per seed beside seeds.json's run, the count
+    of targets met at the development seeds in the prose, and its own rows in README's headline table."""
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    conduct = lambda harm, abst: {"ppo/harmful_refused_before": 30.0, "ppo/harmful_refused_after": harm,  # noqa: E731
+                                  "ppo/unanswerable_abstained_before": 20.0, "ppo/unanswerable_abstained_after": abst,
+                                  "ppo/kl_after": 0.5}
+    common = {"preset": "cpu", "date": "d", "threads": 1, "dev_seeds": [0, 1, 2], "test_seeds": [3, 4],
+              "machine": {"cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2"}}
+    (tmp_path / "seeds.json").write_text(json.dumps({**common, "params": [],
+                                                     "seeds": {"0": conduct(90.0, 85.0), "3": conduct(80.0, 90.0)}}))
+    assert "beside the runs above" not in rt.render()  # no file, no section
+    (tmp_path / "ppo_epochs.json").write_text(json.dumps({**common, "params": ["ppo.ppo_epochs=2"],
+                                                          "seeds": {"0": conduct(86.0, 70.0), "3": conduct(95.0, 90.0)}}))
+    text = rt.render()
+    assert "| harmful refused >= 85 and +40 | above | 90.0 met | 80.0 **not met** |" in text
+    assert "| harmful refused >= 85 and +40 | ppo.ppo_epochs=2 | 86.0 met | 95.0 met |" in text
+    assert "| \"not stated\" >= 80 and +30 | ppo.ppo_epochs=2 | 70.0 **not met** | 90.0 met |" in text
+    # seed 0 alone is a development seed: 2 targets met above (the others have no numbers), 1 at the new setting
+    assert "At the development seeds it met 1 of 5 stage-5 targets, the runs above 2." in text
+    readme = "\n".join(rt.readme_headline(json.loads((tmp_path / "seeds.json").read_text())))
+    assert "| PPO: harmful refused >= 85 and +40 | 90.0 | 80.0 | 1 of 2 |" in readme
+    assert "| PPO at ppo.ppo_epochs=2: harmful refused >= 85 and +40 | 86.0 | 95.0 | 2 of 2 |" in readme
+
+
 def test_the_sft_stability_section_shows_each_model_on_each_draw_and_the_validation_choice(tmp_path, monkeypatch):
     import json
     rt = _script()
@@ -203,6 +230,31 @@ def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_tim
     assert "| matmul rate, 1 thread / 2 threads | 51.0 / 92.0 |" in text
     # the step's parts are shown but counted once: 200 s - (150 + 30) s is start-up and the notebook
     assert "train: update 100 s (50%)" in text and "| 20 s (10%) |" in text
+
+    # README's timing line: the new time in minutes, both ratios, and the machine's matmul rate at 2 threads
+    line = rt.readme_timing(json.loads((tmp_path / "main_command_timing.json").read_text()))[0]
+    assert "5.0 minutes at bbb on c" in line and "matmul 92 GFLOP/s" in line and "**0.60×** the time of aaa" in line
+    assert "PPO's notebook 0.50×" in line and "no timing yet" in rt.readme_timing(None)[0]
+
+
+def test_the_ppo_speed_section_shows_each_variants_phases_and_whether_its_numbers_changed(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    var = lambda threads, step, trace: {"threads": threads, "step_ratio": step / 8.0, "trace": trace,  # noqa: E731
+                                        "seconds": {"gen": 0.5, "forward": 1.0, "score": 0.25, "update": step - 1.75,
+                                                    "step": step}}
+    (tmp_path / "ppo_speed.json").write_text(json.dumps({
+        "date": "d", "cpu": "c", "cores": 2, "load_before": [0.1], "load_after": [0.2], "command": "cmd", "run": "r",
+        "steps": 6, "rounds": 2, "matmul_gflops_before": {"1": 50.0, "2": 90.0},
+        "variants": {"threads=1": var(1, 8.0, [[1.0]]), "threads=2": var(2, 5.0, [[1.0]]),
+                     "threads=1 ppo_epochs=2": var(1, 5.0, [[2.0]]), "threads=2 ppo_epochs=2": var(2, 4.0, [[2.5]])}}))
+    text = rt.render()
+    # each 2-thread variant is checked against the 1-thread variant of the same other settings
+    assert "| threads=1 | 1 | 0.50 | 1.00 | 0.25 | 6.25 | 8.00 | 1.00 | - |" in text
+    assert "| threads=2 | 2 | 0.50 | 1.00 | 0.25 | 3.25 | 5.00 | 0.62 | yes |" in text
+    assert "| threads=2 ppo_epochs=2 | 2 | 0.50 | 1.00 | 0.25 | 2.25 | 4.00 | 0.50 | no |" in text
+    assert "step / threads=1" in text
 
 
 def test_the_suite_timing_section_shows_each_revision_and_the_ratio(tmp_path, monkeypatch):
