@@ -814,8 +814,8 @@ def readme_timing(doc: dict | None) -> list[str]:
             f"({doc['cores']} cores, float32 matmul {f(rate, 0)} GFLOP/s at 2 threads, {doc['date']}): "
             f"**{f(doc['ratio_main_command'], 2)}×** the time of {old['commit']} run back to back on the same machine"
             + (f"; PPO's notebook {f(doc['ratio_ppo'], 2)}×" if doc.get("ratio_ppo") else "")
-            + " (`benchmarks/main_command_timing.py`; per stage in [docs/results.md](docs/results.md)"
-            "#speed-the-main-command-old-and-new))."]
+            + " (`benchmarks/main_command_timing.py`; per stage in "
+            "[docs/results.md](docs/results.md#speed-the-main-command-old-and-new))."]
 
 
 BLOCKS = {"headline": lambda: readme_headline(load("seeds.json")),
