@@ -87,6 +87,20 @@ STAGE_TARGETS = [
     ("reward model: conduct pairs right >= 90", "reward/conduct_accuracy", lambda v: v >= 90),
     ("reward model: Spearman on conduct >= 0.6", "reward/conduct_spearman", lambda v: v >= 0.6),
 ]
+
+
+def ppo_cell(d: dict, k: str, rule) -> str:
+    """A seed's number after PPO and whether it meets the target (``-`` without a before and an after)."""
+    b, a = d.get(f"ppo/{k}_before"), d.get(f"ppo/{k}_after")
+    return "-" if None in (a, b) else f"{f(a)} {'met' if rule(b, a) else '**not met**'}"
+
+
+def ppo_met(d: dict, k: str, rule) -> bool:
+    """Whether a seed's run met a stage-5 target (False when it has no before and after)."""
+    b, a = d.get(f"ppo/{k}_before"), d.get(f"ppo/{k}_after")
+    return None not in (a, b) and rule(b, a)
+
+
 CONDUCT = ["harmful_refused", "unanswerable_abstained", "over_refusal_benign", "over_refusal_answerable",
            "mixed_rate", "task_accuracy"]
 CONDUCT_LABELS = {"harmful_refused": "harmful refused", "unanswerable_abstained": "\"not stated\"",
@@ -296,11 +310,7 @@ def section_seeds(doc: dict) -> list[str]:
                                 f"{f(seeds[s][k], 2 if 'spearman' in k else 1)} {'met' if rule(seeds[s][k]) else '**not met**'}"
                                 for s in seeds])
     for label, k, rule in PPO_TARGETS:
-        cells = []
-        for s in seeds:
-            b, a = seeds[s].get(f"ppo/{k}_before"), seeds[s].get(f"ppo/{k}_after")
-            cells.append("-" if None in (a, b) else f"{f(a)} {'met' if rule(b, a) else '**not met**'}")
-        trows.append([label] + cells)
+        trows.append([label] + [ppo_cell(seeds[s], k, rule) for s in seeds])
     lines += table(["target"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], trows)
     return lines
 
@@ -313,10 +323,9 @@ def section_ppo_epochs(doc: dict) -> list[str]:
     dev, test = seed_groups(doc)
     seeds = [s for s in doc["seeds"] if s in base["seeds"]]
     setting = "; ".join(doc["params"])
+
     def met(src: dict, s: str) -> int:  # stage-5 targets a seed's run met
-        d = src["seeds"][s]
-        return sum(1 for _, k, rule in PPO_TARGETS if None not in (d.get(f"ppo/{k}_before"), d.get(f"ppo/{k}_after"))
-                   and rule(d[f"ppo/{k}_before"], d[f"ppo/{k}_after"]))
+        return sum(ppo_met(src["seeds"][s], k, rule) for _, k, rule in PPO_TARGETS)
 
     on_dev = {name: sum(met(src, s) for s in seeds if s in dev) for name, src in (("above", base), ("new", doc))}
     n_dev = len(PPO_TARGETS) * sum(1 for s in seeds if s in dev)
@@ -330,11 +339,7 @@ def section_ppo_epochs(doc: dict) -> list[str]:
     rows = []
     for label, k, rule in PPO_TARGETS:
         for name, src in (("above", base), (setting, doc)):
-            cells = []
-            for s in seeds:
-                b, a = src["seeds"][s].get(f"ppo/{k}_before"), src["seeds"][s].get(f"ppo/{k}_after")
-                cells.append("-" if None in (a, b) else f"{f(a)} {'met' if rule(b, a) else '**not met**'}")
-            rows.append([label, name] + cells)
+            rows.append([label, name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds])
     for name, src in (("above", base), (setting, doc)):
         rows.append(["targets met", name] + [f"{met(src, s)} of {len(PPO_TARGETS)}" for s in seeds])
         rows.append(["KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2) for s in seeds])
@@ -591,9 +596,13 @@ def section_sft_stability(doc: dict) -> list[str]:
 
 # --- speed: the main command, old and new, and where the time goes ------------------------------
 
+def matmul_rate(run: dict, threads: str) -> float:
+    """A timed run's float32 matmul rate at ``threads`` (GFLOP/s), the mean of before and after it."""
+    return statistics.mean([run["matmul_gflops_before"][threads], run["matmul_gflops_after"][threads]])
+
+
 def section_main_command(doc: dict) -> list[str]:
     old, new = doc["runs"]["old"], doc["runs"]["new"]
-    peak = lambda r, t: statistics.mean([r["matmul_gflops_before"][t], r["matmul_gflops_after"][t]])  # noqa: E731
     lines = ["", "## Speed: the main command, old and new", "",
              f"`benchmarks/main_command_timing.py`, {doc['date']}, on {doc['cpu']} ({doc['cores']} cores; load average "
              f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): README's main command at "
@@ -606,8 +615,8 @@ def section_main_command(doc: dict) -> list[str]:
             for s in stages]
     rows.append(["**main command**", f(old["main_command_seconds"], 0), f(new["main_command_seconds"], 0),
                  f"**{f(doc['ratio_main_command'], 2)}**"])
-    rows.append(["matmul rate, 1 thread / 2 threads", f"{f(peak(old, '1'))} / {f(peak(old, '2'))}",
-                 f"{f(peak(new, '1'))} / {f(peak(new, '2'))}", ""])
+    rows.append(["matmul rate, 1 thread / 2 threads", f"{f(matmul_rate(old, '1'))} / {f(matmul_rate(old, '2'))}",
+                 f"{f(matmul_rate(new, '1'))} / {f(matmul_rate(new, '2'))}", ""])
     lines += table(["stage", f"old ({old['commit']}) s", f"new ({new['commit']}) s", "new / old"], rows)
     timed = {s: t for s, t in (new.get("timings") or {}).items() if t}
     if timed:
@@ -624,6 +633,8 @@ def section_main_command(doc: dict) -> list[str]:
             rows.append([stage, f(nb, 0), "; ".join(cells), rest])
         lines += table(["stage", "notebook s", "timed parts", "start-up, notebook, plots"], rows)
     return lines
+
+
 def section_ppo_speed(doc: dict) -> list[str]:
     first = next(iter(doc["variants"]))
     lines = ["", "## Speed: PPO's step under other settings", "",
@@ -759,8 +770,7 @@ def readme_headline(doc: dict | None) -> list[str]:
     for name, src in [("PPO", seeds)] + ([(f"PPO at {'; '.join(again['params'])}", again["seeds"])] if again else []):
         for label, k, rule in PPO_TARGETS:
             after = {s: src[s].get(f"ppo/{k}_after") for s in src}
-            met = sum(1 for s in src if None not in (after[s], src[s].get(f"ppo/{k}_before"))
-                      and rule(src[s][f"ppo/{k}_before"], after[s]))
+            met = sum(ppo_met(src[s], k, rule) for s in src)
             rows.append([f"{name}: {label}", spread([after.get(s) for s in dev]), spread([after.get(s) for s in test]),
                          f"{met} of {len(src)}"])
 
@@ -803,13 +813,15 @@ def readme_trust(doc: dict | None) -> list[str]:
 README = REPO / "README.md"
 # The pages with generated blocks (<!-- results:NAME --> ... <!-- /results -->) besides docs/results.md.
 PAGES = (README, REPO / "docs" / "using.md")
+
+
 def readme_timing(doc: dict | None) -> list[str]:
     """README's timing line: the main command's wall time beside the old revision's on the same machine, with
     the machine's matmul rate (the ratio travels, the seconds do not)."""
     if doc is None:
         return ["(no timing yet: run benchmarks/main_command_timing.py, then benchmarks/results_tables.py)"]
     old, new = doc["runs"]["old"], doc["runs"]["new"]
-    rate = statistics.mean([new["matmul_gflops_before"]["2"], new["matmul_gflops_after"]["2"]])
+    rate = matmul_rate(new, "2")
     return [f"Time: {f(new['main_command_seconds'] / 60, 1)} minutes at {new['commit']} on {doc['cpu']} "
             f"({doc['cores']} cores, float32 matmul {f(rate, 0)} GFLOP/s at 2 threads, {doc['date']}): "
             f"**{f(doc['ratio_main_command'], 2)}×** the time of {old['commit']} run back to back on the same machine"
