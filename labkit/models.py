@@ -17,17 +17,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM,
-                          BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM, T5Config,
-                          T5ForConditionalGeneration)
+
+# transformers is imported where a model is built or loaded, not here: `labkit run` imports every stage module to
+# check the configs before it starts a notebook, and transformers' modelling code was most of that import's seconds.
 
 OBJECTIVES = {"causal": "decoder", "masked": "encoder", "span": "encoder-decoder"}
-AUTO = {"causal": AutoModelForCausalLM, "masked": AutoModelForMaskedLM, "span": AutoModelForSeq2SeqLM}
+AUTO = {"causal": "AutoModelForCausalLM", "masked": "AutoModelForMaskedLM", "span": "AutoModelForSeq2SeqLM"}
 
 
 def build_model(objective: str, tokenizer, n_layer: int, n_head: int, n_embd: int, block_size: int,
                 ffn_mult: float = 4.0, dropout: float = 0.0, attn_impl: str = "sdpa") -> torch.nn.Module:
     """A freshly initialised model for ``objective`` sized by the arguments."""
+    from transformers import (BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM, T5Config,
+                              T5ForConditionalGeneration)
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
     if n_embd % n_head:
@@ -59,8 +61,9 @@ def build_model(objective: str, tokenizer, n_layer: int, n_head: int, n_embd: in
 
 def load_model(path_or_name: str | Path, objective: str = "causal", dtype=None, **kw) -> torch.nn.Module:
     """Load a checkpoint folder or hub name for ``objective`` (hub names need internet)."""
+    import transformers
     try:
-        return AUTO[objective].from_pretrained(str(path_or_name), dtype=dtype, **kw)
+        return getattr(transformers, AUTO[objective]).from_pretrained(str(path_or_name), dtype=dtype, **kw)
     except OSError as e:
         raise FileNotFoundError(f"could not load a model from {str(path_or_name)!r}: not a local checkpoint "
                                 f"folder, and the hub is unreachable or has no such model ({e.__class__.__name__})"
@@ -69,6 +72,7 @@ def load_model(path_or_name: str | Path, objective: str = "causal", dtype=None, 
 
 def objective_of(path: str | Path) -> str:
     """Which objective a saved checkpoint was built for (to refuse the wrong kind early)."""
+    from transformers import AutoConfig
     cfg = AutoConfig.from_pretrained(str(path))
     if cfg.is_encoder_decoder:
         return "span"

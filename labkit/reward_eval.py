@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from .generate import generate
 from .reward_model import score
 from .tokenizer import ensure_chat_ready
@@ -136,6 +134,7 @@ def verifier_samples(model, tokenizer, policy_path, tasks: list[dict], device, s
                      batch_size: int = 64) -> list[dict]:
     """``samples_per_prompt`` fresh samples from the policy at ``policy_path`` for each of ``tasks``, each scored
     by the reward model and the verifier (``verifier.true_score``)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     policy = AutoModelForCausalLM.from_pretrained(str(policy_path)).to(device)
     ptok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(policy_path)))
     k = samples_per_prompt

@@ -72,6 +72,10 @@ def parse_params(pairs: list[str]) -> dict:
     return out
 
 
+# What a data file's name ends with: such a value is a file (made absolute, and checked before any stage runs).
+DATA_SUFFIXES = (".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".gz")
+
+
 def absolute_paths(per: dict[str, dict]) -> dict[str, dict]:
     """Parameter values (``split_params``' routing) that name a file or folder relative to where the command runs,
     made absolute: the notebooks run in notebooks/, where ``-p data=book.txt`` would name another file, or none.
@@ -83,7 +87,7 @@ def absolute_paths(per: dict[str, dict]) -> dict[str, dict]:
         if not isinstance(v, str) or os.path.isabs(v) or v in keywords:
             return v
         path = Path(v)
-        data_file = path.suffix.lower() in (".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".gz")
+        data_file = path.suffix.lower() in DATA_SUFFIXES
         return str(path.resolve()) if data_file or path.exists() else v
     out = {}
     for stage, params in per.items():
@@ -252,6 +256,11 @@ def run_pipeline(run: str = "demo", preset: str = "cpu", stages: list[str] | Non
         raise ConfigError(f"stage {', '.join(missing)} has no notebook in {NOTEBOOK_DIR}")
     stages = [s for s in STAGES if s in stages]  # pipeline order, whatever order was given
     per = absolute_paths(split_params(params or {}, stages))
+    # A data file that is not there fails now, not when its stage's notebook opens it, maybe hours in.
+    for s, values in per.items():
+        for k, v in values.items():
+            if isinstance(v, str) and os.path.isabs(v) and v.lower().endswith(DATA_SUFFIXES) and not os.path.exists(v):
+                raise ConfigError(f"{s}.{k}: no such file: {v}")
     # Build every config now: bad values fail before hours of training.
     configs = {s: jsonable(make_config(config_class(s), stage_module(s).PRESETS, preset, per[s])) for s in stages}
 

@@ -20,9 +20,12 @@ and PPO all see exactly the same prompt format (``format_prompt``).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # imported where a tokenizer is wrapped, as models.py does with transformers' models
+    from transformers import PreTrainedTokenizerFast
 
 PAD, UNK, BOS, EOS, MASK = "<pad>", "<unk>", "<bos>", "<eos>", "<mask>"
 USER, ASSISTANT, SYSTEM = "<|user|>", "<|assistant|>", "<|system|>"
@@ -96,6 +99,7 @@ def train_tokenizer(texts: list[str], kind: str = "bpe", vocab_size: int = 2048)
 
 
 def wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    from transformers import PreTrainedTokenizerFast
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK, bos_token=BOS,
                                    eos_token=EOS, mask_token=MASK,
                                    additional_special_tokens=[USER, ASSISTANT, SYSTEM] + SENTINELS)

@@ -82,3 +82,44 @@ def test_the_checker_catches_each_kind_of_problem(tmp_path, files, expected):
     for name, source in files.items():
         (tmp_path / f"{name}.py").write_text(source)
     assert expected in problems(graph(tmp_path))
+
+
+def test_labkit_keeps_jsonschemas_iri_parsers_out_and_notebooks_still_validate():
+    """labkit/__init__.py marks rfc3987_syntax absent (1.6 s of parser building in every kernel and runner); what
+    reads notebooks still validates them, and a broken notebook still fails."""
+    import subprocess
+    import sys
+    code = """
+import sys
+import labkit, nbformat, plotly.io, jsonschema
+checkers = jsonschema.Draft7Validator.FORMAT_CHECKER.checkers
+nb = nbformat.read("notebooks/01_pretrain.ipynb", as_version=4)
+nbformat.validate(nb)
+nb.cells[0]["cell_type"] = "not a cell type"
+try:
+    nbformat.validate(nb)
+    broken = "validated"
+except nbformat.ValidationError:
+    broken = "rejected"
+print(sys.modules["rfc3987_syntax"] is None, "iri" in checkers, "date-time" in checkers, broken)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent, check=True)
+    assert out.stdout.split() == ["True", "False", "True", "rejected"]
+
+
+def test_the_runner_checks_every_stage_config_without_transformers_modelling_code():
+    """`labkit run` imports every stage module to build the configs before any notebook starts; transformers'
+    models are imported where a model is built or loaded (labkit/models.py), so that check stays quick."""
+    import subprocess
+    import sys
+    code = """
+import sys
+from labkit.runner import config_class
+from labkit.runs import STAGES
+from labkit.config import make_config
+for s in STAGES:
+    make_config(config_class(s), __import__(f"labkit.{s}", fromlist=["PRESETS"]).PRESETS, "cpu", {})
+print(sorted(m for m in ("transformers.modeling_utils", "trl", "peft", "datasets") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent, check=True)
+    assert out.stdout.strip() == "[]"

@@ -209,13 +209,17 @@ def test_cli_pretrains_on_real_english_text(tmp_path):
     assert 1 < ev["pretrain/val_ppl"] < ev["vocab_size"]
 
 
-def test_cli_missing_file_fails_in_one_line(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "labkit.runner", "run", "--stages", "pretrain", "--preset", "smoke",
-                        "--runs-dir", str(tmp_path), "-p", f"data={tmp_path / 'nope.txt'}"],
+@pytest.mark.parametrize("param", ["data=nope.txt", "reward.data=nope.jsonl.gz"])
+def test_cli_missing_file_fails_in_one_line_before_any_stage_runs(tmp_path, param):
+    """A later stage's missing file fails at once, not once the stages before it have trained."""
+    p = subprocess.run([sys.executable, "-m", "labkit.runner", "run", "--stages", "pretrain,sft,preferences,reward",
+                        "--preset", "smoke", "--runs-dir", str(tmp_path), "-p", param],
                        capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode != 0
     last = p.stderr.strip().splitlines()[-1]
-    assert last.startswith("labkit: error:") and "nope.txt" in last
+    stage = param.split(".")[0] if param.startswith("reward.") else "pretrain"
+    assert last.startswith(f"labkit: error: {stage}.data: no such file") and str(tmp_path / "nope") in last
+    assert not (tmp_path / "demo" / "notebooks").exists()  # no notebook started
 
 
 # --- one writer per run, and faults: one line on the terminal, the traceback in the run's log ----------
