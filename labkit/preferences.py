@@ -18,6 +18,7 @@ the constitution (``by_principle``) and per family (``pairs_by_family``).
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from .generate import generate
 from .judges import Constitution, ModelJudge, constitution, label_all, stopped_flags
 from .live import Timer, progress
 from .models import load_model, pick_device
-from .runs import Run, atomic_write_json, read_jsonl, write_jsonl_atomic, writes_run
+from .runs import Run, atomic_write_json, read_json, read_jsonl, write_jsonl_atomic, writes_run
 from .store import LabelStore
 
 
@@ -127,6 +128,7 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
     existing = read_jsonl(path)
     if existing and existing[0].get("gen") == gen and len(existing) == cfg.n_prompts:
         return existing
+    t0 = time.perf_counter()
     model, tokenizer = _model(cfg.init_from, r)
     model.to(pick_device(cfg.device))
     tasks = prompts_for(cfg, r)
@@ -148,6 +150,9 @@ def make_candidates(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "
             cand["responses"][-1], cand["stopped"][-1], cand["probe"] = W.declining(t, rng), True, k - 1
         cands.append(cand)
     write_jsonl_atomic(path, cands)
+    # Notebook 03 makes the candidates in a cell of their own, to show them, so `run` finds them made: it reads
+    # what generating took from here when this same process made them (not when they are a reused file).
+    atomic_write_json(path.with_name("candidates_time.json"), {"seconds": time.perf_counter() - t0, "pid": os.getpid()})
     return cands
 
 
@@ -178,6 +183,9 @@ def run(cfg: PreferencesConfig, run: str = "demo", runs_dir: str = "runs", prese
     r.require("sft", "model")
     with timer("generate candidates"):
         cands = make_candidates(cfg, run, runs_dir)
+    made = read_json(r.stage_dir("preferences") / "candidates_time.json", {})
+    if made.get("pid") == os.getpid():
+        timer.seconds["generate candidates"] = max(timer.seconds["generate candidates"], made["seconds"])
     stage = r.start("preferences", dataclasses.asdict(cfg))
     store = LabelStore(stage / "labels.sqlite")
     try:

@@ -61,6 +61,19 @@ def test_candidates_are_reused_when_settings_match(run):
     assert c[0]["gen"]["temperature"] == 0.7
 
 
+def test_the_time_spent_making_candidates_is_charged_to_them_when_this_process_made_them(run):
+    """Notebook 03 makes the candidates before `run` (to show them): `run` still charges their generation to
+    "generate candidates", read from the file make_candidates left; candidates made elsewhere are not charged."""
+    cfg = preferences.config("smoke")
+    preferences.make_candidates(cfg, run="r", runs_dir=str(run.parent))
+    made = read_json(run / "03_preferences/candidates_time.json")
+    preferences.run(cfg, run="r", runs_dir=str(run.parent), progress_bar=False)
+    assert read_json(run / "03_preferences/eval.json")["timings"]["generate candidates"] == round(made["seconds"], 2) > 0
+    (run / "03_preferences/candidates_time.json").write_text(json.dumps({**made, "pid": -1}))  # another process's
+    preferences.run(cfg, run="r", runs_dir=str(run.parent), progress_bar=False)
+    assert read_json(run / "03_preferences/eval.json")["timings"]["generate candidates"] < made["seconds"]
+
+
 def test_over_refusal_probes_are_shown_losing_where_an_answer_is_due(run):
     cfg = preferences.config("smoke", n_prompts=40, probe_share=1.0, lookalike_probe_share=1.0)
     res = preferences.run(cfg, run="r", runs_dir=str(run.parent), progress_bar=False)
