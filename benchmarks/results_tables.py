@@ -315,14 +315,21 @@ def section_seeds(doc: dict) -> list[str]:
     return lines
 
 
-def section_ppo_epochs(doc: dict) -> list[str]:
-    """Stage 5 at another setting beside seeds.json's runs, on the same stage 1-4 models of each seed."""
+def beside_seeds(doc: dict):
+    """For a seeds.py run at another setting: seeds.json's runs, the development and test seeds, the seeds both
+    ran, and the setting's name; None without seeds.json."""
     base = load("seeds.json")
     if base is None:
-        return []
+        return None
     dev, test = seed_groups(doc)
-    seeds = [s for s in doc["seeds"] if s in base["seeds"]]
-    setting = "; ".join(doc["params"])
+    return base, dev, test, [s for s in doc["seeds"] if s in base["seeds"]], "; ".join(doc["params"])
+
+
+def section_ppo_epochs(doc: dict) -> list[str]:
+    """Stage 5 at another setting beside seeds.json's runs, on the same stage 1-4 models of each seed."""
+    if (beside := beside_seeds(doc)) is None:
+        return []
+    base, dev, test, seeds, setting = beside
 
     def met(src: dict, s: str) -> int:  # stage-5 targets a seed's run met
         return sum(ppo_met(src["seeds"][s], k, rule) for _, k, rule in PPO_TARGETS)
@@ -343,6 +350,40 @@ def section_ppo_epochs(doc: dict) -> list[str]:
     for name, src in (("above", base), (setting, doc)):
         rows.append(["targets met", name] + [f"{met(src, s)} of {len(PPO_TARGETS)}" for s in seeds])
         rows.append(["KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2) for s in seeds])
+    return lines + table(["target", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
+
+
+def section_sft_candidate(doc: dict) -> list[str]:
+    """Stages 2-5 again at a candidate SFT setting, from each seed's stage 1 of seeds.json's runs, beside those runs."""
+    if (beside := beside_seeds(doc)) is None:
+        return []
+    base, _, test, seeds, setting = beside
+    sources = (("above", base), (setting, doc))
+
+    def stage_cell(d: dict, k: str, rule) -> str:
+        v = d.get(k)
+        return "-" if v is None else f"{f(v, 2 if 'spearman' in k else 1)} {'met' if rule(v) else '**not met**'}"
+
+    def met(d: dict) -> int:  # every target of stages 2, 4 and 5 a seed's run met
+        return (sum(d.get(k) is not None and rule(d[k]) for _, k, rule in STAGE_TARGETS)
+                + sum(ppo_met(d, k, rule) for _, k, rule in PPO_TARGETS))
+
+    lines = ["", f"### Stages 2-5 at {setting} beside the runs above", "",
+             f"`benchmarks/seeds.py --to ppo {' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, "
+             f"{doc['threads']} thread(s) per stage: stages 2-5 trained again from each seed's stage 1 of the table "
+             "above, with this one SFT setting changed; the other rows are that table's runs. A candidate for "
+             "the `cpu` preset, chosen on development seeds by SFT's validation loss (\"Why SFT moves from seed to "
+             "seed\"); it is not the preset's until the whole pipeline has run at every seed.", ""]
+    rows = []
+    for label, k, rule in STAGE_TARGETS:
+        for name, src in sources:
+            rows.append([label, name] + [stage_cell(src["seeds"][s], k, rule) for s in seeds])
+    for label, k, rule in PPO_TARGETS:
+        for name, src in sources:
+            rows.append([f"PPO: {label}", name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds])
+    n = len(STAGE_TARGETS) + len(PPO_TARGETS)
+    for name, src in sources:
+        rows.append(["targets met", name] + [f"{met(src['seeds'][s])} of {n}" for s in seeds])
     return lines + table(["target", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
 
 
@@ -505,16 +546,19 @@ def sft_differences(runs: dict, draws: list[str]) -> list[tuple[str, dict, dict]
     out = []
     for k, a in by_key.items():
         pt, seed, data, threads, aten, params = k
-        if (data, threads, aten, params) != (None, 1, "native", ()):
+        if (data, threads, aten) != (None, 1, "native"):
             continue
-        for k2, b in by_key.items():  # initialisation alone: the seed's own SFT on another seed's stage 1
-            if pt == seed and k2[0] != pt and k2[1:] == k[1:]:
-                out.append(("initialisation alone (another stage 1)", a, b))
+        # Order, threads and kernels are compared under any settings: a candidate's stability is measured too.
         for what, k2 in [("data order alone", (pt, seed, 1, threads, aten, params)),
                          ("threads (float summation order)", (pt, seed, data, 2, aten, params)),
                          ("CPU kernels (ATEN_CPU_CAPABILITY=default)", (pt, seed, data, threads, "default", params))]:
             if k2 in by_key and k2 != k:
                 out.append((what, a, by_key[k2]))
+        if params:
+            continue
+        for k2, b in by_key.items():  # initialisation alone: the seed's own SFT on another seed's stage 1
+            if pt == seed and k2[0] != pt and k2[1:] == k[1:]:
+                out.append(("initialisation alone (another stage 1)", a, b))
         for k2, b in by_key.items():  # SFT's seed alone: its training tasks, aligned demonstrations and order
             if k2[0] == pt and k2[1] > seed and k2[2:] == k[2:]:
                 out.append(("SFT's seed alone (its training draw and order; same stage 1)", a, b))
@@ -579,7 +623,8 @@ def section_sft_stability(doc: dict) -> list[str]:
                   "Held-out task accuracy (its own draw, greedy) during training. *At lowest validation loss*: the "
                   "step where the loss on other draws of SFT's own training distribution was lowest, and the held-out "
                   "accuracy there -- what keeping that checkpoint (`select_best`) would have given, chosen without "
-                  "looking at a held-out task.", ""]
+                  "looking at a held-out task. *Lowest validation loss*: its value, what the rule compares settings by "
+                  "(every run's validation tasks are the same draw for its SFT seed).", ""]
         rows = []
         for r in curves.values():
             at = {c["step"]: c for c in r["curve"]}
@@ -588,8 +633,9 @@ def section_sft_stability(doc: dict) -> list[str]:
             last = max(r["curve"], key=lambda c: c["step"])
             rows.append([sft_label(r)] + [f(at[s]["task_accuracy"]) if s in at else "-" for s in steps] +
                         [f"step {best['step']}: {f(best['task_accuracy'])}" if best else "-",
+                         f(best["val_loss"], 3) if best else "-",
                          ("yes" if best["step"] == last["step"] else "no") if best else "-"])
-        lines += table(["run"] + [f"step {s}" for s in steps] + ["at lowest validation loss",
+        lines += table(["run"] + [f"step {s}" for s in steps] + ["at lowest validation loss", "lowest validation loss",
                                                                "validation loss lowest at the last step"], rows)
     return lines
 
@@ -735,6 +781,7 @@ def section_nbval_cost(doc: dict) -> list[str]:
 
 SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, section_alarms]),
             ("ppo_epochs.json", [section_ppo_epochs]),
+            ("sft_candidate.json", [section_sft_candidate]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),

@@ -12,7 +12,8 @@ Every SFT run is a run folder under ``--work`` (stage 1 copied from ``pt-<pretra
 what differs; it records, every ``--every`` steps, the greedy task accuracy per answer family on its own
 held-out tasks (``curve.json``: a diagnosis of *when* accuracy comes and goes, never used to choose a
 setting). ``report`` evaluates every SFT model on every seed's held-out tasks (separating the model from
-the draw of questions) and writes ``benchmarks/results/sft_stability.json``. Extra SFT settings pass
+the draw of questions) and writes ``benchmarks/results/sft_stability.json``; a model that JSON already holds
+(the same accuracy and last training loss) is read back, not evaluated again. Extra SFT settings pass
 through ``-p name=value`` (``-p learning_rate=3e-4``), and the folder name records them.
 """
 import argparse
@@ -122,10 +123,19 @@ def cmd_report(a) -> None:
     seeds = sorted({int(n.split("-s")[1].split("-")[0]) for n in runs})
     held = {s: [t for t in sft.world_tasks(W.World(0), sft.config(a.preset, seed=s, n_train_tasks=0))[1]
                 if t["family"] in W.ANSWER_FAMILIES] for s in seeds}
+    before = read_json(Path(a.out), {})  # models already evaluated are read back, not evaluated again
     out = {}
     for name in runs:
         d = Run(name, a.work).stage_dir("sft")
         ev, curve = read_json(d / "eval.json"), read_json(d.parent / "curve.json", {})
+        final_loss = next((m["sft/loss"] for m in reversed(read_json_lines(d / "metrics.jsonl")) if "sft/loss" in m), None)
+        old = (before.get("runs") or {}).get(name)
+        # the same model: its accuracy and last training loss agree to the last digit, and every draw is there
+        if old and (old["task_accuracy"], old["final_loss"]) == (ev.get("sft/task_accuracy"), final_loss) \
+                and all(str(s) in old["on_seed_draws"] for s in seeds):
+            out[name] = old
+            print(name, "(already evaluated)", flush=True)
+            continue
         model = AutoModelForCausalLM.from_pretrained(d / "model")
         tok = AutoTokenizer.from_pretrained(d / "model")
         cross = {}
@@ -136,18 +146,20 @@ def cmd_report(a) -> None:
                      "arithmetic_probe": arithmetic_probe(model, tok),
                      "per_family": {f: ev.get(f"sft/accuracy_{f}") for f in W.ANSWER_FAMILIES if f"sft/accuracy_{f}" in ev},
                      "on_seed_draws": cross, "curve": curve.get("curve"), "params": curve.get("params"),
-                     "threads": curve.get("threads"), "aten": curve.get("aten"),
-                     "final_loss": next((m["sft/loss"] for m in reversed(read_json_lines(d / "metrics.jsonl"))
-                                         if "sft/loss" in m), None)}
+                     "threads": curve.get("threads"), "aten": curve.get("aten"), "final_loss": final_loss}
         print(name, f"{out[name]['task_accuracy']:.1f}", {k: round(v["task_accuracy"], 1) for k, v in cross.items()},
               flush=True)
     stage1 = {}
     preset = dataclasses.asdict(pretrain.config(a.preset))  # a stage 1 is labelled by the settings it changed
     for p in sorted(Path(a.work).glob("pt-*")):
         if Run(p.name, a.work).is_complete("pretrain"):
+            ev = read_json(p / "01_pretrain" / "eval.json")
+            old = (before.get("stage1") or {}).get(p.name)
+            if old and old.get("val_ppl") == ev.get("pretrain/val_ppl"):
+                stage1[p.name] = old
+                continue
             model = AutoModelForCausalLM.from_pretrained(p / "01_pretrain" / "model")
             tok = AutoTokenizer.from_pretrained(p / "01_pretrain" / "model")
-            ev = read_json(p / "01_pretrain" / "eval.json")
             cfg = read_json(p / "01_pretrain" / "config.json")
             changed = [f"{k}={v}" for k, v in cfg.items() if k not in ("seed", "threads") and preset.get(k, v) != v]
             stage1[p.name] = {"seed": cfg["seed"], "params": changed, "val_ppl": ev.get("pretrain/val_ppl"),

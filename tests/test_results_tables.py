@@ -83,7 +83,28 @@ def test_the_sft_stability_section_shows_each_model_on_each_draw_and_the_validat
         "runs": {"sft-pt1-s0-t1": run}}))
     text = rt.render()
     assert "| stage 1 of seed 1, SFT seed 0, 1 thread | 50.0 | 48.8 | 22.2 |" in text
-    assert "| 40.0 | 61.5 | 50.0 | step 300: 50.0 | yes |" in text  # the lowest validation loss, not the best accuracy
+    assert "| 40.0 | 61.5 | 50.0 | step 300: 50.0 | 0.600 | yes |" in text  # the lowest validation loss, not the best accuracy
+
+
+def test_a_candidate_setting_is_compared_across_cpu_kernels_and_only_to_its_defaults_otherwise(tmp_path, monkeypatch):
+    """A setting's run on other kernels is paired with the same setting on native kernels (is the candidate
+    stable?), never with the defaults; the setting itself is compared with the default run."""
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    def run(acc, aten="native", params=()):
+        return {"pretrain": 0, "seed": 0, "data_seed": None, "threads": 1, "aten": aten, "params": list(params),
+                "task_accuracy": acc, "on_seed_draws": {"0": {"task_accuracy": acc}}}
+    (tmp_path / "sft_stability.json").write_text(json.dumps({
+        "preset": "cpu", "date": "d", "machine": {"cpu": "c", "torch": "t", "aten_cpu_capability": "AVX2"},
+        "runs": {"a": run(50.0), "b": run(60.0, params=["max_steps=2000"]),
+                 "c": run(57.5, "default", ["max_steps=2000"])}}))
+    text = rt.render()
+    assert ("| CPU kernels (ATEN_CPU_CAPABILITY=default) | stage 1 of seed 0, SFT seed 0, 1 thread, max_steps=2000 "
+            "| stage 1 of seed 0, SFT seed 0, 1 thread, default kernels, max_steps=2000 | -2.5 |") in text
+    assert ("| setting max_steps=2000 | stage 1 of seed 0, SFT seed 0, 1 thread | stage 1 of seed 0, SFT seed 0, "
+            "1 thread, max_steps=2000 | 10.0 |") in text
+    assert text.count("| CPU kernels") == 1 and text.count("| setting ") == 1
 
 
 def test_the_arithmetic_probe_table_labels_each_stage_1_by_what_it_changed(tmp_path, monkeypatch):
@@ -271,3 +292,26 @@ def test_the_suite_timing_section_shows_each_revision_and_the_ratio(tmp_path, mo
     assert "| oldrev (old) | 100 | 600 | 700 | 9 passed in 1.0s | 50.0 / 90.0 |" in text
     assert "| newrev (new) | 100 | 300 | 400 |" in text
     assert "New / old test time: **0.50**; with the setup: **0.57**." in text
+
+
+def test_a_candidate_sft_setting_is_shown_beside_the_seeds_runs_with_every_target_of_stages_2_to_5(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    seed = lambda sft, harm: {"sft/task_accuracy": sft, "reward/conduct_accuracy": 91.0,  # noqa: E731
+                              "reward/conduct_spearman": 0.55, "ppo/harmful_refused_before": 30.0,
+                              "ppo/harmful_refused_after": harm}
+    common = {"preset": "cpu", "date": "d", "threads": 1, "dev_seeds": [0, 1, 2], "test_seeds": [3, 4],
+              "machine": {"cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2"}}
+    (tmp_path / "seeds.json").write_text(json.dumps({**common, "params": [],
+                                                     "seeds": {"0": seed(56.9, 90.0), "1": seed(46.9, 80.0)}}))
+    assert "beside the runs above" not in rt.render()
+    (tmp_path / "sft_candidate.json").write_text(json.dumps({**common, "params": ["sft.max_steps=2000"],
+                                                             "seeds": {"0": seed(65.6, 88.0)}}))
+    text = rt.render()
+    assert "### Stages 2-5 at sft.max_steps=2000 beside the runs above" in text
+    assert "| SFT task accuracy >= 66 | above | 56.9 **not met** |" in text  # seed 1 has no candidate run: no column
+    assert "| SFT task accuracy >= 66 | sft.max_steps=2000 | 65.6 **not met** |" in text
+    assert "| reward model: Spearman on conduct >= 0.6 | sft.max_steps=2000 | 0.55 **not met** |" in text
+    assert "| PPO: harmful refused >= 85 and +40 | sft.max_steps=2000 | 88.0 met |" in text
+    assert "| targets met | above | 2 of 8 |" in text  # reward accuracy and harmful refused
