@@ -358,7 +358,12 @@ def section_sft_candidate(doc: dict) -> list[str]:
     if (beside := beside_seeds(doc)) is None:
         return []
     base, _, test, seeds, setting = beside
-    sources = (("above", base), (setting, doc))
+    again = load("ppo_epochs.json")  # stage 5 at the preset's current setting, which the candidate's runs use
+    if again:
+        base = {"seeds": {s: {**v, **{k: x for k, x in again["seeds"].get(s, {}).items() if k.startswith("ppo/")}}
+                          for s, v in base["seeds"].items()}}
+    above = f"above{' (stage 5 at ' + '; '.join(again['params']) + ')' if again else ''}"
+    sources = ((above, base), (setting, doc))
 
     def stage_cell(d: dict, k: str, rule) -> str:
         v = d.get(k)
@@ -371,7 +376,8 @@ def section_sft_candidate(doc: dict) -> list[str]:
     lines = ["", f"### Stages 2-5 at {setting} beside the runs above", "",
              f"`benchmarks/seeds.py --to ppo {' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, "
              f"{doc['threads']} thread(s) per stage: stages 2-5 trained again from each seed's stage 1 of the table "
-             "above, with this one SFT setting changed; the other rows are that table's runs. A candidate for "
+             "above, with this one SFT setting changed; the other rows are that table's runs, with stage 5 at the "
+             "setting the `cpu` preset now has where it ran again (the candidate's runs use it too). A candidate for "
              "the `cpu` preset, chosen on development seeds by SFT's validation loss (\"Why SFT moves from seed to "
              "seed\"); it is not the preset's until the whole pipeline has run at every seed.", ""]
     rows = []

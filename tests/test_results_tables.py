@@ -315,3 +315,9 @@ def test_a_candidate_sft_setting_is_shown_beside_the_seeds_runs_with_every_targe
     assert "| reward model: Spearman on conduct >= 0.6 | sft.max_steps=2000 | 0.55 **not met** |" in text
     assert "| PPO: harmful refused >= 85 and +40 | sft.max_steps=2000 | 88.0 met |" in text
     assert "| targets met | above | 2 of 8 |" in text  # reward accuracy and harmful refused
+    # where stage 5 ran again at the preset's current setting, the candidate is compared with that run
+    (tmp_path / "ppo_epochs.json").write_text(json.dumps({**common, "params": ["ppo.ppo_epochs=2"],
+                                                          "seeds": {"0": seed(56.9, 70.0)}}))
+    text = rt.render()
+    assert "| PPO: harmful refused >= 85 and +40 | above (stage 5 at ppo.ppo_epochs=2) | 70.0 **not met** |" in text
+    assert "| SFT task accuracy >= 66 | above (stage 5 at ppo.ppo_epochs=2) | 56.9 **not met** |" in text
