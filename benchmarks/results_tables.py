@@ -101,6 +101,17 @@ def ppo_met(d: dict, k: str, rule) -> bool:
     return None not in (a, b) and rule(b, a)
 
 
+def stage_cell(d: dict, k: str, rule) -> str:
+    """A seed's number for a stage-2 or stage-4 target and whether it meets it (``-`` when missing)."""
+    v = d.get(k)
+    return "-" if v is None else f"{f(v, 2 if 'spearman' in k else 1)} {'met' if rule(v) else '**not met**'}"
+
+
+def stage_met(d: dict, k: str, rule) -> bool:
+    """Whether a seed's run met a stage-2 or stage-4 target (False when it has no number)."""
+    return d.get(k) is not None and rule(d[k])
+
+
 CONDUCT = ["harmful_refused", "unanswerable_abstained", "over_refusal_benign", "over_refusal_answerable",
            "mixed_rate", "task_accuracy"]
 CONDUCT_LABELS = {"harmful_refused": "harmful refused", "unanswerable_abstained": "\"not stated\"",
@@ -306,9 +317,7 @@ def section_seeds(doc: dict) -> list[str]:
               "accuracy greedy).", ""]
     trows = []
     for label, k, rule in STAGE_TARGETS:
-        trows.append([label] + ["-" if seeds[s].get(k) is None else
-                                f"{f(seeds[s][k], 2 if 'spearman' in k else 1)} {'met' if rule(seeds[s][k]) else '**not met**'}"
-                                for s in seeds])
+        trows.append([label] + [stage_cell(seeds[s], k, rule) for s in seeds])
     for label, k, rule in PPO_TARGETS:
         trows.append([label] + [ppo_cell(seeds[s], k, rule) for s in seeds])
     lines += table(["target"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], trows)
@@ -365,12 +374,8 @@ def section_sft_candidate(doc: dict) -> list[str]:
     above = f"above{' (stage 5 at ' + '; '.join(again['params']) + ')' if again else ''}"
     sources = ((above, base), (setting, doc))
 
-    def stage_cell(d: dict, k: str, rule) -> str:
-        v = d.get(k)
-        return "-" if v is None else f"{f(v, 2 if 'spearman' in k else 1)} {'met' if rule(v) else '**not met**'}"
-
     def met(d: dict) -> int:  # every target of stages 2, 4 and 5 a seed's run met
-        return (sum(d.get(k) is not None and rule(d[k]) for _, k, rule in STAGE_TARGETS)
+        return (sum(stage_met(d, k, rule) for _, k, rule in STAGE_TARGETS)
                 + sum(ppo_met(d, k, rule) for _, k, rule in PPO_TARGETS))
 
     lines = ["", f"### Stages 2-5 at {setting} beside the runs above", "",
@@ -814,7 +819,7 @@ def readme_headline(doc: dict | None) -> list[str]:
         met = ""
         if key in rules:
             label = rules[key][0]
-            met = f"{sum(1 for s in seeds if seeds[s].get(key) is not None and rules[key][1](seeds[s][key]))} of {len(seeds)}"
+            met = f"{sum(stage_met(seeds[s], key, rules[key][1]) for s in seeds)} of {len(seeds)}"
         rows.append([label, spread([seeds[s].get(key) for s in dev], nd), spread([seeds[s].get(key) for s in test], nd),
                      met])
     sft = [seeds[s]["sft/task_accuracy"] for s in seeds if seeds[s].get("sft/task_accuracy") is not None]

@@ -76,6 +76,11 @@ def parse_params(pairs: list[str]) -> dict:
 DATA_SUFFIXES = (".txt", ".json", ".jsonl", ".ndjson", ".parquet", ".gz")
 
 
+def is_data_file(value) -> bool:
+    """Whether a parameter value names a data file, by its suffix (whether or not the file exists)."""
+    return isinstance(value, str) and Path(value).suffix.lower() in DATA_SUFFIXES
+
+
 def absolute_paths(per: dict[str, dict]) -> dict[str, dict]:
     """Parameter values (``split_params``' routing) that name a file or folder relative to where the command runs,
     made absolute: the notebooks run in notebooks/, where ``-p data=book.txt`` would name another file, or none.
@@ -87,8 +92,7 @@ def absolute_paths(per: dict[str, dict]) -> dict[str, dict]:
         if not isinstance(v, str) or os.path.isabs(v) or v in keywords:
             return v
         path = Path(v)
-        data_file = path.suffix.lower() in DATA_SUFFIXES
-        return str(path.resolve()) if data_file or path.exists() else v
+        return str(path.resolve()) if is_data_file(v) or path.exists() else v
     out = {}
     for stage, params in per.items():
         helps = field_help(config_class(stage))
@@ -259,7 +263,7 @@ def run_pipeline(run: str = "demo", preset: str = "cpu", stages: list[str] | Non
     # A data file that is not there fails now, not when its stage's notebook opens it, maybe hours in.
     for s, values in per.items():
         for k, v in values.items():
-            if isinstance(v, str) and os.path.isabs(v) and v.lower().endswith(DATA_SUFFIXES) and not os.path.exists(v):
+            if is_data_file(v) and not os.path.exists(v):  # absolute_paths made every data file absolute
                 raise ConfigError(f"{s}.{k}: no such file: {v}")
     # Build every config now: bad values fail before hours of training.
     configs = {s: jsonable(make_config(config_class(s), stage_module(s).PRESETS, preset, per[s])) for s in stages}
