@@ -384,7 +384,9 @@ def section_sft_candidate(doc: dict) -> list[str]:
              "above, with this one SFT setting changed; the other rows are that table's runs, with stage 5 at the "
              "setting the `cpu` preset now has where it ran again (the candidate's runs use it too). A candidate for "
              "the `cpu` preset, chosen on development seeds by SFT's validation loss (\"Why SFT moves from seed to "
-             "seed\"); it is not the preset's until the whole pipeline has run at every seed.", ""]
+             "seed\"). The rule that decides whether it becomes the preset's was written before the test seeds ran "
+             "(docs/how-it-works.md, the end of \"Why SFT's accuracy moves from seed to seed\"): the test seeds are "
+             "reported and decide nothing.", ""]
     rows = []
     for label, k, rule in STAGE_TARGETS:
         for name, src in sources:
@@ -395,7 +397,19 @@ def section_sft_candidate(doc: dict) -> list[str]:
     n = len(STAGE_TARGETS) + len(PPO_TARGETS)
     for name, src in sources:
         rows.append(["targets met", name] + [f"{met(src['seeds'][s])} of {n}" for s in seeds])
-    return lines + table(["target", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
+    lines += table(["target", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
+    summary = []
+    for group, which in (("development", [s for s in seeds if s not in test]), ("test", [s for s in seeds if s in test])):
+        if which:
+            counts = {name: sum(met(src["seeds"][s]) for s in which) for name, src in sources}
+            summary.append(f"At the {group} seeds ({', '.join(which)}) {setting} met {counts[setting]} of "
+                           f"{n * len(which)} targets, the runs above {counts[sources[0][0]]}.")
+    for name, src in sources:
+        acc = [src["seeds"][s].get("sft/task_accuracy") for s in seeds]
+        if all(a is not None for a in acc):
+            summary.append(f"SFT task accuracy, {name}: {f(min(acc))}-{f(max(acc))} over seeds {', '.join(seeds)} "
+                           f"(spread {f(max(acc) - min(acc))} points).")
+    return lines + [""] + [" ".join(summary)] if summary else lines
 
 
 def section_families(doc: dict) -> list[str]:
@@ -627,6 +641,7 @@ def section_sft_stability(doc: dict) -> list[str]:
                                   [[f"{x} vs {y}", f(v["whole"]), f(v["model"]), f(v["draw"])]
                                    for (x, y), v in split.items()])
     lines += section_arithmetic_probe(doc)
+    lines += section_sft_batches(doc)
     curves = {n: r for n, r in runs.items() if r.get("curve")}
     if curves:
         steps = sorted({c["step"] for r in curves.values() for c in r["curve"]})
@@ -649,6 +664,37 @@ def section_sft_stability(doc: dict) -> list[str]:
         lines += table(["run"] + [f"step {s}" for s in steps] + ["at lowest validation loss", "lowest validation loss",
                                                                "validation loss lowest at the last step"], rows)
     return lines
+
+
+def section_sft_batches(doc: dict) -> list[str]:
+    """What a batch of SFT holds in random order and grouped by length (``batch_composition``)."""
+    seeds = doc.get("batches") or {}
+    if not seeds:
+        return []
+    any_seed = next(iter(seeds.values()))
+    lines = ["", "### What a batch holds: random order or grouped by length", "",
+             f"The first {any_seed['batches']} batches of {any_seed['batch_size']} of each SFT seed's training examples "
+             "(its own tokenizer; no model run). *Real tokens*: the share of the positions a step computes that are "
+             "not padding (a batch is padded to its longest example). *Commonest family*: the share of a batch's "
+             f"examples in its most frequent family, of {any_seed['families']}. `group_by_length` orders the examples "
+             "as `training.length_grouped_order` does.", ""]
+    rows = [[f"seed {s}", order.replace("_", " "), f(100 * b[order]["real_token_share"]),
+             f(100 * b[order]["commonest_family_share"]), f(b[order]["families_per_batch"], 2)]
+            for s, b in seeds.items() for order in ("random", "group_by_length")]
+    return lines + table(["SFT seed", "order", "real tokens (%)", "commonest family (%)", "families per batch"], rows)
+
+
+def section_sft_step(doc: dict) -> list[str]:
+    names = {"random": "TRL, random batches, padded (the preset)", "plain_loop": "the same batches, plain PyTorch loop",
+             "padding_free": "TRL, `padding_free`", "group_by_length": "TRL, `group_by_length`"}
+    lines = ["", "## Speed: one SFT step", "",
+             f"`benchmarks/sft_step.py`, {doc['date']}, on {doc['cpu']} ({doc['threads']} thread(s); load average "
+             f"{f(doc['load_average_1m'], 2)}; matmul rate {f(doc['matmul_gflops_before'])} GFLOP/s before, "
+             f"{f(doc['matmul_gflops_after'])} after): stage 2's trainer at the cpu preset's shape, batch "
+             f"{doc['batch_size']}, {doc['rounds']} rounds of {doc['steps_per_round']} steps alternating between the "
+             "ways to run it. Median seconds per step, and its ratio to the preset's.", ""]
+    rows = [[names.get(v, v), f(x["seconds_per_step"], 3), f(x["over_random"], 2)] for v, x in doc["variants"].items()]
+    return lines + table(["step", "seconds per step", "/ the preset's"], rows)
 
 
 # --- speed: the main command, old and new, and where the time goes ------------------------------
@@ -797,6 +843,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),
             ("main_command_timing.json", [section_main_command]),
+            ("sft_step.json", [section_sft_step]),
             ("ppo_speed.json", [section_ppo_speed]),
             ("suite_timing.json", [section_suite_timing]),
             ("pretrain_vs_nanogpt.json", [section_pretrain_vs_nanogpt]),

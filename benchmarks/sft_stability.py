@@ -165,9 +165,49 @@ def cmd_report(a) -> None:
             stage1[p.name] = {"seed": cfg["seed"], "params": changed, "val_ppl": ev.get("pretrain/val_ppl"),
                               "arithmetic_probe": arithmetic_probe(model, tok)}
             print(p.name, stage1[p.name]["arithmetic_probe"], flush=True)
+    batches = {str(s): batch_composition(a.preset, s, Path(a.work) / f"pt-{s}" / "01_pretrain" / "model")
+               for s in seeds if (Path(a.work) / f"pt-{s}").exists()}
     Path(a.out).write_text(json.dumps({"preset": a.preset, "date": time.strftime("%Y-%m-%d"),
-                                       "machine": machine(), "runs": out, "stage1": stage1}, indent=1) + "\n")
+                                       "machine": machine(), "runs": out, "stage1": stage1, "batches": batches},
+                                      indent=1) + "\n")
     print(f"wrote {a.out}")
+
+
+def batch_composition(preset: str, seed: int, tokenizer_dir: Path, n_batches: int = 2000) -> dict:
+    """What SFT's batches hold, in random order and grouped by length (``group_by_length``): the share of the
+    computed positions that are real tokens, and how many of a batch's examples share its commonest family.
+    Lengths are prompt + completion tokens as TRL builds them (capped at ``max_length``); no model is run."""
+    import collections
+
+    import torch
+    from transformers import AutoTokenizer
+
+    from labkit import sft
+    from labkit import world as W
+    from labkit.tokenizer import to_prompt_completion
+    from labkit.training import LengthGroupedBatches
+    cfg = sft.config(preset, seed=seed)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    train, _ = sft.world_tasks(W.World(0), cfg)
+    rows = to_prompt_completion(tok, train)
+    lengths = [min(cfg.max_length, len(tok(r["prompt"], add_special_tokens=False).input_ids)
+                   + len(tok(r["completion"], add_special_tokens=False).input_ids)) for r in rows]
+    fams = [t["family"] for t in train]
+    gen, grouped = torch.Generator().manual_seed(seed), LengthGroupedBatches(lengths, cfg.batch_size, seed)
+    orders = {"random": lambda: torch.randperm(len(rows), generator=gen).tolist(),  # one epoch per call
+              "group_by_length": lambda: list(grouped)}
+    out = {}
+    for name, epoch in orders.items():
+        idx = []
+        while len(idx) < n_batches * cfg.batch_size:
+            idx += epoch()
+        batches = [idx[i:i + cfg.batch_size] for i in range(0, n_batches * cfg.batch_size, cfg.batch_size)]
+        real = sum(lengths[i] for b in batches for i in b)
+        computed = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+        top = [collections.Counter(fams[i] for i in b).most_common(1)[0][1] / len(b) for b in batches]
+        out[name] = {"real_token_share": real / computed, "commonest_family_share": sum(top) / len(top),
+                     "families_per_batch": sum(len({fams[i] for i in b}) for b in batches) / len(batches)}
+    return {"batches": n_batches, "batch_size": cfg.batch_size, "families": len(set(fams)), **out}
 
 
 # The sentence forms pretraining states sums and differences in (world.reasoning), cut before the answer.

@@ -50,6 +50,7 @@ from .runs import (Run, append_jsonl, atomic_dir, atomic_write_json, atomic_writ
 from .textdata import drift_ppl
 from .tokenizer import format_prompt
 from .tracking import Tracker, closes_trackers, tb_dir
+from .training import length_grouped_order
 from .verifier import true_score
 
 
@@ -66,15 +67,12 @@ def minibatch_order(query_mask: torch.Tensor, cfg: PPOConfig, gen: torch.Generat
     """A permutation of the batch rows; consecutive ``minibatch_size`` rows form one minibatch.
 
     With ``group_by_length`` each minibatch holds prompts of similar length (random among equals) and
-    the minibatches come in random order -- far less padding to compute through (HF Trainer's
-    ``group_by_length`` idea); otherwise a plain shuffle.
+    the minibatches come in random order -- far less padding to compute through
+    (``training.length_grouped_order``); otherwise a plain shuffle.
     """
-    perm = torch.randperm(len(query_mask), generator=gen)
     if not cfg.group_by_length:
-        return perm
-    perm = perm[torch.argsort(query_mask.sum(1).cpu()[perm], stable=True)]
-    groups = perm.split(cfg.minibatch_size)
-    return torch.cat([groups[i] for i in torch.randperm(len(groups), generator=gen).tolist()])
+        return torch.randperm(len(query_mask), generator=gen)
+    return length_grouped_order(query_mask.sum(1).cpu(), cfg.minibatch_size, gen)
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ from .runs import Run, atomic_dir, atomic_write_json, atomic_write_text, writes_
 from .textdata import drift_ppl, stage1_corpus, stage1_settings
 from .tokenizer import ensure_chat_ready, to_prompt_completion
 from .tracking import hf_logging_dir, report_to_field, tb_dir
-from .training import MetricsCallback, lora_config, no_printer, trainer_args
+from .training import MetricsCallback, grouped_by_length, lora_config, no_printer, trainer_args
 
 
 @dataclass
@@ -69,6 +69,8 @@ class SFTConfig:
     warmup_steps: int = field(default=30, metadata={"help": "linear warm-up steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_length: int = field(default=128, metadata={"help": "truncate prompt+response to this many tokens"})
+    padding_free: bool = field(default=False, metadata={"help": "each batch as one row of its examples, each attending only to itself (TRL's padding_free): the same loss on the same batches, without computing a random batch's padding (docs/results.md, \"What a batch holds\")"})
+    group_by_length: bool = field(default=False, metadata={"help": "batches of examples of similar length, in random order (training.length_grouped_order): almost no padding, but each batch then holds mostly one family, and at the cpu preset SFT learned less per step (docs/how-it-works.md, Stage 2)"})
     log_interval: int = field(default=10, metadata={"help": "steps between loss log lines"})
     n_val: int = field(default=0, metadata={"help": "validation tasks from SFT's own training side of the world (other draws than the training tasks; never an evaluation task): their loss is logged every eval_interval steps (0: none)"})
     eval_interval: int = field(default=100, metadata={"help": "steps between validation losses (with n_val)"})
@@ -314,7 +316,8 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum_steps,
         learning_rate=learning_rate(cfg), lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay, max_length=cfg.max_length, completion_only_loss=True,
+        weight_decay=cfg.weight_decay, completion_only_loss=True, padding_free=cfg.padding_free,
+        max_length=None if cfg.padding_free else cfg.max_length,  # padding-free: TRL leaves the cut to us (below)
         **trainer_args(stage / ".trainer", device, bf16, cfg.gradient_checkpointing, cfg.log_interval, cfg.report_to,
                        cfg.seed))
     if cfg.data_seed is not None:
@@ -326,11 +329,20 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     chart = LiveChart(CHART, title="SFT", enabled=live)
     bar = progress(cfg.max_steps, "sft", disable=not progress_bar)
     with hf_logging_dir(cfg.report_to, tb_dir(stage)):
-        trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer,
-                                 train_dataset=Dataset.from_list(to_prompt_completion(tokenizer, train) + replay),
-                                 eval_dataset=Dataset.from_list(to_prompt_completion(tokenizer, val)) if val else None,
-                                 callbacks=[MetricsCallback(metrics_path, "sft", chart, bar, show=("sft/loss",)),
-                                            *([best] if best else []), *callbacks])
+        # A random batch pads to its longest example, and the padding costs what real tokens cost
+        # (docs/results.md, "What a batch holds").
+        trainer_cls = grouped_by_length(trl.SFTTrainer) if cfg.group_by_length else trl.SFTTrainer
+        trainer = trainer_cls(model=model, args=args, processing_class=tokenizer,
+                              train_dataset=Dataset.from_list(to_prompt_completion(tokenizer, train) + replay),
+                              eval_dataset=Dataset.from_list(to_prompt_completion(tokenizer, val)) if val else None,
+                              callbacks=[MetricsCallback(metrics_path, "sft", chart, bar, show=("sft/loss",)),
+                                         *([best] if best else []), *callbacks])
+    if cfg.padding_free:  # cut as TRL cuts when it pads, and drop what the cut left without a target, as it does
+        for split in ("train_dataset", "eval_dataset"):
+            ds = getattr(trainer, split)
+            if ds is not None:
+                ds = ds.map(lambda r: {"input_ids": r["input_ids"][:cfg.max_length], "labels": r["labels"][:cfg.max_length]})
+                setattr(trainer, split, ds.filter(lambda r: any(x != -100 for x in r["labels"])))
     no_printer(trainer)
     t_train = time.perf_counter()
     with timer("train"):

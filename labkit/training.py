@@ -5,7 +5,9 @@
 * ``MetricsCallback``: TRL's log lines -> ``metrics.jsonl`` under the stage's names, the live chart and
   the progress bar;
 * ``lora_config``: peft's ``LoraConfig`` for a causal LM or a sequence classifier;
-* ``quiet_libraries`` / ``quiet_peft`` / ``no_printer``: one progress display per stage, not three.
+* ``quiet_libraries`` / ``quiet_peft`` / ``no_printer``: one progress display per stage, not three;
+* ``length_grouped_order`` / ``grouped_by_length``: batches of examples of similar length (SFT's
+  ``group_by_length``; PPO's minibatches use the same order).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import warnings
 from pathlib import Path
+
+import torch
 
 from .planner import lora_targets
 from .runs import append_jsonl
@@ -112,3 +116,51 @@ def no_printer(trainer) -> None:
     from transformers import PrinterCallback, ProgressCallback
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
+
+
+def length_grouped_order(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> torch.Tensor:
+    """A permutation of the rows in which each ``batch_size`` consecutive rows have similar ``lengths``
+    (random among equal lengths) and the batches come in random order.
+
+    A batch is padded to its longest row and the padding is computed like real tokens; at SFT's cpu
+    preset half of a random batch is padding. HF's ``group_by_length`` sorts mega-batches of 50 batches
+    long to short, so training sweeps through lengths every 50 steps; here the batches are shuffled.
+    """
+    perm = torch.randperm(len(lengths), generator=gen)
+    perm = perm[torch.argsort(lengths[perm], stable=True)]
+    groups = perm.split(batch_size)
+    return torch.cat([groups[i] for i in torch.randperm(len(groups), generator=gen).tolist()])
+
+
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """``length_grouped_order`` as a sampler: another order every epoch, the same on every process (so
+    accelerate can deal the batches out), from ``seed`` and the epoch alone."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = torch.tensor(lengths), batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1  # a trainer that never calls set_epoch still gets a new order each epoch
+        yield from length_grouped_order(self.lengths, self.batch_size, gen).tolist()
+
+
+def grouped_by_length(trainer_cls):
+    """``trainer_cls`` (a transformers/TRL trainer) whose training batches come from
+    ``LengthGroupedBatches`` over the tokenized examples' lengths. Evaluation keeps its sequential
+    batches, so a validation loss means the same with grouping as without."""
+
+    class Grouped(trainer_cls):
+        def _get_train_sampler(self, train_dataset=None):
+            ds = self.train_dataset if train_dataset is None else train_dataset
+            seed = self.args.seed if self.args.data_seed is None else self.args.data_seed
+            return LengthGroupedBatches([len(x) for x in ds["input_ids"]], self.args.train_batch_size, seed)
+
+    Grouped.__name__ = f"{trainer_cls.__name__}GroupedByLength"
+    return Grouped

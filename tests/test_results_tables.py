@@ -86,6 +86,39 @@ def test_the_sft_stability_section_shows_each_model_on_each_draw_and_the_validat
     assert "| 40.0 | 61.5 | 50.0 | step 300: 50.0 | 0.600 | yes |" in text  # the lowest validation loss, not the best accuracy
 
 
+def test_the_batch_table_shows_padding_and_family_mix_per_seed_and_order(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    run = {"pretrain": 0, "seed": 0, "data_seed": None, "threads": 1, "aten": "native", "params": [],
+           "task_accuracy": 50.0, "on_seed_draws": {"0": {"task_accuracy": 50.0}}}
+    mix = lambda real, top, n: {"real_token_share": real, "commonest_family_share": top, "families_per_batch": n}  # noqa: E731
+    (tmp_path / "sft_stability.json").write_text(json.dumps({
+        "preset": "cpu", "date": "d", "machine": {"cpu": "c", "torch": "t", "aten_cpu_capability": "AVX2"},
+        "runs": {"sft-pt0-s0-t1": run},
+        "batches": {"0": {"batches": 2000, "batch_size": 32, "families": 7, "random": mix(0.488, 0.24, 6.957),
+                          "group_by_length": mix(0.998, 0.727, 2.247)}}}))
+    text = rt.render()
+    assert "The first 2000 batches of 32" in text and "of 7." in text
+    assert "| seed 0 | random | 48.8 | 24.0 | 6.96 |" in text
+    assert "| seed 0 | group by length | 99.8 | 72.7 | 2.25 |" in text
+
+
+def test_the_sft_step_table_gives_each_way_to_run_a_step_and_its_ratio_to_the_presets(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    (tmp_path / "sft_step.json").write_text(json.dumps({
+        "date": "d", "cpu": "c", "threads": 2, "load_average_1m": 0.5, "matmul_gflops_before": 150.0,
+        "matmul_gflops_after": 148.0, "batch_size": 32, "rounds": 3, "steps_per_round": 40,
+        "variants": {"random": {"seconds_per_step": 0.3, "over_random": 1.0},
+                     "padding_free": {"seconds_per_step": 0.2, "over_random": 0.667}}}))
+    text = rt.render()
+    assert "## Speed: one SFT step" in text and "3 rounds of 40 steps" in text
+    assert "| TRL, random batches, padded (the preset) | 0.300 | 1.00 |" in text
+    assert "| TRL, `padding_free` | 0.200 | 0.67 |" in text
+
+
 def test_a_candidate_setting_is_compared_across_cpu_kernels_and_only_to_its_defaults_otherwise(tmp_path, monkeypatch):
     """A setting's run on other kernels is paired with the same setting on native kernels (is the candidate
     stable?), never with the defaults; the setting itself is compared with the default run."""
@@ -321,3 +354,17 @@ def test_a_candidate_sft_setting_is_shown_beside_the_seeds_runs_with_every_targe
     text = rt.render()
     assert "| PPO: harmful refused >= 85 and +40 | above (stage 5 at ppo.ppo_epochs=2) | 70.0 **not met** |" in text
     assert "| SFT task accuracy >= 66 | above (stage 5 at ppo.ppo_epochs=2) | 56.9 **not met** |" in text
+    # a test seed is counted apart from the development seeds, and SFT's spread is over every seed both ran
+    (tmp_path / "sft_candidate.json").write_text(json.dumps({**common, "params": ["sft.max_steps=2000"],
+                                                             "seeds": {"0": seed(65.6, 88.0), "1": seed(70.0, 90.0)}}))
+    seeds = json.loads((tmp_path / "seeds.json").read_text())
+    seeds["seeds"]["1"]["sft/task_accuracy"], seeds["dev_seeds"], seeds["test_seeds"] = 46.9, [0], [1]
+    (tmp_path / "seeds.json").write_text(json.dumps(seeds))
+    cand = json.loads((tmp_path / "sft_candidate.json").read_text())
+    cand["dev_seeds"], cand["test_seeds"] = [0], [1]
+    (tmp_path / "sft_candidate.json").write_text(json.dumps(cand))
+    text = rt.render()
+    assert "| target | runs | seed 0 | seed 1 (test) |" in text
+    assert "At the development seeds (0) sft.max_steps=2000 met 2 of 8 targets, the runs above" in text
+    assert "At the test seeds (1) sft.max_steps=2000 met 3 of 8 targets" in text
+    assert "SFT task accuracy, sft.max_steps=2000: 65.6-70.0 over seeds 0, 1 (spread 4.4 points)." in text

@@ -52,9 +52,10 @@ def test_response_only_loss_masks_prompt_and_trains_eos(smoke_run):
     assert out1.item() == pytest.approx(manual.item(), rel=1e-5)
 
 
-def test_full_sft_trains_and_evaluates(run_with_pretrain):
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_full_sft_trains_and_evaluates(run_with_pretrain, group_by_length):
     runs, name = str(run_with_pretrain.parent), run_with_pretrain.name
-    res = sft.run(sft.config("smoke"), run=name, runs_dir=runs, progress_bar=False)
+    res = sft.run(sft.config("smoke", group_by_length=group_by_length), run=name, runs_dir=runs, progress_bar=False)
     stage = run_with_pretrain / "02_sft"
     assert (stage / "model/model.safetensors").exists()
     losses = [m["sft/loss"] for m in read_jsonl(stage / "metrics.jsonl") if "sft/loss" in m]
@@ -67,6 +68,19 @@ def test_full_sft_trains_and_evaluates(run_with_pretrain):
     assert any(not torch.equal(a[k], b[k]) for k in a)  # weights changed
     ev = json.loads((stage / "eval.json").read_text())
     assert ev["examples"] and {"before", "after", "answer"} <= set(ev["examples"][0])
+
+
+def test_padding_free_trains_the_same_batches_to_the_same_losses(run_with_pretrain, tmp_path):
+    """One row of a batch's examples, each attending to itself, is the padded batch without its padding:
+    the same losses step by step. A short max_length cuts examples (some to no target at all), as it does padded."""
+    twin = tmp_path / "twin" / "r"
+    shutil.copytree(run_with_pretrain, twin)
+    losses = []
+    for path, free in ((run_with_pretrain, False), (twin, True)):
+        sft.run(sft.config("smoke", padding_free=free, max_length=24, log_interval=1), run=path.name,
+                runs_dir=str(path.parent), progress_bar=False)
+        losses.append([m["sft/loss"] for m in read_jsonl(path / "02_sft" / "metrics.jsonl") if "sft/loss" in m])
+    assert len(losses[0]) == 8 and losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
 def test_lora_trains_few_parameters_and_saves_adapter(run_with_pretrain):
