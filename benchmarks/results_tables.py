@@ -579,6 +579,9 @@ def sft_differences(runs: dict, draws: list[str]) -> list[tuple[str, dict, dict]
                          ("CPU kernels (ATEN_CPU_CAPABILITY=default)", (pt, seed, data, threads, "default", params))]:
             if k2 in by_key and k2 != k:
                 out.append((what, a, by_key[k2]))
+        for k2, b in by_key.items():  # one more setting on top of a candidate's (the candidate, changed once)
+            if params and k2[:5] == k[:5] and len(k2[5]) == len(params) + 1 and set(params) <= set(k2[5]):
+                out.append(("setting " + ", ".join(p for p in k2[5] if p not in params) + " on top", a, b))
         if params:
             continue
         for k2, b in by_key.items():  # initialisation alone: the seed's own SFT on another seed's stage 1
@@ -694,7 +697,11 @@ def section_sft_step(doc: dict) -> list[str]:
              f"{doc['batch_size']}, {doc['rounds']} rounds of {doc['steps_per_round']} steps alternating between the "
              "ways to run it. Median seconds per step, and its ratio to the preset's.", ""]
     rows = [[names.get(v, v), f(x["seconds_per_step"], 3), f(x["over_random"], 2)] for v, x in doc["variants"].items()]
-    return lines + table(["step", "seconds per step", "/ the preset's"], rows)
+    lines += table(["step", "seconds per step", "/ the preset's"], rows)
+    if "padding_free" in doc["variants"]:  # what SFT's candidate (twice the preset's steps) would cost without padding
+        lines += ["", f"At these ratios twice the preset's steps cost {f(2 * doc['variants']['padding_free']['over_random'], 2)}x "
+                  "the preset's SFT training time with `padding_free`, against 2x with padding."]
+    return lines
 
 
 # --- speed: the main command, old and new, and where the time goes ------------------------------

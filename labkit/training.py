@@ -122,8 +122,8 @@ def length_grouped_order(lengths: torch.Tensor, batch_size: int, gen: torch.Gene
     """A permutation of the rows in which each ``batch_size`` consecutive rows have similar ``lengths``
     (random among equal lengths) and the batches come in random order.
 
-    A batch is padded to its longest row and the padding is computed like real tokens; at SFT's cpu
-    preset half of a random batch is padding. HF's ``group_by_length`` sorts mega-batches of 50 batches
+    A batch is padded to its longest row and the padding is computed like real tokens (docs/results.md,
+    "What a batch holds"). HF's ``group_by_length`` sorts mega-batches of 50 batches
     long to short, so training sweeps through lengths every 50 steps; here the batches are shuffled.
     """
     perm = torch.randperm(len(lengths), generator=gen)

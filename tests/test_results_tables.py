@@ -117,6 +117,7 @@ def test_the_sft_step_table_gives_each_way_to_run_a_step_and_its_ratio_to_the_pr
     assert "## Speed: one SFT step" in text and "3 rounds of 40 steps" in text
     assert "| TRL, random batches, padded (the preset) | 0.300 | 1.00 |" in text
     assert "| TRL, `padding_free` | 0.200 | 0.67 |" in text
+    assert "twice the preset's steps cost 1.33x the preset's SFT training time with `padding_free`" in text
 
 
 def test_a_candidate_setting_is_compared_across_cpu_kernels_and_only_to_its_defaults_otherwise(tmp_path, monkeypatch):
@@ -138,6 +139,13 @@ def test_a_candidate_setting_is_compared_across_cpu_kernels_and_only_to_its_defa
     assert ("| setting max_steps=2000 | stage 1 of seed 0, SFT seed 0, 1 thread | stage 1 of seed 0, SFT seed 0, "
             "1 thread, max_steps=2000 | 10.0 |") in text
     assert text.count("| CPU kernels") == 1 and text.count("| setting ") == 1
+    # one more setting on top of the candidate's is compared with the candidate, not with the defaults alone
+    doc = json.loads((tmp_path / "sft_stability.json").read_text())
+    doc["runs"]["d"] = run(64.0, params=["max_steps=2000", "padding_free=True"])
+    (tmp_path / "sft_stability.json").write_text(json.dumps(doc))
+    text = rt.render()
+    assert ("| setting padding_free=True on top | stage 1 of seed 0, SFT seed 0, 1 thread, max_steps=2000 | stage 1 of "
+            "seed 0, SFT seed 0, 1 thread, max_steps=2000, padding_free=True | 4.0 |") in text
 
 
 def test_the_arithmetic_probe_table_labels_each_stage_1_by_what_it_changed(tmp_path, monkeypatch):
