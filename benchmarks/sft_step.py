@@ -13,6 +13,7 @@ cost does not depend on them); the float32 matmul rate is measured before and af
 ``benchmarks/results/sft_step.json``.
 """
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -35,14 +36,12 @@ def main() -> None:
 
     import torch
     import trl
-    from datasets import Dataset
     from transformers import TrainerCallback
 
     from labkit import pretrain, sft
     from labkit import world as W
     from labkit.models import build_model, matmul_gflops
     from labkit.tokenizer import to_prompt_completion, train_tokenizer
-    from labkit.training import grouped_by_length, trainer_args
 
     torch.set_num_threads(a.threads)
     pcfg, cfg = pretrain.config("cpu"), sft.config("cpu", n_train_tasks=4000)
@@ -50,7 +49,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model("causal", tok, pcfg.n_layer, pcfg.n_head, pcfg.n_embd, pcfg.block_size)
     train, _ = sft.world_tasks(W.World(0), cfg)
-    data = Dataset.from_list(to_prompt_completion(tok, train))
+    rows = to_prompt_completion(tok, train)
     warm = 3
     rate_before = matmul_gflops()
 
@@ -81,14 +80,10 @@ def main() -> None:
             def on_step_end(self, args, state, control, **kw):
                 stamps.append(time.perf_counter())
 
-        free = variant == "padding_free"
-        args = trl.SFTConfig(max_steps=warm + a.steps, per_device_train_batch_size=cfg.batch_size,
-                             learning_rate=1e-3, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
-                             max_length=None if free else cfg.max_length, padding_free=free,
-                             completion_only_loss=True,
-                             **trainer_args("/tmp/sft_step", torch.device("cpu"), False, log_interval=cfg.log_interval))
-        cls = grouped_by_length(trl.SFTTrainer) if variant == "group_by_length" else trl.SFTTrainer
-        trainer = cls(model=model, args=args, processing_class=tok, train_dataset=data, callbacks=[Stamp()])
+        run_cfg = dataclasses.replace(cfg, max_steps=warm + a.steps, padding_free=variant == "padding_free",
+                                      group_by_length=variant == "group_by_length")
+        trainer = sft.make_trainer(run_cfg, model, tok, rows, [], "/tmp/sft_step", torch.device("cpu"), False,
+                                   callbacks=[Stamp()])
         if variant == "random" and not batches:
             batches.extend(b for _, b in zip(range(warm + a.steps), trainer.get_train_dataloader()))
         trainer.train()

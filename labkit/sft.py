@@ -259,14 +259,44 @@ class KeepBest:
         return _KeepBest()
 
 
+def make_trainer(cfg: SFTConfig, model, tokenizer, train_rows: list[dict], val_rows: list[dict], output_dir,
+                 device, bf16: bool, callbacks=()):
+    """Stage 2's ``trl.SFTTrainer`` on prompt/completion rows, untrained (``benchmarks/sft_step.py`` times this
+    same trainer). With ``val_rows`` it logs their loss every ``eval_interval`` steps."""
+    import trl
+    from datasets import Dataset
+    args = trl.SFTConfig(
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum_steps,
+        learning_rate=learning_rate(cfg), lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay, completion_only_loss=True, padding_free=cfg.padding_free,
+        max_length=None if cfg.padding_free else cfg.max_length,  # padding-free: TRL leaves the cut to us (below)
+        **trainer_args(output_dir, device, bf16, cfg.gradient_checkpointing, cfg.log_interval, cfg.report_to,
+                       cfg.seed))
+    if cfg.data_seed is not None:
+        args.data_seed = cfg.data_seed  # TRL's sampler shuffles with data_seed; everything else keeps seed
+    if val_rows:
+        args.eval_strategy, args.eval_steps, args.per_device_eval_batch_size = "steps", cfg.eval_interval, cfg.batch_size
+    # A random batch pads to its longest example, and the padding costs what real tokens cost
+    # (docs/results.md, "What a batch holds").
+    trainer_cls = grouped_by_length(trl.SFTTrainer) if cfg.group_by_length else trl.SFTTrainer
+    trainer = trainer_cls(model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(train_rows),
+                          eval_dataset=Dataset.from_list(val_rows) if val_rows else None, callbacks=list(callbacks))
+    if cfg.padding_free:  # cut as TRL cuts when it pads, and drop what the cut left without a target, as it does
+        for split in ("train_dataset", "eval_dataset"):
+            ds = getattr(trainer, split)
+            if ds is not None:
+                ds = ds.map(lambda r: {"input_ids": r["input_ids"][:cfg.max_length], "labels": r["labels"][:cfg.max_length]})
+                setattr(trainer, split, ds.filter(lambda r: any(x != -100 for x in r["labels"])))
+    no_printer(trainer)
+    return trainer
+
+
 @writes_run
 def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str | None = None,
         live: bool | None = None, progress_bar: bool = True, callbacks=()) -> dict:
     """Fine-tune, evaluate base vs SFT with the verifier, and write the stage folder. ``callbacks``: more
     ``TrainerCallback``s (benchmarks/sft_stability.py records the held-out curve through one)."""
-    import trl
-    from datasets import Dataset
-
     if cfg.on_error not in ("skip", "fail"):
         raise ConfigError(f"on_error must be 'skip' or 'fail', got {cfg.on_error!r}")
     require_fraction(cfg, ("aligned_share", "replay_share"))
@@ -312,38 +342,15 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
             add_head_adapter(model.get_base_model(), cfg.lora_head_r, cfg.lora_alpha / cfg.lora_r)
     trainable, total = count_params(model, trainable_only=True), count_params(model)
 
-    args = trl.SFTConfig(
-        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum_steps,
-        learning_rate=learning_rate(cfg), lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay, completion_only_loss=True, padding_free=cfg.padding_free,
-        max_length=None if cfg.padding_free else cfg.max_length,  # padding-free: TRL leaves the cut to us (below)
-        **trainer_args(stage / ".trainer", device, bf16, cfg.gradient_checkpointing, cfg.log_interval, cfg.report_to,
-                       cfg.seed))
-    if cfg.data_seed is not None:
-        args.data_seed = cfg.data_seed  # TRL's sampler shuffles with data_seed; everything else keeps seed
     val = validation_tasks(world, cfg, train) if cfg.n_val and cfg.data == "world" else []
-    if val:
-        args.eval_strategy, args.eval_steps, args.per_device_eval_batch_size = "steps", cfg.eval_interval, cfg.batch_size
     best = KeepBest() if cfg.select_best and val else None
     chart = LiveChart(CHART, title="SFT", enabled=live)
     bar = progress(cfg.max_steps, "sft", disable=not progress_bar)
     with hf_logging_dir(cfg.report_to, tb_dir(stage)):
-        # A random batch pads to its longest example, and the padding costs what real tokens cost
-        # (docs/results.md, "What a batch holds").
-        trainer_cls = grouped_by_length(trl.SFTTrainer) if cfg.group_by_length else trl.SFTTrainer
-        trainer = trainer_cls(model=model, args=args, processing_class=tokenizer,
-                              train_dataset=Dataset.from_list(to_prompt_completion(tokenizer, train) + replay),
-                              eval_dataset=Dataset.from_list(to_prompt_completion(tokenizer, val)) if val else None,
-                              callbacks=[MetricsCallback(metrics_path, "sft", chart, bar, show=("sft/loss",)),
-                                         *([best] if best else []), *callbacks])
-    if cfg.padding_free:  # cut as TRL cuts when it pads, and drop what the cut left without a target, as it does
-        for split in ("train_dataset", "eval_dataset"):
-            ds = getattr(trainer, split)
-            if ds is not None:
-                ds = ds.map(lambda r: {"input_ids": r["input_ids"][:cfg.max_length], "labels": r["labels"][:cfg.max_length]})
-                setattr(trainer, split, ds.filter(lambda r: any(x != -100 for x in r["labels"])))
-    no_printer(trainer)
+        trainer = make_trainer(cfg, model, tokenizer, to_prompt_completion(tokenizer, train) + replay,
+                               to_prompt_completion(tokenizer, val), stage / ".trainer", device, bf16,
+                               callbacks=[MetricsCallback(metrics_path, "sft", chart, bar, show=("sft/loss",)),
+                                          *([best] if best else []), *callbacks])
     t_train = time.perf_counter()
     with timer("train"):
         trainer.train()
