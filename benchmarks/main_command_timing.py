@@ -2,12 +2,16 @@
 
     .venv/bin/python benchmarks/main_command_timing.py --old e3bcdee --new HEAD
     .venv/bin/python benchmarks/main_command_timing.py --old e3bcdee --new HEAD --order new,old --out x.json
+    .venv/bin/python benchmarks/main_command_timing.py --old HEAD --new HEAD -p sft.max_steps=2000 \
+        --out benchmarks/results/main_command_sft_candidate.json     # what a setting would cost the main command
 
 Each revision is cloned from this repository into ``--work``, set up with its own ``./setup.sh`` (a fresh
 venv) and run with README's main command, ``.venv/bin/labkit run --preset cpu``; the stage times are read
 from the run's ``run.json`` (the runner records each notebook's wall seconds). The machine's matmul rate
 (float32, the threads the stages use) is measured before and after each run, so the ratio travels where an
 absolute time does not. Run it on a machine with nothing else running: a second job moves every number.
+``-p`` settings go to the new run's ``labkit run`` only: the same revision twice, with and without them, is what
+a setting would cost the main command before a preset takes it.
 Writes ``benchmarks/results/main_command_timing.json``.
 """
 import argparse
@@ -45,7 +49,7 @@ def fresh_clone(rev: str, work: Path) -> tuple[Path, str, dict]:
     return clone, commit, env
 
 
-def run_revision(rev: str, work: Path) -> dict:
+def run_revision(rev: str, work: Path, params: list[str] = ()) -> dict:
     clone, commit, env = fresh_clone(rev, work)
     t0 = time.perf_counter()
     subprocess.run(["./setup.sh"], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -53,8 +57,8 @@ def run_revision(rev: str, work: Path) -> dict:
     python = str(clone / ".venv" / "bin" / "python")
     peak_before = {t: matmul(t, python) for t in (1, 2)}
     t0 = time.perf_counter()
-    subprocess.run([str(clone / ".venv" / "bin" / "labkit"), "run", "--preset", "cpu"], cwd=clone, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([str(clone / ".venv" / "bin" / "labkit"), "run", "--preset", "cpu",
+                    *[x for p in params for x in ("-p", p)]], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
     total = time.perf_counter() - t0
     peak_after = {t: matmul(t, python) for t in (1, 2)}
     stages = json.loads((clone / "runs" / "demo" / "run.json").read_text())["stages"]
@@ -64,7 +68,7 @@ def run_revision(rev: str, work: Path) -> dict:
         ev = folder / "eval.json"
         if ev.exists():
             parts[folder.name.split("_", 1)[1]] = json.loads(ev.read_text()).get("timings")
-    return {"revision": rev, "commit": commit, "setup_seconds": round(setup, 1), "main_command_seconds": round(total, 1),
+    return {"revision": rev, "commit": commit, "params": list(params), "setup_seconds": round(setup, 1), "main_command_seconds": round(total, 1),
             "notebook_seconds": {s: v.get("notebook_seconds") for s, v in stages.items()},
             "stage_seconds": {s: v.get("seconds") for s, v in stages.items()}, "timings": parts,
             "matmul_gflops_before": peak_before, "matmul_gflops_after": peak_after,
@@ -76,13 +80,16 @@ def main() -> None:
     ap.add_argument("--old", required=True, help="the revision to compare against (e3bcdee: before this work)")
     ap.add_argument("--new", default="HEAD")
     ap.add_argument("--order", default="old,new", help="which runs first (the machine warms and drifts)")
+    ap.add_argument("-p", "--param", action="append", default=[],
+                    help="a setting for the new run only, as `labkit run -p` takes it (sft.max_steps=2000); repeatable")
     ap.add_argument("--work", default="/tmp/labkit-timing")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "main_command_timing.json"))
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    runs = {which: run_revision(getattr(a, which), work) for which in a.order.split(",")}
+    runs = {which: run_revision(getattr(a, which), work / which, a.param if which == "new" else [])
+            for which in a.order.split(",")}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), None)
     ratio = runs["new"]["main_command_seconds"] / runs["old"]["main_command_seconds"]
     ppo = runs["new"]["notebook_seconds"].get("ppo") / runs["old"]["notebook_seconds"].get("ppo")

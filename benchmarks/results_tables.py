@@ -711,12 +711,24 @@ def matmul_rate(run: dict, threads: str) -> float:
     return statistics.mean([run["matmul_gflops_before"][threads], run["matmul_gflops_after"][threads]])
 
 
+def run_label(run: dict) -> str:
+    """A timed run's name in a table: its commit, and the settings given to it on top of the preset."""
+    return run["commit"] + "".join(f", {p}" for p in run.get("params") or [])
+
+
 def section_main_command(doc: dict) -> list[str]:
     old, new = doc["runs"]["old"], doc["runs"]["new"]
-    lines = ["", "## Speed: the main command, old and new", "",
+    if new.get("params"):  # the same command with settings on top: what they would cost, not old against new
+        title = f"## Speed: the main command with {', '.join(new['params'])}"
+        what = (f"README's main command at {old['commit']}, then again with `{' '.join('-p ' + p for p in new['params'])}`, "
+                "each from a fresh clone with its own setup")
+    else:
+        title, what = "## Speed: the main command, old and new", (
+            f"README's main command at {old['commit']} and at {new['commit']}, each from a fresh clone with its own setup")
+    lines = ["", title, "",
              f"`benchmarks/main_command_timing.py`, {doc['date']}, on {doc['cpu']} ({doc['cores']} cores; load average "
-             f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): README's main command at "
-             f"{old['commit']} and at {new['commit']}, each from a fresh clone with its own setup, {doc['order'].replace(',', ' then ')}. "
+             f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): {what}, "
+             f"{doc['order'].replace(',', ' then ')}. "
              "Wall seconds per notebook (kernel start and plots included); the matmul rate (1024² float32, GFLOP/s, "
              "mean of before and after each run) says how fast the machine was meanwhile.", ""]
     stages = [s for s in new["notebook_seconds"] if new["notebook_seconds"][s] is not None]
@@ -727,8 +739,18 @@ def section_main_command(doc: dict) -> list[str]:
                  f"**{f(doc['ratio_main_command'], 2)}**"])
     rows.append(["matmul rate, 1 thread / 2 threads", f"{f(matmul_rate(old, '1'))} / {f(matmul_rate(old, '2'))}",
                  f"{f(matmul_rate(new, '1'))} / {f(matmul_rate(new, '2'))}", ""])
-    lines += table(["stage", f"old ({old['commit']}) s", f"new ({new['commit']}) s", "new / old"], rows)
+    lines += table(["stage", f"old ({run_label(old)}) s", f"new ({run_label(new)}) s", "new / old"], rows)
     timed = {s: t for s, t in (new.get("timings") or {}).items() if t}
+    if new.get("params"):  # the same seed's headline numbers, to see what the time bought
+        pick = lambda run, k: next((h[k] for h in run["headline"].values() if h and k in h), None)  # noqa: E731
+        keys = [k for k in ("sft/task_accuracy", "reward/conduct_accuracy", "reward/conduct_spearman",
+                            "ppo/harmful_refused_after", "ppo/unanswerable_abstained_after",
+                            "ppo/over_refusal_benign_after", "ppo/task_accuracy_after")
+                if pick(old, k) is not None or pick(new, k) is not None]
+        if keys:
+            lines += ["", "The same runs' headline numbers (seed 0, 2 threads):", ""]
+            lines += table(["number", run_label(old), run_label(new)],
+                           [[k, f(pick(old, k)), f(pick(new, k))] for k in keys])
     if timed:
         lines += ["", "### Where the time goes (new)", "",
                   "Each stage's parts as the stage timed them (`timings` in its eval.json), and the rest of its "
@@ -850,6 +872,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),
             ("main_command_timing.json", [section_main_command]),
+            ("main_command_sft_candidate.json", [section_main_command]),
             ("sft_step.json", [section_sft_step]),
             ("ppo_speed.json", [section_ppo_speed]),
             ("suite_timing.json", [section_suite_timing]),

@@ -299,6 +299,28 @@ def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_tim
     assert "PPO's notebook 0.50×" in line and "no timing yet" in rt.readme_timing(None)[0]
 
 
+def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_beside_the_presets(tmp_path, monkeypatch):
+    """main_command_sft_candidate.json: one revision twice, the second with -p settings. Its section says what the
+    settings are (not "old and new"), and shows the seed's headline numbers under both."""
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    run = lambda params, sft, acc: {"commit": "aaa", "params": params, "main_command_seconds": 100.0 + sft,  # noqa: E731
+                                    "notebook_seconds": {"sft": sft}, "timings": None,
+                                    "headline": {"sft": {"sft/task_accuracy": acc}, "ppo": {"ppo/kl_after": 0.5}},
+                                    "matmul_gflops_before": {"1": 50.0, "2": 90.0}, "matmul_gflops_after": {"1": 50.0, "2": 90.0}}
+    (tmp_path / "main_command_sft_candidate.json").write_text(json.dumps({
+        "date": "d", "cpu": "c", "cores": 2, "load_before": [0.1], "load_after": [0.2], "order": "old,new",
+        "runs": {"old": run([], 300.0, 61.25), "new": run(["sft.max_steps=2000"], 450.0, 66.875)},
+        "ratio_main_command": 550 / 400, "ratio_ppo": None}))
+    text = rt.render()
+    assert "## Speed: the main command with sft.max_steps=2000" in text and "old and new" not in text
+    assert "then again with `-p sft.max_steps=2000`" in text
+    assert "| stage | old (aaa) s | new (aaa, sft.max_steps=2000) s | new / old |" in text
+    assert "| sft | 300 | 450 | 1.50 |" in text and "| **main command** | 400 | 550 | **1.38** |" in text
+    assert "| sft/task_accuracy | 61.2 | 66.9 |" in text and "ppo/kl_after" not in text
+
+
 def test_the_ppo_speed_section_shows_each_variants_phases_and_whether_its_numbers_changed(tmp_path, monkeypatch):
     import json
     rt = _script()
