@@ -373,28 +373,45 @@ def section_sft_candidate(doc: dict) -> list[str]:
                           for s, v in base["seeds"].items()}}
     above = f"above{' (stage 5 at ' + '; '.join(again['params']) + ')' if again else ''}"
     sources = ((above, base), (setting, doc))
+    # A candidate with a setting on top of sft_candidate.json's (its params and more): that candidate's rows too,
+    # so the setting on top is read against the runs it changes, not only against the preset's.
+    under = load("sft_candidate.json")
+    if under and len(doc["params"]) > len(under["params"]) and doc["params"][:len(under["params"])] == under["params"]:
+        sources = (sources[0], ("; ".join(under["params"]), under), sources[1])
+        seeds = [sd for sd in seeds if sd in under["seeds"]]
+
+    # The stages this setting's runs reached (seeds.py is restartable: a run stopped after SFT is shown as far as it
+    # went); a stage none of its seeds reached has no rows and is not counted, for any of the rows compared.
+    reached = lambda prefix: any(k.startswith(prefix) and isinstance(v, (int, float))  # noqa: E731
+                                 for s in seeds for k, v in doc["seeds"][s].items())
+    stage_targets = [t for t in STAGE_TARGETS if reached(t[1].split("/")[0] + "/")]
+    ppo_targets = PPO_TARGETS if reached("ppo/") else []
 
     def met(d: dict) -> int:  # every target of stages 2, 4 and 5 a seed's run met
-        return (sum(stage_met(d, k, rule) for _, k, rule in STAGE_TARGETS)
-                + sum(ppo_met(d, k, rule) for _, k, rule in PPO_TARGETS))
+        return (sum(stage_met(d, k, rule) for _, k, rule in stage_targets)
+                + sum(ppo_met(d, k, rule) for _, k, rule in ppo_targets))
 
     lines = ["", f"### Stages 2-5 at {setting} beside the runs above", "",
              f"`benchmarks/seeds.py --to ppo {' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, "
              f"{doc['threads']} thread(s) per stage: stages 2-5 trained again from each seed's stage 1 of the table "
-             "above, with this one SFT setting changed; the other rows are that table's runs, with stage 5 at the "
+             f"above, with {'these SFT settings' if len(doc['params']) > 1 else 'this one SFT setting'} changed; the "
+             "other rows are that table's runs, with stage 5 at the "
              "setting the `cpu` preset now has where it ran again (the candidate's runs use it too). A candidate for "
              "the `cpu` preset, chosen on development seeds by SFT's validation loss (\"Why SFT moves from seed to "
              "seed\"). The rule that decides whether it becomes the preset's was written before the test seeds ran "
              "(docs/how-it-works.md, the end of \"Why SFT's accuracy moves from seed to seed\"): the test seeds are "
              "reported and decide nothing.", ""]
+    if len(stage_targets) + len(ppo_targets) < len(STAGE_TARGETS) + len(PPO_TARGETS):
+        lines += ["This setting's runs have not reached every stage yet: only the targets of the stages they reached "
+                  "are shown and counted, for every row.", ""]
     rows = []
-    for label, k, rule in STAGE_TARGETS:
+    for label, k, rule in stage_targets:
         for name, src in sources:
             rows.append([label, name] + [stage_cell(src["seeds"][s], k, rule) for s in seeds])
-    for label, k, rule in PPO_TARGETS:
+    for label, k, rule in ppo_targets:
         for name, src in sources:
             rows.append([f"PPO: {label}", name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds])
-    n = len(STAGE_TARGETS) + len(PPO_TARGETS)
+    n = len(stage_targets) + len(ppo_targets)
     for name, src in sources:
         rows.append(["targets met", name] + [f"{met(src['seeds'][s])} of {n}" for s in seeds])
     lines += table(["target", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
@@ -402,8 +419,9 @@ def section_sft_candidate(doc: dict) -> list[str]:
     for group, which in (("development", [s for s in seeds if s not in test]), ("test", [s for s in seeds if s in test])):
         if which:
             counts = {name: sum(met(src["seeds"][s]) for s in which) for name, src in sources}
+            others = "".join(f", {name} {counts[name]}" for name, _ in sources[1:-1])
             summary.append(f"At the {group} seeds ({', '.join(which)}) {setting} met {counts[setting]} of "
-                           f"{n * len(which)} targets, the runs above {counts[sources[0][0]]}.")
+                           f"{n * len(which)} targets, the runs above {counts[sources[0][0]]}{others}.")
     for name, src in sources:
         acc = [src["seeds"][s].get("sft/task_accuracy") for s in seeds]
         if all(a is not None for a in acc):
@@ -711,6 +729,9 @@ def matmul_rate(run: dict, threads: str) -> float:
     return statistics.mean([run["matmul_gflops_before"][threads], run["matmul_gflops_after"][threads]])
 
 
+MAIN_COMMAND_MINUTES = 25  # the main command's budget on 2 cores (README's promise of "minutes on a laptop")
+
+
 def run_label(run: dict) -> str:
     """A timed run's name in a table: its commit, and the settings given to it on top of the preset."""
     return run["commit"] + "".join(f", {p}" for p in run.get("params") or [])
@@ -741,7 +762,11 @@ def section_main_command(doc: dict) -> list[str]:
                  f"{f(matmul_rate(new, '1'))} / {f(matmul_rate(new, '2'))}", ""])
     lines += table(["stage", f"old ({run_label(old)}) s", f"new ({run_label(new)}) s", "new / old"], rows)
     timed = {s: t for s, t in (new.get("timings") or {}).items() if t}
-    if new.get("params"):  # the same seed's headline numbers, to see what the time bought
+    if new.get("params"):  # the budget a preset must keep, and the same seed's headline numbers (what the time bought)
+        minutes = new["main_command_seconds"] / 60
+        lines += ["", f"With these settings the main command took {f(minutes, 1)} minutes on this machine: "
+                  f"{'within' if minutes <= MAIN_COMMAND_MINUTES else '**over**'} the {MAIN_COMMAND_MINUTES} minutes "
+                  "the `cpu` preset's main command may take."]
         pick = lambda run, k: next((h[k] for h in run["headline"].values() if h and k in h), None)  # noqa: E731
         keys = [k for k in ("sft/task_accuracy", "reward/conduct_accuracy", "reward/conduct_spearman",
                             "ppo/harmful_refused_after", "ppo/unanswerable_abstained_after",
@@ -750,7 +775,8 @@ def section_main_command(doc: dict) -> list[str]:
         if keys:
             lines += ["", "The same runs' headline numbers (seed 0, 2 threads):", ""]
             lines += table(["number", run_label(old), run_label(new)],
-                           [[k, f(pick(old, k)), f(pick(new, k))] for k in keys])
+                           [[k, f(pick(old, k), 2 if "spearman" in k else 1), f(pick(new, k), 2 if "spearman" in k else 1)]
+                            for k in keys])
     if timed:
         lines += ["", "### Where the time goes (new)", "",
                   "Each stage's parts as the stage timed them (`timings` in its eval.json), and the rest of its "
@@ -868,6 +894,7 @@ def section_nbval_cost(doc: dict) -> list[str]:
 SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, section_alarms]),
             ("ppo_epochs.json", [section_ppo_epochs]),
             ("sft_candidate.json", [section_sft_candidate]),
+            ("sft_candidate_pf.json", [section_sft_candidate]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),

@@ -319,6 +319,11 @@ def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_
     assert "| stage | old (aaa) s | new (aaa, sft.max_steps=2000) s | new / old |" in text
     assert "| sft | 300 | 450 | 1.50 |" in text and "| **main command** | 400 | 550 | **1.38** |" in text
     assert "| sft/task_accuracy | 61.2 | 66.9 |" in text and "ppo/kl_after" not in text
+    assert "took 9.2 minutes on this machine: within the 25 minutes" in text
+    doc = json.loads((tmp_path / "main_command_sft_candidate.json").read_text())
+    doc["runs"]["new"]["main_command_seconds"] = 1560.0
+    (tmp_path / "main_command_sft_candidate.json").write_text(json.dumps(doc))
+    assert "took 26.0 minutes on this machine: **over** the 25 minutes" in rt.render()
 
 
 def test_the_ppo_speed_section_shows_each_variants_phases_and_whether_its_numbers_changed(tmp_path, monkeypatch):
@@ -398,3 +403,51 @@ def test_a_candidate_sft_setting_is_shown_beside_the_seeds_runs_with_every_targe
     assert "At the development seeds (0) sft.max_steps=2000 met 2 of 8 targets, the runs above" in text
     assert "At the test seeds (1) sft.max_steps=2000 met 3 of 8 targets" in text
     assert "SFT task accuracy, sft.max_steps=2000: 65.6-70.0 over seeds 0, 1 (spread 4.4 points)." in text
+
+
+def test_a_setting_on_top_of_the_candidate_is_shown_beside_the_candidate_and_the_runs_above(tmp_path, monkeypatch):
+    """sft_candidate_pf.json (the candidate's settings and one more): its section has three rows per target, the
+    preset's runs, the candidate's and its own, over the seeds all three ran, and counts the targets of each."""
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    seed = lambda sft: {"sft/task_accuracy": sft, "reward/conduct_accuracy": 91.0,  # noqa: E731
+                        "reward/conduct_spearman": 0.7, "ppo/harmful_refused_before": 30.0,
+                        "ppo/harmful_refused_after": 90.0}
+    common = {"preset": "cpu", "date": "d", "threads": 1, "dev_seeds": [0, 1, 2], "test_seeds": [3, 4],
+              "machine": {"cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2"}}
+    write = lambda name, params, seeds: (tmp_path / name).write_text(json.dumps(  # noqa: E731
+        {**common, "params": params, "seeds": seeds}))
+    write("seeds.json", [], {"0": seed(56.9), "1": seed(46.9), "2": seed(60.0)})
+    write("sft_candidate.json", ["sft.max_steps=2000"], {"0": seed(65.6), "1": seed(68.0), "2": seed(67.0)})
+    write("sft_candidate_pf.json", ["sft.max_steps=2000", "sft.padding_free=True"], {"1": seed(64.0), "2": seed(69.0)})
+    text = rt.render()
+    section = text.split("### Stages 2-5 at sft.max_steps=2000; sft.padding_free=True beside the runs above")[1]
+    assert "with these SFT settings changed" in section
+    assert "| target | runs | seed 1 | seed 2 |" in section  # seed 0 has no run with both settings: no column
+    assert "| SFT task accuracy >= 66 | above | 46.9 **not met** | 60.0 **not met** |" in section
+    assert "| SFT task accuracy >= 66 | sft.max_steps=2000 | 68.0 met | 67.0 met |" in section
+    assert "| SFT task accuracy >= 66 | sft.max_steps=2000; sft.padding_free=True | 64.0 **not met** | 69.0 met |" in section
+    assert ("At the development seeds (1, 2) sft.max_steps=2000; sft.padding_free=True met 7 of 16 targets, "
+            "the runs above 6, sft.max_steps=2000 8.") in section
+    # the candidate's own section is unchanged: two rows per target
+    own = text.split("### Stages 2-5 at sft.max_steps=2000 beside the runs above")[1].split("###")[0]
+    assert "padding_free" not in own and "with this one SFT setting changed" in own
+
+
+def test_a_candidate_stopped_after_sft_shows_and_counts_only_the_stages_it_reached(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    full = {"sft/task_accuracy": 60.0, "reward/conduct_accuracy": 91.0, "reward/conduct_spearman": 0.7,
+            "ppo/harmful_refused_before": 30.0, "ppo/harmful_refused_after": 90.0}
+    common = {"preset": "cpu", "date": "d", "threads": 1, "dev_seeds": [0], "test_seeds": [],
+              "machine": {"cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2"}}
+    (tmp_path / "seeds.json").write_text(json.dumps({**common, "params": [], "seeds": {"0": full}}))
+    (tmp_path / "sft_candidate.json").write_text(json.dumps({**common, "params": ["sft.max_steps=2000"], "seeds": {
+        "0": {"sft/task_accuracy": 67.0, "reward/conduct_accuracy": None, "ppo/harmful_refused_after": None}}}))
+    text = rt.render().split("### Stages 2-5 at sft.max_steps=2000 beside the runs above")[1]
+    assert "have not reached every stage yet" in text
+    assert "| SFT task accuracy >= 66 | sft.max_steps=2000 | 67.0 met |" in text
+    assert "reward model: conduct pairs" not in text and "PPO: harmful refused" not in text
+    assert "| targets met | above | 0 of 1 |" in text and "| targets met | sft.max_steps=2000 | 1 of 1 |" in text
