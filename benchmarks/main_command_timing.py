@@ -56,6 +56,9 @@ def run_revision(rev: str, work: Path, params: list[str] = ()) -> dict:
     setup = time.perf_counter() - t0
     python = str(clone / ".venv" / "bin" / "python")
     peak_before = {t: matmul(t, python) for t in (1, 2)}
+    # the kernels torch picked (AVX2, AVX512, ...): the same seed computes other numbers on another instruction set
+    isa = subprocess.run([python, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
     t0 = time.perf_counter()
     subprocess.run([str(clone / ".venv" / "bin" / "labkit"), "run", "--preset", "cpu",
                     *[x for p in params for x in ("-p", p)]], cwd=clone, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -71,7 +74,7 @@ def run_revision(rev: str, work: Path, params: list[str] = ()) -> dict:
     return {"revision": rev, "commit": commit, "params": list(params), "setup_seconds": round(setup, 1), "main_command_seconds": round(total, 1),
             "notebook_seconds": {s: v.get("notebook_seconds") for s, v in stages.items()},
             "stage_seconds": {s: v.get("seconds") for s, v in stages.items()}, "timings": parts,
-            "matmul_gflops_before": peak_before, "matmul_gflops_after": peak_after,
+            "matmul_gflops_before": peak_before, "aten_cpu_capability": isa, "matmul_gflops_after": peak_after,
             "headline": {s: v.get("headline") for s, v in stages.items()}}
 
 

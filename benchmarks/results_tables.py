@@ -334,6 +334,53 @@ def beside_seeds(doc: dict):
     return base, dev, test, [s for s in doc["seeds"] if s in base["seeds"]], "; ".join(doc["params"])
 
 
+ROUNDING_POINTS = 5  # how far the same seed's SFT task accuracy may move with float rounding alone (#24)
+
+
+def machine_name(m: dict) -> str:
+    """A machine as seeds.py records it: the CPU and the kernels torch ran, the best it has unless forced."""
+    how = (f"forced by ATEN_CPU_CAPABILITY={m['ATEN_CPU_CAPABILITY']}" if m.get("ATEN_CPU_CAPABILITY")
+           else "the best it supports")
+    return f"{m['cpu']} ({m['aten_cpu_capability']} kernels, {how})"
+
+
+def last_stage(doc: dict) -> str:
+    """The last stage of the pipeline a seeds.py file has numbers for (``--to``)."""
+    has = lambda stage: any(k.startswith(stage + "/") and isinstance(v, (int, float))  # noqa: E731
+                            for run in doc["seeds"].values() for k, v in run.items())
+    return [st for st in ("pretrain", "sft", "preferences", "reward", "ppo") if has(st)][-1]
+
+
+def section_other_machine(doc: dict) -> list[str]:
+    """The same seeds, settings and thread count as seeds.json, on another machine: how far rounding alone moves
+    stage 1 and SFT (stages the other machine ran; the bound is the one SFT's stability target allows)."""
+    if (beside := beside_seeds(doc)) is None:
+        return []
+    base, _, test, seeds, _ = beside
+    if not seeds:
+        return []
+    ran = ("pretrain", "sft", "preferences", "reward", "ppo")
+    ran = ran[:ran.index(last_stage(doc)) + 1]  # a setting of a stage these runs did not reach changed nothing here
+    params = [p for p in doc["params"] if "." not in p.split("=")[0] or p.split(".")[0] in ran]
+    lines = ["", f"### The same seeds on another machine: {machine_name(doc['machine'])}", "",
+             f"`{'ATEN_CPU_CAPABILITY=' + doc['machine']['ATEN_CPU_CAPABILITY'] + ' ' if doc['machine'].get('ATEN_CPU_CAPABILITY') else ''}"
+             f"benchmarks/seeds.py --seeds {','.join(seeds)} --to {last_stage(doc)}`, {doc['date']}, on {machine_name(doc['machine'])}, "
+             f"{doc['threads']} thread(s) per stage, the `cpu` preset{' with ' + '; '.join(params) if params else ''}; "
+             f"the table above ran on {machine_name(base['machine'])}. The settings, seeds and thread count are the "
+             "same; the machine differs, and so does the commit (these runs are newer), though no change since was "
+             "meant to change what these stages compute.", ""]
+    rows = []
+    for s in seeds:
+        a, b = base["seeds"][s], doc["seeds"][s]
+        diff = (None if None in (a.get("sft/task_accuracy"), b.get("sft/task_accuracy"))
+                else b["sft/task_accuracy"] - a["sft/task_accuracy"])
+        rows.append([s + (" (test)" if s in test else ""), f(a.get("pretrain/val_ppl"), 3), f(b.get("pretrain/val_ppl"), 3),
+                     f(a.get("sft/task_accuracy")), f(b.get("sft/task_accuracy")),
+                     "-" if diff is None else f"{diff:+.1f} {'within' if abs(diff) <= ROUNDING_POINTS else '**over**'}"])
+    return lines + table(["seed", "stage 1 validation perplexity, above", "this machine", "SFT task accuracy, above",
+                          "this machine", f"difference (within {ROUNDING_POINTS} points?)"], rows)
+
+
 def section_ppo_epochs(doc: dict) -> list[str]:
     """Stage 5 at another setting beside seeds.json's runs, on the same stage 1-4 models of each seed."""
     if (beside := beside_seeds(doc)) is None:
@@ -373,12 +420,6 @@ def section_sft_candidate(doc: dict) -> list[str]:
                           for s, v in base["seeds"].items()}}
     above = f"above{' (stage 5 at ' + '; '.join(again['params']) + ')' if again else ''}"
     sources = ((above, base), (setting, doc))
-    # A candidate with a setting on top of sft_candidate.json's (its params and more): that candidate's rows too,
-    # so the setting on top is read against the runs it changes, not only against the preset's.
-    under = load("sft_candidate.json")
-    if under and len(doc["params"]) > len(under["params"]) and doc["params"][:len(under["params"])] == under["params"]:
-        sources = (sources[0], ("; ".join(under["params"]), under), sources[1])
-        seeds = [sd for sd in seeds if sd in under["seeds"]]
 
     # The stages this setting's runs reached (seeds.py is restartable: a run stopped after SFT is shown as far as it
     # went); a stage none of its seeds reached has no rows and is not counted, for any of the rows compared.
@@ -419,9 +460,8 @@ def section_sft_candidate(doc: dict) -> list[str]:
     for group, which in (("development", [s for s in seeds if s not in test]), ("test", [s for s in seeds if s in test])):
         if which:
             counts = {name: sum(met(src["seeds"][s]) for s in which) for name, src in sources}
-            others = "".join(f", {name} {counts[name]}" for name, _ in sources[1:-1])
             summary.append(f"At the {group} seeds ({', '.join(which)}) {setting} met {counts[setting]} of "
-                           f"{n * len(which)} targets, the runs above {counts[sources[0][0]]}{others}.")
+                           f"{n * len(which)} targets, the runs above {counts[sources[0][0]]}.")
     for name, src in sources:
         acc = [src["seeds"][s].get("sft/task_accuracy") for s in seeds]
         if all(a is not None for a in acc):
@@ -747,7 +787,8 @@ def section_main_command(doc: dict) -> list[str]:
         title, what = "## Speed: the main command, old and new", (
             f"README's main command at {old['commit']} and at {new['commit']}, each from a fresh clone with its own setup")
     lines = ["", title, "",
-             f"`benchmarks/main_command_timing.py`, {doc['date']}, on {doc['cpu']} ({doc['cores']} cores; load average "
+             f"`benchmarks/main_command_timing.py`, {doc['date']}, on {doc['cpu']} ({doc['cores']} cores"
+             f"{', ' + new['aten_cpu_capability'] + ' kernels' if new.get('aten_cpu_capability') else ''}; load average "
              f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): {what}, "
              f"{doc['order'].replace(',', ' then ')}. "
              "Wall seconds per notebook (kernel start and plots included); the matmul rate (1024² float32, GFLOP/s, "
@@ -773,7 +814,8 @@ def section_main_command(doc: dict) -> list[str]:
                             "ppo/over_refusal_benign_after", "ppo/task_accuracy_after")
                 if pick(old, k) is not None or pick(new, k) is not None]
         if keys:
-            lines += ["", "The same runs' headline numbers (seed 0, 2 threads):", ""]
+            isa = f", {new['aten_cpu_capability']} kernels" if new.get("aten_cpu_capability") else ""
+            lines += ["", f"The same runs' headline numbers (seed 0, 2 threads{isa}):", ""]
             lines += table(["number", run_label(old), run_label(new)],
                            [[k, f(pick(old, k), 2 if "spearman" in k else 1), f(pick(new, k), 2 if "spearman" in k else 1)]
                             for k in keys])
@@ -894,7 +936,8 @@ def section_nbval_cost(doc: dict) -> list[str]:
 SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, section_alarms]),
             ("ppo_epochs.json", [section_ppo_epochs]),
             ("sft_candidate.json", [section_sft_candidate]),
-            ("sft_candidate_pf.json", [section_sft_candidate]),
+            ("seeds_machine2.json", [section_other_machine]),
+            ("seeds_machine2_avx2.json", [section_other_machine]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),

@@ -144,6 +144,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "preset": args.preset, "date": time.strftime("%Y-%m-%d"), "params": args.param, "threads": args.threads,
+        "last": args.last,
         "machine": machine(), "dev_seeds": [s for s in seeds if s in DEV_SEEDS],
         "test_seeds": [s for s in seeds if s in TEST_SEEDS], "seeds": {str(s): results[s] for s in sorted(seeds)},
         "summary": summary(results)}, indent=1) + "\n")

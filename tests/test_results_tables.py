@@ -308,6 +308,7 @@ def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_
     run = lambda params, sft, acc: {"commit": "aaa", "params": params, "main_command_seconds": 100.0 + sft,  # noqa: E731
                                     "notebook_seconds": {"sft": sft}, "timings": None,
                                     "headline": {"sft": {"sft/task_accuracy": acc}, "ppo": {"ppo/kl_after": 0.5}},
+                                    "aten_cpu_capability": "AVX512",
                                     "matmul_gflops_before": {"1": 50.0, "2": 90.0}, "matmul_gflops_after": {"1": 50.0, "2": 90.0}}
     (tmp_path / "main_command_sft_candidate.json").write_text(json.dumps({
         "date": "d", "cpu": "c", "cores": 2, "load_before": [0.1], "load_after": [0.2], "order": "old,new",
@@ -315,7 +316,8 @@ def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_
         "ratio_main_command": 550 / 400, "ratio_ppo": None}))
     text = rt.render()
     assert "## Speed: the main command with sft.max_steps=2000" in text and "old and new" not in text
-    assert "then again with `-p sft.max_steps=2000`" in text
+    assert "then again with `-p sft.max_steps=2000`" in text and "(2 cores, AVX512 kernels;" in text
+    assert "headline numbers (seed 0, 2 threads, AVX512 kernels):" in text
     assert "| stage | old (aaa) s | new (aaa, sft.max_steps=2000) s | new / old |" in text
     assert "| sft | 300 | 450 | 1.50 |" in text and "| **main command** | 400 | 550 | **1.38** |" in text
     assert "| sft/task_accuracy | 61.2 | 66.9 |" in text and "ppo/kl_after" not in text
@@ -405,36 +407,6 @@ def test_a_candidate_sft_setting_is_shown_beside_the_seeds_runs_with_every_targe
     assert "SFT task accuracy, sft.max_steps=2000: 65.6-70.0 over seeds 0, 1 (spread 4.4 points)." in text
 
 
-def test_a_setting_on_top_of_the_candidate_is_shown_beside_the_candidate_and_the_runs_above(tmp_path, monkeypatch):
-    """sft_candidate_pf.json (the candidate's settings and one more): its section has three rows per target, the
-    preset's runs, the candidate's and its own, over the seeds all three ran, and counts the targets of each."""
-    import json
-    rt = _script()
-    monkeypatch.setattr(rt, "RESULTS", tmp_path)
-    seed = lambda sft: {"sft/task_accuracy": sft, "reward/conduct_accuracy": 91.0,  # noqa: E731
-                        "reward/conduct_spearman": 0.7, "ppo/harmful_refused_before": 30.0,
-                        "ppo/harmful_refused_after": 90.0}
-    common = {"preset": "cpu", "date": "d", "threads": 1, "dev_seeds": [0, 1, 2], "test_seeds": [3, 4],
-              "machine": {"cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2"}}
-    write = lambda name, params, seeds: (tmp_path / name).write_text(json.dumps(  # noqa: E731
-        {**common, "params": params, "seeds": seeds}))
-    write("seeds.json", [], {"0": seed(56.9), "1": seed(46.9), "2": seed(60.0)})
-    write("sft_candidate.json", ["sft.max_steps=2000"], {"0": seed(65.6), "1": seed(68.0), "2": seed(67.0)})
-    write("sft_candidate_pf.json", ["sft.max_steps=2000", "sft.padding_free=True"], {"1": seed(64.0), "2": seed(69.0)})
-    text = rt.render()
-    section = text.split("### Stages 2-5 at sft.max_steps=2000; sft.padding_free=True beside the runs above")[1]
-    assert "with these SFT settings changed" in section
-    assert "| target | runs | seed 1 | seed 2 |" in section  # seed 0 has no run with both settings: no column
-    assert "| SFT task accuracy >= 66 | above | 46.9 **not met** | 60.0 **not met** |" in section
-    assert "| SFT task accuracy >= 66 | sft.max_steps=2000 | 68.0 met | 67.0 met |" in section
-    assert "| SFT task accuracy >= 66 | sft.max_steps=2000; sft.padding_free=True | 64.0 **not met** | 69.0 met |" in section
-    assert ("At the development seeds (1, 2) sft.max_steps=2000; sft.padding_free=True met 7 of 16 targets, "
-            "the runs above 6, sft.max_steps=2000 8.") in section
-    # the candidate's own section is unchanged: two rows per target
-    own = text.split("### Stages 2-5 at sft.max_steps=2000 beside the runs above")[1].split("###")[0]
-    assert "padding_free" not in own and "with this one SFT setting changed" in own
-
-
 def test_a_candidate_stopped_after_sft_shows_and_counts_only_the_stages_it_reached(tmp_path, monkeypatch):
     import json
     rt = _script()
@@ -451,3 +423,32 @@ def test_a_candidate_stopped_after_sft_shows_and_counts_only_the_stages_it_reach
     assert "| SFT task accuracy >= 66 | sft.max_steps=2000 | 67.0 met |" in text
     assert "reward model: conduct pairs" not in text and "PPO: harmful refused" not in text
     assert "| targets met | above | 0 of 1 |" in text and "| targets met | sft.max_steps=2000 | 1 of 1 |" in text
+
+
+def test_the_same_seeds_on_another_machine_show_each_stage_beside_the_first_and_the_rounding_bound(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    common = {"preset": "cpu", "date": "d", "threads": 1, "params": [], "dev_seeds": [0, 1, 2], "test_seeds": [3, 4]}
+    (tmp_path / "seeds.json").write_text(json.dumps({**common, "machine": {
+        "cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None}, "seeds": {
+        "1": {"pretrain/val_ppl": 2.6263, "sft/task_accuracy": 46.9}, "2": {"pretrain/val_ppl": 2.6273, "sft/task_accuracy": 60.0},
+        "3": {"pretrain/val_ppl": 2.6, "sft/task_accuracy": 63.1}}}))
+    assert "another machine" not in rt.render()
+    (tmp_path / "seeds_machine2.json").write_text(json.dumps({**common, "machine": {
+        "cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None}, "seeds": {
+        "1": {"pretrain/val_ppl": 2.5942, "sft/task_accuracy": 55.0}, "2": {"pretrain/val_ppl": 2.6329, "sft/task_accuracy": 57.5}}}))
+    text = rt.render().split("### The same seeds on another machine: e (AVX512 kernels, the best it supports)")[1]
+    assert "`benchmarks/seeds.py --seeds 1,2 --to sft`, d, on e (AVX512 kernels, the best it supports), 1 thread(s)" in text
+    assert "the `cpu` preset; the table above ran on c (AVX2 kernels, the best it supports)." in text
+    assert "| 1 | 2.626 | 2.594 | 46.9 | 55.0 | +8.1 **over** |" in text
+    assert "| 2 | 2.627 | 2.633 | 60.0 | 57.5 | -2.5 within |" in text
+    assert "| 3" not in text  # only the seeds both machines ran
+    # a run forced onto other kernels says so, and a stage it never reached leaves its settings out of the line
+    (tmp_path / "seeds_machine2_avx2.json").write_text(json.dumps({**common, "params": ["sft.max_steps=2000"], "machine": {
+        "cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}, "seeds": {
+        "1": {"pretrain/val_ppl": 2.6114, "sft/task_accuracy": None, "ppo/alarms": []}}}))
+    text = rt.render().split("### The same seeds on another machine: e (AVX2 kernels, forced by ATEN_CPU_CAPABILITY=avx2)")[1]
+    assert "`ATEN_CPU_CAPABILITY=avx2 benchmarks/seeds.py --seeds 1 --to pretrain`" in text
+    assert "the `cpu` preset; the table above" in text and "max_steps" not in text.split("##")[0]
+    assert "| 1 | 2.626 | 2.611 | 46.9 | - | - |" in text
