@@ -352,21 +352,26 @@ def last_stage(doc: dict) -> str:
 
 
 def section_other_machine(doc: dict) -> list[str]:
-    """The same seeds, settings and thread count as seeds.json, on another machine: how far rounding alone moves
-    stage 1 and SFT (stages the other machine ran; the bound is the one SFT's stability target allows)."""
+    """The same seeds, settings and thread count as seeds.json (or, at SFT's candidate settings, as
+    sft_candidate.json), on another machine: how far rounding alone moves stage 1 and SFT (stages the other
+    machine ran; the bound is the one SFT's stability target allows)."""
     if (beside := beside_seeds(doc)) is None:
         return []
     base, _, test, seeds, _ = beside
-    if not seeds:
-        return []
     ran = ("pretrain", "sft", "preferences", "reward", "ppo")
     ran = ran[:ran.index(last_stage(doc)) + 1]  # a setting of a stage these runs did not reach changed nothing here
     params = [p for p in doc["params"] if "." not in p.split("=")[0] or p.split(".")[0] in ran]
+    first = "the seeds table's runs ran"
+    if params and (cand := load("sft_candidate.json")) and [p for p in cand["params"]] == params:
+        base, first = cand, f"the runs of \"Stages 2-5 at {'; '.join(params)}\" ran"
+        seeds = [sd for sd in doc["seeds"] if sd in cand["seeds"]]
+    if not seeds:
+        return []
     lines = ["", f"### The same seeds on another machine: {machine_name(doc['machine'])}", "",
              f"`{'ATEN_CPU_CAPABILITY=' + doc['machine']['ATEN_CPU_CAPABILITY'] + ' ' if doc['machine'].get('ATEN_CPU_CAPABILITY') else ''}"
              f"benchmarks/seeds.py --seeds {','.join(seeds)} --to {last_stage(doc)}`, {doc['date']}, on {machine_name(doc['machine'])}, "
              f"{doc['threads']} thread(s) per stage, the `cpu` preset{' with ' + '; '.join(params) if params else ''}; "
-             f"the table above ran on {machine_name(base['machine'])}. The settings, seeds and thread count are the "
+             f"{first} on {machine_name(base['machine'])}. The settings, seeds and thread count are the "
              "same; the machine differs, and so does the commit (these runs are newer), though no change since was "
              "meant to change what these stages compute.", ""]
     rows = []
@@ -377,8 +382,9 @@ def section_other_machine(doc: dict) -> list[str]:
         rows.append([s + (" (test)" if s in test else ""), f(a.get("pretrain/val_ppl"), 3), f(b.get("pretrain/val_ppl"), 3),
                      f(a.get("sft/task_accuracy")), f(b.get("sft/task_accuracy")),
                      "-" if diff is None else f"{diff:+.1f} {'within' if abs(diff) <= ROUNDING_POINTS else '**over**'}"])
-    return lines + table(["seed", "stage 1 validation perplexity, above", "this machine", "SFT task accuracy, above",
-                          "this machine", f"difference (within {ROUNDING_POINTS} points?)"], rows)
+    return lines + table(["seed", "stage 1 validation perplexity, first machine", "this machine",
+                          "SFT task accuracy, first machine", "this machine", f"difference (within {ROUNDING_POINTS} points?)"],
+                         rows)
 
 
 def section_ppo_epochs(doc: dict) -> list[str]:
@@ -938,6 +944,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("sft_candidate.json", [section_sft_candidate]),
             ("seeds_machine2.json", [section_other_machine]),
             ("seeds_machine2_avx2.json", [section_other_machine]),
+            ("seeds_machine2_sft2000.json", [section_other_machine]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),

@@ -440,7 +440,7 @@ def test_the_same_seeds_on_another_machine_show_each_stage_beside_the_first_and_
         "1": {"pretrain/val_ppl": 2.5942, "sft/task_accuracy": 55.0}, "2": {"pretrain/val_ppl": 2.6329, "sft/task_accuracy": 57.5}}}))
     text = rt.render().split("### The same seeds on another machine: e (AVX512 kernels, the best it supports)")[1]
     assert "`benchmarks/seeds.py --seeds 1,2 --to sft`, d, on e (AVX512 kernels, the best it supports), 1 thread(s)" in text
-    assert "the `cpu` preset; the table above ran on c (AVX2 kernels, the best it supports)." in text
+    assert "the `cpu` preset; the seeds table's runs ran on c (AVX2 kernels, the best it supports)." in text
     assert "| 1 | 2.626 | 2.594 | 46.9 | 55.0 | +8.1 **over** |" in text
     assert "| 2 | 2.627 | 2.633 | 60.0 | 57.5 | -2.5 within |" in text
     assert "| 3" not in text  # only the seeds both machines ran
@@ -450,5 +450,16 @@ def test_the_same_seeds_on_another_machine_show_each_stage_beside_the_first_and_
         "1": {"pretrain/val_ppl": 2.6114, "sft/task_accuracy": None, "ppo/alarms": []}}}))
     text = rt.render().split("### The same seeds on another machine: e (AVX2 kernels, forced by ATEN_CPU_CAPABILITY=avx2)")[1]
     assert "`ATEN_CPU_CAPABILITY=avx2 benchmarks/seeds.py --seeds 1 --to pretrain`" in text
-    assert "the `cpu` preset; the table above" in text and "max_steps" not in text.split("##")[0]
+    assert "the `cpu` preset; the seeds table's runs" in text and "max_steps" not in text.split("##")[0]
     assert "| 1 | 2.626 | 2.611 | 46.9 | - | - |" in text
+    # at SFT's candidate settings the other machine is compared with the candidate's runs, not the preset's
+    (tmp_path / "sft_candidate.json").write_text(json.dumps({**common, "params": ["sft.max_steps=2000"], "machine": {
+        "cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None}, "seeds": {
+        "1": {"pretrain/val_ppl": 2.6263, "sft/task_accuracy": 68.1}}}))
+    (tmp_path / "seeds_machine2_sft2000.json").write_text(json.dumps({**common, "params": ["sft.max_steps=2000"], "machine": {
+        "cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None}, "seeds": {
+        "1": {"pretrain/val_ppl": 2.5942, "sft/task_accuracy": 66.2}}}))
+    text = rt.render().split("--to sft`, d, on e (AVX512 kernels, the best it supports), 1 thread(s) per stage, the `cpu` "
+                             "preset with sft.max_steps=2000;")[1]
+    assert text.startswith(' the runs of "Stages 2-5 at sft.max_steps=2000" ran on c')
+    assert "| 1 | 2.626 | 2.594 | 68.1 | 66.2 | -1.9 within |" in text
