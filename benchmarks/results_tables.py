@@ -362,12 +362,13 @@ def section_other_machine(doc: dict) -> list[str]:
     ran = ran[:ran.index(last_stage(doc)) + 1]  # a setting of a stage these runs did not reach changed nothing here
     params = [p for p in doc["params"] if "." not in p.split("=")[0] or p.split(".")[0] in ran]
     first = "the seeds table's runs ran"
-    if params and (cand := load("sft_candidate.json")) and [p for p in cand["params"]] == params:
+    if params and (cand := load("sft_candidate.json")) and cand["params"] == params:
         base, first = cand, f"the runs of \"Stages 2-5 at {'; '.join(params)}\" ran"
         seeds = [sd for sd in doc["seeds"] if sd in cand["seeds"]]
     if not seeds:
         return []
-    lines = ["", f"### The same seeds on another machine: {machine_name(doc['machine'])}", "",
+    lines = ["", f"### The same seeds on another machine: {machine_name(doc['machine'])}"
+                 f"{', ' + '; '.join(params) if params else ''}", "",
              f"`{'ATEN_CPU_CAPABILITY=' + doc['machine']['ATEN_CPU_CAPABILITY'] + ' ' if doc['machine'].get('ATEN_CPU_CAPABILITY') else ''}"
              f"benchmarks/seeds.py --seeds {','.join(seeds)} --to {last_stage(doc)}`, {doc['date']}, on {machine_name(doc['machine'])}, "
              f"{doc['threads']} thread(s) per stage, the `cpu` preset{' with ' + '; '.join(params) if params else ''}; "
