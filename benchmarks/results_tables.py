@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from labkit.config import DEV_SEEDS, TEST_SEEDS
+from labkit.runs import STAGES
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -344,11 +345,12 @@ def machine_name(m: dict) -> str:
     return f"{m['cpu']} ({m['aten_cpu_capability']} kernels, {how})"
 
 
-def last_stage(doc: dict) -> str:
-    """The last stage of the pipeline a seeds.py file has numbers for (``--to``)."""
-    has = lambda stage: any(k.startswith(stage + "/") and isinstance(v, (int, float))  # noqa: E731
-                            for run in doc["seeds"].values() for k, v in run.items())
-    return [st for st in ("pretrain", "sft", "preferences", "reward", "ppo") if has(st)][-1]
+def stages_reached(doc: dict, seeds: list[str] | None = None) -> list[str]:
+    """The stages, in pipeline order, a seeds.py file has numbers for at ``seeds`` (all by default). seeds.py is
+    restartable per stage, so a run stopped after some stage (or run ``--to`` it) has none past it."""
+    runs = [doc["seeds"][s] for s in (seeds or doc["seeds"])]
+    return [st for st in STAGES if any(k.startswith(st + "/") and isinstance(v, (int, float))
+                                       for run in runs for k, v in run.items())]
 
 
 def section_other_machine(doc: dict) -> list[str]:
@@ -358,8 +360,7 @@ def section_other_machine(doc: dict) -> list[str]:
     if (beside := beside_seeds(doc)) is None:
         return []
     base, _, test, seeds, _ = beside
-    ran = ("pretrain", "sft", "preferences", "reward", "ppo")
-    ran = ran[:ran.index(last_stage(doc)) + 1]  # a setting of a stage these runs did not reach changed nothing here
+    ran = stages_reached(doc)  # a setting of a stage these runs did not reach changed nothing here
     params = [p for p in doc["params"] if "." not in p.split("=")[0] or p.split(".")[0] in ran]
     first = "the seeds table's runs ran"
     if params and (cand := load("sft_candidate.json")) and cand["params"] == params:
@@ -370,7 +371,7 @@ def section_other_machine(doc: dict) -> list[str]:
     lines = ["", f"### The same seeds on another machine: {machine_name(doc['machine'])}"
                  f"{', ' + '; '.join(params) if params else ''}", "",
              f"`{'ATEN_CPU_CAPABILITY=' + doc['machine']['ATEN_CPU_CAPABILITY'] + ' ' if doc['machine'].get('ATEN_CPU_CAPABILITY') else ''}"
-             f"benchmarks/seeds.py --seeds {','.join(seeds)} --to {last_stage(doc)}`, {doc['date']}, on {machine_name(doc['machine'])}, "
+             f"benchmarks/seeds.py --seeds {','.join(seeds)} --to {ran[-1]}`, {doc['date']}, on {machine_name(doc['machine'])}, "
              f"{doc['threads']} thread(s) per stage, the `cpu` preset{' with ' + '; '.join(params) if params else ''}; "
              f"{first} on {machine_name(base['machine'])}. The settings, seeds and thread count are the "
              "same; the machine differs, and so does the commit (these runs are newer), though no change since was "
@@ -428,12 +429,11 @@ def section_sft_candidate(doc: dict) -> list[str]:
     above = f"above{' (stage 5 at ' + '; '.join(again['params']) + ')' if again else ''}"
     sources = ((above, base), (setting, doc))
 
-    # The stages this setting's runs reached (seeds.py is restartable: a run stopped after SFT is shown as far as it
-    # went); a stage none of its seeds reached has no rows and is not counted, for any of the rows compared.
-    reached = lambda prefix: any(k.startswith(prefix) and isinstance(v, (int, float))  # noqa: E731
-                                 for s in seeds for k, v in doc["seeds"][s].items())
-    stage_targets = [t for t in STAGE_TARGETS if reached(t[1].split("/")[0] + "/")]
-    ppo_targets = PPO_TARGETS if reached("ppo/") else []
+    # A run stopped after SFT is shown as far as it went: a stage none of its seeds reached has no rows and is not
+    # counted, for any of the rows compared.
+    reached = stages_reached(doc, seeds)
+    stage_targets = [t for t in STAGE_TARGETS if t[1].split("/")[0] in reached]
+    ppo_targets = PPO_TARGETS if "ppo" in reached else []
 
     def met(d: dict) -> int:  # every target of stages 2, 4 and 5 a seed's run met
         return (sum(stage_met(d, k, rule) for _, k, rule in stage_targets)
