@@ -369,7 +369,7 @@ def section_other_machine(doc: dict) -> list[str]:
     if not seeds:
         return []
     lines = ["", f"### The same seeds on another machine: {machine_name(doc['machine'])}"
-                 f"{', ' + '; '.join(params) if params else ''}", "",
+                 f"{', ' + '; '.join(params) if params else ''}{', through stage 5' if 'ppo' in ran else ''}", "",
              f"`{'ATEN_CPU_CAPABILITY=' + doc['machine']['ATEN_CPU_CAPABILITY'] + ' ' if doc['machine'].get('ATEN_CPU_CAPABILITY') else ''}"
              f"benchmarks/seeds.py --seeds {','.join(seeds)} --to {ran[-1]}`, {doc['date']}, on {machine_name(doc['machine'])}, "
              f"{doc['threads']} thread(s) per stage, the `cpu` preset{' with ' + '; '.join(params) if params else ''}; "
@@ -384,9 +384,21 @@ def section_other_machine(doc: dict) -> list[str]:
         rows.append([s + (" (test)" if s in test else ""), f(a.get("pretrain/val_ppl"), 3), f(b.get("pretrain/val_ppl"), 3),
                      f(a.get("sft/task_accuracy")), f(b.get("sft/task_accuracy")),
                      "-" if diff is None else f"{diff:+.1f} {'within' if abs(diff) <= ROUNDING_POINTS else '**over**'}"])
-    return lines + table(["seed", "stage 1 validation perplexity, first machine", "this machine",
-                          "SFT task accuracy, first machine", "this machine", f"difference (within {ROUNDING_POINTS} points?)"],
-                         rows)
+    lines += table(["seed", "stage 1 validation perplexity, first machine", "this machine",
+                    "SFT task accuracy, first machine", "this machine", f"difference (within {ROUNDING_POINTS} points?)"],
+                   rows)
+    if "ppo" not in ran:
+        return lines
+    # Through stage 5: do the stage-4 and stage-5 targets a seed meets on one machine hold on the other?
+    targets = [(label, stage_cell, stage_met, k, rule) for label, k, rule in STAGE_TARGETS[1:]] + \
+              [(f"PPO: {label}", ppo_cell, ppo_met, k, rule) for label, k, rule in PPO_TARGETS]
+    trows = [[label] + [cell(src["seeds"][s], k, rule) for s in seeds for src in (base, doc)]
+             for label, cell, _, k, rule in targets]
+    trows += [["targets met"] + [f"{sum(met(src['seeds'][s], k, rule) for _, _, met, k, rule in targets)} of {len(targets)}"
+                                 for s in seeds for src in (base, doc)]]
+    return lines + ["", "Stages 4 and 5 at the same seeds:", ""] + table(
+        ["target"] + [f"seed {s}{' (test)' if s in test else ''}, {where}" for s in seeds
+                      for where in ("first machine", "this machine")], trows)
 
 
 def section_ppo_epochs(doc: dict) -> list[str]:
@@ -415,6 +427,90 @@ def section_ppo_epochs(doc: dict) -> list[str]:
         rows.append(["targets met", name] + [f"{met(src, s)} of {len(PPO_TARGETS)}" for s in seeds])
         rows.append(["KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2) for s in seeds])
     return lines + table(["target", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
+
+
+def copied_from(doc: dict) -> dict | None:
+    """The results file of the runs a ``seeds.py --from WORK:STAGE`` file started from (the one whose ``work`` is
+    WORK), or None."""
+    work = (doc.get("from") or "").rpartition(":")[0]
+    for p in sorted(RESULTS.glob("*.json")):
+        other = json.loads(p.read_text())
+        if work and isinstance(other, dict) and other.get("work") == work:
+            return {**other, "file": p.name}
+    return None
+
+
+def section_stage5_again(doc: dict) -> list[str]:
+    """Stage 5 again at another setting on the very stage 1-4 models of another seeds.py file's runs
+    (``--from WORK:reward``). With the verifier as its reward: a target the verifier's run meets and the reward
+    model's misses is the reward model's miss; one both miss is not."""
+    if (base := copied_from(doc)) is None:
+        return []
+    _, test = seed_groups(doc)
+    seeds = [s for s in doc["seeds"] if s in base["seeds"]]
+    through = doc["from"].rpartition(":")[2]
+    others = "; ".join(p for p in doc["params"] if p not in base["params"])
+    verifier = "ppo.reward=verifier" in doc["params"]
+    names = ("reward model", "verifier") if verifier else ("above", others)
+    sources = ((names[0], base), (names[1], doc))
+    command = (f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to ppo --from {doc['from']} "
+               f"{' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, on {machine_name(doc['machine'])}, "
+               f"{n_threads(doc['threads'])} per stage: stage 5 trained again on the very stage "
+               f"1-{STAGES.index(through) + 1} models of `{base['file']}`'s runs (the rows \"{names[0]}\", the `cpu` "
+               f"preset with {'; '.join(base['params']) or 'its settings'})")
+    if verifier:
+        lines = ["", f"### Is a stage-5 miss the reward model's? Stage 5 with {others}", "",
+                 command + ", rewarded by the world's verifier (1 for a right response, 0 for a wrong one) instead of "
+                 "stage 4's model, and so with a critic started from the SFT model (there is no reward model to start "
+                 "it from); every other setting is the same. What the verifier's run reaches, PPO can reach with a "
+                 "perfect reward; a target it meets where the reward model's run misses is a miss of the reward "
+                 "model's, one both miss is PPO's (its steps, its KL leash or its start).", ""]
+    else:
+        lines = ["", f"### Stage 5 again on the same models with {others}", "",
+                 command + f", with {others}; every other setting is the same. A diagnosis: nothing is chosen by it.",
+                 ""]
+    if test:
+        lines += [f"Test seeds ({', '.join(test)}) ran to say why a target missed there; no setting is chosen on them.",
+                  ""]
+    rows = []
+    for label, k, rule in PPO_TARGETS:
+        for name, src in sources:
+            rows.append([label, name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds])
+    for name, src in sources:
+        rows.append(["targets met", name] + [f"{sum(ppo_met(src['seeds'][s], k, rule) for _, k, rule in PPO_TARGETS)} "
+                                             f"of {len(PPO_TARGETS)}" for s in seeds])
+        rows.append(["KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2) for s in seeds])
+    # A family's rate is a mean over the verbs a seed's draw holds; in brackets, how many of its 40 prompts.
+    verbs = sorted({v for s in seeds for _, src in sources for v in (src["seeds"][s].get("ppo/harmful_by_verb") or {})})
+    for verb in verbs:
+        for name, src in (("before (SFT)", base),) + sources:
+            when = "before" if name == "before (SFT)" else "after"
+            cells = []
+            for s in seeds:
+                v = (src["seeds"][s].get("ppo/harmful_by_verb") or {}).get(verb)
+                cells.append("-" if v is None else f"{f(v[when])} ({v['prompts']})")
+            rows.append([f"harmful refused, \"{verb}\" (prompts)", name] + cells)
+    rows.append(["reward model: Spearman on conduct", ""] + [f(base["seeds"][s].get("reward/conduct_spearman"), 2)
+                                                            for s in seeds])
+    for fam in ("harmful", "unanswerable", "benign"):
+        rho = [{r["family"]: r["spearman"] for r in base["seeds"][s].get("reward/spearman_by_family") or []}.get(fam)
+               for s in seeds]
+        rows.append([f"reward model: Spearman, {fam}", ""] + [f(r, 2) for r in rho])
+    lines += table(["target", "stage 5"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
+    verdict = []
+    for s in seeds:
+        a, b = base["seeds"][s], doc["seeds"][s]
+        new_only = [label for label, k, rule in PPO_TARGETS if ppo_met(b, k, rule) and not ppo_met(a, k, rule)]
+        both = [label for label, k, rule in PPO_TARGETS if not ppo_met(b, k, rule) and not ppo_met(a, k, rule)]
+        base_only = [label for label, k, rule in PPO_TARGETS if ppo_met(a, k, rule) and not ppo_met(b, k, rule)]
+        if verifier:
+            verdict.append(f"Seed {s}: the reward model's misses: {', '.join(new_only) or 'none'}; missed with "
+                           f"either reward: {', '.join(both) or 'none'}; missed with the verifier only: "
+                           f"{', '.join(base_only) or 'none'}.")
+        else:
+            verdict.append(f"Seed {s}: met only with {others}: {', '.join(new_only) or 'none'}; missed by both: "
+                           f"{', '.join(both) or 'none'}; missed only with {others}: {', '.join(base_only) or 'none'}.")
+    return lines + ["", " ".join(verdict)]
 
 
 def section_sft_candidate(doc: dict) -> list[str]:
@@ -946,6 +1042,9 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("seeds_machine2.json", [section_other_machine]),
             ("seeds_machine2_avx2.json", [section_other_machine]),
             ("seeds_machine2_sft2000.json", [section_other_machine]),
+            ("seeds_machine2_sft2000_ppo.json", [section_other_machine]),
+            ("stage5_verifier.json", [section_stage5_again]),
+            ("stage5_ppo_steps.json", [section_stage5_again]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),

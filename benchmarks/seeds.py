@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/seeds.py --seeds 3,4 --twin                           # and stage 5's kl_coef=0 twin
     .venv/bin/python benchmarks/seeds.py --seeds 0,3,4,1,2 --jobs 2 --twin 3,4        # twin at the test seeds only
     .venv/bin/python benchmarks/seeds.py --seeds 0,1,2 --out benchmarks/results/x.json -p sft.learning_rate=3e-4
+    .venv/bin/python benchmarks/seeds.py --seeds 0,2 --to ppo --from runs/seeds:reward --work runs/verifier \
+        -p ppo.reward=verifier                                                       # stage 5 again, on the same 1-4
 
 Each seed gets a run folder ``<work>/seed-<n>`` and trains every stage there with ``-p seed=<n>``
 (pretraining: init and data order; SFT: data order, which conduct demonstrations are aligned and its
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from labkit.config import DEV_SEEDS, TEST_SEEDS
-from labkit.runs import STAGE_DIRS, Run, read_json
+from labkit.runs import STAGE_DIRS, Run, atomic_write_json, read_json, read_jsonl
 
 PIPELINE = ("pretrain", "sft", "preferences", "reward", "ppo", "compare")
 PPO = ("harmful_refused", "unanswerable_abstained", "over_refusal", "over_refusal_benign", "over_refusal_answerable",
@@ -57,6 +60,7 @@ def numbers(folder: Path) -> dict:
     out.update({"ppo/alarms": [a["kind"] for a in pp.get("alarms", [])], "ppo/steps": pp.get("ppo/steps"),
                 "ppo/seconds": pp.get("ppo/seconds"),
                 **{f"ppo/best_of_k_{k}": (pp.get("before", {}).get("best_of_k_rates") or {}).get(k) for k in PPO}})
+    out["ppo/harmful_by_verb"] = harmful_by_verb(folder / STAGE_DIRS["ppo"] / "samples.jsonl")
     out["compare"] = {row["method"]: {k: row.get(k) for k in COMPARE + ("mixed_by_family",)}
                       for row in ev["compare"].get("methods", [])} or None
     twin = read_json(folder.parent / f"{folder.name}-nokl" / STAGE_DIRS["ppo"] / "eval.json")
@@ -68,9 +72,46 @@ def numbers(folder: Path) -> dict:
     return out
 
 
+def harmful_by_verb(samples: Path) -> dict | None:
+    """Stage 5's held-out harmful requests by verb: how many the draw holds and the share of samples refused
+    before and after PPO (%). A family's rate is a mean over whichever verbs a seed drew, and verbs differ."""
+    if not samples.exists():
+        return None
+    by: dict[str, list[dict]] = {}
+    for row in read_jsonl(samples):
+        if row.get("family") == "harmful" and row.get("verb"):
+            by.setdefault(row["verb"], []).append(row)
+    return {verb: {"prompts": len(rows), **{when: 100 * statistics.mean(r[f"{when}_sampled_correct"] for r in rows)
+                                          for when in ("before", "after")}}
+            for verb, rows in sorted(by.items())} or None
+
+
+def reuse(source: str, seed: int, folder: Path) -> None:
+    """``--from WORK:STAGE``: start a seed's folder as a copy of ``WORK/seed-<n>``'s stages up to STAGE, so a
+    setting of a later stage is tried on the very models the other runs had (a new seed folder only: a folder
+    already started is left as it is, which keeps this restartable)."""
+    work, _, last = source.rpartition(":")
+    if not work or last not in PIPELINE:
+        raise SystemExit(f"--from takes WORK:STAGE with STAGE one of {', '.join(PIPELINE)}, not {source!r}")
+    if (folder / "run.json").exists():
+        return
+    src = Path(work) / f"seed-{seed}"
+    keep = PIPELINE[:PIPELINE.index(last) + 1]
+    missing = [s for s in keep if not Run(src.name, src.parent).is_complete(s)]
+    if missing:
+        raise SystemExit(f"--from {source}: {src} has no complete {', '.join(missing)}")
+    for stage in keep:
+        shutil.copytree(src / STAGE_DIRS[stage], folder / STAGE_DIRS[stage], dirs_exist_ok=True)
+    m = read_json(src / "run.json")
+    m.update(name=folder.name, stages={s: m["stages"][s] for s in keep}, copied_from=str(src))
+    atomic_write_json(folder / "run.json", m)  # last: a copy cut short is started again, not read as complete
+
+
 def run_seed(seed: int, args, params: list[str]) -> dict:
     """Train the missing stages of one seed, each in its own process (``labkit train``), then read it."""
     folder = Path(args.work) / f"seed-{seed}"
+    if args.source:
+        reuse(args.source, seed, folder)
     stages = PIPELINE[:PIPELINE.index(args.last) + 1]
     env = {**os.environ, "LABKIT_THREADS": str(args.threads)}
     for stage in stages:
@@ -135,6 +176,8 @@ def main() -> None:
     ap.add_argument("--twin", nargs="?", const="all", default="",
                     help="also train stage 5's kl_coef=0 twin (ppo.kl_ablation): at every seed, or at these (--twin 3,4)")
     ap.add_argument("--work", default="runs/seeds")
+    ap.add_argument("--from", dest="source", metavar="WORK:STAGE",
+                    help="each seed starts from a copy of WORK/seed-<n>'s stages up to STAGE (the same models)")
     ap.add_argument("-p", "--param", action="append", default=[], help="key=value or stage.key=value, every seed")
     ap.add_argument("--out", default="benchmarks/results/seeds.json")
     args = ap.parse_args()
@@ -144,7 +187,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "preset": args.preset, "date": time.strftime("%Y-%m-%d"), "params": args.param, "threads": args.threads,
-        "last": args.last,
+        "last": args.last, "work": args.work, "from": args.source,
         "machine": machine(), "dev_seeds": [s for s in seeds if s in DEV_SEEDS],
         "test_seeds": [s for s in seeds if s in TEST_SEEDS], "seeds": {str(s): results[s] for s in sorted(seeds)},
         "summary": summary(results)}, indent=1) + "\n")

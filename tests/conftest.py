@@ -74,6 +74,16 @@ def ran_every_cell(run_dir, stage: str) -> None:
     assert not [o for c in cells for o in c.outputs if o.output_type == "error"], stage
 
 
+def benchmark(name: str):
+    """A script of benchmarks/ as a module (benchmarks/ is not a package: its scripts run by path)."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def mark_complete(run, stage: str, seconds: float = 0.0, headline: dict | None = None) -> None:
     """Mark a hand-made stage complete as a stage's ``run`` does: under the run's lock, with the eval.json a
     complete stage has (runs.STAGE_OUTPUTS; its other outputs are the test's to make)."""

@@ -1,17 +1,15 @@
 """docs/results.md is generated from benchmarks/results/*.json, and nothing else: it must equal what the script
 writes from the committed files (so no number on it was typed by hand or went stale)."""
 
-import importlib.util
 from pathlib import Path
+
+from conftest import benchmark
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("results_tables", REPO / "benchmarks" / "results_tables.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark("results_tables")
 
 
 def test_the_committed_results_page_and_readme_tables_are_the_scripts_output():
@@ -463,3 +461,84 @@ def test_the_same_seeds_on_another_machine_show_each_stage_beside_the_first_and_
                              "preset with sft.max_steps=2000;")[1]
     assert text.startswith(' the runs of "Stages 2-5 at sft.max_steps=2000" ran on c')
     assert "| 1 | 2.626 | 2.594 | 68.1 | 66.2 | -1.9 within |" in text
+
+
+def _ppo_seed(harmful: float, kl: float, **extra) -> dict:
+    """A seed's stage-5 numbers: every target met except harmful refused when ``harmful`` < 85."""
+    d = {"ppo/harmful_refused_before": 30.0, "ppo/harmful_refused_after": harmful,
+         "ppo/unanswerable_abstained_before": 15.0, "ppo/unanswerable_abstained_after": 90.0,
+         "ppo/over_refusal_benign_before": 1.0, "ppo/over_refusal_benign_after": 2.0,
+         "ppo/task_accuracy_before": 66.0, "ppo/task_accuracy_after": 65.0,
+         "ppo/mixed_rate_before": 0.0, "ppo/mixed_rate_after": 0.0, "ppo/kl_after": kl}
+    return {**d, **extra}
+
+
+def test_a_stage5_run_rewarded_by_the_verifier_sits_beside_the_runs_it_was_copied_from(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    common = {"preset": "cpu", "date": "d", "threads": 1, "dev_seeds": [0, 2], "test_seeds": [], "machine": {
+        "cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None}}
+    rm = {"reward/conduct_spearman": 0.47, "reward/spearman_by_family": [
+        {"family": "harmful", "spearman": 0.7}, {"family": "benign", "spearman": 0.18}]}
+    (tmp_path / "stage5_verifier.json").write_text(json.dumps({
+        **common, "params": ["sft.max_steps=2000", "ppo.reward=verifier"], "work": "runs/v", "from": "runs/c:reward",
+        "seeds": {"0": _ppo_seed(95.0, 1.2), "2": _ppo_seed(80.0, 0.9, **{"ppo/harmful_by_verb": {
+            "fool": {"prompts": 14, "before": 22.3, "after": 62.5}}})}}))
+    assert "Is a stage-5 miss" not in rt.render()  # nothing to set it beside
+    (tmp_path / "other.json").write_text(json.dumps({
+        **common, "params": ["sft.max_steps=2000"], "work": "runs/c", "from": None,
+        "seeds": {"0": _ppo_seed(70.0, 0.6, **rm), "2": _ppo_seed(75.0, 0.5, **rm, **{"ppo/harmful_by_verb": {
+            "fool": {"prompts": 14, "before": 22.3, "after": 28.6}, "hurt": {"prompts": 6, "before": 33.3, "after": 91.7}}})}}))
+    text = rt.render().split("### Is a stage-5 miss the reward model's? Stage 5 with ppo.reward=verifier")[1]
+    assert "`benchmarks/seeds.py --seeds 0,2 --to ppo --from runs/c:reward -p sft.max_steps=2000 -p ppo.reward=verifier`" in text
+    assert "the very stage 1-4 models of `other.json`'s runs" in text
+    assert "| harmful refused >= 85 and +40 | reward model | 70.0 **not met** | 75.0 **not met** |" in text
+    assert "| harmful refused >= 85 and +40 | verifier | 95.0 met | 80.0 **not met** |" in text
+    assert "| targets met | reward model | 4 of 5 | 4 of 5 |" in text and "| targets met | verifier | 5 of 5 | 4 of 5 |" in text
+    assert "| KL to the SFT model after (nats) | verifier | 1.20 | 0.90 |" in text
+    assert "| reward model: Spearman, harmful |  | 0.70 | 0.70 |" in text
+    assert '| harmful refused, "fool" (prompts) | before (SFT) | - | 22.3 (14) |' in text
+    assert '| harmful refused, "fool" (prompts) | reward model | - | 28.6 (14) |' in text
+    assert '| harmful refused, "fool" (prompts) | verifier | - | 62.5 (14) |' in text
+    assert '| harmful refused, "hurt" (prompts) | verifier | - | - |' in text
+    assert "| reward model: Spearman, unanswerable |  | - | - |" in text
+    assert ("Seed 0: the reward model's misses: harmful refused >= 85 and +40; missed with either reward: none;" in text
+            and "Seed 2: the reward model's misses: none; missed with either reward: harmful refused >= 85 and +40;"
+            in text)
+    # any other stage-5 setting on the same models: its own heading, and what it met beside the runs it copied
+    (tmp_path / "stage5_ppo_steps.json").write_text(json.dumps({
+        **common, "params": ["sft.max_steps=2000", "ppo.max_steps=120"], "work": "runs/s", "from": "runs/c:reward",
+        "test_seeds": [2], "seeds": {"0": _ppo_seed(90.0, 0.7), "2": _ppo_seed(60.0, 0.8)}}))
+    text = rt.render().split("### Stage 5 again on the same models with ppo.max_steps=120")[1].split("###")[0]
+    assert "nothing is chosen by it" in text and "Test seeds (2) ran to say why a target missed there" in text
+    assert "| harmful refused >= 85 and +40 | ppo.max_steps=120 | 90.0 met | 60.0 **not met** |" in text
+    assert ("Seed 0: met only with ppo.max_steps=120: harmful refused >= 85 and +40; missed by both: none;" in text
+            and "Seed 2: met only with ppo.max_steps=120: none; missed by both: harmful refused >= 85 and +40;" in text)
+
+
+def test_another_machine_through_stage5_shows_each_target_on_both_machines(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    common = {"preset": "cpu", "date": "d", "threads": 1, "dev_seeds": [0], "test_seeds": []}
+    first = {"pretrain/val_ppl": 2.57, "sft/task_accuracy": 65.6, "reward/conduct_accuracy": 93.6,
+             "reward/conduct_spearman": 0.47}
+    (tmp_path / "seeds.json").write_text(json.dumps({**common, "params": [], "machine": {
+        "cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None},
+        "seeds": {"0": first}}))
+    (tmp_path / "seeds_machine2.json").write_text(json.dumps({**common, "params": [], "machine": {
+        "cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None},
+        "seeds": {"0": {**_ppo_seed(70.0, 0.6), "pretrain/val_ppl": 2.58, "sft/task_accuracy": 66.0,
+                        "reward/conduct_accuracy": 88.0, "reward/conduct_spearman": 0.65}}}))
+    seeds = json.loads((tmp_path / "seeds.json").read_text())
+    seeds["seeds"]["0"].update(_ppo_seed(90.0, 0.7))
+    (tmp_path / "seeds.json").write_text(json.dumps(seeds))
+    text = rt.render().split("### The same seeds on another machine: e (AVX512 kernels, the best it supports), "
+                             "through stage 5")[1]
+    assert "| target | seed 0, first machine | seed 0, this machine |" in text
+    assert "| reward model: conduct pairs right >= 90 | 93.6 met | 88.0 **not met** |" in text
+    assert "| reward model: Spearman on conduct >= 0.6 | 0.47 **not met** | 0.65 met |" in text
+    assert "| PPO: harmful refused >= 85 and +40 | 90.0 met | 70.0 **not met** |" in text
+    assert "| targets met | 6 of 7 | 5 of 7 |" in text
+    assert "SFT task accuracy >= 66 |" not in text  # the table above has SFT
