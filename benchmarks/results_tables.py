@@ -451,7 +451,7 @@ def section_stage5_again(doc: dict) -> list[str]:
     through = doc["from"].rpartition(":")[2]
     others = "; ".join(p for p in doc["params"] if p not in base["params"])
     verifier = "ppo.reward=verifier" in doc["params"]
-    names = ("reward model", "verifier") if verifier else ("above", others)
+    names = ("reward model", "verifier") if verifier else ("as they ran", others)
     sources = ((names[0], base), (names[1], doc))
     command = (f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to ppo --from {doc['from']} "
                f"{' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, on {machine_name(doc['machine'])}, "
