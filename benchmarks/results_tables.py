@@ -102,6 +102,11 @@ def ppo_met(d: dict, k: str, rule) -> bool:
     return None not in (a, b) and rule(b, a)
 
 
+def ppo_targets_met(d: dict) -> int:
+    """How many of stage 5's targets a seed's run met."""
+    return sum(ppo_met(d, k, rule) for _, k, rule in PPO_TARGETS)
+
+
 def stage_cell(d: dict, k: str, rule) -> str:
     """A seed's number for a stage-2 or stage-4 target and whether it meets it (``-`` when missing)."""
     v = d.get(k)
@@ -390,7 +395,7 @@ def section_other_machine(doc: dict) -> list[str]:
     if "ppo" not in ran:
         return lines
     # Through stage 5: do the stage-4 and stage-5 targets a seed meets on one machine hold on the other?
-    targets = [(label, stage_cell, stage_met, k, rule) for label, k, rule in STAGE_TARGETS[1:]] + \
+    targets = [(label, stage_cell, stage_met, k, rule) for label, k, rule in STAGE_TARGETS if k.startswith("reward/")] + \
               [(f"PPO: {label}", ppo_cell, ppo_met, k, rule) for label, k, rule in PPO_TARGETS]
     trows = [[label] + [cell(src["seeds"][s], k, rule) for s in seeds for src in (base, doc)]
              for label, cell, _, k, rule in targets]
@@ -408,7 +413,7 @@ def section_ppo_epochs(doc: dict) -> list[str]:
     base, dev, test, seeds, setting = beside
 
     def met(src: dict, s: str) -> int:  # stage-5 targets a seed's run met
-        return sum(ppo_met(src["seeds"][s], k, rule) for _, k, rule in PPO_TARGETS)
+        return ppo_targets_met(src["seeds"][s])
 
     on_dev = {name: sum(met(src, s) for s in seeds if s in dev) for name, src in (("above", base), ("new", doc))}
     n_dev = len(PPO_TARGETS) * sum(1 for s in seeds if s in dev)
@@ -477,14 +482,12 @@ def section_stage5_again(doc: dict) -> list[str]:
         for name, src in sources:
             rows.append([label, name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds])
     for name, src in sources:
-        rows.append(["targets met", name] + [f"{sum(ppo_met(src['seeds'][s], k, rule) for _, k, rule in PPO_TARGETS)} "
-                                             f"of {len(PPO_TARGETS)}" for s in seeds])
+        rows.append(["targets met", name] + [f"{ppo_targets_met(src['seeds'][s])} of {len(PPO_TARGETS)}" for s in seeds])
         rows.append(["KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2) for s in seeds])
     # A family's rate is a mean over the verbs a seed's draw holds; in brackets, how many of its 40 prompts.
     verbs = sorted({v for s in seeds for _, src in sources for v in (src["seeds"][s].get("ppo/harmful_by_verb") or {})})
     for verb in verbs:
-        for name, src in (("before (SFT)", base),) + sources:
-            when = "before" if name == "before (SFT)" else "after"
+        for name, src, when in (("before (SFT)", base, "before"),) + tuple((n, d, "after") for n, d in sources):
             cells = []
             for s in seeds:
                 v = (src["seeds"][s].get("ppo/harmful_by_verb") or {}).get(verb)
@@ -499,10 +502,12 @@ def section_stage5_again(doc: dict) -> list[str]:
     lines += table(["target", "stage 5"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
     verdict = []
     for s in seeds:
-        a, b = base["seeds"][s], doc["seeds"][s]
-        new_only = [label for label, k, rule in PPO_TARGETS if ppo_met(b, k, rule) and not ppo_met(a, k, rule)]
-        both = [label for label, k, rule in PPO_TARGETS if not ppo_met(b, k, rule) and not ppo_met(a, k, rule)]
-        base_only = [label for label, k, rule in PPO_TARGETS if ppo_met(a, k, rule) and not ppo_met(b, k, rule)]
+        # (met as the base ran, met at this setting) per target
+        met = {label: (ppo_met(base["seeds"][s], k, rule), ppo_met(doc["seeds"][s], k, rule))
+               for label, k, rule in PPO_TARGETS}
+        new_only = [label for label, m in met.items() if m == (False, True)]
+        both = [label for label, m in met.items() if m == (False, False)]
+        base_only = [label for label, m in met.items() if m == (True, False)]
         if verifier:
             verdict.append(f"Seed {s}: the reward model's misses: {', '.join(new_only) or 'none'}; missed with "
                            f"either reward: {', '.join(both) or 'none'}; missed with the verifier only: "
