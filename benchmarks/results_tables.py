@@ -484,30 +484,12 @@ def section_stage5_again(doc: dict) -> list[str]:
     for name, src in sources:
         rows.append(["targets met", name] + [f"{ppo_targets_met(src['seeds'][s])} of {len(PPO_TARGETS)}" for s in seeds])
         rows.append(["KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2) for s in seeds])
-    # A family's rate is a mean over the verbs a seed's draw holds; in brackets, how many of its 40 prompts.
-    verbs = sorted({v for s in seeds for _, src in sources for v in (src["seeds"][s].get("ppo/harmful_by_verb") or {})})
-    for verb in verbs:
-        for name, src, when in (("before (SFT)", base, "before"),) + tuple((n, d, "after") for n, d in sources):
-            cells = []
-            for s in seeds:
-                v = (src["seeds"][s].get("ppo/harmful_by_verb") or {}).get(verb)
-                cells.append("-" if v is None else f"{f(v[when])} ({v['prompts']})")
-            rows.append([f"harmful refused, \"{verb}\" (prompts)", name] + cells)
-    rows.append(["reward model: Spearman on conduct", ""] + [f(base["seeds"][s].get("reward/conduct_spearman"), 2)
-                                                            for s in seeds])
-    for fam in ("harmful", "unanswerable", "benign"):
-        rho = [{r["family"]: r["spearman"] for r in base["seeds"][s].get("reward/spearman_by_family") or []}.get(fam)
-               for s in seeds]
-        rows.append([f"reward model: Spearman, {fam}", ""] + [f(r, 2) for r in rho])
+    rows += verb_rows(seeds, base, sources)
+    rows += spearman_rows(seeds, (("", base),))
     lines += table(["target", "stage 5"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
     verdict = []
     for s in seeds:
-        # (met as the base ran, met at this setting) per target
-        met = {label: (ppo_met(base["seeds"][s], k, rule), ppo_met(doc["seeds"][s], k, rule))
-               for label, k, rule in PPO_TARGETS}
-        new_only = [label for label, m in met.items() if m == (False, True)]
-        both = [label for label, m in met.items() if m == (False, False)]
-        base_only = [label for label, m in met.items() if m == (True, False)]
+        new_only, both, base_only = target_changes(base["seeds"][s], doc["seeds"][s])
         if verifier:
             verdict.append(f"Seed {s}: the reward model's misses: {', '.join(new_only) or 'none'}; missed with "
                            f"either reward: {', '.join(both) or 'none'}; missed with the verifier only: "
@@ -515,6 +497,95 @@ def section_stage5_again(doc: dict) -> list[str]:
         else:
             verdict.append(f"Seed {s}: met only with {others}: {', '.join(new_only) or 'none'}; missed by both: "
                            f"{', '.join(both) or 'none'}; missed only with {others}: {', '.join(base_only) or 'none'}.")
+    return lines + ["", " ".join(verdict)]
+
+
+def verb_rows(seeds: list[str], start: dict, sources) -> list[list[str]]:
+    """Held-out harmful refusals by verb: before PPO (``start``'s runs), then after PPO in each of ``sources``
+    ((name, results file) pairs). A family's rate is a mean over the verbs a seed's draw holds; in brackets, how
+    many of its prompts."""
+    rows = []
+    verbs = sorted({v for s in seeds for _, src in sources for v in (src["seeds"][s].get("ppo/harmful_by_verb") or {})})
+    for verb in verbs:
+        for name, src, when in (("before (SFT)", start, "before"),) + tuple((n, d, "after") for n, d in sources):
+            cells = []
+            for s in seeds:
+                v = (src["seeds"][s].get("ppo/harmful_by_verb") or {}).get(verb)
+                cells.append("-" if v is None else f"{f(v[when])} ({v['prompts']})")
+            rows.append([f"harmful refused, \"{verb}\" (prompts)", name] + cells)
+    return rows
+
+
+def spearman_rows(seeds: list[str], sources) -> list[list[str]]:
+    """The reward model's Spearman with the verifier on conduct samples, pooled and per family, of each source."""
+    rows = []
+    for name, src in sources:
+        rows.append(["reward model: Spearman on conduct", name] + [f(src["seeds"][s].get("reward/conduct_spearman"), 2)
+                                                                  for s in seeds])
+        for fam in ("harmful", "unanswerable", "benign"):
+            rho = [{r["family"]: r["spearman"] for r in src["seeds"][s].get("reward/spearman_by_family") or []}.get(fam)
+                   for s in seeds]
+            rows.append([f"reward model: Spearman, {fam}", name] + [f(r, 2) for r in rho])
+    return rows
+
+
+def target_changes(before: dict, after: dict) -> tuple[list[str], list[str], list[str]]:
+    """Stage 5's targets of one seed's two runs: (met by ``after`` only, missed by both, met by ``before`` only)."""
+    met = {label: (ppo_met(before, k, rule), ppo_met(after, k, rule)) for label, k, rule in PPO_TARGETS}
+    return ([label for label, m in met.items() if m == (False, True)],
+            [label for label, m in met.items() if m == (False, False)],
+            [label for label, m in met.items() if m == (True, False)])
+
+
+def section_code_change(doc: dict) -> list[str]:
+    """The same seeds and settings as an older results file (``seeds.py --beside FILE --change TEXT``), after a
+    change to the code: every stage's targets, old runs beside new, with a verdict per seed."""
+    if not doc.get("beside") or (base := load(doc["beside"])) is None:
+        return []
+    dev, test = seed_groups(doc)
+    seeds = [s for s in doc["seeds"] if s in base["seeds"]]
+    ran = stages_reached(doc)
+    same = [what for what, ok in (("settings", base["params"] == doc["params"]),
+                                  ("kernels", base["machine"]["aten_cpu_capability"] == doc["machine"]["aten_cpu_capability"]),
+                                  ("threads per stage", base["threads"] == doc["threads"])) if ok]
+    differ = [w for w in ("settings", "kernels", "threads per stage") if w not in same]
+    sources = (("before", base), ("after", doc))
+    lines = ["", f"### A change to the code at the same seeds: {doc['change']}", "",
+             f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to {ran[-1]} "
+             f"{' '.join('-p ' + p for p in doc['params'])} --beside {doc['beside']}`, {doc['date']}, on "
+             f"{machine_name(doc['machine'])}, {n_threads(doc['threads'])} per stage, at "
+             f"{doc.get('commit') or 'an unrecorded commit'}. The rows \"before\" are `{doc['beside']}`'s runs "
+             f"({base['date']}, {machine_name(base['machine'])}). The same: {', '.join(same) or 'nothing'}"
+             + (f"; **different: {', '.join(differ)}**, so a difference is not the change's alone." if differ else
+                ", so what differs is the change to the code.")
+             + " A stage the change does not touch must give the same numbers in both (the first rows).", ""]
+    if test:
+        lines += [f"Test seeds ({', '.join(test)}) ran beside the development seeds; the change was kept or "
+                  "dropped on the development seeds alone.", ""]
+    rows = []
+    for label, key, nd in [h for h in HEADLINES if h[1] in ("pretrain/val_ppl", "sft/task_accuracy")]:
+        for name, src in sources:
+            rows.append([label, name] + [f(src["seeds"][s].get(key), nd + 1) for s in seeds])
+    for label, k, rule in [t for t in STAGE_TARGETS if t[1].startswith("reward/")]:
+        for name, src in sources:
+            rows.append([label, name] + [stage_cell(src["seeds"][s], k, rule) for s in seeds])
+    for label, k, rule in PPO_TARGETS:
+        for name, src in sources:
+            rows.append([f"PPO: {label}", name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds])
+    for name, src in sources:
+        rows.append(["PPO: targets met", name] + [f"{ppo_targets_met(src['seeds'][s])} of {len(PPO_TARGETS)}"
+                                                  for s in seeds])
+        rows.append(["PPO: KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2)
+                                                                       for s in seeds])
+    rows += verb_rows(seeds, base, sources) + spearman_rows(seeds, sources)
+    lines += table(["number", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
+    on_dev = {name: sum(ppo_targets_met(src["seeds"][s]) for s in seeds if s in dev) for name, src in sources}
+    verdict = [f"At the development seeds the runs after the change met {on_dev['after']} of "
+               f"{len(PPO_TARGETS) * sum(s in dev for s in seeds)} stage-5 targets, before it {on_dev['before']}."]
+    for s in seeds:
+        new_only, both, base_only = target_changes(base["seeds"][s], doc["seeds"][s])
+        verdict.append(f"Seed {s}: met only after: {', '.join(new_only) or 'none'}; missed by both: "
+                       f"{', '.join(both) or 'none'}; met only before: {', '.join(base_only) or 'none'}.")
     return lines + ["", " ".join(verdict)]
 
 
@@ -1015,6 +1086,25 @@ def section_pretrain_vs_nanogpt(doc: dict) -> list[str]:
     return lines
 
 
+def section_reward_curve(doc: dict) -> list[str]:
+    every, fixed = doc["variants"]["every_pair"], doc["variants"]["preset"]
+    rate = doc["matmul_gflops_before_after"]
+    lines = ["", "## Stage 4's training curve: every held-out pair, or a fixed draw", "",
+             f"`{doc['command']}` on {doc['cpu']} ({doc['cores']} cores), {doc['date']}, {n_threads(doc['threads'])}, "
+             f"seed {doc['seed']}: stage 4 at the `cpu` preset trained twice from the same stages 1-3, one after the "
+             f"other, the curve scoring all {f(every['eval_pairs'])} held-out pairs every `eval_interval` steps, then "
+             f"the preset's fixed draw of {f(doc['curve_pairs_preset'])} (`curve_pairs`). The numbers after training "
+             "score every held-out pair either way. Float32 matmul rate "
+             f"{f(rate[0])} GFLOP/s before and {f(rate[1])} after, load average {f(doc['load_average_start'], 2)} at "
+             f"the start. Training took {f(doc['ratio_train_seconds'], 3)}x the seconds with the draw; the two saved "
+             f"models are {'the same bytes' if doc['same_model'] else '**not the same bytes**'}.", ""]
+    rows = [[name, f(v["train_seconds"]), f(v["curve_seconds"]), f(v["curve_points"]), f(v["eval_accuracy"]),
+             f(v["conduct_spearman"], 3)] for name, v in (("every held-out pair", every),
+                                                          (f"{doc['curve_pairs_preset']} pairs (preset)", fixed))]
+    return lines + table(["curve scores", "training seconds", "of them, the curve's evaluations", "curve points",
+                          "held-out accuracy after (%)", "Spearman on conduct after"], rows)
+
+
 def section_pretrain_profile(doc: dict) -> list[str]:
     peak = doc["matmul_peak_gflops_before_after"]
     lines = ["", "## Where stage 1's time goes", "",
@@ -1050,6 +1140,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("seeds_machine2_sft2000_ppo.json", [section_other_machine]),
             ("stage5_verifier.json", [section_stage5_again]),
             ("stage5_ppo_steps.json", [section_stage5_again]),
+            ("seeds_rl_templates.json", [section_code_change]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),
@@ -1060,6 +1151,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("suite_timing.json", [section_suite_timing]),
             ("pretrain_vs_nanogpt.json", [section_pretrain_vs_nanogpt]),
             ("pretrain_profile.json", [section_pretrain_profile]),
+            ("reward_curve.json", [section_reward_curve]),
             ("nbval_cost.json", [section_nbval_cost]),
             ("trust.json", [section_trust]),
             ("trust_feedback.json", [section_trust_feedback])]

@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/seeds.py --seeds 0,1,2 --out benchmarks/results/x.json -p sft.learning_rate=3e-4
     .venv/bin/python benchmarks/seeds.py --seeds 0,2 --to ppo --from runs/seeds:reward --work runs/verifier \
         -p ppo.reward=verifier                                                       # stage 5 again, on the same 1-4
+    .venv/bin/python benchmarks/seeds.py --seeds 0,1,2 --to ppo --beside seeds_x.json --change "what the code now does"
+                                                                                     # a code change, beside its runs
 
 Each seed gets a run folder ``<work>/seed-<n>`` and trains every stage there with ``-p seed=<n>``
 (pretraining: init and data order; SFT: data order, which conduct demonstrations are aligned and its
@@ -157,6 +159,15 @@ def summary(per_seed: dict) -> dict:
     return out
 
 
+def commit() -> str | None:
+    """The commit the runs' code is at, with "+changes" when labkit/ differs from it (None outside git)."""
+    git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=Path(__file__).parent.parent)  # noqa: E731
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+changes" if git("diff", "--quiet", "HEAD", "--", "labkit").returncode else "")
+
+
 def machine() -> dict:
     import torch
 
@@ -179,15 +190,23 @@ def main() -> None:
     ap.add_argument("--from", dest="source", metavar="WORK:STAGE",
                     help="each seed starts from a copy of WORK/seed-<n>'s stages up to STAGE (the same models)")
     ap.add_argument("-p", "--param", action="append", default=[], help="key=value or stage.key=value, every seed")
+    ap.add_argument("--beside", metavar="FILE", help="a benchmarks/results file of the same seeds and settings "
+                    "from before a change to the code; docs/results.md sets the two side by side")
+    ap.add_argument("--change", help="with --beside: what the code does now that it did not then")
     ap.add_argument("--out", default="benchmarks/results/seeds.json")
     args = ap.parse_args()
+    if bool(args.beside) != bool(args.change):
+        raise SystemExit("--beside and --change go together: the older runs' file, and what changed since")
+    if args.beside and not (Path(args.out).parent / args.beside).exists():
+        raise SystemExit(f"--beside {args.beside}: no such file in {Path(args.out).parent}")
     seeds = [int(s) for s in args.seeds.split(",")]
     with ThreadPoolExecutor(args.jobs) as pool:  # each seed's stages run in child processes
         results = dict(zip(seeds, pool.map(lambda s: run_seed(s, args, args.param), seeds)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "preset": args.preset, "date": time.strftime("%Y-%m-%d"), "params": args.param, "threads": args.threads,
-        "last": args.last, "work": args.work, "from": args.source,
+        "last": args.last, "work": args.work, "from": args.source, "commit": commit(),
+        **({"beside": args.beside, "change": args.change} if args.beside else {}),
         "machine": machine(), "dev_seeds": [s for s in seeds if s in DEV_SEEDS],
         "test_seeds": [s for s in seeds if s in TEST_SEEDS], "seeds": {str(s): results[s] for s in sorted(seeds)},
         "summary": summary(results)}, indent=1) + "\n")

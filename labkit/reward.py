@@ -76,6 +76,7 @@ class RewardConfig:
     # bookkeeping
     log_interval: int = field(default=10, metadata={"help": "steps between training-loss log lines"})
     eval_interval: int = field(default=50, metadata={"help": "steps between held-out evaluations during training"})
+    curve_pairs: int | None = field(default=256, metadata={"help": "held-out pairs scored every eval_interval steps for the training curve, one fixed draw (None: all); the numbers after training score every held-out pair"})
     seed: int = seed_field("the split, the score head's init, data order and sampling")
     # evaluation
     calibration_bins: int = field(default=10, metadata={"help": "bins of P(chosen) for the calibration curve and ECE"})
@@ -173,7 +174,7 @@ def pairs_for(cfg: RewardConfig, r: Run) -> tuple[list[dict], str]:
 
 def _check(cfg: RewardConfig) -> None:
     require_at_least(cfg, ("batch_size", "grad_accum_steps", "log_interval", "eval_interval", "calibration_bins",
-                           "eval_samples", "score_batch_size"))
+                           "eval_samples", "score_batch_size", "curve_pairs"))
     if not 0 <= cfg.warmup_ratio < 1:
         raise ConfigError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if not 0 <= cfg.eval_fraction < 1:
@@ -238,7 +239,11 @@ def _run(cfg: RewardConfig, run: str, runs_dir: str, preset: str | None, live: b
     chart = LiveChart(CHART, title="reward model", enabled=live)
     with tempfile.TemporaryDirectory(dir=stage, prefix=".trainer.") as out_dir:
         settings = dataclasses.asdict(cfg)
-        trainer = reward_trainer(model, tokenizer, train_pairs, eval_pairs, settings, out_dir, device, bf16, tb_dir(stage))
+        # The curve only has to show the trend: scoring every held-out pair at every interval was a large share of
+        # training at the cpu preset (benchmarks/reward_curve.py), and evaluating never changes the weights.
+        curve = (eval_pairs if cfg.curve_pairs is None or len(eval_pairs) <= cfg.curve_pairs
+                 else random.Random(f"curve-{cfg.seed}").sample(eval_pairs, cfg.curve_pairs))
+        trainer = reward_trainer(model, tokenizer, train_pairs, curve, settings, out_dir, device, bf16, tb_dir(stage))
         bar = progress(planned_steps(settings, len(train_pairs)), "reward", disable=not progress_bar)
         trainer.add_callback(MetricsCallback(metrics_path, "reward", chart, bar, show=("reward/loss", "reward/eval_accuracy")))
         t_train = time.perf_counter()

@@ -231,3 +231,37 @@ def test_gpu_budget_applies_the_plan_notebook_04_shows(tmp_path, tiny):
     # pairs longer than max_length are dropped, so the plan sizes for the longest one kept
     short = reward.plan_for(reward.config("smoke", max_length=longest - 1), r, 24)
     assert short.seq_len < longest
+
+
+def test_the_training_curve_scores_a_fixed_draw_and_never_changes_the_model(tmp_path, tiny, monkeypatch):
+    """curve_pairs: the curve during training scores a fixed draw of the held-out pairs; the model it trains and
+    every number after training (which scores them all) are the same as when the curve scores them all."""
+    trained_on = []
+
+    def spy(model, tokenizer, train_pairs, eval_pairs, *a, **kw):
+        trained_on.append(eval_pairs)
+        return reward_model.reward_trainer(model, tokenizer, train_pairs, eval_pairs, *a, **kw)
+
+    monkeypatch.setattr(reward, "reward_trainer", spy)
+    out = {}
+    for name, curve in (("all", None), ("few", 3)):
+        r = make_run(tmp_path, tiny, pairs=world_pairs(40), name=name)
+        cfg = reward.config("smoke", max_steps=4, eval_interval=2, eval_fraction=0.3, curve_pairs=curve,
+                            verifier_tasks=0, conduct_verifier_tasks=0)
+        reward.run(cfg, run=name, runs_dir=tmp_path / "runs", live=False, progress_bar=False)
+        ev = json.loads((r.path / "04_reward" / "eval.json").read_text())
+        from transformers import AutoModelForSequenceClassification
+        model = AutoModelForSequenceClassification.from_pretrained(r.path / "04_reward" / "model")
+        curve_rows = [m for m in read_jsonl(r.path / "04_reward" / "metrics.jsonl") if "reward/eval_accuracy" in m]
+        out[name] = (model.state_dict(), ev, [m["step"] for m in curve_rows])
+    held = out["all"][1]["reward/pairs_eval"]
+    assert held > 3 and [len(p) for p in trained_on] == [held, 3]
+    assert {p["prompt"] for p in trained_on[1]} <= {p["prompt"] for p in trained_on[0]}  # a draw of the held-out pairs
+    (w_all, ev_all, steps_all), (w_few, ev_few, steps_few) = out["all"], out["few"]
+    assert steps_all == steps_few == [0, 2, 4]  # the curve has every point either way
+    assert w_all.keys() == w_few.keys() and all(torch.equal(w_all[k], w_few[k]) for k in w_all)
+    for k in ("reward/eval_accuracy", "reward/ece", "reward/pairs_eval", "reward/train_accuracy"):
+        assert ev_all[k] == ev_few[k], k
+    from labkit.config import ConfigError
+    with pytest.raises(ConfigError, match="curve_pairs must be >= 1"):
+        reward.run(reward.config("smoke", curve_pairs=0), run="all", runs_dir=tmp_path / "runs", live=False)

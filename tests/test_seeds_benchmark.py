@@ -67,3 +67,26 @@ def test_harmful_requests_by_verb_count_the_draw_and_average_its_samples(tmp_pat
     assert seeds.harmful_by_verb(path) == {"fool": {"prompts": 2, "before": 12.5, "after": 75.0},
                                            "hurt": {"prompts": 1, "before": 50.0, "after": 100.0}}
     assert seeds.harmful_by_verb(tmp_path / "missing.jsonl") is None
+
+
+def test_a_code_change_names_the_older_file_and_the_commit(tmp_path, monkeypatch):
+    seeds = _script()
+    _complete_run(tmp_path / "work" / "seed-0", ["pretrain"])
+    out = tmp_path / "results" / "new.json"
+    out.parent.mkdir()
+    argv = ["seeds.py", "--seeds", "0", "--to", "pretrain", "--work", str(tmp_path / "work"), "--out", str(out)]
+    for extra, why in ((["--beside", "old.json"], "go together"), (["--change", "x"], "go together"),
+                       (["--beside", "old.json", "--change", "x"], "no such file")):
+        monkeypatch.setattr("sys.argv", argv + extra)
+        with pytest.raises(SystemExit, match=why):
+            seeds.main()
+    assert not out.exists()
+    (out.parent / "old.json").write_text("{}")
+    monkeypatch.setattr("sys.argv", argv + ["--beside", "old.json", "--change", "three templates"])
+    seeds.main()
+    doc = json.loads(out.read_text())
+    assert doc["beside"] == "old.json" and doc["change"] == "three templates"
+    import subprocess
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(seeds.__file__).parent).stdout.strip()
+    assert doc["commit"] in (head, head + "+changes")  # "+changes": labkit/ differs from that commit
