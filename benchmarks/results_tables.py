@@ -549,12 +549,12 @@ def section_code_change(doc: dict) -> list[str]:
                                   ("kernels", base["machine"]["aten_cpu_capability"] == doc["machine"]["aten_cpu_capability"]),
                                   ("threads per stage", base["threads"] == doc["threads"])) if ok]
     differ = [w for w in ("settings", "kernels", "threads per stage") if w not in same]
-    sources = (("before", base), ("after", doc))
+    sources = (("before the change", base), ("after the change", doc))
     lines = ["", f"### A change to the code at the same seeds: {doc['change']}", "",
              f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to {ran[-1]} "
              f"{' '.join('-p ' + p for p in doc['params'])} --beside {doc['beside']}`, {doc['date']}, on "
              f"{machine_name(doc['machine'])}, {n_threads(doc['threads'])} per stage, at "
-             f"{doc.get('commit') or 'an unrecorded commit'}. The rows \"before\" are `{doc['beside']}`'s runs "
+             f"{doc.get('commit') or 'an unrecorded commit'}. The rows \"before the change\" are `{doc['beside']}`'s runs "
              f"({base['date']}, {machine_name(base['machine'])}). The same: {', '.join(same) or 'nothing'}"
              + (f"; **different: {', '.join(differ)}**, so a difference is not the change's alone." if differ else
                 ", so what differs is the change to the code.")
@@ -572,16 +572,27 @@ def section_code_change(doc: dict) -> list[str]:
     for label, k, rule in PPO_TARGETS:
         for name, src in sources:
             rows.append([f"PPO: {label}", name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds])
-    for name, src in sources:
-        rows.append(["PPO: targets met", name] + [f"{ppo_targets_met(src['seeds'][s])} of {len(PPO_TARGETS)}"
-                                                  for s in seeds])
-        rows.append(["PPO: KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2)
-                                                                       for s in seeds])
+    rows += [["PPO: targets met", name] + [f"{ppo_targets_met(src['seeds'][s])} of {len(PPO_TARGETS)}" for s in seeds]
+             for name, src in sources]
+    rows += [["PPO: KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2) for s in seeds]
+             for name, src in sources]
     rows += verb_rows(seeds, base, sources) + spearman_rows(seeds, sources)
     lines += table(["number", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
-    on_dev = {name: sum(ppo_targets_met(src["seeds"][s]) for s in seeds if s in dev) for name, src in sources}
+    on_dev = {name: sum(ppo_targets_met(src["seeds"][s]) for s in seeds if s in dev)
+              for name, src in (("before", base), ("after", doc))}
+    # The rule, written before the runs: at least as many stage-5 targets met at every development seed, more in all.
+    kept = on_dev["after"] > on_dev["before"] and all(
+        ppo_targets_met(doc["seeds"][s]) >= ppo_targets_met(base["seeds"][s]) for s in seeds if s in dev)
+    rm = [(label, k, rule) for label, k, rule in STAGE_TARGETS if k.startswith("reward/")]
+    rm_dev = {name: sum(stage_met(src["seeds"][s], k, rule) for s in seeds if s in dev for _, k, rule in rm)
+              for name, src in (("before", base), ("after", doc))}
+    n_dev = sum(s in dev for s in seeds)
     verdict = [f"At the development seeds the runs after the change met {on_dev['after']} of "
-               f"{len(PPO_TARGETS) * sum(s in dev for s in seeds)} stage-5 targets, before it {on_dev['before']}."]
+               f"{len(PPO_TARGETS) * n_dev} stage-5 targets, before it {on_dev['before']}. The rule, written before "
+               "the runs: the change stays when it meets at least as many stage-5 targets at every development seed "
+               f"and more in all; so it **{'stays' if kept else 'does not stay'}**. Stage 4's targets, which the rule "
+               f"does not count: {rm_dev['after']} of {len(rm) * n_dev} met after the change, {rm_dev['before']} "
+               "before it."]
     for s in seeds:
         new_only, both, base_only = target_changes(base["seeds"][s], doc["seeds"][s])
         verdict.append(f"Seed {s}: met only after: {', '.join(new_only) or 'none'}; missed by both: "
@@ -1091,13 +1102,15 @@ def section_reward_curve(doc: dict) -> list[str]:
     rate = doc["matmul_gflops_before_after"]
     lines = ["", "## Stage 4's training curve: every held-out pair, or a fixed draw", "",
              f"`{doc['command']}` on {doc['cpu']} ({doc['cores']} cores), {doc['date']}, {n_threads(doc['threads'])}, "
-             f"seed {doc['seed']}: stage 4 at the `cpu` preset trained twice from the same stages 1-3, one after the "
-             f"other, the curve scoring all {f(every['eval_pairs'])} held-out pairs every `eval_interval` steps, then "
-             f"the preset's fixed draw of {f(doc['curve_pairs_preset'])} (`curve_pairs`). The numbers after training "
-             "score every held-out pair either way. Float32 matmul rate "
-             f"{f(rate[0])} GFLOP/s before and {f(rate[1])} after, load average {f(doc['load_average_start'], 2)} at "
-             f"the start. Training took {f(doc['ratio_train_seconds'], 3)}x the seconds with the draw; the two saved "
-             f"models are {'the same bytes' if doc['same_model'] else '**not the same bytes**'}.", ""]
+             f"seed {doc['seed']}: stage 4 at the `cpu` preset trained from the same stages 1-3 with the curve scoring "
+             f"all {f(every['eval_pairs'])} held-out pairs every `eval_interval` steps, and with the preset's fixed "
+             f"draw of {f(doc['curve_pairs_preset'])} (`curve_pairs`), in {doc['rounds']} rounds that alternate which "
+             "goes first; seconds are medians over the rounds. The numbers after training score every held-out pair "
+             f"either way. Float32 matmul rate {f(rate[0])} GFLOP/s before and {f(rate[1])} after, load average "
+             f"{f(doc['load_average_start'], 2)} at the start. Training took {f(doc['ratio_train_seconds'], 3)}x the "
+             f"seconds with the draw (per round: {', '.join(f(x, 3) for x in doc['ratio_train_seconds_rounds'])}); "
+             f"the saved models are {'the same bytes' if doc['same_model'] else '**not the same bytes**'} in every "
+             "run.", ""]
     rows = [[name, f(v["train_seconds"]), f(v["curve_seconds"]), f(v["curve_points"]), f(v["eval_accuracy"]),
              f(v["conduct_spearman"], 3)] for name, v in (("every held-out pair", every),
                                                           (f"{doc['curve_pairs_preset']} pairs (preset)", fixed))]

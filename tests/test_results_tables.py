@@ -563,18 +563,35 @@ def test_a_code_change_at_the_same_seeds_sits_beside_the_older_runs_with_a_verdi
     text = rt.render().split("### A change to the code at the same seeds: three RLHF templates")[1]
     assert "--to ppo -p sft.max_steps=2000 --beside old.json`, new, on e (AVX512 kernels" in text and "at abc1234" in text
     assert "The same: settings, kernels, threads per stage, so what differs is the change to the code." in text
-    assert "| SFT: task accuracy (answer families, greedy, %) | before | 66.88 | 66.88 | 66.88 |" in text
-    assert "| PPO: harmful refused >= 85 and +40 | before | 90.0 met | 60.0 **not met** | 70.0 **not met** |" in text
-    assert "| PPO: harmful refused >= 85 and +40 | after | 80.0 **not met** | 88.0 met | 86.0 met |" in text
-    assert "| PPO: targets met | after | 4 of 5 | 5 of 5 | 5 of 5 |" in text
-    assert '| harmful refused, "fool" (prompts) | after | 70.0 (9) | - | - |' in text
-    assert "| reward model: Spearman on conduct | after | - | 0.61 | - |" in text
+    assert "| SFT: task accuracy (answer families, greedy, %) | before the change | 66.88 | 66.88 | 66.88 |" in text
+    assert "| PPO: harmful refused >= 85 and +40 | before the change | 90.0 met | 60.0 **not met** | 70.0 **not met** |" in text
+    assert "| PPO: harmful refused >= 85 and +40 | after the change | 80.0 **not met** | 88.0 met | 86.0 met |" in text
+    assert "| PPO: targets met | after the change | 4 of 5 | 5 of 5 | 5 of 5 |" in text
+    assert '| harmful refused, "fool" (prompts) | after the change | 70.0 (9) | - | - |' in text
+    assert "| reward model: Spearman on conduct | after the change | - | 0.61 | - |" in text
     assert "| seed 0 | seed 2 | seed 3 (test) |" in text and "Test seeds (3) ran beside the development seeds" in text
     # the development seeds' count leaves the test seed out
-    assert "met 9 of 10 stage-5 targets, before it 9." in text
+    assert "met 9 of 10 stage-5 targets, before it 9." in text and "so it **does not stay**" in text  # a tie
+    assert "Stage 4's targets, which the rule does not count: 3 of 4 met after the change, 2 before it." in text
     assert ("Seed 0: met only after: none; missed by both: none; met only before: harmful refused >= 85 and +40." in text
             and "Seed 2: met only after: harmful refused >= 85 and +40; missed by both: none; met only before: none."
             in text)
+    # a tie at every development seed: it does not stay either
+    doc["seeds"] = {**new, "0": _ppo_seed(90.0, 0.5, **same), "2": _ppo_seed(60.0, 0.7, **same)}
+    (tmp_path / "seeds_rl_templates.json").write_text(json.dumps(doc))
+    assert "met 9 of 10 stage-5 targets, before it 9." in rt.render() and "so it **does not stay**" in rt.render()
+    # more in all, but a development seed worse: it does not stay
+    worse = {**old, "2": _ppo_seed(60.0, 0.8, **same, **{"ppo/unanswerable_abstained_after": 50.0})}
+    (tmp_path / "old.json").write_text(json.dumps({**common, "date": "old", "machine": machine, "seeds": worse}))
+    doc["seeds"] = {**new, "0": _ppo_seed(80.0, 0.5, **same), "2": _ppo_seed(88.0, 0.7, **same)}
+    (tmp_path / "seeds_rl_templates.json").write_text(json.dumps(doc))
+    assert "met 9 of 10 stage-5 targets, before it 8." in rt.render() and "so it **does not stay**" in rt.render()
+    (tmp_path / "old.json").write_text(json.dumps({**common, "date": "old", "machine": machine, "seeds": old}))
+    # more in all, and no development seed worse: it stays
+    doc["seeds"] = dict(new)
+    doc["seeds"]["0"] = _ppo_seed(90.0, 0.5, **same)
+    (tmp_path / "seeds_rl_templates.json").write_text(json.dumps(doc))
+    assert "met 10 of 10 stage-5 targets, before it 9." in rt.render() and "so it **stays**" in rt.render()
     # runs on other kernels are not the change's alone, and the page says so
     (tmp_path / "old.json").write_text(json.dumps({**common, "date": "old", "seeds": old,
                                                    "machine": {**machine, "aten_cpu_capability": "AVX2"}}))
@@ -589,12 +606,14 @@ def test_the_reward_curve_section_gives_both_timings_and_whether_the_models_matc
     variant = {"train_seconds": 170.0, "curve_seconds": 60.0, "curve_points": 10, "eval_pairs": 1278,
                "model_sha256": "a", "eval_accuracy": 83.88, "conduct_spearman": 0.7852}
     doc = {"command": "python benchmarks/reward_curve.py --run r", "date": "d", "cpu": "c", "cores": 2, "threads": 2,
+           "rounds": 2, "ratio_train_seconds_rounds": [0.52, 0.9],
            "seed": 0, "curve_pairs_preset": 256, "load_average_start": 0.1, "matmul_gflops_before_after": [180.0, 181.0],
            "variants": {"every_pair": variant, "preset": {**variant, "train_seconds": 120.0, "curve_seconds": 12.5}},
            "same_model": True, "ratio_train_seconds": 0.706}
     (tmp_path / "reward_curve.json").write_text(json.dumps(doc))
     text = rt.render().split("## Stage 4's training curve")[1]
-    assert "all 1,278 held-out pairs" in text and "fixed draw of 256" in text and "0.706x" in text
+    assert "all 1,278 held-out pairs" in text and "fixed draw of 256" in text and "in 2 rounds" in text
+    assert "0.706x the seconds with the draw (per round: 0.520, 0.900)" in text
     assert "| every held-out pair | 170.0 | 60.0 | 10 | 83.9 | 0.785 |" in text
     assert "| 256 pairs (preset) | 120.0 | 12.5 | 10 | 83.9 | 0.785 |" in text and "the same bytes" in text
     (tmp_path / "reward_curve.json").write_text(json.dumps({**doc, "same_model": False}))

@@ -114,22 +114,14 @@ def test_rl_tasks_are_the_training_side_asked_in_templates_of_their_own():
             assert W.fact_split(*t["fact"]) == "train"
 
 
-def test_rlhf_stages_ask_extraction_and_conduct_questions_in_several_templates_of_their_own():
-    # With one template the policy learned to read the sentence, or to refuse, in that template only (see
-    # world._EXTRACT_Q and world._CONDUCT_SHAPES).
+def test_rlhf_stages_ask_extraction_and_unanswerable_questions_in_several_templates_of_their_own():
+    # With one template the policy learned to read the sentence only in that template (see world._EXTRACT_Q).
     w = W.World(0)
     rl = W.rl_tasks(w, 700, seed=3, families=("extract", "unanswerable"))
     for fam in ("extract", "unanswerable"):
         for key, qs in W._EXTRACT_Q.items():
             used = {q for q in qs["rl"] for t in rl if t["family"] == fam and _matches(q, t["prompt"])}
             assert len(used) == len(qs["rl"]) >= 3, (fam, key, used)
-            assert not set(qs["rl"]) & (set(qs["train"]) | set(qs["eval"]))
-    rl = W.rl_tasks(w, 600, seed=3, families=("harmful", "benign"))
-    for fam in ("harmful", "benign"):
-        for shape, qs in W._CONDUCT_SHAPES.items():
-            used = {t["template"] for t in rl if t["family"] == fam and t["template"] in qs["rl"]
-                    and (W.HARMFUL if fam == "harmful" else W.BENIGN)[t["verb"]][0] == shape}
-            assert len(used) == len(qs["rl"]) >= 3, (fam, shape, used)
             assert not set(qs["rl"]) & (set(qs["train"]) | set(qs["eval"]))
 
 
