@@ -88,6 +88,7 @@ STAGE_TARGETS = [
     ("reward model: conduct pairs right >= 90", "reward/conduct_accuracy", lambda v: v >= 90),
     ("reward model: Spearman on conduct >= 0.6", "reward/conduct_spearman", lambda v: v >= 0.6),
 ]
+RM_TARGETS = [t for t in STAGE_TARGETS if t[1].startswith("reward/")]  # stage 4's alone
 
 
 def ppo_cell(d: dict, k: str, rule) -> str:
@@ -395,7 +396,7 @@ def section_other_machine(doc: dict) -> list[str]:
     if "ppo" not in ran:
         return lines
     # Through stage 5: do the stage-4 and stage-5 targets a seed meets on one machine hold on the other?
-    targets = [(label, stage_cell, stage_met, k, rule) for label, k, rule in STAGE_TARGETS if k.startswith("reward/")] + \
+    targets = [(label, stage_cell, stage_met, k, rule) for label, k, rule in RM_TARGETS] + \
               [(f"PPO: {label}", ppo_cell, ppo_met, k, rule) for label, k, rule in PPO_TARGETS]
     trows = [[label] + [cell(src["seeds"][s], k, rule) for s in seeds for src in (base, doc)]
              for label, cell, _, k, rule in targets]
@@ -412,10 +413,8 @@ def section_ppo_epochs(doc: dict) -> list[str]:
         return []
     base, dev, test, seeds, setting = beside
 
-    def met(src: dict, s: str) -> int:  # stage-5 targets a seed's run met
-        return ppo_targets_met(src["seeds"][s])
-
-    on_dev = {name: sum(met(src, s) for s in seeds if s in dev) for name, src in (("above", base), ("new", doc))}
+    on_dev = {name: sum(ppo_targets_met(src["seeds"][s]) for s in seeds if s in dev)
+              for name, src in (("above", base), ("new", doc))}
     n_dev = len(PPO_TARGETS) * sum(1 for s in seeds if s in dev)
     lines = ["", f"### Stage 5 at {setting} beside the runs above", "",
              f"`benchmarks/seeds.py --to ppo {' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, "
@@ -424,13 +423,7 @@ def section_ppo_epochs(doc: dict) -> list[str]:
              f"seeds it met {on_dev['new']} of {n_dev} stage-5 targets, the runs above {on_dev['above']}. The rule: "
              "the cheaper setting becomes the `cpu` preset's when it meets at least as many; the test seeds ran after "
              "the choice. Stages 6 and 7 read the runs above.", ""]
-    rows = []
-    for label, k, rule in PPO_TARGETS:
-        for name, src in (("above", base), (setting, doc)):
-            rows.append([label, name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds])
-    for name, src in (("above", base), (setting, doc)):
-        rows.append(["targets met", name] + [f"{met(src, s)} of {len(PPO_TARGETS)}" for s in seeds])
-        rows.append(["KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2) for s in seeds])
+    rows = ppo_rows(seeds, (("above", base), (setting, doc)))
     return lines + table(["target", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
 
 
@@ -477,13 +470,7 @@ def section_stage5_again(doc: dict) -> list[str]:
     if test:
         lines += [f"Test seeds ({', '.join(test)}) ran to say why a target missed there; no setting is chosen on them.",
                   ""]
-    rows = []
-    for label, k, rule in PPO_TARGETS:
-        for name, src in sources:
-            rows.append([label, name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds])
-    for name, src in sources:
-        rows.append(["targets met", name] + [f"{ppo_targets_met(src['seeds'][s])} of {len(PPO_TARGETS)}" for s in seeds])
-        rows.append(["KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2) for s in seeds])
+    rows = ppo_rows(seeds, sources)
     rows += verb_rows(seeds, base, sources)
     rows += spearman_rows(seeds, (("", base),))
     lines += table(["target", "stage 5"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
@@ -498,6 +485,19 @@ def section_stage5_again(doc: dict) -> list[str]:
             verdict.append(f"Seed {s}: met only with {others}: {', '.join(new_only) or 'none'}; missed by both: "
                            f"{', '.join(both) or 'none'}; missed only with {others}: {', '.join(base_only) or 'none'}.")
     return lines + ["", " ".join(verdict)]
+
+
+def ppo_rows(seeds: list[str], sources, prefix: str = "") -> list[list[str]]:
+    """Stage 5's targets at each seed for each of ``sources`` ((name, results file) pairs), then per source how
+    many it met and its KL to the SFT model after PPO."""
+    rows = [[prefix + label, name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds]
+            for label, k, rule in PPO_TARGETS for name, src in sources]
+    for name, src in sources:
+        rows.append([prefix + "targets met", name] + [f"{ppo_targets_met(src['seeds'][s])} of {len(PPO_TARGETS)}"
+                                                       for s in seeds])
+        rows.append([prefix + "KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2)
+                                                                           for s in seeds])
+    return rows
 
 
 def verb_rows(seeds: list[str], start: dict, sources) -> list[list[str]]:
@@ -545,10 +545,10 @@ def section_code_change(doc: dict) -> list[str]:
     dev, test = seed_groups(doc)
     seeds = [s for s in doc["seeds"] if s in base["seeds"]]
     ran = stages_reached(doc)
-    same = [what for what, ok in (("settings", base["params"] == doc["params"]),
-                                  ("kernels", base["machine"]["aten_cpu_capability"] == doc["machine"]["aten_cpu_capability"]),
-                                  ("threads per stage", base["threads"] == doc["threads"])) if ok]
-    differ = [w for w in ("settings", "kernels", "threads per stage") if w not in same]
+    checks = (("settings", base["params"] == doc["params"]),
+              ("kernels", base["machine"]["aten_cpu_capability"] == doc["machine"]["aten_cpu_capability"]),
+              ("threads per stage", base["threads"] == doc["threads"]))
+    same, differ = [what for what, ok in checks if ok], [what for what, ok in checks if not ok]
     sources = (("before the change", base), ("after the change", doc))
     lines = ["", f"### A change to the code at the same seeds: {doc['change']}", "",
              f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to {ran[-1]} "
@@ -566,16 +566,10 @@ def section_code_change(doc: dict) -> list[str]:
     for label, key, nd in [h for h in HEADLINES if h[1] in ("pretrain/val_ppl", "sft/task_accuracy")]:
         for name, src in sources:
             rows.append([label, name] + [f(src["seeds"][s].get(key), nd + 1) for s in seeds])
-    for label, k, rule in [t for t in STAGE_TARGETS if t[1].startswith("reward/")]:
+    for label, k, rule in RM_TARGETS:
         for name, src in sources:
             rows.append([label, name] + [stage_cell(src["seeds"][s], k, rule) for s in seeds])
-    for label, k, rule in PPO_TARGETS:
-        for name, src in sources:
-            rows.append([f"PPO: {label}", name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds])
-    rows += [["PPO: targets met", name] + [f"{ppo_targets_met(src['seeds'][s])} of {len(PPO_TARGETS)}" for s in seeds]
-             for name, src in sources]
-    rows += [["PPO: KL to the SFT model after (nats)", name] + [f(src["seeds"][s].get("ppo/kl_after"), 2) for s in seeds]
-             for name, src in sources]
+    rows += ppo_rows(seeds, sources, prefix="PPO: ")
     rows += verb_rows(seeds, base, sources) + spearman_rows(seeds, sources)
     lines += table(["number", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
     on_dev = {name: sum(ppo_targets_met(src["seeds"][s]) for s in seeds if s in dev)
@@ -583,15 +577,14 @@ def section_code_change(doc: dict) -> list[str]:
     # The rule, written before the runs: at least as many stage-5 targets met at every development seed, more in all.
     kept = on_dev["after"] > on_dev["before"] and all(
         ppo_targets_met(doc["seeds"][s]) >= ppo_targets_met(base["seeds"][s]) for s in seeds if s in dev)
-    rm = [(label, k, rule) for label, k, rule in STAGE_TARGETS if k.startswith("reward/")]
-    rm_dev = {name: sum(stage_met(src["seeds"][s], k, rule) for s in seeds if s in dev for _, k, rule in rm)
+    rm_dev = {name: sum(stage_met(src["seeds"][s], k, rule) for s in seeds if s in dev for _, k, rule in RM_TARGETS)
               for name, src in (("before", base), ("after", doc))}
     n_dev = sum(s in dev for s in seeds)
     verdict = [f"At the development seeds the runs after the change met {on_dev['after']} of "
                f"{len(PPO_TARGETS) * n_dev} stage-5 targets, before it {on_dev['before']}. The rule, written before "
                "the runs: the change stays when it meets at least as many stage-5 targets at every development seed "
                f"and more in all; so it **{'stays' if kept else 'does not stay'}**. Stage 4's targets, which the rule "
-               f"does not count: {rm_dev['after']} of {len(rm) * n_dev} met after the change, {rm_dev['before']} "
+               f"does not count: {rm_dev['after']} of {len(RM_TARGETS) * n_dev} met after the change, {rm_dev['before']} "
                "before it."]
     for s in seeds:
         new_only, both, base_only = target_changes(base["seeds"][s], doc["seeds"][s])

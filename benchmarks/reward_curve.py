@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,13 +30,10 @@ sys.path.insert(0, str(REPO))
 def train(run: Path, seed: int, threads: int, curve_pairs: str, work: Path) -> dict:
     """Stage 4 on a copy of ``run``'s stages 1-3 with ``curve_pairs``; its seconds and the saved model's hash."""
     from labkit.runs import STAGE_DIRS, read_json, read_jsonl
+    from seeds import copy_stages  # benchmarks/, this script's folder, is on sys.path when it runs
 
     folder = work / f"curve-{curve_pairs}"
-    for stage in ("pretrain", "sft", "preferences"):
-        shutil.copytree(run / STAGE_DIRS[stage], folder / STAGE_DIRS[stage])
-    manifest = read_json(run / "run.json")
-    manifest.update(name=folder.name, stages={s: manifest["stages"][s] for s in ("pretrain", "sft", "preferences")})
-    (folder / "run.json").write_text(json.dumps(manifest))
+    copy_stages(run, folder, ("pretrain", "sft", "preferences"))
     cmd = [sys.executable, "-m", "labkit", "train", "reward", "--name", folder.name, "--runs-dir", str(work),
            "--preset", "cpu", "-p", f"seed={seed}", "-p", f"threads={threads}", "-p", f"curve_pairs={curve_pairs}"]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LABKIT_THREADS": str(threads)})

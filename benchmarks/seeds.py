@@ -102,6 +102,11 @@ def reuse(source: str, seed: int, folder: Path) -> None:
     missing = [s for s in keep if not Run(src.name, src.parent).is_complete(s)]
     if missing:
         raise SystemExit(f"--from {source}: {src} has no complete {', '.join(missing)}")
+    copy_stages(src, folder, keep)
+
+
+def copy_stages(src: Path, folder: Path, keep) -> None:
+    """Make ``folder`` a run whose complete stages are ``keep``, copied from the run folder ``src``."""
     for stage in keep:
         shutil.copytree(src / STAGE_DIRS[stage], folder / STAGE_DIRS[stage], dirs_exist_ok=True)
     m = read_json(src / "run.json")
