@@ -11,6 +11,7 @@ and its ``notebooks/*.html`` can be copied anywhere and opened.
 from __future__ import annotations
 
 import copy
+import functools
 import html
 import importlib
 import time
@@ -320,9 +321,6 @@ def export_notebook(nb, path: Path, plotly_js: str) -> Path:
     widget outputs (progress bars, live charts) are dropped: their state needs a CDN to show, and the
     static figures after them show the same curves. Math stays as TeX source (MathJax is a CDN too).
     """
-    import jinja2
-    from nbconvert import HTMLExporter
-
     nb = copy.deepcopy(nb)
     has_figures = False
     for cell in nb.cells:
@@ -339,11 +337,23 @@ def export_notebook(nb, path: Path, plotly_js: str) -> Path:
             kept.append(o)
         cell.outputs = kept
     nb.metadata.pop("widgets", None)
-    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"labkit_offline.html.j2": _OFFLINE_TEMPLATE})],
-                            template_file="labkit_offline.html.j2")
-    body, _ = exporter.from_notebook_node(nb, resources={"plotly_js": plotly_js if has_figures else ""})
-    atomic_write_text(path, body)
+    # plotly.js (4.9 MB) goes in after nbconvert, which parses and re-writes its whole page with BeautifulSoup:
+    # the script went through that parse for nothing. The page is the same either way.
+    body, _ = _html_exporter().from_notebook_node(nb, resources={"plotly_js": _PLOTLY_MARK if has_figures else ""})
+    atomic_write_text(path, body.replace(_PLOTLY_MARK, plotly_js, 1) if has_figures else body)
     return path
+
+
+_PLOTLY_MARK = "/* labkit: plotly.js */"
+
+
+@functools.lru_cache(maxsize=1)
+def _html_exporter():
+    """One exporter for every notebook of a report: each new one compiled nbconvert's templates again."""
+    import jinja2
+    from nbconvert import HTMLExporter
+    return HTMLExporter(extra_loaders=[jinja2.DictLoader({"labkit_offline.html.j2": _OFFLINE_TEMPLATE})],
+                        template_file="labkit_offline.html.j2")
 
 
 # --- the page ----------------------------------------------------------------------

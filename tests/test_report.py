@@ -102,6 +102,9 @@ def test_report_shows_each_stage_with_its_figures_and_an_offline_notebook(run):
 
     exported = (run.path / "notebooks" / "01_pretrain.html").read_text(encoding="utf-8")
     assert "Plotly.newPlot(" in exported and "FigureWidget" not in exported
+    # plotly.js whole, once, in the page's head (it goes in after nbconvert), and no stand-in left for it
+    assert exported.count(get_plotlyjs()) == 1 and exported.index(get_plotlyjs()) < exported.index("<body")
+    assert report._PLOTLY_MARK not in exported
     assert not re.search(r"<script[^>]+src=", exported)  # nothing from a CDN: the page works offline
 
 
