@@ -962,10 +962,14 @@ def run_label(run: dict) -> str:
 
 def section_main_command(doc: dict) -> list[str]:
     old, new = doc["runs"]["old"], doc["runs"]["new"]
-    if new.get("params"):  # the same command with settings on top: what they would cost, not old against new
+    flags = " ".join("-p " + p for p in new.get("params") or [])
+    if new.get("params") and new["commit"] == old["commit"]:  # settings on top: what they would cost
         title = f"## Speed: the main command with {', '.join(new['params'])}"
-        what = (f"README's main command at {old['commit']}, then again with `{' '.join('-p ' + p for p in new['params'])}`, "
-                "each from a fresh clone with its own setup")
+        what = f"README's main command at {old['commit']}, then again with `{flags}`, each from a fresh clone with its own setup"
+    elif new.get("params"):  # settings a preset may take, at today's code, against the revision before this work
+        title = f"## Speed: the main command with {', '.join(new['params'])}, against {old['commit']}"
+        what = (f"README's main command at {old['commit']}, and at {new['commit']} with `{flags}`, each from a fresh "
+                "clone with its own setup")
     else:
         title, what = "## Speed: the main command, old and new", (
             f"README's main command at {old['commit']} and at {new['commit']}, each from a fresh clone with its own setup")
@@ -1152,6 +1156,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("sft_stability.json", [section_sft_stability]),
             ("main_command_timing.json", [section_main_command]),
             ("main_command_sft_candidate.json", [section_main_command]),
+            ("main_command_candidate.json", [section_main_command]),
             ("sft_step.json", [section_sft_step]),
             ("ppo_speed.json", [section_ppo_speed]),
             ("suite_timing.json", [section_suite_timing]),

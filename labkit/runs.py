@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gc
 import gzip
 import hashlib
 import json
@@ -305,11 +306,23 @@ def _alive(pid: int, wait_s: float = 0.0) -> bool:
         time.sleep(0.1)
 
 
+def settle_heap() -> None:
+    """One full garbage collection, then everything still alive frozen out of later ones (``gc.freeze``).
+
+    transformers' ``Trainer.train()`` starts with a full ``gc.collect()``, which walked the several hundred
+    thousand objects of torch, transformers and TRL every time: stage 6 runs three trainers and stage 7 one per
+    reward model of its curves. Collecting before freezing keeps garbage out of the frozen generation (a
+    notebook that runs a stage again would otherwise keep the last run's cycles for good)."""
+    gc.collect()
+    gc.freeze()
+
+
 def writes_run(fn):
     """A stage's entry point ``run(cfg, run=..., runs_dir=..., ...)`` holds its run's lock for the call
     (rank 0 only under accelerate or torchrun: the other ranks wait for it at the usual barriers)."""
     @functools.wraps(fn)
     def locked(cfg, run: str = "demo", runs_dir: str = "runs", *args, **kwargs):
+        settle_heap()
         if _rank() != 0:
             return fn(cfg, run, runs_dir, *args, **kwargs)
         folder = Path(runs_dir) / run

@@ -105,6 +105,11 @@ def test_own_data_through_six_stages_killed_in_the_middle_of_each(tmp_path):
     first = read_jsonl(run_dir / "02_sft" / "metrics.jsonl")[0]["step"]  # the metrics start over with the stage
     assert first == sft_cfg.get("log_interval", sft_cfg.get("logging_steps"))
 
+    # Pretraining read the book, not the world: its tokens, and a model better than a uniform guess over them.
+    data = read_json(run_dir / "01_pretrain" / "data.json")
+    assert data["corpus"] != "world" and data["train_tokens"] > 0 and data["val_tokens"] > 0
+    assert 1 < ev["pretrain"]["pretrain/val_ppl"] < ev["pretrain"]["vocab_size"]
+
     # What each stage measured on these files, with no verifier.
     assert ev["sft"]["data_report"].count("loaded") == 1 and "chat" in ev["sft"]["data_report"]
     assert ev["preferences"]["preferences/chosen_correct"] is None and ev["preferences"]["preferences/pairs"] >= 1

@@ -325,6 +325,14 @@ def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_
     (tmp_path / "main_command_sft_candidate.json").write_text(json.dumps(doc))
     assert "took 26.0 minutes on this machine: **over** the 25 minutes" in rt.render()
 
+    # main_command_candidate.json: the settings at today's code against an older revision (two commits)
+    doc["runs"]["old"].update(commit="e3b", params=[])
+    (tmp_path / "main_command_candidate.json").write_text(json.dumps(doc))
+    text = rt.render()
+    assert "## Speed: the main command with sft.max_steps=2000, against e3b" in text
+    assert "README's main command at e3b, and at aaa with `-p sft.max_steps=2000`, each from a fresh clone" in text
+    assert "| stage | old (e3b) s | new (aaa, sft.max_steps=2000) s | new / old |" in text
+
 
 def test_the_ppo_speed_section_shows_each_variants_phases_and_whether_its_numbers_changed(tmp_path, monkeypatch):
     import json

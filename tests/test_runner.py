@@ -19,8 +19,6 @@ from labkit.config import ConfigError
 from conftest import built_once, mark_complete, ran_every_cell
 from labkit.runs import DEFAULT_STAGES, STAGE_OUTPUTS, STAGES, Run, atomic_write_json
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def test_unknown_parameter_is_rejected_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown parameter 'max_step'.*did you mean 'max_steps'"):
@@ -194,19 +192,6 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(smoke, tmp_path):
 def test_python_dash_m_labkit_is_the_labkit_command():
     p = subprocess.run([sys.executable, "-m", "labkit", "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and all(c in p.stdout for c in ("run", "status", "report", "train"))
-
-
-def test_cli_pretrains_on_real_english_text(tmp_path):
-    txt = ROOT / "data" / "samples" / "english_sample.txt"
-    p = subprocess.run([sys.executable, "-m", "labkit.runner", "run", "--stages", "pretrain", "--preset", "smoke",
-                        "--runs-dir", str(tmp_path), "--name", "eng", "-p", f"data={txt}"],
-                       capture_output=True, text=True, cwd=tmp_path)
-    assert p.returncode == 0, p.stderr[-2000:]
-    ev = json.loads((tmp_path / "eng/01_pretrain/eval.json").read_text())
-    data = json.loads((tmp_path / "eng/01_pretrain/data.json").read_text())
-    # trained on the file, not the world: its tokens, and a model better than a uniform guess over them
-    assert data["corpus"] != "world" and data["train_tokens"] > 0 and data["val_tokens"] > 0
-    assert 1 < ev["pretrain/val_ppl"] < ev["vocab_size"]
 
 
 @pytest.mark.parametrize("param", ["data=nope.txt", "reward.data=nope.jsonl.gz"])

@@ -273,3 +273,42 @@ def test_a_stage_whose_outputs_were_deleted_is_not_complete(tmp_path):
     with pytest.raises(StageMissing, match=r"run\.json marks 'sft' complete but 02_sft/eval\.json is missing"):
         r.require("sft", what="")
     assert r.missing_outputs("pretrain") == ["01_pretrain/model", "01_pretrain/eval.json"]
+
+
+def test_a_stage_collects_the_garbage_then_freezes_what_is_alive(tmp_path):
+    """writes_run settles the heap before the stage: a cycle that is already garbage is freed, not frozen for
+    good, and what is alive is frozen out of the full collections transformers' Trainer.train() runs."""
+    import gc
+    import weakref
+
+    from labkit.runs import writes_run
+
+    class Node:
+        pass
+
+    alive, dead = Node(), Node()
+    alive.me, dead.me = alive, dead  # two reference cycles: only the collector frees them
+    gone = weakref.ref(dead)
+    del dead
+    seen = {}
+
+    @writes_run
+    def stage(cfg, run, runs_dir):
+        # tracked, yet in no generation a collection walks: in the permanent (frozen) one
+        seen["frozen"] = gc.is_tracked(alive) and not any(o is alive for o in gc.get_objects())
+        seen["count"] = gc.get_freeze_count()
+        return "done"
+
+    was = gc.isenabled()
+    gc.disable()  # no automatic collection may free the garbage first
+    gc.unfreeze()
+    try:
+        assert gone() is not None
+        assert stage(None, run="r", runs_dir=str(tmp_path)) == "done"
+        assert gone() is None
+        assert seen["frozen"] and seen["count"] > 1000  # the libraries' objects too, not only this test's
+        assert not gc.is_finalized(alive) and alive.me is alive
+    finally:
+        gc.unfreeze()
+        if was:
+            gc.enable()
