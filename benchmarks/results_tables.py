@@ -17,6 +17,7 @@ from pathlib import Path
 
 from labkit.config import DEV_SEEDS, TEST_SEEDS
 from labkit.runs import STAGES
+from labkit.world import ANSWER_FAMILIES
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -593,6 +594,38 @@ def section_code_change(doc: dict) -> list[str]:
     return lines + ["", " ".join(verdict)]
 
 
+def section_setting_beside(doc: dict) -> list[str]:
+    """A setting meant to change only the speed (``seeds.py --beside FILE --change TEXT`` with one more ``-p``), run
+    from the same stage 1 as FILE's runs: does SFT's task accuracy stay within the rounding bound at every seed?"""
+    if not doc.get("beside") or (base := load(doc["beside"])) is None:
+        return []
+    dev, test = seed_groups(doc)
+    seeds = [s for s in doc["seeds"] if s in base["seeds"]]
+    added = [p for p in doc["params"] if p not in base["params"]]
+    label = lambda s: f"seed {s}" + (" (test)" if s in test else "")  # noqa: E731
+    lines = ["", f"### {doc['change']}", "",
+             f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to {stages_reached(doc)[-1]}"
+             f"{' --from ' + doc['from'] if doc.get('from') else ''} {' '.join('-p ' + p for p in doc['params'])} "
+             f"--beside {doc['beside']}`, {doc['date']}, on {machine_name(doc['machine'])}, {n_threads(doc['threads'])} "
+             f"per stage. The rows \"without\" are `{doc['beside']}`'s runs ({base['date']}, "
+             f"{machine_name(base['machine'])}, {n_threads(base['threads'])} per stage), whose stage 1 these runs start "
+             f"from; the only difference is `{' '.join(added)}`.", ""]
+    keys = [("stage 1 validation perplexity", "pretrain/val_ppl", 3), ("SFT task accuracy (%)", "sft/task_accuracy", 1)] + \
+           [(f"SFT: {fam} (%)", f"sft/accuracy_{fam}", 1) for fam in ANSWER_FAMILIES + ("benign",)
+            if any(f"sft/accuracy_{fam}" in doc["seeds"][s] for s in seeds)]
+    rows = [[name, which] + [f(src["seeds"][s].get(k), nd) for s in seeds]
+            for name, k, nd in keys for which, src in (("without", base), ("with", doc))]
+    moved = {s: doc["seeds"][s]["sft/task_accuracy"] - base["seeds"][s]["sft/task_accuracy"] for s in seeds}
+    rows.append(["SFT task accuracy, with - without", f"within {ROUNDING_POINTS} points?"]
+                + [f"{moved[s]:+.1f} {'within' if abs(moved[s]) <= ROUNDING_POINTS else '**over**'}" for s in seeds])
+    held = all(abs(v) <= ROUNDING_POINTS for v in moved.values())
+    verdict = (f"The bar, written before the runs: a setting meant to change only the speed may join the preset when "
+               f"SFT task accuracy moves by at most {ROUNDING_POINTS} points at every seed, the bound the lab allows "
+               f"float rounding alone. Here it **{'holds' if held else 'does not hold'}**"
+               + ("." if held else f" (over at {', '.join(label(s) for s in seeds if abs(moved[s]) > ROUNDING_POINTS)})."))
+    return lines + table(["number", "runs"] + [label(s) for s in seeds], rows) + ["", verdict]
+
+
 def section_sft_candidate(doc: dict) -> list[str]:
     """Stages 2-5 again at a candidate SFT setting, from each seed's stage 1 of seeds.json's runs, beside those runs."""
     if (beside := beside_seeds(doc)) is None:
@@ -962,14 +995,10 @@ def run_label(run: dict) -> str:
 
 def section_main_command(doc: dict) -> list[str]:
     old, new = doc["runs"]["old"], doc["runs"]["new"]
-    flags = " ".join("-p " + p for p in new.get("params") or [])
-    if new.get("params") and new["commit"] == old["commit"]:  # settings on top: what they would cost
+    if new.get("params"):  # the same command with settings on top: what they would cost, not old against new
         title = f"## Speed: the main command with {', '.join(new['params'])}"
-        what = f"README's main command at {old['commit']}, then again with `{flags}`, each from a fresh clone with its own setup"
-    elif new.get("params"):  # settings a preset may take, at today's code, against the revision before this work
-        title = f"## Speed: the main command with {', '.join(new['params'])}, against {old['commit']}"
-        what = (f"README's main command at {old['commit']}, and at {new['commit']} with `{flags}`, each from a fresh "
-                "clone with its own setup")
+        what = (f"README's main command at {old['commit']}, then again with `{' '.join('-p ' + p for p in new['params'])}`, "
+                "each from a fresh clone with its own setup")
     else:
         title, what = "## Speed: the main command, old and new", (
             f"README's main command at {old['commit']} and at {new['commit']}, each from a fresh clone with its own setup")
@@ -1151,12 +1180,13 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("stage5_verifier.json", [section_stage5_again]),
             ("stage5_ppo_steps.json", [section_stage5_again]),
             ("seeds_rl_templates.json", [section_code_change]),
+            ("sft_padding_free.json", [section_setting_beside]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),
             ("main_command_timing.json", [section_main_command]),
             ("main_command_sft_candidate.json", [section_main_command]),
-            ("main_command_candidate.json", [section_main_command]),
+            ("main_command_sft2000.json", [section_main_command]),
             ("sft_step.json", [section_sft_step]),
             ("ppo_speed.json", [section_ppo_speed]),
             ("suite_timing.json", [section_suite_timing]),

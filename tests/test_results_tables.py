@@ -325,14 +325,6 @@ def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_
     (tmp_path / "main_command_sft_candidate.json").write_text(json.dumps(doc))
     assert "took 26.0 minutes on this machine: **over** the 25 minutes" in rt.render()
 
-    # main_command_candidate.json: the settings at today's code against an older revision (two commits)
-    doc["runs"]["old"].update(commit="e3b", params=[])
-    (tmp_path / "main_command_candidate.json").write_text(json.dumps(doc))
-    text = rt.render()
-    assert "## Speed: the main command with sft.max_steps=2000, against e3b" in text
-    assert "README's main command at e3b, and at aaa with `-p sft.max_steps=2000`, each from a fresh clone" in text
-    assert "| stage | old (e3b) s | new (aaa, sft.max_steps=2000) s | new / old |" in text
-
 
 def test_the_ppo_speed_section_shows_each_variants_phases_and_whether_its_numbers_changed(tmp_path, monkeypatch):
     import json
@@ -626,3 +618,34 @@ def test_the_reward_curve_section_gives_both_timings_and_whether_the_models_matc
     assert "| 256 pairs (preset) | 120.0 | 12.5 | 10 | 83.9 | 0.785 |" in text and "the same bytes" in text
     (tmp_path / "reward_curve.json").write_text(json.dumps({**doc, "same_model": False}))
     assert "**not the same bytes**" in rt.render()
+
+
+def test_a_speed_setting_beside_the_runs_it_started_from_passes_only_within_the_rounding_bound(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    machine = {"cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None}
+    common = {"preset": "cpu", "threads": 1, "dev_seeds": [1, 2], "test_seeds": []}
+    seed = lambda acc, story: {"pretrain/val_ppl": 2.5942, "sft/task_accuracy": acc,  # noqa: E731
+                               "sft/accuracy_story_qa": story, "sft/accuracy_benign": 70.0}
+    base = {**common, "params": ["sft.max_steps=2000"], "date": "old", "machine": machine,
+            "seeds": {"1": seed(67.5, 95.0), "2": seed(66.875, 92.5), "0": seed(64.4, 90.0)}}
+    doc = {**common, "params": ["sft.max_steps=2000", "sft.padding_free=True"], "date": "new", "machine": machine,
+           "from": "runs/cand:pretrain", "beside": "base.json", "change": "sft.padding_free=True on top",
+           "seeds": {"1": seed(70.0, 97.5), "2": seed(61.25, 72.5)}}
+    (tmp_path / "sft_padding_free.json").write_text(json.dumps(doc))
+    assert "padding_free=True on top" not in rt.render()  # nothing to set it beside yet
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    text = rt.render().split("### sft.padding_free=True on top")[1]
+    assert ("`benchmarks/seeds.py --seeds 1,2 --to sft --from runs/cand:pretrain -p sft.max_steps=2000 "
+            "-p sft.padding_free=True --beside base.json`" in text)
+    assert "the only difference is `sft.padding_free=True`." in text
+    assert "| number | runs | seed 1 | seed 2 |" in text  # only the seeds both files hold
+    assert "| stage 1 validation perplexity | with | 2.594 | 2.594 |" in text
+    assert "| SFT: story_qa (%) | without | 95.0 | 92.5 |" in text and "| SFT: story_qa (%) | with | 97.5 | 72.5 |" in text
+    assert "| SFT: arithmetic (%)" not in text  # a family no run reported
+    assert "| SFT task accuracy, with - without | within 5 points? | +2.5 within | -5.6 **over** |" in text
+    assert "Here it **does not hold** (over at seed 2)." in text
+    doc["seeds"]["2"] = seed(62.0, 80.0)  # 4.875 points down: within the bound
+    (tmp_path / "sft_padding_free.json").write_text(json.dumps(doc))
+    assert "Here it **holds**." in rt.render()
