@@ -599,7 +599,7 @@ def section_setting_beside(doc: dict) -> list[str]:
     from the same stage 1 as FILE's runs: does SFT's task accuracy stay within the rounding bound at every seed?"""
     if not doc.get("beside") or (base := load(doc["beside"])) is None:
         return []
-    dev, test = seed_groups(doc)
+    _, test = seed_groups(doc)
     seeds = [s for s in doc["seeds"] if s in base["seeds"]]
     added = [p for p in doc["params"] if p not in base["params"]]
     label = lambda s: f"seed {s}" + (" (test)" if s in test else "")  # noqa: E731
@@ -619,7 +619,7 @@ def section_setting_beside(doc: dict) -> list[str]:
     rows.append(["SFT task accuracy, with - without", f"within {ROUNDING_POINTS} points?"]
                 + [f"{moved[s]:+.1f} {'within' if abs(moved[s]) <= ROUNDING_POINTS else '**over**'}" for s in seeds])
     held = all(abs(v) <= ROUNDING_POINTS for v in moved.values())
-    verdict = (f"The bar, written before the runs: a setting meant to change only the speed may join the preset when "
+    verdict = (f"The bar for a setting meant to change only the speed: it may join the preset when "
                f"SFT task accuracy moves by at most {ROUNDING_POINTS} points at every seed, the bound the lab allows "
                f"float rounding alone. Here it **{'holds' if held else 'does not hold'}**"
                + ("." if held else f" (over at {', '.join(label(s) for s in seeds if abs(moved[s]) > ROUNDING_POINTS)})."))
