@@ -345,6 +345,16 @@ def beside_seeds(doc: dict):
 ROUNDING_POINTS = 5  # how far the same seed's SFT task accuracy may move with float rounding alone (#24)
 
 
+def within_rounding(diff: float) -> bool:
+    """Whether a change of SFT task accuracy is no more than float rounding alone may move it."""
+    return abs(diff) <= ROUNDING_POINTS
+
+
+def rounding_cell(diff: float | None) -> str:
+    """A change of SFT task accuracy in points, and whether it is within the rounding bound."""
+    return "-" if diff is None else f"{diff:+.1f} {'within' if within_rounding(diff) else '**over**'}"
+
+
 def machine_name(m: dict) -> str:
     """A machine as seeds.py records it: the CPU and the kernels torch ran, the best it has unless forced."""
     how = (f"forced by ATEN_CPU_CAPABILITY={m['ATEN_CPU_CAPABILITY']}" if m.get("ATEN_CPU_CAPABILITY")
@@ -390,7 +400,7 @@ def section_other_machine(doc: dict) -> list[str]:
                 else b["sft/task_accuracy"] - a["sft/task_accuracy"])
         rows.append([s + (" (test)" if s in test else ""), f(a.get("pretrain/val_ppl"), 3), f(b.get("pretrain/val_ppl"), 3),
                      f(a.get("sft/task_accuracy")), f(b.get("sft/task_accuracy")),
-                     "-" if diff is None else f"{diff:+.1f} {'within' if abs(diff) <= ROUNDING_POINTS else '**over**'}"])
+                     rounding_cell(diff)])
     lines += table(["seed", "stage 1 validation perplexity, first machine", "this machine",
                     "SFT task accuracy, first machine", "this machine", f"difference (within {ROUNDING_POINTS} points?)"],
                    rows)
@@ -617,12 +627,12 @@ def section_setting_beside(doc: dict) -> list[str]:
             for name, k, nd in keys for which, src in (("without", base), ("with", doc))]
     moved = {s: doc["seeds"][s]["sft/task_accuracy"] - base["seeds"][s]["sft/task_accuracy"] for s in seeds}
     rows.append(["SFT task accuracy, with - without", f"within {ROUNDING_POINTS} points?"]
-                + [f"{moved[s]:+.1f} {'within' if abs(moved[s]) <= ROUNDING_POINTS else '**over**'}" for s in seeds])
-    held = all(abs(v) <= ROUNDING_POINTS for v in moved.values())
+                + [rounding_cell(moved[s]) for s in seeds])
+    held = all(within_rounding(v) for v in moved.values())
     verdict = (f"The bar for a setting meant to change only the speed: it may join the preset when "
                f"SFT task accuracy moves by at most {ROUNDING_POINTS} points at every seed, the bound the lab allows "
                f"float rounding alone. Here it **{'holds' if held else 'does not hold'}**"
-               + ("." if held else f" (over at {', '.join(label(s) for s in seeds if abs(moved[s]) > ROUNDING_POINTS)})."))
+               + ("." if held else f" (over at {', '.join(label(s) for s in seeds if not within_rounding(moved[s]))})."))
     return lines + table(["number", "runs"] + [label(s) for s in seeds], rows) + ["", verdict]
 
 
