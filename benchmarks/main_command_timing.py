@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/main_command_timing.py --old e3bcdee --new HEAD --order new,old --out x.json
     .venv/bin/python benchmarks/main_command_timing.py --old HEAD --new HEAD -p sft.max_steps=2000 \
         --out benchmarks/results/main_command_sft_candidate.json     # what a setting would cost the main command
+    .venv/bin/python benchmarks/main_command_timing.py --order new -p sft.max_steps=2000 --out x.json  # one run
 
 Each revision is cloned from this repository into ``--work``, set up with its own ``./setup.sh`` (a fresh
 venv) and run with README's main command, ``.venv/bin/labkit run --preset cpu``; the stage times are read
@@ -80,27 +81,34 @@ def run_revision(rev: str, work: Path, params: list[str] = ()) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--old", required=True, help="the revision to compare against (e3bcdee: before this work)")
+    ap.add_argument("--old", default=None, help="the revision to compare against (e3bcdee: before this work)")
     ap.add_argument("--new", default="HEAD")
-    ap.add_argument("--order", default="old,new", help="which runs first (the machine warms and drifts)")
+    ap.add_argument("--order", default="old,new", help="which runs first (the machine warms and drifts); `new` alone "
+                    "times one run (a setting against an absolute budget), with no ratio")
     ap.add_argument("-p", "--param", action="append", default=[],
                     help="a setting for the new run only, as `labkit run -p` takes it (sft.max_steps=2000); repeatable")
     ap.add_argument("--work", default="/tmp/labkit-timing")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "main_command_timing.json"))
     a = ap.parse_args()
+    order = a.order.split(",")
+    if not set(order) <= {"old", "new"} or len(set(order)) != len(order):
+        ap.error(f"--order takes old and new, or new alone; got {a.order!r}")
+    if "old" in order and not a.old:
+        ap.error("--old is needed unless --order is new alone")
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
     runs = {which: run_revision(getattr(a, which), work / which, a.param if which == "new" else [])
-            for which in a.order.split(",")}
+            for which in order}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), None)
-    ratio = runs["new"]["main_command_seconds"] / runs["old"]["main_command_seconds"]
-    ppo = runs["new"]["notebook_seconds"].get("ppo") / runs["old"]["notebook_seconds"].get("ppo")
-    Path(a.out).write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%d"), "cpu": cpu, "cores": os.cpu_count(), "load_before": load,
-        "load_after": os.getloadavg(), "order": a.order, "runs": runs,
-        "ratio_main_command": round(ratio, 3), "ratio_ppo": round(ppo, 3)}, indent=1) + "\n")
-    print(f"new / old: main command {ratio:.3f}, PPO {ppo:.3f}; wrote {a.out}")
+    result = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "cores": os.cpu_count(), "load_before": load,
+              "load_after": os.getloadavg(), "order": a.order, "runs": runs}
+    if "old" in runs and "new" in runs:
+        result["ratio_main_command"] = round(runs["new"]["main_command_seconds"] / runs["old"]["main_command_seconds"], 3)
+        result["ratio_ppo"] = round(runs["new"]["notebook_seconds"].get("ppo") / runs["old"]["notebook_seconds"].get("ppo"), 3)
+    Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    print({k: v["main_command_seconds"] for k, v in runs.items()},
+          {k: v for k, v in result.items() if k.startswith("ratio")}, f"wrote {a.out}")
 
 
 if __name__ == "__main__":

@@ -988,6 +988,22 @@ def section_sft_step(doc: dict) -> list[str]:
     return lines
 
 
+def section_freed_memory(doc: dict) -> list[str]:
+    lines = ["", "## Speed: freed memory kept for reuse", "",
+             f"`benchmarks/freed_memory.py`, {doc['date']}, on {doc['cpu']} ({doc['aten_cpu_capability']} kernels, "
+             f"{doc['threads']} thread(s); matmul rate {f(doc['matmul_gflops_before'])} GFLOP/s before, "
+             f"{f(doc['matmul_gflops_after'])} after), {doc['model']}: {doc['rounds']} rounds, each two fresh processes "
+             "in alternating order, one with glibc's own thresholds and one after `config.keep_freed_memory`. Each "
+             f"generates {doc['generated_sequences']} candidates as stage 3 does (64 prompts a batch, 6 samples each, "
+             f"24 new tokens) and trains {doc['sft_steps_timed']} timed SFT steps (batch 32). Median seconds.", ""]
+    rows = [[name, f(doc["median"]["plain"][k], 3), f(doc["median"]["kept"][k], 3), f(doc["kept_over_plain"][k], 2)]
+            for name, k in [("generating the candidates", "generate_s"), ("one SFT step", "sft_step_s")]]
+    lines += table(["", "glibc's thresholds", "freed memory kept", "kept / glibc's"], rows)
+    lines += ["", "The two settings generated the same texts and trained to the same losses in every process: "
+              + ("**yes**." if doc["same_results"] else "**no**.")]
+    return lines
+
+
 # --- speed: the main command, old and new, and where the time goes ------------------------------
 
 def matmul_rate(run: dict, threads: str) -> float:
@@ -1198,6 +1214,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("main_command_sft_candidate.json", [section_main_command]),
             ("main_command_sft2000.json", [section_main_command]),
             ("sft_step.json", [section_sft_step]),
+            ("freed_memory.json", [section_freed_memory]),
             ("ppo_speed.json", [section_ppo_speed]),
             ("suite_timing.json", [section_suite_timing]),
             ("pretrain_vs_nanogpt.json", [section_pretrain_vs_nanogpt]),

@@ -307,8 +307,7 @@ def _alive(pid: int, wait_s: float = 0.0) -> bool:
 
 
 def settle_heap() -> None:
-    """One full garbage collection, then everything still alive frozen out of later ones (``gc.freeze``);
-    and freed memory kept for reuse (`keep_freed_memory`).
+    """One full garbage collection, then everything still alive frozen out of later ones (``gc.freeze``).
 
     transformers' ``Trainer.train()`` starts with a full ``gc.collect()``, which walked the several hundred
     thousand objects of torch, transformers and TRL every time: stage 6 runs three trainers and stage 7 one per
@@ -316,32 +315,6 @@ def settle_heap() -> None:
     notebook that runs a stage again would otherwise keep the last run's cycles for good)."""
     gc.collect()
     gc.freeze()
-    keep_freed_memory()
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Keep freed blocks up to 32 MiB in the process's heap instead of handing them back to the kernel (glibc).
-
-    Generating a batch grows the KV cache by a ``torch.cat`` per layer per token: a new block of several MiB,
-    the old one freed. glibc returns such blocks to the kernel (``munmap``, or trimming the heap's top), so
-    each new one is page-faulted in again and zeroed by the kernel, which cost more than the copy itself.
-    Kept, the same pages are reused: generation and training get faster with the same results (only where
-    memory comes from changes, not the arithmetic). The price is a process that keeps its peak heap.
-    False where the C library is not glibc (macOS, musl): nothing is changed there."""
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
-            return False
-    except (ValueError, OSError, AttributeError):  # no such name: not glibc
-        return False
-    import ctypes
-    libc = ctypes.CDLL(None)
-    # 32 MiB is the largest mmap threshold glibc accepts on 64-bit; the trim threshold only has to exceed
-    # what a stage frees at once
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
 def writes_run(fn):

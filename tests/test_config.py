@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from labkit import pretrain
@@ -73,3 +77,31 @@ def test_fields_every_stage_repeats_have_one_definition():
     assert [f.default for f in sft if f.name in ("lora_r", "lora_alpha")] == [4, 16]  # a stage keeps its defaults
     cfg = make_config(config_class("ppo"), {"cpu": {}}, "cpu", {"seed": "7", "gpu_memory_gb": "12", "lora_r": "8"})
     assert (cfg.seed, cfg.gpu_memory_gb, cfg.lora_r) == (7, 12.0, 8)
+
+
+_FREED_AFTER = """
+import ctypes, sys, torch
+from labkit.config import set_threads
+class Info(ctypes.Structure):  # glibc's struct mallinfo2
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "stage":
+    set_threads(1)
+blocks = [torch.ones(30 << 18) for _ in range(3)]  # 30 MiB each: under glibc's largest mmap threshold
+del blocks
+print(libc.mallinfo2().fordblks >> 20)  # MiB free inside the heap, kept for the next allocations
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "confstr") or not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc only")
+def test_a_stage_keeps_freed_memory_for_reuse_instead_of_returning_it():
+    """Once a stage has set its threads, blocks it frees stay in the heap for the next ones (a KV cache grown
+    token by token frees and allocates such blocks at every step); glibc's own thresholds hand them back."""
+    def kept(setting):
+        out = subprocess.run([sys.executable, "-c", _FREED_AFTER, setting], capture_output=True, text=True, check=True)
+        return int(out.stdout.split()[-1])
+
+    assert kept("plain") < 30
+    assert kept("stage") >= 90

@@ -118,6 +118,25 @@ def test_the_sft_step_table_gives_each_way_to_run_a_step_and_its_ratio_to_the_pr
     assert "twice the preset's steps cost 1.33x the preset's SFT training time with `padding_free`" in text
 
 
+def test_the_freed_memory_table_gives_both_settings_their_ratio_and_whether_they_computed_the_same(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    doc = {"date": "d", "cpu": "c", "threads": 2, "aten_cpu_capability": "AVX512", "matmul_gflops_before": 150.0,
+           "matmul_gflops_after": 148.0, "model": "random weights", "rounds": 5, "generated_sequences": 768,
+           "sft_steps_timed": 11, "same_results": True,
+           "median": {"plain": {"generate_s": 6.0, "sft_step_s": 0.3}, "kept": {"generate_s": 4.5, "sft_step_s": 0.29}},
+           "kept_over_plain": {"generate_s": 0.75, "sft_step_s": 0.967}}
+    (tmp_path / "freed_memory.json").write_text(json.dumps(doc))
+    text = rt.render()
+    assert "## Speed: freed memory kept for reuse" in text and "generates 768 candidates" in text
+    assert "| generating the candidates | 6.000 | 4.500 | 0.75 |" in text
+    assert "| one SFT step | 0.300 | 0.290 | 0.97 |" in text
+    assert "trained to the same losses in every process: **yes**." in text
+    (tmp_path / "freed_memory.json").write_text(json.dumps({**doc, "same_results": False}))
+    assert "in every process: **no**." in rt.render()
+
+
 def test_a_candidate_setting_is_compared_across_cpu_kernels_and_only_to_its_defaults_otherwise(tmp_path, monkeypatch):
     """A setting's run on other kernels is paired with the same setting on native kernels (is the candidate
     stable?), never with the defaults; the setting itself is compared with the default run."""

@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -315,31 +312,3 @@ def test_a_stage_collects_the_garbage_then_freezes_what_is_alive(tmp_path):
         gc.unfreeze()
         if was:
             gc.enable()
-
-
-_FREED_AFTER = """
-import ctypes, sys, torch
-from labkit.runs import writes_run
-class Info(ctypes.Structure):  # glibc's struct mallinfo2
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = Info
-if sys.argv[1] == "stage":
-    writes_run(lambda cfg, run, runs_dir: None)(None, run="r", runs_dir=sys.argv[2])
-blocks = [torch.ones(30 << 18) for _ in range(3)]  # 30 MiB each: under glibc's largest mmap threshold
-del blocks
-print(libc.mallinfo2().fordblks >> 20)  # MiB free inside the heap, kept for the next allocations
-"""
-
-
-@pytest.mark.skipif(not hasattr(os, "confstr") or not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc only")
-def test_a_stage_keeps_freed_memory_for_reuse_instead_of_returning_it(tmp_path):
-    """After writes_run, blocks a stage frees stay in the heap for the next ones (a KV cache grown token by token
-    frees and allocates such blocks at every step); glibc's own thresholds hand them back to the kernel."""
-    def kept(*args):
-        out = subprocess.run([sys.executable, "-c", _FREED_AFTER, *args], capture_output=True, text=True, check=True)
-        return int(out.stdout.split()[-1])
-
-    assert kept("plain") < 30
-    assert kept("stage", str(tmp_path)) >= 90
