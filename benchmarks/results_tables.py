@@ -302,7 +302,10 @@ def section_seeds(doc: dict) -> list[str]:
              f"`benchmarks/seeds.py` ({'; '.join(doc['params']) or 'default settings'}). Development seeds (settings "
              f"may be chosen on them) run here: {', '.join(dev) or 'none'} of {', '.join(map(str, DEV_SEEDS))}; test "
              f"seeds (never): {', '.join(test) or 'none'} of {', '.join(map(str, TEST_SEEDS))}. A seed changes every "
-             "stage's initialisation, data order and held-out draw; the world (its residents and facts) is the same.",
+             "stage's initialisation, data order and held-out draw; the world (its residents and facts) is the same."
+             + ("" if doc == load(PRESET_RUNS) else " These are the preset's defaults of that date, with 1,000 SFT "
+                "steps; the preset's runs now, at 2,000 SFT steps from these runs' stage 1 models, are README's "
+                "table and the section on sft.max_steps=2000 below."),
              ""]
     head = ["number"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds] + \
         ["development seeds", "test seeds", "all seeds"]
@@ -667,7 +670,9 @@ def section_sft_candidate(doc: dict) -> list[str]:
              "the `cpu` preset, chosen on development seeds by SFT's validation loss (\"Why SFT moves from seed to "
              "seed\"). The rule that decides whether it becomes the preset's was written before the test seeds ran "
              "(docs/how-it-works.md, the end of \"Why SFT's accuracy moves from seed to seed\"): the test seeds are "
-             "reported and decide nothing.", ""]
+             "reported and decide nothing."
+             + (" By that rule it became the `cpu` preset's, and these runs are README's table."
+                if doc == load(PRESET_RUNS) else ""), ""]
     if len(stage_targets) + len(ppo_targets) < len(STAGE_TARGETS) + len(PPO_TARGETS):
         lines += ["This setting's runs have not reached every stage yet: only the targets of the stages they reached "
                   "are shown and counted, for every row.", ""]
@@ -994,10 +999,13 @@ def section_freed_memory(doc: dict) -> list[str]:
              f"{doc['threads']} thread(s); matmul rate {f(doc['matmul_gflops_before'])} GFLOP/s before, "
              f"{f(doc['matmul_gflops_after'])} after), {doc['model']}: {doc['rounds']} rounds, each two fresh processes "
              "in alternating order, one with glibc's own thresholds and one after `config.keep_freed_memory`. Each "
-             f"generates {doc['generated_sequences']} candidates as stage 3 does (64 prompts a batch, 6 samples each, "
-             f"24 new tokens) and trains {doc['sft_steps_timed']} timed SFT steps (batch 32). Median seconds.", ""]
+             f"trains {doc['steps_timed']} timed steps of pretraining (`pretrain.train_step`, the cpu preset's windows) "
+             f"and of SFT (batch 32), then generates {doc['generated_sequences']} candidates as stage 3 does (64 "
+             "prompts a batch, 6 samples each, 24 new tokens). Median seconds over the rounds.", ""]
+    names = [("one pretraining step", "pretrain_step_s"), ("one SFT step", "sft_step_s"),
+             ("generating the candidates", "generate_s")]
     rows = [[name, f(doc["median"]["plain"][k], 3), f(doc["median"]["kept"][k], 3), f(doc["kept_over_plain"][k], 2)]
-            for name, k in [("generating the candidates", "generate_s"), ("one SFT step", "sft_step_s")]]
+            for name, k in names if k in doc["median"]["plain"]]
     lines += table(["", "glibc's thresholds", "freed memory kept", "kept / glibc's"], rows)
     lines += ["", "The two settings generated the same texts and trained to the same losses in every process: "
               + ("**yes**." if doc["same_results"] else "**no**.")]
@@ -1020,6 +1028,8 @@ def run_label(run: dict) -> str:
 
 
 def section_main_command(doc: dict) -> list[str]:
+    if "old" not in doc["runs"]:
+        return section_main_command_once(doc)
     old, new = doc["runs"]["old"], doc["runs"]["new"]
     if new.get("params"):  # the same command with settings on top: what they would cost, not old against new
         title = f"## Speed: the main command with {', '.join(new['params'])}"
@@ -1044,23 +1054,54 @@ def section_main_command(doc: dict) -> list[str]:
     rows.append(["matmul rate, 1 thread / 2 threads", f"{f(matmul_rate(old, '1'))} / {f(matmul_rate(old, '2'))}",
                  f"{f(matmul_rate(new, '1'))} / {f(matmul_rate(new, '2'))}", ""])
     lines += table(["stage", f"old ({run_label(old)}) s", f"new ({run_label(new)}) s", "new / old"], rows)
-    timed = {s: t for s, t in (new.get("timings") or {}).items() if t}
     if new.get("params"):  # the budget a preset must keep, and the same seed's headline numbers (what the time bought)
-        minutes = new["main_command_seconds"] / 60
-        lines += ["", f"With these settings the main command took {f(minutes, 1)} minutes on this machine: "
-                  f"{'within' if minutes <= MAIN_COMMAND_MINUTES else '**over**'} the {MAIN_COMMAND_MINUTES} minutes "
-                  "the `cpu` preset's main command may take."]
-        pick = lambda run, k: next((h[k] for h in run["headline"].values() if h and k in h), None)  # noqa: E731
-        keys = [k for k in ("sft/task_accuracy", "reward/conduct_accuracy", "reward/conduct_spearman",
-                            "ppo/harmful_refused_after", "ppo/unanswerable_abstained_after",
-                            "ppo/over_refusal_benign_after", "ppo/task_accuracy_after")
-                if pick(old, k) is not None or pick(new, k) is not None]
-        if keys:
-            isa = f", {new['aten_cpu_capability']} kernels" if new.get("aten_cpu_capability") else ""
-            lines += ["", f"The same runs' headline numbers (seed 0, 2 threads{isa}):", ""]
-            lines += table(["number", run_label(old), run_label(new)],
-                           [[k, f(pick(old, k), 2 if "spearman" in k else 1), f(pick(new, k), 2 if "spearman" in k else 1)]
-                            for k in keys])
+        lines += budget_and_headline([old, new])
+    return lines + where_the_time_goes(new)
+
+
+def budget_and_headline(runs: list[dict]) -> list[str]:
+    """Whether the last of ``runs`` kept the main command's budget, and the runs' seed-0 headline numbers."""
+    new = runs[-1]
+    minutes = new["main_command_seconds"] / 60
+    lines = ["", f"With these settings the main command took {f(minutes, 1)} minutes on this machine: "
+             f"{'within' if minutes <= MAIN_COMMAND_MINUTES else '**over**'} the {MAIN_COMMAND_MINUTES} minutes "
+             "the `cpu` preset's main command may take."]
+    pick = lambda run, k: next((h[k] for h in run["headline"].values() if h and k in h), None)  # noqa: E731
+    keys = [k for k in ("sft/task_accuracy", "reward/conduct_accuracy", "reward/conduct_spearman",
+                        "ppo/harmful_refused_after", "ppo/unanswerable_abstained_after",
+                        "ppo/over_refusal_benign_after", "ppo/task_accuracy_after")
+            if any(pick(r, k) is not None for r in runs)]
+    if keys:
+        isa = f", {new['aten_cpu_capability']} kernels" if new.get("aten_cpu_capability") else ""
+        whose = "The same runs' headline numbers" if len(runs) > 1 else "The run's headline numbers"
+        lines += ["", f"{whose} (seed 0, 2 threads{isa}):", ""]
+        lines += table(["number"] + [run_label(r) for r in runs],
+                       [[k] + [f(pick(r, k), 2 if "spearman" in k else 1) for r in runs] for k in keys])
+    return lines
+
+
+def section_main_command_once(doc: dict) -> list[str]:
+    """One timed run (``--order new``): a setting's main command against the budget, with nothing beside it."""
+    new = doc["runs"]["new"]
+    settings = f" with {', '.join(new['params'])}" if new.get("params") else ""
+    lines = ["", f"## Speed: the main command{settings}, one run", "",
+             f"`benchmarks/main_command_timing.py --order new`, {doc['date']}, on {doc['cpu']} ({doc['cores']} cores"
+             f"{', ' + new['aten_cpu_capability'] + ' kernels' if new.get('aten_cpu_capability') else ''}; load average "
+             f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): README's main command at "
+             f"{new['commit']}{' with `' + ' '.join('-p ' + p for p in new['params']) + '`' if new.get('params') else ''}, "
+             "from a fresh clone with its own setup, with no other run beside it. Wall seconds per notebook; the "
+             "matmul rate (1024² float32, GFLOP/s, mean of before and after) says how fast the machine was.", ""]
+    rows = [[s, f(v, 0)] for s, v in new["notebook_seconds"].items() if v is not None]
+    rows.append(["**main command**", f(new["main_command_seconds"], 0)])
+    rows.append(["matmul rate, 1 thread / 2 threads", f"{f(matmul_rate(new, '1'))} / {f(matmul_rate(new, '2'))}"])
+    lines += table(["stage", f"{run_label(new)} s"], rows)
+    return lines + budget_and_headline([new]) + where_the_time_goes(new)
+
+
+def where_the_time_goes(new: dict) -> list[str]:
+    """Each stage's timed parts (its eval.json's ``timings``) beside its notebook's wall time."""
+    lines = []
+    timed = {s: t for s, t in (new.get("timings") or {}).items() if t}
     if timed:
         lines += ["", "### Where the time goes (new)", "",
                   "Each stage's parts as the stage timed them (`timings` in its eval.json), and the rest of its "
@@ -1213,6 +1254,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("main_command_timing.json", [section_main_command]),
             ("main_command_sft_candidate.json", [section_main_command]),
             ("main_command_sft2000.json", [section_main_command]),
+            ("main_command_sft2000_once.json", [section_main_command]),
             ("sft_step.json", [section_sft_step]),
             ("freed_memory.json", [section_freed_memory]),
             ("ppo_speed.json", [section_ppo_speed]),
@@ -1225,9 +1267,10 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("trust_feedback.json", [section_trust_feedback])]
 
 
-def readme_headline(doc: dict | None) -> list[str]:
+def readme_headline(doc: dict | None, again: dict | None = None) -> list[str]:
     """README's headline table: each stage's number that says it worked, mean (min–max) over the development
-    seeds and over the test seeds, and how many seeds met the target."""
+    seeds and over the test seeds, and how many seeds met the target. ``again``: stage 5 trained again at
+    another setting on the same seeds' stage 1-4 models (ppo_epochs.json), as rows of its own."""
     if doc is None:
         return ["(no results yet: run benchmarks/seeds.py, then benchmarks/results_tables.py)"]
     dev, test = seed_groups(doc)
@@ -1245,8 +1288,6 @@ def readme_headline(doc: dict | None) -> list[str]:
     if len(sft) > 1:  # the stable-SFT target: every seed within 10 points of every other
         rows.append(["SFT: spread over the seeds (max - min) <= 10", "", "",
                      f"{f(max(sft) - min(sft))} over {len(sft)} seeds: {'met' if max(sft) - min(sft) <= 10 else '**not met**'}"])
-    # stage 5 again at the setting the cpu preset changed to, on the same stage 1-4 models (when it has run)
-    again = load("ppo_epochs.json")
     for name, src in [("PPO", seeds)] + ([(f"PPO at {'; '.join(again['params'])}", again["seeds"])] if again else []):
         for label, k, rule in PPO_TARGETS:
             after = {s: src[s].get(f"ppo/{k}_after") for s in src}
@@ -1295,23 +1336,34 @@ README = REPO / "README.md"
 PAGES = (README, REPO / "docs" / "using.md")
 
 
-def readme_timing(doc: dict | None) -> list[str]:
-    """README's timing line: the main command's wall time beside the old revision's on the same machine, with
-    the machine's matmul rate (the ratio travels, the seconds do not)."""
+def readme_timing(once: dict | None, doc: dict | None) -> list[str]:
+    """README's timing line: the main command's wall time as the preset runs it now (``once``, one timed run),
+    with the machine's matmul rate; and the speed-up at the old revision's settings, old and new run back to
+    back on the same machine (``doc``: the ratio travels, the seconds do not)."""
     if doc is None:
         return ["(no timing yet: run benchmarks/main_command_timing.py, then benchmarks/results_tables.py)"]
     old, new = doc["runs"]["old"], doc["runs"]["new"]
-    rate = matmul_rate(new, "2")
-    return [f"Time: {f(new['main_command_seconds'] / 60, 1)} minutes at {new['commit']} on {doc['cpu']} "
-            f"({doc['cores']} cores, float32 matmul {f(rate, 0)} GFLOP/s at 2 threads, {doc['date']}): "
-            f"**{f(doc['ratio_main_command'], 2)}×** the time of {old['commit']} run back to back on the same machine"
-            + (f"; PPO's notebook {f(doc['ratio_ppo'], 2)}×" if doc.get("ratio_ppo") else "")
-            + " (`benchmarks/main_command_timing.py`; per stage in "
-            "[docs/results.md](docs/results.md#speed-the-main-command-old-and-new))."]
+    ratio = (f"**{f(doc['ratio_main_command'], 2)}×** the time of {old['commit']} run back to back on the same machine"
+             + (f"; PPO's notebook {f(doc['ratio_ppo'], 2)}×" if doc.get("ratio_ppo") else ""))
+    where = "[docs/results.md](docs/results.md#speed-the-main-command-old-and-new)"
+    if once is None:
+        rate = matmul_rate(new, "2")
+        return [f"Time: {f(new['main_command_seconds'] / 60, 1)} minutes at {new['commit']} on {doc['cpu']} "
+                f"({doc['cores']} cores, float32 matmul {f(rate, 0)} GFLOP/s at 2 threads, {doc['date']}): {ratio} "
+                f"(`benchmarks/main_command_timing.py`; per stage in {where})."]
+    run = once["runs"]["new"]
+    return [f"Time: {f(run['main_command_seconds'] / 60, 1)} minutes at {run_label(run)} on {once['cpu']} "
+            f"({once['cores']} cores, float32 matmul {f(matmul_rate(run, '2'), 0)} GFLOP/s at 2 threads, {once['date']}; "
+            "one run, [docs/results.md](docs/results.md#speed-the-main-command-with-sftmax_steps2000-one-run)). "
+            f"With the same settings as {old['commit']} (`{run_label(new)}`), {ratio} "
+            f"(`benchmarks/main_command_timing.py`; per stage in {where})."]
 
 
-BLOCKS = {"headline": lambda: readme_headline(load("seeds.json")),
-          "timing": lambda: readme_timing(load("main_command_timing.json")),
+# The runs of the cpu preset as it is now: stages 2-5 at sft.max_steps=2000 (the preset's since the candidate kept the
+# main command within its budget) on seeds.json's stage 1 models, at every seed
+PRESET_RUNS = "sft_candidate.json"
+BLOCKS = {"headline": lambda: readme_headline(load(PRESET_RUNS)),
+          "timing": lambda: readme_timing(load("main_command_sft2000_once.json"), load("main_command_timing.json")),
           "trust": lambda: readme_trust(load("trust.json")),
           "hh_rlhf": lambda: table(HH_HEADER, hh_rows(load("hh_rlhf_lengths.json"))) if load("hh_rlhf_lengths.json")
           else ["(no results yet: run benchmarks/hh_rlhf_lengths.py, then benchmarks/results_tables.py)"]}

@@ -61,7 +61,8 @@ def test_stage_5_at_another_setting_is_shown_beside_the_seeds_runs_with_its_targ
     assert "| \"not stated\" >= 80 and +30 | ppo.ppo_epochs=2 | 70.0 **not met** | 90.0 met |" in text
     # seed 0 alone is a development seed: 2 targets met above (the others have no numbers), 1 at the new setting
     assert "At the development seeds it met 1 of 5 stage-5 targets, the runs above 2." in text
-    readme = "\n".join(rt.readme_headline(json.loads((tmp_path / "seeds.json").read_text())))
+    readme = "\n".join(rt.readme_headline(json.loads((tmp_path / "seeds.json").read_text()),
+                                          json.loads((tmp_path / "ppo_epochs.json").read_text())))
     assert "| PPO: harmful refused >= 85 and +40 | 90.0 | 80.0 | 1 of 2 |" in readme
     assert "| PPO at ppo.ppo_epochs=2: harmful refused >= 85 and +40 | 86.0 | 95.0 | 2 of 2 |" in readme
 
@@ -124,12 +125,14 @@ def test_the_freed_memory_table_gives_both_settings_their_ratio_and_whether_they
     monkeypatch.setattr(rt, "RESULTS", tmp_path)
     doc = {"date": "d", "cpu": "c", "threads": 2, "aten_cpu_capability": "AVX512", "matmul_gflops_before": 150.0,
            "matmul_gflops_after": 148.0, "model": "random weights", "rounds": 5, "generated_sequences": 768,
-           "sft_steps_timed": 11, "same_results": True,
-           "median": {"plain": {"generate_s": 6.0, "sft_step_s": 0.3}, "kept": {"generate_s": 4.5, "sft_step_s": 0.29}},
-           "kept_over_plain": {"generate_s": 0.75, "sft_step_s": 0.967}}
+           "steps_timed": 11, "same_results": True,
+           "median": {"plain": {"generate_s": 6.0, "sft_step_s": 0.3, "pretrain_step_s": 0.5},
+                      "kept": {"generate_s": 4.5, "sft_step_s": 0.29, "pretrain_step_s": 0.45}},
+           "kept_over_plain": {"generate_s": 0.75, "sft_step_s": 0.967, "pretrain_step_s": 0.9}}
     (tmp_path / "freed_memory.json").write_text(json.dumps(doc))
     text = rt.render()
     assert "## Speed: freed memory kept for reuse" in text and "generates 768 candidates" in text
+    assert "trains 11 timed steps of pretraining" in text and "| one pretraining step | 0.500 | 0.450 | 0.90 |" in text
     assert "| generating the candidates | 6.000 | 4.500 | 0.75 |" in text
     assert "| one SFT step | 0.300 | 0.290 | 0.97 |" in text
     assert "trained to the same losses in every process: **yes**." in text
@@ -311,9 +314,17 @@ def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_tim
     assert "train: update 100 s (50%)" in text and "| 20 s (10%) |" in text
 
     # README's timing line: the new time in minutes, both ratios, and the machine's matmul rate at 2 threads
-    line = rt.readme_timing(json.loads((tmp_path / "main_command_timing.json").read_text()))[0]
+    timing = json.loads((tmp_path / "main_command_timing.json").read_text())
+    line = rt.readme_timing(None, timing)[0]
     assert "5.0 minutes at bbb on c" in line and "matmul 92 GFLOP/s" in line and "**0.60×** the time of aaa" in line
-    assert "PPO's notebook 0.50×" in line and "no timing yet" in rt.readme_timing(None)[0]
+    assert "PPO's notebook 0.50×" in line and "no timing yet" in rt.readme_timing(None, None)[0]
+    # with one timed run of the preset as it is now (other settings than the old revision's): its time first,
+    # then the ratio at the old revision's settings
+    once = {"date": "d2", "cpu": "c", "cores": 2, "runs": {"new": {**run("ccc", 250.0, None), "main_command_seconds": 600.0,
+                                                                    "params": ["sft.max_steps=2000"]}}}
+    line = rt.readme_timing(once, timing)[0]
+    assert line.startswith("Time: 10.0 minutes at ccc, sft.max_steps=2000 on c (2 cores, float32 matmul 92 GFLOP/s")
+    assert "With the same settings as aaa (`bbb`), **0.60×** the time of aaa" in line
 
 
 def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_beside_the_presets(tmp_path, monkeypatch):
@@ -343,6 +354,31 @@ def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_
     doc["runs"]["new"]["main_command_seconds"] = 1560.0
     (tmp_path / "main_command_sft_candidate.json").write_text(json.dumps(doc))
     assert "took 26.0 minutes on this machine: **over** the 25 minutes" in rt.render()
+
+
+def test_one_timed_run_of_the_main_command_is_shown_alone_against_the_budget(tmp_path, monkeypatch):
+    """main_command_timing.py --order new: no old run, so no ratio; the section is the run's notebooks, the budget
+    and its headline numbers."""
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    new = {"commit": "bbb", "params": ["sft.max_steps=2000"], "main_command_seconds": 1490.0,
+           "notebook_seconds": {"pretrain": 230.0, "sft": 650.0}, "aten_cpu_capability": "AVX512",
+           "timings": {"sft": {"train": 600.0}}, "headline": {"sft": {"sft/task_accuracy": 66.875}},
+           "matmul_gflops_before": {"1": 50.0, "2": 90.0}, "matmul_gflops_after": {"1": 60.0, "2": 110.0}}
+    doc = {"date": "d", "cpu": "c", "cores": 2, "load_before": [0.1], "load_after": [0.2], "order": "new", "runs": {"new": new}}
+    (tmp_path / "main_command_sft2000_once.json").write_text(json.dumps(doc))
+    text = rt.render()
+    assert "## Speed: the main command with sft.max_steps=2000, one run" in text
+    assert "at bbb with `-p sft.max_steps=2000`, from a fresh clone" in text
+    assert "| stage | bbb, sft.max_steps=2000 s |" in text and "| sft | 650 |" in text
+    assert "| **main command** | 1,490 |" in text and "| matmul rate, 1 thread / 2 threads | 55.0 / 100.0 |" in text
+    assert "took 24.8 minutes on this machine: within the 25 minutes" in text
+    assert "The run's headline numbers (seed 0, 2 threads, AVX512 kernels):" in text and "| sft/task_accuracy | 66.9 |" in text
+    assert "| sft | 650 | train 600 s (92%) | 50 s (8%) |" in text
+    new["main_command_seconds"] = 1510.0
+    (tmp_path / "main_command_sft2000_once.json").write_text(json.dumps(doc))
+    assert "took 25.2 minutes on this machine: **over** the 25 minutes" in rt.render()
 
 
 def test_the_ppo_speed_section_shows_each_variants_phases_and_whether_its_numbers_changed(tmp_path, monkeypatch):
