@@ -236,7 +236,7 @@ def keep_freed_memory() -> bool:
     Generating a batch grows the KV cache by a ``torch.cat`` per layer per token: a new block of several MiB,
     the old one freed. glibc returns such blocks to the kernel (``munmap``, or trimming the heap's top), so
     each new one is page-faulted in again and zeroed by the kernel, which cost more than the copy itself.
-    Kept, the same pages are reused: generating gets faster, training a little, with the same results (only
+    Kept, the same pages are reused: generating gets faster, a training step stays about the same (only
     where memory comes from changes, not the arithmetic; benchmarks/freed_memory.py). The price is a process
     that keeps its peak heap.
     False where the C library is not glibc (macOS, musl): nothing is changed there."""
