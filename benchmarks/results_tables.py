@@ -1355,7 +1355,7 @@ def readme_timing(once: dict | None, doc: dict | None) -> list[str]:
     return [f"Time: {f(run['main_command_seconds'] / 60, 1)} minutes at {run_label(run)} on {once['cpu']} "
             f"({once['cores']} cores, float32 matmul {f(matmul_rate(run, '2'), 0)} GFLOP/s at 2 threads, {once['date']}; "
             "one run, [docs/results.md](docs/results.md#speed-the-main-command-with-sftmax_steps2000-one-run)). "
-            f"With the same settings as {old['commit']} (`{run_label(new)}`), {ratio} "
+            f"At {old['commit']}'s settings, {run_label(new)} took {ratio} "
             f"(`benchmarks/main_command_timing.py`; per stage in {where})."]
 
 

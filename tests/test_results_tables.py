@@ -324,7 +324,7 @@ def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_tim
                                                                     "params": ["sft.max_steps=2000"]}}}
     line = rt.readme_timing(once, timing)[0]
     assert line.startswith("Time: 10.0 minutes at ccc, sft.max_steps=2000 on c (2 cores, float32 matmul 92 GFLOP/s")
-    assert "With the same settings as aaa (`bbb`), **0.60×** the time of aaa" in line
+    assert "At aaa's settings, bbb took **0.60×** the time of aaa" in line
 
 
 def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_beside_the_presets(tmp_path, monkeypatch):
