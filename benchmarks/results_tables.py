@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -1039,9 +1040,7 @@ def section_main_command(doc: dict) -> list[str]:
         title, what = "## Speed: the main command, old and new", (
             f"README's main command at {old['commit']} and at {new['commit']}, each from a fresh clone with its own setup")
     lines = ["", title, "",
-             f"`benchmarks/main_command_timing.py`, {doc['date']}, on {doc['cpu']} ({doc['cores']} cores"
-             f"{', ' + new['aten_cpu_capability'] + ' kernels' if new.get('aten_cpu_capability') else ''}; load average "
-             f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): {what}, "
+             f"`benchmarks/main_command_timing.py`, {doc['date']}, on {timed_machine(doc, new)}: {what}, "
              f"{doc['order'].replace(',', ' then ')}. "
              "Wall seconds per notebook (kernel start and plots included); the matmul rate (1024² float32, GFLOP/s, "
              "mean of before and after each run) says how fast the machine was meanwhile.", ""]
@@ -1080,14 +1079,29 @@ def budget_and_headline(runs: list[dict]) -> list[str]:
     return lines
 
 
+def once_title(run: dict) -> str:
+    """The heading of one timed run's section (README's timing line links to it)."""
+    return f"Speed: the main command{' with ' + ', '.join(run['params']) if run.get('params') else ''}, one run"
+
+
+def anchor(title: str) -> str:
+    """A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def timed_machine(doc: dict, run: dict) -> str:
+    """Where a main-command timing ran: CPU, cores, the kernels torch picked, and the load around it."""
+    isa = f", {run['aten_cpu_capability']} kernels" if run.get("aten_cpu_capability") else ""
+    return (f"{doc['cpu']} ({doc['cores']} cores{isa}; load average {f(doc['load_before'][0], 2)} before, "
+            f"{f(doc['load_after'][0], 2)} after)")
+
+
 def section_main_command_once(doc: dict) -> list[str]:
     """One timed run (``--order new``): a setting's main command against the budget, with nothing beside it."""
     new = doc["runs"]["new"]
-    settings = f" with {', '.join(new['params'])}" if new.get("params") else ""
-    lines = ["", f"## Speed: the main command{settings}, one run", "",
-             f"`benchmarks/main_command_timing.py --order new`, {doc['date']}, on {doc['cpu']} ({doc['cores']} cores"
-             f"{', ' + new['aten_cpu_capability'] + ' kernels' if new.get('aten_cpu_capability') else ''}; load average "
-             f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): README's main command at "
+    lines = ["", f"## {once_title(new)}", "",
+             f"`benchmarks/main_command_timing.py --order new`, {doc['date']}, on {timed_machine(doc, new)}: "
+             "README's main command at "
              f"{new['commit']}{' with `' + ' '.join('-p ' + p for p in new['params']) + '`' if new.get('params') else ''}, "
              "from a fresh clone with its own setup, with no other run beside it. Wall seconds per notebook; the "
              "matmul rate (1024² float32, GFLOP/s, mean of before and after) says how fast the machine was.", ""]
@@ -1354,7 +1368,7 @@ def readme_timing(once: dict | None, doc: dict | None) -> list[str]:
     run = once["runs"]["new"]
     return [f"Time: {f(run['main_command_seconds'] / 60, 1)} minutes at {run_label(run)} on {once['cpu']} "
             f"({once['cores']} cores, float32 matmul {f(matmul_rate(run, '2'), 0)} GFLOP/s at 2 threads, {once['date']}; "
-            "one run, [docs/results.md](docs/results.md#speed-the-main-command-with-sftmax_steps2000-one-run)). "
+            f"one run, [docs/results.md](docs/results.md#{anchor(once_title(run))})). "
             f"At {old['commit']}'s settings, {run_label(new)} took {ratio} "
             f"(`benchmarks/main_command_timing.py`; per stage in {where})."]
 

@@ -325,6 +325,7 @@ def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_tim
     line = rt.readme_timing(once, timing)[0]
     assert line.startswith("Time: 10.0 minutes at ccc, sft.max_steps=2000 on c (2 cores, float32 matmul 92 GFLOP/s")
     assert "At aaa's settings, bbb took **0.60×** the time of aaa" in line
+    assert "(docs/results.md#speed-the-main-command-with-sftmax_steps2000-one-run)" in line  # the section's anchor
 
 
 def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_beside_the_presets(tmp_path, monkeypatch):
