@@ -30,17 +30,20 @@ KEYS = ("pretrain_step_s", "sft_step_s", "generate_s")
 
 
 def child(setting: str, threads: int, run: str | None, batches: int, steps: int) -> dict:
+    import contextlib
+
     import torch
 
-    from labkit import pretrain, sft
+    from labkit import pretrain, sft, textdata
     from labkit import world as W
-    from labkit.generate import generate
     from labkit.config import keep_freed_memory
+    from labkit.generate import generate
+    from labkit.models import build_model
+    from labkit.tokenizer import to_prompt_completion
 
     torch.set_num_threads(threads)
     if setting == "kept":
         assert keep_freed_memory(), "not glibc: nothing to measure"
-    from labkit.models import build_model
     pcfg, cfg = pretrain.config("cpu"), sft.config("cpu", n_train_tasks=2000)
     if run:
         from transformers import AutoTokenizer
@@ -57,9 +60,6 @@ def child(setting: str, threads: int, run: str | None, batches: int, steps: int)
     train, held_out = sft.world_tasks(W.World(0), cfg)
     prompts = [t["prompt"] for t in held_out][:64 * batches]
 
-    import contextlib
-
-    from labkit import textdata
     pre_model = build_model("causal", tok, pcfg.n_layer, pcfg.n_head, pcfg.n_embd, pcfg.block_size)
     pre_opt = pretrain.make_optimizer(pre_model, pcfg, torch.device("cpu"))
     stream = textdata.encode(tok, W.corpus(W.World(0), 1000, seed=2))
@@ -72,7 +72,6 @@ def child(setting: str, threads: int, run: str | None, batches: int, steps: int)
         pre_s.append(time.perf_counter() - t)
     del pre_model, pre_opt
 
-    from labkit.tokenizer import to_prompt_completion
     rows = to_prompt_completion(tok, train)[:32 * steps]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
@@ -117,8 +116,9 @@ def main() -> None:
         print(json.dumps(child(a.child, a.threads, a.run, a.batches, a.steps)))
         return
 
-    from labkit.models import matmul_gflops
     import torch
+
+    from labkit.models import cpu_model, matmul_gflops
     torch.set_num_threads(a.threads)
     rate_before = matmul_gflops()
     per = {s: [] for s in SETTINGS}
@@ -131,8 +131,7 @@ def main() -> None:
             print(r, s, per[s][-1], flush=True)
     digests = {d["digest"] for s in SETTINGS for d in per[s]}
     med = {s: {k: statistics.median(d[k] for d in per[s]) for k in KEYS} for s in SETTINGS}
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), None)
-    result = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "cores": os.cpu_count(), "threads": a.threads,
+    result = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "cores": os.cpu_count(), "threads": a.threads,
               "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
               "model": a.run or "random weights, cpu preset shape", "rounds": a.rounds,
               "generated_sequences": per["plain"][0]["sequences"], "steps_timed": a.steps - 1,
