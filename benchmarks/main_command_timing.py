@@ -100,7 +100,8 @@ def main() -> None:
     load = os.getloadavg()
     runs = {which: run_revision(getattr(a, which), work / which, a.param if which == "new" else [])
             for which in order}
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), None)
+    from labkit.models import cpu_model
+    cpu = cpu_model()
     result = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "cores": os.cpu_count(), "load_before": load,
               "load_after": os.getloadavg(), "order": a.order, "runs": runs}
     if "old" in runs and "new" in runs:

@@ -40,7 +40,7 @@ def main() -> None:
 
     from labkit import pretrain, sft
     from labkit import world as W
-    from labkit.models import build_model, matmul_gflops
+    from labkit.models import build_model, cpu_model, matmul_gflops
     from labkit.tokenizer import to_prompt_completion, train_tokenizer
 
     torch.set_num_threads(a.threads)
@@ -94,7 +94,7 @@ def main() -> None:
         for v in VARIANTS:
             times[v] += one_round(v)
     median = {v: statistics.median(t) for v, t in times.items()}
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), None)
+    cpu = cpu_model()
     result = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "cores": os.cpu_count(), "threads": a.threads,
               "load_average_1m": os.getloadavg()[0], "torch": torch.__version__, "trl": trl.__version__,
               "steps_per_round": a.steps, "rounds": a.rounds, "batch_size": cfg.batch_size,
