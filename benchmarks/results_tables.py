@@ -417,9 +417,16 @@ def section_other_machine(doc: dict) -> list[str]:
              for label, cell, _, k, rule in targets]
     trows += [["targets met"] + [f"{sum(met(src['seeds'][s], k, rule) for _, _, met, k, rule in targets)} of {len(targets)}"
                                  for s in seeds for src in (base, doc)]]
+    # How much of a seed's verdict rounding alone decides: the targets met on one machine and missed on the other
+    flips = [f"seed {s}: {label}" for s in seeds for label, _, met, k, rule in targets
+             if met(base["seeds"][s], k, rule) != met(doc["seeds"][s], k, rule)]
+    verdict = (f"Of the {len(targets) * len(seeds)} verdicts ({len(targets)} targets at {len(seeds)} seed{'s' * (len(seeds) > 1)}), "
+               f"{len(targets) * len(seeds) - len(flips)} are the same on both machines and {len(flips)} differ"
+               + (f" ({'; '.join(flips)})" if flips else "") + ". With the same settings and seeds, a verdict that "
+               "differs is one the machine's float rounding decided, not the recipe.")
     return lines + ["", "Stages 4 and 5 at the same seeds:", ""] + table(
         ["target"] + [f"seed {s}{' (test)' if s in test else ''}, {where}" for s in seeds
-                      for where in ("first machine", "this machine")], trows)
+                      for where in ("first machine", "this machine")], trows) + ["", verdict]
 
 
 def section_ppo_epochs(doc: dict) -> list[str]:

@@ -597,6 +597,9 @@ def test_another_machine_through_stage5_shows_each_target_on_both_machines(tmp_p
     assert "| reward model: Spearman on conduct >= 0.6 | 0.47 **not met** | 0.65 met |" in text
     assert "| PPO: harmful refused >= 85 and +40 | 90.0 met | 70.0 **not met** |" in text
     assert "| targets met | 6 of 7 | 5 of 7 |" in text
+    assert ("Of the 7 verdicts (7 targets at 1 seed), 4 are the same on both machines and 3 differ (seed 0: reward "
+            "model: conduct pairs right >= 90; seed 0: reward model: Spearman on conduct >= 0.6; seed 0: PPO: harmful "
+            "refused >= 85 and +40).") in text
     assert "SFT task accuracy >= 66 |" not in text  # the table above has SFT
 
 
