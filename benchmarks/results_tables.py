@@ -470,10 +470,15 @@ def section_stage5_again(doc: dict) -> list[str]:
     seeds = [s for s in doc["seeds"] if s in base["seeds"]]
     through = doc["from"].rpartition(":")[2]
     others = "; ".join(p for p in doc["params"] if p not in base["params"])
+    # The same models and settings on other ATen kernels: the float rounding of stage 5 alone differs
+    kernels = doc["machine"].get("ATEN_CPU_CAPABILITY")
+    kernels = kernels if kernels != base["machine"].get("ATEN_CPU_CAPABILITY") else None
+    others = "; ".join(filter(None, [others, kernels and f"ATEN_CPU_CAPABILITY={kernels}"]))
     verifier = "ppo.reward=verifier" in doc["params"]
     names = ("reward model", "verifier") if verifier else ("as they ran", others)
     sources = ((names[0], base), (names[1], doc))
-    command = (f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to ppo --from {doc['from']} "
+    command = (f"`{'ATEN_CPU_CAPABILITY=' + kernels + ' ' if kernels else ''}"
+               f"benchmarks/seeds.py --seeds {','.join(seeds)} --to ppo --from {doc['from']} "
                f"{' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, on {machine_name(doc['machine'])}, "
                f"{n_threads(doc['threads'])} per stage: stage 5 trained again on the very stage "
                f"1-{STAGES.index(through) + 1} models of `{base['file']}`'s runs (the rows \"{names[0]}\", the `cpu` "
@@ -487,8 +492,10 @@ def section_stage5_again(doc: dict) -> list[str]:
                  "model's, one both miss is PPO's (its steps, its KL leash or its start).", ""]
     else:
         lines = ["", f"### Stage 5 again on the same models with {others}", "",
-                 command + f", with {others}; every other setting is the same. A diagnosis: nothing is chosen by it.",
-                 ""]
+                 command + f", with {others}; every other setting is the same. A diagnosis: nothing is chosen by it."
+                 + (f" ATen's {kernels.upper()} kernels round sums otherwise than the "
+                    f"{base['machine'].get('aten_cpu_capability')} kernels the first runs used, so a target met in one run and missed in the other was decided by "
+                    "float rounding inside stage 5 alone." if kernels else ""), ""]
     if test:
         lines += [f"Test seeds ({', '.join(test)}) ran to say why a target missed there; no setting is chosen on them.",
                   ""]
@@ -1267,6 +1274,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("seeds_machine2_sft2000_ppo.json", [section_other_machine]),
             ("stage5_verifier.json", [section_stage5_again]),
             ("stage5_ppo_steps.json", [section_stage5_again]),
+            ("stage5_kernels.json", [section_stage5_again]),
             ("seeds_rl_templates.json", [section_code_change]),
             ("sft_padding_free.json", [section_setting_beside]),
             ("explore_latency.json", [section_explore_latency]),
