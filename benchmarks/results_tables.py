@@ -1042,18 +1042,26 @@ def run_label(run: dict) -> str:
     return run["commit"] + "".join(f", {p}" for p in run.get("params") or [])
 
 
+def main_title(doc: dict) -> str:
+    """The heading of an old-and-new timing's section (README's timing line links to it): the settings timed on top
+    of the preset, else the two revisions, each at its own defaults."""
+    old, new = doc["runs"]["old"], doc["runs"]["new"]
+    if new.get("params"):  # the same command with settings on top: what they would cost, not old against new
+        return f"Speed: the main command with {', '.join(new['params'])}"
+    return f"Speed: the main command at {old['commit']} and at {new['commit']}"
+
+
 def section_main_command(doc: dict) -> list[str]:
     if "old" not in doc["runs"]:
         return section_main_command_once(doc)
     old, new = doc["runs"]["old"], doc["runs"]["new"]
-    if new.get("params"):  # the same command with settings on top: what they would cost, not old against new
-        title = f"## Speed: the main command with {', '.join(new['params'])}"
+    if new.get("params"):
         what = (f"README's main command at {old['commit']}, then again with `{' '.join('-p ' + p for p in new['params'])}`, "
                 "each from a fresh clone with its own setup")
     else:
-        title, what = "## Speed: the main command, old and new", (
-            f"README's main command at {old['commit']} and at {new['commit']}, each from a fresh clone with its own setup")
-    lines = ["", title, "",
+        what = (f"README's main command at {old['commit']} and at {new['commit']}, each at its own defaults, from a "
+                "fresh clone with its own setup")
+    lines = ["", f"## {main_title(doc)}", "",
              f"`benchmarks/main_command_timing.py`, {doc['date']}, on {timed_machine(doc, new)}: {what}, "
              f"{doc['order'].replace(',', ' then ')}. "
              "Wall seconds per notebook (kernel start and plots included); the matmul rate (1024² float32, GFLOP/s, "
@@ -1067,7 +1075,7 @@ def section_main_command(doc: dict) -> list[str]:
     rows.append(["matmul rate, 1 thread / 2 threads", f"{f(matmul_rate(old, '1'))} / {f(matmul_rate(old, '2'))}",
                  f"{f(matmul_rate(new, '1'))} / {f(matmul_rate(new, '2'))}", ""])
     lines += table(["stage", f"old ({run_label(old)}) s", f"new ({run_label(new)}) s", "new / old"], rows)
-    if new.get("params"):  # the budget a preset must keep, and the same seed's headline numbers (what the time bought)
+    if new.get("params") or new.get("headline"):  # the budget the preset keeps, and what the time bought
         lines += budget_and_headline([old, new])
     return lines + where_the_time_goes(new)
 
@@ -1280,6 +1288,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),
+            ("main_command_preset.json", [section_main_command]),
             ("main_command_timing.json", [section_main_command]),
             ("main_command_sft_candidate.json", [section_main_command]),
             ("main_command_sft2000.json", [section_main_command]),
@@ -1365,34 +1374,30 @@ README = REPO / "README.md"
 PAGES = (README, REPO / "docs" / "using.md")
 
 
-def readme_timing(once: dict | None, doc: dict | None) -> list[str]:
-    """README's timing line: the main command's wall time as the preset runs it now (``once``, one timed run),
-    with the machine's matmul rate; and the speed-up at the old revision's settings, old and new run back to
-    back on the same machine (``doc``: the ratio travels, the seconds do not)."""
+def readme_timing(doc: dict | None, earlier: dict | None = None) -> list[str]:
+    """README's timing line: the main command as the preset runs it now, back to back with the old revision on the
+    same machine (``doc``: the ratio travels, the seconds do not), with the machine's matmul rate; then the ratio an
+    earlier such measurement gave (``earlier``)."""
     if doc is None:
         return ["(no timing yet: run benchmarks/main_command_timing.py, then benchmarks/results_tables.py)"]
     old, new = doc["runs"]["old"], doc["runs"]["new"]
-    ratio = (f"**{f(doc['ratio_main_command'], 2)}×** the time of {old['commit']} run back to back on the same machine"
-             + (f"; PPO's notebook {f(doc['ratio_ppo'], 2)}×" if doc.get("ratio_ppo") else ""))
-    where = "[docs/results.md](docs/results.md#speed-the-main-command-old-and-new)"
-    if once is None:
-        rate = matmul_rate(new, "2")
-        return [f"Time: {f(new['main_command_seconds'] / 60, 1)} minutes at {new['commit']} on {doc['cpu']} "
-                f"({doc['cores']} cores, float32 matmul {f(rate, 0)} GFLOP/s at 2 threads, {doc['date']}): {ratio} "
-                f"(`benchmarks/main_command_timing.py`; per stage in {where})."]
-    run = once["runs"]["new"]
-    return [f"Time: {f(run['main_command_seconds'] / 60, 1)} minutes at {run_label(run)} on {once['cpu']} "
-            f"({once['cores']} cores, float32 matmul {f(matmul_rate(run, '2'), 0)} GFLOP/s at 2 threads, {once['date']}; "
-            f"one run, [docs/results.md](docs/results.md#{anchor(once_title(run))})). "
-            f"At {old['commit']}'s settings, {run_label(new)} took {ratio} "
-            f"(`benchmarks/main_command_timing.py`; per stage in {where})."]
+    line = (f"Time: {f(new['main_command_seconds'] / 60, 1)} minutes at {run_label(new)} on {doc['cpu']} "
+            f"({doc['cores']} cores, float32 matmul {f(matmul_rate(new, '2'), 0)} GFLOP/s at 2 threads, {doc['date']}): "
+            f"**{f(doc['ratio_main_command'], 2)}×** the time of {old['commit']} run back to back on the same machine"
+            + (f"; PPO's notebook {f(doc['ratio_ppo'], 2)}×" if doc.get("ratio_ppo") else "")
+            + f" (`benchmarks/main_command_timing.py`; per stage in [docs/results.md](docs/results.md#{anchor(main_title(doc))})).")
+    if earlier:
+        line += (f" The same measurement at {run_label(earlier['runs']['new'])} gave **{f(earlier['ratio_main_command'], 2)}×**"
+                 + (f", PPO's notebook {f(earlier['ratio_ppo'], 2)}×" if earlier.get("ratio_ppo") else "")
+                 + f" ([docs/results.md](docs/results.md#{anchor(main_title(earlier))})).")
+    return [line]
 
 
 # The runs of the cpu preset as it is now: stages 2-5 at sft.max_steps=2000 (the preset's since the candidate kept the
 # main command within its budget) on seeds.json's stage 1 models, at every seed
 PRESET_RUNS = "sft_candidate.json"
 BLOCKS = {"headline": lambda: readme_headline(load(PRESET_RUNS)),
-          "timing": lambda: readme_timing(load("main_command_sft2000_once.json"), load("main_command_timing.json")),
+          "timing": lambda: readme_timing(load("main_command_preset.json"), load("main_command_timing.json")),
           "trust": lambda: readme_trust(load("trust.json")),
           "hh_rlhf": lambda: table(HH_HEADER, hh_rows(load("hh_rlhf_lengths.json"))) if load("hh_rlhf_lengths.json")
           else ["(no results yet: run benchmarks/hh_rlhf_lengths.py, then benchmarks/results_tables.py)"]}

@@ -315,17 +315,18 @@ def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_tim
 
     # README's timing line: the new time in minutes, both ratios, and the machine's matmul rate at 2 threads
     timing = json.loads((tmp_path / "main_command_timing.json").read_text())
-    line = rt.readme_timing(None, timing)[0]
+    line = rt.readme_timing(timing)[0]
     assert "5.0 minutes at bbb on c" in line and "matmul 92 GFLOP/s" in line and "**0.60×** the time of aaa" in line
-    assert "PPO's notebook 0.50×" in line and "no timing yet" in rt.readme_timing(None, None)[0]
-    # with one timed run of the preset as it is now (other settings than the old revision's): its time first,
-    # then the ratio at the old revision's settings
-    once = {"date": "d2", "cpu": "c", "cores": 2, "runs": {"new": {**run("ccc", 250.0, None), "main_command_seconds": 600.0,
-                                                                    "params": ["sft.max_steps=2000"]}}}
-    line = rt.readme_timing(once, timing)[0]
-    assert line.startswith("Time: 10.0 minutes at ccc, sft.max_steps=2000 on c (2 cores, float32 matmul 92 GFLOP/s")
-    assert "At aaa's settings, bbb took **0.60×** the time of aaa" in line
-    assert "(docs/results.md#speed-the-main-command-with-sftmax_steps2000-one-run)" in line  # the section's anchor
+    assert "PPO's notebook 0.50×" in line and "no timing yet" in rt.readme_timing(None)[0]
+    assert "## Speed: the main command at aaa and at bbb" in text
+    assert "(docs/results.md#speed-the-main-command-at-aaa-and-at-bbb)" in line  # the section's anchor
+    # with an earlier measurement beside it: its ratio after the line, linked to its own section
+    later = {**timing, "runs": {**timing["runs"], "new": {**timing["runs"]["new"], "commit": "ccc"}},
+             "ratio_main_command": 0.9, "ratio_ppo": 0.55}
+    line = rt.readme_timing(later, timing)[0]
+    assert "**0.90×** the time of aaa" in line and "PPO's notebook 0.55×" in line
+    assert line.endswith("The same measurement at bbb gave **0.60×**, PPO's notebook 0.50× "
+                         "([docs/results.md](docs/results.md#speed-the-main-command-at-aaa-and-at-bbb)).")
 
 
 def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_beside_the_presets(tmp_path, monkeypatch):
