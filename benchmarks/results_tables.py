@@ -513,7 +513,17 @@ def section_stage5_again(doc: dict) -> list[str]:
         else:
             verdict.append(f"Seed {s}: met only with {others}: {', '.join(new_only) or 'none'}; missed by both: "
                            f"{', '.join(both) or 'none'}; missed only with {others}: {', '.join(base_only) or 'none'}.")
+    if kernels:  # did the rounding change reach what PPO ended at, or stay in the last digits of its sums?
+        same = [s for s in seeds if same_after(base["seeds"][s], doc["seeds"][s])]
+        verdict.append(f"Every held-out number after PPO (to 2 decimals) is the same as in the first runs at "
+                       f"{len(same)} of {len(seeds)} seeds ({', '.join(same) or 'none'}).")
     return lines + ["", " ".join(verdict)]
+
+
+def same_after(a: dict, b: dict) -> bool:
+    """Whether two runs' held-out numbers after PPO (``ppo/..._after``) agree to 2 decimals."""
+    keys = [k for k, v in a.items() if k.startswith("ppo/") and k.endswith("_after") and isinstance(v, (int, float))]
+    return bool(keys) and all(isinstance(b.get(k), (int, float)) and round(a[k], 2) == round(b[k], 2) for k in keys)
 
 
 def ppo_rows(seeds: list[str], sources, prefix: str = "") -> list[list[str]]:
@@ -1283,6 +1293,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("stage5_verifier.json", [section_stage5_again]),
             ("stage5_ppo_steps.json", [section_stage5_again]),
             ("stage5_kernels.json", [section_stage5_again]),
+            ("stage5_kernels_default.json", [section_stage5_again]),
             ("seeds_rl_templates.json", [section_code_change]),
             ("sft_padding_free.json", [section_setting_beside]),
             ("explore_latency.json", [section_explore_latency]),

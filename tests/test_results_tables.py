@@ -581,6 +581,11 @@ def test_a_stage5_run_rewarded_by_the_verifier_sits_beside_the_runs_it_was_copie
     assert "ATen's AVX2 kernels round sums otherwise than the AVX512 kernels the first runs used" in text
     assert "| harmful refused >= 85 and +40 | ATEN_CPU_CAPABILITY=avx2 | 90.0 met | 75.0 **not met** |" in text
     assert "Seed 0: met only with ATEN_CPU_CAPABILITY=avx2: harmful refused >= 85 and +40;" in text
+    assert "Every held-out number after PPO (to 2 decimals) is the same as in the first runs at 0 of 2 seeds (none)." in text
+    kernels = json.loads((tmp_path / "stage5_kernels.json").read_text())
+    kernels["seeds"]["2"] = _ppo_seed(75.0, 0.5004)  # the first runs' seed 2, to 2 decimals
+    (tmp_path / "stage5_kernels.json").write_text(json.dumps(kernels))
+    assert "is the same as in the first runs at 1 of 2 seeds (2)." in rt.render()
 
 
 def test_another_machine_through_stage5_shows_each_target_on_both_machines(tmp_path, monkeypatch):
