@@ -575,17 +575,17 @@ def test_a_stage5_run_rewarded_by_the_verifier_sits_beside_the_runs_it_was_copie
     # the same settings on other ATen kernels: the heading and the command name the forced kernels
     (tmp_path / "stage5_kernels.json").write_text(json.dumps({
         **common, "machine": {**common["machine"], "ATEN_CPU_CAPABILITY": "avx2"}, "params": ["sft.max_steps=2000"],
-        "work": "runs/k", "from": "runs/c:reward", "seeds": {"0": _ppo_seed(90.0, 0.7), "2": _ppo_seed(75.0, 0.8)}}))
+        "work": "runs/k", "from": "runs/c:reward", "seeds": {"0": _ppo_seed(90.0, 0.7), "2": _ppo_seed(76.0, 0.8)}}))
     text = rt.render().split("### Stage 5 again on the same models with ATEN_CPU_CAPABILITY=avx2")[1].split("###")[0]
     assert "`ATEN_CPU_CAPABILITY=avx2 benchmarks/seeds.py --seeds 0,2 --to ppo --from runs/c:reward" in text
     assert "ATen's AVX2 kernels round sums otherwise than the AVX512 kernels the first runs used" in text
-    assert "| harmful refused >= 85 and +40 | ATEN_CPU_CAPABILITY=avx2 | 90.0 met | 75.0 **not met** |" in text
+    assert "| harmful refused >= 85 and +40 | ATEN_CPU_CAPABILITY=avx2 | 90.0 met | 76.0 **not met** |" in text
     assert "Seed 0: met only with ATEN_CPU_CAPABILITY=avx2: harmful refused >= 85 and +40;" in text
-    assert "Every held-out number after PPO (to 2 decimals) is the same as in the first runs at 0 of 2 seeds (none)." in text
+    assert "Every held-out rate a stage-5 target reads is the same after PPO (to 2 decimals) as in the first runs at 0 of 2 seeds (none)." in text
     kernels = json.loads((tmp_path / "stage5_kernels.json").read_text())
-    kernels["seeds"]["2"] = _ppo_seed(75.0, 0.5004)  # the first runs' seed 2, to 2 decimals
+    kernels["seeds"]["2"] = _ppo_seed(75.0, 0.9, **{"ppo/task_accuracy_after": 65.001})  # rates as seed 2's to 2 decimals; KL not a rate
     (tmp_path / "stage5_kernels.json").write_text(json.dumps(kernels))
-    assert "is the same as in the first runs at 1 of 2 seeds (2)." in rt.render()
+    assert "(to 2 decimals) as in the first runs at 1 of 2 seeds (2)." in rt.render()
 
 
 def test_another_machine_through_stage5_shows_each_target_on_both_machines(tmp_path, monkeypatch):
