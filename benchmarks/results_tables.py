@@ -494,8 +494,9 @@ def section_stage5_again(doc: dict) -> list[str]:
         lines = ["", f"### Stage 5 again on the same models with {others}", "",
                  command + f", with {others}; every other setting is the same. A diagnosis: nothing is chosen by it."
                  + (f" ATen's {kernels.upper()} kernels round sums otherwise than the "
-                    f"{base['machine'].get('aten_cpu_capability')} kernels the first runs used, so a target met in one run and missed in the other was decided by "
-                    "float rounding inside stage 5 alone." if kernels else ""), ""]
+                    f"{base['machine'].get('aten_cpu_capability')} kernels the first runs used, so a target met in "
+                    "one run and missed in the other was decided by float rounding inside stage 5 alone."
+                    if kernels else ""), ""]
     if test:
         lines += [f"Test seeds ({', '.join(test)}) ran to say why a target missed there; no setting is chosen on them.",
                   ""]
@@ -515,8 +516,8 @@ def section_stage5_again(doc: dict) -> list[str]:
                            f"{', '.join(both) or 'none'}; missed only with {others}: {', '.join(base_only) or 'none'}.")
     if kernels:  # did the rounding change reach what PPO ended at, or stay in the last digits of its sums?
         same = [s for s in seeds if same_after(base["seeds"][s], doc["seeds"][s])]
-        verdict.append(f"Every held-out rate a stage-5 target reads is the same after PPO (to 2 decimals) as in the first runs at "
-                       f"{len(same)} of {len(seeds)} seeds ({', '.join(same) or 'none'}).")
+        verdict.append("Every held-out rate a stage-5 target reads is the same after PPO (to 2 decimals) as in the "
+                       f"first runs at {len(same)} of {len(seeds)} seeds ({', '.join(same) or 'none'}).")
     return lines + ["", " ".join(verdict)]
 
 
