@@ -359,10 +359,14 @@ def rounding_cell(diff: float | None) -> str:
     return "-" if diff is None else f"{diff:+.1f} {'within' if within_rounding(diff) else '**over**'}"
 
 
+def forced_kernels(m: dict) -> str:
+    """The environment setting that forced a machine's ATen kernels (seeds.py records it), or "" where none did."""
+    return f"ATEN_CPU_CAPABILITY={m['ATEN_CPU_CAPABILITY']}" if m.get("ATEN_CPU_CAPABILITY") else ""
+
+
 def machine_name(m: dict) -> str:
     """A machine as seeds.py records it: the CPU and the kernels torch ran, the best it has unless forced."""
-    how = (f"forced by ATEN_CPU_CAPABILITY={m['ATEN_CPU_CAPABILITY']}" if m.get("ATEN_CPU_CAPABILITY")
-           else "the best it supports")
+    how = f"forced by {forced_kernels(m)}" if forced_kernels(m) else "the best it supports"
     return f"{m['cpu']} ({m['aten_cpu_capability']} kernels, {how})"
 
 
@@ -391,7 +395,7 @@ def section_other_machine(doc: dict) -> list[str]:
         return []
     lines = ["", f"### The same seeds on another machine: {machine_name(doc['machine'])}"
                  f"{', ' + '; '.join(params) if params else ''}{', through stage 5' if 'ppo' in ran else ''}", "",
-             f"`{'ATEN_CPU_CAPABILITY=' + doc['machine']['ATEN_CPU_CAPABILITY'] + ' ' if doc['machine'].get('ATEN_CPU_CAPABILITY') else ''}"
+             f"`{(forced_kernels(doc['machine']) + ' ').lstrip()}"
              f"benchmarks/seeds.py --seeds {','.join(seeds)} --to {ran[-1]}`, {doc['date']}, on {machine_name(doc['machine'])}, "
              f"{doc['threads']} thread(s) per stage, the `cpu` preset{' with ' + '; '.join(params) if params else ''}; "
              f"{first} on {machine_name(base['machine'])}. The settings, seeds and thread count are the "
@@ -473,11 +477,11 @@ def section_stage5_again(doc: dict) -> list[str]:
     # The same models and settings on other ATen kernels: the float rounding of stage 5 alone differs
     kernels = doc["machine"].get("ATEN_CPU_CAPABILITY")
     kernels = kernels if kernels != base["machine"].get("ATEN_CPU_CAPABILITY") else None
-    others = "; ".join(filter(None, [others, kernels and f"ATEN_CPU_CAPABILITY={kernels}"]))
+    others = "; ".join(filter(None, [others, kernels and forced_kernels(doc["machine"])]))
     verifier = "ppo.reward=verifier" in doc["params"]
     names = ("reward model", "verifier") if verifier else ("as they ran", others)
     sources = ((names[0], base), (names[1], doc))
-    command = (f"`{'ATEN_CPU_CAPABILITY=' + kernels + ' ' if kernels else ''}"
+    command = (f"`{(forced_kernels(doc['machine']) + ' ').lstrip()}"  # how these runs were started
                f"benchmarks/seeds.py --seeds {','.join(seeds)} --to ppo --from {doc['from']} "
                f"{' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, on {machine_name(doc['machine'])}, "
                f"{n_threads(doc['threads'])} per stage: stage 5 trained again on the very stage "
