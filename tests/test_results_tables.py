@@ -417,6 +417,14 @@ def test_the_suite_timing_section_shows_each_revision_and_the_ratio(tmp_path, mo
     assert "| oldrev (old) | 100 | 600 | 700 | 9 passed in 1.0s | 50.0 / 90.0 |" in text
     assert "| newrev (new) | 100 | 300 | 400 |" in text
     assert "New / old test time: **0.50**; with the setup: **0.57**." in text
+    assert "at each revision from a fresh clone, old then new." in text
+    # one revision timed alone: named, with no ratio
+    (tmp_path / "suite_timing.json").write_text(json.dumps({
+        "date": "d", "cpu": "c", "cores": 2, "load_before": [0.5], "load_after": [1.5], "order": "new",
+        "runs": {"new": run("newrev", 400.0, 300.0)}, "ratio_pytest": None}))
+    text = rt.render()
+    assert "at new alone, from a fresh clone. Target: 5 minutes with the setup." in text
+    assert "| newrev (new) | 100 | 300 | 400 |" in text and "New / old" not in text
 
 
 def test_a_candidate_sft_setting_is_shown_beside_the_seeds_runs_with_every_target_of_stages_2_to_5(tmp_path, monkeypatch):
