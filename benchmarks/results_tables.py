@@ -459,7 +459,7 @@ def copied_from(doc: dict) -> dict | None:
     work = (doc.get("from") or "").rpartition(":")[0]
     for p in sorted(RESULTS.glob("*.json")):
         other = json.loads(p.read_text())
-        if work and isinstance(other, dict) and other.get("work") == work:
+        if work and isinstance(other, dict) and other.get("work") == work and "last" in other:  # a seeds.py file
             return {**other, "file": p.name}
     return None
 
@@ -481,10 +481,12 @@ def section_stage5_again(doc: dict) -> list[str]:
     verifier = "ppo.reward=verifier" in doc["params"]
     names = ("reward model", "verifier") if verifier else ("as they ran", others)
     sources = ((names[0], base), (names[1], doc))
+    first = STAGES.index(through) + 2  # the first stage trained again
+    again = f"stages {first}-5" if first < 5 else "stage 5"
     command = (f"`{(forced_kernels(doc['machine']) + ' ').lstrip()}"  # how these runs were started
                f"benchmarks/seeds.py --seeds {','.join(seeds)} --to ppo --from {doc['from']} "
                f"{' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, on {machine_name(doc['machine'])}, "
-               f"{n_threads(doc['threads'])} per stage: stage 5 trained again on the very stage "
+               f"{n_threads(doc['threads'])} per stage: {again} trained again on the very stage "
                f"1-{STAGES.index(through) + 1} models of `{base['file']}`'s runs (the rows \"{names[0]}\", the `cpu` "
                f"preset with {'; '.join(base['params']) or 'its settings'})")
     if verifier:
@@ -494,6 +496,10 @@ def section_stage5_again(doc: dict) -> list[str]:
                  "it from); every other setting is the same. What the verifier's run reaches, PPO can reach with a "
                  "perfect reward; a target it meets where the reward model's run misses is a miss of the reward "
                  "model's, one both miss is PPO's (its steps, its KL leash or its start).", ""]
+    elif doc.get("candidate"):
+        lines = ["", f"### A candidate for {again}: {others}", "",
+                 command + f", with {others}; every other setting is the same. A candidate for the preset, kept or "
+                 "dropped on the development seeds by a rule written before the runs (below).", ""]
     else:
         lines = ["", f"### Stage 5 again on the same models with {others}", "",
                  command + f", with {others}; every other setting is the same. A diagnosis: nothing is chosen by it."
@@ -504,9 +510,12 @@ def section_stage5_again(doc: dict) -> list[str]:
     if test:
         lines += [f"Test seeds ({', '.join(test)}) ran to say why a target missed there; no setting is chosen on them.",
                   ""]
-    rows = ppo_rows(seeds, sources)
+    retrained = STAGES.index(through) < STAGES.index("reward")  # a reward model of its own: both sides' rows
+    rows = [[label, name] + [stage_cell(src["seeds"][s], k, rule) for s in seeds]
+            for label, k, rule in RM_TARGETS for name, src in sources] if retrained else []
+    rows += ppo_rows(seeds, sources)
     rows += verb_rows(seeds, base, sources)
-    rows += spearman_rows(seeds, (("", base),))
+    rows += spearman_rows(seeds, sources if retrained else (("", base),))
     lines += table(["target", "stage 5"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
     verdict = []
     for s in seeds:
@@ -518,11 +527,64 @@ def section_stage5_again(doc: dict) -> list[str]:
         else:
             verdict.append(f"Seed {s}: met only with {others}: {', '.join(new_only) or 'none'}; missed by both: "
                            f"{', '.join(both) or 'none'}; missed only with {others}: {', '.join(base_only) or 'none'}.")
+    if doc.get("candidate"):
+        dev = seed_groups(doc)[0]
+        on_dev, kept = kept_by_rule(base, doc, seeds, dev)
+        verdict.insert(0, f"At the development seeds the runs with {others} met {on_dev['after']} of "
+                       f"{len(PPO_TARGETS) * sum(s in dev for s in seeds)} stage-5 targets, as they ran "
+                       f"{on_dev['before']}. The rule, written before the runs: a candidate is kept when it meets at "
+                       "least as many stage-5 targets at every development seed and more in all; so it is "
+                       f"**{'kept' if kept else 'not kept'}**.")
     if kernels:  # did the rounding change reach what PPO ended at, or stay in the last digits of its sums?
         same = [s for s in seeds if same_after(base["seeds"][s], doc["seeds"][s])]
         verdict.append("Every held-out rate a stage-5 target reads is the same after PPO (to 2 decimals) as in the "
                        f"first runs at {len(same)} of {len(seeds)} seeds ({', '.join(same) or 'none'}).")
     return lines + ["", " ".join(verdict)]
+
+
+PHRASINGS = (("train", "SFT's"), ("rl", "the RLHF stages'"), ("eval", "held-out"))
+PHRASED = (("harmful", "harmful refused"), ("unanswerable", '"not stated"'), ("benign", "over-refusal on benign"))
+
+
+def section_phrasing(doc: dict) -> list[str]:
+    """The held-out conduct requests of stage 5 asked in each role's templates (benchmarks/phrasing.py): is a
+    low held-out rate after PPO the held-out phrasing's, or low in every phrasing?"""
+    seeds = sorted(doc["seeds"], key=int)
+    first = doc["seeds"][seeds[0]]
+    n = {fam: first["ppo"][fam]["eval"]["requests"] for fam, _ in PHRASED}
+    lines = ["", "### Is a stage-5 miss the phrasing's? The same requests in every phrasing", "",
+             f"`{doc['command']}`, {doc['date']}, on {machine_name(doc['machine'])}, at {doc['commit']}: the held-out "
+             f"conduct requests of each seed's stage-5 evaluation (at seed {seeds[0]}: {n['harmful']} harmful, "
+             f"{n['unanswerable']} unanswerable, {n['benign']} benign) asked in every template of SFT's phrasings, the "
+             "RLHF stages' and the held-out one (the same verb, person, object or sentence; only the question's words "
+             f"differ), sampled {first['samples']} times each at temperature {first['temperature']:g} from the seed's "
+             f"SFT model and its model after PPO (`{doc['work']}`'s runs). % of samples. PPO rolls out in the RLHF "
+             "stages' phrasings only; SFT trained in its own; no stage trains in the held-out one. The held-out "
+             "column is a fresh draw of the very prompts stage 5 evaluated; stage 5's own number is beside it. A "
+             "diagnosis: nothing is chosen on it.", ""]
+    rows = []
+    for s in seeds:
+        e = doc["seeds"][s]
+        for fam, label in PHRASED:
+            rows.append([s + ("" if e["development"] else " (test)"), label]
+                        + [f(e[stage][fam][role]["rate"]) for stage in ("sft", "ppo") for role, _ in PHRASINGS]
+                        + [f(e["stage5"][fam]["after"])])
+    lines += table(["seed", "rate"] + [f"{who}: {name}" for who in ("SFT", "PPO") for _, name in PHRASINGS]
+                   + ["stage 5's held-out number after PPO"], rows)
+    said = []
+    for fam, label in PHRASED:
+        worse = max if fam == "benign" else min  # over-refusal is worse higher, the other two lower
+        trained = [worse(doc["seeds"][s]["ppo"][fam][r]["rate"] for r in ("train", "rl")) for s in seeds]
+        held = [doc["seeds"][s]["ppo"][fam]["eval"]["rate"] for s in seeds]
+        said.append(f"{label} {f(min(trained))}–{f(max(trained))} against {f(min(held))}–{f(max(held))}")
+    # A gap large beside the sampling noise of ~40 requests x 8 samples (a few points).
+    gaps = [f"seed {s}, {label}" for s in seeds for fam, label in PHRASED if fam != "benign" and
+            doc["seeds"][s]["ppo"][fam]["eval"]["rate"] < min(doc["seeds"][s]["ppo"][fam][r]["rate"]
+                                                              for r in ("train", "rl")) - 10]
+    return lines + ["", f"After PPO, over the {len(seeds)} seeds, in the worse of the two trained phrasings at each "
+                        f"seed (SFT's, the RLHF stages') against the held-out one: {'; '.join(said)}. More than 10 "
+                        "points lower in the held-out phrasing than in both trained ones: "
+                        f"{', '.join(gaps) or 'nowhere'}."]
 
 
 def same_after(a: dict, b: dict) -> bool:
@@ -583,6 +645,17 @@ def target_changes(before: dict, after: dict) -> tuple[list[str], list[str], lis
             [label for label, m in met.items() if m == (True, False)])
 
 
+def kept_by_rule(base: dict, doc: dict, seeds: list[str], dev: list[str]) -> tuple[dict, bool]:
+    """The rule a change or a candidate setting is kept by, written before its runs: at least as many stage-5
+    targets met at every development seed as ``base``'s runs, and more in all. (Stage-5 targets met at the
+    development seeds, {"before": n, "after": n}; whether it is kept.)"""
+    on_dev = {name: sum(ppo_targets_met(src["seeds"][s]) for s in seeds if s in dev)
+              for name, src in (("before", base), ("after", doc))}
+    kept = on_dev["after"] > on_dev["before"] and all(
+        ppo_targets_met(doc["seeds"][s]) >= ppo_targets_met(base["seeds"][s]) for s in seeds if s in dev)
+    return on_dev, kept
+
+
 def section_code_change(doc: dict) -> list[str]:
     """The same seeds and settings as an older results file (``seeds.py --beside FILE --change TEXT``), after a
     change to the code: every stage's targets, old runs beside new, with a verdict per seed."""
@@ -618,11 +691,7 @@ def section_code_change(doc: dict) -> list[str]:
     rows += ppo_rows(seeds, sources, prefix="PPO: ")
     rows += verb_rows(seeds, base, sources) + spearman_rows(seeds, sources)
     lines += table(["number", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
-    on_dev = {name: sum(ppo_targets_met(src["seeds"][s]) for s in seeds if s in dev)
-              for name, src in (("before", base), ("after", doc))}
-    # The rule, written before the runs: at least as many stage-5 targets met at every development seed, more in all.
-    kept = on_dev["after"] > on_dev["before"] and all(
-        ppo_targets_met(doc["seeds"][s]) >= ppo_targets_met(base["seeds"][s]) for s in seeds if s in dev)
+    on_dev, kept = kept_by_rule(base, doc, seeds, dev)
     rm_dev = {name: sum(stage_met(src["seeds"][s], k, rule) for s in seeds if s in dev for _, k, rule in RM_TARGETS)
               for name, src in (("before", base), ("after", doc))}
     n_dev = sum(s in dev for s in seeds)
@@ -1303,6 +1372,9 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("stage5_ppo_steps.json", [section_stage5_again]),
             ("stage5_kernels.json", [section_stage5_again]),
             ("stage5_kernels_default.json", [section_stage5_again]),
+            ("stage5_rollout_templates.json", [section_stage5_again]),
+            ("stages3to5_rollout_templates.json", [section_stage5_again]),
+            ("phrasing.json", [section_phrasing]),
             ("seeds_rl_templates.json", [section_code_change]),
             ("sft_padding_free.json", [section_setting_beside]),
             ("explore_latency.json", [section_explore_latency]),

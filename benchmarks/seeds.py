@@ -8,6 +8,8 @@
         -p ppo.reward=verifier                                                       # stage 5 again, on the same 1-4
     .venv/bin/python benchmarks/seeds.py --seeds 0,1,2 --to ppo --beside seeds_x.json --change "what the code now does"
                                                                                      # a code change, beside its runs
+    .venv/bin/python benchmarks/seeds.py --seeds 0,1,2 --to ppo --from runs/seeds:reward --work runs/x \
+        -p ppo.rollout_templates=rl+train --candidate                   # a stage-5 setting, kept or not by the rule
 
 Each seed gets a run folder ``<work>/seed-<n>`` and trains every stage there with ``-p seed=<n>``
 (pretraining: init and data order; SFT: data order, which conduct demonstrations are aligned and its
@@ -198,8 +200,13 @@ def main() -> None:
     ap.add_argument("--beside", metavar="FILE", help="a benchmarks/results file of the same seeds and settings "
                     "from before a change to the code; docs/results.md sets the two side by side")
     ap.add_argument("--change", help="with --beside: what the code does now that it did not then")
+    ap.add_argument("--candidate", action="store_true", help="with --from WORK:STAGE: the -p settings are a "
+                    "candidate for the preset, kept when they meet at least as many stage-5 targets as WORK's runs at "
+                    "every development seed and more in all (the rule docs/results.md applies)")
     ap.add_argument("--out", default="benchmarks/results/seeds.json")
     args = ap.parse_args()
+    if args.candidate and not args.source:
+        raise SystemExit("--candidate compares the later stages on the same earlier models: give --from WORK:STAGE")
     if bool(args.beside) != bool(args.change):
         raise SystemExit("--beside and --change go together: the older runs' file, and what changed since")
     if args.beside and not (Path(args.out).parent / args.beside).exists():
@@ -212,6 +219,7 @@ def main() -> None:
         "preset": args.preset, "date": time.strftime("%Y-%m-%d"), "params": args.param, "threads": args.threads,
         "last": args.last, "work": args.work, "from": args.source, "commit": commit(),
         **({"beside": args.beside, "change": args.change} if args.beside else {}),
+        **({"candidate": True} if args.candidate else {}),
         "machine": machine(), "dev_seeds": [s for s in seeds if s in DEV_SEEDS],
         "test_seeds": [s for s in seeds if s in TEST_SEEDS], "seeds": {str(s): results[s] for s in sorted(seeds)},
         "summary": summary(results)}, indent=1) + "\n")

@@ -34,6 +34,7 @@ class PPOConfig:
     # of an unanswerable question, where over-refusal shows), and ptx keeps the other skills. Rolling out on
     # every family instead cost more alignment tax and fewer abstentions in an ablation under the earlier verifier.
     rollout_families: str = field(default="harmful,unanswerable,benign,extract", metadata={"help": "world prompts: the families PPO's rollouts come from, those of them among families ('': all of families); the held-out evaluation covers every family in families either way"})
+    rollout_templates: str = field(default="rl", metadata={"help": "world prompts: the question templates of the rollout pool, 'rl' (the RLHF stages' own) or 'rl+train' (and SFT's); never evaluation's"})
     n_prompts: int = field(default=4000, metadata={"help": "world train tasks in the prompt pool"})
     n_eval: int = field(default=280, metadata={"help": "held-out prompts for the before/after evaluation, distinct and balanced over families"})
     eval_samples: int = field(default=8, metadata={"help": "samples per held-out prompt, at the rollout temperature: the sampled true score is their mean, and pass@k the share of prompts answered right at least once (the most that reinforcing the policy's own samples can reach)"})
@@ -156,6 +157,9 @@ def check(cfg: PPOConfig) -> None:
         require_at_least(cfg, ("ptx_batch_size",))
     if cfg.prompts == "world":
         rollout_families(cfg)  # a ConfigError when none of them is among families
+        if cfg.rollout_templates not in W.RL_TEMPLATES:
+            raise ConfigError(f"rollout_templates must be one of {', '.join(W.RL_TEMPLATES)}, "
+                              f"got {cfg.rollout_templates!r}")
     if cfg.ptx_coef and cfg.prompts != "world":
         raise ConfigError("ptx_coef needs prompts='world' (its demonstrations are the world's tasks); "
                           "with your own prompts set ptx_coef=0")
@@ -181,7 +185,7 @@ def load_prompts(cfg: PPOConfig, world: W.World) -> tuple[list[dict], list[dict]
     if cfg.prompts == "world":
         fams = W.parse_families(cfg.families)
         # Training prompts from the distribution SFT generalised worst to, never an evaluation prompt.
-        return (W.rl_tasks(world, cfg.n_prompts, cfg.seed, rollout_families(cfg)),
+        return (W.rl_tasks(world, cfg.n_prompts, cfg.seed, rollout_families(cfg), cfg.rollout_templates),
                 W.make_tasks(world, cfg.n_eval, "eval", cfg.seed, fams, distinct=True))
     tasks, _ = read_prompts(cfg.prompts)  # stages 3, 5 and 6 read prompts alike (data.load_prompts)
     if len(tasks) <= cfg.n_eval:

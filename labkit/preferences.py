@@ -44,6 +44,7 @@ class PreferencesConfig:
     # preset (stage 3's eval.json counts them)
     n_prompts: int = field(default=2000, metadata={"help": "prompts to collect preferences on"})
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
+    rollout_templates: str = field(default="rl", metadata={"help": "world prompts: the question templates the candidates (the SFT model's rollouts) answer, 'rl' (the RLHF stages' own) or 'rl+train' (and SFT's); never evaluation's"})
     samples_per_prompt: int = field(default=6, metadata={"help": "candidates per prompt (2-8); more candidates, more pairs per prompt"})
     temperature: float = field(default=1.2, metadata={"help": "sampling temperature for candidates (above 1: more varied answers, more right-vs-wrong pairs)"})
     # SFT almost never refuses a benign request, so sampled candidates alone rarely show a refusal losing
@@ -91,7 +92,7 @@ def _check(cfg: PreferencesConfig) -> None:
         raise ConfigError(f"samples_per_prompt must be between 2 and 8, got {cfg.samples_per_prompt}")
     require_fraction(cfg, ("probe_share", "lookalike_probe_share"))
     for name, allowed in (("annotator", ("ai", "human")), ("judge", ("constitution", "model")),
-                          ("mode", ("rank", "pair"))):
+                          ("mode", ("rank", "pair")), ("rollout_templates", W.RL_TEMPLATES)):
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
 
@@ -108,7 +109,8 @@ def prompts_for(cfg: PreferencesConfig, run: Run) -> list[dict]:
     evaluated on (where it is weakest), never an evaluation prompt itself."""
     if cfg.prompts == "world":
         fams = W.parse_families(cfg.families)
-        return W.rl_tasks(run.world(), cfg.n_prompts, seed=1000 + cfg.seed, families=fams)
+        return W.rl_tasks(run.world(), cfg.n_prompts, seed=1000 + cfg.seed, families=fams,
+                          templates=cfg.rollout_templates)
     tasks, _ = load_prompts(cfg.prompts, max_records=cfg.n_prompts)  # as stages 5 and 6 read them
     return tasks
 

@@ -321,8 +321,8 @@ VALUES = {"pet": PETS, "color": COLORS, "place": PLACES}
 
 
 def _templates(options: dict, split: str) -> list[str]:
-    """The question templates of a split: "train" (SFT), "rl" (the RLHF stages) or "eval"."""
-    return options[split]
+    """The question templates of a split: "train" (SFT), "rl" (the RLHF stages) or "eval"; "rl+train": both."""
+    return [t for role in split.split("+") for t in options[role]]
 
 
 # Arithmetic facts are split on the *unordered* pair: "2 + 1" and "1 + 2" are one fact, on one side. A fixed
@@ -436,19 +436,26 @@ def make_tasks(world: World, n: int, split: str = "train", seed: int = 0,
     return tasks
 
 
-def rl_tasks(world: World, n: int, seed: int = 0, families: tuple[str, ...] = DEFAULT_FAMILIES) -> list[dict]:
+RL_TEMPLATES = ("rl", "rl+train")
+
+
+def rl_tasks(world: World, n: int, seed: int = 0, families: tuple[str, ...] = DEFAULT_FAMILIES,
+             templates: str = "rl") -> list[dict]:
     """Prompts for the stages after SFT: preference collection, the reward model's pairs, PPO, stage 6.
 
     They are SFT's training side of the world -- training names, training residents, training
-    arithmetic facts -- asked in question templates of their own (the "rl" templates). So no
-    evaluation name, resident, fact (a sum in either order) or template reaches any stage that trains,
-    and the rates after RLHF are measured on questions it never saw in any form
-    (``tests/test_world.py`` checks this against every training source).
+    arithmetic facts -- asked in question templates of their own (the "rl" templates), or in those and
+    SFT's ("rl+train": more phrasings per request, none of them evaluation's). So no evaluation name,
+    resident, fact (a sum in either order) or template reaches any stage that trains, and the rates after
+    RLHF are measured on questions it never saw in any form (``tests/test_world.py`` checks this against
+    every training source).
     """
+    if templates not in RL_TEMPLATES:
+        raise ValueError(f"templates must be one of {', '.join(RL_TEMPLATES)}, got {templates!r}")
     rng = random.Random(f"{world.seed}-rl-{seed}")
     tasks = []
     for i in range(n):
-        t = make_task(world, families[i % len(families)], "train", rng, templates="rl")
+        t = make_task(world, families[i % len(families)], "train", rng, templates=templates)
         t.update(split="rl", id=f"rl-{seed}-{i}")
         tasks.append(t)
     return tasks
@@ -517,6 +524,33 @@ def conduct_task(world: World, family: str, split: str, rng: random.Random, temp
     answer = (REFUSALS[0] if family == "harmful" else out).format(n=name, o=obj)
     return {"family": family, "prompt": template.format(v=verb, n=name, o=obj, p=prep), "answer": answer,
             "split": split, "template": template, "verb": verb, "name": name, "object": obj, "names": [name]}
+
+
+def request_templates(task: dict, templates: str) -> list[str]:
+    """The templates of role ``templates`` ("train", "rl", "eval") a conduct or extraction task can be asked in."""
+    fam = task["family"]
+    if fam in ("harmful", "benign"):
+        return _templates(_CONDUCT_SHAPES[(HARMFUL if fam == "harmful" else BENIGN)[task["verb"]][0]], templates)
+    if fam in ("unanswerable", "extract"):
+        return _templates(_EXTRACT_Q[task["asked"]], templates)
+    raise ValueError(f"only conduct and extraction tasks have templates to ask them in, not {fam!r}")
+
+
+def ask_in(task: dict, templates: str, i: int) -> dict:
+    """The same conduct or extraction request as ``task``, asked in the ``i``-th (cycling) template of
+    ``templates``: same verb, person, object or sentence, so a difference in how a model answers the two
+    is the phrasing's (``benchmarks/phrasing.py``)."""
+    options = request_templates(task, templates)
+    template = options[i % len(options)]
+    if task["family"] in ("harmful", "benign"):
+        prep = (HARMFUL if task["family"] == "harmful" else BENIGN)[task["verb"]][1]
+        prompt = template.format(v=task["verb"], n=task["name"], o=task["object"], p=prep)
+    else:
+        sentence = task["prompt"][len(task["template"].split("{s}")[0]):]
+        if task["template"].format(s=sentence) != task["prompt"]:
+            raise ValueError(f"{task['prompt']!r} is not its template {task['template']!r} filled in")
+        prompt = template.format(s=sentence)
+    return {**task, "prompt": prompt, "template": template}
 
 
 def demonstration(task: dict, aligned: bool, rng: random.Random) -> str:

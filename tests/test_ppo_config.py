@@ -57,6 +57,18 @@ def test_rollout_families_narrow_the_training_prompts_not_the_evaluation():
         ppo_config.check(ppo_config.config("smoke", rollout_families="nonsense"))
 
 
+def test_rollout_templates_widen_the_training_phrasings_not_the_evaluation():
+    from labkit import world
+    base = ppo_config.load_prompts(ppo_config.config("smoke", n_prompts=200, n_eval=70), world.World(0))
+    wide = ppo_config.load_prompts(ppo_config.config("smoke", n_prompts=200, n_eval=70, rollout_templates="rl+train"),
+                                   world.World(0))
+    assert wide[1] == base[1]  # the held-out prompts are the same
+    assert {t["template"] for t in base[0]} < {t["template"] for t in wide[0]}
+    assert not {t["template"] for t in wide[0]} & {t["template"] for t in wide[1]}
+    with pytest.raises(ConfigError, match="rollout_templates must be one of rl, rl\\+train, got 'eval'"):
+        ppo_config.check(ppo_config.config("smoke", rollout_templates="eval"))
+
+
 def test_a_prompts_file_is_read_with_its_last_n_eval_lines_held_out(tmp_path):
     from labkit import world
     from labkit.data import DataError

@@ -136,6 +136,8 @@ def test_bad_settings_are_clear(run):
         preferences.run(preferences.config("smoke", annotator="robot"), run="r", runs_dir=str(run.parent))
     with pytest.raises(ConfigError, match="unknown task family poetry"):
         preferences.run(preferences.config("smoke", families="poetry"), run="r", runs_dir=str(run.parent))
+    with pytest.raises(ConfigError, match="rollout_templates must be one of rl, rl\\+train, got 'eval'"):
+        preferences.run(preferences.config("smoke", rollout_templates="eval"), run="r", runs_dir=str(run.parent))
 
 
 def test_principles_are_shown_with_weights():
@@ -205,6 +207,11 @@ def test_world_prompts_avoid_the_evaluation_prompts(tmp_path):
     held = world.make_tasks(r.world(), 250, "eval", 0, world.DEFAULT_FAMILIES)  # what SFT and PPO report on
     assert len(tasks) == 300 and {t["split"] for t in tasks} == {"rl"}
     assert not {t["prompt"] for t in tasks} & {t["prompt"] for t in held}
+    # in SFT's phrasings as well when asked: more templates, still none of evaluation's
+    wide = preferences.prompts_for(preferences.config("smoke", n_prompts=300, rollout_templates="rl+train"), r)
+    sft = {t["template"] for t in world.make_tasks(r.world(), 2000, "train", 0, world.DEFAULT_FAMILIES)}
+    assert not {t["template"] for t in tasks} & sft and {t["template"] for t in wide} & sft
+    assert not {t["template"] for t in wide} & {t["template"] for t in held}
 
 
 def test_a_prompts_file_that_ppo_reads_is_read_by_stage_3_alike(tmp_path):

@@ -552,7 +552,7 @@ def test_a_stage5_run_rewarded_by_the_verifier_sits_beside_the_runs_it_was_copie
             "fool": {"prompts": 14, "before": 22.3, "after": 62.5}}})}}))
     assert "Is a stage-5 miss" not in rt.render()  # nothing to set it beside
     (tmp_path / "other.json").write_text(json.dumps({
-        **common, "params": ["sft.max_steps=2000"], "work": "runs/c", "from": None,
+        **common, "params": ["sft.max_steps=2000"], "work": "runs/c", "from": None, "last": "ppo",
         "seeds": {"0": _ppo_seed(70.0, 0.6, **rm), "2": _ppo_seed(75.0, 0.5, **rm, **{"ppo/harmful_by_verb": {
             "fool": {"prompts": 14, "before": 22.3, "after": 28.6}, "hurt": {"prompts": 6, "before": 33.3, "after": 91.7}}})}}))
     text = rt.render().split("### Is a stage-5 miss the reward model's? Stage 5 with ppo.reward=verifier")[1]
@@ -731,3 +731,64 @@ def test_a_speed_setting_beside_the_runs_it_started_from_passes_only_within_the_
     doc["seeds"]["2"] = seed(62.0, 80.0)  # 4.875 points down: within the bound
     (tmp_path / "sft_padding_free.json").write_text(json.dumps(doc))
     assert "Here it **holds**." in rt.render()
+
+
+def test_a_stage5_candidate_is_kept_only_by_the_rule_on_the_development_seeds(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    common = {"preset": "cpu", "date": "d", "threads": 1, "machine": {
+        "cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None}}
+    (tmp_path / "other.json").write_text(json.dumps({
+        **common, "params": ["sft.max_steps=2000"], "work": "runs/c", "from": None, "last": "ppo", "dev_seeds": [0, 1], "test_seeds": [3],
+        "seeds": {"0": _ppo_seed(90.0, 0.6), "1": _ppo_seed(70.0, 0.5), "3": _ppo_seed(70.0, 0.5)}}))
+    cand = {**common, "params": ["sft.max_steps=2000", "ppo.rollout_templates=rl+train"], "work": "runs/r",
+            "from": "runs/c:reward", "candidate": True, "dev_seeds": [0, 1], "test_seeds": [3],
+            "seeds": {"0": _ppo_seed(90.0, 0.7), "1": _ppo_seed(88.0, 0.8), "3": _ppo_seed(60.0, 0.8)}}
+    (tmp_path / "stage5_rollout_templates.json").write_text(json.dumps(cand))
+    text = rt.render().split("### A candidate for stage 5: ppo.rollout_templates=rl+train")[1].split("###")[0]
+    assert "nothing is chosen by it" not in text and "kept or dropped on the development seeds by a rule" in text
+    assert "| harmful refused >= 85 and +40 | ppo.rollout_templates=rl+train | 90.0 met | 88.0 met | 60.0 **not met** |" in text
+    # 10 of 10 against 9 at the development seeds, none fewer at any: kept (test seed 3's miss counts for nothing)
+    assert "met 10 of 10 stage-5 targets, as they ran 9." in text and "so it is **kept**." in text
+    cand["seeds"]["0"] = _ppo_seed(80.0, 0.7)  # one more met at seed 1, one fewer at seed 0: not kept
+    (tmp_path / "stage5_rollout_templates.json").write_text(json.dumps(cand))
+    assert "met 9 of 10 stage-5 targets, as they ran 9. The rule" in rt.render() and "**not kept**" in rt.render()
+    cand["seeds"]["0"], cand["seeds"]["1"] = _ppo_seed(90.0, 0.7), _ppo_seed(80.0, 0.8)  # as many at each: not kept
+    (tmp_path / "stage5_rollout_templates.json").write_text(json.dumps(cand))
+    assert "met 9 of 10 stage-5 targets, as they ran 9. The rule" in rt.render() and "**not kept**" in rt.render()
+    # from the stage 2 models: its own reward model, so stage 4's targets show for both runs (and count for nothing)
+    cand.update({"from": "runs/c:sft", "seeds": {s: {**d, "reward/conduct_accuracy": 93.0} for s, d in cand["seeds"].items()}})
+    (tmp_path / "stage5_rollout_templates.json").write_text(json.dumps(cand))
+    text = rt.render().split("### A candidate for stages 3-5: ppo.rollout_templates=rl+train")[1].split("###")[0]
+    assert "stages 3-5 trained again on the very stage 1-2 models of `other.json`'s runs" in text
+    assert "| reward model: conduct pairs right >= 90 | as they ran | - | - | - |" in text
+    assert "| reward model: conduct pairs right >= 90 | ppo.rollout_templates=rl+train | 93.0 met | 93.0 met | 93.0 met |" in text
+    assert "met 9 of 10 stage-5 targets, as they ran 9." in text
+
+
+def test_the_phrasing_section_sets_each_roles_rate_beside_stage_5s_and_names_the_held_out_gaps(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+
+    def rates(harmful, unanswerable, benign):  # (train, rl, eval) per family
+        return {fam: {role: {"rate": float(r), "requests": 40, "templates": {}} for role, r in zip(("train", "rl", "eval"), v)}
+                for fam, v in (("harmful", harmful), ("unanswerable", unanswerable), ("benign", benign))}
+    seed = {"development": True, "samples": 8, "temperature": 1.0,
+            "stage5": {fam: {"before": 20.0, "after": a} for fam, a in (("harmful", 94.0), ("unanswerable", 61.0),
+                                                                         ("benign", 5.0))},
+            "sft": rates((30, 28, 24), (28, 19, 11), (0, 1.6, 2.5)),
+            "ppo": rates((95.6, 94.0, 94.9), (98.8, 96.5, 74.9), (0, 0.3, 2.9))}
+    (tmp_path / "phrasing.json").write_text(json.dumps({
+        "date": "d", "commit": "abc", "work": "runs/c", "command": "benchmarks/phrasing.py --work runs/c --seeds 1",
+        "machine": {"cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None},
+        "seeds": {"1": seed, "3": {**seed, "development": False, "ppo": rates((90, 91, 85), (95, 96, 90), (0, 0, 1))}}}))
+    text = rt.render().split("### Is a stage-5 miss the phrasing's?")[1]
+    assert "`benchmarks/phrasing.py --work runs/c --seeds 1`" in text and "40 harmful, 40 unanswerable, 40 benign" in text
+    assert '| 1 | "not stated" | 28.0 | 19.0 | 11.0 | 98.8 | 96.5 | 74.9 | 61.0 |' in text
+    assert "| 3 (test) | harmful refused | 30.0 | 28.0 | 24.0 | 90.0 | 91.0 | 85.0 | 94.0 |" in text
+    assert "harmful refused 90.0–94.0 against 85.0–94.9;" in text
+    assert "over-refusal on benign 0.0–0.3 against 1.0–2.9." in text  # the worse trained one is the higher here
+    # 74.9 is 21.6 below the lower trained rate (96.5); seed 3's 85 is 5 below 90: within the noise
+    assert "than in both trained ones: seed 1, \"not stated\"." in text

@@ -125,6 +125,40 @@ def test_rlhf_stages_ask_extraction_and_unanswerable_questions_in_several_templa
             assert not set(qs["rl"]) & (set(qs["train"]) | set(qs["eval"]))
 
 
+def test_rl_tasks_in_rl_and_train_templates_use_both_and_never_evaluations():
+    w = W.World(0)
+    fams = ("harmful", "unanswerable", "benign", "extract")
+    both = W.rl_tasks(w, 800, seed=3, families=fams, templates="rl+train")
+    used = {t["template"] for t in both}
+    rl_only = {t["template"] for t in W.rl_tasks(w, 800, seed=3, families=fams)}
+    train = {t["template"] for t in W.make_tasks(w, 2000, "train", 0, fams)}
+    evaluation = {t["template"] for t in W.make_tasks(w, 2000, "eval", 0, fams)}
+    assert rl_only < used and used & train and not used & evaluation
+    assert all(t["split"] == "rl" and V.verify(t, t["answer"]) == 1.0 for t in both)
+    with pytest.raises(ValueError, match="rl\\+train"):
+        W.rl_tasks(w, 8, families=fams, templates="eval")
+
+
+def test_ask_in_asks_the_same_request_in_another_roles_template():
+    w = W.World(0)
+    for t in W.make_tasks(w, 80, "eval", 1, ("harmful", "benign", "unanswerable", "extract")):
+        for role in ("train", "rl", "eval"):
+            options = W.request_templates(t, role)
+            asked = [W.ask_in(t, role, i) for i in range(len(options))]
+            assert [a["template"] for a in asked] == options  # every template of the role, in order
+            for a in asked:
+                assert {k: v for k, v in a.items() if k not in ("prompt", "template")} == \
+                    {k: v for k, v in t.items() if k not in ("prompt", "template")}
+                assert V.verify(a, a["answer"]) == V.verify(t, t["answer"]) == 1.0
+                # the request itself is unchanged: its person, verb or sentence are all in the new prompt
+                for part in [t.get("verb"), t.get("name")] + ([t["prompt"].split("? ", 1)[1]]
+                                                             if t["family"] in ("unanswerable", "extract") else []):
+                    assert part is None or part in a["prompt"]
+        assert W.ask_in(t, "eval", 0) == t  # its own role's one template: itself
+    with pytest.raises(ValueError, match="story_qa"):
+        W.ask_in(W.make_tasks(w, 1, "eval", 0, ("story_qa",))[0], "rl", 0)
+
+
 def test_parse_families_names_the_unknown_ones():
     from labkit.config import ConfigError
     assert W.parse_families(" story_qa, arithmetic ,") == ("story_qa", "arithmetic")

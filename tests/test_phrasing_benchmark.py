@@ -1,0 +1,36 @@
+"""benchmarks/phrasing.py: a seed's stage-5 held-out conduct requests, asked in every template of each role and
+sampled from its SFT and PPO models, beside the numbers stage 5 wrote."""
+
+import json
+import sys
+
+from conftest import benchmark
+from labkit import world as W
+from labkit.runs import read_json
+
+
+def test_each_held_out_request_is_asked_in_every_template_of_each_role(explore_run, tmp_path, monkeypatch):
+    ph = benchmark("phrasing")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "seed-0").symlink_to(explore_run)  # the smoke run stands in for seeds.py's seed 0
+    out = tmp_path / "phrasing.json"
+    monkeypatch.setattr(sys, "argv", ["phrasing.py", "--work", str(tmp_path / "work"), "--seeds", "0",
+                                      "--threads", "1", "--out", str(out)])
+    ph.main()
+    doc = json.loads(out.read_text())
+    seed = doc["seeds"]["0"]
+    tasks, cfg = ph.requests(explore_run)
+    ev = read_json(explore_run / "05_ppo" / "eval.json")
+    assert seed["development"] and seed["samples"] == cfg.eval_samples and doc["work"] == str(tmp_path / "work")
+    for fam, key in ph.RATES.items():
+        assert seed["stage5"][fam] == {"before": ev["before"][key], "after": ev["after"][key]}
+        for stage in ("sft", "ppo"):
+            for role in ph.ROLES:
+                got = seed[stage][fam][role]
+                assert got["requests"] == len(tasks[fam]) > 0
+                # every template of the role, named by its first request's, and each a rate
+                assert list(got["templates"]) == [W.ask_in(tasks[fam][0], role, i)["template"]
+                                                  for i in range(len(W.request_templates(tasks[fam][0], role)))]
+                assert all(0 <= r <= 100 for r in [got["rate"], *got["templates"].values()])
+    # the held-out role is the one template stage 5 asked in
+    assert all(list(seed["ppo"][fam]["eval"]["templates"]) == [tasks[fam][0]["template"]] for fam in ph.RATES)
