@@ -1374,6 +1374,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("stage5_kernels_default.json", [section_stage5_again]),
             ("stage5_rollout_templates.json", [section_stage5_again]),
             ("stages3to5_rollout_templates.json", [section_stage5_again]),
+            ("stages3to5_preference_templates.json", [section_stage5_again]),
             ("phrasing.json", [section_phrasing]),
             ("seeds_rl_templates.json", [section_code_change]),
             ("sft_padding_free.json", [section_setting_beside]),
