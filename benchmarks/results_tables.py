@@ -516,7 +516,8 @@ def section_stage5_again(doc: dict) -> list[str]:
     rows += ppo_rows(seeds, sources)
     rows += verb_rows(seeds, base, sources)
     rows += spearman_rows(seeds, sources if retrained else (("", base),))
-    lines += table(["target", "stage 5"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
+    lines += table(["target", "runs" if retrained else "stage 5"]
+                   + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
     verdict = []
     for s in seeds:
         new_only, both, base_only = target_changes(base["seeds"][s], doc["seeds"][s])

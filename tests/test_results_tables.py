@@ -762,6 +762,7 @@ def test_a_stage5_candidate_is_kept_only_by_the_rule_on_the_development_seeds(tm
     (tmp_path / "stage5_rollout_templates.json").write_text(json.dumps(cand))
     text = rt.render().split("### A candidate for stages 3-5: ppo.rollout_templates=rl+train")[1].split("###")[0]
     assert "stages 3-5 trained again on the very stage 1-2 models of `other.json`'s runs" in text
+    assert "| target | runs | seed 0 | seed 1 | seed 3 (test) |" in text  # not "stage 5": stage 4 is in it too
     assert "| reward model: conduct pairs right >= 90 | as they ran | - | - | - |" in text
     assert "| reward model: conduct pairs right >= 90 | ppo.rollout_templates=rl+train | 93.0 met | 93.0 met | 93.0 met |" in text
     assert "met 9 of 10 stage-5 targets, as they ran 9." in text
