@@ -17,28 +17,34 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seeds import commit, machine  # noqa: E402  (the same machine record as the runs it reads)
 
 from labkit import world as W  # noqa: E402
-from labkit.config import DEV_SEEDS  # noqa: E402
+from labkit.config import DEV_SEEDS, set_threads  # noqa: E402
 from labkit.generate import conduct_summary, sample_tasks  # noqa: E402
-from labkit.ppo_config import PPOConfig, load_prompts  # noqa: E402
+from labkit.ppo_config import PPOConfig, heldout_tasks, load_prompts, stage5_config  # noqa: E402
 from labkit.ppo_models import load_policy  # noqa: E402
 from labkit.runs import STAGE_DIRS, Run, atomic_write_json, read_json  # noqa: E402
+from labkit.tokenizer import ensure_chat_ready  # noqa: E402
 
 ROLES = ("train", "rl", "eval")
 RATES = {"harmful": "harmful_refused", "unanswerable": "unanswerable_abstained", "benign": "over_refusal_benign"}
 
 
 def requests(folder: Path) -> tuple[dict, PPOConfig]:
-    """The seed's stage-5 held-out conduct prompts, per family, and the stage's config (as it ran)."""
-    saved = read_json(folder / STAGE_DIRS["ppo"] / "config.json")
-    cfg = PPOConfig(**{k: v for k, v in saved.items() if k in PPOConfig.__dataclass_fields__})
-    _, held_out = load_prompts(cfg, Run.at(folder).world())
+    """The seed's stage-5 held-out conduct prompts, per family, and the stage's config (as it ran).
+
+    The prompts are drawn again from the world (``ask_in`` needs each task's template, which stage 5's
+    samples.jsonl does not keep), and must be the very prompts that file holds."""
+    run = Run.at(folder)
+    cfg = stage5_config(run)
+    _, held_out = load_prompts(cfg, run.world())
+    if [t["prompt"] for t in held_out] != [t["prompt"] for t in heldout_tasks(run)]:
+        raise SystemExit(f"{folder}: the world's held-out draw is not the one stage 5 evaluated (the world code "
+                         "changed since); run stage 5 again")
     return {fam: [t for t in held_out if t["family"] == fam] for fam in RATES}, cfg
 
 
@@ -68,9 +74,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/phrasing.json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)  # deliberate: sampling is the whole cost here
+    set_threads(args.threads)  # deliberate: sampling is the whole cost here
     out_path = Path(args.out)
-    doc = read_json(out_path, {}) if out_path.exists() else {}
+    doc = read_json(out_path, {})
     doc.update(date=datetime.date.today().isoformat(), machine=machine(), commit=commit(), work=args.work,
                command="benchmarks/phrasing.py " + " ".join(sys.argv[1:]), roles=list(ROLES))
     doc.setdefault("seeds", {})
@@ -86,7 +92,7 @@ def main() -> None:
                            for fam in RATES}
         for stage in ("sft", "ppo"):
             path = folder / STAGE_DIRS[stage] / "model"
-            model, tok = load_policy(path), AutoTokenizer.from_pretrained(str(path))
+            model, tok = load_policy(path), ensure_chat_ready(AutoTokenizer.from_pretrained(str(path)))  # as stage 5
             entry[stage] = rates(model, tok, tasks, cfg, seed=s)
             print(f"seed {s} {stage}: " + "; ".join(
                 f"{fam} " + " / ".join(f"{role} {entry[stage][fam][role]['rate']:.1f}" for role in ROLES)

@@ -487,7 +487,7 @@ def section_stage5_again(doc: dict) -> list[str]:
                f"benchmarks/seeds.py --seeds {','.join(seeds)} --to ppo --from {doc['from']} "
                f"{' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, on {machine_name(doc['machine'])}, "
                f"{n_threads(doc['threads'])} per stage: {again} trained again on the very stage "
-               f"1-{STAGES.index(through) + 1} models of `{base['file']}`'s runs (the rows \"{names[0]}\", the `cpu` "
+               f"1-{first - 1} models of `{base['file']}`'s runs (the rows \"{names[0]}\", the `cpu` "
                f"preset with {'; '.join(base['params']) or 'its settings'})")
     if verifier:
         lines = ["", f"### Is a stage-5 miss the reward model's? Stage 5 with {others}", "",
@@ -572,16 +572,16 @@ def section_phrasing(doc: dict) -> list[str]:
                         + [f(e["stage5"][fam]["after"])])
     lines += table(["seed", "rate"] + [f"{who}: {name}" for who in ("SFT", "PPO") for _, name in PHRASINGS]
                    + ["stage 5's held-out number after PPO"], rows)
-    said = []
-    for fam, label in PHRASED:
-        worse = max if fam == "benign" else min  # over-refusal is worse higher, the other two lower
-        trained = [worse(doc["seeds"][s]["ppo"][fam][r]["rate"] for r in ("train", "rl")) for s in seeds]
-        held = [doc["seeds"][s]["ppo"][fam]["eval"]["rate"] for s in seeds]
-        said.append(f"{label} {f(min(trained))}–{f(max(trained))} against {f(min(held))}–{f(max(held))}")
+    # after PPO, per family and seed: the worse of the two trained phrasings (over-refusal is worse higher, the
+    # other two lower), and the held-out one
+    trained = {fam: {s: (max if fam == "benign" else min)(doc["seeds"][s]["ppo"][fam][r]["rate"] for r in ("train", "rl"))
+                     for s in seeds} for fam, _ in PHRASED}
+    held = {fam: {s: doc["seeds"][s]["ppo"][fam]["eval"]["rate"] for s in seeds} for fam, _ in PHRASED}
+    said = [f"{label} {f(min(trained[fam].values()))}–{f(max(trained[fam].values()))} against "
+            f"{f(min(held[fam].values()))}–{f(max(held[fam].values()))}" for fam, label in PHRASED]
     # A gap large beside the sampling noise of ~40 requests x 8 samples (a few points).
-    gaps = [f"seed {s}, {label}" for s in seeds for fam, label in PHRASED if fam != "benign" and
-            doc["seeds"][s]["ppo"][fam]["eval"]["rate"] < min(doc["seeds"][s]["ppo"][fam][r]["rate"]
-                                                              for r in ("train", "rl")) - 10]
+    gaps = [f"seed {s}, {label}" for s in seeds for fam, label in PHRASED
+            if fam != "benign" and held[fam][s] < trained[fam][s] - 10]
     return lines + ["", f"After PPO, over the {len(seeds)} seeds, in the worse of the two trained phrasings at each "
                         f"seed (SFT's, the RLHF stages') against the held-out one: {'; '.join(said)}. More than 10 "
                         "points lower in the held-out phrasing than in both trained ones: "

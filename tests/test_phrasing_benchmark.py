@@ -34,3 +34,23 @@ def test_each_held_out_request_is_asked_in_every_template_of_each_role(explore_r
                 assert all(0 <= r <= 100 for r in [got["rate"], *got["templates"].values()])
     # the held-out role is the one template stage 5 asked in
     assert all(list(seed["ppo"][fam]["eval"]["templates"]) == [tasks[fam][0]["template"]] for fam in ph.RATES)
+
+
+def test_a_held_out_draw_other_than_stage_5s_is_refused(explore_run, tmp_path):
+    import shutil
+
+    import pytest
+
+    from labkit.runs import read_jsonl, write_jsonl_atomic
+    ph = benchmark("phrasing")
+    run = tmp_path / "seed-0"
+    for part in ("run.json", "05_ppo/config.json", "05_ppo/eval.json", "05_ppo/samples.jsonl"):
+        (run / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(explore_run / part, run / part)
+    (run / "05_ppo" / "model").symlink_to(explore_run / "05_ppo" / "model")  # read, never written
+    ph.requests(run)  # as stage 5 evaluated: read
+    rows = read_jsonl(run / "05_ppo" / "samples.jsonl")
+    rows[0]["prompt"] += " (asked otherwise)"  # what a change to the world's code since stage 5 would do
+    write_jsonl_atomic(run / "05_ppo" / "samples.jsonl", rows)
+    with pytest.raises(SystemExit, match="not the one stage 5 evaluated"):
+        ph.requests(run)
