@@ -165,6 +165,13 @@ def require_fraction(cfg, names) -> None:
             raise ConfigError(f"{name} must be between 0 and 1, got {v}")
 
 
+def require_one_of(cfg, choices: dict) -> None:
+    """Refuse the first field of ``choices`` ({name: allowed values}) whose value is not among its values."""
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+
+
 # --- the fields every stage config repeats ---------------------------------------------------------
 # One definition each (type, default, help text), used as ``seed: int = seed_field("...")`` in every stage's
 # dataclass. They stay plain fields of that dataclass, in its own order, so papermill's parameters and

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import world as W
 from .config import (ConfigError, bf16_field, device_field, field_names, gpu_memory_field,
                      gradient_checkpointing_field, lora_alpha_field, lora_r_field, lora_target_modules_field, make_config,
-                     require_at_least, seed_field, threads_field)
+                     require_at_least, require_one_of, seed_field, threads_field)
 from .data import load_prompts as read_prompts
 from .ppo_math import best_of_n_kl, seed_for
 from .runs import Run, read_json, read_jsonl
@@ -157,9 +157,7 @@ def check(cfg: PPOConfig) -> None:
         require_at_least(cfg, ("ptx_batch_size",))
     if cfg.prompts == "world":
         rollout_families(cfg)  # a ConfigError when none of them is among families
-        if cfg.rollout_templates not in W.RL_TEMPLATES:
-            raise ConfigError(f"rollout_templates must be one of {', '.join(W.RL_TEMPLATES)}, "
-                              f"got {cfg.rollout_templates!r}")
+        require_one_of(cfg, {"rollout_templates": W.RL_TEMPLATES})
     if cfg.ptx_coef and cfg.prompts != "world":
         raise ConfigError("ptx_coef needs prompts='world' (its demonstrations are the world's tasks); "
                           "with your own prompts set ptx_coef=0")

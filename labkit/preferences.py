@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 from . import verifier as V
 from . import world as W
-from .config import (ConfigError, device_field, make_config, require_fraction, seed_field, set_threads,
-                     threads_field)
+from .config import (ConfigError, device_field, make_config, require_fraction, require_one_of, seed_field,
+                     set_threads, threads_field)
 from .data import load_prompts
 from .generate import generate
 from .judges import Constitution, ModelJudge, constitution, label_all, stopped_flags
@@ -91,10 +91,8 @@ def _check(cfg: PreferencesConfig) -> None:
     if not 2 <= cfg.samples_per_prompt <= 8:
         raise ConfigError(f"samples_per_prompt must be between 2 and 8, got {cfg.samples_per_prompt}")
     require_fraction(cfg, ("probe_share", "lookalike_probe_share"))
-    for name, allowed in (("annotator", ("ai", "human")), ("judge", ("constitution", "model")),
-                          ("mode", ("rank", "pair")), ("rollout_templates", W.RL_TEMPLATES)):
-        if getattr(cfg, name) not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    require_one_of(cfg, {"annotator": ("ai", "human"), "judge": ("constitution", "model"), "mode": ("rank", "pair"),
+                         "rollout_templates": W.RL_TEMPLATES})
 
 
 def _model(path_or_stage: str, run: Run):

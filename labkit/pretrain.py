@@ -34,7 +34,7 @@ import torch
 from . import textdata
 from . import world as W
 from .config import (ConfigError, bf16_field, device_field, gpu_memory_field, gradient_checkpointing_field,
-                    make_config, require_at_least, seed_field, set_threads, threads_field)
+                    make_config, require_at_least, require_one_of, seed_field, set_threads, threads_field)
 from .live import LiveChart, Timer, progress
 from .models import (OBJECTIVES, build_model, count_params, load_model, max_positions, objective_of, pick_device,
                      resolve_bf16)
@@ -278,8 +278,7 @@ def samples(model, tokenizer, cfg, device) -> list[dict]:
 
 
 def _check(cfg: PretrainConfig, world_size: int = 1) -> None:
-    if cfg.objective not in OBJECTIVES:
-        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {cfg.objective!r}")
+    require_one_of(cfg, {"objective": OBJECTIVES})
     require_at_least(cfg, ("max_steps", "batch_size", "block_size", "grad_accum_steps", "n_layer", "eval_batches"))
     if cfg.batch_size % world_size:
         raise ConfigError(f"batch_size={cfg.batch_size} must be a multiple of the {world_size} data-parallel "

@@ -5,7 +5,8 @@ import sys
 import pytest
 
 from labkit import pretrain
-from labkit.config import ConfigError, coerce, make_config, require_at_least, require_fraction, require_positive
+from labkit.config import (ConfigError, coerce, make_config, require_at_least, require_fraction, require_one_of,
+                           require_positive)
 
 
 def test_preset_then_overrides_with_string_coercion():
@@ -50,6 +51,10 @@ def test_range_checks_name_the_field_and_pass_unset_ones():
     for bad in (-0.1, 1.5):
         with pytest.raises(ConfigError, match=f"aligned_share must be between 0 and 1, got {bad}"):
             require_fraction(sft.config("smoke", aligned_share=bad), ("aligned_share",))
+    cfg = pretrain.config("smoke", objective="masked", tokenizer="bpe")
+    require_one_of(cfg, {"objective": ("causal", "masked"), "tokenizer": ("bpe",)})
+    with pytest.raises(ConfigError, match="tokenizer must be one of wordpiece, unigram, got 'bpe'"):  # the first bad one
+        require_one_of(cfg, {"objective": ("causal", "masked"), "tokenizer": ("wordpiece", "unigram")})
 
 
 def test_bf16_resolution():
