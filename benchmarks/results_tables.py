@@ -91,6 +91,7 @@ STAGE_TARGETS = [
     ("reward model: Spearman on conduct >= 0.6", "reward/conduct_spearman", lambda v: v >= 0.6),
 ]
 RM_TARGETS = [t for t in STAGE_TARGETS if t[1].startswith("reward/")]  # stage 4's alone
+SFT_TARGETS = [t for t in STAGE_TARGETS if t[1].startswith("sft/")]  # stage 2's alone
 
 
 def ppo_cell(d: dict, k: str, rule) -> str:
@@ -671,7 +672,7 @@ def section_code_change(doc: dict) -> list[str]:
     same, differ = [what for what, ok in checks if ok], [what for what, ok in checks if not ok]
     sources = (("before the change", base), ("after the change", doc))
     lines = ["", f"### A change to the code at the same seeds: {doc['change']}", "",
-             f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to {ran[-1]} "
+             f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to {ran[-1]}{' --from ' + doc['from'] if doc.get('from') else ''} "
              f"{' '.join('-p ' + p for p in doc['params'])} --beside {doc['beside']}`, {doc['date']}, on "
              f"{machine_name(doc['machine'])}, {n_threads(doc['threads'])} per stage, at "
              f"{doc.get('commit') or 'an unrecorded commit'}. The rows \"before the change\" are `{doc['beside']}`'s runs "
@@ -693,13 +694,20 @@ def section_code_change(doc: dict) -> list[str]:
     rows += verb_rows(seeds, base, sources) + spearman_rows(seeds, sources)
     lines += table(["number", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
     on_dev, kept = kept_by_rule(base, doc, seeds, dev)
-    rm_dev = {name: sum(stage_met(src["seeds"][s], k, rule) for s in seeds if s in dev for _, k, rule in RM_TARGETS)
-              for name, src in (("before", base), ("after", doc))}
+    rm_dev, sft_dev = ({name: sum(stage_met(src["seeds"][s], k, rule) for s in seeds if s in dev for _, k, rule in targets)
+                        for name, src in (("before", base), ("after", doc))} for targets in (RM_TARGETS, SFT_TARGETS))
+    # A change SFT trains on must not buy stage 5's targets with SFT's; its rule (written before its runs) says so.
+    sft_trained = any(doc["seeds"][s].get("sft/task_accuracy") != base["seeds"][s].get("sft/task_accuracy") for s in seeds)
+    kept = kept and (not sft_trained or sft_dev["after"] >= sft_dev["before"])
     n_dev = sum(s in dev for s in seeds)
     verdict = [f"At the development seeds the runs after the change met {on_dev['after']} of "
-               f"{len(PPO_TARGETS) * n_dev} stage-5 targets, before it {on_dev['before']}. The rule, written before "
-               "the runs: the change stays when it meets at least as many stage-5 targets at every development seed "
-               f"and more in all; so it **{'stays' if kept else 'does not stay'}**. Stage 4's targets, which the rule "
+               f"{len(PPO_TARGETS) * n_dev} stage-5 targets, before it {on_dev['before']}"
+               + (f", and SFT's task-accuracy target at {sft_dev['after']} of {n_dev} seeds, before it "
+                  f"{sft_dev['before']}" if sft_trained else "")
+               + ". The rule, written before the runs: the change stays when it meets at least as many stage-5 "
+               "targets at every development seed and more in all"
+               + (", and SFT's target at no fewer development seeds (the change re-trained SFT)" if sft_trained else "")
+               + f"; so it **{'stays' if kept else 'does not stay'}**. Stage 4's targets, which the rule "
                f"does not count: {rm_dev['after']} of {len(RM_TARGETS) * n_dev} met after the change, {rm_dev['before']} "
                "before it."]
     for s in seeds:
@@ -1378,6 +1386,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("stages3to5_preference_templates.json", [section_stage5_again]),
             ("phrasing.json", [section_phrasing]),
             ("seeds_rl_templates.json", [section_code_change]),
+            ("seeds_sft_phrasings.json", [section_code_change]),
             ("sft_padding_free.json", [section_setting_beside]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),

@@ -674,6 +674,20 @@ def test_a_code_change_at_the_same_seeds_sits_beside_the_older_runs_with_a_verdi
     doc["seeds"]["0"] = _ppo_seed(90.0, 0.5, **same)
     (tmp_path / "seeds_rl_templates.json").write_text(json.dumps(doc))
     assert "met 10 of 10 stage-5 targets, before it 9." in rt.render() and "so it **stays**" in rt.render()
+    assert "SFT's task-accuracy target" not in rt.render()  # SFT's numbers are the same: the rule is stage 5's alone
+    # a change SFT trains on (from the same stage 1): stage 5's gain does not count if SFT's target is lost with it
+    doc["from"] = "runs/x:pretrain"
+    doc["seeds"]["2"] = _ppo_seed(88.0, 0.7, **{**same, "sft/task_accuracy": 65.0})
+    (tmp_path / "seeds_rl_templates.json").write_text(json.dumps(doc))
+    text = rt.render()
+    assert "--to ppo --from runs/x:pretrain -p sft.max_steps=2000 --beside old.json`" in text
+    assert ("met 10 of 10 stage-5 targets, before it 9, and SFT's task-accuracy target at 1 of 2 seeds, before it 2."
+            in text and "and SFT's target at no fewer development seeds (the change re-trained SFT); so it "
+            "**does not stay**" in text)
+    doc["seeds"]["2"] = _ppo_seed(88.0, 0.7, **{**same, "sft/task_accuracy": 70.0})  # re-trained, the target kept
+    (tmp_path / "seeds_rl_templates.json").write_text(json.dumps(doc))
+    assert "target at 2 of 2 seeds, before it 2." in rt.render() and "so it **stays**" in rt.render()
+    del doc["from"]
     # runs on other kernels are not the change's alone, and the page says so
     (tmp_path / "old.json").write_text(json.dumps({**common, "date": "old", "seeds": old,
                                                    "machine": {**machine, "aten_cpu_capability": "AVX2"}}))
