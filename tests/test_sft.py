@@ -174,7 +174,7 @@ def test_conduct_demonstrations_are_aligned_in_the_configured_share(share):
     if 0 < share < 1:
         by_template = {}
         for t, a in zip(conduct, aligned):
-            by_template.setdefault(t["prompt"].split()[0], set()).add(a)
+            by_template.setdefault(t["template"], set()).add(a)
         assert all(v == {True, False} for v in by_template.values())
     others = [t for t in train if t["family"] not in ("harmful", "unanswerable")]
     assert all("response" not in t for t in others)  # benign and answer tasks show the answer itself
