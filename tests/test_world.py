@@ -155,7 +155,7 @@ def test_ask_in_asks_the_same_request_in_another_roles_template():
                                                              if t["family"] in ("unanswerable", "extract") else []):
                     assert part is None or part in a["prompt"]
         assert W.ask_in(t, "eval", 0) == t  # its own role's one template: itself
-        for role in ("train", "rl"):  # and back again, whichever side of its question a template puts the sentence
+        for role in ("train", "rl"):  # and back again from every template of the other roles
             assert all(W.ask_in(W.ask_in(t, role, i), "eval", 0) == t for i in range(len(W.request_templates(t, role))))
     with pytest.raises(ValueError, match="story_qa"):
         W.ask_in(W.make_tasks(w, 1, "eval", 0, ("story_qa",))[0], "rl", 0)
