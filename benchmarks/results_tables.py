@@ -722,7 +722,7 @@ def section_setting_beside(doc: dict, order: bool = False) -> list[str]:
     """A setting meant to change only the speed (``seeds.py --beside FILE --change TEXT`` with one more ``-p``), run
     from the same stage 1 as FILE's runs: does SFT's task accuracy stay within the rounding bound at every seed?
     ``order``: the added setting is ``sft.data_seed``, the same examples in another order; then the section says how
-    far order alone moves SFT, beside the bounds the lab sets rounding and the seeds' spread."""
+    far order alone moves SFT, beside the bounds the lab sets for rounding and for the seeds' spread."""
     if not doc.get("beside") or (base := load(doc["beside"])) is None:
         return []
     _, test = seed_groups(doc)
@@ -746,10 +746,11 @@ def section_setting_beside(doc: dict, order: bool = False) -> list[str]:
                 + [rounding_cell(moved[s]) for s in seeds])
     held = all(within_rounding(v) for v in moved.values())
     if order:
-        most = max(moved.values(), key=abs)
+        most = max(seeds, key=lambda s: abs(moved[s]))
         return lines + table(["number", "runs"] + [label(s) for s in seeds], rows) + [
-            "", f"The same tasks, initialisation and stage 1; only the order SFT sees its examples in differs. Order "
-                f"alone moved SFT's task accuracy by {most:+.1f} points at most ({', '.join(label(s) for s in seeds)}), "
+            "", f"The same tasks, initialisation and stage 1; only the order SFT sees its examples in differs. Across "
+                f"{', '.join(label(s) for s in seeds)}, order alone moved SFT's task accuracy by as much as "
+                f"{moved[most]:+.1f} points (at {label(most)}), "
                 f"where the lab allows float rounding {ROUNDING_POINTS} points and the seeds' spread (max - min) "
                 f"{SPREAD_POINTS}: order alone is **{'within' if held else 'beyond'} the rounding bound**"
                 + ("." if held else f" (at {', '.join(label(s) for s in seeds if not within_rounding(moved[s]))}).")]
@@ -1400,6 +1401,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("seeds_sft_phrasings.json", [section_code_change]),
             ("sft_padding_free.json", [section_setting_beside]),
             ("sft_data_order.json", [lambda doc: section_setting_beside(doc, order=True)]),
+            ("sft_data_order_101.json", [lambda doc: section_setting_beside(doc, order=True)]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),
