@@ -513,8 +513,7 @@ def section_stage5_again(doc: dict) -> list[str]:
         lines += [f"Test seeds ({', '.join(test)}) ran to say why a target missed there; no setting is chosen on them.",
                   ""]
     retrained = STAGES.index(through) < STAGES.index("reward")  # a reward model of its own: both sides' rows
-    rows = [[label, name] + [stage_cell(src["seeds"][s], k, rule) for s in seeds]
-            for label, k, rule in RM_TARGETS for name, src in sources] if retrained else []
+    rows = stage_rows(seeds, sources, RM_TARGETS) if retrained else []
     rows += ppo_rows(seeds, sources)
     rows += verb_rows(seeds, base, sources)
     rows += spearman_rows(seeds, sources if retrained else (("", base),))
@@ -532,7 +531,7 @@ def section_stage5_again(doc: dict) -> list[str]:
                            f"{', '.join(both) or 'none'}; missed only with {others}: {', '.join(base_only) or 'none'}.")
     if doc.get("candidate"):
         dev = seed_groups(doc)[0]
-        on_dev, kept = kept_by_rule(base, doc, seeds, dev)
+        on_dev, _, kept = kept_by_rule(base, doc, seeds, dev)  # from the same SFT models: no SFT clause
         verdict.insert(0, f"At the development seeds the runs with {others} met {on_dev['after']} of "
                        f"{len(PPO_TARGETS) * sum(s in dev for s in seeds)} stage-5 targets, as they ran "
                        f"{on_dev['before']}. The rule, written before the runs: a candidate is kept when it meets at "
@@ -598,6 +597,12 @@ def same_after(a: dict, b: dict) -> bool:
         all(round(a[k], 2) == round(b[k], 2) for k in keys)
 
 
+def stage_rows(seeds: list[str], sources, targets) -> list[list[str]]:
+    """Stage 2's or stage 4's ``targets`` at each seed, a row per target and source ((name, results file) pairs)."""
+    return [[label, name] + [stage_cell(src["seeds"][s], k, rule) for s in seeds]
+            for label, k, rule in targets for name, src in sources]
+
+
 def ppo_rows(seeds: list[str], sources, prefix: str = "") -> list[list[str]]:
     """Stage 5's targets at each seed for each of ``sources`` ((name, results file) pairs), then per source how
     many it met and its KL to the SFT model after PPO."""
@@ -648,15 +653,27 @@ def target_changes(before: dict, after: dict) -> tuple[list[str], list[str], lis
             [label for label, m in met.items() if m == (True, False)])
 
 
-def kept_by_rule(base: dict, doc: dict, seeds: list[str], dev: list[str]) -> tuple[dict, bool]:
+def met_on_dev(base: dict, doc: dict, seeds: list[str], dev: list[str], targets) -> dict:
+    """How many of stage 2's or stage 4's ``targets`` each run met at the development seeds:
+    {"before": n, "after": n}."""
+    return {name: sum(stage_met(src["seeds"][s], k, rule) for s in seeds if s in dev for _, k, rule in targets)
+            for name, src in (("before", base), ("after", doc))}
+
+
+def kept_by_rule(base: dict, doc: dict, seeds: list[str], dev: list[str]) -> tuple[dict, dict | None, bool]:
     """The rule a change or a candidate setting is kept by, written before its runs: at least as many stage-5
-    targets met at every development seed as ``base``'s runs, and more in all. (Stage-5 targets met at the
-    development seeds, {"before": n, "after": n}; whether it is kept.)"""
+    targets met at every development seed as ``base``'s runs, and more in all; and where it re-trained SFT, SFT's
+    target met at no fewer development seeds, so stage 5's targets are not bought with SFT's. (Stage-5 targets met
+    at the development seeds, {"before": n, "after": n}; the same for SFT's target, None where SFT's numbers are
+    ``base``'s; whether it is kept.)"""
     on_dev = {name: sum(ppo_targets_met(src["seeds"][s]) for s in seeds if s in dev)
               for name, src in (("before", base), ("after", doc))}
     kept = on_dev["after"] > on_dev["before"] and all(
         ppo_targets_met(doc["seeds"][s]) >= ppo_targets_met(base["seeds"][s]) for s in seeds if s in dev)
-    return on_dev, kept
+    sft_trained = any(doc["seeds"][s].get("sft/task_accuracy") != base["seeds"][s].get("sft/task_accuracy")
+                      for s in seeds)
+    sft_dev = met_on_dev(base, doc, seeds, dev, SFT_TARGETS) if sft_trained else None
+    return on_dev, sft_dev, kept and (sft_dev is None or sft_dev["after"] >= sft_dev["before"])
 
 
 def section_code_change(doc: dict) -> list[str]:
@@ -688,26 +705,21 @@ def section_code_change(doc: dict) -> list[str]:
     for label, key, nd in [h for h in HEADLINES if h[1] in ("pretrain/val_ppl", "sft/task_accuracy")]:
         for name, src in sources:
             rows.append([label, name] + [f(src["seeds"][s].get(key), nd + 1) for s in seeds])
-    for label, k, rule in RM_TARGETS:
-        for name, src in sources:
-            rows.append([label, name] + [stage_cell(src["seeds"][s], k, rule) for s in seeds])
+    rows += stage_rows(seeds, sources, RM_TARGETS)
     rows += ppo_rows(seeds, sources, prefix="PPO: ")
     rows += verb_rows(seeds, base, sources) + spearman_rows(seeds, sources)
     lines += table(["number", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
-    on_dev, kept = kept_by_rule(base, doc, seeds, dev)
-    rm_dev, sft_dev = ({name: sum(stage_met(src["seeds"][s], k, rule) for s in seeds if s in dev for _, k, rule in targets)
-                        for name, src in (("before", base), ("after", doc))} for targets in (RM_TARGETS, SFT_TARGETS))
-    # A change SFT trains on must not buy stage 5's targets with SFT's; its rule (written before its runs) says so.
-    sft_trained = any(doc["seeds"][s].get("sft/task_accuracy") != base["seeds"][s].get("sft/task_accuracy") for s in seeds)
-    kept = kept and (not sft_trained or sft_dev["after"] >= sft_dev["before"])
+    on_dev, sft_dev, kept = kept_by_rule(base, doc, seeds, dev)
+    rm_dev = met_on_dev(base, doc, seeds, dev, RM_TARGETS)
     n_dev = sum(s in dev for s in seeds)
     verdict = [f"At the development seeds the runs after the change met {on_dev['after']} of "
                f"{len(PPO_TARGETS) * n_dev} stage-5 targets, before it {on_dev['before']}"
                + (f", and SFT's task-accuracy target at {sft_dev['after']} of {n_dev} seeds, before it "
-                  f"{sft_dev['before']}" if sft_trained else "")
+                  f"{sft_dev['before']}" if sft_dev is not None else "")
                + ". The rule, written before the runs: the change stays when it meets at least as many stage-5 "
                "targets at every development seed and more in all"
-               + (", and SFT's target at no fewer development seeds (the change re-trained SFT)" if sft_trained else "")
+               + (", and SFT's target at no fewer development seeds (the change re-trained SFT)"
+                  if sft_dev is not None else "")
                + f"; so it **{'stays' if kept else 'does not stay'}**. Stage 4's targets, which the rule "
                f"does not count: {rm_dev['after']} of {len(RM_TARGETS) * n_dev} met after the change, {rm_dev['before']} "
                "before it."]
@@ -798,10 +810,7 @@ def section_sft_candidate(doc: dict) -> list[str]:
     if len(stage_targets) + len(ppo_targets) < len(STAGE_TARGETS) + len(PPO_TARGETS):
         lines += ["This setting's runs have not reached every stage yet: only the targets of the stages they reached "
                   "are shown and counted, for every row.", ""]
-    rows = []
-    for label, k, rule in stage_targets:
-        for name, src in sources:
-            rows.append([label, name] + [stage_cell(src["seeds"][s], k, rule) for s in seeds])
+    rows = stage_rows(seeds, sources, stage_targets)
     for label, k, rule in ppo_targets:
         for name, src in sources:
             rows.append([f"PPO: {label}", name] + [ppo_cell(src["seeds"][s], k, rule) for s in seeds])
