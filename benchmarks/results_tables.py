@@ -369,7 +369,9 @@ def forced_kernels(m: dict) -> str:
 def machine_name(m: dict) -> str:
     """A machine as seeds.py records it: the CPU and the kernels torch ran, the best it has unless forced."""
     how = f"forced by {forced_kernels(m)}" if forced_kernels(m) else "the best it supports"
-    return f"{m['cpu']} ({m['aten_cpu_capability']} kernels, {how})"
+    # one CPU name covers several generations, told apart by family/model/stepping where seeds.py recorded it
+    cpu_id = f"family/model/stepping {m['cpu_id']}; " if m.get("cpu_id") else ""
+    return f"{m['cpu']} ({cpu_id}{m['aten_cpu_capability']} kernels, {how})"
 
 
 def stages_reached(doc: dict, seeds: list[str] | None = None) -> list[str]:
@@ -587,6 +589,51 @@ def section_phrasing(doc: dict) -> list[str]:
                         f"seed (SFT's, the RLHF stages') against the held-out one: {'; '.join(said)}. More than 10 "
                         "points lower in the held-out phrasing than in both trained ones: "
                         f"{', '.join(gaps) or 'nowhere'}."]
+
+
+STORY_CELLS = (("train", "train", "training names, SFT's phrasings"), ("train", "eval", "training names, held-out phrasing"),
+               ("eval", "train", "held-out names, SFT's phrasings"), ("eval", "rl", "held-out names, the RLHF stages' phrasing"),
+               ("eval", "eval", "held-out names, held-out phrasing"))
+STORY_KEYS = ("place", "object", "color", "receiver")
+
+
+def section_story_qa(doc: dict) -> list[str]:
+    """SFT models' story questions asked with either half of the story names and in every role's templates
+    (benchmarks/story_qa.py): is a low held-out story-QA number the held-out names', the held-out phrasing's, or
+    one question's?"""
+    runs = doc["runs"]
+    cell = lambda r, names, role: runs[r]["cells"][f"{names} names, {role} templates"]  # noqa: E731
+    name = lambda r: (f"seed {runs[r]['seed']}, " + ("the preset's order" if runs[r]["data_seed"] is None  # noqa: E731
+                                                      else f"data_seed={runs[r]['data_seed']}"))
+    lines = ["", "### Story questions: the held-out names, the held-out phrasing, or the question", "",
+             f"`{doc['command']}`, {doc['date']}, on {machine_name(doc['machine'])}, at {doc['commit']}: "
+             f"{doc['stories']} stories told twice, once with names from the half of the story names SFT trains on "
+             "and once with the same draws' names from the held-out half (nothing else differs), each asked every "
+             "question (where the finder went, what they found, its colour, who got it) in every template of SFT's "
+             "phrasings, the RLHF stages' and the held-out one, greedily, as SFT's evaluation asks. % right. The first "
+             "column is the model's own held-out story QA (its eval.json: held-out names in the held-out phrasing, "
+             "on its seed's draw). A diagnosis: nothing is chosen on it.", ""]
+    lines += table(["SFT model", "story QA in eval.json"] + [label for _, _, label in STORY_CELLS],
+                   [[name(r), f(runs[r]["sft/accuracy_story_qa"])] + [f(cell(r, n, ro)["all"]["accuracy"]) for n, ro, _ in STORY_CELLS]
+                    for r in runs])
+    lines += ["", "Per question, held-out names in the held-out phrasing: % right, and in brackets the % that "
+                  "answered with another of the story's own facts (the giver for the receiver, the object's colour "
+                  "for its place).", ""]
+    lines += table(["SFT model"] + list(STORY_KEYS),
+                   [[name(r)] + [f"{f(c['accuracy'])} ({f(c['wrong_story'])})"
+                                 for c in (cell(r, "eval", "eval")[k] for k in STORY_KEYS)] for r in runs])
+    # What each difference costs, averaged over the models: the names (same phrasing), the phrasing (same names).
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    acc = {(n, ro): mean([cell(r, n, ro)["all"]["accuracy"] for r in runs]) for n, ro, _ in STORY_CELLS}
+    names_cost = acc["train", "train"] - acc["eval", "train"]
+    phrasing_cost = acc["eval", "train"] - acc["eval", "eval"]
+    low = {k: mean([cell(r, "eval", "eval")[k]["accuracy"] for r in runs]) for k in STORY_KEYS}
+    worst = min(low, key=low.get)
+    return lines + ["", f"Averaged over the {len(runs)} models: held-out names instead of training ones, in SFT's "
+                        f"phrasings, cost {f(names_cost)} points; the held-out phrasing instead of SFT's, with held-out "
+                        f"names, {f(phrasing_cost)} points. In the held-out phrasing with held-out names the question "
+                        f"answered worst is {worst} ({f(low[worst])}% right; "
+                        + ", ".join(f"{k} {f(low[k])}" for k in STORY_KEYS if k != worst) + ")."]
 
 
 def same_after(a: dict, b: dict) -> bool:
@@ -1406,6 +1453,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("stages3to5_rollout_templates.json", [section_stage5_again]),
             ("stages3to5_preference_templates.json", [section_stage5_again]),
             ("phrasing.json", [section_phrasing]),
+            ("story_qa.json", [section_story_qa]),
             ("seeds_rl_templates.json", [section_code_change]),
             ("seeds_sft_phrasings.json", [section_code_change]),
             ("sft_padding_free.json", [section_setting_beside]),

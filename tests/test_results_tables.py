@@ -820,3 +820,35 @@ def test_the_phrasing_section_sets_each_roles_rate_beside_stage_5s_and_names_the
     assert "over-refusal on benign 0.0–0.3 against 1.0–2.9." in text  # the worse trained one is the higher here
     # 74.9 is 21.6 below the lower trained rate (96.5); seed 3's 85 is 5 below 90: within the noise
     assert "than in both trained ones: seed 1, \"not stated\"." in text
+
+
+def test_the_story_qa_section_splits_the_held_out_loss_into_the_names_and_the_phrasing(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+
+    def cells(by_cell, receiver):  # every question at the cell's rate, the receiver at its own where given
+        out = {}
+        for (names, role), acc in by_cell.items():
+            per = {k: {"accuracy": float(receiver if (k == "receiver" and (names, role) == ("eval", "eval")) else acc),
+                       "wrong_story": 10.0, "wrong_elsewhere": 0.0, "wrong_other": 0.0, "asked": 4} for k in rt.STORY_KEYS}
+            per["all"] = {"accuracy": sum(p["accuracy"] for p in per.values()) / len(rt.STORY_KEYS)}
+            out[f"{names} names, {role} templates"] = per
+        return out
+    base = {("train", "train"): 100, ("train", "rl"): 90, ("train", "eval"): 90, ("eval", "train"): 80,
+            ("eval", "rl"): 70, ("eval", "eval"): 60}
+    runs = {"runs/a/seed-0": {"seed": 0, "data_seed": None, "sft/accuracy_story_qa": 95.0, "sft/task_accuracy": 70.0,
+                              "cells": cells(base, 20)},
+            "runs/b/sft-pt1": {"seed": 1, "data_seed": 100, "sft/accuracy_story_qa": 47.5, "sft/task_accuracy": 57.0,
+                               "cells": cells({**base, ("eval", "train"): 60}, 20)}}
+    (tmp_path / "story_qa.json").write_text(json.dumps({
+        "command": "benchmarks/story_qa.py --runs x", "date": "d", "commit": "abc", "stories": 4, "runs": runs,
+        "machine": {"cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "cpu_id": "25/1/1"}}))
+    text = rt.render().split("### Story questions")[1]
+    assert "(family/model/stepping 25/1/1; AVX2 kernels" in text
+    # eval/eval's mean over the questions: (60 * 3 + 20) / 4 = 50
+    assert "| seed 1, data_seed=100 | 47.5 | 100.0 | 90.0 | 60.0 | 70.0 | 50.0 |" in text
+    assert "| seed 0, the preset's order | 60.0 (10.0) | 60.0 (10.0) | 60.0 (10.0) | 20.0 (10.0) |" in text
+    # names: 100 - mean(80, 60) = 30; phrasing: mean(80, 60) - 50 = 20
+    assert "in SFT's phrasings, cost 30.0 points; the held-out phrasing instead of SFT's, with held-out names, 20.0" in text
+    assert "answered worst is receiver (20.0% right; place 60.0, object 60.0, color 60.0)" in text

@@ -1,0 +1,68 @@
+"""benchmarks/story_qa.py: the same stories told with either half of the story names, asked every question in
+every template of each role, and each wrong answer sorted by what it said."""
+
+import json
+import sys
+
+from conftest import benchmark
+from labkit import world as W
+from labkit.verifier import verify
+
+
+def test_the_two_halves_tell_the_same_stories_with_other_names():
+    sq = benchmark("story_qa")
+    world = W.World(0)
+    told = sq.stories(world, 12, seed=3)
+    for (a_text, a), (b_text, b) in zip(told["train"], told["eval"]):
+        assert a["who"] in world.story_names["train"] and b["who"] in world.story_names["eval"]
+        assert a["receiver"] in world.story_names["train"] and b["receiver"] in world.story_names["eval"]
+        same = {k: v for k, v in a.items() if k not in ("who", "receiver")}
+        assert same == {k: v for k, v in b.items() if k not in ("who", "receiver")}
+        # only the names differ: put the other half's names in and the text is the same
+        assert a_text.replace(a["who"], "@A").replace(a["receiver"], "@B") == \
+            b_text.replace(b["who"], "@A").replace(b["receiver"], "@B")
+    assert len({t for t, _ in told["train"]}) > 1  # the stories are drawn, not one repeated
+
+
+def test_every_story_is_asked_every_question_in_every_template_of_a_role():
+    sq = benchmark("story_qa")
+    told = sq.stories(W.World(0), 3, seed=0)["eval"]
+    for role in sq.ROLES:
+        asked = sq.questions(told, role)
+        assert len(asked) == len(told) * sum(len(r[role]) for r in W._STORY_Q.values())
+        for t in asked:
+            assert t["template"] in W._STORY_Q[t["key"]][role]
+            assert t["answer"] == t["facts"][t["key"]] and verify(t, t["answer"]) == 1.0
+            assert t["prompt"].startswith(next(text for text, f in told if f is t["facts"]) + "\nQuestion: ")
+
+
+def test_a_wrong_answer_is_sorted_by_what_it_said():
+    sq = benchmark("story_qa")
+    told = sq.stories(W.World(0), 1, seed=0)["eval"]
+    asked = {t["key"]: t for t in sq.questions(told, "eval")}
+    facts = told[0][1]
+    other_name = next(n for n in W.NAME_POOL if n not in (facts["who"], facts["receiver"]))
+    other_place = next(p for p in W.PLACES if p != facts["place"])
+    assert sq.wrong_kind(asked["receiver"], facts["who"] + ".") == "story"  # the giver for the receiver
+    assert sq.wrong_kind(asked["receiver"], other_name) == "elsewhere"
+    assert sq.wrong_kind(asked["receiver"], "the park") == "other"
+    assert sq.wrong_kind(asked["place"], facts["color"]) == "story"  # the story's colour for its place
+    assert sq.wrong_kind(asked["place"], other_place) == "elsewhere"
+    assert sq.wrong_kind(asked["color"], "I cannot help with that.") == "other"
+
+
+def test_it_writes_each_cell_per_question_for_a_run(explore_run, tmp_path, monkeypatch):
+    sq = benchmark("story_qa")
+    out = tmp_path / "story_qa.json"
+    monkeypatch.setattr(sys, "argv", ["story_qa.py", "--runs", str(explore_run), "--stories", "4", "--out", str(out)])
+    sq.main()
+    run = json.loads(out.read_text())["runs"][str(explore_run)]
+    assert set(run["cells"]) == {f"{h} names, {r} templates" for h in sq.NAMES for r in sq.ROLES}
+    for name, cell in run["cells"].items():
+        role = name.split(", ")[1].split()[0]
+        for key in W._STORY_Q:
+            c = cell[key]
+            assert c["asked"] == 4 * len(W._STORY_Q[key][role])
+            wrong = c["wrong_story"] + c["wrong_elsewhere"] + c["wrong_other"]
+            assert abs(c["accuracy"] + wrong - 100) < 1e-9
+        assert cell["all"]["accuracy"] == sum(cell[k]["accuracy"] for k in W._STORY_Q) / len(W._STORY_Q)
