@@ -622,6 +622,27 @@ def section_story_qa(doc: dict) -> list[str]:
     lines += table(["SFT model"] + list(STORY_KEYS),
                    [[name(r)] + [f"{f(c['accuracy'])} ({f(c['wrong_story'])})"
                                  for c in (cell(r, "eval", "eval")[k] for k in STORY_KEYS)] for r in runs])
+    own = lambda r: cell(r, "train", "train")  # noqa: E731  (SFT's own distribution: its names, its phrasings)
+    lines += ["", "Per question, each answer's loss (mean cross-entropy over its tokens, as SFT trains) on SFT's own "
+                  "distribution: new stories with training names, in SFT's phrasings, the validation loss of SFT's own "
+                  "distribution split by question. No held-out question enters it.", ""]
+    lines += table(["SFT model"] + list(STORY_KEYS), [[name(r)] + [f(own(r)[k]["loss"], 3) for k in STORY_KEYS] for r in runs])
+    first = next(iter(runs))
+    shares = runs[first]["answer_tokens"]
+    lines += ["", f"What SFT's loss weighs (the training examples of seed {runs[first]['seed']}'s SFT; the other seeds "
+                  "draw alike): per family "
+                  "and story question, its share of the examples and of the answer tokens TRL's loss averages over.", ""]
+    lines += table(["family / question", "% of examples", "% of answer tokens"],
+                   [[g, f(v["examples"]), f(v["tokens"])] for g, v in shares.items()])
+    # Does SFT's own validation loss point at the question the held-out evaluation finds weakest?
+    worst_loss = {r: max(STORY_KEYS, key=lambda k: own(r)[k]["loss"]) for r in runs}
+    held_acc = {r: {k: cell(r, "eval", "eval")[k]["accuracy"] for k in STORY_KEYS} for r in runs}
+    agree = [r for r in runs if held_acc[r][worst_loss[r]] == min(held_acc[r].values())]  # a tie for worst counts
+    task = [g for g in shares if g.split("/")[0] in ANSWER_FAMILIES]
+    lines += ["", f"The task families hold {f(sum(shares[g]['examples'] for g in task))}% of the examples and "
+                  f"{f(sum(shares[g]['tokens'] for g in task))}% of the answer tokens. At {len(agree)} of {len(runs)} "
+                  "models the question with the highest loss on SFT's own distribution is the one answered worst "
+                  "held-out" + (f" ({', '.join(f'{name(r)}: {worst_loss[r]}' for r in agree)})" if agree else "") + "."]
     # What each difference costs, averaged over the models: the names (same phrasing), the phrasing (same names).
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     acc = {(n, ro): mean([cell(r, n, ro)["all"]["accuracy"] for r in runs]) for n, ro, _ in STORY_CELLS}

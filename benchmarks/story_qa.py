@@ -14,6 +14,7 @@ word of the kind asked that the story does not hold, or something else. A diagno
 folders ``benchmarks/seeds.py`` made.
 """
 import argparse
+import dataclasses
 import datetime
 import random
 import shlex
@@ -75,6 +76,24 @@ def wrong_kind(task: dict, response: str) -> str:
     return "elsewhere" if said in {w.lower() for w in KINDS[key]} else "other"
 
 
+def story_key(task: dict) -> str:
+    """A story task's question (place, object, color, receiver), from its template."""
+    return next(k for k, roles in W._STORY_Q.items() if any(task["template"] in ts for ts in roles.values()))
+
+
+def answer_tokens(world: W.World, tok, sft_config: dict) -> dict:
+    """Of SFT's training examples (the run's own config), per family and per story question: the % of examples
+    and the % of answer tokens. TRL's loss is the mean over answer tokens, so the second is each one's weight."""
+    from labkit import sft
+    cfg = sft.SFTConfig(**{k: v for k, v in sft_config.items() if k in {f.name for f in dataclasses.fields(sft.SFTConfig)}})
+    train, _ = sft.world_tasks(world, cfg)
+    groups = [t["family"] + (f"/{story_key(t)}" if t["family"] == "story_qa" else "") for t in train]
+    n_tokens = [len(tok(r["completion"], add_special_tokens=False)["input_ids"]) for r in to_prompt_completion(tok, train)]
+    total = sum(n_tokens)
+    return {g: {"examples": 100 * groups.count(g) / len(groups),
+                "tokens": 100 * sum(n for x, n in zip(groups, n_tokens) if x == g) / total} for g in sorted(set(groups))}
+
+
 @torch.no_grad()
 def answer_loss(model, tok, tasks: list[dict]) -> list[float]:
     """Per task, the mean cross-entropy of its demonstrated answer's tokens (EOS included) after its prompt, as SFT
@@ -134,6 +153,7 @@ def main() -> None:
         result["runs"][folder] = {"seed": cfg["seed"], "data_seed": cfg.get("data_seed"),
                                   "sft/accuracy_story_qa": evald.get("sft/accuracy_story_qa"),
                                   "sft/task_accuracy": evald.get("sft/task_accuracy"),
+                                  "answer_tokens": answer_tokens(run.world(), tok, cfg),
                                   "cells": rates(model, tok, run.world(), args.stories, cfg["seed"], cfg["eval_max_new_tokens"])}
         print(folder, {k: round(v["all"]["accuracy"], 1) for k, v in result["runs"][folder]["cells"].items()},
               flush=True)

@@ -827,20 +827,23 @@ def test_the_story_qa_section_splits_the_held_out_loss_into_the_names_and_the_ph
     rt = _script()
     monkeypatch.setattr(rt, "RESULTS", tmp_path)
 
-    def cells(by_cell, receiver):  # every question at the cell's rate, the receiver at its own where given
+    def cells(by_cell, receiver, loss_of):  # every question at the cell's rate, the receiver at its own where given
         out = {}
         for (names, role), acc in by_cell.items():
             per = {k: {"accuracy": float(receiver if (k == "receiver" and (names, role) == ("eval", "eval")) else acc),
-                       "wrong_story": 10.0, "wrong_elsewhere": 0.0, "wrong_other": 0.0, "asked": 4} for k in rt.STORY_KEYS}
+                       "wrong_story": 10.0, "wrong_elsewhere": 0.0, "wrong_other": 0.0, "asked": 4,
+                       "loss": loss_of.get(k, 0.01)} for k in rt.STORY_KEYS}
             per["all"] = {"accuracy": sum(p["accuracy"] for p in per.values()) / len(rt.STORY_KEYS)}
             out[f"{names} names, {role} templates"] = per
         return out
     base = {("train", "train"): 100, ("train", "rl"): 90, ("train", "eval"): 90, ("eval", "train"): 80,
             ("eval", "rl"): 70, ("eval", "eval"): 60}
+    shares = {"story_qa/object": {"examples": 4.0, "tokens": 1.0}, "harmful": {"examples": 46.0, "tokens": 79.0},
+              "word_list": {"examples": 50.0, "tokens": 20.0}}
     runs = {"runs/a/seed-0": {"seed": 0, "data_seed": None, "sft/accuracy_story_qa": 95.0, "sft/task_accuracy": 70.0,
-                              "cells": cells(base, 20)},
+                              "cells": cells(base, 20, {"receiver": 0.3}), "answer_tokens": shares},
             "runs/b/sft-pt1": {"seed": 1, "data_seed": 100, "sft/accuracy_story_qa": 47.5, "sft/task_accuracy": 57.0,
-                               "cells": cells({**base, ("eval", "train"): 60}, 20)}}
+                               "cells": cells({**base, ("eval", "train"): 60}, 20, {"object": 1.4}), "answer_tokens": shares}}
     (tmp_path / "story_qa.json").write_text(json.dumps({
         "command": "benchmarks/story_qa.py --runs x", "date": "d", "commit": "abc", "stories": 4, "runs": runs,
         "machine": {"cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "cpu_id": "25/1/1"}}))
@@ -852,3 +855,8 @@ def test_the_story_qa_section_splits_the_held_out_loss_into_the_names_and_the_ph
     # names: 100 - mean(80, 60) = 30; phrasing: mean(80, 60) - 50 = 20
     assert "in SFT's phrasings, cost 30.0 points; the held-out phrasing instead of SFT's, with held-out names, 20.0" in text
     assert "answered worst is receiver (20.0% right; place 60.0, object 60.0, color 60.0)" in text
+    assert "| seed 1, data_seed=100 | 0.010 | 1.400 | 0.010 | 0.010 |" in text and "| story_qa/object | 4.0 | 1.0 |" in text
+    assert "The task families hold 54.0% of the examples and 21.0% of the answer tokens." in text
+    # the highest own-distribution loss is seed 0's receiver (answered worst held-out) and seed 1's object (not)
+    assert "At 1 of 2 models the question with the highest loss on SFT's own distribution is the one answered worst " \
+           "held-out (seed 0, the preset's order: receiver)." in text

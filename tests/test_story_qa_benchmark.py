@@ -4,6 +4,8 @@ every template of each role, and each wrong answer sorted by what it said."""
 import json
 import sys
 
+import pytest
+
 from conftest import benchmark
 from labkit import world as W
 from labkit.verifier import verify
@@ -66,3 +68,40 @@ def test_it_writes_each_cell_per_question_for_a_run(explore_run, tmp_path, monke
             wrong = c["wrong_story"] + c["wrong_elsewhere"] + c["wrong_other"]
             assert abs(c["accuracy"] + wrong - 100) < 1e-9
         assert cell["all"]["accuracy"] == sum(cell[k]["accuracy"] for k in W._STORY_Q) / len(W._STORY_Q)
+
+
+def test_the_answer_loss_is_the_models_own_loss_on_the_answer_tokens(explore_run):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from labkit.tokenizer import to_prompt_completion
+    sq = benchmark("story_qa")
+    model = AutoModelForCausalLM.from_pretrained(explore_run / "02_sft" / "model")
+    tok = AutoTokenizer.from_pretrained(explore_run / "02_sft" / "model")
+    tasks = sq.questions(sq.stories(W.World(0), 2, seed=0)["train"], "train")[:3]
+    got = sq.answer_loss(model, tok, tasks)
+    for t, loss, row in zip(tasks, got, to_prompt_completion(tok, tasks)):
+        p = tok(row["prompt"], add_special_tokens=False).input_ids
+        c = tok(row["completion"], add_special_tokens=False).input_ids
+        assert c[-1] == tok.eos_token_id and len(c) >= 2  # the answer and its EOS, as SFT trains them
+        with torch.no_grad():  # transformers' own loss, the prompt's labels masked
+            want = model(torch.tensor([p + c]), labels=torch.tensor([[-100] * len(p) + c])).loss.item()
+        assert loss == pytest.approx(want, rel=1e-5)
+
+
+def test_the_answer_token_shares_count_sfts_own_training_examples(explore_run):
+    from transformers import AutoTokenizer
+
+    from labkit import sft
+    from labkit.runs import read_json
+    sq = benchmark("story_qa")
+    tok = AutoTokenizer.from_pretrained(explore_run / "02_sft" / "model")
+    cfg = read_json(explore_run / "02_sft" / "config.json")
+    shares = sq.answer_tokens(W.World(0), tok, cfg)
+    train, _ = sft.world_tasks(W.World(0), sft.config("smoke", seed=cfg["seed"]))
+    assert sum(v["examples"] for v in shares.values()) == pytest.approx(100)
+    assert sum(v["tokens"] for v in shares.values()) == pytest.approx(100)
+    n_story = sum(t["family"] == "story_qa" for t in train)
+    assert sum(v["examples"] for g, v in shares.items() if g.startswith("story_qa/")) == pytest.approx(100 * n_story / len(train))
+    # a refusal is longer than a one-word answer: harmful's share of tokens exceeds its share of examples
+    assert shares["harmful"]["tokens"] > shares["harmful"]["examples"] > 0
