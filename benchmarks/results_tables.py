@@ -603,8 +603,7 @@ def section_story_qa(doc: dict) -> list[str]:
     one question's?"""
     runs = doc["runs"]
     cell = lambda r, names, role: runs[r]["cells"][f"{names} names, {role} templates"]  # noqa: E731
-    name = lambda r: (f"seed {runs[r]['seed']}, " + ("the preset's order" if runs[r]["data_seed"] is None  # noqa: E731
-                                                      else f"data_seed={runs[r]['data_seed']}"))
+    name = lambda r: f"seed {runs[r]['seed']}, " + (", ".join(runs[r]["settings"]) or "the preset")  # noqa: E731
     lines = ["", "### Story questions: the held-out names, the held-out phrasing, or the question", "",
              f"`{doc['command']}`, {doc['date']}, on {machine_name(doc['machine'])}, at {doc['commit']}: "
              f"{doc['stories']} stories told twice, once with names from the half of the story names SFT trains on "

@@ -76,6 +76,18 @@ def wrong_kind(task: dict, response: str) -> str:
     return "elsewhere" if said in {w.lower() for w in KINDS[key]} else "other"
 
 
+# Settings that observe or place training without changing what it computes: not part of a model's name.
+OBSERVERS = {"seed", "threads", "n_val", "eval_interval", "log_interval", "report_to", "device", "eval_samples",
+             "eval_max_new_tokens"}
+
+
+def settings(sft_config: dict) -> list[str]:
+    """The SFT settings a run trained with that are not the cpu preset's (``data_seed=100``, say), observers aside."""
+    from labkit import sft
+    preset = dataclasses.asdict(sft.config("cpu"))
+    return [f"{k}={v}" for k, v in sft_config.items() if k not in OBSERVERS and preset.get(k, "(absent)") != v]
+
+
 def story_key(task: dict) -> str:
     """A story task's question (place, object, color, receiver), from its template."""
     return next(k for k, roles in W._STORY_Q.items() if any(task["template"] in ts for ts in roles.values()))
@@ -150,7 +162,7 @@ def main() -> None:
         tok = AutoTokenizer.from_pretrained(stage / "model")
         model = AutoModelForCausalLM.from_pretrained(stage / "model")
         evald = read_json(stage / "eval.json")
-        result["runs"][folder] = {"seed": cfg["seed"], "data_seed": cfg.get("data_seed"),
+        result["runs"][folder] = {"seed": cfg["seed"], "data_seed": cfg.get("data_seed"), "settings": settings(cfg),
                                   "sft/accuracy_story_qa": evald.get("sft/accuracy_story_qa"),
                                   "sft/task_accuracy": evald.get("sft/task_accuracy"),
                                   "answer_tokens": answer_tokens(run.world(), tok, cfg),

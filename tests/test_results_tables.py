@@ -840,9 +840,9 @@ def test_the_story_qa_section_splits_the_held_out_loss_into_the_names_and_the_ph
             ("eval", "rl"): 70, ("eval", "eval"): 60}
     shares = {"story_qa/object": {"examples": 4.0, "tokens": 1.0}, "harmful": {"examples": 46.0, "tokens": 79.0},
               "word_list": {"examples": 50.0, "tokens": 20.0}}
-    runs = {"runs/a/seed-0": {"seed": 0, "data_seed": None, "sft/accuracy_story_qa": 95.0, "sft/task_accuracy": 70.0,
+    runs = {"runs/a/seed-0": {"seed": 0, "data_seed": None, "settings": [], "sft/accuracy_story_qa": 95.0, "sft/task_accuracy": 70.0,
                               "cells": cells(base, 20, {"receiver": 0.3}), "answer_tokens": shares},
-            "runs/b/sft-pt1": {"seed": 1, "data_seed": 100, "sft/accuracy_story_qa": 47.5, "sft/task_accuracy": 57.0,
+            "runs/b/sft-pt1": {"seed": 1, "data_seed": 100, "settings": ["data_seed=100"], "sft/accuracy_story_qa": 47.5, "sft/task_accuracy": 57.0,
                                "cells": cells({**base, ("eval", "train"): 60}, 20, {"object": 1.4}), "answer_tokens": shares}}
     (tmp_path / "story_qa.json").write_text(json.dumps({
         "command": "benchmarks/story_qa.py --runs x", "date": "d", "commit": "abc", "stories": 4, "runs": runs,
@@ -851,7 +851,7 @@ def test_the_story_qa_section_splits_the_held_out_loss_into_the_names_and_the_ph
     assert "(family/model/stepping 25/1/1; AVX2 kernels" in text
     # eval/eval's mean over the questions: (60 * 3 + 20) / 4 = 50
     assert "| seed 1, data_seed=100 | 47.5 | 100.0 | 90.0 | 60.0 | 70.0 | 50.0 |" in text
-    assert "| seed 0, the preset's order | 60.0 (10.0) | 60.0 (10.0) | 60.0 (10.0) | 20.0 (10.0) |" in text
+    assert "| seed 0, the preset | 60.0 (10.0) | 60.0 (10.0) | 60.0 (10.0) | 20.0 (10.0) |" in text
     # names: 100 - mean(80, 60) = 30; phrasing: mean(80, 60) - 50 = 20
     assert "in SFT's phrasings, cost 30.0 points; the held-out phrasing instead of SFT's, with held-out names, 20.0" in text
     assert "answered worst is receiver (20.0% right; place 60.0, object 60.0, color 60.0)" in text
@@ -859,4 +859,4 @@ def test_the_story_qa_section_splits_the_held_out_loss_into_the_names_and_the_ph
     assert "The task families hold 54.0% of the examples and 21.0% of the answer tokens." in text
     # the highest own-distribution loss is seed 0's receiver (answered worst held-out) and seed 1's object (not)
     assert "At 1 of 2 models the question with the highest loss on SFT's own distribution is the one answered worst " \
-           "held-out (seed 0, the preset's order: receiver)." in text
+           "held-out (seed 0, the preset: receiver)." in text

@@ -105,3 +105,15 @@ def test_the_answer_token_shares_count_sfts_own_training_examples(explore_run):
     assert sum(v["examples"] for g, v in shares.items() if g.startswith("story_qa/")) == pytest.approx(100 * n_story / len(train))
     # a refusal is longer than a one-word answer: harmful's share of tokens exceeds its share of examples
     assert shares["harmful"]["tokens"] > shares["harmful"]["examples"] > 0
+
+
+def test_a_models_name_holds_the_settings_it_trained_with_apart_from_the_preset_and_observers():
+    import dataclasses
+
+    from labkit import sft
+    sq = benchmark("story_qa")
+    preset = dataclasses.asdict(sft.config("cpu"))
+    assert sq.settings(preset) == []
+    # the order and a setting this code does not know are named; a validation split and threads only observe
+    assert sq.settings({**preset, "data_seed": 100, "threads": 2, "n_val": 280, "loss_per": "example"}) == \
+        ["data_seed=100", "loss_per=example"]
