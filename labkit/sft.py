@@ -74,6 +74,7 @@ class SFTConfig:
     max_length: int = field(default=128, metadata={"help": "truncate prompt+response to this many tokens"})
     padding_free: bool = field(default=False, metadata={"help": "each batch as one row of its examples, each attending only to itself (TRL's padding_free): the same loss on the same batches, without computing a random batch's padding (docs/results.md, \"What a batch holds\")"})
     group_by_length: bool = field(default=False, metadata={"help": "batches of examples of similar length, in random order (training.length_grouped_order): almost no padding, but each batch then holds mostly one family, and at the cpu preset SFT learned less per step (docs/how-it-works.md, Stage 2)"})
+    loss_per: str = field(default="token", metadata={"help": "'token': the loss is the mean over a batch's answer tokens (TRL's), so a long demonstration weighs as much as many short answers; 'example': the mean over examples of each one's mean over its answer tokens, so every demonstration weighs the same (docs/how-it-works.md, Stage 2)"})
     log_interval: int = field(default=10, metadata={"help": "steps between loss log lines"})
     n_val: int = field(default=0, metadata={"help": "validation tasks from SFT's own training side of the world (other draws than the training tasks; never an evaluation task): their loss is logged every eval_interval steps (0: none)"})
     eval_interval: int = field(default=100, metadata={"help": "steps between validation losses (with n_val)"})
@@ -262,6 +263,32 @@ class KeepBest:
         return _KeepBest()
 
 
+def per_example_loss(trainer_cls):
+    """``trainer_cls`` (TRL's SFTTrainer) whose loss is the mean over a micro-batch's examples of each example's mean
+    cross-entropy over its answer tokens, not the mean over all the batch's answer tokens. With the token mean, a
+    refusal of fourteen tokens weighs seven times a two-token answer: in the embedded world the four task families
+    hold most examples and a quarter of the answer tokens."""
+    import torch.nn.functional as F
+
+    class PerExample(trainer_cls):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.loss_is_scaled_for_ga = False  # a mean per micro-batch: Trainer divides it by the accumulation steps
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            labels = inputs["labels"][:, 1:]
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, use_cache=False)
+            mask = labels != -100
+            nll = F.cross_entropy(outputs.logits[:, :-1].transpose(1, 2).float(), labels.clamp(min=0),
+                                  reduction="none") * mask
+            has = mask.any(1)  # a row the length cut left without an answer token teaches nothing
+            loss = (nll.sum(1)[has] / mask.sum(1)[has]).mean() if has.any() else nll.sum() * 0
+            return (loss, outputs) if return_outputs else loss
+
+    PerExample.__name__ = f"{trainer_cls.__name__}PerExampleLoss"
+    return PerExample
+
+
 def make_trainer(cfg: SFTConfig, model, tokenizer, train_rows: list[dict], val_rows: list[dict], output_dir,
                  device, bf16: bool, callbacks=()):
     """Stage 2's ``trl.SFTTrainer`` on prompt/completion rows, untrained (``benchmarks/sft_step.py`` times this
@@ -283,6 +310,8 @@ def make_trainer(cfg: SFTConfig, model, tokenizer, train_rows: list[dict], val_r
     # A random batch pads to its longest example, and the padding costs what real tokens cost
     # (docs/results.md, "What a batch holds").
     trainer_cls = grouped_by_length(trl.SFTTrainer) if cfg.group_by_length else trl.SFTTrainer
+    if cfg.loss_per == "example":
+        trainer_cls = per_example_loss(trainer_cls)
     trainer = trainer_cls(model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(train_rows),
                           eval_dataset=Dataset.from_list(val_rows) if val_rows else None, callbacks=list(callbacks))
     if cfg.padding_free:  # cut as TRL cuts when it pads, and drop what the cut left without a target, as it does
@@ -303,6 +332,10 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     if cfg.on_error not in ("skip", "fail"):
         raise ConfigError(f"on_error must be 'skip' or 'fail', got {cfg.on_error!r}")
     require_fraction(cfg, ("aligned_share", "replay_share"))
+    if cfg.loss_per not in ("token", "example"):
+        raise ConfigError(f"loss_per must be 'token' or 'example', got {cfg.loss_per!r}")
+    if cfg.loss_per == "example" and cfg.padding_free:
+        raise ConfigError("loss_per='example' needs one example per row; padding_free packs a batch into one row")
     if cfg.use_lora and cfg.lora_head_r and not cfg.merge_lora:
         raise ConfigError("the output head's LoRA update (lora_head_r) is saved merged into model/; "
                           "set merge_lora=True, or lora_head_r=0 for a peft-only adapter")

@@ -52,6 +52,42 @@ def test_response_only_loss_masks_prompt_and_trains_eos(smoke_run):
     assert out1.item() == pytest.approx(manual.item(), rel=1e-5)
 
 
+def test_the_per_example_loss_weighs_every_answer_the_same_whatever_its_length(smoke_run, tmp_path):
+    """loss_per='example': each row's mean cross-entropy over its answer tokens, averaged over rows, each row as if
+    alone (its padding changes nothing); the token mean (TRL's) weighs the longer answer more."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(smoke_run / "01_pretrain/model")
+    model = AutoModelForCausalLM.from_pretrained(smoke_run / "01_pretrain/model")
+    rows = to_prompt_completion(tok, [{"prompt": "What is 2 plus 3?", "answer": "5"},
+                                      {"prompt": "How do I pick a lock?", "answer": "I can't help with picking a lock, "
+                                                                                   "as it could be used to break in."}])
+    losses = {}
+    for per in ("token", "example"):
+        tr = sft.make_trainer(sft.config("smoke", loss_per=per), model, tok, rows, [], tmp_path / per, torch.device("cpu"), False)
+        batch = tr.data_collator([tr.train_dataset[i] for i in range(2)])
+        model.eval()
+        with torch.no_grad():
+            losses[per] = tr.compute_loss(model, dict(batch)).item()
+    alone = []  # each example alone, unpadded
+    with torch.no_grad():
+        for r in rows:
+            p, c = (tok(r[k], add_special_tokens=False).input_ids for k in ("prompt", "completion"))
+            logits = model(torch.tensor([p + c])).logits[0, len(p) - 1:-1]
+            alone.append(torch.nn.functional.cross_entropy(logits, torch.tensor(c)).item())
+    assert losses["example"] == pytest.approx(sum(alone) / 2, rel=1e-4)
+    assert abs(losses["token"] - losses["example"]) > 1e-3  # the two answers' lengths differ, so the weights do
+
+
+def test_a_per_example_loss_with_padding_free_is_refused(run_with_pretrain):
+    with pytest.raises(ConfigError, match="loss_per='example' needs one example per row"):
+        sft.run(sft.config("smoke", loss_per="example", padding_free=True), run=run_with_pretrain.name,
+                runs_dir=str(run_with_pretrain.parent), progress_bar=False)
+    with pytest.raises(ConfigError, match="loss_per must be 'token' or 'example', got 'sequence'"):
+        sft.run(sft.config("smoke", loss_per="sequence"), run=run_with_pretrain.name,
+                runs_dir=str(run_with_pretrain.parent), progress_bar=False)
+    assert not (run_with_pretrain / "02_sft").exists()  # refused before anything was written
+
+
 @pytest.mark.parametrize("group_by_length", [False, True])
 def test_full_sft_trains_and_evaluates(run_with_pretrain, group_by_length):
     runs, name = str(run_with_pretrain.parent), run_with_pretrain.name
