@@ -610,11 +610,11 @@ def section_story_qa(doc: dict) -> list[str]:
              "and once with the same draws' names from the held-out half (nothing else differs), each asked every "
              "question (where the finder went, what they found, its colour, who got it) in every template of SFT's "
              "phrasings, the RLHF stages' and the held-out one, greedily, as SFT's evaluation asks. % right. The first "
-             "column is the model's own held-out story QA (its eval.json: held-out names in the held-out phrasing, "
-             "on its seed's draw). A diagnosis: nothing is chosen on it.", ""]
-    lines += table(["SFT model", "story QA in eval.json"] + [label for _, _, label in STORY_CELLS],
-                   [[name(r), f(runs[r]["sft/accuracy_story_qa"])] + [f(cell(r, n, ro)["all"]["accuracy"]) for n, ro, _ in STORY_CELLS]
-                    for r in runs])
+             "two columns are the model's own eval.json (its story QA: held-out names in the held-out phrasing, on its "
+             "seed's draw). A diagnosis: nothing is chosen on it.", ""]
+    lines += table(["SFT model", "task accuracy in eval.json", "story QA in eval.json"] + [label for _, _, label in STORY_CELLS],
+                   [[name(r), f(runs[r]["sft/task_accuracy"]), f(runs[r]["sft/accuracy_story_qa"])]
+                    + [f(cell(r, n, ro)["all"]["accuracy"]) for n, ro, _ in STORY_CELLS] for r in runs])
     lines += ["", "Per question, held-out names in the held-out phrasing: % right, and in brackets the % that "
                   "answered with another of the story's own facts (the giver for the receiver, the object's colour "
                   "for its place).", ""]
@@ -641,7 +641,7 @@ def section_story_qa(doc: dict) -> list[str]:
     lines += ["", f"The task families hold {f(sum(shares[g]['examples'] for g in task))}% of the examples and "
                   f"{f(sum(shares[g]['tokens'] for g in task))}% of the answer tokens. At {len(agree)} of {len(runs)} "
                   "models the question with the highest loss on SFT's own distribution is the one answered worst "
-                  "held-out" + (f" ({', '.join(f'{name(r)}: {worst_loss[r]}' for r in agree)})" if agree else "") + "."]
+                  "held-out" + (f" ({'; '.join(f'{name(r)}: {worst_loss[r]}' for r in agree)})" if agree else "") + "."]
     # What each difference costs, averaged over the models: the names (same phrasing), the phrasing (same names).
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     acc = {(n, ro): mean([cell(r, n, ro)["all"]["accuracy"] for r in runs]) for n, ro, _ in STORY_CELLS}
@@ -797,6 +797,65 @@ def section_code_change(doc: dict) -> list[str]:
     return lines + ["", " ".join(verdict)]
 
 
+SFT_CONDUCT = [("SFT: harmful refused, sampled (%)", "sft/harmful_refused", 1),
+               ('SFT: "not stated", sampled (%)', "sft/unanswerable_abstained", 1),
+               ("SFT: over-refusal on benign, sampled (%)", "sft/over_refusal_benign", 1),
+               ("SFT: stage 1 text perplexity after (drift)", "sft/drift_ppl", 0)]
+
+
+def sft_rows(doc: dict, base: dict, seeds: list[str], conduct: bool = False) -> list[list[str]]:
+    """Stage 1's perplexity and SFT's held-out numbers of two seeds.py files, "without" (``base``) above "with";
+    ``conduct``: also how often SFT samples the aligned conduct (the headroom stage 5 starts from) and its drift."""
+    keys = [("stage 1 validation perplexity", "pretrain/val_ppl", 3), ("SFT task accuracy (%)", "sft/task_accuracy", 1)] + \
+           [(f"SFT: {fam} (%)", f"sft/accuracy_{fam}", 1) for fam in ANSWER_FAMILIES + ("benign",)
+            if any(f"sft/accuracy_{fam}" in doc["seeds"][s] for s in seeds)] + (SFT_CONDUCT if conduct else [])
+    return [[name, which] + [f(src["seeds"][s].get(k), nd) for s in seeds]
+            for name, k, nd in keys for which, src in (("without", base), ("with", doc))]
+
+
+def section_sft_pilot(doc: dict) -> list[str]:
+    """A candidate SFT setting tried at SFT alone, beside runs from the same stage 1 without it: a pilot that says
+    whether the setting is worth the stage 2-5 runs the keep rule needs, never a keep by itself."""
+    if not doc.get("beside") or (base := load(doc["beside"])) is None:
+        return []
+    seeds = [s for s in doc["seeds"] if s in base["seeds"]]
+    _, test = seed_groups(doc)
+    added = [p for p in doc["params"] if p not in base["params"]]
+    label = lambda s: f"seed {s}" + (" (test)" if s in test else "")  # noqa: E731
+    met = {which: [s for s in seeds if src["seeds"][s]["sft/task_accuracy"] >= 66] for which, src in (("without", base), ("with", doc))}
+    return ["", f"### A pilot at SFT alone: {doc['change']}", "",
+            f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to sft --from {doc['from']} "
+            f"{' '.join('-p ' + p for p in doc['params'])} --beside {doc['beside']}`, {doc['date']}, at {doc['commit']}, on "
+            f"{machine_name(doc['machine'])}, {n_threads(doc['threads'])} per stage. The rows \"without\" are "
+            f"`{doc['beside']}`'s runs ({base['date']}, {machine_name(base['machine'])}), from the same stage 1 models; "
+            f"the only difference is `{' '.join(added)}`.", ""] + \
+        table(["number", "runs"] + [label(s) for s in seeds], sft_rows(doc, base, seeds, conduct=True)) + \
+        ["", f"SFT's target (task accuracy >= 66) is met at {len(met['with'])} of {len(seeds)} seeds with it "
+             f"({', '.join(met['with']) or 'none'}) and {len(met['without'])} without ({', '.join(met['without']) or 'none'}). "
+             "A pilot: stages 3-5 did not run, so the rule that keeps a setting (stage-5 targets at every development "
+             "seed, and SFT's) has not been applied to it, and nothing here changes the preset."] + order_spread(doc, base, seeds)
+
+
+def order_spread(doc: dict, base: dict, seeds: list[str]) -> list[str]:
+    """For a pilot in another order (an added ``sft.data_seed``) beside that order's runs without the setting: how far
+    the order moves SFT with the setting (against the same pilot in the preset's order, found by its settings) and
+    without it (``base`` against the file it was itself set beside)."""
+    order = [p for p in doc["params"] if p.startswith("sft.data_seed=")]
+    if not order or not base.get("beside") or (base0 := load(base["beside"])) is None:
+        return []
+    rest = [p for p in doc["params"] if p not in order]
+    same = next((d for p in sorted(RESULTS.glob("*.json")) if (d := load(p.name)).get("params") == rest
+                 and d.get("beside") == base["beside"]), None)
+    both = [sd for sd in seeds if same and sd in same["seeds"] and sd in base0["seeds"]]
+    if not both:
+        return []
+    acc = lambda src, sd: src["seeds"][sd]["sft/task_accuracy"]  # noqa: E731
+    cells = [f"seed {sd}: {abs(acc(doc, sd) - acc(same, sd)):.1f} with it, {abs(acc(base, sd) - acc(base0, sd)):.1f} without"
+             for sd in both]
+    return ["", f"How far the order alone (`{order[0]}` against the preset's) moves SFT's task accuracy: {'; '.join(cells)} "
+                f"(the bound for rounding alone: {ROUNDING_POINTS} points)."]
+
+
 def section_setting_beside(doc: dict, order: bool = False) -> list[str]:
     """A setting meant to change only the speed (``seeds.py --beside FILE --change TEXT`` with one more ``-p``), run
     from the same stage 1 as FILE's runs: does SFT's task accuracy stay within the rounding bound at every seed?
@@ -815,11 +874,7 @@ def section_setting_beside(doc: dict, order: bool = False) -> list[str]:
              f"per stage. The rows \"without\" are `{doc['beside']}`'s runs ({base['date']}, "
              f"{machine_name(base['machine'])}, {n_threads(base['threads'])} per stage), whose stage 1 these runs start "
              f"from; the only difference is `{' '.join(added)}`.", ""]
-    keys = [("stage 1 validation perplexity", "pretrain/val_ppl", 3), ("SFT task accuracy (%)", "sft/task_accuracy", 1)] + \
-           [(f"SFT: {fam} (%)", f"sft/accuracy_{fam}", 1) for fam in ANSWER_FAMILIES + ("benign",)
-            if any(f"sft/accuracy_{fam}" in doc["seeds"][s] for s in seeds)]
-    rows = [[name, which] + [f(src["seeds"][s].get(k), nd) for s in seeds]
-            for name, k, nd in keys for which, src in (("without", base), ("with", doc))]
+    rows = sft_rows(doc, base, seeds)
     moved = {s: doc["seeds"][s]["sft/task_accuracy"] - base["seeds"][s]["sft/task_accuracy"] for s in seeds}
     rows.append(["SFT task accuracy, with - without", f"within {ROUNDING_POINTS} points?"]
                 + [rounding_cell(moved[s]) for s in seeds])
@@ -1465,6 +1520,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("seeds_machine2_avx2.json", [section_other_machine]),
             ("seeds_machine2_sft2000.json", [section_other_machine]),
             ("seeds_machine2_sft2000_ppo.json", [section_other_machine]),
+            ("seeds_machine3_sft2000.json", [section_other_machine]),
             ("stage5_verifier.json", [section_stage5_again]),
             ("stage5_ppo_steps.json", [section_stage5_again]),
             ("stage5_kernels.json", [section_stage5_again]),
@@ -1473,12 +1529,15 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("stages3to5_rollout_templates.json", [section_stage5_again]),
             ("stages3to5_preference_templates.json", [section_stage5_again]),
             ("phrasing.json", [section_phrasing]),
-            ("story_qa.json", [section_story_qa]),
             ("seeds_rl_templates.json", [section_code_change]),
             ("seeds_sft_phrasings.json", [section_code_change]),
             ("sft_padding_free.json", [section_setting_beside]),
             ("sft_data_order.json", [lambda doc: section_setting_beside(doc, order=True)]),
             ("sft_data_order_101.json", [lambda doc: section_setting_beside(doc, order=True)]),
+            ("sft_data_order_machine3.json", [lambda doc: section_setting_beside(doc, order=True)]),
+            ("story_qa.json", [section_story_qa]),
+            ("sft_loss_per_example.json", [section_sft_pilot]),
+            ("sft_loss_per_example_order100.json", [section_sft_pilot]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),

@@ -265,9 +265,9 @@ class KeepBest:
 
 def per_example_loss(trainer_cls):
     """``trainer_cls`` (TRL's SFTTrainer) whose loss is the mean over a micro-batch's examples of each example's mean
-    cross-entropy over its answer tokens, not the mean over all the batch's answer tokens. With the token mean, a
-    refusal of fourteen tokens weighs seven times a two-token answer: in the embedded world the four task families
-    hold most examples and a quarter of the answer tokens."""
+    cross-entropy over its answer tokens, not the mean over all the batch's answer tokens. With the token mean a long
+    refusal weighs as much as several one-word answers: in the embedded world the four task families hold most
+    examples and a small share of the answer tokens (docs/results.md, "Story questions")."""
     import torch.nn.functional as F
 
     class PerExample(trainer_cls):

@@ -850,7 +850,7 @@ def test_the_story_qa_section_splits_the_held_out_loss_into_the_names_and_the_ph
     text = rt.render().split("### Story questions")[1]
     assert "(family/model/stepping 25/1/1; AVX2 kernels" in text
     # eval/eval's mean over the questions: (60 * 3 + 20) / 4 = 50
-    assert "| seed 1, data_seed=100 | 47.5 | 100.0 | 90.0 | 60.0 | 70.0 | 50.0 |" in text
+    assert "| seed 1, data_seed=100 | 57.0 | 47.5 | 100.0 | 90.0 | 60.0 | 70.0 | 50.0 |" in text
     assert "| seed 0, the preset | 60.0 (10.0) | 60.0 (10.0) | 60.0 (10.0) | 20.0 (10.0) |" in text
     # names: 100 - mean(80, 60) = 30; phrasing: mean(80, 60) - 50 = 20
     assert "in SFT's phrasings, cost 30.0 points; the held-out phrasing instead of SFT's, with held-out names, 20.0" in text
@@ -860,3 +860,50 @@ def test_the_story_qa_section_splits_the_held_out_loss_into_the_names_and_the_ph
     # the highest own-distribution loss is seed 0's receiver (answered worst held-out) and seed 1's object (not)
     assert "At 1 of 2 models the question with the highest loss on SFT's own distribution is the one answered worst " \
            "held-out (seed 0, the preset: receiver)." in text
+
+
+def test_a_pilot_at_sft_alone_sets_each_number_beside_its_base_and_counts_sfts_target_but_keeps_nothing(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    machine = {"cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "cpu_id": "25/1/1"}
+
+    def seed(acc, refused):
+        return {"pretrain/val_ppl": 2.6, "sft/task_accuracy": acc, "sft/accuracy_story_qa": acc + 20,
+                "sft/harmful_refused": refused, "sft/unanswerable_abstained": 9.0, "sft/over_refusal_benign": 1.0,
+                "sft/drift_ppl": 4017.2}
+    common = {"preset": "cpu", "threads": 1, "dev_seeds": [0, 1, 2], "test_seeds": [3, 4], "machine": machine}
+    (tmp_path / "base.json").write_text(json.dumps({**common, "date": "d0", "params": ["sft.max_steps=2000"],
+                                                    "seeds": {"0": seed(62.5, 31.25), "1": seed(66.0, 25.0)}}))
+    (tmp_path / "pilot.json").write_text(json.dumps({
+        **common, "date": "d1", "commit": "abc", "from": "runs/m3:pretrain", "beside": "base.json", "change": "Each the same",
+        "params": ["sft.max_steps=2000", "sft.loss_per=example"], "seeds": {"0": seed(66.25, 11.6), "1": seed(70.6, 20.9)}}))
+    monkeypatch.setattr(rt, "SECTIONS", [("pilot.json", [rt.section_sft_pilot])])
+    text = rt.render().split("### A pilot at SFT alone: Each the same")[1]
+    assert "--from runs/m3:pretrain -p sft.max_steps=2000 -p sft.loss_per=example --beside base.json" in text
+    assert "the only difference is `sft.loss_per=example`" in text
+    assert "| SFT task accuracy (%) | without | 62.5 | 66.0 |" in text and "| SFT task accuracy (%) | with | 66.2 | 70.6 |" in text
+    assert "| SFT: harmful refused, sampled (%) | with | 11.6 | 20.9 |" in text
+    assert "| SFT: stage 1 text perplexity after (drift) | without | 4,017 | 4,017 |" in text
+    # 66.0 meets the target (>= 66), 62.5 does not
+    assert "met at 2 of 2 seeds with it (0, 1) and 1 without (1)" in text and "nothing here changes the preset" in text
+
+
+def test_a_pilot_in_another_order_says_how_far_the_order_moves_sft_with_the_setting_and_without(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    common = {"preset": "cpu", "threads": 1, "dev_seeds": [0, 1, 2], "test_seeds": [3, 4], "date": "d", "commit": "c",
+              "from": "runs/m3:pretrain", "machine": {"cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2"}}
+    files = {"base.json": ([], None, 62.5), "order.json": (["sft.data_seed=100"], "base.json", 68.1),
+             "pilot.json": (["sft.loss_per=example"], "base.json", 66.2),
+             "pilot100.json": (["sft.loss_per=example", "sft.data_seed=100"], "order.json", 69.4)}
+    for name, (params, beside, acc) in files.items():
+        (tmp_path / name).write_text(json.dumps({**common, "params": params, "change": name,
+                                                 **({"beside": beside} if beside else {}),
+                                                 "seeds": {"0": {"pretrain/val_ppl": 2.6, "sft/task_accuracy": acc}}}))
+    monkeypatch.setattr(rt, "SECTIONS", [("pilot.json", [rt.section_sft_pilot]), ("pilot100.json", [rt.section_sft_pilot])])
+    text = rt.render()
+    # with it: |69.4 - 66.2| = 3.2; without: |68.1 - 62.5| = 5.6; the pilot in the preset's order has no such line
+    assert text.count("How far the order alone") == 1
+    assert "(`sft.data_seed=100` against the preset's) moves SFT's task accuracy: seed 0: 3.2 with it, 5.6 without" in text
