@@ -10,8 +10,10 @@ asks the same stories in both halves of the names (the same draw with the other 
 names differ) and in every template of each role (SFT's "train", the RLHF stages' "rl", evaluation's
 "eval"), per question (place, object, color, receiver), greedily as SFT's evaluation does, and sorts each
 wrong answer: another of the story's own facts (the giver for the receiver, the object for its colour), a
-word of the kind asked that the story does not hold, or something else. A diagnosis: nothing is chosen on it. Reads the run
-folders ``benchmarks/seeds.py`` made.
+word of the kind asked that the story does not hold, or something else. It also measures each answer's loss
+as SFT trains it: on training names in SFT's phrasings, that is the validation loss of SFT's own distribution,
+split by question. And it counts what SFT's token-mean loss weighs: each family's share of the examples and of
+the answer tokens. A diagnosis: nothing is chosen on it. Reads the run folders ``benchmarks/seeds.py`` made.
 """
 import argparse
 import dataclasses
