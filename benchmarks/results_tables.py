@@ -822,7 +822,8 @@ def section_sft_pilot(doc: dict) -> list[str]:
     _, test = seed_groups(doc)
     added = [p for p in doc["params"] if p not in base["params"]]
     label = lambda s: f"seed {s}" + (" (test)" if s in test else "")  # noqa: E731
-    met = {which: [s for s in seeds if src["seeds"][s]["sft/task_accuracy"] >= 66] for which, src in (("without", base), ("with", doc))}
+    (target, key, rule), = SFT_TARGETS  # stage 2's one target, as every other table reads it
+    met = {which: [s for s in seeds if rule(src["seeds"][s][key])] for which, src in (("without", base), ("with", doc))}
     return ["", f"### A pilot at SFT alone: {doc['change']}", "",
             f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to sft --from {doc['from']} "
             f"{' '.join('-p ' + p for p in doc['params'])} --beside {doc['beside']}`, {doc['date']}, at {doc['commit']}, on "
@@ -830,7 +831,7 @@ def section_sft_pilot(doc: dict) -> list[str]:
             f"`{doc['beside']}`'s runs ({base['date']}, {machine_name(base['machine'])}), from the same stage 1 models; "
             f"the only difference is `{' '.join(added)}`.", ""] + \
         table(["number", "runs"] + [label(s) for s in seeds], sft_rows(doc, base, seeds, conduct=True)) + \
-        ["", f"SFT's target (task accuracy >= 66) is met at {len(met['with'])} of {len(seeds)} seeds with it "
+        ["", f"The target \"{target}\" is met at {len(met['with'])} of {len(seeds)} seeds with it "
              f"({', '.join(met['with']) or 'none'}) and {len(met['without'])} without ({', '.join(met['without']) or 'none'}). "
              "A pilot: stages 3-5 did not run, so the rule that keeps a setting (stage-5 targets at every development "
              "seed, and SFT's) has not been applied to it, and nothing here changes the preset."] + order_spread(doc, base, seeds)
@@ -844,7 +845,8 @@ def order_spread(doc: dict, base: dict, seeds: list[str]) -> list[str]:
     if not order or not base.get("beside") or (base0 := load(base["beside"])) is None:
         return []
     rest = [p for p in doc["params"] if p not in order]
-    same = next((d for p in sorted(RESULTS.glob("*.json")) if (d := load(p.name)).get("params") == rest
+    pilots = [name for name, sections in SECTIONS if section_sft_pilot in sections]  # only a pilot can be its twin
+    same = next((d for name in pilots if (d := load(name)) and d.get("params") == rest
                  and d.get("beside") == base["beside"]), None)
     both = [sd for sd in seeds if same and sd in same["seeds"] and sd in base0["seeds"]]
     if not both:

@@ -163,12 +163,12 @@ def main() -> None:
         cfg = read_json(stage / "config.json")
         tok = AutoTokenizer.from_pretrained(stage / "model")
         model = AutoModelForCausalLM.from_pretrained(stage / "model")
-        evald = read_json(stage / "eval.json")
+        evald, world = read_json(stage / "eval.json"), run.world()
         result["runs"][folder] = {"seed": cfg["seed"], "data_seed": cfg.get("data_seed"), "settings": settings(cfg),
                                   "sft/accuracy_story_qa": evald.get("sft/accuracy_story_qa"),
                                   "sft/task_accuracy": evald.get("sft/task_accuracy"),
-                                  "answer_tokens": answer_tokens(run.world(), tok, cfg),
-                                  "cells": rates(model, tok, run.world(), args.stories, cfg["seed"], cfg["eval_max_new_tokens"])}
+                                  "answer_tokens": answer_tokens(world, tok, cfg),
+                                  "cells": rates(model, tok, world, args.stories, cfg["seed"], cfg["eval_max_new_tokens"])}
         print(folder, {k: round(v["all"]["accuracy"], 1) for k, v in result["runs"][folder]["cells"].items()},
               flush=True)
         atomic_write_json(Path(args.out), result)  # after each run: an interrupted diagnosis keeps what it did
