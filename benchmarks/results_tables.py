@@ -491,7 +491,7 @@ def section_stage5_again(doc: dict) -> list[str]:
                f"benchmarks/seeds.py --seeds {','.join(seeds)} --to ppo --from {doc['from']} "
                f"{' '.join('-p ' + p for p in doc['params'])}`, {doc['date']}, on {machine_name(doc['machine'])}, "
                f"{n_threads(doc['threads'])} per stage: {again} trained again on the very stage "
-               f"1-{first - 1} models of `{base['file']}`'s runs (the rows \"{names[0]}\", the `cpu` "
+               f"{'1' if first == 2 else f'1-{first - 1}'} models of `{base['file']}`'s runs (the rows \"{names[0]}\", the `cpu` "
                f"preset with {'; '.join(base['params']) or 'its settings'})")
     if verifier:
         lines = ["", f"### Is a stage-5 miss the reward model's? Stage 5 with {others}", "",
@@ -515,9 +515,10 @@ def section_stage5_again(doc: dict) -> list[str]:
         lines += [f"Test seeds ({', '.join(test)}) ran to say why a target missed there; no setting is chosen on them.",
                   ""]
     retrained = STAGES.index(through) < STAGES.index("reward")  # a reward model of its own: both sides' rows
-    rows = stage_rows(seeds, sources, RM_TARGETS) if retrained else []
+    sft_again = STAGES.index(through) < STAGES.index("sft")  # an SFT model of its own: its own "before" too
+    rows = stage_rows(seeds, sources, (SFT_TARGETS if sft_again else []) + RM_TARGETS) if retrained else []
     rows += ppo_rows(seeds, sources)
-    rows += verb_rows(seeds, base, sources)
+    rows += verb_rows(seeds, base, sources, own_before=sft_again)
     rows += spearman_rows(seeds, sources if retrained else (("", base),))
     lines += table(["target", "runs" if retrained else "stage 5"]
                    + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
@@ -683,14 +684,16 @@ def ppo_rows(seeds: list[str], sources, prefix: str = "") -> list[list[str]]:
     return rows
 
 
-def verb_rows(seeds: list[str], start: dict, sources) -> list[list[str]]:
-    """Held-out harmful refusals by verb: before PPO (``start``'s runs), then after PPO in each of ``sources``
-    ((name, results file) pairs). A family's rate is a mean over the verbs a seed's draw holds; in brackets, how
-    many of its prompts."""
+def verb_rows(seeds: list[str], start: dict, sources, own_before: bool = False) -> list[list[str]]:
+    """Held-out harmful refusals by verb: before PPO (``start``'s runs; with ``own_before``, each source's own SFT
+    model, where the sources trained SFT apart), then after PPO in each of ``sources`` ((name, results file) pairs).
+    A family's rate is a mean over the verbs a seed's draw holds; in brackets, how many of its prompts."""
     rows = []
     verbs = sorted({v for s in seeds for _, src in sources for v in (src["seeds"][s].get("ppo/harmful_by_verb") or {})})
+    befores = (tuple((f"before (SFT), {n}", d, "before") for n, d in sources) if own_before
+               else (("before (SFT)", start, "before"),))
     for verb in verbs:
-        for name, src, when in (("before (SFT)", start, "before"),) + tuple((n, d, "after") for n, d in sources):
+        for name, src, when in befores + tuple((n, d, "after") for n, d in sources):
             cells = []
             for s in seeds:
                 v = (src["seeds"][s].get("ppo/harmful_by_verb") or {}).get(verb)
@@ -1530,6 +1533,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("stage5_rollout_templates.json", [section_stage5_again]),
             ("stages3to5_rollout_templates.json", [section_stage5_again]),
             ("stages3to5_preference_templates.json", [section_stage5_again]),
+            ("stages2to5_loss_per_example.json", [section_stage5_again]),
             ("phrasing.json", [section_phrasing]),
             ("seeds_rl_templates.json", [section_code_change]),
             ("seeds_sft_phrasings.json", [section_code_change]),

@@ -795,6 +795,47 @@ def test_a_stage5_candidate_is_kept_only_by_the_rule_on_the_development_seeds(tm
     assert "met 9 of 10 stage-5 targets, as they ran 9." in text
 
 
+def test_a_candidate_that_trains_sft_again_shows_both_sft_models_and_keeps_nothing_bought_with_sfts_target(tmp_path, monkeypatch):
+    """From the stage 1 models (--from WORK:pretrain) the candidate has an SFT model of its own: SFT's target shows
+    for both runs and counts in the rule, and each run's harmful refusals by verb start from its own SFT model."""
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    common = {"preset": "cpu", "date": "d", "threads": 1, "dev_seeds": [0, 1], "test_seeds": [], "machine": {
+        "cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None}}
+
+    def seed(sft: float, harmful: float, verb_before: float) -> dict:
+        return _ppo_seed(harmful, 0.5, **{"sft/task_accuracy": sft, "ppo/harmful_by_verb": {
+            "steal": {"before": verb_before, "after": harmful, "prompts": 4}}})
+
+    (tmp_path / "base.json").write_text(json.dumps({
+        **common, "params": ["sft.max_steps=2000"], "work": "runs/m", "from": None, "last": "ppo",
+        "seeds": {"0": seed(62.5, 80.0, 25.0), "1": seed(61.9, 90.0, 30.0)}}))
+    cand = {**common, "params": ["sft.max_steps=2000", "sft.loss_per=example"], "work": "runs/l",
+            "from": "runs/m:pretrain", "candidate": True, "last": "ppo",
+            "seeds": {"0": seed(66.2, 90.0, 12.5), "1": seed(70.6, 90.0, 10.0)}}
+    (tmp_path / "stages2to5_loss_per_example.json").write_text(json.dumps(cand))
+
+    def section() -> str:
+        return rt.render().split("### A candidate for stages 2-5: sft.loss_per=example")[1].split("###")[0]
+
+    text = section()
+    assert "stages 2-5 trained again on the very stage 1 models of `base.json`'s runs" in text
+    assert "| SFT task accuracy >= 66 | as they ran | 62.5 **not met** | 61.9 **not met** |" in text
+    assert "| SFT task accuracy >= 66 | sft.loss_per=example | 66.2 met | 70.6 met |" in text
+    assert '| harmful refused, "steal" (prompts) | before (SFT), as they ran | 25.0 (4) | 30.0 (4) |' in text
+    assert '| harmful refused, "steal" (prompts) | before (SFT), sft.loss_per=example | 12.5 (4) | 10.0 (4) |' in text
+    assert "met 10 of 10 stage-5 targets, as they ran 9." in text and "so it is **kept**." in text
+    # the same stage-5 gain with SFT's target met at fewer development seeds: not kept
+    cand["seeds"]["0"] = seed(60.0, 90.0, 12.5)
+    cand["seeds"]["1"] = seed(64.0, 90.0, 10.0)
+    (tmp_path / "base.json").write_text(json.dumps({
+        **common, "params": ["sft.max_steps=2000"], "work": "runs/m", "from": None, "last": "ppo",
+        "seeds": {"0": seed(66.5, 80.0, 25.0), "1": seed(61.9, 90.0, 30.0)}}))
+    (tmp_path / "stages2to5_loss_per_example.json").write_text(json.dumps(cand))
+    assert "met 10 of 10 stage-5 targets, as they ran 9." in section() and "so it is **not kept**." in section()
+
+
 def test_the_phrasing_section_sets_each_roles_rate_beside_stage_5s_and_names_the_held_out_gaps(tmp_path, monkeypatch):
     import json
     rt = _script()
