@@ -42,7 +42,7 @@ import transformers
 
 from labkit import pretrain, textdata
 from labkit.config import set_threads
-from labkit.models import build_model, count_params, cpu_model, matmul_gflops
+from labkit.models import build_model, count_params, cpu_id, cpu_model, matmul_gflops
 from labkit.tokenizer import train_tokenizer
 from labkit.world import World, corpus
 
@@ -176,8 +176,10 @@ def main():
            "shape": {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
                      "block_size": cfg.block_size, "batch_size": cfg.batch_size, "vocab_size": len(tok),
                      "ffn_mult": {"lab": cfg.ffn_mult, "lab_matched_mlp": round(MATCHED_FFN, 4)}},
-           "params": params, "threads": threads, "steps_per_round": args.steps, "rounds": args.rounds,
+           "date": time.strftime("%Y-%m-%d"), "params": params, "threads": threads, "steps_per_round": args.steps, "rounds": args.rounds,
            "torch": torch.__version__, "transformers": transformers.__version__, "cpu": cpu_model(),
+           # the name alone hides the generation and the kernels torch picked, both of which move these ratios
+           "cpu_id": cpu_id(), "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "load_average_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
            "matmul_peak_gflops": {"median": round(statistics.median(peak), 1), "rounds": [round(x, 1) for x in peak]},
            "tokens_per_s": {k: {"median": round(med[k]), "rounds": [round(x) for x in wall[k]]} for k in trainers},

@@ -1441,10 +1441,16 @@ def section_suite_timing(doc: dict) -> list[str]:
     return lines + ["", f"New / old test time: **{f(doc['ratio_pytest'], 2)}**; with the setup: **{f(ci, 2)}**."]
 
 
-def section_pretrain_vs_nanogpt(doc: dict) -> list[str]:
+def section_pretrain_vs_nanogpt(doc: dict, again: bool = False) -> list[str]:
+    """The lab's pretraining step beside nanoGPT's; ``again``: the same benchmark on another machine, under the
+    first one's heading (the ratios move with the CPU's generation and kernels, which it names where recorded)."""
     sh, tps, peak = doc["shape"], doc["tokens_per_s"], doc["matmul_peak_gflops"]["median"]
-    lines = ["", "## Pretraining beside nanoGPT", "",
-             f"`{doc['command']}` on {doc['cpu']}, {doc['threads']} threads, torch {doc['torch']}, transformers "
+    cpu = doc["cpu"] + (f" (family/model/stepping {doc['cpu_id']}; {doc['aten_cpu_capability']} kernels)"
+                        if doc.get("cpu_id") and doc.get("aten_cpu_capability") else "")
+    heading = f"### The same on another machine: {cpu}" if again else "## Pretraining beside nanoGPT"
+    lines = ["", heading, "",
+             f"`{doc['command']}`{', ' + doc['date'] if doc.get('date') else ''} on {cpu}, {doc['threads']} threads, "
+             f"torch {doc['torch']}, transformers "
              f"{doc['transformers']} (load average {doc['load_average_start_end'][0]} at the start, "
              f"{doc['load_average_start_end'][1]} at the end). Shape: {sh['n_layer']} layers x {sh['n_embd']}, "
              f"T={sh['block_size']}, batch {sh['batch_size']}, vocabulary {f(sh['vocab_size'])}; the same windows "
@@ -1557,6 +1563,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("ppo_speed.json", [section_ppo_speed]),
             ("suite_timing.json", [section_suite_timing]),
             ("pretrain_vs_nanogpt.json", [section_pretrain_vs_nanogpt]),
+            ("pretrain_vs_nanogpt_machine3.json", [lambda doc: section_pretrain_vs_nanogpt(doc, again=True)]),
             ("pretrain_profile.json", [section_pretrain_profile]),
             ("reward_curve.json", [section_reward_curve]),
             ("nbval_cost.json", [section_nbval_cost]),

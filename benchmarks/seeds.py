@@ -178,22 +178,10 @@ def commit() -> str | None:
 def machine() -> dict:
     import torch
 
-    from labkit.models import cpu_model
+    from labkit.models import cpu_id, cpu_model
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
             "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"), "cpu_id": cpu_id()}
-
-
-def cpu_id() -> str | None:
-    """The CPU's family/model/stepping (Linux: /proc/cpuinfo): "AMD EPYC" names several generations, whose
-    kernels round differently, so two machines of one name are told apart by this."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            fields = dict(ln.split(":", 1) for ln in f.read().split("\n\n")[0].splitlines() if ":" in ln)
-    except OSError:
-        return None
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping")) if "cpu family" in fields else None
 
 
 def main() -> None:

@@ -131,6 +131,18 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
+def cpu_id(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's family/model/stepping (Linux: /proc/cpuinfo), or None: "AMD EPYC" names several generations,
+    whose kernels round differently and run at other speeds, so two machines of one name are told apart by this."""
+    try:
+        with open(cpuinfo) as f:
+            fields = dict(ln.split(":", 1) for ln in f.read().split("\n\n")[0].splitlines() if ":" in ln)
+    except OSError:
+        return None
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping")) if "cpu family" in fields else None
+
+
 def peak_memory_mb(device: torch.device | str = "cpu") -> float:
     """This process's peak memory so far, in MiB: on a GPU what torch allocated there
     (``torch.cuda.max_memory_allocated``), else the peak resident set size of the process (``ru_maxrss``)."""

@@ -106,3 +106,16 @@ def test_peak_memory_on_a_gpu_reads_torch_cuda(monkeypatch):
         pass
     assert mem.mb == 3.0 and models.peak_memory_mb("cuda:0") == 3.0
     assert [c[0] for c in calls] == ["reset", "max", "max"]
+
+
+def test_cpu_id_tells_two_generations_of_one_name_apart(tmp_path):
+    """Family/model/stepping of the first processor in /proc/cpuinfo's format; None where there is none."""
+    block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: {fam}\nmodel\t\t: {model}\n" \
+            "model name\t: AMD EPYC\nstepping\t: {step}\n"
+    zen3, zen4 = tmp_path / "zen3", tmp_path / "zen4"
+    zen3.write_text(block.format(n=0, fam=25, model=1, step=1) + "\n" + block.format(n=1, fam=26, model=2, step=0))
+    zen4.write_text(block.format(n=0, fam=25, model=17, step=1))
+    assert models.cpu_id(str(zen3)) == "25/1/1"  # the first processor's, not the last one read
+    assert models.cpu_id(str(zen4)) == "25/17/1"
+    (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")
+    assert models.cpu_id(str(tmp_path / "arm")) is None and models.cpu_id(str(tmp_path / "absent")) is None

@@ -948,3 +948,33 @@ def test_a_pilot_in_another_order_says_how_far_the_order_moves_sft_with_the_sett
     # with it: |69.4 - 66.2| = 3.2; without: |68.1 - 62.5| = 5.6; the pilot in the preset's order has no such line
     assert text.count("How far the order alone") == 1
     assert "(`sft.data_seed=100` against the preset's) moves SFT's task accuracy: seed 0: 3.2 with it, 5.6 without" in text
+
+
+def test_pretraining_beside_nanogpt_names_each_machines_cpu_and_sets_another_machine_under_the_first(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    trainers = ("lab", "lab_matched_mlp", "nanogpt")
+
+    def doc(tps: dict, **machine) -> dict:
+        ratio = {"of_medians": round(tps["lab_matched_mlp"] / tps["nanogpt"], 3), "median_of_rounds": 0.9,
+                 "per_cpu_second": 0.9}
+        return {"command": "python benchmarks/pretrain_vs_nanogpt.py --nanogpt <nanoGPT checkout>/model.py",
+                "cpu": "AMD EPYC", "threads": 2, "torch": "t", "transformers": "x", "load_average_start_end": [0.1, 1.0],
+                "shape": {"n_layer": 4, "n_embd": 192, "block_size": 128, "batch_size": 32, "vocab_size": 1024},
+                "rounds": 11, "steps_per_round": 4, "matmul_peak_gflops": {"median": 150.0},
+                "params": {k: 2_000_000 for k in trainers}, "tokens_per_s": {k: {"median": v} for k, v in tps.items()},
+                "tokens_per_cpu_s": {k: {"median": v / 2} for k, v in tps.items()},
+                "model_gflops_per_s": {k: 100.0 for k in trainers}, "share_of_matmul_peak": {k: 0.6 for k in trainers},
+                "ratios_vs_nanogpt": {"tokens_per_s_matched_mlp": ratio}, **machine}
+
+    (tmp_path / "pretrain_vs_nanogpt.json").write_text(json.dumps(doc({"lab": 7400, "lab_matched_mlp": 9300, "nanogpt": 9800})))
+    (tmp_path / "pretrain_vs_nanogpt_machine3.json").write_text(json.dumps(doc(
+        {"lab": 5200, "lab_matched_mlp": 6100, "nanogpt": 7200}, cpu_id="25/1/1", aten_cpu_capability="AVX2",
+        date="2026-12-07")))
+    text = rt.render().split("## Pretraining beside nanoGPT")[1].split("\n## ")[0]
+    first, again = text.split("### The same on another machine: AMD EPYC (family/model/stepping 25/1/1; AVX2 kernels)")
+    assert "<nanoGPT checkout>/model.py` on AMD EPYC, 2 threads" in first  # recorded without the CPU's generation
+    assert "| tokens per s matched mlp | 0.949 |" in first
+    assert "`, 2026-12-07 on AMD EPYC (family/model/stepping 25/1/1; AVX2 kernels), 2 threads" in again
+    assert "| tokens per s matched mlp | 0.847 |" in again and "| nanogpt | 2,000,000 | 7,200 |" in again
