@@ -176,7 +176,8 @@ def main():
            "shape": {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
                      "block_size": cfg.block_size, "batch_size": cfg.batch_size, "vocab_size": len(tok),
                      "ffn_mult": {"lab": cfg.ffn_mult, "lab_matched_mlp": round(MATCHED_FFN, 4)}},
-           "date": time.strftime("%Y-%m-%d"), "params": params, "threads": threads, "steps_per_round": args.steps, "rounds": args.rounds,
+           "date": time.strftime("%Y-%m-%d"), "params": params, "threads": threads, "steps_per_round": args.steps,
+           "rounds": args.rounds,
            "torch": torch.__version__, "transformers": transformers.__version__, "cpu": cpu_model(),
            # the name alone hides the generation and the kernels torch picked, both of which move these ratios
            "cpu_id": cpu_id(), "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -534,12 +534,14 @@ def section_stage5_again(doc: dict) -> list[str]:
                            f"{', '.join(both) or 'none'}; missed only with {others}: {', '.join(base_only) or 'none'}.")
     if doc.get("candidate"):
         dev = seed_groups(doc)[0]
-        on_dev, _, kept = kept_by_rule(base, doc, seeds, dev)  # from the same SFT models: no SFT clause
+        on_dev, sft_dev, kept = kept_by_rule(base, doc, seeds, dev)  # sft_dev: None where SFT is the same models
+        sft_clause = (f", and SFT's target at no fewer development seeds (met at {sft_dev['after']} with {others}, "
+                      f"{sft_dev['before']} as they ran)" if sft_dev else "")
         verdict.insert(0, f"At the development seeds the runs with {others} met {on_dev['after']} of "
                        f"{len(PPO_TARGETS) * sum(s in dev for s in seeds)} stage-5 targets, as they ran "
                        f"{on_dev['before']}. The rule, written before the runs: a candidate is kept when it meets at "
-                       "least as many stage-5 targets at every development seed and more in all; so it is "
-                       f"**{'kept' if kept else 'not kept'}**.")
+                       f"least as many stage-5 targets at every development seed and more in all{sft_clause}; so it "
+                       f"is **{'kept' if kept else 'not kept'}**.")
     if kernels:  # did the rounding change reach what PPO ended at, or stay in the last digits of its sums?
         same = [s for s in seeds if same_after(base["seeds"][s], doc["seeds"][s])]
         verdict.append("Every held-out rate a stage-5 target reads is the same after PPO (to 2 decimals) as in the "
@@ -1533,6 +1535,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("seeds_machine2_sft2000_ppo.json", [section_other_machine]),
             ("seeds_machine3_sft2000.json", [section_other_machine]),
             ("stage5_verifier.json", [section_stage5_again]),
+            ("stage5_verifier_machine3.json", [section_stage5_again]),
             ("stage5_ppo_steps.json", [section_stage5_again]),
             ("stage5_kernels.json", [section_stage5_again]),
             ("stage5_kernels_default.json", [section_stage5_again]),

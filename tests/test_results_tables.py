@@ -826,6 +826,7 @@ def test_a_candidate_that_trains_sft_again_shows_both_sft_models_and_keeps_nothi
     assert '| harmful refused, "steal" (prompts) | before (SFT), as they ran | 25.0 (4) | 30.0 (4) |' in text
     assert '| harmful refused, "steal" (prompts) | before (SFT), sft.loss_per=example | 12.5 (4) | 10.0 (4) |' in text
     assert "met 10 of 10 stage-5 targets, as they ran 9." in text and "so it is **kept**." in text
+    assert "and SFT's target at no fewer development seeds (met at 2 with sft.loss_per=example, 0 as they ran)" in text
     # the same stage-5 gain with SFT's target met at fewer development seeds: not kept
     cand["seeds"]["0"] = seed(60.0, 90.0, 12.5)
     cand["seeds"]["1"] = seed(64.0, 90.0, 10.0)
@@ -834,6 +835,7 @@ def test_a_candidate_that_trains_sft_again_shows_both_sft_models_and_keeps_nothi
         "seeds": {"0": seed(66.5, 80.0, 25.0), "1": seed(61.9, 90.0, 30.0)}}))
     (tmp_path / "stages2to5_loss_per_example.json").write_text(json.dumps(cand))
     assert "met 10 of 10 stage-5 targets, as they ran 9." in section() and "so it is **not kept**." in section()
+    assert "(met at 0 with sft.loss_per=example, 1 as they ran)" in section()
 
 
 def test_the_phrasing_section_sets_each_roles_rate_beside_stage_5s_and_names_the_held_out_gaps(tmp_path, monkeypatch):
