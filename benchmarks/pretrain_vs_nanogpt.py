@@ -42,9 +42,12 @@ import transformers
 
 from labkit import pretrain, textdata
 from labkit.config import set_threads
-from labkit.models import build_model, count_params, cpu_id, cpu_model, matmul_gflops
+from labkit.models import build_model, count_params, cpu_model, matmul_gflops
 from labkit.tokenizer import train_tokenizer
 from labkit.world import World, corpus
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seeds import machine  # noqa: E402  (the machine record every seeds.py run has: CPU generation, kernels)
 
 MATCHED_FFN = 8 / 3  # SwiGLU hidden size at which its 3 matrices hold as many weights as GPT-2's 2 at 4x
 
@@ -180,7 +183,7 @@ def main():
            "rounds": args.rounds,
            "torch": torch.__version__, "transformers": transformers.__version__, "cpu": cpu_model(),
            # the name alone hides the generation and the kernels torch picked, both of which move these ratios
-           "cpu_id": cpu_id(), "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "machine": machine(),
            "load_average_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
            "matmul_peak_gflops": {"median": round(statistics.median(peak), 1), "rounds": [round(x, 1) for x in peak]},
            "tokens_per_s": {k: {"median": round(med[k]), "rounds": [round(x) for x in wall[k]]} for k in trainers},

@@ -1447,8 +1447,7 @@ def section_pretrain_vs_nanogpt(doc: dict, again: bool = False) -> list[str]:
     """The lab's pretraining step beside nanoGPT's; ``again``: the same benchmark on another machine, under the
     first one's heading (the ratios move with the CPU's generation and kernels, which it names where recorded)."""
     sh, tps, peak = doc["shape"], doc["tokens_per_s"], doc["matmul_peak_gflops"]["median"]
-    cpu = doc["cpu"] + (f" (family/model/stepping {doc['cpu_id']}; {doc['aten_cpu_capability']} kernels)"
-                        if doc.get("cpu_id") and doc.get("aten_cpu_capability") else "")
+    cpu = machine_name(doc["machine"]) if doc.get("machine") else doc["cpu"]  # older runs recorded the name alone
     heading = f"### The same on another machine: {cpu}" if again else "## Pretraining beside nanoGPT"
     lines = ["", heading, "",
              f"`{doc['command']}`{', ' + doc['date'] if doc.get('date') else ''} on {cpu}, {doc['threads']} threads, "

@@ -972,11 +972,13 @@ def test_pretraining_beside_nanogpt_names_each_machines_cpu_and_sets_another_mac
 
     (tmp_path / "pretrain_vs_nanogpt.json").write_text(json.dumps(doc({"lab": 7400, "lab_matched_mlp": 9300, "nanogpt": 9800})))
     (tmp_path / "pretrain_vs_nanogpt_machine3.json").write_text(json.dumps(doc(
-        {"lab": 5200, "lab_matched_mlp": 6100, "nanogpt": 7200}, cpu_id="25/1/1", aten_cpu_capability="AVX2",
-        date="2026-12-07")))
+        {"lab": 5200, "lab_matched_mlp": 6100, "nanogpt": 7200}, date="2026-12-07", machine={
+            "cpu": "AMD EPYC", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None,
+            "cpu_id": "25/1/1"})))
     text = rt.render().split("## Pretraining beside nanoGPT")[1].split("\n## ")[0]
-    first, again = text.split("### The same on another machine: AMD EPYC (family/model/stepping 25/1/1; AVX2 kernels)")
+    first, again = text.split("### The same on another machine: AMD EPYC (family/model/stepping 25/1/1; AVX2 kernels, "
+                              "the best it supports)")
     assert "<nanoGPT checkout>/model.py` on AMD EPYC, 2 threads" in first  # recorded without the CPU's generation
     assert "| tokens per s matched mlp | 0.949 |" in first
-    assert "`, 2026-12-07 on AMD EPYC (family/model/stepping 25/1/1; AVX2 kernels), 2 threads" in again
+    assert "`, 2026-12-07 on AMD EPYC (family/model/stepping 25/1/1; AVX2 kernels, the best it supports), 2 threads" in again
     assert "| tokens per s matched mlp | 0.847 |" in again and "| nanogpt | 2,000,000 | 7,200 |" in again
