@@ -1218,6 +1218,54 @@ def section_sft_stability(doc: dict) -> list[str]:
     return lines
 
 
+# An own-distribution answer loss under which a story question counts as learned: at the preset's 2,000 steps the
+# questions a model answers sit at about 0.13 or below, one it never learned near 1 (story_qa.json).
+LEARNED_LOSS = 0.2
+
+
+def section_sft_longer(doc: dict) -> list[str]:
+    """SFT trained longer than the preset, each story question's answer loss on SFT's own distribution along the way
+    (``sft_stability.py sft --story-loss``): does a question a model never learned at the preset's steps come with
+    more steps, and when?"""
+    runs = {n: r for n, r in doc["runs"].items() if any("own_story_loss" in c for c in r.get("curve") or [])}
+    lines = ["", "### Does a longer SFT learn the story question it missed?", "",
+             f"`{doc['command']}`, {doc['date']}, on {machine_name(doc['machine'])}, at {doc['commit']}, over runs "
+             "made by `benchmarks/sft_stability.py sft --story-loss N` (each run's settings in its label; the preset "
+             "trains 2,000 steps). Along each run: the loss on SFT's own validation draw, and each story question's "
+             "answer loss on SFT's own distribution (new stories with training names, in SFT's phrasings; no held-out "
+             "question enters it, so a rule may read it); then, as a diagnosis only, held-out task accuracy and story "
+             f"QA on the run's own draw. A question counts as learned below a loss of {LEARNED_LOSS}.", ""]
+    summary = []
+    for r in runs.values():
+        curve = sorted((c for c in r["curve"] if "own_story_loss" in c), key=lambda c: c["step"])
+        keys = list(curve[0]["own_story_loss"])
+        lines += [f"{sft_label(r)}:", ""]
+        lines += table(["step", "validation loss"] + [f"{k}: own loss" for k in keys]
+                       + ["held-out task accuracy", "held-out story QA"],
+                       [[f(c["step"]), f(c.get("val_loss"), 3)] + [f(c["own_story_loss"][k], 3) for k in keys]
+                        + [f(c["task_accuracy"]), f(c.get("story_qa"))] for c in curve])
+        said = []
+        for k in keys:
+            below = [c["step"] for c in curve if c["own_story_loss"][k] < LEARNED_LOSS]
+            low = min(curve, key=lambda c: c["own_story_loss"][k])
+            if below:
+                said.append(f"{k} below {LEARNED_LOSS} from step {below[0]:,}"
+                            + ("" if curve[-1]["own_story_loss"][k] < LEARNED_LOSS else ", not at the last step"))
+            else:
+                said.append(f"{k} never below {LEARNED_LOSS} (lowest {f(low['own_story_loss'][k], 3)} "
+                            f"at step {low['step']:,})")
+        lines += ["", "; ".join(said) + ".", ""]
+        every = [c["step"] for c in curve if max(c["own_story_loss"].values()) < LEARNED_LOSS]
+        summary.append([sft_label(r), f(r.get("task_accuracy")), f"step {every[0]:,}" if every else "never",
+                        f(bool(every) and every[-1] == curve[-1]["step"])])
+    lines += ["Each run in one line: its SFT task accuracy (eval.json: held-out, greedy; a diagnosis here), the first "
+              f"step where every story question's own loss was below {LEARNED_LOSS}, and whether all were at the "
+              "last step.", ""]
+    lines += table(["run", "SFT task accuracy", "every story question learned from", "all learned at the last step"],
+                   summary)
+    return lines
+
+
 def section_sft_batches(doc: dict) -> list[str]:
     """What a batch of SFT holds in random order and grouped by length (``batch_composition``)."""
     seeds = doc.get("batches") or {}
@@ -1425,8 +1473,9 @@ def section_ppo_speed(doc: dict) -> list[str]:
 
 def section_suite_timing(doc: dict) -> list[str]:
     runs = [doc["runs"][k] for k in ("old", "new") if k in doc["runs"]]
+    cpu = machine_name(doc["machine"]) if doc.get("machine") else doc["cpu"]  # older runs recorded the name alone
     lines = ["", "## Speed: the test suite", "",
-             f"`benchmarks/suite_timing.py`, {doc['date']}, on {doc['cpu']} ({doc['cores']} cores; load average "
+             f"`benchmarks/suite_timing.py`, {doc['date']}, on {cpu} ({doc['cores']} cores; load average "
              f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): CI's command "
              "(`CI=true bash .ci/run`: a fresh venv, then the tests) "
              + (f"at each revision from a fresh clone, {doc['order'].replace(',', ' then ')}" if len(runs) > 1
@@ -1550,6 +1599,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("sft_data_order_101.json", [lambda doc: section_setting_beside(doc, order=True)]),
             ("sft_data_order_machine3.json", [lambda doc: section_setting_beside(doc, order=True)]),
             ("story_qa.json", [section_story_qa]),
+            ("sft_longer_machine3.json", [section_sft_longer]),
             ("sft_loss_per_example.json", [section_sft_pilot]),
             ("sft_loss_per_example_order100.json", [section_sft_pilot]),
             ("explore_latency.json", [section_explore_latency]),

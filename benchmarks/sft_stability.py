@@ -6,6 +6,8 @@
     .venv/bin/python benchmarks/sft_stability.py sft --pretrain 0 --seed 0 --data-seed 1   # data order alone
     .venv/bin/python benchmarks/sft_stability.py sft --pretrain 0 --seed 0 --threads 2     # float summation order
     .venv/bin/python benchmarks/sft_stability.py sft --pretrain 0 --seed 0 --aten default  # another instruction set
+    .venv/bin/python benchmarks/sft_stability.py sft --pretrain 2 --seed 2 --story-loss 40  # + each story question's
+                                                                          # answer loss on SFT's own distribution
     .venv/bin/python benchmarks/sft_stability.py report                             # cross-evaluation + JSON
 
 Every SFT run is a run folder under ``--work`` (stage 1 copied from ``pt-<pretrain>``) whose name says
@@ -23,8 +25,12 @@ import os
 import shutil
 import subprocess
 import sys
+import shlex
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seeds import commit, machine  # noqa: E402  (the machine record every benchmark of runs writes)
 
 WORK = Path("runs/stability")
 
@@ -86,6 +92,12 @@ def cmd_sft(a) -> None:
                      **{"n_val": 280, "eval_interval": a.every, **parse_params(a.param)})
     _, held = sft.world_tasks(r.world(), cfg)
     answers = [t for t in held if t["family"] in W.ANSWER_FAMILIES]
+    # Per story question, the answer loss on SFT's own distribution (training names, SFT's phrasings): what a
+    # rule may read, unlike the held-out curve (docs/how-it-works.md, Stage 2, point 14).
+    own_story = []
+    if a.story_loss:
+        from story_qa import answer_loss, questions, stories
+        own_story = questions(stories(r.world(), a.story_loss, a.seed)["train"], "train")
     curve = []
 
     class Curve(TrainerCallback):  # the held-out curve: a diagnosis, never a way to pick a setting
@@ -94,6 +106,10 @@ def cmd_sft(a) -> None:
                 with torch.random.fork_rng():
                     s = score_tasks(model, processing_class, answers, max_new_tokens=cfg.eval_max_new_tokens)
                 curve.append({"step": state.global_step, "task_accuracy": s["accuracy"], **s["per_family"]})
+                if own_story:
+                    losses = answer_loss(model, processing_class, own_story)
+                    curve[-1]["own_story_loss"] = {k: sum(x for t, x in zip(own_story, losses) if t["key"] == k)
+                                                   / sum(t["key"] == k for t in own_story) for k in W._STORY_Q}
                 model.train()
 
         def on_evaluate(self, args, state, control, metrics=None, **kw):
@@ -103,7 +119,8 @@ def cmd_sft(a) -> None:
 
     t0 = time.time()
     res = sft.run(cfg, run=name, runs_dir=a.work, live=False, progress_bar=False, callbacks=[Curve()])
-    atomic_write_json(r.path / "curve.json", {"curve": curve, "seconds": time.time() - t0, "threads": a.threads,
+    atomic_write_json(r.path / "curve.json", {"command": shlex.join(["benchmarks/sft_stability.py"] + sys.argv[1:]),
+                                              "curve": curve, "seconds": time.time() - t0, "threads": a.threads,
                                               "aten": a.aten or "native", "params": a.param, "pretrain": a.pretrain,
                                               "seed": a.seed, "data_seed": a.data_seed})
     print(f"{name}: task accuracy {res['sft/task_accuracy']:.1f}", flush=True)
@@ -146,7 +163,8 @@ def cmd_report(a) -> None:
                      "arithmetic_probe": arithmetic_probe(model, tok),
                      "per_family": {f: ev.get(f"sft/accuracy_{f}") for f in W.ANSWER_FAMILIES if f"sft/accuracy_{f}" in ev},
                      "on_seed_draws": cross, "curve": curve.get("curve"), "params": curve.get("params"),
-                     "threads": curve.get("threads"), "aten": curve.get("aten"), "final_loss": final_loss}
+                     "threads": curve.get("threads"), "aten": curve.get("aten"), "final_loss": final_loss,
+                     "command": curve.get("command")}
         print(name, f"{out[name]['task_accuracy']:.1f}", {k: round(v["task_accuracy"], 1) for k, v in cross.items()},
               flush=True)
     stage1 = {}
@@ -167,7 +185,8 @@ def cmd_report(a) -> None:
             print(p.name, stage1[p.name]["arithmetic_probe"], flush=True)
     batches = {str(s): batch_composition(a.preset, s, Path(a.work) / f"pt-{s}" / "01_pretrain" / "model")
                for s in seeds if (Path(a.work) / f"pt-{s}").exists()}
-    Path(a.out).write_text(json.dumps({"preset": a.preset, "date": time.strftime("%Y-%m-%d"),
+    Path(a.out).write_text(json.dumps({"command": shlex.join(["benchmarks/sft_stability.py"] + sys.argv[1:]),
+                                       "commit": commit(), "preset": a.preset, "date": time.strftime("%Y-%m-%d"),
                                        "machine": machine(), "runs": out, "stage1": stage1, "batches": batches},
                                       indent=1) + "\n")
     print(f"wrote {a.out}")
@@ -252,13 +271,6 @@ def read_json_lines(path):
     return read_jsonl(path, on_error="skip")
 
 
-def machine() -> dict:
-    import torch
-
-    from labkit.models import cpu_model
-    return {"cpu": cpu_model(), "torch": torch.__version__, "aten_cpu_capability": torch.backends.cpu.get_cpu_capability()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -275,6 +287,8 @@ def main() -> None:
     s.add_argument("--aten", default=None, help="ATEN_CPU_CAPABILITY for this run (default, avx2, avx512)")
     s.add_argument("--every", type=int, default=100, help="steps between points of the held-out curve")
     s.add_argument("-p", "--param", action="append", default=[], help="another SFT setting, name=value")
+    s.add_argument("--story-loss", type=int, default=0,
+                   help="stories whose per-question answer loss on SFT's own distribution each curve point records")
     s.add_argument("--pretrain-param", action="append", default=[],
                    help="the stage 1 made with this setting (`pretrain --seeds N -p name=value`)")
     sub.choices["pretrain"].add_argument("-p", "--param", action="append", default=[],

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.main_command_timing import fresh_clone, matmul  # noqa: E402
-from labkit.models import cpu_model  # noqa: E402
+from benchmarks.seeds import machine  # noqa: E402  (CPU name, family/model/stepping, kernels, as every benchmark)
 
 
 def pytest_summary(output: str) -> dict:
@@ -62,7 +62,7 @@ def main() -> None:
     old, new = runs.get("old") or {}, runs["new"]
     ratio = new["pytest_seconds"] / old["pytest_seconds"] if old.get("pytest_seconds") and new["pytest_seconds"] else None
     Path(a.out).write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "cores": os.cpu_count(), "load_before": load,
+        "date": time.strftime("%Y-%m-%d"), "machine": machine(), "cores": os.cpu_count(), "load_before": load,
         "load_after": os.getloadavg(), "order": ",".join(order), "runs": runs,
         "ratio_pytest": round(ratio, 3) if ratio else None}, indent=1) + "\n")
     print(f"new / old pytest time: {ratio}; wrote {a.out}")

@@ -85,6 +85,33 @@ def test_the_sft_stability_section_shows_each_model_on_each_draw_and_the_validat
     assert "| 40.0 | 61.5 | 50.0 | step 300: 50.0 | 0.600 | yes |" in text  # the lowest validation loss, not the best accuracy
 
 
+def test_a_longer_sft_says_per_story_question_when_its_own_loss_fell_below_the_bar(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    point = lambda step, obj, place=0.05: {"step": step, "task_accuracy": 60.0, "story_qa": 40.0, "val_loss": 0.5,  # noqa: E731
+                                           "own_story_loss": {"place": place, "object": obj}}
+    run = lambda curve: {"pretrain": 2, "seed": 2, "data_seed": None, "threads": 1, "params": ["max_steps=4000"],  # noqa: E731
+                         "task_accuracy": 60.0, "on_seed_draws": {"2": {"task_accuracy": 60.0}}, "curve": curve}
+    doc = {"command": "benchmarks/sft_stability.py report", "commit": "abc", "preset": "cpu", "date": "d",
+           "machine": {"cpu": "c", "torch": "t", "aten_cpu_capability": "AVX2"},
+           "runs": {"a": run([point(250, 0.9), point(500, 0.15), point(750, 0.25)]),
+                    "b": {**run([{"step": 100, "task_accuracy": 1.0}]), "seed": 3}}}  # no story losses: not shown
+    (tmp_path / "sft_longer_machine3.json").write_text(json.dumps(doc))
+    text = rt.render().split("### Does a longer SFT learn the story question it missed?")[1]
+    assert "| 500 | 0.500 | 0.050 | 0.150 | 60.0 | 40.0 |" in text and "SFT seed 3" not in text
+    assert "place below 0.2 from step 250; object below 0.2 from step 500, not at the last step." in text
+    assert "| stage 1 of seed 2, SFT seed 2, 1 thread, max_steps=4000 | 60.0 | step 500 | no |" in text
+    doc["runs"]["a"]["curve"][2]["own_story_loss"]["object"] = 0.1  # learned from step 500 on
+    (tmp_path / "sft_longer_machine3.json").write_text(json.dumps(doc))
+    assert "| stage 1 of seed 2, SFT seed 2, 1 thread, max_steps=4000 | 60.0 | step 500 | yes |" in rt.render()
+    doc["runs"]["a"]["curve"][1]["own_story_loss"]["object"] = 0.3
+    doc["runs"]["a"]["curve"][2]["own_story_loss"]["object"] = 0.25
+    (tmp_path / "sft_longer_machine3.json").write_text(json.dumps(doc))
+    text = rt.render()
+    assert "object never below 0.2 (lowest 0.250 at step 750)" in text and "| never | no |" in text
+
+
 def test_the_batch_table_shows_padding_and_family_mix_per_seed_and_order(tmp_path, monkeypatch):
     import json
     rt = _script()
@@ -425,6 +452,13 @@ def test_the_suite_timing_section_shows_each_revision_and_the_ratio(tmp_path, mo
     text = rt.render()
     assert "at new alone, from a fresh clone. Target: 5 minutes with the setup." in text
     assert "| newrev (new) | 100 | 300 | 400 |" in text and "New / old" not in text
+    assert "on c (2 cores;" in text
+    # a run that recorded the machine as every benchmark does is named with its generation and kernels
+    (tmp_path / "suite_timing.json").write_text(json.dumps({
+        "date": "d", "cores": 2, "load_before": [0.5], "load_after": [1.5], "order": "new",
+        "machine": {"cpu": "c", "cpu_id": "25/1/1", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None},
+        "runs": {"new": run("newrev", 400.0, 300.0)}, "ratio_pytest": None}))
+    assert "on c (family/model/stepping 25/1/1; AVX2 kernels, the best it supports) (2 cores;" in rt.render()
 
 
 def test_a_candidate_sft_setting_is_shown_beside_the_seeds_runs_with_every_target_of_stages_2_to_5(tmp_path, monkeypatch):
