@@ -2,6 +2,7 @@
 
     python benchmarks/pretrain_vs_nanogpt.py --nanogpt ~/src/nanoGPT/model.py            # 2 threads
     python benchmarks/pretrain_vs_nanogpt.py --nanogpt ~/src/nanoGPT/model.py --compile  # + torch.compile
+    python benchmarks/pretrain_vs_nanogpt.py --nanogpt ~/src/nanoGPT/model.py --fused    # + fused projections
 
 ``--nanogpt`` is the ``model.py`` of a nanoGPT checkout (github.com/karpathy/nanoGPT, MIT licence); it is
 loaded from that path, nothing of it is copied here. Three trainers see the same token windows in the
@@ -18,7 +19,8 @@ They alternate in rounds so machine noise hits all alike; each round also times 
 matmul at the same thread count, the machine's practical peak, so the ratios travel. Ratios: tokens/s,
 and per model FLOP (6 * parameters * tokens/s, Kaplan et al. 2020). ``--compile`` adds
 ``lab_matched_mlp`` under ``torch.compile`` (Inductor) and its compile seconds from a cold cache, and
-says whether it pays over ``--over-steps`` steps. Writes ``benchmarks/results/pretrain_vs_nanogpt.json``.
+says whether it pays over ``--over-steps`` steps. ``--fused`` adds a stock ``Phi3ForCausalLM`` at
+``lab_matched_mlp``'s shape: the same layer with q/k/v and gate/up each one matrix, as nanoGPT fuses q/k/v. Writes ``benchmarks/results/pretrain_vs_nanogpt.json``.
 """
 
 from __future__ import annotations
@@ -77,6 +79,28 @@ def lab_trainer(cfg, tok, stream, seed: int, compile_model: bool = False):
     return step, model
 
 
+def fused_trainer(cfg, tok, stream, seed: int):
+    """pretrain.run's step on a stock ``Phi3ForCausalLM`` of the lab model's shape: Llama's layer (RMSNorm, RoPE,
+    SwiGLU) with q, k, v in one matrix and the MLP's gate and up in another, as nanoGPT's c_attn fuses q, k, v.
+    Fewer, larger matmuls per layer: what the lab would gain by building that architecture instead."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+    torch.manual_seed(seed)
+    llama = build_model("causal", tok, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, ffn_mult=cfg.ffn_mult).config
+    same = {k: getattr(llama, k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                           "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
+                                           "rms_norm_eps", "tie_word_embeddings", "hidden_act", "pad_token_id",
+                                           "bos_token_id", "eos_token_id")}
+    model = Phi3ForCausalLM._from_config(Phi3Config(**same, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0,
+                                                    original_max_position_embeddings=cfg.block_size),
+                                         attn_implementation="sdpa")
+    opt = pretrain.make_optimizer(model, cfg, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(seed)
+
+    def step():
+        return pretrain.train_step(model, opt, [pretrain.get_batch(stream, cfg, tok, gen)], cfg, contextlib.nullcontext())
+    return step, model
+
+
 def nanogpt_trainer(ng, cfg, tok, stream, seed: int):
     """nanoGPT's model, optimizer and train.py step (get_batch's x/y windows, clip, step, zero_grad)."""
     torch.manual_seed(seed)
@@ -122,6 +146,8 @@ def main():
     ap.add_argument("--steps", type=int, default=4, help="training steps per trainer per round")
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--compile", action="store_true", help="also time lab_matched_mlp under torch.compile")
+    ap.add_argument("--fused", action="store_true", help="also time a stock Phi-3 model of lab_matched_mlp's shape "
+                    "(fused q/k/v and gate/up projections)")
     ap.add_argument("--cache-dir", default=None, help="Inductor's cache folder (default: a new empty one, the "
                     "compile time of a first run; run twice with the same folder for a warm cache)")
     ap.add_argument("--over-steps", type=int, default=None, help="steps over which compile must pay (default: "
@@ -138,6 +164,8 @@ def main():
     trainers = {"lab": lab_trainer(cfg, tok, stream, seed=0),
                 "lab_matched_mlp": lab_trainer(matched, tok, stream, seed=0),
                 "nanogpt": nanogpt_trainer(ng, cfg, tok, stream, seed=0)}
+    if args.fused:
+        trainers["lab_matched_mlp_fused"] = fused_trainer(matched, tok, stream, seed=0)
     compile_s = compile_cpu_s = None
     if args.compile:  # by default a cold Inductor cache: the compile time a first run pays
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = args.cache_dir or tempfile.mkdtemp(prefix="inductor-")
@@ -173,7 +201,8 @@ def main():
                 "per_cpu_second": round(statistics.median(per_cpu[a]) / statistics.median(per_cpu[b]) * scale, 3)}
 
     flags = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-             if k not in ("nanogpt", "out", "compile") and v != ap.get_default(k)] + ["--compile"] * args.compile
+             if k not in ("nanogpt", "out", "compile", "fused") and v != ap.get_default(k)] + \
+        ["--compile"] * args.compile + ["--fused"] * args.fused
     out = {"command": " ".join(["python benchmarks/pretrain_vs_nanogpt.py --nanogpt <nanoGPT checkout>/model.py",
                                 *flags]),
            "shape": {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
@@ -196,6 +225,11 @@ def main():
                "tokens_per_s_matched_mlp": ratio("lab_matched_mlp", "nanogpt"),
                "per_model_flop_as_configured": ratio("lab", "nanogpt", flops=True),
                "per_model_flop_matched_mlp": ratio("lab_matched_mlp", "nanogpt", flops=True)}}
+    if args.fused:
+        out["ratios_vs_nanogpt"]["tokens_per_s_matched_mlp_fused"] = ratio("lab_matched_mlp_fused", "nanogpt")
+        out["ratios_vs_nanogpt"]["per_model_flop_matched_mlp_fused"] = ratio("lab_matched_mlp_fused", "nanogpt",
+                                                                             flops=True)
+        out["fused_vs_lab_matched_mlp"] = ratio("lab_matched_mlp_fused", "lab_matched_mlp")
     if args.compile:
         over = args.over_steps or cfg.max_steps
         name = "lab_matched_mlp_compiled"

@@ -1515,6 +1515,12 @@ def section_pretrain_vs_nanogpt(doc: dict, again: bool = False) -> list[str]:
     lines += [""] + table(["ratio to nanoGPT", "of medians", "median of rounds", "per CPU second"],
                           [[k.replace("_", " "), f(v["of_medians"], 3), f(v["median_of_rounds"], 3),
                             f(v["per_cpu_second"], 3)] for k, v in doc["ratios_vs_nanogpt"].items()])
+    fused = doc.get("fused_vs_lab_matched_mlp")
+    if fused:
+        lines += ["", "*lab matched mlp fused*: a stock `Phi3ForCausalLM` of lab_matched_mlp's shape, Llama's layer with "
+                      "q, k and v in one matrix and the MLP's gate and up in another (`--fused`): "
+                      f"{f(fused['median_of_rounds'], 3)}x lab_matched_mlp's tokens/s (median of rounds; of medians "
+                      f"{f(fused['of_medians'], 3)})."]
     c = doc.get("compile")
     if c:
         lines += ["", f"torch.compile (Inductor, {c['cache']} cache): {f(c['compile_seconds'])} s to compile "

@@ -1016,3 +1016,8 @@ def test_pretraining_beside_nanogpt_names_each_machines_cpu_and_sets_another_mac
     assert "| tokens per s matched mlp | 0.949 |" in first
     assert "`, 2026-12-07 on AMD EPYC (family/model/stepping 25/1/1; AVX2 kernels, the best it supports), 2 threads" in again
     assert "| tokens per s matched mlp | 0.847 |" in again and "| nanogpt | 2,000,000 | 7,200 |" in again
+    assert "fused" not in text
+    fused = doc({"lab": 5200, "lab_matched_mlp": 6100, "nanogpt": 7200})
+    fused["fused_vs_lab_matched_mlp"] = {"of_medians": 0.99, "median_of_rounds": 0.985, "per_cpu_second": 1.0}
+    (tmp_path / "pretrain_vs_nanogpt_machine3.json").write_text(json.dumps(fused))
+    assert "(`--fused`): 0.985x lab_matched_mlp's tokens/s (median of rounds; of medians 0.990)." in rt.render()
