@@ -5,8 +5,9 @@
     python benchmarks/pretrain_vs_nanogpt.py --nanogpt ~/src/nanoGPT/model.py --fused    # + fused projections
 
 ``--nanogpt`` is the ``model.py`` of a nanoGPT checkout (github.com/karpathy/nanoGPT, MIT licence); it is
-loaded from that path, nothing of it is copied here. Three trainers see the same token windows in the
-same order, at the ``cpu`` preset's shape (batch x block, layers, heads, width, vocabulary):
+loaded from that path, nothing of it is copied here. Three trainers (and those the flags below add) see
+the same token windows in the same order, at the ``cpu`` preset's shape (batch x block, layers, heads,
+width, vocabulary):
 
 * ``lab``: what ``pretrain.run`` does every step (``get_batch`` + ``train_step``, its optimizer) on the
   model the cpu preset builds (a stock ``LlamaForCausalLM``, SwiGLU MLP at ``ffn_mult`` x width);
@@ -20,7 +21,8 @@ matmul at the same thread count, the machine's practical peak, so the ratios tra
 and per model FLOP (6 * parameters * tokens/s, Kaplan et al. 2020). ``--compile`` adds
 ``lab_matched_mlp`` under ``torch.compile`` (Inductor) and its compile seconds from a cold cache, and
 says whether it pays over ``--over-steps`` steps. ``--fused`` adds a stock ``Phi3ForCausalLM`` at
-``lab_matched_mlp``'s shape: the same layer with q/k/v and gate/up each one matrix, as nanoGPT fuses q/k/v. Writes ``benchmarks/results/pretrain_vs_nanogpt.json``.
+``lab_matched_mlp``'s shape: the same layer with q/k/v and gate/up each one matrix, as nanoGPT fuses
+q/k/v. Writes ``benchmarks/results/pretrain_vs_nanogpt.json``.
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
-import shlex
 import time
 from pathlib import Path
 
