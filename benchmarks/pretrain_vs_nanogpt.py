@@ -68,10 +68,9 @@ def load_nanogpt(path: str):
     return module
 
 
-def lab_trainer(cfg, tok, stream, seed: int, compile_model: bool = False):
-    """pretrain.run's step on a fresh model of ``cfg``'s shape: a function doing one step, and the model."""
-    torch.manual_seed(seed)
-    model = build_model("causal", tok, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, ffn_mult=cfg.ffn_mult)
+def pretrain_stepper(model, cfg, tok, stream, seed: int, compile_model: bool = False):
+    """pretrain.run's step (``get_batch`` + ``train_step``, its optimizer) on ``model``: a function doing one step,
+    and the model."""
     opt = pretrain.make_optimizer(model, cfg, torch.device("cpu"))
     fwd = torch.compile(model) if compile_model else model
     gen = torch.Generator().manual_seed(seed)
@@ -79,6 +78,13 @@ def lab_trainer(cfg, tok, stream, seed: int, compile_model: bool = False):
     def step():
         return pretrain.train_step(fwd, opt, [pretrain.get_batch(stream, cfg, tok, gen)], cfg, contextlib.nullcontext())
     return step, model
+
+
+def lab_trainer(cfg, tok, stream, seed: int, compile_model: bool = False):
+    """pretrain.run's step on a fresh model of ``cfg``'s shape."""
+    torch.manual_seed(seed)
+    model = build_model("causal", tok, cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, ffn_mult=cfg.ffn_mult)
+    return pretrain_stepper(model, cfg, tok, stream, seed, compile_model)
 
 
 def fused_trainer(cfg, tok, stream, seed: int):
@@ -95,12 +101,7 @@ def fused_trainer(cfg, tok, stream, seed: int):
     model = Phi3ForCausalLM._from_config(Phi3Config(**same, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0,
                                                     original_max_position_embeddings=cfg.block_size),
                                          attn_implementation="sdpa")
-    opt = pretrain.make_optimizer(model, cfg, torch.device("cpu"))
-    gen = torch.Generator().manual_seed(seed)
-
-    def step():
-        return pretrain.train_step(model, opt, [pretrain.get_batch(stream, cfg, tok, gen)], cfg, contextlib.nullcontext())
-    return step, model
+    return pretrain_stepper(model, cfg, tok, stream, seed)
 
 
 def nanogpt_trainer(ng, cfg, tok, stream, seed: int):

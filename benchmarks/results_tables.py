@@ -374,6 +374,11 @@ def machine_name(m: dict) -> str:
     return f"{m['cpu']} ({cpu_id}{m['aten_cpu_capability']} kernels, {how})"
 
 
+def recorded_machine(doc: dict) -> str:
+    """A results file's machine as ``machine_name`` names it; older files recorded the CPU's name alone."""
+    return machine_name(doc["machine"]) if doc.get("machine") else doc["cpu"]
+
+
 def stages_reached(doc: dict, seeds: list[str] | None = None) -> list[str]:
     """The stages, in pipeline order, a seeds.py file has numbers for at ``seeds`` (all by default). seeds.py is
     restartable per stage, so a run stopped after some stage (or run ``--to`` it) has none past it."""
@@ -1247,11 +1252,11 @@ def section_sft_longer(doc: dict) -> list[str]:
         said = []
         for k in keys:
             below = [c["step"] for c in curve if c["own_story_loss"][k] < LEARNED_LOSS]
-            low = min(curve, key=lambda c: c["own_story_loss"][k])
             if below:
                 said.append(f"{k} below {LEARNED_LOSS} from step {below[0]:,}"
                             + ("" if curve[-1]["own_story_loss"][k] < LEARNED_LOSS else ", not at the last step"))
             else:
+                low = min(curve, key=lambda c: c["own_story_loss"][k])
                 said.append(f"{k} never below {LEARNED_LOSS} (lowest {f(low['own_story_loss'][k], 3)} "
                             f"at step {low['step']:,})")
         lines += ["", "; ".join(said) + ".", ""]
@@ -1473,7 +1478,7 @@ def section_ppo_speed(doc: dict) -> list[str]:
 
 def section_suite_timing(doc: dict) -> list[str]:
     runs = [doc["runs"][k] for k in ("old", "new") if k in doc["runs"]]
-    cpu = machine_name(doc["machine"]) if doc.get("machine") else doc["cpu"]  # older runs recorded the name alone
+    cpu = recorded_machine(doc)
     lines = ["", "## Speed: the test suite", "",
              f"`benchmarks/suite_timing.py`, {doc['date']}, on {cpu} ({doc['cores']} cores; load average "
              f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): CI's command "
@@ -1496,7 +1501,7 @@ def section_pretrain_vs_nanogpt(doc: dict, again: bool = False) -> list[str]:
     """The lab's pretraining step beside nanoGPT's; ``again``: the same benchmark on another machine, under the
     first one's heading (the ratios move with the CPU's generation and kernels, which it names where recorded)."""
     sh, tps, peak = doc["shape"], doc["tokens_per_s"], doc["matmul_peak_gflops"]["median"]
-    cpu = machine_name(doc["machine"]) if doc.get("machine") else doc["cpu"]  # older runs recorded the name alone
+    cpu = recorded_machine(doc)
     heading = f"### The same on another machine: {cpu}" if again else "## Pretraining beside nanoGPT"
     lines = ["", heading, "",
              f"`{doc['command']}`{', ' + doc['date'] if doc.get('date') else ''} on {cpu}, {doc['threads']} threads, "
