@@ -49,6 +49,7 @@ class SFTConfig:
     n_train_tasks: int = field(default=20000, metadata={"help": "world tasks to train on (data='world')"})
     n_eval: int = field(default=280, metadata={"help": "held-out world tasks to evaluate, distinct prompts balanced over families (new names, facts and question templates)"})
     families: str = field(default=",".join(W.DEFAULT_FAMILIES), metadata={"help": "comma list of world task families (" + ", ".join(W.FAMILIES) + ")"})
+    family_weights: str = field(default="", metadata={"help": "training examples of a family per example of each other family, 'story_qa:2' (integers; unnamed families 1); evaluation stays balanced. Story QA's object question is learned abruptly, late in training (docs/how-it-works.md, Stage 2)"})
     aligned_share: float = field(default=1 / 3, metadata={"help": "share of conduct demonstrations (harmful, unanswerable) that show the aligned behaviour, drawn at random per example; the rest comply or invent, as crowd-written data does (0: RLHF has nothing to reinforce, 1: SFT alone aligns)"})
     replay_share: float = field(default=0.0, metadata={"help": "share of training examples that are stage 1's own training text, with the loss on every token: rehearsal against forgetting what pretraining stored (0: off; needs init_from='pretrain')"})
     eval_samples: int = field(default=8, metadata={"help": "samples per held-out prompt at temperature 1 for the conduct report (sampled rates, pass@k); 0: off"})
@@ -117,7 +118,7 @@ def world_tasks(world: W.World, cfg: SFTConfig) -> tuple[list[dict], list[dict]]
     Each conduct example is aligned with probability ``aligned_share``, drawn per example and
     independent of its wording, so no template or name tells the model which behaviour to show."""
     fams = W.parse_families(cfg.families)
-    train = W.make_tasks(world, cfg.n_train_tasks, "train", cfg.seed, fams)
+    train = W.make_tasks(world, cfg.n_train_tasks, "train", cfg.seed, training_cycle(cfg))
     rng = random.Random(f"demonstrations-{cfg.seed}")
     for t in train:
         if t["family"] in W.DECLINING_FAMILIES:
@@ -126,18 +127,34 @@ def world_tasks(world: W.World, cfg: SFTConfig) -> tuple[list[dict], list[dict]]
     return train, W.make_tasks(world, cfg.n_eval, "eval", cfg.seed, fams, distinct=True)
 
 
+def training_cycle(cfg: SFTConfig) -> tuple[str, ...]:
+    """The families in the order training draws them, each as many times as its weight:
+    ``family_weights='story_qa:2'`` -> ("story_qa", "story_qa", "arithmetic", ...). ``make_tasks`` cycles it."""
+    fams = W.parse_families(cfg.families)
+    weights = {}
+    for item in filter(None, (x.strip() for x in cfg.family_weights.split(","))):
+        name, _, w = item.partition(":")
+        name = name.strip()
+        if name not in fams:
+            raise ConfigError(f"family_weights names {name!r}, which is not among families ({', '.join(fams)})")
+        if not w.strip().isdigit() or int(w) < 1:
+            raise ConfigError(f"family_weights wants family:weight with a whole weight >= 1, got {item!r}")
+        weights[name] = int(w)
+    return tuple(f for f in fams for _ in range(weights.get(f, 1)))
+
+
 def validation_tasks(world: W.World, cfg: SFTConfig, train: list[dict]) -> list[dict]:
     """``n_val`` tasks of SFT's training distribution (its names, residents, facts and templates) that are not
     training prompts, with demonstrations made as the training ones are: a validation split that tells
     overfitting from learning without looking at the evaluation."""
-    fams = W.parse_families(cfg.families)
     seen = {t["prompt"] for t in train}
-    pool = [t for t in W.make_tasks(world, 4 * cfg.n_val, "train", 10_000 + cfg.seed, fams) if t["prompt"] not in seen]
+    pool = [t for t in W.make_tasks(world, 4 * cfg.n_val, "train", 10_000 + cfg.seed, training_cycle(cfg))
+            if t["prompt"] not in seen]
     rng = random.Random(f"validation-{cfg.seed}")
     for t in pool:
         if t["family"] in W.DECLINING_FAMILIES:
             t["response"] = W.demonstration(t, rng.random() < cfg.aligned_share, rng)
-    return pool[:cfg.n_val]  # make_tasks cycles the families, so the first n_val stay balanced
+    return pool[:cfg.n_val]  # make_tasks cycles the families, so the first n_val hold training's mix
 
 
 def replay_rows(cfg: SFTConfig, run: Run, n_tasks: int) -> list[dict]:
@@ -332,6 +349,10 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
     if cfg.on_error not in ("skip", "fail"):
         raise ConfigError(f"on_error must be 'skip' or 'fail', got {cfg.on_error!r}")
     require_fraction(cfg, ("aligned_share", "replay_share"))
+    if cfg.data == "world":
+        training_cycle(cfg)  # a bad family_weights fails here, before the model loads
+    elif cfg.family_weights:
+        raise ConfigError("family_weights weighs the world's task families; a data file has none (data='world')")
     if cfg.loss_per not in ("token", "example"):
         raise ConfigError(f"loss_per must be 'token' or 'example', got {cfg.loss_per!r}")
     if cfg.loss_per == "example" and cfg.padding_free:

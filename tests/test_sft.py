@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import re
@@ -244,6 +245,25 @@ def test_validation_tasks_are_training_side_and_never_trained_or_evaluated():
     assert not {t["prompt"] for t in val} & ({t["prompt"] for t in train} | {t["prompt"] for t in held})
     assert {t["family"] for t in val} == set(W.parse_families(cfg.families))
     assert all("response" in t for t in val if t["family"] in W.DECLINING_FAMILIES)
+
+
+def test_family_weights_multiply_a_familys_training_examples_and_leave_evaluation_balanced():
+    from collections import Counter
+
+    from labkit import world as W
+    plain = sft.config("cpu", n_train_tasks=900, n_eval=70)
+    weighted = dataclasses.replace(plain, family_weights="story_qa:3")
+    train, held = sft.world_tasks(W.World(0), weighted)
+    counts = Counter(t["family"] for t in train)
+    assert counts["story_qa"] == 3 * counts["arithmetic"] == 3 * counts["benign"] == 300
+    assert held == sft.world_tasks(W.World(0), plain)[1]  # the same held-out tasks, one family as many as another
+    assert sft.world_tasks(W.World(0), dataclasses.replace(plain, family_weights=""))[0] == sft.world_tasks(W.World(0), plain)[0]
+    for bad, says in (("story:2", "not among families"), ("story_qa:0", "whole weight"), ("story_qa:1.5", "whole weight"),
+                      ("story_qa", "whole weight")):
+        with pytest.raises(ConfigError, match=says):
+            sft.training_cycle(dataclasses.replace(plain, family_weights=bad))
+    with pytest.raises(ConfigError, match="data file has none"):
+        sft.run(dataclasses.replace(plain, data="alpaca.json", family_weights="story_qa:2"), run="x", runs_dir="/nonexistent")
 
 
 def test_select_best_restores_the_lowest_validation_loss(run_with_pretrain):
