@@ -605,14 +605,15 @@ STORY_CELLS = (("train", "train", "training names, SFT's phrasings"), ("train", 
 STORY_KEYS = ("place", "object", "color", "receiver")
 
 
-def section_story_qa(doc: dict) -> list[str]:
+def section_story_qa(doc: dict, title: str = "Story questions: the held-out names, the held-out phrasing, or the question"
+                     ) -> list[str]:
     """SFT models' story questions asked with either half of the story names and in every role's templates
     (benchmarks/story_qa.py): is a low held-out story-QA number the held-out names', the held-out phrasing's, or
-    one question's?"""
+    one question's? ``title``: the heading, where another set of models is read the same way."""
     runs = doc["runs"]
     cell = lambda r, names, role: runs[r]["cells"][f"{names} names, {role} templates"]  # noqa: E731
     name = lambda r: f"seed {runs[r]['seed']}, " + (", ".join(runs[r]["settings"]) or "the preset")  # noqa: E731
-    lines = ["", "### Story questions: the held-out names, the held-out phrasing, or the question", "",
+    lines = ["", f"### {title}", "",
              f"`{doc['command']}`, {doc['date']}, on {machine_name(doc['machine'])}, at {doc['commit']}: "
              f"{doc['stories']} stories told twice, once with names from the half of the story names SFT trains on "
              "and once with the same draws' names from the held-out half (nothing else differs), each asked every "
@@ -1613,6 +1614,9 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("sft_longer_machine3.json", [section_sft_longer]),
             ("sft_loss_per_example.json", [section_sft_pilot]),
             ("sft_loss_per_example_order100.json", [section_sft_pilot]),
+            ("sft_family_weights.json", [section_sft_pilot]),
+            ("story_qa_family_weights.json",
+             [lambda doc: section_story_qa(doc, "Story questions of the pilot with story QA weighted twice")]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),

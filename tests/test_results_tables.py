@@ -937,6 +937,10 @@ def test_the_story_qa_section_splits_the_held_out_loss_into_the_names_and_the_ph
     # the highest own-distribution loss is seed 0's receiver (answered worst held-out) and seed 1's object (not)
     assert "At 1 of 2 models the question with the highest loss on SFT's own distribution is the one answered worst " \
            "held-out (seed 0, the preset: receiver)." in text
+    # another set of models, read the same way under a heading of its own
+    retitled = rt.section_story_qa(json.loads((tmp_path / "story_qa.json").read_text()), "Story questions of a pilot")
+    assert retitled[1] == "### Story questions of a pilot" and "### Story questions: the held-out" not in "\n".join(retitled)
+    assert "| seed 1, data_seed=100 | 0.010 | 1.400 | 0.010 | 0.010 |" in retitled
 
 
 def test_a_pilot_at_sft_alone_sets_each_number_beside_its_base_and_counts_sfts_target_but_keeps_nothing(tmp_path, monkeypatch):
