@@ -69,8 +69,9 @@ class SFTConfig:
     max_steps: int = field(default=2000, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch (per device)"})
     grad_accum_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step (effective batch = batch_size x grad_accum_steps)"})
-    learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate, cosine decay after warm-up (None: 1e-3 for full fine-tuning, 4e-3 for LoRA, which wants several times more)"})
+    learning_rate: float | None = field(default=None, metadata={"help": "peak learning rate, reached after warm-up and decayed as decay_steps says (None: 1e-3 for full fine-tuning, 4e-3 for LoRA, which wants several times more)"})
     warmup_steps: int = field(default=30, metadata={"help": "linear warm-up steps"})
+    decay_steps: int = field(default=0, metadata={"help": "0: the rate decays as a cosine over every step after warm-up; N: it stays at its peak until the last N steps, which decay as a cosine (warmup-stable-decay): more learning at the peak rate in the same steps"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     max_length: int = field(default=128, metadata={"help": "truncate prompt+response to this many tokens"})
     padding_free: bool = field(default=False, metadata={"help": "each batch as one row of its examples, each attending only to itself (TRL's padding_free): the same loss on the same batches, without computing a random batch's padding (docs/results.md, \"What a batch holds\")"})
@@ -315,7 +316,9 @@ def make_trainer(cfg: SFTConfig, model, tokenizer, train_rows: list[dict], val_r
     args = trl.SFTConfig(
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum_steps,
-        learning_rate=learning_rate(cfg), lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
+        learning_rate=learning_rate(cfg), warmup_steps=cfg.warmup_steps,
+        **(dict(lr_scheduler_type="warmup_stable_decay", lr_scheduler_kwargs={"num_decay_steps": cfg.decay_steps})
+           if cfg.decay_steps else dict(lr_scheduler_type="cosine")),
         weight_decay=cfg.weight_decay, completion_only_loss=True, padding_free=cfg.padding_free,
         max_length=None if cfg.padding_free else cfg.max_length,  # padding-free: TRL leaves the cut to us (below)
         **trainer_args(output_dir, device, bf16, cfg.gradient_checkpointing, cfg.log_interval, cfg.report_to,
@@ -353,6 +356,9 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         training_cycle(cfg)  # a bad family_weights fails here, before the model loads
     elif cfg.family_weights:
         raise ConfigError("family_weights weighs the world's task families; a data file has none (data='world')")
+    if not 0 <= cfg.decay_steps <= cfg.max_steps - cfg.warmup_steps:
+        raise ConfigError(f"decay_steps must be between 0 and max_steps - warmup_steps "
+                          f"({cfg.max_steps - cfg.warmup_steps}), got {cfg.decay_steps}")
     if cfg.loss_per not in ("token", "example"):
         raise ConfigError(f"loss_per must be 'token' or 'example', got {cfg.loss_per!r}")
     if cfg.loss_per == "example" and cfg.padding_free:

@@ -266,6 +266,23 @@ def test_family_weights_multiply_a_familys_training_examples_and_leave_evaluatio
         sft.run(dataclasses.replace(plain, data="alpaca.json", family_weights="story_qa:2"), run="x", runs_dir="/nonexistent")
 
 
+def test_decay_steps_holds_the_peak_rate_until_the_last_steps(run_with_pretrain):
+    """decay_steps=0 is the cosine over every step after warm-up; decay_steps=N holds the peak until the last N."""
+    kw = dict(max_steps=12, warmup_steps=2, log_interval=1, learning_rate=1e-3, eval_samples=0)
+    lrs = {}
+    for decay in (0, 4):
+        sft.run(sft.config("smoke", decay_steps=decay, **kw), run=run_with_pretrain.name,
+                runs_dir=str(run_with_pretrain.parent), progress_bar=False, live=False)
+        lrs[decay] = {m["step"]: m["sft/lr"] for m in read_jsonl(run_with_pretrain / "02_sft" / "metrics.jsonl")
+                      if "sft/lr" in m}
+    # logged at step k: the rate of step k's update. Warm-up is steps 1-2; the last 4 rates of the schedule
+    # (HF's warmup_stable_decay starts its cosine at the peak) run down over steps 10-12
+    assert [lrs[4][s] for s in range(3, 10)] == pytest.approx([1e-3] * 7) and 1e-3 > lrs[4][10] > lrs[4][11] > lrs[4][12]
+    assert lrs[0][3] == pytest.approx(1e-3) and 1e-3 > lrs[0][4] > lrs[0][5]  # the cosine decays right after warm-up
+    with pytest.raises(ConfigError, match="decay_steps must be between 0 and max_steps - warmup_steps"):
+        sft.run(sft.config("smoke", decay_steps=11, **kw), run=run_with_pretrain.name, runs_dir=str(run_with_pretrain.parent))
+
+
 def test_select_best_restores_the_lowest_validation_loss(run_with_pretrain):
     res = sft.run(sft.config("smoke", n_val=14, eval_interval=2, select_best=True), run=run_with_pretrain.name,
                   runs_dir=str(run_with_pretrain.parent), progress_bar=False)
