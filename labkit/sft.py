@@ -138,6 +138,8 @@ def training_cycle(cfg: SFTConfig) -> tuple[str, ...]:
         name = name.strip()
         if name not in fams:
             raise ConfigError(f"family_weights names {name!r}, which is not among families ({', '.join(fams)})")
+        if name in weights:
+            raise ConfigError(f"family_weights names {name} twice")
         if not w.strip().isdigit() or int(w) < 1:
             raise ConfigError(f"family_weights wants family:weight with a whole weight >= 1, got {item!r}")
         weights[name] = int(w)

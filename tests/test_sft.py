@@ -259,7 +259,7 @@ def test_family_weights_multiply_a_familys_training_examples_and_leave_evaluatio
     assert held == sft.world_tasks(W.World(0), plain)[1]  # the same held-out tasks, one family as many as another
     assert sft.world_tasks(W.World(0), dataclasses.replace(plain, family_weights=""))[0] == sft.world_tasks(W.World(0), plain)[0]
     for bad, says in (("story:2", "not among families"), ("story_qa:0", "whole weight"), ("story_qa:1.5", "whole weight"),
-                      ("story_qa", "whole weight")):
+                      ("story_qa", "whole weight"), ("story_qa:2, story_qa:3", "story_qa twice")):
         with pytest.raises(ConfigError, match=says):
             sft.training_cycle(dataclasses.replace(plain, family_weights=bad))
     with pytest.raises(ConfigError, match="data file has none"):
