@@ -1628,6 +1628,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("main_command_sft_candidate.json", [section_main_command]),
             ("main_command_sft2000.json", [section_main_command]),
             ("main_command_sft2000_once.json", [section_main_command]),
+            ("main_command_machine3.json", [section_main_command]),
             ("sft_step.json", [section_sft_step]),
             ("freed_memory.json", [section_freed_memory]),
             ("ppo_speed.json", [section_ppo_speed]),
@@ -1711,10 +1712,12 @@ README = REPO / "README.md"
 PAGES = (README, REPO / "docs" / "using.md")
 
 
-def readme_timing(doc: dict | None, earlier: dict | None = None) -> list[str]:
+def readme_timing(doc: dict | None, earlier: dict | None = None, elsewhere: dict | None = None) -> list[str]:
     """README's timing line: the main command as the preset runs it now, back to back with the old revision on the
     same machine (``doc``: the ratio travels, the seconds do not), with the machine's matmul rate; then the ratio an
-    earlier such measurement gave (``earlier``)."""
+    earlier such measurement gave (``earlier``); then the preset's main command timed alone on another machine
+    (``elsewhere``, a ``--order new`` run), against the budget: the minutes a preset keeps to hold where it was
+    measured, not on every 2-core machine."""
     if doc is None:
         return ["(no timing yet: run benchmarks/main_command_timing.py, then benchmarks/results_tables.py)"]
     old, new = doc["runs"]["old"], doc["runs"]["new"]
@@ -1727,6 +1730,14 @@ def readme_timing(doc: dict | None, earlier: dict | None = None) -> list[str]:
         line += (f" The same measurement at {run_label(earlier['runs']['new'])} gave **{f(earlier['ratio_main_command'], 2)}×**"
                  + (f", PPO's notebook {f(earlier['ratio_ppo'], 2)}×" if earlier.get("ratio_ppo") else "")
                  + f" ([docs/results.md](docs/results.md#{anchor(main_title(earlier))})).")
+    if elsewhere and not (other := elsewhere["runs"]["new"]).get("params"):
+        minutes = other["main_command_seconds"] / 60
+        isa = f", {other['aten_cpu_capability']} kernels" if other.get("aten_cpu_capability") else ""
+        line += (f" Timed alone on another machine ({elsewhere['cpu']}, {elsewhere['cores']} cores{isa}, float32 matmul "
+                 f"{f(matmul_rate(other, '2'), 0)} GFLOP/s at 2 threads, {elsewhere['date']}), the main command at "
+                 f"{run_label(other)} took **{f(minutes, 1)} minutes**, "
+                 f"{'within' if minutes <= MAIN_COMMAND_MINUTES else 'over'} the {MAIN_COMMAND_MINUTES} minutes the "
+                 f"`cpu` preset's main command may take ([docs/results.md](docs/results.md#{anchor(once_title(other))})).")
     return [line]
 
 
@@ -1734,7 +1745,8 @@ def readme_timing(doc: dict | None, earlier: dict | None = None) -> list[str]:
 # main command within its budget) on seeds.json's stage 1 models, at every seed
 PRESET_RUNS = "sft_candidate.json"
 BLOCKS = {"headline": lambda: readme_headline(load(PRESET_RUNS)),
-          "timing": lambda: readme_timing(load("main_command_preset.json"), load("main_command_timing.json")),
+          "timing": lambda: readme_timing(load("main_command_preset.json"), load("main_command_timing.json"),
+                                          load("main_command_machine3.json")),
           "trust": lambda: readme_trust(load("trust.json")),
           "hh_rlhf": lambda: table(HH_HEADER, hh_rows(load("hh_rlhf_lengths.json"))) if load("hh_rlhf_lengths.json")
           else ["(no results yet: run benchmarks/hh_rlhf_lengths.py, then benchmarks/results_tables.py)"]}

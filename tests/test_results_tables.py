@@ -354,6 +354,17 @@ def test_the_speed_section_compares_old_and_new_per_stage_and_splits_the_new_tim
     assert "**0.90×** the time of aaa" in line and "PPO's notebook 0.55×" in line
     assert line.endswith("The same measurement at bbb gave **0.60×**, PPO's notebook 0.50× "
                          "([docs/results.md](docs/results.md#speed-the-main-command-at-aaa-and-at-bbb)).")
+    # the preset timed alone on another machine, against the budget (a run with settings is not the preset's)
+    alone = {**timing, "cpu": "z", "order": "new", "runs": {"new": {**timing["runs"]["new"], "commit": "ddd",
+                                                                    "main_command_seconds": 1767.0, "aten_cpu_capability": "AVX2"}}}
+    line = rt.readme_timing(later, timing, alone)[0]
+    assert line.endswith("Timed alone on another machine (z, 2 cores, AVX2 kernels, float32 matmul 92 GFLOP/s at 2 threads, "
+                         "d), the main command at ddd took **29.4 minutes**, over the 25 minutes the `cpu` preset's main "
+                         "command may take ([docs/results.md](docs/results.md#speed-the-main-command-one-run)).")
+    fast = {**alone, "runs": {"new": {**alone["runs"]["new"], "main_command_seconds": 1200.0}}}
+    assert "took **20.0 minutes**, within the 25 minutes" in rt.readme_timing(later, timing, fast)[0]
+    tuned = {**alone, "runs": {"new": {**alone["runs"]["new"], "params": ["sft.max_steps=4000"]}}}
+    assert rt.readme_timing(later, timing, tuned) == rt.readme_timing(later, timing)
 
 
 def test_a_setting_timed_on_the_main_command_is_named_with_its_headline_numbers_beside_the_presets(tmp_path, monkeypatch):
