@@ -279,8 +279,10 @@ def test_decay_steps_holds_the_peak_rate_until_the_last_steps(run_with_pretrain)
     # (HF's warmup_stable_decay starts its cosine at the peak) run down over steps 10-12
     assert [lrs[4][s] for s in range(3, 10)] == pytest.approx([1e-3] * 7) and 1e-3 > lrs[4][10] > lrs[4][11] > lrs[4][12]
     assert lrs[0][3] == pytest.approx(1e-3) and 1e-3 > lrs[0][4] > lrs[0][5]  # the cosine decays right after warm-up
-    with pytest.raises(ConfigError, match="decay_steps must be between 0 and max_steps - warmup_steps"):
-        sft.run(sft.config("smoke", decay_steps=11, **kw), run=run_with_pretrain.name, runs_dir=str(run_with_pretrain.parent))
+    for bad in (11, -1):
+        with pytest.raises(ConfigError, match="decay_steps must be between 0 and max_steps - warmup_steps"):
+            sft.run(sft.config("smoke", decay_steps=bad, **kw), run=run_with_pretrain.name,
+                    runs_dir=str(run_with_pretrain.parent))
 
 
 def test_select_best_restores_the_lowest_validation_loss(run_with_pretrain):
