@@ -1392,9 +1392,8 @@ def budget_and_headline(runs: list[dict]) -> list[str]:
                         "ppo/over_refusal_benign_after", "ppo/task_accuracy_after")
             if any(pick(r, k) is not None for r in runs)]
     if keys:
-        isa = f", {new['aten_cpu_capability']} kernels" if new.get("aten_cpu_capability") else ""
         whose = "The same runs' headline numbers" if len(runs) > 1 else "The run's headline numbers"
-        lines += ["", f"{whose} (seed 0, 2 threads{isa}):", ""]
+        lines += ["", f"{whose} (seed 0, 2 threads{kernels_note(new)}):", ""]
         lines += table(["number"] + [run_label(r) for r in runs],
                        [[k] + [f(pick(r, k), 2 if "spearman" in k else 1) for r in runs] for k in keys])
     return lines
@@ -1410,10 +1409,14 @@ def anchor(title: str) -> str:
     return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 
+def kernels_note(run: dict) -> str:
+    """", AVX2 kernels": the kernels torch picked for a timed run, where it recorded them (older runs did not)."""
+    return f", {run['aten_cpu_capability']} kernels" if run.get("aten_cpu_capability") else ""
+
+
 def timed_machine(doc: dict, run: dict) -> str:
     """Where a main-command timing ran: CPU, cores, the kernels torch picked, and the load around it."""
-    isa = f", {run['aten_cpu_capability']} kernels" if run.get("aten_cpu_capability") else ""
-    return (f"{doc['cpu']} ({doc['cores']} cores{isa}; load average {f(doc['load_before'][0], 2)} before, "
+    return (f"{doc['cpu']} ({doc['cores']} cores{kernels_note(run)}; load average {f(doc['load_before'][0], 2)} before, "
             f"{f(doc['load_after'][0], 2)} after)")
 
 
@@ -1732,8 +1735,8 @@ def readme_timing(doc: dict | None, earlier: dict | None = None, elsewhere: dict
                  + f" ([docs/results.md](docs/results.md#{anchor(main_title(earlier))})).")
     if elsewhere and not (other := elsewhere["runs"]["new"]).get("params"):
         minutes = other["main_command_seconds"] / 60
-        isa = f", {other['aten_cpu_capability']} kernels" if other.get("aten_cpu_capability") else ""
-        line += (f" Timed alone on another machine ({elsewhere['cpu']}, {elsewhere['cores']} cores{isa}, float32 matmul "
+        line += (f" Timed alone on another machine ({elsewhere['cpu']}, {elsewhere['cores']} cores{kernels_note(other)}, "
+                 "float32 matmul "
                  f"{f(matmul_rate(other, '2'), 0)} GFLOP/s at 2 threads, {elsewhere['date']}), the main command at "
                  f"{run_label(other)} took **{f(minutes, 1)} minutes**, "
                  f"{'within' if minutes <= MAIN_COMMAND_MINUTES else 'over'} the {MAIN_COMMAND_MINUTES} minutes the "

@@ -358,9 +358,10 @@ def run(cfg: SFTConfig, run: str = "demo", runs_dir: str = "runs", preset: str |
         training_cycle(cfg)  # a bad family_weights fails here, before the model loads
     elif cfg.family_weights:
         raise ConfigError("family_weights weighs the world's task families; a data file has none (data='world')")
-    if cfg.decay_steps < 0 or cfg.decay_steps > max(0, cfg.max_steps - cfg.warmup_steps):  # 0 fits any run
-        raise ConfigError(f"decay_steps must be between 0 and max_steps - warmup_steps "
-                          f"({cfg.max_steps - cfg.warmup_steps}), got {cfg.decay_steps}")
+    most_decay = max(0, cfg.max_steps - cfg.warmup_steps)  # 0 fits any run, even one shorter than its warm-up
+    if not 0 <= cfg.decay_steps <= most_decay:
+        raise ConfigError(f"decay_steps must be between 0 and max_steps - warmup_steps ({most_decay}), "
+                          f"got {cfg.decay_steps}")
     if cfg.loss_per not in ("token", "example"):
         raise ConfigError(f"loss_per must be 'token' or 'example', got {cfg.loss_per!r}")
     if cfg.loss_per == "example" and cfg.padding_free:
