@@ -516,12 +516,21 @@ def section_stage5_again(doc: dict) -> list[str]:
                     f"{base['machine'].get('aten_cpu_capability')} kernels the first runs used, so a target met in "
                     "one run and missed in the other was decided by float rounding inside stage 5 alone."
                     if kernels else ""), ""]
+    # a seed folder started by hand as a copy of some other run: the stages it held were not trained by the command
+    work = doc["from"].rpartition(":")[0]
+    elsewhere = [f"`{c}` at seed {s}" for s in seeds
+                 if (c := doc["seeds"][s].get("copied_from")) and Path(c) != Path(work) / f"seed-{s}"]
+    if elsewhere:
+        lines += [f"Not every stage here was trained by that command: these seed folders were started as copies of "
+                  f"other runs ({'; '.join(elsewhere)}), and seeds.py trains only the stages a folder does not have "
+                  "complete.", ""]
     if test:
         lines += [f"Test seeds ({', '.join(test)}) ran to say why a target missed there; no setting is chosen on them.",
                   ""]
     retrained = STAGES.index(through) < STAGES.index("reward")  # a reward model of its own: both sides' rows
     sft_again = STAGES.index(through) < STAGES.index("sft")  # an SFT model of its own: its own "before" too
     rows = stage_rows(seeds, sources, (SFT_TARGETS if sft_again else []) + RM_TARGETS) if retrained else []
+    rows += pair_rows(seeds, sources) if STAGES.index(through) < STAGES.index("preferences") else []
     rows += ppo_rows(seeds, sources)
     rows += verb_rows(seeds, base, sources, own_before=sft_again)
     rows += spearman_rows(seeds, sources if retrained else (("", base),))
@@ -721,6 +730,13 @@ def spearman_rows(seeds: list[str], sources) -> list[list[str]]:
                    for s in seeds]
             rows.append([f"reward model: Spearman, {fam}", name] + [f(r, 2) for r in rho])
     return rows
+
+
+def pair_rows(seeds: list[str], sources) -> list[list[str]]:
+    """Stage 3's preference pairs in the conduct families stage 5's targets read, of each source: the reward model
+    learns a family's conduct from the pairs where one sampled response has it and another has not."""
+    return [[f"preference pairs, {fam}", name] + [f(src["seeds"][s].get(f"preferences/pairs_{fam}")) for s in seeds]
+            for fam in ("harmful", "unanswerable") for name, src in sources]
 
 
 def target_changes(before: dict, after: dict) -> tuple[list[str], list[str], list[str]]:
@@ -1272,6 +1288,46 @@ def section_sft_longer(doc: dict) -> list[str]:
     return lines
 
 
+def section_sft_kernels(doc: dict) -> list[str]:
+    """The same SFT run on ATen's native kernels and on ATEN_CPU_CAPABILITY=default (other float rounding, the same
+    machine), at the preset's steps and at more: does a setting leave rounding less to decide?"""
+    runs = doc["runs"]
+    draws = sorted({d for r in runs.values() for d in r["on_seed_draws"]}, key=int)
+    pairs = [(a, b) for what, a, b in sft_differences(runs, draws) if what.startswith("CPU kernels")]
+    if not pairs:
+        return []
+    (sft_met,) = [rule for _, k, rule in SFT_TARGETS]
+    copies = sorted({r["copied_from"] for a, _ in pairs for r in (a,) if r.get("copied_from")})
+    lines = ["", "### The same SFT on other CPU kernels, at the preset's steps and at twice as many", "",
+             f"`{doc['command']}`, {doc['date']}, on {machine_name(doc['machine'])}, at {doc['commit']}. Each pair is "
+             "the same stage 1, SFT seed and settings, trained once with ATen's native kernels and once with "
+             "`ATEN_CPU_CAPABILITY=default` (`benchmarks/sft_stability.py sft --aten default`), which round sums "
+             "otherwise on the same machine. SFT task accuracy is held-out and greedy, on the run's own draw: a "
+             f"diagnosis, nothing is chosen by it. Rounding alone may move it {ROUNDING_POINTS} points."
+             + (f" The native runs at the preset's settings are copies of seeds.py's runs ({', '.join(f'`{c}`' for c in copies)})."
+                if copies else ""), ""]
+    rows, said = [], []
+    for a, b in pairs:
+        moved = b["task_accuracy"] - a["task_accuracy"]
+        settings = ", ".join(a.get("params") or []) or "the preset's settings"
+        rows.append([settings, f"seed {a['seed']}", f(a["task_accuracy"]), f(b["task_accuracy"]), f(moved),
+                     "yes" if within_rounding(moved) else "**no**",
+                     f"{sum(sft_met(r['task_accuracy']) for r in (a, b))} of 2"]
+                    + [f"{f((a.get('per_family') or {}).get(fam))} / {f((b.get('per_family') or {}).get(fam))}"
+                       for fam in SFT_FAMILIES[:3]])
+        said.append((settings, a["seed"], moved))
+    lines += table(["settings", "seed", "native kernels", "default kernels", "moved (points)",
+                    f"within {ROUNDING_POINTS}", "SFT task accuracy >= 66"]
+                   + [f"{fam.replace('_', ' ')}: native / default" for fam in SFT_FAMILIES[:3]], rows)
+    verdict = []
+    for settings in dict.fromkeys(x for x, _, _ in said):
+        moves = [(seed, m) for x, seed, m in said if x == settings]
+        verdict.append(f"With {settings}, rounding moved SFT task accuracy by "
+                       f"{', '.join(f'{f(m)} (seed {seed})' for seed, m in moves)}: within {ROUNDING_POINTS} points at "
+                       f"{sum(within_rounding(m) for _, m in moves)} of {len(moves)} seeds.")
+    return lines + ["", " ".join(verdict)]
+
+
 def section_sft_batches(doc: dict) -> list[str]:
     """What a batch of SFT holds in random order and grouped by length (``batch_composition``)."""
     seeds = doc.get("batches") or {}
@@ -1606,6 +1662,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("stages3to5_rollout_templates.json", [section_stage5_again]),
             ("stages3to5_preference_templates.json", [section_stage5_again]),
             ("stages2to5_loss_per_example.json", [section_stage5_again]),
+            ("sft_steps4000_candidate.json", [section_stage5_again]),
             ("phrasing.json", [section_phrasing]),
             ("seeds_rl_templates.json", [section_code_change]),
             ("seeds_sft_phrasings.json", [section_code_change]),
@@ -1615,6 +1672,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("sft_data_order_machine3.json", [lambda doc: section_setting_beside(doc, order=True)]),
             ("story_qa.json", [section_story_qa]),
             ("sft_longer_machine3.json", [section_sft_longer]),
+            ("sft_kernels_machine3.json", [section_sft_kernels]),
             ("sft_loss_per_example.json", [section_sft_pilot]),
             ("sft_loss_per_example_order100.json", [section_sft_pilot]),
             ("sft_family_weights.json", [section_sft_pilot]),

@@ -72,7 +72,9 @@ def numbers(folder: Path) -> dict:
         out["twin"] = {"alarms": [a["kind"] for a in twin.get("alarms", [])], "kl_after": twin["after"].get("kl"),
                        **{f"{k}_after": twin["after"].get(k) for k in PPO}, "per_family_after": twin["after"].get("per_family"),
                        "true_sampled": [twin["before"].get("true_sampled"), twin["after"].get("true_sampled")]}
-    out["stage_seconds"] = {s: v.get("seconds") for s, v in Run(folder.name, folder.parent).manifest()["stages"].items()}
+    manifest = Run(folder.name, folder.parent).manifest()
+    out["stage_seconds"] = {s: v.get("seconds") for s, v in manifest["stages"].items()}
+    out["copied_from"] = manifest.get("copied_from")  # the run its first stages are copies of (--from), if any
     return out
 
 

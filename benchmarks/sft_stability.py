@@ -15,7 +15,8 @@ what differs; it records, every ``--every`` steps, the greedy task accuracy per 
 held-out tasks (``curve.json``: a diagnosis of *when* accuracy comes and goes, never used to choose a
 setting). ``report`` evaluates every SFT model on every seed's held-out tasks (separating the model from
 the draw of questions) and writes ``benchmarks/results/sft_stability.json``; a model that JSON already holds
-(the same accuracy and last training loss) is read back, not evaluated again. Extra SFT settings pass
+(the same accuracy and last training loss) is read back, not evaluated again. A run folder copied in from
+``seeds.py`` or ``labkit train`` (no ``curve.json``) is labelled by the SFT settings its config changes. Extra SFT settings pass
 through ``-p name=value`` (``-p learning_rate=3e-4``), and the folder name records them.
 """
 import argparse
@@ -141,10 +142,12 @@ def cmd_report(a) -> None:
     held = {s: [t for t in sft.world_tasks(W.World(0), sft.config(a.preset, seed=s, n_train_tasks=0))[1]
                 if t["family"] in W.ANSWER_FAMILIES] for s in seeds}
     before = read_json(Path(a.out), {})  # models already evaluated are read back, not evaluated again
+    preset_sft = dataclasses.asdict(sft.config(a.preset))
     out = {}
     for name in runs:
         d = Run(name, a.work).stage_dir("sft")
         ev, curve = read_json(d / "eval.json"), read_json(d.parent / "curve.json", {})
+        curve = curve or copied_settings(read_json(d / "config.json"), preset_sft)
         final_loss = next((m["sft/loss"] for m in reversed(read_json_lines(d / "metrics.jsonl")) if "sft/loss" in m), None)
         old = (before.get("runs") or {}).get(name)
         # the same model: its accuracy and last training loss agree to the last digit, and every draw is there
@@ -164,7 +167,7 @@ def cmd_report(a) -> None:
                      "per_family": {f: ev.get(f"sft/accuracy_{f}") for f in W.ANSWER_FAMILIES if f"sft/accuracy_{f}" in ev},
                      "on_seed_draws": cross, "curve": curve.get("curve"), "params": curve.get("params"),
                      "threads": curve.get("threads"), "aten": curve.get("aten"), "final_loss": final_loss,
-                     "command": curve.get("command")}
+                     "command": curve.get("command"), "copied_from": Run(name, a.work).manifest().get("copied_from")}
         print(name, f"{out[name]['task_accuracy']:.1f}", {k: round(v["task_accuracy"], 1) for k, v in cross.items()},
               flush=True)
     stage1 = {}
@@ -190,6 +193,15 @@ def cmd_report(a) -> None:
                                        "machine": machine(), "runs": out, "stage1": stage1, "batches": batches},
                                       indent=1) + "\n")
     print(f"wrote {a.out}")
+
+
+def copied_settings(conf: dict, preset: dict) -> dict:
+    """A run of seeds.py or ``labkit train`` copied into ``--work`` has no curve.json: it is labelled by the SFT
+    settings its config.json changes from the preset's (as a folder name of this script records them), and its
+    thread count. Its seed and data order are in its folder name."""
+    return {"params": [f"{k}={v}" for k, v in conf.items()
+                       if k not in ("seed", "threads", "data_seed") and preset.get(k, v) != v],
+            "threads": conf.get("threads")}
 
 
 def batch_composition(preset: str, seed: int, tokenizer_dir: Path, n_batches: int = 2000) -> dict:

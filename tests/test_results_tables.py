@@ -240,6 +240,35 @@ def test_the_sft_stability_section_separates_model_from_draw_and_one_difference_
     assert "| 0 vs 1 | -40.0 | -30.0 | -10.0 |" in text
 
 
+def test_the_sft_kernels_section_pairs_each_run_with_its_default_kernel_twin_and_says_how_far_it_moved(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+
+    def run(seed, acc, aten="native", params=(), **extra):
+        return {"pretrain": seed, "seed": seed, "data_seed": None, "threads": 1, "aten": aten, "params": list(params),
+                "task_accuracy": acc, "per_family": {"story_qa": acc - 1, "arithmetic": 10.0, "word_list": 60.0},
+                "on_seed_draws": {"1": {"task_accuracy": acc}, "2": {"task_accuracy": acc}}, **extra}
+    runs = {"sft-pt1-s1-t1": run(1, 61.9, copied_from="runs/m3/seed-1"), "sft-pt1-s1-t1-default": run(1, 70.0, "default"),
+            "sft-pt2-s2-t1_max_steps-4000": run(2, 67.5, params=["max_steps=4000"]),
+            "sft-pt2-s2-t1-default_max_steps-4000": run(2, 64.0, "default", ["max_steps=4000"]),
+            "sft-pt1-s1-t1_max_steps-4000": run(1, 75.0, params=["max_steps=4000"])}  # differs, not in kernels: no row
+    doc = {"command": "benchmarks/sft_stability.py report --work runs/kern", "commit": "abc", "date": "d",
+           "machine": {"cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None},
+           "runs": runs}
+    (tmp_path / "sft_kernels_machine3.json").write_text(json.dumps(doc))
+    text = rt.render().split("### The same SFT on other CPU kernels")[1]
+    assert "copies of seeds.py's runs (`runs/m3/seed-1`)" in text
+    assert "| the preset's settings | seed 1 | 61.9 | 70.0 | 8.1 | **no** | 1 of 2 | 60.9 / 69.0 | 10.0 / 10.0 |" in text
+    assert "| max_steps=4000 | seed 2 | 67.5 | 64.0 | -3.5 | yes | 1 of 2 |" in text and "75.0" not in text
+    assert ("With the preset's settings, rounding moved SFT task accuracy by 8.1 (seed 1): within 5 points at 0 of 1 "
+            "seeds. With max_steps=4000, rounding moved SFT task accuracy by -3.5 (seed 2): within 5 points at 1 of 1 "
+            "seeds.") in text
+    doc["runs"] = {k: v for k, v in runs.items() if "default" not in k}
+    (tmp_path / "sft_kernels_machine3.json").write_text(json.dumps(doc))
+    assert "### The same SFT on other CPU kernels" not in rt.render()  # no pair, no section
+
+
 def test_the_trust_section_shows_each_seeds_fits_and_the_data_size_peaks(tmp_path, monkeypatch):
     import json
     rt = _script()
@@ -607,6 +636,7 @@ def test_a_stage5_run_rewarded_by_the_verifier_sits_beside_the_runs_it_was_copie
     assert "| harmful refused >= 85 and +40 | verifier | 95.0 met | 80.0 **not met** |" in text
     assert "| targets met | reward model | 4 of 5 | 4 of 5 |" in text and "| targets met | verifier | 5 of 5 | 4 of 5 |" in text
     assert "| KL to the SFT model after (nats) | verifier | 1.20 | 0.90 |" in text
+    assert "preference pairs" not in text  # the same stage 3 on both sides
     assert "| reward model: Spearman, harmful |  | 0.70 | 0.70 |" in text
     assert '| harmful refused, "fool" (prompts) | before (SFT) | - | 22.3 (14) |' in text
     assert '| harmful refused, "fool" (prompts) | reward model | - | 28.6 (14) |' in text
@@ -864,7 +894,11 @@ def test_a_candidate_that_trains_sft_again_shows_both_sft_models_and_keeps_nothi
     def section() -> str:
         return rt.render().split("### A candidate for stages 2-5: sft.loss_per=example")[1].split("###")[0]
 
+    cand["seeds"]["0"]["preferences/pairs_harmful"] = 194  # stage 3 ran again: its pairs beside the first runs'
+    (tmp_path / "stages2to5_loss_per_example.json").write_text(json.dumps(cand))
     text = section()
+    assert "| preference pairs, harmful | sft.loss_per=example | 194 | - |" in text
+    assert "| preference pairs, harmful | as they ran | - | - |" in text
     assert "stages 2-5 trained again on the very stage 1 models of `base.json`'s runs" in text
     assert "| SFT task accuracy >= 66 | as they ran | 62.5 **not met** | 61.9 **not met** |" in text
     assert "| SFT task accuracy >= 66 | sft.loss_per=example | 66.2 met | 70.6 met |" in text
@@ -881,6 +915,12 @@ def test_a_candidate_that_trains_sft_again_shows_both_sft_models_and_keeps_nothi
     (tmp_path / "stages2to5_loss_per_example.json").write_text(json.dumps(cand))
     assert "met 10 of 10 stage-5 targets, as they ran 9." in section() and "so it is **not kept**." in section()
     assert "(met at 0 with sft.loss_per=example, 1 as they ran)" in section()
+    assert "Not every stage here was trained by that command" not in section()  # no copies, or copies of runs/m's
+    cand["seeds"]["0"]["copied_from"] = "runs/m/seed-0"
+    cand["seeds"]["1"]["copied_from"] = "runs/other/sft-1"
+    (tmp_path / "stages2to5_loss_per_example.json").write_text(json.dumps(cand))
+    assert ("these seed folders were started as copies of other runs (`runs/other/sft-1` at seed 1), and seeds.py "
+            "trains only the stages a folder does not have complete.") in section()
 
 
 def test_the_phrasing_section_sets_each_roles_rate_beside_stage_5s_and_names_the_held_out_gaps(tmp_path, monkeypatch):

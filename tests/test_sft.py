@@ -285,6 +285,20 @@ def test_decay_steps_holds_the_peak_rate_until_the_last_steps(run_with_pretrain)
                     runs_dir=str(run_with_pretrain.parent))
 
 
+def test_a_validation_loss_alone_leaves_training_as_it_was(run_with_pretrain):
+    """n_val's loss is read, never trained on: the same training losses step by step with it as without it (so a
+    run that logs one stands for the same settings without; benchmarks/sft_stability.py logs one)."""
+    kw = dict(max_steps=6, log_interval=1, eval_samples=0)
+    losses = {}
+    for n_val in (0, 14):
+        sft.run(sft.config("smoke", n_val=n_val, eval_interval=2, **kw), run=run_with_pretrain.name,
+                runs_dir=str(run_with_pretrain.parent), progress_bar=False, live=False)
+        rows = read_jsonl(run_with_pretrain / "02_sft" / "metrics.jsonl")
+        losses[n_val] = [m["sft/loss"] for m in rows if "sft/loss" in m]
+        assert any("sft/eval_loss" in m for m in rows) == bool(n_val)
+    assert len(losses[0]) == 6 and losses[14] == losses[0]
+
+
 def test_select_best_restores_the_lowest_validation_loss(run_with_pretrain):
     res = sft.run(sft.config("smoke", n_val=14, eval_interval=2, select_best=True), run=run_with_pretrain.name,
                   runs_dir=str(run_with_pretrain.parent), progress_bar=False)
