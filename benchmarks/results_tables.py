@@ -1296,16 +1296,16 @@ def section_sft_kernels(doc: dict) -> list[str]:
     pairs = [(a, b) for what, a, b in sft_differences(runs, draws) if what.startswith("CPU kernels")]
     if not pairs:
         return []
-    (sft_met,) = [rule for _, k, rule in SFT_TARGETS]
-    copies = sorted({r["copied_from"] for a, _ in pairs for r in (a,) if r.get("copied_from")})
+    (sft_met,) = [rule for _, _, rule in SFT_TARGETS]
+    copies = sorted({a["copied_from"] for a, _ in pairs if a.get("copied_from")})
     lines = ["", "### The same SFT on other CPU kernels, at the preset's steps and at twice as many", "",
              f"`{doc['command']}`, {doc['date']}, on {machine_name(doc['machine'])}, at {doc['commit']}. Each pair is "
              "the same stage 1, SFT seed and settings, trained once with ATen's native kernels and once with "
              "`ATEN_CPU_CAPABILITY=default` (`benchmarks/sft_stability.py sft --aten default`), which round sums "
              "otherwise on the same machine. SFT task accuracy is held-out and greedy, on the run's own draw: a "
              f"diagnosis, nothing is chosen by it. Rounding alone may move it {ROUNDING_POINTS} points."
-             + (f" The native runs at the preset's settings are copies of seeds.py's runs ({', '.join(f'`{c}`' for c in copies)})."
-                if copies else ""), ""]
+             + (f" Native runs copied in from seeds.py (the same settings, trained by `labkit train`): "
+                f"{', '.join(f'`{c}`' for c in copies)}." if copies else ""), ""]
     rows, said = [], []
     for a, b in pairs:
         moved = b["task_accuracy"] - a["task_accuracy"]

@@ -16,8 +16,9 @@ held-out tasks (``curve.json``: a diagnosis of *when* accuracy comes and goes, n
 setting). ``report`` evaluates every SFT model on every seed's held-out tasks (separating the model from
 the draw of questions) and writes ``benchmarks/results/sft_stability.json``; a model that JSON already holds
 (the same accuracy and last training loss) is read back, not evaluated again. A run folder copied in from
-``seeds.py`` or ``labkit train`` (no ``curve.json``) is labelled by the SFT settings its config changes. Extra SFT settings pass
-through ``-p name=value`` (``-p learning_rate=3e-4``), and the folder name records them.
+``seeds.py`` or ``labkit train`` (no ``curve.json``) is labelled by the SFT settings its config changes.
+Extra SFT settings pass through ``-p name=value`` (``-p learning_rate=3e-4``), and the folder name records
+them.
 """
 import argparse
 import dataclasses

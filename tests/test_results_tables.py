@@ -258,7 +258,7 @@ def test_the_sft_kernels_section_pairs_each_run_with_its_default_kernel_twin_and
            "runs": runs}
     (tmp_path / "sft_kernels_machine3.json").write_text(json.dumps(doc))
     text = rt.render().split("### The same SFT on other CPU kernels")[1]
-    assert "copies of seeds.py's runs (`runs/m3/seed-1`)" in text
+    assert "Native runs copied in from seeds.py (the same settings, trained by `labkit train`): `runs/m3/seed-1`." in text
     assert "| the preset's settings | seed 1 | 61.9 | 70.0 | 8.1 | **no** | 1 of 2 | 60.9 / 69.0 | 10.0 / 10.0 |" in text
     assert "| max_steps=4000 | seed 2 | 67.5 | 64.0 | -3.5 | yes | 1 of 2 |" in text and "75.0" not in text
     assert ("With the preset's settings, rounding moved SFT task accuracy by 8.1 (seed 1): within 5 points at 0 of 1 "
