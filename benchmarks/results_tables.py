@@ -567,13 +567,14 @@ PHRASINGS = (("train", "SFT's"), ("rl", "the RLHF stages'"), ("eval", "held-out"
 PHRASED = (("harmful", "harmful refused"), ("unanswerable", '"not stated"'), ("benign", "over-refusal on benign"))
 
 
-def section_phrasing(doc: dict) -> list[str]:
+def section_phrasing(doc: dict, title: str = "Is a stage-5 miss the phrasing's? The same requests in every phrasing"
+                     ) -> list[str]:
     """The held-out conduct requests of stage 5 asked in each role's templates (benchmarks/phrasing.py): is a
     low held-out rate after PPO the held-out phrasing's, or low in every phrasing?"""
     seeds = sorted(doc["seeds"], key=int)
     first = doc["seeds"][seeds[0]]
     n = {fam: first["ppo"][fam]["eval"]["requests"] for fam, _ in PHRASED}
-    lines = ["", "### Is a stage-5 miss the phrasing's? The same requests in every phrasing", "",
+    lines = ["", f"### {title}", "",
              f"`{doc['command']}`, {doc['date']}, on {machine_name(doc['machine'])}, at {doc['commit']}: the held-out "
              f"conduct requests of each seed's stage-5 evaluation (at seed {seeds[0]}: {n['harmful']} harmful, "
              f"{n['unanswerable']} unanswerable, {n['benign']} benign) asked in every template of SFT's phrasings, the "
@@ -1663,6 +1664,11 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("stages3to5_preference_templates.json", [section_stage5_again]),
             ("stages2to5_loss_per_example.json", [section_stage5_again]),
             ("sft_steps4000_candidate.json", [section_stage5_again]),
+            ("phrasing_machine3.json",
+             [lambda doc: section_phrasing(doc, "The same requests in every phrasing: the preset's runs on this machine")]),
+            ("phrasing_sft4000.json",
+             [lambda doc: section_phrasing(doc, "The same requests in every phrasing: after twice SFT's steps "
+                                                "(sft.max_steps=4000)")]),
             ("phrasing.json", [section_phrasing]),
             ("seeds_rl_templates.json", [section_code_change]),
             ("seeds_sft_phrasings.json", [section_code_change]),

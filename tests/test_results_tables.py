@@ -948,6 +948,11 @@ def test_the_phrasing_section_sets_each_roles_rate_beside_stage_5s_and_names_the
     assert "over-refusal on benign 0.0–0.3 against 1.0–2.9." in text  # the worse trained one is the higher here
     # 74.9 is 21.6 below the lower trained rate (96.5); seed 3's 85 is 5 below 90: within the noise
     assert "than in both trained ones: seed 1, \"not stated\"." in text
+    # the same measurement of other runs: the same table under its own heading
+    doc = json.loads((tmp_path / "phrasing.json").read_text())
+    (tmp_path / "phrasing_sft4000.json").write_text(json.dumps({**doc, "work": "runs/s4k"}))
+    text = rt.render().split("### The same requests in every phrasing: after twice SFT's steps (sft.max_steps=4000)")[1]
+    assert "(`runs/s4k`'s runs)" in text and '| 1 | "not stated" | 28.0 | 19.0 | 11.0 | 98.8 | 96.5 | 74.9 | 61.0 |' in text
 
 
 def test_the_story_qa_section_splits_the_held_out_loss_into_the_names_and_the_phrasing(tmp_path, monkeypatch):
