@@ -146,7 +146,8 @@ def cmd_report(a) -> None:
     preset_sft = dataclasses.asdict(sft.config(a.preset))
     out = {}
     for name in runs:
-        d = Run(name, a.work).stage_dir("sft")
+        run = Run(name, a.work)
+        d = run.stage_dir("sft")
         ev, curve = read_json(d / "eval.json"), read_json(d.parent / "curve.json", {})
         curve = curve or copied_settings(read_json(d / "config.json"), preset_sft)
         final_loss = next((m["sft/loss"] for m in reversed(read_json_lines(d / "metrics.jsonl")) if "sft/loss" in m), None)
@@ -168,7 +169,7 @@ def cmd_report(a) -> None:
                      "per_family": {f: ev.get(f"sft/accuracy_{f}") for f in W.ANSWER_FAMILIES if f"sft/accuracy_{f}" in ev},
                      "on_seed_draws": cross, "curve": curve.get("curve"), "params": curve.get("params"),
                      "threads": curve.get("threads"), "aten": curve.get("aten"), "final_loss": final_loss,
-                     "command": curve.get("command"), "copied_from": Run(name, a.work).manifest().get("copied_from")}
+                     "command": curve.get("command"), "copied_from": run.manifest().get("copied_from")}
         print(name, f"{out[name]['task_accuracy']:.1f}", {k: round(v["task_accuracy"], 1) for k, v in cross.items()},
               flush=True)
     stage1 = {}
@@ -183,7 +184,7 @@ def cmd_report(a) -> None:
             model = AutoModelForCausalLM.from_pretrained(p / "01_pretrain" / "model")
             tok = AutoTokenizer.from_pretrained(p / "01_pretrain" / "model")
             cfg = read_json(p / "01_pretrain" / "config.json")
-            changed = [f"{k}={v}" for k, v in cfg.items() if k not in ("seed", "threads") and preset.get(k, v) != v]
+            changed = settings_changed(cfg, preset)
             stage1[p.name] = {"seed": cfg["seed"], "params": changed, "val_ppl": ev.get("pretrain/val_ppl"),
                               "arithmetic_probe": arithmetic_probe(model, tok)}
             print(p.name, stage1[p.name]["arithmetic_probe"], flush=True)
@@ -196,13 +197,16 @@ def cmd_report(a) -> None:
     print(f"wrote {a.out}")
 
 
+def settings_changed(conf: dict, preset: dict, skip=("seed", "threads")) -> list[str]:
+    """A stage's config.json as the settings it changes from the preset's ("max_steps=4000"), leaving out ``skip``."""
+    return [f"{k}={v}" for k, v in conf.items() if k not in skip and preset.get(k, v) != v]
+
+
 def copied_settings(conf: dict, preset: dict) -> dict:
     """A run of seeds.py or ``labkit train`` copied into ``--work`` has no curve.json: it is labelled by the SFT
     settings its config.json changes from the preset's (as a folder name of this script records them), and its
     thread count. Its seed and data order are in its folder name."""
-    return {"params": [f"{k}={v}" for k, v in conf.items()
-                       if k not in ("seed", "threads", "data_seed") and preset.get(k, v) != v],
-            "threads": conf.get("threads")}
+    return {"params": settings_changed(conf, preset, ("seed", "threads", "data_seed")), "threads": conf.get("threads")}
 
 
 def batch_composition(preset: str, seed: int, tokenizer_dir: Path, n_batches: int = 2000) -> dict:
