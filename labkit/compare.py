@@ -259,7 +259,7 @@ DETAILS = ("true_greedy", "true_sampled", "rm_score", "length", "stop_rate", "ha
 
 
 def table_row(method: str, summary: dict, kl, seconds, eval_seconds, peak_mb, trainable: int, **extra) -> dict:
-    """One row of eval.json's ``methods``: the ROW_KEYS first, then details."""
+    """One row of eval.json's ``methods``: the ROW_KEYS and every rate first, then details."""
     return {"method": method, **{k: summary.get(k) for k in RATES}, "kl": kl, "seconds": seconds,
             "peak_memory_mb": peak_mb, "trainable_params": trainable, "eval_seconds": eval_seconds,
             **{k: summary.get(k) for k in DETAILS if k in summary}, **extra}

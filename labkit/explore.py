@@ -47,7 +47,6 @@ from .tokenizer import format_prompt
 log = logging.getLogger(__name__)
 
 MAX_CHARS = 4000  # the longest text a box takes: far more than any model here reads
-POLICIES = ("pretrained", "sft", "ppo", "dpo", "rloo", "rloo_verifier")  # the order models are shown in
 ADAPTERS = ("dpo", "rloo", "rloo_verifier")  # stage 6's LoRA adapters on the SFT model
 TONES = {"right": "good", "wrong": "bad", "over-refused": "bad", "refused": "warn", "abstained": "warn",
          "mixed": "warn"}
@@ -80,8 +79,9 @@ def found(r: Run) -> str:
 
 
 def policies(r: Run) -> dict[str, dict]:
-    """The causal policies the run folder holds, in ``POLICIES`` order: name -> {"path"} (+ "base" for
-    stage 6's adapters, which sit on the SFT model). A masked or span model (stage 1) is not one."""
+    """The causal policies the run folder holds, in the order they are shown (pretrained, sft, ppo, then stage
+    6's adapters): name -> {"path"} (+ "base" for an adapter: the SFT model it sits on). A masked or span model
+    (stage 1) is not one."""
     out = {}
     pre = r.path / STAGE_DIRS["pretrain"] / "model"
     if r.is_complete("pretrain") and pre.is_dir() and objective_of(pre) == "causal":

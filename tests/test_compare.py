@@ -46,8 +46,7 @@ def test_the_table_has_a_row_per_method_with_the_names_a_script_reads(compared):
     ev = read_json(r.path / "06_compare" / "eval.json")
     assert [row["method"] for row in ev["methods"]] == ["sft", "best_of_n", "dpo", "rloo", "rloo_verifier", "ppo"]
     for row in ev["methods"]:
-        for key in ("method", "harmful_refused", "unanswerable_abstained", "over_refusal", "task_accuracy", "kl",
-                    "seconds", "peak_memory_mb"):
+        for key in compare.ROW_KEYS:
             assert key in row, (row["method"], key)
         assert row["kl"] is not None and row["seconds"] is not None
     by = {row["method"]: row for row in ev["methods"]}
