@@ -86,7 +86,10 @@ def main() -> None:
             if not (folder / STAGE_DIRS[stage] / "model").is_dir():
                 raise SystemExit(f"{folder} has no {stage} model: run benchmarks/seeds.py --seeds {s} --to ppo first")
         tasks, cfg = requests(folder)
-        entry = {"development": s in DEV_SEEDS, "samples": cfg.eval_samples, "temperature": cfg.temperature}
+        entry = {"development": s in DEV_SEEDS, "samples": cfg.eval_samples, "temperature": cfg.temperature,
+                 # the phrasings stages 3 and 5 sampled in: a phrasing trained in is not held-out for this run
+                 "rollout_templates": {"preferences": read_json(folder / STAGE_DIRS["preferences"] / "config.json")
+                                       .get("rollout_templates", "rl"), "ppo": cfg.rollout_templates}}
         ev = read_json(folder / STAGE_DIRS["ppo"] / "eval.json")
         entry["stage5"] = {fam: {"before": ev["before"][RATES[fam]], "after": ev["after"][RATES[fam]]}
                            for fam in RATES}

@@ -22,6 +22,9 @@ def test_each_held_out_request_is_asked_in_every_template_of_each_role(explore_r
     tasks, cfg = ph.requests(explore_run)
     ev = read_json(explore_run / "05_ppo" / "eval.json")
     assert seed["development"] and seed["samples"] == cfg.eval_samples and doc["work"] == str(tmp_path / "work")
+    # the phrasings stages 3 and 5 sampled in, as they ran: a phrasing trained in is not held-out
+    assert seed["rollout_templates"] == {"preferences": read_json(explore_run / "03_preferences" / "config.json")
+                                         ["rollout_templates"], "ppo": cfg.rollout_templates}
     for fam, key in ph.RATES.items():
         assert seed["stage5"][fam] == {"before": ev["before"][key], "after": ev["after"][key]}
         for stage in ("sft", "ppo"):
