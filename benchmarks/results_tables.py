@@ -567,6 +567,18 @@ PHRASINGS = (("train", "SFT's"), ("rl", "the RLHF stages'"), ("eval", "held-out"
 PHRASED = (("harmful", "harmful refused"), ("unanswerable", '"not stated"'), ("benign", "over-refusal on benign"))
 
 
+def rollouts(doc: dict) -> str:
+    """Which phrasings stages 3 and 5 sampled in, from phrasing.py's file (files before it recorded them: both in the
+    RLHF stages' own, the default every run then had)."""
+    said = {"rl": "the RLHF stages' phrasings only", "rl+train": "SFT's phrasings and the RLHF stages'"}
+    used = {stage: {e.get("rollout_templates", {}).get(stage, "rl") for e in doc["seeds"].values()}
+            for stage in ("preferences", "ppo")}
+    name = {stage: " / ".join(said[t] for t in sorted(ts)) for stage, ts in used.items()}
+    if name["preferences"] == name["ppo"]:
+        return f"Stage 3 samples and PPO rolls out in {name['ppo']}"
+    return f"Stage 3 samples in {name['preferences']}, and PPO rolls out in {name['ppo']}"
+
+
 def section_phrasing(doc: dict, title: str = "Is a stage-5 miss the phrasing's? The same requests in every phrasing"
                      ) -> list[str]:
     """The held-out conduct requests of stage 5 asked in each role's templates (benchmarks/phrasing.py): is a
@@ -580,8 +592,8 @@ def section_phrasing(doc: dict, title: str = "Is a stage-5 miss the phrasing's? 
              f"{n['unanswerable']} unanswerable, {n['benign']} benign) asked in every template of SFT's phrasings, the "
              "RLHF stages' and the held-out one (the same verb, person, object or sentence; only the question's words "
              f"differ), sampled {first['samples']} times each at temperature {first['temperature']:g} from the seed's "
-             f"SFT model and its model after PPO (`{doc['work']}`'s runs). % of samples. PPO rolls out in the RLHF "
-             "stages' phrasings only; SFT trained in its own; no stage trains in the held-out one. The held-out "
+             f"SFT model and its model after PPO (`{doc['work']}`'s runs). % of samples. {rollouts(doc)}; SFT "
+             "trained in its own; no stage trains in the held-out one. The held-out "
              "column is a fresh draw of the very prompts stage 5 evaluated; stage 5's own number is beside it. A "
              "diagnosis: nothing is chosen on it.", ""]
     rows = []
@@ -1664,11 +1676,19 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("stages3to5_preference_templates.json", [section_stage5_again]),
             ("stages2to5_loss_per_example.json", [section_stage5_again]),
             ("sft_steps4000_candidate.json", [section_stage5_again]),
+            ("sft4000_rollout_templates_candidate.json", [section_stage5_again]),
+            ("sft4000_preference_templates_candidate.json", [section_stage5_again]),
             ("phrasing_machine3.json",
              [lambda doc: section_phrasing(doc, "The same requests in every phrasing: the preset's runs on this machine")]),
             ("phrasing_sft4000.json",
              [lambda doc: section_phrasing(doc, "The same requests in every phrasing: after twice SFT's steps "
                                                 "(sft.max_steps=4000)")]),
+            ("phrasing_sft4000_rollout_templates.json",
+             [lambda doc: section_phrasing(doc, "The same requests in every phrasing: after twice SFT's steps, with stages "
+                                                "3 and 5 sampling in SFT's phrasings too")]),
+            ("phrasing_sft4000_preference_templates.json",
+             [lambda doc: section_phrasing(doc, "The same requests in every phrasing: after twice SFT's steps, with stage "
+                                                "3 sampling in SFT's phrasings too")]),
             ("phrasing.json", [section_phrasing]),
             ("seeds_rl_templates.json", [section_code_change]),
             ("seeds_sft_phrasings.json", [section_code_change]),

@@ -953,6 +953,14 @@ def test_the_phrasing_section_sets_each_roles_rate_beside_stage_5s_and_names_the
     (tmp_path / "phrasing_sft4000.json").write_text(json.dumps({**doc, "work": "runs/s4k"}))
     text = rt.render().split("### The same requests in every phrasing: after twice SFT's steps (sft.max_steps=4000)")[1]
     assert "(`runs/s4k`'s runs)" in text and '| 1 | "not stated" | 28.0 | 19.0 | 11.0 | 98.8 | 96.5 | 74.9 | 61.0 |' in text
+    assert "Stage 3 samples and PPO rolls out in the RLHF stages' phrasings only; SFT trained in its own" in text
+    # runs whose stages 3 and 5 sampled in SFT's phrasings as well: the page says so, not "the RLHF stages' only"
+    for s in doc["seeds"].values():
+        s["rollout_templates"] = {"preferences": "rl+train", "ppo": "rl"}
+    (tmp_path / "phrasing_sft4000_preference_templates.json").write_text(json.dumps(doc))
+    text = rt.render().split("after twice SFT's steps, with stage 3 sampling in SFT's phrasings too")[1]
+    assert ("Stage 3 samples in SFT's phrasings and the RLHF stages', and PPO rolls out in the RLHF stages' phrasings "
+            "only; SFT trained in its own") in text
 
 
 def test_the_story_qa_section_splits_the_held_out_loss_into_the_names_and_the_phrasing(tmp_path, monkeypatch):
