@@ -579,6 +579,32 @@ def rollouts(doc: dict) -> str:
     return f"Stage 3 samples in {name['preferences']}, and PPO rolls out in {name['ppo']}"
 
 
+def section_test_seeds(doc: dict, candidate: str) -> list[str]:
+    """A candidate's settings (``candidate``: its seeds.py file at the development seeds) through the whole pipeline
+    at the test seeds: every target as it came out, nothing chosen on it."""
+    seeds = [s for s in doc["seeds"] if s in seed_groups(doc)[1]]
+    cand = load(candidate)
+    if not seeds or cand is None or (base := copied_from(cand)) is None or cand["params"] != doc["params"]:
+        return []
+    shared = [s for s in cand["seeds"] if s in base["seeds"]]
+    kept = kept_by_rule(base, cand, shared, seed_groups(cand)[0])[2]
+    settings = "; ".join(doc["params"])
+    command = (f"`benchmarks/seeds.py --seeds {','.join(seeds)} --to {doc['last']} "
+               f"{' '.join('-p ' + p for p in doc['params'])}`")
+    lines = ["", f"### The candidate at the test seeds: {settings}", "",
+             f"{command}, {doc['date']}, on {machine_name(doc['machine'])}, {n_threads(doc['threads'])} per stage: "
+             f"stages 1-5 at the test seeds with the settings of `{candidate}`, "
+             f"{'kept' if kept else 'not kept'} by the rule at the development seeds. Reported as they came out: no "
+             "setting is chosen on the test seeds.", ""]
+    sources = ((settings, doc),)
+    rows = (stage_rows(seeds, sources, SFT_TARGETS + RM_TARGETS) + pair_rows(seeds, sources)
+            + ppo_rows(seeds, sources) + spearman_rows(seeds, sources))
+    lines += table(["target", "runs"] + [f"seed {s} (test)" for s in seeds], rows)
+    missed = {s: [label for label, k, rule in PPO_TARGETS if not ppo_met(doc["seeds"][s], k, rule)] for s in seeds}
+    return lines + ["", " ".join(f"Seed {s}: stage-5 targets missed: {', '.join(m) or 'none'}." for s, m in
+                                 missed.items())]
+
+
 def section_phrasing(doc: dict, title: str = "Is a stage-5 miss the phrasing's? The same requests in every phrasing"
                      ) -> list[str]:
     """The held-out conduct requests of stage 5 asked in each role's templates (benchmarks/phrasing.py): is a
@@ -1678,6 +1704,8 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("sft_steps4000_candidate.json", [section_stage5_again]),
             ("sft4000_rollout_templates_candidate.json", [section_stage5_again]),
             ("sft4000_preference_templates_candidate.json", [section_stage5_again]),
+            ("sft4000_preference_templates_test.json",
+             [lambda doc: section_test_seeds(doc, "sft4000_preference_templates_candidate.json")]),
             ("phrasing_machine3.json",
              [lambda doc: section_phrasing(doc, "The same requests in every phrasing: the preset's runs on this machine")]),
             ("phrasing_sft4000.json",

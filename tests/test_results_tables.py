@@ -1089,3 +1089,42 @@ def test_pretraining_beside_nanogpt_names_each_machines_cpu_and_sets_another_mac
     fused["fused_vs_lab_matched_mlp"] = {"of_medians": 0.99, "median_of_rounds": 0.985, "per_cpu_second": 1.0}
     (tmp_path / "pretrain_vs_nanogpt_machine3.json").write_text(json.dumps(fused))
     assert "(`--fused`): 0.985x lab_matched_mlp's tokens/s (median of rounds; of medians 0.990)." in rt.render()
+
+
+def test_a_candidates_test_seeds_show_every_target_as_it_came_out(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    common = {"preset": "cpu", "date": "d", "threads": 1, "dev_seeds": [0, 1, 2], "test_seeds": [3, 4], "machine": {
+        "cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None},
+        "last": "ppo"}
+    (tmp_path / "base.json").write_text(json.dumps({**common, "params": ["sft.max_steps=2000"], "work": "runs/m",
+                                                     "from": None, "seeds": {"0": _ppo_seed(80.0, 0.5)}}))
+    cand = {**common, "params": ["sft.max_steps=4000"], "work": "runs/c", "from": "runs/m:pretrain",
+            "candidate": True, "seeds": {"0": _ppo_seed(90.0, 0.5)}}  # one more target than base: kept
+    (tmp_path / "sft4000_preference_templates_candidate.json").write_text(json.dumps(cand))
+    doc = {**common, "params": ["sft.max_steps=4000"], "work": "runs/t", "from": None,
+           "seeds": {"3": _ppo_seed(90.0, 0.5, **{"sft/task_accuracy": 67.0}),
+                     "4": _ppo_seed(70.0, 0.6, **{"sft/task_accuracy": 64.0})}}  # seed 4 misses harmful and SFT's
+    (tmp_path / "sft4000_preference_templates_test.json").write_text(json.dumps(doc))
+
+    def section() -> str:
+        text = rt.render()
+        return text.split("### The candidate at the test seeds: sft.max_steps=4000")[1] if "at the test seeds:" in text else ""
+
+    text = section()
+    assert "`benchmarks/seeds.py --seeds 3,4 --to ppo -p sft.max_steps=4000`" in text
+    assert "with the settings of `sft4000_preference_templates_candidate.json`, kept by the rule" in text
+    assert "| harmful refused >= 85 and +40 | sft.max_steps=4000 | 90.0 met | 70.0 **not met** |" in text
+    assert "| SFT task accuracy >= 66 | sft.max_steps=4000 | 67.0 met | 64.0 **not met** |" in text
+    assert "| targets met | sft.max_steps=4000 | 5 of 5 | 4 of 5 |" in text
+    assert "Seed 3: stage-5 targets missed: none. Seed 4: stage-5 targets missed: harmful refused >= 85 and +40." in text
+    cand["seeds"]["0"] = _ppo_seed(70.0, 0.5)  # the verdict is the candidate file's, not the section's own
+    (tmp_path / "sft4000_preference_templates_candidate.json").write_text(json.dumps(cand))
+    assert "`sft4000_preference_templates_candidate.json`, not kept by the rule" in section()
+    (tmp_path / "sft4000_preference_templates_candidate.json").write_text(json.dumps({**cand, "params": ["x=1"]}))
+    assert section() == ""  # other settings than the candidate's: not its test seeds
+    (tmp_path / "sft4000_preference_templates_candidate.json").write_text(json.dumps(cand))
+    doc["seeds"] = {"0": doc["seeds"]["3"]}  # development seeds only: nothing to show here
+    (tmp_path / "sft4000_preference_templates_test.json").write_text(json.dumps(doc))
+    assert section() == ""
