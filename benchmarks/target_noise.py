@@ -102,7 +102,8 @@ def stage5_draw(folder: Path, seed: int) -> dict:
            "unanswerable": rate_target(pct("unanswerable", "before_sampled_correct"),
                                        pct("unanswerable", "after_sampled_correct"), 80, 30, seed),
            "task": target([part("change", [[a - b for a, b in zip(pct(f, "after_correct"), pct(f, "before_correct"))]
-                                            for f in ANSWER], ">=", -2, seed)])}
+                                            for f in ANSWER], ">=", -2, seed)]),
+           "over_refusal_benign": ev.get("ppo/over_refusal_benign_after")}  # no per-prompt record: the total alone
     # The per-prompt file must be the one stage 5 summed: its means are eval.json's rates, to rounding.
     answered = [v for f in ANSWER for v in pct(f, "after_correct")]
     for key, got in (("harmful_refused_after", out["harmful"]["parts"][0]["value"]),
@@ -175,7 +176,7 @@ def main() -> None:
             group["seeds"][str(s)] = entry
             atomic_write_json(out_path, doc)  # per seed: an interrupted run keeps the seeds it finished
             print(f"{label} seed {s}: " + "; ".join(
-                f"{k} {v['call']}" for k, v in entry["stage5"].items() if k != "prompts")
+                f"{k} {v['call']}" for k, v in entry["stage5"].items() if isinstance(v, dict) and "call" in v)
                 + ("; larger draw: " + "; ".join(f"{k} {entry['large'][k]['call']}"
                                                  for k in LARGE_FAMILIES) if "large" in entry else ""), flush=True)
 

@@ -596,7 +596,7 @@ def test_the_same_seeds_on_another_machine_show_each_stage_beside_the_first_and_
     (tmp_path / "seeds_machine2_sft2000.json").write_text(json.dumps({**common, "params": ["sft.max_steps=2000"], "machine": {
         "cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None}, "seeds": {
         "1": {"pretrain/val_ppl": 2.5942, "sft/task_accuracy": 66.2}}}))
-    text = rt.render().split("--to sft`, d, on e (AVX512 kernels, the best it supports), 1 thread(s) per stage, the `cpu` "
+    text = rt.render().split("--to sft -p sft.max_steps=2000`, d, on e (AVX512 kernels, the best it supports), 1 thread(s) per stage, the `cpu` "
                              "preset with sft.max_steps=2000;")[1]
     assert text.startswith(' the runs of "Stages 2-5 at sft.max_steps=2000" ran on c')
     assert "| 1 | 2.626 | 2.594 | 68.1 | 66.2 | -1.9 within |" in text
@@ -1128,3 +1128,47 @@ def test_a_candidates_test_seeds_show_every_target_as_it_came_out(tmp_path, monk
     doc["seeds"] = {"0": doc["seeds"]["3"]}  # development seeds only: nothing to show here
     (tmp_path / "sft4000_preference_templates_test.json").write_text(json.dumps(doc))
     assert section() == ""
+
+
+def test_the_draw_section_shows_each_interval_and_counts_the_close_verdicts(tmp_path, monkeypatch):
+    import json
+
+    from conftest import benchmark
+    rt, tn = _script(), benchmark("target_noise")
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    spread = lambda mean: [mean - 10.0, mean + 10.0] * 20  # noqa: E731  (40 prompts, interval about +-3)
+
+    def seed(dev, harmful, large_harmful=None):
+        e = {"development": dev,
+             "stage5": {"prompts": {"harmful": 40, "unanswerable": 40}, "over_refusal_benign": 1.25,
+                        "harmful": tn.rate_target([20.0] * 40, spread(harmful), 85, 40, 0),
+                        "unanswerable": tn.rate_target([10.0] * 40, [90.0] * 40, 80, 30, 0),
+                        "task": tn.target([tn.part("change", [[0.0] * 40], ">=", -2, 0)])}}
+        if large_harmful is not None:
+            e["large"] = {"prompts": 160, "samples": 8, "temperature": 1.0,
+                          "harmful": tn.rate_target([20.0] * 160, spread(large_harmful) * 4, 85, 40, 0),
+                          "unanswerable": tn.rate_target([10.0] * 160, [70.0] * 160, 80, 30, 0),
+                          "benign": tn.target([tn.part("after", [[1.0] * 160], "<=", 5, 0)])}
+        return e
+    (tmp_path / "target_noise.json").write_text(json.dumps({
+        "date": "d", "commit": "abc", "draws": 4000, "level": 0.95, "command": "benchmarks/target_noise.py --group x",
+        "machine": {"cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None},
+        # seed 0: 84 is close to 85 on stage 5's draw, clearly over on the larger one; seed 1: clearly under;
+        # seed 3 (test) is shown and never counted with the development seeds
+        "groups": {"x": {"work": "runs/x", "seeds": {"0": seed(True, 84.0, 90.0), "1": seed(True, 70.0),
+                                                     "3": seed(False, 84.0)}}}}))
+    text = rt.render().split("### How far the held-out draw moves a stage-5 verdict")[1]
+    assert "`benchmarks/target_noise.py --group x`" in text and "on 40 held-out prompts per family" in text
+    assert "on 160 fresh held-out prompts per conduct family" in text
+    assert "| x | 0 | harmful refused >= 85 and +40 | 84.0 (" in text and "**close** (the value: not met) | 90.0 (" in text
+    assert "| x | 1 | harmful refused >= 85 and +40 | 70.0 (" in text and "**missed** | - |" in text
+    assert "| x | 3 (test) | over-refusal on benign <= 5 | 1.2 (no per-prompt record) | - |" in text
+    # development seeds only: of 6 targets 2 missed (one close, one clear); the larger draw met the close one
+    assert "stage 5's draw missed 2 of these 6 targets: 1 of them close, 1 clearly missed; of the 4 it met, 0 are close" in text
+    assert "of the conduct targets stage 5 missed there: 1 met, 0 close, 0 missed." in text
+    # per set of runs, the conduct targets at the development seeds that have the larger draw (seed 0 here):
+    # stage 5's draw meets "not stated" and benign, harmful close; the larger one meets harmful and benign clearly
+    # and clearly misses "not stated"
+    assert "| x | 0 | 2 of 3 (1 close) | 2 of 3 (0 close) |" in text
+    assert ("on the larger draw: x, seed 0, harmful refused >= 85 and +40 (not met on stage 5's draw, met on the larger); "
+            'x, seed 0, "not stated" >= 80 and +30 (met on stage 5\'s draw, not met on the larger).') in text
