@@ -54,6 +54,25 @@ def interval(groups: list[list[float]], draws: int = DRAWS, seed: int = 0, level
     return float(low), float(high)
 
 
+def cluster_interval(families: list[list[list[dict]]], statistic, draws: int = DRAWS, seed: int = 0,
+                     level: float = LEVEL) -> tuple[float, float]:
+    """``level`` percentile interval of ``statistic(rows)`` (not a mean: a Spearman correlation, an accuracy over
+    pairs that come several to a prompt), each family's prompts -- a list of rows each -- drawn again with
+    replacement, so a prompt's rows stay together. Draws where the statistic is undefined are left out."""
+    rng = np.random.default_rng(seed)
+    families = [f for f in families if f]
+    if not families:
+        raise ValueError("no prompts to draw from")
+    values = []
+    for _ in range(draws):
+        rows = [r for f in families for i in rng.integers(0, len(f), size=len(f)) for r in f[int(i)]]
+        v = statistic(rows)
+        if v is not None:
+            values.append(v)
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
 def call(low: float, high: float, op: str, threshold: float) -> str:
     """'met' when the whole interval meets ``op threshold``, 'missed' when none of it does, else 'close'."""
     if op == ">=":
@@ -115,6 +134,43 @@ def stage5_draw(folder: Path, seed: int) -> dict:
     return out
 
 
+def reward_draw(folder: Path, seed: int) -> dict:
+    """The reward model's conduct targets with intervals over stage 4's held-out prompts: pairs right (its
+    eval_pairs.jsonl, the conduct families' pairs, several to a prompt) and Spearman with the verifier (its
+    conduct_samples.jsonl, fresh SFT samples, several to a prompt), each prompt's rows drawn together."""
+    from labkit import world as W
+    from labkit.reward_eval import pairwise_accuracy, spearman
+
+    d = folder / STAGE_DIRS["reward"]
+    ev = read_json(d / "eval.json")
+
+    def by_prompt(rows, family_of, key):
+        out = {}
+        for r in rows:
+            if family_of(r) in W.CONDUCT_FAMILIES:
+                out.setdefault(family_of(r), {}).setdefault(key(r), []).append(r)
+        return [list(f.values()) for _, f in sorted(out.items())]
+
+    pairs = by_prompt(read_jsonl(d / "eval_pairs.jsonl"), lambda p: p["task"]["family"], lambda p: p["prompt"])
+    samples = by_prompt(read_jsonl(d / "conduct_samples.jsonl"), lambda r: r["family"], lambda r: r["task_id"])
+    out = {}
+    for name, groups, statistic, threshold in (("conduct_accuracy", pairs, pairwise_accuracy, 90),
+                                               ("conduct_spearman", samples, spearman, 0.6)):
+        value, want = statistic([r for f in groups for p in f for r in p]), ev.get(f"reward/{name}")
+        if value is None and want is None:  # not measured (a run without conduct samples): no verdict either
+            out[name] = None
+            continue
+        if value is None or want is None or abs(value - want) > 1e-6:  # the files stage 4 summed, or refuse
+            raise SystemExit(f"{d}: its per-prompt files give {name} {value}, eval.json {want}: "
+                             "not the same evaluation")
+        low, high = cluster_interval(groups, statistic, seed=seed)
+        out[name] = target([{"what": name, "value": value, "low": low, "high": high, "op": ">=",
+                             "threshold": threshold, "point": "met" if value >= threshold else "not met",
+                             "call": call(low, high, ">=", threshold)}])
+        out[name]["prompts"] = sum(len(f) for f in groups)
+    return out
+
+
 def larger_draw(folder: Path, seed: int, per_family: int) -> dict:
     """Part 2: the seed's SFT and PPO models on ``per_family`` fresh held-out prompts of each conduct family."""
     from transformers import AutoTokenizer
@@ -170,13 +226,14 @@ def main() -> None:
             if not (folder / STAGE_DIRS["ppo"] / "samples.jsonl").is_file():
                 raise SystemExit(f"{folder} has no complete stage 5: run benchmarks/seeds.py --seeds {s} --to ppo first")
             entry = group["seeds"].get(str(s), {})
-            entry.update(development=s in DEV_SEEDS, stage5=stage5_draw(folder, s))
+            entry.update(development=s in DEV_SEEDS, stage5=stage5_draw(folder, s), reward=reward_draw(folder, s))
             if args.large and entry.get("large", {}).get("prompts") != args.large:
                 entry["large"] = larger_draw(folder, s, args.large)
             group["seeds"][str(s)] = entry
             atomic_write_json(out_path, doc)  # per seed: an interrupted run keeps the seeds it finished
             print(f"{label} seed {s}: " + "; ".join(
-                f"{k} {v['call']}" for k, v in entry["stage5"].items() if isinstance(v, dict) and "call" in v)
+                f"{k} {v['call']}" for part in ("reward", "stage5") for k, v in entry[part].items()
+                if isinstance(v, dict) and "call" in v)
                 + ("; larger draw: " + "; ".join(f"{k} {entry['large'][k]['call']}"
                                                  for k in LARGE_FAMILIES) if "large" in entry else ""), flush=True)
 

@@ -69,6 +69,9 @@ def test_stage_5s_own_draw_gives_its_rates_with_intervals(explore_run, tmp_path,
         0 <= v <= 100 for r in large["rates"].values() for v in r.values())
     assert large["harmful"]["parts"][0]["value"] == pytest.approx(large["rates"]["ppo"]["harmful"])
     assert large["benign"]["parts"][0]["op"] == "<="
+    # and stage 4's two conduct targets, from its own files
+    rm = read_json(explore_run / "04_reward" / "eval.json")
+    assert seed["reward"]["conduct_accuracy"]["parts"][0]["value"] == pytest.approx(rm["reward/conduct_accuracy"])
 
 
 def test_a_per_prompt_file_that_is_not_stage_5s_sum_is_refused(explore_run, tmp_path):
@@ -84,3 +87,42 @@ def test_a_per_prompt_file_that_is_not_stage_5s_sum_is_refused(explore_run, tmp_
     write_jsonl_atomic(run / "05_ppo" / "samples.jsonl", rows)
     with pytest.raises(SystemExit, match="not the same evaluation"):
         tn.stage5_draw(run, 0)
+
+
+def test_a_prompts_rows_are_drawn_together():
+    tn = benchmark("target_noise")
+    # 40 prompts: half with three right rows, half with one wrong row. Drawn as prompts the share of right rows
+    # moves with how many of each kind a draw holds; drawn as 80 loose rows it moves less.
+    prompts = [[{"v": 1.0}] * 3 if i % 2 else [{"v": 0.0}] for i in range(40)]
+    mean = lambda rows: sum(r["v"] for r in rows) / len(rows)  # noqa: E731
+    low, high = tn.cluster_interval([prompts], mean)
+    loose_low, loose_high = tn.interval([[r["v"] for p in prompts for r in p]])
+    assert low < 0.75 < high and high - low > 1.1 * (loose_high - loose_low)
+    # a draw where the statistic is undefined is left out, not counted as anything
+    assert tn.cluster_interval([prompts], lambda rows: None if len(rows) > 60 else mean(rows)) != (low, high)
+    with pytest.raises(ValueError):
+        tn.cluster_interval([[]], mean)
+
+
+def test_the_reward_models_targets_come_from_stage_4s_files_or_are_refused(explore_run, tmp_path):
+    tn = benchmark("target_noise")
+    run = tmp_path / "seed-0"
+    (run / "04_reward").mkdir(parents=True)
+    for part in ("eval.json", "eval_pairs.jsonl", "conduct_samples.jsonl"):
+        shutil.copy(explore_run / "04_reward" / part, run / "04_reward" / part)
+    ev = read_json(run / "04_reward" / "eval.json")
+    got = tn.reward_draw(run, 0)
+    for key, threshold in (("conduct_accuracy", 90), ("conduct_spearman", 0.6)):
+        if ev[f"reward/{key}"] is None:  # the smoke run may sample too few conduct responses for a correlation
+            assert got[key] is None
+            continue
+        (p,) = got[key]["parts"]
+        assert p["value"] == pytest.approx(ev[f"reward/{key}"]) and p["threshold"] == threshold
+        assert p["low"] <= p["value"] <= p["high"] and got[key]["prompts"] > 0
+    rows = read_jsonl(run / "04_reward" / "eval_pairs.jsonl")
+    pair = next(r for r in rows if r["task"]["family"] in ("harmful", "unanswerable", "benign"))
+    assert pair["score_chosen"] != pair["score_rejected"]
+    pair["score_chosen"], pair["score_rejected"] = pair["score_rejected"], pair["score_chosen"]  # the verdict flips
+    write_jsonl_atomic(run / "04_reward" / "eval_pairs.jsonl", rows)
+    with pytest.raises(SystemExit, match="not the same evaluation"):
+        tn.reward_draw(run, 0)
