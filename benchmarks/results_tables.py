@@ -753,12 +753,15 @@ def section_target_noise(doc: dict) -> list[str]:
                for k, _ in REWARD_NOISE] for label, s, e in seeds]
     lines += table(["runs", "seed"] + [name for _, name in REWARD_NOISE], rows)
     said = []
+    # a stage-4 model copied into two sets of runs (stage 5 trained again on it) is one model: counted once
+    models = {e["reward"].get("eval_hash", f"{label}/{s}"): e["reward"] for label, s, e in seeds if e["development"]}
     for k, name in REWARD_NOISE:
-        dev = [e["reward"][k] for _, _, e in seeds if e["development"] and e["reward"].get(k)]
+        dev = [r[k] for r in models.values() if r.get(k)]
         missed = [t for t in dev if t["point"] == "not met"]
-        said.append(f"{name}: missed by value at {len(missed)} of {len(dev)} development runs, "
+        said.append(f"{name}: missed by value by {len(missed)} of {len(dev)} models, "
                     f"{sum(t['call'] == 'close' for t in missed)} of them close")
-    return lines + ["", "At the development seeds, " + "; ".join(said) + "."]
+    return lines + ["", "At the development seeds, each reward model counted once (runs that trained stage 5 again on "
+                        "another run's stage 4 share its model): " + "; ".join(said) + "."]
 
 
 STORY_CELLS = (("train", "train", "training names, SFT's phrasings"), ("train", "eval", "training names, held-out phrasing"),

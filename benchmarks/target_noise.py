@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seeds import commit, machine  # noqa: E402  (the same machine record as the runs it reads)
 
 from labkit.config import DEV_SEEDS, set_threads  # noqa: E402
-from labkit.runs import STAGE_DIRS, atomic_write_json, read_json, read_jsonl  # noqa: E402
+from labkit.runs import STAGE_DIRS, atomic_write_json, file_hash, read_json, read_jsonl  # noqa: E402
 
 DRAWS = 4000
 LEVEL = 0.95
@@ -153,7 +153,7 @@ def reward_draw(folder: Path, seed: int) -> dict:
 
     pairs = by_prompt(read_jsonl(d / "eval_pairs.jsonl"), lambda p: p["task"]["family"], lambda p: p["prompt"])
     samples = by_prompt(read_jsonl(d / "conduct_samples.jsonl"), lambda r: r["family"], lambda r: r["task_id"])
-    out = {}
+    out = {"eval_hash": file_hash(d / "eval.json")}  # the same stage-4 model copied into two runs counts once
     for name, groups, statistic, threshold in (("conduct_accuracy", pairs, pairwise_accuracy, 90),
                                                ("conduct_spearman", samples, spearman, 0.6)):
         value, want = statistic([r for f in groups for p in f for r in p]), ev.get(f"reward/{name}")

@@ -1177,7 +1177,12 @@ def test_the_draw_section_shows_each_interval_and_counts_the_close_verdicts(tmp_
     assert "| x | 0 | 2 of 3 (1 close) | 2 of 3 (0 close) |" in text
     # the reward model's two targets on stage 4's draw, a correlation to two decimals
     assert "| x | 3 (test) | 95.0 (95.0 to 95.0) **met** (60 prompts) | 0.55 (0.41 to 0.68) **close** (the value: not met) (60 prompts) |" in text
-    assert ("reward model: Spearman on conduct >= 0.6: missed by value at 2 of 2 development runs, 2 of them close."
-            in text)
+    assert "reward model: Spearman on conduct >= 0.6: missed by value by 2 of 2 models, 2 of them close." in text
+    # the same stage-4 model in two sets of runs counts once
+    doc = json.loads((tmp_path / "target_noise.json").read_text())
+    for e in doc["groups"]["x"]["seeds"].values():
+        e["reward"]["eval_hash"] = "same"
+    (tmp_path / "target_noise.json").write_text(json.dumps(doc))
+    assert "missed by value by 1 of 1 models, 1 of them close." in rt.render()
     assert ("on the larger draw: x, seed 0, harmful refused >= 85 and +40 (not met on stage 5's draw, met on the larger); "
             'x, seed 0, "not stated" >= 80 and +30 (met on stage 5\'s draw, not met on the larger).') in text
