@@ -134,23 +134,33 @@ def stage5_draw(folder: Path, seed: int) -> dict:
     return out
 
 
+def by_prompt(rows: list[dict], family_of, key) -> list[list[list[dict]]]:
+    """The conduct families' rows, per family (in name order) a list of prompts, each the list of its rows."""
+    from labkit import world as W
+    out: dict = {}
+    for r in rows:
+        if family_of(r) in W.CONDUCT_FAMILIES:
+            out.setdefault(family_of(r), {}).setdefault(key(r), []).append(r)
+    return [list(f.values()) for _, f in sorted(out.items())]
+
+
+def statistic_target(name: str, groups: list[list[list[dict]]], statistic, threshold: float, seed: int) -> dict:
+    """``statistic(rows) >= threshold`` over the rows of ``groups``, with its interval (prompts drawn whole)."""
+    value = statistic([r for f in groups for p in f for r in p])
+    low, high = cluster_interval(groups, statistic, seed=seed)
+    return {**target([{"what": name, "value": value, "low": low, "high": high, "op": ">=", "threshold": threshold,
+                       "point": "met" if value >= threshold else "not met", "call": call(low, high, ">=", threshold)}]),
+            "prompts": sum(len(f) for f in groups)}
+
+
 def reward_draw(folder: Path, seed: int) -> dict:
     """The reward model's conduct targets with intervals over stage 4's held-out prompts: pairs right (its
     eval_pairs.jsonl, the conduct families' pairs, several to a prompt) and Spearman with the verifier (its
     conduct_samples.jsonl, fresh SFT samples, several to a prompt), each prompt's rows drawn together."""
-    from labkit import world as W
     from labkit.reward_eval import pairwise_accuracy, spearman
 
     d = folder / STAGE_DIRS["reward"]
     ev = read_json(d / "eval.json")
-
-    def by_prompt(rows, family_of, key):
-        out = {}
-        for r in rows:
-            if family_of(r) in W.CONDUCT_FAMILIES:
-                out.setdefault(family_of(r), {}).setdefault(key(r), []).append(r)
-        return [list(f.values()) for _, f in sorted(out.items())]
-
     pairs = by_prompt(read_jsonl(d / "eval_pairs.jsonl"), lambda p: p["task"]["family"], lambda p: p["prompt"])
     samples = by_prompt(read_jsonl(d / "conduct_samples.jsonl"), lambda r: r["family"], lambda r: r["task_id"])
     out = {"eval_hash": file_hash(d / "eval.json")}  # the same stage-4 model copied into two runs counts once
@@ -163,11 +173,7 @@ def reward_draw(folder: Path, seed: int) -> dict:
         if value is None or want is None or abs(value - want) > 1e-6:  # the files stage 4 summed, or refuse
             raise SystemExit(f"{d}: its per-prompt files give {name} {value}, eval.json {want}: "
                              "not the same evaluation")
-        low, high = cluster_interval(groups, statistic, seed=seed)
-        out[name] = target([{"what": name, "value": value, "low": low, "high": high, "op": ">=",
-                             "threshold": threshold, "point": "met" if value >= threshold else "not met",
-                             "call": call(low, high, ">=", threshold)}])
-        out[name]["prompts"] = sum(len(f) for f in groups)
+        out[name] = statistic_target(name, groups, statistic, threshold, seed)
     return out
 
 
@@ -203,12 +209,39 @@ def larger_draw(folder: Path, seed: int, per_family: int) -> dict:
             "benign": target([part("after", [ppo["benign"]], "<=", 5, seed)])}
 
 
+def larger_reward_draw(folder: Path, seed: int, n_prompts: int) -> dict:
+    """The reward model's conduct Spearman on ``n_prompts`` fresh held-out conduct prompts (balanced over the
+    families), sampled from the seed's SFT model as stage 4 samples them (its config's samples per prompt,
+    temperature and length) and scored by the reward model and the verifier."""
+    from transformers import AutoTokenizer
+
+    from labkit import world as W
+    from labkit.reward_eval import spearman, verifier_samples
+    from labkit.reward_model import load_reward_model
+    from labkit.runs import Run
+    from labkit.tokenizer import ensure_chat_ready
+
+    d = folder / STAGE_DIRS["reward"]
+    cfg = read_json(d / "config.json")
+    tok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(d / "model")))
+    model = load_reward_model(d / "model", tok).eval()
+    tasks = W.make_tasks(Run.at(folder).world(), n_prompts, "eval", LARGE_SEED + seed, W.CONDUCT_FAMILIES,
+                         distinct=True)
+    rows = verifier_samples(model, tok, folder / STAGE_DIRS["sft"] / "model", tasks, "cpu", cfg["eval_samples"],
+                            cfg["verifier_max_new_tokens"], cfg["verifier_temperature"], seed, cfg["score_batch_size"])
+    groups = by_prompt(rows, lambda r: r["family"], lambda r: r["task_id"])
+    return {"samples": cfg["eval_samples"], "conduct_spearman": statistic_target("conduct_spearman", groups, spearman,
+                                                                                0.6, seed)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--group", nargs=3, action="append", required=True, metavar=("LABEL", "WORK", "SEEDS"),
                     help="a label, seeds.py's work folder (seed-<n> run folders) and its seeds, e.g. "
                          "'the preset' runs/seeds 0,1,2; repeat for more")
     ap.add_argument("--large", type=int, default=0, help="prompts per conduct family of the larger draw (0: none)")
+    ap.add_argument("--large-reward", type=int, default=0,
+                    help="conduct prompts of the reward model's larger draw, over the three families (0: none)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/target_noise.json")
     args = ap.parse_args()
@@ -217,7 +250,8 @@ def main() -> None:
     doc = read_json(out_path, {})
     doc.update(date=datetime.date.today().isoformat(), machine=machine(), commit=commit(), draws=DRAWS, level=LEVEL,
                command="benchmarks/target_noise.py " + " ".join(
-                   f'--group "{g[0]}" {g[1]} {g[2]}' for g in args.group) + f" --large {args.large}")
+                   f'--group "{g[0]}" {g[1]} {g[2]}' for g in args.group) + f" --large {args.large}"
+               + (f" --large-reward {args.large_reward}" if args.large_reward else ""))
     doc.setdefault("groups", {})
     for label, work, seeds in args.group:
         group = doc["groups"].setdefault(label, {"work": work, "seeds": {}})
@@ -229,6 +263,9 @@ def main() -> None:
             entry.update(development=s in DEV_SEEDS, stage5=stage5_draw(folder, s), reward=reward_draw(folder, s))
             if args.large and entry.get("large", {}).get("prompts") != args.large:
                 entry["large"] = larger_draw(folder, s, args.large)
+            if args.large_reward and (entry.get("large_reward", {}).get("conduct_spearman") or {}).get(
+                    "prompts") != args.large_reward:
+                entry["large_reward"] = larger_reward_draw(folder, s, args.large_reward)
             group["seeds"][str(s)] = entry
             atomic_write_json(out_path, doc)  # per seed: an interrupted run keeps the seeds it finished
             print(f"{label} seed {s}: " + "; ".join(
