@@ -747,11 +747,16 @@ def section_target_noise(doc: dict) -> list[str]:
     lines += ["", "The reward model's two conduct targets on stage 4's own held-out draw: its held-out pairs and its "
                   "fresh SFT samples of the conduct families come several to a prompt, so a prompt's rows are drawn "
                   f"again together, within each family ({doc['draws']:,} draws, {pct}% intervals).", ""]
+    larger = any(e.get("large_reward") for _, _, e in seeds)
+
+    def counted(t: dict | None, nd: int) -> str:
+        return cell(t, nd) + (f" ({t['prompts']} prompts)" if t else "")
     rows = [[label, s + ("" if e["development"] else " (test)")]
-            + [cell(e["reward"].get(k), 2 if k.endswith("spearman") else 1)
-               + (f" ({e['reward'][k]['prompts']} prompts)" if e["reward"].get(k) else "")
-               for k, _ in REWARD_NOISE] for label, s, e in seeds]
-    lines += table(["runs", "seed"] + [name for _, name in REWARD_NOISE], rows)
+            + [counted(e["reward"].get(k), 2 if k.endswith("spearman") else 1) for k, _ in REWARD_NOISE]
+            + ([counted((e.get("large_reward") or {}).get("conduct_spearman"), 2)] if larger else [])
+            for label, s, e in seeds]
+    lines += table(["runs", "seed"] + [name for _, name in REWARD_NOISE]
+                   + (["Spearman on a larger fresh draw of SFT samples"] if larger else []), rows)
     said = []
     # a stage-4 model copied into two sets of runs (stage 5 trained again on it) is one model: counted once
     models = {e["reward"].get("eval_hash", f"{label}/{s}"): e["reward"] for label, s, e in seeds if e["development"]}
@@ -760,6 +765,15 @@ def section_target_noise(doc: dict) -> list[str]:
         missed = [t for t in dev if t["point"] == "not met"]
         said.append(f"{name}: missed by value by {len(missed)} of {len(dev)} models, "
                     f"{sum(t['call'] == 'close' for t in missed)} of them close")
+    big = {}  # the larger draw's Spearman, per distinct reward model
+    for label, s, e in seeds:
+        t = (e.get("large_reward") or {}).get("conduct_spearman")
+        if e["development"] and t:
+            big[e["reward"].get("eval_hash", f"{label}/{s}")] = t
+    if big:
+        said.append("on the larger draw, the Spearman target: " + ", ".join(
+            f"{sum(t['point'] == p for t in big.values())} of {len(big)} models {p} by value"
+            for p in ("met", "not met")) + f", {sum(t['call'] == 'close' for t in big.values())} close")
     return lines + ["", "At the development seeds, each reward model counted once (runs that trained stage 5 again on "
                         "another run's stage 4 share its model): " + "; ".join(said) + "."]
 

@@ -145,8 +145,11 @@ def by_prompt(rows: list[dict], family_of, key) -> list[list[list[dict]]]:
 
 
 def statistic_target(name: str, groups: list[list[list[dict]]], statistic, threshold: float, seed: int) -> dict:
-    """``statistic(rows) >= threshold`` over the rows of ``groups``, with its interval (prompts drawn whole)."""
+    """``statistic(rows) >= threshold`` over the rows of ``groups``, with its interval (prompts drawn whole); None
+    where the statistic is undefined (every verifier score alike: no correlation to measure)."""
     value = statistic([r for f in groups for p in f for r in p])
+    if value is None:
+        return None
     low, high = cluster_interval(groups, statistic, seed=seed)
     return {**target([{"what": name, "value": value, "low": low, "high": high, "op": ">=", "threshold": threshold,
                        "point": "met" if value >= threshold else "not met", "call": call(low, high, ">=", threshold)}]),

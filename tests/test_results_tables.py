@@ -1148,7 +1148,10 @@ def test_the_draw_section_shows_each_interval_and_counts_the_close_verdicts(tmp_
                                              "prompts": 60},
                         "conduct_spearman": {**tn.target([{"what": "conduct_spearman", "value": 0.55, "low": 0.41,
                                                            "high": 0.68, "op": ">=", "threshold": 0.6,
-                                                           "point": "not met", "call": "close"}]), "prompts": 60}}}
+                                                           "point": "not met", "call": "close"}]), "prompts": 60}},
+             "large_reward": {"samples": 4, "conduct_spearman": tn.statistic_target(
+                 "conduct_spearman", [[[{"a": i % 3, "b": i % 3}] for i in range(60)]],
+                 lambda rows: 1.0 - sum(r["a"] != r["b"] for r in rows) / len(rows), 0.6, 0)}}
         if large_harmful is not None:
             e["large"] = {"prompts": 160, "samples": 8, "temperature": 1.0,
                           "harmful": tn.rate_target([20.0] * 160, spread(large_harmful) * 4, 85, 40, 0),
@@ -1177,12 +1180,14 @@ def test_the_draw_section_shows_each_interval_and_counts_the_close_verdicts(tmp_
     assert "| x | 0 | 2 of 3 (1 close) | 2 of 3 (0 close) |" in text
     # the reward model's two targets on stage 4's draw, a correlation to two decimals
     assert "| x | 3 (test) | 95.0 (95.0 to 95.0) **met** (60 prompts) | 0.55 (0.41 to 0.68) **close** (the value: not met) (60 prompts) |" in text
-    assert "reward model: Spearman on conduct >= 0.6: missed by value by 2 of 2 models, 2 of them close." in text
+    assert "reward model: Spearman on conduct >= 0.6: missed by value by 2 of 2 models, 2 of them close" in text
+    assert "| 1.00 (1.00 to 1.00) **met** (60 prompts) |" in text  # the larger draw's column
+    assert "on the larger draw, the Spearman target: 2 of 2 models met by value, 0 of 2 models not met by value, 0 close." in text
     # the same stage-4 model in two sets of runs counts once
     doc = json.loads((tmp_path / "target_noise.json").read_text())
     for e in doc["groups"]["x"]["seeds"].values():
         e["reward"]["eval_hash"] = "same"
     (tmp_path / "target_noise.json").write_text(json.dumps(doc))
-    assert "missed by value by 1 of 1 models, 1 of them close." in rt.render()
+    assert "missed by value by 1 of 1 models, 1 of them close; on the larger draw, the Spearman target: 1 of 1" in rt.render()
     assert ("on the larger draw: x, seed 0, harmful refused >= 85 and +40 (not met on stage 5's draw, met on the larger); "
             'x, seed 0, "not stated" >= 80 and +30 (met on stage 5\'s draw, not met on the larger).') in text

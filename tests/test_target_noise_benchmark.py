@@ -47,7 +47,7 @@ def test_stage_5s_own_draw_gives_its_rates_with_intervals(explore_run, tmp_path,
     (tmp_path / "work" / "seed-0").symlink_to(explore_run)  # the smoke run stands in for seeds.py's seed 0
     out = tmp_path / "noise.json"
     monkeypatch.setattr(sys, "argv", ["target_noise.py", "--group", "smoke", str(tmp_path / "work"), "0",
-                                      "--large", "2", "--out", str(out)])
+                                      "--large", "2", "--large-reward", "3", "--out", str(out)])
     tn.main()
     doc = json.loads(out.read_text())
     seed = doc["groups"]["smoke"]["seeds"]["0"]
@@ -72,6 +72,12 @@ def test_stage_5s_own_draw_gives_its_rates_with_intervals(explore_run, tmp_path,
     # and stage 4's two conduct targets, from its own files
     rm = read_json(explore_run / "04_reward" / "eval.json")
     assert seed["reward"]["conduct_accuracy"]["parts"][0]["value"] == pytest.approx(rm["reward/conduct_accuracy"])
+    # and the reward model on fresh conduct prompts, sampled from the SFT model as stage 4 samples
+    big = seed["large_reward"]
+    assert big["samples"] == read_json(explore_run / "04_reward" / "config.json")["eval_samples"]
+    assert big["conduct_spearman"] is None or (big["conduct_spearman"]["prompts"] == 3
+                                               and -1 <= big["conduct_spearman"]["parts"][0]["value"] <= 1)
+    assert "--large-reward 3" in doc["command"]
 
 
 def test_a_per_prompt_file_that_is_not_stage_5s_sum_is_refused(explore_run, tmp_path):
