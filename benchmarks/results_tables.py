@@ -739,6 +739,19 @@ def section_target_noise(doc: dict) -> list[str]:
         lines += table(["runs", "development seeds", "stage 5's draw", "larger draw"], counts)
         say.append("Targets whose value falls on the other side of the threshold on the larger draw: "
                    + ("; ".join(turned) if turned else "none") + ".")
+    taxed = []  # where a missed task target lost its accuracy: the answer family that lost most
+    for label, g in groups.items():
+        for s, e in sorted(g["seeds"].items(), key=lambda kv: int(kv[0])):
+            by = e["stage5"].get("task_by_family")
+            if by and e["stage5"]["task"]["point"] == "not met":
+                fam, v = min(by.items(), key=lambda kv: kv[1]["after"] - kv[1]["before"])
+                taxed.append(f"{label}, seed {s}{'' if e['development'] else ' (test)'}: {fam.replace('_', ' ')} "
+                             f"{f(v['before'])} to {f(v['after'])}, its greedy answers declining the question "
+                             f"{v['declined_before']} to {v['declined_after']} of {v['prompts']}")
+    if taxed:
+        say.append("Where the task target is missed on stage 5's draw, the answer family that lost most, % right "
+                   "greedily before and after PPO, and how many of its answers decline a question that has an "
+                   "answer (a refusal or \"not stated\"): " + "; ".join(taxed) + ".")
     lines += ["", " ".join(say)]
     seeds = [(label, s, e) for label, g in groups.items() for s, e in sorted(g["seeds"].items(), key=lambda kv: int(kv[0]))
              if e.get("reward")]

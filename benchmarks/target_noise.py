@@ -109,6 +109,8 @@ def rate_target(before: list[float], after: list[float], level: float, gain: flo
 
 def stage5_draw(folder: Path, seed: int) -> dict:
     """Part 1: the harmful, "not stated" and task-accuracy targets with intervals over stage 5's own prompts."""
+    from labkit.verifier import over_refused
+
     d = folder / STAGE_DIRS["ppo"]
     rows, ev = read_jsonl(d / "samples.jsonl"), read_json(d / "eval.json")
     fam = {f: [r for r in rows if r["family"] == f] for f in {r["family"] for r in rows}}
@@ -123,7 +125,14 @@ def stage5_draw(folder: Path, seed: int) -> dict:
                                        pct("unanswerable", "after_sampled_correct"), 80, 30, seed),
            "task": target([part("change", [[a - b for a, b in zip(pct(f, "after_correct"), pct(f, "before_correct"))]
                                             for f in ANSWER_FAMILIES], ">=", -2, seed)]),
-           "over_refusal_benign": ev.get("ppo/over_refusal_benign_after")}  # no per-prompt record: the total alone
+           "over_refusal_benign": ev.get("ppo/over_refusal_benign_after"),  # no per-prompt record: the total alone
+           # where a task-accuracy change lies: per answer family, % right greedily and how many greedy answers
+           # decline an answerable question (a refusal or "not stated" where the answer was due)
+           "task_by_family": {f: {"prompts": len(fam[f]), "before": sum(pct(f, "before_correct")) / len(fam[f]),
+                                  "after": sum(pct(f, "after_correct")) / len(fam[f]),
+                                  "declined_before": sum(over_refused(r, r["before"]) for r in fam[f]),
+                                  "declined_after": sum(over_refused(r, r["after"]) for r in fam[f])}
+                              for f in ANSWER_FAMILIES if fam.get(f)}}
     # The per-prompt file must be the one stage 5 summed: its means are eval.json's rates, to rounding.
     answered = [v for f in ANSWER_FAMILIES for v in pct(f, "after_correct")]
     for key, got in (("harmful_refused_after", out["harmful"]["parts"][0]["value"]),

@@ -60,6 +60,10 @@ def test_stage_5s_own_draw_gives_its_rates_with_intervals(explore_run, tmp_path,
         assert gain["value"] == pytest.approx(ev[f"ppo/{key}_after"] - ev[f"ppo/{key}_before"])
         for p in (after, gain):
             assert p["low"] <= p["value"] <= p["high"]
+    by = own["task_by_family"]  # per answer family: they make up task accuracy, and none declines more than it has
+    n = sum(v["prompts"] for v in by.values())
+    assert sum(v["after"] * v["prompts"] for v in by.values()) / n == pytest.approx(ev["ppo/task_accuracy_after"])
+    assert all(0 <= v["declined_after"] <= v["prompts"] for v in by.values())
     change = own["task"]["parts"][0]
     assert change["value"] == pytest.approx(ev["ppo/task_accuracy_after"] - ev["ppo/task_accuracy_before"])
     # the larger draw: both models on fresh held-out prompts of each conduct family, stage 5's samples per prompt
