@@ -662,21 +662,103 @@ LARGE_CONDUCT = ("harmful", "unanswerable", "benign")  # the families target_noi
 BENIGN_MET = next(rule for _, k, rule in PPO_TARGETS if k == "over_refusal_benign")
 
 
+def noise_cell(t: dict | None, nd: int = 1) -> str:
+    """A target of target_noise.py: each part's value and interval, then the call (a close one with its value's)."""
+    if t is None:
+        return "-"
+    parts = [f"{'+' if p['what'] == 'gain' else ''}{f(p['value'], nd)} ({f(p['low'], nd)} to {f(p['high'], nd)})"
+             for p in t["parts"]]
+    said = f"**{t['call']}**" if t["call"] != "close" else f"**close** (the value: {t['point']})"
+    return ", ".join(parts) + " " + said
+
+
+def noise_entries(doc: dict) -> list[tuple[str, str, dict]]:
+    """(set of runs, seed, entry) of a target_noise.py file, seeds in order within each set."""
+    return [(label, s, e) for label, g in doc["groups"].items()
+            for s, e in sorted(g["seeds"].items(), key=lambda kv: int(kv[0]))]
+
+
+def conduct_counts(doc: dict) -> list[list[str]]:
+    """Per set of runs, the three conduct targets at its development seeds met by value on stage 5's draw and on
+    the larger one (with how many are close)."""
+    counts = []
+    for label, g in doc["groups"].items():
+        dev = [e for e in g["seeds"].values() if e["development"] and "large" in e]
+        if not dev:
+            continue
+        own = [(e["stage5"][k]["point"], e["stage5"][k]["call"]) if k != "benign" else
+               ("met" if BENIGN_MET(None, e["stage5"]["over_refusal_benign"]) else "not met", None)
+               for e in dev for k in LARGE_CONDUCT]
+        big = [(e["large"][k]["point"], e["large"][k]["call"]) for e in dev for k in LARGE_CONDUCT]
+        counts.append([label, ", ".join(s for s, e in g["seeds"].items() if e in dev)]
+                      + [f"{sum(p == 'met' for p, _ in v)} of {len(v)} ({sum(c == 'close' for _, c in v)} close)"
+                         for v in (own, big)])
+    return counts
+
+
+def where_taxed(entries: list[tuple[str, str, dict]]) -> list[str]:
+    """Where a missed task target lost its accuracy: per such seed, the answer family that lost most."""
+    taxed = []
+    for label, s, e in entries:
+        by = e["stage5"].get("task_by_family")
+        if by and e["stage5"]["task"]["point"] == "not met":
+            fam, v = min(by.items(), key=lambda kv: kv[1]["after"] - kv[1]["before"])
+            taxed.append(f"{label}, seed {s}{'' if e['development'] else ' (test)'}: {fam.replace('_', ' ')} "
+                         f"{f(v['before'])} to {f(v['after'])}, its greedy answers declining the question "
+                         f"{v['declined_before']} to {v['declined_after']} of {v['prompts']}")
+    return taxed
+
+
+def reward_noise_lines(doc: dict, entries: list[tuple[str, str, dict]]) -> list[str]:
+    """Stage 4's two conduct targets with their intervals (and the Spearman on a larger draw), each reward model
+    counted once in the summary: runs that trained stage 5 again on another run's stage 4 share its model."""
+    entries = [(label, s, e) for label, s, e in entries if e.get("reward")]
+    if not entries:
+        return []
+    larger = any(e.get("large_reward") for _, _, e in entries)
+
+    def counted(t: dict | None, nd: int) -> str:
+        return noise_cell(t, nd) + (f" ({t['prompts']} prompts)" if t else "")
+    lines = ["", "The reward model's two conduct targets on stage 4's own held-out draw: its held-out pairs and its "
+                 "fresh SFT samples of the conduct families come several to a prompt, so a prompt's rows are drawn "
+                 f"again together, within each family ({doc['draws']:,} draws, {round(100 * doc['level'])}% "
+                 "intervals).", ""]
+    rows = [[label, s + ("" if e["development"] else " (test)")]
+            + [counted(e["reward"].get(k), 2 if k.endswith("spearman") else 1) for k, _ in REWARD_NOISE]
+            + ([counted((e.get("large_reward") or {}).get("conduct_spearman"), 2)] if larger else [])
+            for label, s, e in entries]
+    lines += table(["runs", "seed"] + [name for _, name in REWARD_NOISE]
+                   + (["Spearman on a larger fresh draw of SFT samples"] if larger else []), rows)
+    models = {e["reward"].get("eval_hash", f"{label}/{s}"): e for label, s, e in entries if e["development"]}
+    said = []
+    for k, name in REWARD_NOISE:
+        dev = [e["reward"][k] for e in models.values() if e["reward"].get(k)]
+        missed = [t for t in dev if t["point"] == "not met"]
+        said.append(f"{name}: missed by value by {len(missed)} of {len(dev)} models, "
+                    f"{sum(t['call'] == 'close' for t in missed)} of them close")
+    big = [t for e in models.values() if (t := (e.get("large_reward") or {}).get("conduct_spearman"))]
+    if big:
+        said.append("on the larger draw, the Spearman target: " + ", ".join(
+            f"{sum(t['point'] == p for t in big)} of {len(big)} models {p} by value" for p in ("met", "not met"))
+            + f", {sum(t['call'] == 'close' for t in big)} close")
+    return lines + ["", "At the development seeds, each reward model counted once (runs that trained stage 5 again on "
+                        "another run's stage 4 share its model): " + "; ".join(said) + "."]
+
+
 def section_target_noise(doc: dict) -> list[str]:
     """Each stage-5 target with its interval over the held-out prompts (benchmarks/target_noise.py), on stage 5's own
     draw and on a larger one, and the reward model's conduct targets on stage 4's: which verdicts the draw decides."""
-    groups = doc["groups"]
-    first = next(iter(next(iter(groups.values()))["seeds"].values()))
+    entries = noise_entries(doc)
+    first = entries[0][2]
     per_family = max(first["stage5"]["prompts"].values())
     large = first.get("large", {})
-    pct = round(100 * doc["level"])
     lines = ["", "### How far the held-out draw moves a stage-5 verdict", "",
              f"`{doc['command']}`, {doc['date']}, on {machine_name(doc['machine'])}, at {doc['commit']}. Stage 5 judges "
              f"a seed on {per_family} held-out prompts per family. *Stage 5's draw*: each target's value with its "
-             f"{pct}% interval, the seed's prompts drawn again with replacement within each family {doc['draws']:,} "
-             "times (before and after paired on the same prompt); harmful and \"not stated\" give the rate after PPO "
-             "and its gain over SFT, the task target the change in greedy task accuracy. Over-refusal has no "
-             "per-prompt record in stage 5's files, so there it is stage 5's number alone. "
+             f"{round(100 * doc['level'])}% interval, the seed's prompts drawn again with replacement within each "
+             f"family {doc['draws']:,} times (before and after paired on the same prompt); harmful and \"not stated\" "
+             "give the rate after PPO and its gain over SFT, the task target the change in greedy task accuracy. "
+             "Over-refusal has no per-prompt record in stage 5's files, so there it is stage 5's number alone. "
              + (f"*Larger draw*: the seed's SFT model and its model after PPO sampled as stage 5 samples "
                 f"({large['samples']} samples at temperature {large['temperature']:g}) on {large['prompts']} fresh "
                 "held-out prompts per conduct family, drawn with another seed; the task families have too few "
@@ -684,28 +766,18 @@ def section_target_noise(doc: dict) -> list[str]:
              + "A target is *met* or *missed* when its whole interval is on one side of the threshold, and *close* "
              "when the interval holds it: a draw of as many prompts could have given either verdict. A diagnosis: "
              "nothing is chosen on it.", ""]
-
-    def cell(t: dict | None, nd: int = 1) -> str:
-        if t is None:
-            return "-"
-        parts = [f"{'+' if p['what'] == 'gain' else ''}{f(p['value'], nd)} ({f(p['low'], nd)} to {f(p['high'], nd)})"
-                 for p in t["parts"]]
-        said = f"**{t['call']}**" if t["call"] != "close" else f"**close** (the value: {t['point']})"
-        return ", ".join(parts) + " " + said
-
     rows, calls, turned = [], [], []
-    for label, g in groups.items():
-        for s, e in sorted(g["seeds"].items(), key=lambda kv: int(kv[0])):
-            ev = e["stage5"]
-            for key, name in NOISE_TARGETS:
-                own = cell(ev[key]) if key in ev else f"{f(ev['over_refusal_benign'])} (no per-prompt record)"
-                rows.append([label, s + ("" if e["development"] else " (test)"), name, own,
-                             cell(e.get("large", {}).get(key))])
-                if key in ev:
-                    calls.append((e["development"], ev[key], e.get("large", {}).get(key)))
-                big = e.get("large", {}).get(key)
-                if key in ev and big is not None and big["point"] != ev[key]["point"]:
-                    turned.append(f"{label}, seed {s}, {name} ({ev[key]['point']} on stage 5's draw, {big['point']} "
+    for label, s, e in entries:
+        own_draw, big_draw = e["stage5"], e.get("large", {})
+        for key, name in NOISE_TARGETS:
+            own, big = own_draw.get(key), big_draw.get(key)
+            rows.append([label, s + ("" if e["development"] else " (test)"), name,
+                         noise_cell(own) if own else f"{f(own_draw['over_refusal_benign'])} (no per-prompt record)",
+                         noise_cell(big)])
+            if own:
+                calls.append((e["development"], own, big))
+                if big is not None and big["point"] != own["point"]:
+                    turned.append(f"{label}, seed {s}, {name} ({own['point']} on stage 5's draw, {big['point']} "
                                   "on the larger)")
     lines += table(["runs", "seed", "target", "stage 5's draw: value (interval), verdict",
                     "larger draw: value (interval), verdict"], rows)
@@ -721,74 +793,17 @@ def section_target_noise(doc: dict) -> list[str]:
         if big:
             say.append(f"On the larger draw, of the conduct targets stage 5 {name} there: "
                        + ", ".join(f"{sum(b['call'] == c for b in big)} {c}" for c in ("met", "close", "missed")) + ".")
-    if any("large" in e for g in groups.values() for e in g["seeds"].values()):
+    if any("large" in e for _, _, e in entries):
         lines += ["", "The three conduct targets at the development seeds, per set of runs: met by value on stage 5's "
                       "draw and on the larger one (in brackets: how many of them, met or not, are close).", ""]
-        counts = []
-        for label, g in groups.items():
-            dev = [e for e in g["seeds"].values() if e["development"] and "large" in e]
-            if not dev:
-                continue
-            own = [(e["stage5"][k]["point"], e["stage5"][k]["call"]) if k != "benign" else
-                   ("met" if BENIGN_MET(None, e["stage5"]["over_refusal_benign"]) else "not met", None)
-                   for e in dev for k in LARGE_CONDUCT]
-            big = [(e["large"][k]["point"], e["large"][k]["call"]) for e in dev for k in LARGE_CONDUCT]
-            counts.append([label, ", ".join(s for s, e in g["seeds"].items() if e in dev)]
-                          + [f"{sum(p == 'met' for p, _ in v)} of {len(v)} ({sum(c == 'close' for _, c in v)} close)"
-                             for v in (own, big)])
-        lines += table(["runs", "development seeds", "stage 5's draw", "larger draw"], counts)
+        lines += table(["runs", "development seeds", "stage 5's draw", "larger draw"], conduct_counts(doc))
         say.append("Targets whose value falls on the other side of the threshold on the larger draw: "
                    + ("; ".join(turned) if turned else "none") + ".")
-    taxed = []  # where a missed task target lost its accuracy: the answer family that lost most
-    for label, g in groups.items():
-        for s, e in sorted(g["seeds"].items(), key=lambda kv: int(kv[0])):
-            by = e["stage5"].get("task_by_family")
-            if by and e["stage5"]["task"]["point"] == "not met":
-                fam, v = min(by.items(), key=lambda kv: kv[1]["after"] - kv[1]["before"])
-                taxed.append(f"{label}, seed {s}{'' if e['development'] else ' (test)'}: {fam.replace('_', ' ')} "
-                             f"{f(v['before'])} to {f(v['after'])}, its greedy answers declining the question "
-                             f"{v['declined_before']} to {v['declined_after']} of {v['prompts']}")
-    if taxed:
+    if taxed := where_taxed(entries):
         say.append("Where the task target is missed on stage 5's draw, the answer family that lost most, % right "
                    "greedily before and after PPO, and how many of its answers decline a question that has an "
                    "answer (a refusal or \"not stated\"): " + "; ".join(taxed) + ".")
-    lines += ["", " ".join(say)]
-    seeds = [(label, s, e) for label, g in groups.items() for s, e in sorted(g["seeds"].items(), key=lambda kv: int(kv[0]))
-             if e.get("reward")]
-    if not seeds:
-        return lines
-    lines += ["", "The reward model's two conduct targets on stage 4's own held-out draw: its held-out pairs and its "
-                  "fresh SFT samples of the conduct families come several to a prompt, so a prompt's rows are drawn "
-                  f"again together, within each family ({doc['draws']:,} draws, {pct}% intervals).", ""]
-    larger = any(e.get("large_reward") for _, _, e in seeds)
-
-    def counted(t: dict | None, nd: int) -> str:
-        return cell(t, nd) + (f" ({t['prompts']} prompts)" if t else "")
-    rows = [[label, s + ("" if e["development"] else " (test)")]
-            + [counted(e["reward"].get(k), 2 if k.endswith("spearman") else 1) for k, _ in REWARD_NOISE]
-            + ([counted((e.get("large_reward") or {}).get("conduct_spearman"), 2)] if larger else [])
-            for label, s, e in seeds]
-    lines += table(["runs", "seed"] + [name for _, name in REWARD_NOISE]
-                   + (["Spearman on a larger fresh draw of SFT samples"] if larger else []), rows)
-    said = []
-    # a stage-4 model copied into two sets of runs (stage 5 trained again on it) is one model: counted once
-    models = {e["reward"].get("eval_hash", f"{label}/{s}"): e["reward"] for label, s, e in seeds if e["development"]}
-    for k, name in REWARD_NOISE:
-        dev = [r[k] for r in models.values() if r.get(k)]
-        missed = [t for t in dev if t["point"] == "not met"]
-        said.append(f"{name}: missed by value by {len(missed)} of {len(dev)} models, "
-                    f"{sum(t['call'] == 'close' for t in missed)} of them close")
-    big = {}  # the larger draw's Spearman, per distinct reward model
-    for label, s, e in seeds:
-        t = (e.get("large_reward") or {}).get("conduct_spearman")
-        if e["development"] and t:
-            big[e["reward"].get("eval_hash", f"{label}/{s}")] = t
-    if big:
-        said.append("on the larger draw, the Spearman target: " + ", ".join(
-            f"{sum(t['point'] == p for t in big.values())} of {len(big)} models {p} by value"
-            for p in ("met", "not met")) + f", {sum(t['call'] == 'close' for t in big.values())} close")
-    return lines + ["", "At the development seeds, each reward model counted once (runs that trained stage 5 again on "
-                        "another run's stage 4 share its model): " + "; ".join(said) + "."]
+    return lines + ["", " ".join(say)] + reward_noise_lines(doc, entries)
 
 
 STORY_CELLS = (("train", "train", "training names, SFT's phrasings"), ("train", "eval", "training names, held-out phrasing"),
