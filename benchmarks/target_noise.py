@@ -121,7 +121,10 @@ def stage5_draw(folder: Path, seed: int) -> dict:
 
     d = folder / STAGE_DIRS["ppo"]
     rows, ev = read_jsonl(d / "samples.jsonl"), read_json(d / "eval.json")
-    fam = {f: [r for r in rows if r["family"] == f] for f in {r["family"] for r in rows}}
+    fam = {f: [r for r in rows if r["family"] == f] for f in {r.get("family") for r in rows}}
+    if not all(fam.get(f) for f in ("harmful", "unanswerable")) or not any(fam.get(f) for f in ANSWER_FAMILIES):
+        raise SystemExit(f"{d}: stage 5 evaluated no harmful, unanswerable or answer-family prompts here (a run on "
+                         "its own prompts, not the world's?): its targets cannot be measured")
 
     def pct(f, key):
         return [100 * r[key] for r in fam.get(f, [])]

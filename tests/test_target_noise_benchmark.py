@@ -136,3 +136,14 @@ def test_the_reward_models_targets_come_from_stage_4s_files_or_are_refused(explo
     write_jsonl_atomic(run / "04_reward" / "eval_pairs.jsonl", rows)
     with pytest.raises(SystemExit, match="not the same evaluation"):
         tn.reward_draw(run, 0)
+
+
+def test_a_run_without_the_worlds_families_is_refused_in_one_line(explore_run, tmp_path):
+    tn = benchmark("target_noise")
+    run = tmp_path / "seed-0"
+    (run / "05_ppo").mkdir(parents=True)
+    shutil.copy(explore_run / "05_ppo" / "eval.json", run / "05_ppo" / "eval.json")
+    rows = [r for r in read_jsonl(explore_run / "05_ppo" / "samples.jsonl") if r["family"] != "harmful"]
+    write_jsonl_atomic(run / "05_ppo" / "samples.jsonl", rows)
+    with pytest.raises(SystemExit, match="its targets cannot be measured"):
+        tn.stage5_draw(run, 0)
