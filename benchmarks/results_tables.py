@@ -412,14 +412,24 @@ def section_other_machine(doc: dict) -> list[str]:
         seeds = [sd for sd in doc["seeds"] if sd in cand["seeds"]]
     if not seeds:
         return []
+    only_test = all(sd in test for sd in seeds)  # its own heading beside the same settings' development seeds
     lines = ["", f"### The same seeds on another machine: {machine_name(doc['machine'])}"
-                 f"{', ' + '; '.join(params) if params else ''}{', through stage 5' if 'ppo' in ran else ''}", "",
+                 f"{', ' + '; '.join(params) if params else ''}{', through stage 5' if 'ppo' in ran else ''}"
+                 f"{', the test seeds' if only_test else ''}", "",
              f"{seeds_command({**doc, 'params': params}, seeds, ran[-1], kernels=True)}, {doc['date']}, on "
              f"{machine_name(doc['machine'])}, "
              f"{doc['threads']} thread(s) per stage, the `cpu` preset{' with ' + '; '.join(params) if params else ''}; "
              f"{first} on {machine_name(base['machine'])}. The settings, seeds and thread count are the "
              "same; the machine differs, and so does the commit (these runs are newer), though no change since was "
              "meant to change what these stages compute.", ""]
+    # a seed folder started as a copy of another run's first stages: those were not trained by the command
+    copies = [f"`{c}` at seed {sd}" for sd in seeds if (c := doc["seeds"][sd].get("copied_from"))]
+    if copies:
+        lines += [f"Not every stage here was trained by that command: these seed folders were started as copies of "
+                  f"other runs ({'; '.join(copies)}), and seeds.py trains only the stages a folder does not have "
+                  "complete.", ""]
+    if only_test:
+        lines += ["Reported as they came out: no setting is chosen on the test seeds.", ""]
     rows = []
     for s in seeds:
         a, b = base["seeds"][s], doc["seeds"][s]
@@ -1849,6 +1859,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("seeds_machine2_sft2000.json", [section_other_machine]),
             ("seeds_machine2_sft2000_ppo.json", [section_other_machine]),
             ("seeds_machine3_sft2000.json", [section_other_machine]),
+            ("seeds_machine3_sft2000_test.json", [section_other_machine]),
             ("stage5_verifier.json", [section_stage5_again]),
             ("stage5_verifier_machine3.json", [section_stage5_again]),
             ("stage5_ppo_steps.json", [section_stage5_again]),

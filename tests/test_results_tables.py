@@ -600,6 +600,18 @@ def test_the_same_seeds_on_another_machine_show_each_stage_beside_the_first_and_
                              "preset with sft.max_steps=2000;")[1]
     assert text.startswith(' the runs of "Stages 2-5 at sft.max_steps=2000" ran on c')
     assert "| 1 | 2.626 | 2.594 | 68.1 | 66.2 | -1.9 within |" in text
+    assert "Not every stage here" not in text.split("###")[0] and "2000, the test seeds" not in rt.render()
+    # the same settings at the test seeds alone, from a stage 1 copied from another run: a heading of their own
+    cand = json.loads((tmp_path / "sft_candidate.json").read_text())
+    cand["seeds"]["3"] = {"pretrain/val_ppl": 2.6, "sft/task_accuracy": 70.0}
+    (tmp_path / "sft_candidate.json").write_text(json.dumps(cand))
+    (tmp_path / "seeds_machine3_sft2000_test.json").write_text(json.dumps({**common, "params": ["sft.max_steps=2000"],
+        "machine": {"cpu": "f", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None},
+        "seeds": {"3": {"pretrain/val_ppl": 2.61, "sft/task_accuracy": 64.0, "copied_from": "runs/x/seed-3"}}}))
+    text = rt.render().split("### The same seeds on another machine: f (AVX2 kernels, the best it supports), "
+                             "sft.max_steps=2000, the test seeds")[1].split("###")[0]
+    assert "these seed folders were started as copies of other runs (`runs/x/seed-3` at seed 3)" in text
+    assert "no setting is chosen on the test seeds" in text and "| 3 (test) | 2.600 | 2.610 | 70.0 | 64.0 | -6.0 **over** |" in text
 
 
 def _ppo_seed(harmful: float, kl: float, **extra) -> dict:
