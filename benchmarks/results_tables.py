@@ -18,7 +18,7 @@ from pathlib import Path
 
 from labkit.config import DEV_SEEDS, TEST_SEEDS
 from labkit.runs import STAGES
-from labkit.world import ANSWER_FAMILIES
+from labkit.world import ANSWER_FAMILIES, CONDUCT_FAMILIES
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -376,6 +376,16 @@ def seeds_command(doc: dict, seeds=None, last: str = "ppo", *, kernels: bool = F
     return "`" + " ".join(w for w in words if w) + "`"
 
 
+def copies_note(copies: list[str]) -> list[str]:
+    """The lines that say a section's seed folders were started as copies of other runs (``copies``: each
+    "`folder` at seed N"), so the stages they held were not trained by the command quoted; none without copies."""
+    if not copies:
+        return []
+    return [f"Not every stage here was trained by that command: these seed folders were started as copies of "
+            f"other runs ({'; '.join(copies)}), and seeds.py trains only the stages a folder does not have "
+            "complete.", ""]
+
+
 def machine_name(m: dict) -> str:
     """A machine as seeds.py records it: the CPU and the kernels torch ran, the best it has unless forced."""
     how = f"forced by {forced_kernels(m)}" if forced_kernels(m) else "the best it supports"
@@ -423,11 +433,7 @@ def section_other_machine(doc: dict) -> list[str]:
              "same; the machine differs, and so does the commit (these runs are newer), though no change since was "
              "meant to change what these stages compute.", ""]
     # a seed folder started as a copy of another run's first stages: those were not trained by the command
-    copies = [f"`{c}` at seed {sd}" for sd in seeds if (c := doc["seeds"][sd].get("copied_from"))]
-    if copies:
-        lines += [f"Not every stage here was trained by that command: these seed folders were started as copies of "
-                  f"other runs ({'; '.join(copies)}), and seeds.py trains only the stages a folder does not have "
-                  "complete.", ""]
+    lines += copies_note([f"`{c}` at seed {sd}" for sd in seeds if (c := doc["seeds"][sd].get("copied_from"))])
     if only_test:
         lines += ["Reported as they came out: no setting is chosen on the test seeds.", ""]
     rows = []
@@ -539,10 +545,7 @@ def section_stage5_again(doc: dict) -> list[str]:
     work = doc["from"].rpartition(":")[0]
     elsewhere = [f"`{c}` at seed {s}" for s in seeds
                  if (c := doc["seeds"][s].get("copied_from")) and Path(c) != Path(work) / f"seed-{s}"]
-    if elsewhere:
-        lines += [f"Not every stage here was trained by that command: these seed folders were started as copies of "
-                  f"other runs ({'; '.join(elsewhere)}), and seeds.py trains only the stages a folder does not have "
-                  "complete.", ""]
+    lines += copies_note(elsewhere)
     if test:
         lines += [f"Test seeds ({', '.join(test)}) ran to say why a target missed there; no setting is chosen on them.",
                   ""]
@@ -668,7 +671,6 @@ def section_phrasing(doc: dict, title: str = "Is a stage-5 miss the phrasing's? 
 # target_noise.py's names for the targets, with the labels every table gives them
 REWARD_NOISE = tuple((k.split("/")[1], label) for label, k, _ in RM_TARGETS)
 NOISE_TARGETS = tuple(zip(("harmful", "unanswerable", "benign", "task"), (label for label, _, _ in PPO_TARGETS)))
-LARGE_CONDUCT = ("harmful", "unanswerable", "benign")  # the families target_noise.py's larger draw asks
 BENIGN_MET = next(rule for _, k, rule in PPO_TARGETS if k == "over_refusal_benign")
 
 
@@ -698,8 +700,8 @@ def conduct_counts(doc: dict) -> list[list[str]]:
             continue
         own = [(e["stage5"][k]["point"], e["stage5"][k]["call"]) if k != "benign" else
                ("met" if BENIGN_MET(None, e["stage5"]["over_refusal_benign"]) else "not met", None)
-               for e in dev for k in LARGE_CONDUCT]
-        big = [(e["large"][k]["point"], e["large"][k]["call"]) for e in dev for k in LARGE_CONDUCT]
+               for e in dev for k in CONDUCT_FAMILIES]
+        big = [(e["large"][k]["point"], e["large"][k]["call"]) for e in dev for k in CONDUCT_FAMILIES]
         counts.append([label, ", ".join(s for s, e in g["seeds"].items() if e in dev)]
                       + [f"{sum(p == 'met' for p, _ in v)} of {len(v)} ({sum(c == 'close' for _, c in v)} close)"
                          for v in (own, big)])
