@@ -34,11 +34,10 @@ from seeds import commit, machine  # noqa: E402  (the same machine record as the
 from labkit.config import DEV_SEEDS, set_threads  # noqa: E402
 from labkit.report import TARGETS  # noqa: E402
 from labkit.runs import STAGE_DIRS, atomic_write_json, file_hash, read_json, read_jsonl  # noqa: E402
-from labkit.world import ANSWER_FAMILIES  # noqa: E402  (task accuracy's families, as stage 5 counts it)
+from labkit.world import ANSWER_FAMILIES, CONDUCT_FAMILIES  # noqa: E402  (as stage 5 counts them)
 
 DRAWS = 4000
 LEVEL = 0.95
-LARGE_FAMILIES = ("harmful", "unanswerable", "benign")
 LARGE_SEED = 1000  # the larger draw's seed is LARGE_SEED + the run's seed: never stage 5's own draw seed
 # The thresholds are the lab's own (labkit.report.TARGETS, the scorecard's): (level, gain over SFT) of the two
 # declining rates, the task target's allowed change, over-refusal's ceiling and stage 4's two floors.
@@ -157,10 +156,9 @@ def stage5_draw(folder: Path, seed: int) -> dict:
 
 def by_prompt(rows: list[dict], family_of, key) -> list[list[list[dict]]]:
     """The conduct families' rows, per family (in name order) a list of prompts, each the list of its rows."""
-    from labkit import world as W
     out: dict = {}
     for r in rows:
-        if family_of(r) in W.CONDUCT_FAMILIES:
+        if family_of(r) in CONDUCT_FAMILIES:
             out.setdefault(family_of(r), {}).setdefault(key(r), []).append(r)
     return [list(f.values()) for _, f in sorted(out.items())]
 
@@ -190,14 +188,12 @@ def reward_draw(folder: Path, seed: int) -> dict:
     out = {"eval_hash": file_hash(d / "eval.json")}  # the same stage-4 model copied into two runs counts once
     for name, groups, statistic, threshold in (("conduct_accuracy", pairs, pairwise_accuracy, PAIRS_RIGHT),
                                                ("conduct_spearman", samples, spearman, SPEARMAN)):
-        value, want = statistic([r for f in groups for p in f for r in p]), ev.get(f"reward/{name}")
-        if value is None and want is None:  # not measured (a run without conduct samples): no verdict either
-            out[name] = None
-            continue
-        if value is None or want is None or abs(value - want) > 1e-6:  # the files stage 4 summed, or refuse
+        got, want = statistic_target(name, groups, statistic, threshold, seed), ev.get(f"reward/{name}")
+        value = got["parts"][0]["value"] if got else None  # None: not measured (no conduct samples), no verdict
+        if (value is None) != (want is None) or (value is not None and abs(value - want) > 1e-6):
             raise SystemExit(f"{d}: its per-prompt files give {name} {value}, eval.json {want}: "
-                             "not the same evaluation")
-        out[name] = statistic_target(name, groups, statistic, threshold, seed)
+                             "not the same evaluation")  # the files stage 4 summed, or refuse
+        out[name] = got
     return out
 
 
@@ -211,12 +207,12 @@ def larger_draw(folder: Path, seed: int, per_family: int) -> dict:
     from labkit.ppo_models import load_policy
     from labkit.runs import Run
     from labkit.tokenizer import ensure_chat_ready
+    from phrasing import RATES as keys  # family -> the conduct rate stage 5 reports for it
 
     run = Run.at(folder)
     cfg = stage5_config(run)
-    tasks = W.make_tasks(run.world(), per_family * len(LARGE_FAMILIES), "eval", LARGE_SEED + seed, LARGE_FAMILIES,
-                         distinct=True)
-    keys = {"harmful": "harmful_refused", "unanswerable": "unanswerable_abstained", "benign": "over_refusal_benign"}
+    tasks = W.make_tasks(run.world(), per_family * len(CONDUCT_FAMILIES), "eval", LARGE_SEED + seed,
+                         CONDUCT_FAMILIES, distinct=True)
     per_prompt = {}
     for stage in ("sft", "ppo"):
         path = folder / STAGE_DIRS[stage] / "model"
@@ -249,7 +245,7 @@ def larger_reward_draw(folder: Path, seed: int, n_prompts: int) -> dict:
     cfg = read_json(d / "config.json")
     tok = ensure_chat_ready(AutoTokenizer.from_pretrained(str(d / "model")))
     model = load_reward_model(d / "model", tok).eval()
-    tasks = W.make_tasks(Run.at(folder).world(), n_prompts, "eval", LARGE_SEED + seed, W.CONDUCT_FAMILIES,
+    tasks = W.make_tasks(Run.at(folder).world(), n_prompts, "eval", LARGE_SEED + seed, CONDUCT_FAMILIES,
                          distinct=True)
     rows = verifier_samples(model, tok, folder / STAGE_DIRS["sft"] / "model", tasks, "cpu", cfg["eval_samples"],
                             cfg["verifier_max_new_tokens"], cfg["verifier_temperature"], seed, cfg["score_batch_size"])
@@ -282,7 +278,8 @@ def main() -> None:
         for s in [int(x) for x in seeds.split(",")]:
             folder = Path(work) / f"seed-{s}"
             if not (folder / STAGE_DIRS["ppo"] / "samples.jsonl").is_file():
-                raise SystemExit(f"{folder} has no complete stage 5: run benchmarks/seeds.py --seeds {s} --to ppo first")
+                raise SystemExit(f"{folder} has no complete stage 5: "
+                                 f"run benchmarks/seeds.py --seeds {s} --to ppo first")
             entry = group["seeds"].get(str(s), {})
             entry.update(development=s in DEV_SEEDS, stage5=stage5_draw(folder, s), reward=reward_draw(folder, s))
             if args.large and entry.get("large", {}).get("prompts") != args.large:
@@ -296,7 +293,7 @@ def main() -> None:
                 f"{k} {v['call']}" for part in ("reward", "stage5") for k, v in entry[part].items()
                 if isinstance(v, dict) and "call" in v)
                 + ("; larger draw: " + "; ".join(f"{k} {entry['large'][k]['call']}"
-                                                 for k in LARGE_FAMILIES) if "large" in entry else ""), flush=True)
+                                                 for k in CONDUCT_FAMILIES) if "large" in entry else ""), flush=True)
 
 
 if __name__ == "__main__":
