@@ -764,7 +764,7 @@ def section_target_noise(doc: dict) -> list[str]:
     first = entries[0][2]
     per_family = max(first["stage5"]["prompts"].values())
     large = first.get("large", {})
-    lines = ["", "### How far the held-out draw moves a stage-5 verdict", "",
+    lines = ["", "### How far the held-out draw moves a stage-4 or stage-5 verdict", "",
              f"`{doc['command']}`, {doc['date']}, on {machine_name(doc['machine'])}, at {doc['commit']}. Stage 5 judges "
              f"a seed on {per_family} held-out prompts per family. *Stage 5's draw*: each target's value with its "
              f"{round(100 * doc['level'])}% interval, the seed's prompts drawn again with replacement within each "
