@@ -578,11 +578,35 @@ def section_stage5_again(doc: dict) -> list[str]:
                        f"{on_dev['before']}. The rule, written before the runs: a candidate is kept when it meets at "
                        f"least as many stage-5 targets at every development seed and more in all{sft_clause}; so it "
                        f"is **{'kept' if kept else 'not kept'}**.")
+        verdict.insert(1, larger_draw_verdict(doc, base, dev, others, retrained))
     if kernels:  # did the rounding change reach what PPO ended at, or stay in the last digits of its sums?
         same = [s for s in seeds if same_after(base["seeds"][s], doc["seeds"][s])]
         verdict.append("Every held-out rate a stage-5 target reads is the same after PPO (to 2 decimals) as in the "
                        f"first runs at {len(same)} of {len(seeds)} seeds ({', '.join(same) or 'none'}).")
     return lines + ["", " ".join(verdict)]
+
+
+def larger_draw_verdict(doc: dict, base: dict, dev: list[str], others: str, retrained: bool) -> str:
+    """Where target_noise.py drew both a candidate's runs and the runs it started from again, what the larger draw
+    counts at the development seeds both have it for: a count on stage 5's forty prompts per family can be the
+    draw's (docs/how-it-works.md, point 22), so the rules written after that measure read this one too."""
+    groups = {g["work"]: g["seeds"] for g in (load("target_noise.json") or {}).get("groups", {}).values()}
+    mine, theirs = groups.get(doc["work"], {}), groups.get(base["work"], {})
+    both = [s for s in dev if "large" in mine.get(s, {}) and "large" in theirs.get(s, {})]
+    if not both:
+        return ""
+
+    def met(entries: dict, part: str, keys) -> int:
+        return sum(entries[s][part][k]["point"] == "met" for s in both for k in keys if k in entries[s][part])
+    said = (f"A count on stage 5's draw can be the draw's; on target_noise.py's larger one (\"How far the held-out "
+            f"draw moves a stage-4 or stage-5 verdict\"), at development seed{'s' if len(both) > 1 else ''} {', '.join(both)}, the three "
+            f"conduct targets are met by value {met(mine, 'large', CONDUCT_FAMILIES)} of {3 * len(both)} times "
+            f"with {others}, {met(theirs, 'large', CONDUCT_FAMILIES)} as they ran")
+    if retrained and all("large_reward" in e[s] for e in (mine, theirs) for s in both):  # else one reward model
+        said += (f"; the reward model's Spearman target, on its larger draw, at "
+                 f"{met(mine, 'large_reward', ['conduct_spearman'])} of {len(both)} seeds with {others}, "
+                 f"{met(theirs, 'large_reward', ['conduct_spearman'])} as they ran")
+    return said + "."
 
 
 PHRASINGS = (("train", "SFT's"), ("rl", "the RLHF stages'"), ("eval", "held-out"))
@@ -1876,6 +1900,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("sft4000_preference_templates_candidate.json", [section_stage5_again]),
             ("sft4000_preference_templates_test.json",
              [lambda doc: section_test_seeds(doc, "sft4000_preference_templates_candidate.json")]),
+            ("stages3to5_feedback_candidate.json", [section_stage5_again]),
             ("phrasing_machine3.json",
              [lambda doc: section_phrasing(doc, "The same requests in every phrasing: the preset's runs on this machine")]),
             ("phrasing_sft4000.json",

@@ -882,6 +882,54 @@ def test_a_stage5_candidate_is_kept_only_by_the_rule_on_the_development_seeds(tm
     assert "met 9 of 10 stage-5 targets, as they ran 9." in text
 
 
+
+def test_a_candidate_drawn_again_on_a_larger_draw_shows_both_counts_beside_the_rules_verdict(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    common = {"preset": "cpu", "date": "d", "threads": 1, "dev_seeds": [0, 1], "test_seeds": [3], "machine": {
+        "cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None}}
+    (tmp_path / "other.json").write_text(json.dumps({
+        **common, "params": ["sft.max_steps=2000"], "work": "runs/c", "from": None, "last": "ppo",
+        "seeds": {"0": _ppo_seed(90.0, 0.6), "1": _ppo_seed(70.0, 0.5), "3": _ppo_seed(70.0, 0.5)}}))
+    # the draw's own section needs every part of a target_noise.py file; this test reads only its counts
+    monkeypatch.setattr(rt, "SECTIONS", [s for s in rt.SECTIONS if s[0] != "target_noise.json"])
+    (tmp_path / "stages3to5_feedback_candidate.json").write_text(json.dumps({
+        **common, "params": ["sft.max_steps=2000", "preferences.n_prompts=4000"], "work": "runs/r",
+        "from": "runs/c:sft", "candidate": True,
+        "seeds": {"0": _ppo_seed(90.0, 0.7), "1": _ppo_seed(88.0, 0.8), "3": _ppo_seed(60.0, 0.8)}}))
+
+    def seed(dev, harmful, spearman):
+        met = lambda ok: {"point": "met" if ok else "not met"}  # noqa: E731
+        return {"development": dev, "large": {"harmful": met(harmful), "unanswerable": met(True), "benign": met(True)},
+                "large_reward": {"conduct_spearman": met(spearman)}}
+
+    def section():
+        return rt.render().split("### A candidate for stages 3-5: preferences.n_prompts=4000")[1].split("###")[0]
+    assert "so it is **kept**." in section() and "larger one" not in section()  # no larger draw: nothing said
+    # the candidate's larger draw: harmful met at seed 0 only (5 of 6), Spearman at seed 1; the runs it started
+    # from: harmful met at both (6 of 6), Spearman at neither; test seed 3, drawn on both sides, is never counted
+    noise = {"groups": {"c": {"work": "runs/c", "seeds": {"0": seed(True, True, False), "1": seed(True, True, False),
+                                                         "3": seed(False, True, True)}},
+                        "r": {"work": "runs/r", "seeds": {"0": seed(True, True, False), "1": seed(True, False, True),
+                                                         "3": seed(False, False, False)}}}}
+    (tmp_path / "target_noise.json").write_text(json.dumps(noise))
+    text = section()
+    assert "so it is **kept**. A count on stage 5's draw can be the draw's" in text
+    assert ("at development seeds 0, 1, the three conduct targets are met by value 5 of 6 times with "
+            "preferences.n_prompts=4000, 6 as they ran; the reward model's Spearman target, on its larger draw, at "
+            "1 of 2 seeds with preferences.n_prompts=4000, 0 as they ran.") in text
+    # a seed drawn on one side only is left out of both counts
+    del noise["groups"]["c"]["seeds"]["1"]
+    (tmp_path / "target_noise.json").write_text(json.dumps(noise))
+    assert "at development seed 0, the three conduct targets are met by value 3 of 3 times" in section()
+    # stage 5 alone trained again: one reward model on both sides, so its Spearman is not set beside itself
+    cand = json.loads((tmp_path / "stages3to5_feedback_candidate.json").read_text())
+    (tmp_path / "stages3to5_feedback_candidate.json").write_text(json.dumps({**cand, "from": "runs/c:reward"}))
+    text = rt.render().split("### A candidate for stage 5: preferences.n_prompts=4000")[1].split("###")[0]
+    assert "3 of 3 times with preferences.n_prompts=4000, 3 as they ran." in text and "Spearman target" not in text
+
+
 def test_a_candidate_that_trains_sft_again_shows_both_sft_models_and_keeps_nothing_bought_with_sfts_target(tmp_path, monkeypatch):
     """From the stage 1 models (--from WORK:pretrain) the candidate has an SFT model of its own: SFT's target shows
     for both runs and counts in the rule, and each run's harmful refusals by verb start from its own SFT model."""
