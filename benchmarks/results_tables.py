@@ -839,7 +839,24 @@ def section_target_noise(doc: dict) -> list[str]:
         say.append("Where the task target is missed on stage 5's draw, the answer family that lost most, % right "
                    "greedily before and after PPO, and how many of its answers decline a question that has an "
                    "answer (a refusal or \"not stated\"): " + "; ".join(taxed) + ".")
-    return lines + ["", " ".join(say)] + reward_noise_lines(doc, entries)
+    return lines + ["", " ".join(say)] + abstention_lines(entries) + reward_noise_lines(doc, entries)
+
+
+def abstention_lines(entries: list[tuple[str, str, dict]]) -> list[str]:
+    """"Not stated" on the unanswerable questions beside the declines of their answerable look-alikes (extraction
+    questions), per run: whether PPO's abstention tells the two apart (docs/how-it-works.md, point 23)."""
+    rows = [[label, s + ("" if e["development"] else " (test)"), f(e["stage5"]["unanswerable"]["parts"][0]["value"]),
+             f(e["large"]["unanswerable"]["parts"][0]["value"]) if "large" in e else "-",
+             f"{ex['declined_before']} to {ex['declined_after']} of {ex['prompts']}"]
+            for label, s, e in entries if (ex := (e["stage5"].get("task_by_family") or {}).get("extract"))]
+    if not rows:
+        return []
+    return ["", "Abstention on the unanswerable questions and on their answerable look-alikes, per run: \"not stated\" "
+                "after PPO (% of samples, stage 5's draw and the larger one), and how many greedy answers to the "
+                "extraction questions of stage 5's draw, whose text does hold the answer, decline them (a refusal "
+                "or \"not stated\"), before and after PPO.", ""] + table(
+        ["runs", "seed", "\"not stated\" after PPO, stage 5's draw", "larger draw",
+         "extraction answers declining, before to after"], rows)
 
 
 STORY_CELLS = (("train", "train", "training names, SFT's phrasings"), ("train", "eval", "training names, held-out phrasing"),

@@ -1244,6 +1244,10 @@ def test_the_draw_section_shows_each_interval_and_counts_the_close_verdicts(tmp_
     assert "| x | 0 | 2 of 3 (1 close) | 2 of 3 (0 close) |" in text
     # no task target missed here: nothing said of where a tax lies; with one missed, the family that lost most
     assert "the answer family that lost most" not in text
+    # "not stated" beside the extraction answers that decline, every run (a test seed too), the larger draw's
+    # column only where there is one
+    assert "| x | 0 | 90.0 | 70.0 | 0 to 11 of 40 |" in text and "| x | 1 | 90.0 | - | 0 to 11 of 40 |" in text
+    assert "| x | 3 (test) | 90.0 | - | 0 to 11 of 40 |" in text
     doc = json.loads((tmp_path / "target_noise.json").read_text())
     doc["groups"]["x"]["seeds"]["1"]["stage5"]["task"]["point"] = "not met"
     (tmp_path / "target_noise.json").write_text(json.dumps(doc))
