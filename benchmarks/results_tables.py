@@ -578,7 +578,8 @@ def section_stage5_again(doc: dict) -> list[str]:
                        f"{on_dev['before']}. The rule, written before the runs: a candidate is kept when it meets at "
                        f"least as many stage-5 targets at every development seed and more in all{sft_clause}; so it "
                        f"is **{'kept' if kept else 'not kept'}**.")
-        verdict.insert(1, larger_draw_verdict(doc, base, dev, others, retrained))
+        if said := larger_draw_verdict(doc, base, dev, others, retrained):
+            verdict.insert(1, said)
     if kernels:  # did the rounding change reach what PPO ended at, or stay in the last digits of its sums?
         same = [s for s in seeds if same_after(base["seeds"][s], doc["seeds"][s])]
         verdict.append("Every held-out rate a stage-5 target reads is the same after PPO (to 2 decimals) as in the "
@@ -599,8 +600,8 @@ def larger_draw_verdict(doc: dict, base: dict, dev: list[str], others: str, retr
     def met(entries: dict, part: str, keys) -> int:
         return sum(entries[s][part][k]["point"] == "met" for s in both for k in keys if k in entries[s][part])
     said = (f"A count on stage 5's draw can be the draw's; on target_noise.py's larger one (\"How far the held-out "
-            f"draw moves a stage-4 or stage-5 verdict\"), at development seed{'s' if len(both) > 1 else ''} {', '.join(both)}, the three "
-            f"conduct targets are met by value {met(mine, 'large', CONDUCT_FAMILIES)} of {3 * len(both)} times "
+            f"draw moves a stage-4 or stage-5 verdict\"), at development seed{'s' if len(both) > 1 else ''} "
+            f"{', '.join(both)}, the three conduct targets are met by value {met(mine, 'large', CONDUCT_FAMILIES)} of {3 * len(both)} times "
             f"with {others}, {met(theirs, 'large', CONDUCT_FAMILIES)} as they ran")
     if retrained and all("large_reward" in e[s] for e in (mine, theirs) for s in both):  # else one reward model
         said += (f"; the reward model's Spearman target, on its larger draw, at "

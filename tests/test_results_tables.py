@@ -882,7 +882,6 @@ def test_a_stage5_candidate_is_kept_only_by_the_rule_on_the_development_seeds(tm
     assert "met 9 of 10 stage-5 targets, as they ran 9." in text
 
 
-
 def test_a_candidate_drawn_again_on_a_larger_draw_shows_both_counts_beside_the_rules_verdict(tmp_path, monkeypatch):
     import json
     rt = _script()
@@ -906,7 +905,7 @@ def test_a_candidate_drawn_again_on_a_larger_draw_shows_both_counts_beside_the_r
 
     def section():
         return rt.render().split("### A candidate for stages 3-5: preferences.n_prompts=4000")[1].split("###")[0]
-    assert "so it is **kept**." in section() and "larger one" not in section()  # no larger draw: nothing said
+    assert "so it is **kept**. Seed 0: met only" in section() and "larger one" not in section()  # no larger draw
     # the candidate's larger draw: harmful met at seed 0 only (5 of 6), Spearman at seed 1; the runs it started
     # from: harmful met at both (6 of 6), Spearman at neither; test seed 3, drawn on both sides, is never counted
     noise = {"groups": {"c": {"work": "runs/c", "seeds": {"0": seed(True, True, False), "1": seed(True, True, False),
