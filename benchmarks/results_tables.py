@@ -1919,6 +1919,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("sft4000_preference_templates_test.json",
              [lambda doc: section_test_seeds(doc, "sft4000_preference_templates_candidate.json")]),
             ("stages3to5_feedback_candidate.json", [section_stage5_again]),
+            ("stage5_extract_weight_candidate.json", [section_stage5_again]),
             ("phrasing_machine3.json",
              [lambda doc: section_phrasing(doc, "The same requests in every phrasing: the preset's runs on this machine")]),
             ("phrasing_sft4000.json",

@@ -33,7 +33,7 @@ class PPOConfig:
     # follow noise. So by default PPO rolls out on the conduct families and extraction (the answerable twin
     # of an unanswerable question, where over-refusal shows), and ptx keeps the other skills. Rolling out on
     # every family instead cost more alignment tax and fewer abstentions in an ablation under the earlier verifier.
-    rollout_families: str = field(default="harmful,unanswerable,benign,extract", metadata={"help": "world prompts: the families PPO's rollouts come from, those of them among families ('': all of families); the held-out evaluation covers every family in families either way"})
+    rollout_families: str = field(default="harmful,unanswerable,benign,extract", metadata={"help": "world prompts: the families PPO's rollouts come from, those of them among families ('': all of families), in equal shares; a family named twice gets two shares; the held-out evaluation covers every family in families either way"})
     rollout_templates: str = field(default="rl", metadata={"help": "world prompts: the question templates of the rollout pool, 'rl' (the RLHF stages' own) or 'rl+train' (and SFT's); never evaluation's"})
     n_prompts: int = field(default=4000, metadata={"help": "world train tasks in the prompt pool"})
     n_eval: int = field(default=280, metadata={"help": "held-out prompts for the before/after evaluation, distinct and balanced over families"})

@@ -1,5 +1,7 @@
 """Stage 5's settings (labkit.ppo_config): checks, prompt draws, and which prompts train and which evaluate."""
 
+import collections
+
 import pytest
 
 from labkit import ppo_config
@@ -55,6 +57,10 @@ def test_rollout_families_narrow_the_training_prompts_not_the_evaluation():
         ppo_config.check(ppo_config.config("smoke", families="story_qa,arithmetic"))
     with pytest.raises(ConfigError, match="unknown task family nonsense"):
         ppo_config.check(ppo_config.config("smoke", rollout_families="nonsense"))
+    # equal shares of the pool, a family named twice two of them (world.rl_tasks cycles the list)
+    weighted = ppo_config.load_prompts(ppo_config.config("smoke", n_prompts=90, n_eval=70,
+                                                         rollout_families="harmful,extract,extract"), world.World(0))[0]
+    assert collections.Counter(t["family"] for t in weighted) == {"harmful": 30, "extract": 60}
 
 
 def test_rollout_templates_widen_the_training_phrasings_not_the_evaluation():
