@@ -598,11 +598,11 @@ def larger_draw_verdict(doc: dict, base: dict, dev: list[str], others: str, retr
         return ""
 
     def met(entries: dict, part: str, keys) -> int:
-        return sum(entries[s][part][k]["point"] == "met" for s in both for k in keys if k in entries[s][part])
+        return sum(entries[s][part][k]["point"] == "met" for s in both for k in keys)
     said = (f"A count on stage 5's draw can be the draw's; on target_noise.py's larger one (\"How far the held-out "
             f"draw moves a stage-4 or stage-5 verdict\"), at development seed{'s' if len(both) > 1 else ''} "
-            f"{', '.join(both)}, the three conduct targets are met by value {met(mine, 'large', CONDUCT_FAMILIES)} of {3 * len(both)} times "
-            f"with {others}, {met(theirs, 'large', CONDUCT_FAMILIES)} as they ran")
+            f"{', '.join(both)}, the three conduct targets are met by value {met(mine, 'large', CONDUCT_FAMILIES)} "
+            f"of {3 * len(both)} times with {others}, {met(theirs, 'large', CONDUCT_FAMILIES)} as they ran")
     if retrained and all("large_reward" in e[s] for e in (mine, theirs) for s in both):  # else one reward model
         said += (f"; the reward model's Spearman target, on its larger draw, at "
                  f"{met(mine, 'large_reward', ['conduct_spearman'])} of {len(both)} seeds with {others}, "
