@@ -468,6 +468,47 @@ def section_other_machine(doc: dict) -> list[str]:
                       for where in ("first machine", "this machine")], trows) + ["", verdict]
 
 
+def flat_numbers(run: dict, prefix: str = "") -> dict:
+    """Every number a seeds.py run recorded, nested dicts and lists flattened to 'a/b/0' keys; times and thread
+    counts left out (they are the machine's, not the computation's)."""
+    out = {}
+    for k, v in (run.items() if isinstance(run, dict) else enumerate(run)):
+        key = f"{prefix}{k}"
+        if isinstance(v, (dict, list)):
+            out.update(flat_numbers(v, key + "/"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and not re.search(r"seconds|threads", key):
+            out[key] = v
+    return out
+
+
+def section_same_kernels(doc: dict, other_name: str) -> list[str]:
+    """The same seeds and settings run on two CPUs with the same kernels (ATEN_CPU_CAPABILITY forcing one side's
+    to the other's): is every number the same, to the last digit, stage by stage?"""
+    other = load(other_name)
+    seeds = [sd for sd in doc["seeds"] if other and sd in other["seeds"]]
+    if not seeds or other["params"] != doc["params"] or \
+            other["machine"]["aten_cpu_capability"] != doc["machine"]["aten_cpu_capability"]:
+        return []
+    lines = ["", f"### The same numbers on two CPUs with the same kernels: {machine_name(doc['machine'])} beside "
+                 f"{machine_name(other['machine'])}", "",
+             f"{seeds_command(doc, seeds, stages_reached(doc)[-1], kernels=True)}, {doc['date']}, "
+             f"{doc['threads']} thread(s) per stage, beside `{other_name}` ({other['date']}). Every number both "
+             "recorded, compared to the last digit (times and thread counts left out), per stage in pipeline "
+             "order:", ""]
+    rows = []
+    for sd in seeds:
+        a, b = flat_numbers(other["seeds"][sd]), flat_numbers(doc["seeds"][sd])
+        for st in STAGES:
+            keys = sorted(k for k in set(a) & set(b) if k.startswith(st + "/"))
+            if not keys:
+                continue
+            differ = [k for k in keys if a[k] != b[k]]
+            first = (f"`{differ[0]}`: {a[differ[0]]!r} -> {b[differ[0]]!r}" if differ else "")
+            rows.append([sd, st, f(len(keys)), f(len(keys) - len(differ)), first])
+    return lines + table(["seed", "stage", "numbers both recorded", "the same to the last digit",
+                          "first that differs (other file -> these runs)"], rows)
+
+
 def section_ppo_epochs(doc: dict) -> list[str]:
     """Stage 5 at another setting beside seeds.json's runs, on the same stage 1-4 models of each seed."""
     if (beside := beside_seeds(doc)) is None:
@@ -1786,10 +1827,12 @@ def section_ppo_speed(doc: dict) -> list[str]:
                           "step s", f"step / {first}", "same numbers as at 1 thread"], rows)
 
 
-def section_suite_timing(doc: dict) -> list[str]:
+def section_suite_timing(doc: dict, again: bool = False) -> list[str]:
+    """CI's command timed from a fresh clone; ``again``: on another machine, under the first one's heading (a
+    suite's seconds are the machine's as much as the code's)."""
     runs = [doc["runs"][k] for k in ("old", "new") if k in doc["runs"]]
     cpu = recorded_machine(doc)
-    lines = ["", "## Speed: the test suite", "",
+    lines = ["", f"### The same on another machine: {cpu}" if again else "## Speed: the test suite", "",
              f"`benchmarks/suite_timing.py`, {doc['date']}, on {cpu} ({doc['cores']} cores; load average "
              f"{f(doc['load_before'][0], 2)} before, {f(doc['load_after'][0], 2)} after): CI's command "
              "(`CI=true bash .ci/run`: a fresh venv, then the tests) "
@@ -1845,7 +1888,30 @@ def section_pretrain_vs_nanogpt(doc: dict, again: bool = False) -> list[str]:
                       f"({f(c['cpu_seconds_saved_over_steps'])} CPU seconds): in wall time it "
                       f"{'pays' if c['pays'] else 'does not pay'}, in CPU time it "
                       f"{'pays' if c['pays_in_cpu_seconds'] else 'does not pay'}."]
+    if doc.get("profile"):
+        lines += profile_gap(doc["profile"]["lab_matched_mlp"], doc["profile"]["nanogpt"])
     return lines
+
+
+def profile_gap(lab: dict, ng: dict, top: int = 12) -> list[str]:
+    """The operators whose own time per step differs most between lab_matched_mlp and nanoGPT, the rest summed."""
+    def ms(side, op):
+        return side["ops"].get(op, {}).get("ms", 0.0)
+
+    def calls(side, op):
+        return side["ops"].get(op, {}).get("calls")
+    ops = sorted(set(lab["ops"]) | set(ng["ops"]), key=lambda op: (-abs(ms(lab, op) - ms(ng, op)), op))
+    rows = [[f"`{op}`", f(ms(lab, op), 2), f(calls(lab, op)), f(ms(ng, op), 2), f(calls(ng, op)),
+             f(ms(lab, op) - ms(ng, op), 2)] for op in ops[:top]]
+    rest = [sum(ms(side, op) for op in ops[top:]) for side in (lab, ng)]
+    rows += [["every other operator", f(rest[0], 2), "", f(rest[1], 2), "", f(rest[0] - rest[1], 2)],
+             ["**all operators**", f(lab["ms_per_step"]), "", f(ng["ms_per_step"]), "",
+              f(lab["ms_per_step"] - ng["ms_per_step"])]]
+    return ["", f"Where lab_matched_mlp's step differs from nanoGPT's (`--profile {lab['steps']}`: torch's profiler "
+                f"over {lab['steps']} more steps of each, after the timed rounds). Each operator's own time per step "
+                "in milliseconds, and its calls per step; the profiler adds a cost to every call, more on the side "
+                "with more calls. The operators that differ most:", ""] + \
+        table(["operator", "lab_matched_mlp ms", "calls", "nanoGPT ms", "calls", "lab - nanoGPT ms"], rows)
 
 
 def section_reward_curve(doc: dict) -> list[str]:
@@ -1904,6 +1970,8 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("seeds_machine2_sft2000_ppo.json", [section_other_machine]),
             ("seeds_machine3_sft2000.json", [section_other_machine]),
             ("seeds_machine3_sft2000_test.json", [section_other_machine]),
+            ("seeds_machine4_avx2_sft2000.json",
+             [section_other_machine, lambda doc: section_same_kernels(doc, "seeds_machine3_sft2000.json")]),
             ("stage5_verifier.json", [section_stage5_again]),
             ("stage5_verifier_machine3.json", [section_stage5_again]),
             ("stage5_ppo_steps.json", [section_stage5_again]),
@@ -1963,8 +2031,10 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("freed_memory.json", [section_freed_memory]),
             ("ppo_speed.json", [section_ppo_speed]),
             ("suite_timing.json", [section_suite_timing]),
+            ("suite_timing_machine4.json", [lambda doc: section_suite_timing(doc, again=True)]),
             ("pretrain_vs_nanogpt.json", [section_pretrain_vs_nanogpt]),
             ("pretrain_vs_nanogpt_machine3.json", [lambda doc: section_pretrain_vs_nanogpt(doc, again=True)]),
+            ("pretrain_vs_nanogpt_machine4.json", [lambda doc: section_pretrain_vs_nanogpt(doc, again=True)]),
             ("pretrain_profile.json", [section_pretrain_profile]),
             ("reward_curve.json", [section_reward_curve]),
             ("nbval_cost.json", [section_nbval_cost]),

@@ -28,8 +28,6 @@ AUTO = {"causal": "AutoModelForCausalLM", "masked": "AutoModelForMaskedLM", "spa
 def build_model(objective: str, tokenizer, n_layer: int, n_head: int, n_embd: int, block_size: int,
                 ffn_mult: float = 4.0, dropout: float = 0.0, attn_impl: str = "sdpa") -> torch.nn.Module:
     """A freshly initialised model for ``objective`` sized by the arguments."""
-    from transformers import (BertConfig, BertForMaskedLM, LlamaConfig, LlamaForCausalLM, T5Config,
-                              T5ForConditionalGeneration)
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
     if n_embd % n_head:
@@ -38,19 +36,24 @@ def build_model(objective: str, tokenizer, n_layer: int, n_head: int, n_embd: in
     ffn = int(ffn_mult * n_embd)
     ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                eos_token_id=tokenizer.eos_token_id)
+    # Each branch imports only its own model family: the first transformers model module imported in a process
+    # costs seconds, and a notebook kernel building a Llama has no use for BERT's and T5's.
     if objective == "causal":
+        from transformers import LlamaConfig, LlamaForCausalLM
         cfg = LlamaConfig(vocab_size=vocab, hidden_size=n_embd, intermediate_size=ffn, num_hidden_layers=n_layer,
                           num_attention_heads=n_head, num_key_value_heads=n_head, max_position_embeddings=block_size,
                           rms_norm_eps=1e-5, tie_word_embeddings=True, attention_dropout=dropout,
                           hidden_act="silu", **ids)
         model = LlamaForCausalLM._from_config(cfg, attn_implementation=attn_impl)
     elif objective == "masked":
+        from transformers import BertConfig, BertForMaskedLM
         cfg = BertConfig(vocab_size=vocab, hidden_size=n_embd, num_hidden_layers=n_layer, num_attention_heads=n_head,
                          intermediate_size=ffn, max_position_embeddings=block_size, hidden_dropout_prob=dropout,
                          attention_probs_dropout_prob=dropout, hidden_act="gelu", type_vocab_size=1,
                          pad_token_id=tokenizer.pad_token_id)
         model = BertForMaskedLM._from_config(cfg, attn_implementation=attn_impl)
     else:
+        from transformers import T5Config, T5ForConditionalGeneration
         cfg = T5Config(vocab_size=vocab, d_model=n_embd, d_kv=n_embd // n_head, d_ff=ffn, num_layers=n_layer,
                        num_decoder_layers=n_layer, num_heads=n_head, dropout_rate=dropout,
                        feed_forward_proj="gated-gelu", tie_word_embeddings=True,

@@ -35,6 +35,25 @@ def test_each_objective_builds_saves_and_loads_back(tok, tmp_path, objective, cl
     assert next(load_model(tmp_path, objective, dtype=torch.bfloat16).parameters()).dtype == torch.bfloat16
 
 
+def test_building_a_causal_model_imports_no_other_model_family():
+    """The first transformers model module a process imports costs seconds, and every notebook kernel pays it:
+    a Llama built for stage 1 does not also import BERT's and T5's modelling code."""
+    import subprocess
+    import sys
+    code = """
+import sys
+from labkit import world
+from labkit.models import build_model
+from labkit.tokenizer import train_tokenizer
+build_model("causal", train_tokenizer(world.corpus(world.World(0), 20, seed=1), "bpe", 300),
+            n_layer=1, n_head=2, n_embd=16, block_size=64)
+print(sorted({m.split(".")[2] for m in sys.modules if m.startswith("transformers.models.") and m.count(".") == 3
+              and m.split(".")[2] in ("llama", "bert", "t5")}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['llama']"
+
+
 def test_build_model_refuses_bad_settings(tok):
     with pytest.raises(ValueError, match="unknown objective 'gpt'; choose from causal, masked, span"):
         build_model("gpt", tok, **SIZE)

@@ -499,6 +499,17 @@ def test_the_suite_timing_section_shows_each_revision_and_the_ratio(tmp_path, mo
         "machine": {"cpu": "c", "cpu_id": "25/1/1", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None},
         "runs": {"new": run("newrev", 400.0, 300.0)}, "ratio_pytest": None}))
     assert "on c (family/model/stepping 25/1/1; AVX2 kernels, the best it supports) (2 cores;" in rt.render()
+    # another machine's timing: under the first one's section, with its machine in the heading
+    (tmp_path / "suite_timing_machine4.json").write_text(json.dumps({
+        "date": "d2", "cores": 2, "load_before": [0.5], "load_after": [1.5], "order": "new",
+        "machine": {"cpu": "c", "cpu_id": "25/17/1", "aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None},
+        "runs": {"new": run("rev4", 300.0, 240.0)}, "ratio_pytest": None}))
+    text = rt.render().split("## Speed: the test suite")[1].split("\n## ")[0]
+    first, again = text.split("### The same on another machine: c (family/model/stepping 25/17/1; AVX512 kernels, "
+                              "the best it supports)")
+    assert "| newrev (new) | 100 | 300 | 400 |" in first and "rev4" not in first
+    assert "`benchmarks/suite_timing.py`, d2, on c (family/model/stepping 25/17/1;" in again
+    assert "| rev4 (rev) | 60 | 240 | 300 |" in again
 
 
 def test_a_candidate_sft_setting_is_shown_beside_the_seeds_runs_with_every_target_of_stages_2_to_5(tmp_path, monkeypatch):
@@ -1148,6 +1159,24 @@ def test_pretraining_beside_nanogpt_names_each_machines_cpu_and_sets_another_mac
     fused["fused_vs_lab_matched_mlp"] = {"of_medians": 0.99, "median_of_rounds": 0.985, "per_cpu_second": 1.0}
     (tmp_path / "pretrain_vs_nanogpt_machine3.json").write_text(json.dumps(fused))
     assert "(`--fused`): 0.985x lab_matched_mlp's tokens/s (median of rounds; of medians 0.990)." in rt.render()
+    # --profile: the operators that differ most, largest difference first, the rest summed, and the totals
+    ops = {f"aten::op{i}": {"ms": 1.0, "calls": 2.0} for i in range(14)}
+    fused["profile"] = {"lab_matched_mlp": {"steps": 6, "ms_per_step": 300.0, "ops": {
+                            **ops, "aten::mm": {"ms": 250.0, "calls": 87.0}, "aten::mul": {"ms": 25.0, "calls": 138.0},
+                            "aten::silu": {"ms": 3.0, "calls": 4.0}}},
+                        "nanogpt": {"steps": 6, "ms_per_step": 270.0, "ops": {
+                            **ops, "aten::mm": {"ms": 240.0, "calls": 51.0}, "aten::gelu": {"ms": 5.0, "calls": 4.0},
+                            "aten::op0": {"ms": 0.5, "calls": 1.0}}}}
+    (tmp_path / "pretrain_vs_nanogpt_machine3.json").write_text(json.dumps(fused))
+    prof = rt.render().split("(`--profile 6`")[1]
+    rows = [r for r in prof.split("\n") if r.startswith("| `") or r.startswith("| every") or r.startswith("| **all")]
+    assert rows[:4] == ["| `aten::mul` | 25.00 | 138.0 | 0.00 | - | 25.00 |",
+                        "| `aten::mm` | 250.00 | 87.0 | 240.00 | 51.0 | 10.00 |",
+                        "| `aten::gelu` | 0.00 | - | 5.00 | 4.0 | -5.00 |",
+                        "| `aten::silu` | 3.00 | 4.0 | 0.00 | - | 3.00 |"]
+    assert rows[4] == "| `aten::op0` | 1.00 | 2.0 | 0.50 | 1.0 | 0.50 |" and len(rows) == 14
+    assert rows[-2] == "| every other operator | 6.00 |  | 6.00 |  | 0.00 |"  # 18 operators: the six not in the top 12
+    assert rows[-1] == "| **all operators** | 300.0 |  | 270.0 |  | 30.0 |"
 
 
 def test_a_candidates_test_seeds_show_every_target_as_it_came_out(tmp_path, monkeypatch):
@@ -1265,3 +1294,33 @@ def test_the_draw_section_shows_each_interval_and_counts_the_close_verdicts(tmp_
     assert "missed by value by 1 of 1 models, 1 of them close; on the larger draw, the Spearman target: 1 of 1" in rt.render()
     assert ("on the larger draw: x, seed 0, harmful refused >= 85 and +40 (not met on stage 5's draw, met on the larger); "
             'x, seed 0, "not stated" >= 80 and +30 (met on stage 5\'s draw, not met on the larger).') in text
+
+
+def test_the_same_kernels_on_two_cpus_compares_every_number_per_stage(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    machine = {"cpu": "AMD EPYC", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None}
+    run = {"pretrain/val_ppl": 2.587048710308298, "sft/task_accuracy": 62.5, "sft/seconds": 1500.0,
+           "sft/per_family": {"arithmetic": {"accuracy": 50.0}}, "ppo/harmful_refused_after": 94.4, "compare": None,
+           "stage_seconds": {"pretrain": 480.0}}
+    common = {"preset": "cpu", "params": ["sft.max_steps=2000"], "threads": 1, "dev_seeds": [0, 1, 2],
+              "test_seeds": [3, 4]}
+    other = {**common, "date": "2026-12-07", "machine": {**machine, "cpu_id": "25/1/1"}, "seeds": {"0": run, "1": run}}
+    (tmp_path / "theirs.json").write_text(json.dumps(other))
+    mine = {**run, "sft/seconds": 900.0, "stage_seconds": {"pretrain": 300.0},  # times differ: not compared
+            "pretrain/val_ppl": 2.587048710308299,  # the last digit counts
+            "ppo/harmful_refused_after": 93.1, "sft/per_family": {"arithmetic": {"accuracy": 47.5}}}
+    doc = {**common, "date": "2026-12-08", "machine": {**machine, "cpu_id": "25/17/1", "ATEN_CPU_CAPABILITY": "avx2"},
+           "seeds": {"0": run, "1": mine, "2": run}}
+    text = "\n".join(rt.section_same_kernels(doc, "theirs.json"))
+    assert "`ATEN_CPU_CAPABILITY=avx2 benchmarks/seeds.py --seeds 0,1 --to ppo -p sft.max_steps=2000`" in text
+    rows = [r for r in text.split("\n") if r.startswith("| 0 ") or r.startswith("| 1 ")]
+    assert rows == ["| 0 | pretrain | 1 | 1 |  |", "| 0 | sft | 2 | 2 |  |", "| 0 | ppo | 1 | 1 |  |",
+                    "| 1 | pretrain | 1 | 0 | `pretrain/val_ppl`: 2.587048710308298 -> 2.587048710308299 |",
+                    "| 1 | sft | 2 | 1 | `sft/per_family/arithmetic/accuracy`: 50.0 -> 47.5 |",
+                    "| 1 | ppo | 1 | 0 | `ppo/harmful_refused_after`: 94.4 -> 93.1 |"]
+    # other settings, or other kernels on one side: not the same computation, no section
+    assert rt.section_same_kernels({**doc, "params": []}, "theirs.json") == []
+    assert rt.section_same_kernels({**doc, "machine": {**doc["machine"], "aten_cpu_capability": "AVX512"}},
+                                   "theirs.json") == []
