@@ -22,9 +22,10 @@ and per model FLOP (6 * parameters * tokens/s, Kaplan et al. 2020). ``--compile`
 ``lab_matched_mlp`` under ``torch.compile`` (Inductor) and its compile seconds from a cold cache, and
 says whether it pays over ``--over-steps`` steps. ``--fused`` adds a stock ``Phi3ForCausalLM`` at
 ``lab_matched_mlp``'s shape: the same layer with q/k/v and gate/up each one matrix, as nanoGPT fuses
-q/k/v. ``--profile`` then runs torch's profiler over a few more steps of ``lab_matched_mlp`` and ``nanogpt``:
-each operator's own CPU time per step on either side, so the gap at matched parameters is read per operator
-(the profiler's own cost per call weighs more on the side with more, smaller operators). Writes
+q/k/v. ``--profile`` then runs torch's profiler over a few more steps of ``lab_matched_mlp`` and ``nanogpt``, in
+alternating rounds: each operator's own CPU time per step on either side (median over the rounds), so the gap
+at matched parameters is read per operator (the profiler's own cost per call weighs more on the side with
+more, smaller operators). Writes
 ``benchmarks/results/pretrain_vs_nanogpt.json``.
 """
 
@@ -145,18 +146,27 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def op_profile(step, n: int) -> dict:
-    """torch.profiler over ``n`` steps (after one unprofiled): per operator, its own CPU milliseconds and calls
-    per step, and the total of every operator's own time per step."""
+def op_profiles(steppers: dict, rounds: int, n: int) -> dict:
+    """torch.profiler over ``n`` steps of each trainer, in alternating rounds as the timing runs (one profile
+    alone is at the mercy of a stray page fault or a busy neighbour): per trainer and operator, its own CPU
+    milliseconds per step (median over the rounds) and calls per step; the total is the sum of those medians."""
     from torch.profiler import profile
-    float(step())
-    with profile() as prof:
-        for _ in range(n):
-            float(step())
-    ops = {e.key: {"ms": round(e.self_cpu_time_total / n / 1000, 3), "calls": round(e.count / n, 1)}
-           for e in prof.key_averages() if e.self_cpu_time_total}
-    return {"steps": n, "ms_per_step": round(sum(v["ms"] for v in ops.values()), 1),
-            "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1]["ms"]))}
+    per = {k: [] for k in steppers}
+    for _ in range(rounds):
+        for name, step in steppers.items():
+            with profile() as prof:
+                for _ in range(n):
+                    float(step())
+            per[name].append({e.key: (e.self_cpu_time_total / n / 1000, e.count / n) for e in prof.key_averages()
+                              if e.self_cpu_time_total})
+    out = {}
+    for name, profs in per.items():
+        ops = {op: {"ms": round(statistics.median(p.get(op, (0.0, 0))[0] for p in profs), 3),
+                    "calls": round(max(p.get(op, (0.0, 0))[1] for p in profs), 1)}
+               for op in set().union(*profs)}
+        out[name] = {"steps": n, "rounds": rounds, "ms_per_step": round(sum(v["ms"] for v in ops.values()), 1),
+                     "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1]["ms"], kv[0])))}
+    return out
 
 
 def main():
@@ -169,7 +179,8 @@ def main():
     ap.add_argument("--fused", action="store_true", help="also time a stock Phi-3 model of lab_matched_mlp's shape "
                     "(fused q/k/v and gate/up projections)")
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS", help="then profile lab_matched_mlp and "
-                    "nanogpt over STEPS steps each: every operator's own CPU time per step (0: no profile)")
+                    "nanogpt over STEPS steps each per round, --rounds alternating rounds: every operator's own CPU "
+                    "time per step (0: no profile)")
     ap.add_argument("--cache-dir", default=None, help="Inductor's cache folder (default: a new empty one, the "
                     "compile time of a first run; run twice with the same folder for a warm cache)")
     ap.add_argument("--over-steps", type=int, default=None, help="steps over which compile must pay (default: "
@@ -266,7 +277,8 @@ def main():
                           "cpu_seconds_saved_over_steps": round(saved_cpu, 1),
                           "pays": saved > compile_s, "pays_in_cpu_seconds": saved_cpu > compile_cpu_s}
     if args.profile:  # after the timed rounds, so the profiler's cost touches none of the numbers above
-        out["profile"] = {k: op_profile(trainers[k][0], args.profile) for k in ("lab_matched_mlp", "nanogpt")}
+        out["profile"] = op_profiles({k: trainers[k][0] for k in ("lab_matched_mlp", "nanogpt")}, args.rounds,
+                                     args.profile)
     print(json.dumps(out, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

@@ -462,7 +462,8 @@ def section_other_machine(doc: dict) -> list[str]:
     verdict = (f"Of the {len(targets) * len(seeds)} verdicts ({len(targets)} targets at {len(seeds)} seed{'s' * (len(seeds) > 1)}), "
                f"{len(targets) * len(seeds) - len(flips)} are the same on both machines and {len(flips)} differ"
                + (f" ({'; '.join(flips)})" if flips else "") + ". With the same settings and seeds, a verdict that "
-               "differs is one the machine's float rounding decided, not the recipe.")
+               "differs is one the recipe did not decide: another CPU's rounding, or where the first runs' models "
+               "came from (docs/architecture.md: forced to the same kernels, two CPUs give the same numbers).")
     return lines + ["", "Stages 4 and 5 at the same seeds:", ""] + table(
         ["target"] + [f"seed {s}{' (test)' if s in test else ''}, {where}" for s in seeds
                       for where in ("first machine", "this machine")], trows) + ["", verdict]
@@ -1907,10 +1908,12 @@ def profile_gap(lab: dict, ng: dict, top: int = 12) -> list[str]:
     rows += [["every other operator", f(rest[0], 2), "", f(rest[1], 2), "", f(rest[0] - rest[1], 2)],
              ["**all operators**", f(lab["ms_per_step"]), "", f(ng["ms_per_step"]), "",
               f(lab["ms_per_step"] - ng["ms_per_step"])]]
+    rounds = f", in {lab['rounds']} alternating rounds" if lab.get("rounds") else ""
     return ["", f"Where lab_matched_mlp's step differs from nanoGPT's (`--profile {lab['steps']}`: torch's profiler "
-                f"over {lab['steps']} more steps of each, after the timed rounds). Each operator's own time per step "
-                "in milliseconds, and its calls per step; the profiler adds a cost to every call, more on the side "
-                "with more calls. The operators that differ most:", ""] + \
+                f"over {lab['steps']} more steps of each{rounds}, after the timed rounds). Each operator's own time "
+                "per step in milliseconds (median over the rounds; the total is the sum of the medians), and its "
+                "calls per step; the profiler adds a cost to every call, more on the side with more calls. The "
+                "operators that differ most:", ""] + \
         table(["operator", "lab_matched_mlp ms", "calls", "nanoGPT ms", "calls", "lab - nanoGPT ms"], rows)
 
 

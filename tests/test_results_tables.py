@@ -1161,7 +1161,7 @@ def test_pretraining_beside_nanogpt_names_each_machines_cpu_and_sets_another_mac
     assert "(`--fused`): 0.985x lab_matched_mlp's tokens/s (median of rounds; of medians 0.990)." in rt.render()
     # --profile: the operators that differ most, largest difference first, the rest summed, and the totals
     ops = {f"aten::op{i}": {"ms": 1.0, "calls": 2.0} for i in range(14)}
-    fused["profile"] = {"lab_matched_mlp": {"steps": 6, "ms_per_step": 300.0, "ops": {
+    fused["profile"] = {"lab_matched_mlp": {"steps": 6, "rounds": 11, "ms_per_step": 300.0, "ops": {
                             **ops, "aten::mm": {"ms": 250.0, "calls": 87.0}, "aten::mul": {"ms": 25.0, "calls": 138.0},
                             "aten::silu": {"ms": 3.0, "calls": 4.0}}},
                         "nanogpt": {"steps": 6, "ms_per_step": 270.0, "ops": {
@@ -1169,6 +1169,7 @@ def test_pretraining_beside_nanogpt_names_each_machines_cpu_and_sets_another_mac
                             "aten::op0": {"ms": 0.5, "calls": 1.0}}}}
     (tmp_path / "pretrain_vs_nanogpt_machine3.json").write_text(json.dumps(fused))
     prof = rt.render().split("(`--profile 6`")[1]
+    assert prof.startswith(": torch's profiler over 6 more steps of each, in 11 alternating rounds, after the timed")
     rows = [r for r in prof.split("\n") if r.startswith("| `") or r.startswith("| every") or r.startswith("| **all")]
     assert rows[:4] == ["| `aten::mul` | 25.00 | 138.0 | 0.00 | - | 25.00 |",
                         "| `aten::mm` | 250.00 | 87.0 | 240.00 | 51.0 | 10.00 |",
