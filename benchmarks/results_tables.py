@@ -2147,7 +2147,48 @@ def readme_timing(doc: dict | None, earlier: dict | None = None, elsewhere: dict
 # The runs of the cpu preset as it is now: stages 2-5 at sft.max_steps=2000 (the preset's since the candidate kept the
 # main command within its budget) on seeds.json's stage 1 models, at every seed
 PRESET_RUNS = "sft_candidate.json"
+# The same preset's runs on one machine, every stage of every seed there (the development and the test seeds in a file
+# each), and the runs of another CPU generation forced to that machine's kernels
+ONE_MACHINE_RUNS = ("seeds_machine3_sft2000.json", "seeds_machine3_sft2000_test.json")
+REPEATED_BY = "seeds_machine4_avx2_sft2000.json"
+
+
+def readme_headline_one_machine(names: tuple[str, ...], first: dict | None, again: dict | None) -> list[str]:
+    """README's headline table again from one machine's runs (``names``), led by what makes them checkable: how many
+    of their numbers another machine on the same kernels repeated (``again``), and at which seeds their stage 1
+    models are those of the table above (``first``)."""
+    docs = [load(n) for n in names]
+    if None in docs or first is None:
+        return ["(no results yet: run benchmarks/seeds.py on one machine at every seed, then "
+                "benchmarks/results_tables.py)"]
+    doc = {**docs[0], "seeds": {sd: run for d in docs for sd, run in d["seeds"].items()},
+           **{group: sorted({x for d in docs for x in d.get(group, [])}) for group in ("dev_seeds", "test_seeds")}}
+    lead = (f"The same table from one machine's runs of every seed, {machine_name(doc['machine'])} "
+            f"({', '.join(f'`{n}`' for n in names)}).")
+    if again:
+        pairs = [(flat_numbers(doc["seeds"][sd]), flat_numbers(again["seeds"][sd])) for sd in again["seeds"]
+                 if sd in doc["seeds"]]
+        n = sum(len(set(a) & set(b)) for a, b in pairs)
+        same = sum(a[k] == b[k] for a, b in pairs for k in set(a) & set(b))
+        lead += (f" Forced to its kernels, {machine_name(again['machine'])} repeated its seeds "
+                 f"{', '.join(sd for sd in again['seeds'] if sd in doc['seeds'])}: {f(same)} of {f(n)} numbers to the "
+                 "last digit (docs/results.md, \"The same numbers on two CPUs with the same kernels\"), so these can "
+                 "be checked on any machine that runs those kernels.")
+    shared = [sd for sd in doc["seeds"] if sd in first["seeds"]]
+    same_stage1 = [sd for sd in shared
+                   if doc["seeds"][sd].get("pretrain/val_ppl") == first["seeds"][sd].get("pretrain/val_ppl")]
+    other = [sd for sd in shared if sd not in same_stage1]
+    lead += (f" Its stage 1 models are the table above's at seed{'s' * (len(same_stage1) != 1)} "
+             f"{', '.join(same_stage1) or 'none'} (validation perplexity to the last digit)"
+             + (f" and not at seed{'s' * (len(other) != 1)} {', '.join(other)}, whose models the first runs partly "
+                "took over from earlier runs (docs/architecture.md, \"Same machine, same seed\")" if other else "")
+             + ".")
+    return [lead, ""] + readme_headline(doc)
+
+
 BLOCKS = {"headline": lambda: readme_headline(load(PRESET_RUNS)),
+          "headline_one_machine": lambda: readme_headline_one_machine(ONE_MACHINE_RUNS, load(PRESET_RUNS),
+                                                                      load(REPEATED_BY)),
           "timing": lambda: readme_timing(load("main_command_preset.json"), load("main_command_timing.json"),
                                           load("main_command_machine3.json")),
           "trust": lambda: readme_trust(load("trust.json")),

@@ -1325,3 +1325,35 @@ def test_the_same_kernels_on_two_cpus_compares_every_number_per_stage(tmp_path, 
     assert rt.section_same_kernels({**doc, "params": []}, "theirs.json") == []
     assert rt.section_same_kernels({**doc, "machine": {**doc["machine"], "aten_cpu_capability": "AVX512"}},
                                    "theirs.json") == []
+
+
+def test_the_one_machine_headline_merges_its_files_and_says_what_repeats(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    machine = {"cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": None,
+               "cpu_id": "25/1/1"}
+    run = lambda ppl, sft: {"pretrain/val_ppl": ppl, "sft/task_accuracy": sft, "sft/seconds": 5.0}  # noqa: E731
+    common = {"preset": "cpu", "params": ["sft.max_steps=2000"], "threads": 1, "date": "d", "machine": machine}
+    (tmp_path / "dev.json").write_text(json.dumps({**common, "dev_seeds": [0, 1], "test_seeds": [],
+                                                   "seeds": {"0": run(2.5, 60.0), "1": run(2.6, 70.0)}}))
+    (tmp_path / "test.json").write_text(json.dumps({**common, "dev_seeds": [], "test_seeds": [3],
+                                                    "seeds": {"3": run(2.7, 68.0)}}))
+    first = {**common, "dev_seeds": [0, 1], "test_seeds": [3],
+             "seeds": {"0": run(2.4, 66.0), "1": run(2.6, 71.0), "3": run(2.7, 68.0)}}
+    again = {**common, "machine": {**machine, "cpu_id": "25/17/1", "ATEN_CPU_CAPABILITY": "avx2"},
+             "seeds": {"0": {**run(2.5, 60.0), "sft/seconds": 9.0}, "1": run(2.6, 69.0)}}
+    lines = rt.readme_headline_one_machine(("dev.json", "test.json"), first, again)
+    lead = lines[0]
+    assert lead.startswith("The same table from one machine's runs of every seed, c (family/model/stepping 25/1/1; "
+                           "AVX2 kernels, the best it supports) (`dev.json`, `test.json`).")
+    # 2 numbers per seed compared (times left out): seed 1's SFT differs
+    assert "repeated its seeds 0, 1: 3 of 4 numbers to the last digit" in lead
+    assert ("Its stage 1 models are the table above's at seeds 1, 3 (validation perplexity to the last digit) and "
+            "not at seed 0, whose models") in lead
+    table = "\n".join(lines[2:])
+    assert "development seeds (0, 1 of 0, 1, 2)" in table and "test seeds (3 of 3, 4)" in table
+    assert "| SFT task accuracy >= 66 | 65.0 (60.0–70.0) | 68.0 | 2 of 3 |" in table
+    # without the other machine's runs the lead says nothing of repeating; without the files, no table
+    assert "repeated" not in rt.readme_headline_one_machine(("dev.json", "test.json"), first, None)[0]
+    assert rt.readme_headline_one_machine(("dev.json", "nope.json"), first, again)[0].startswith("(no results yet")
