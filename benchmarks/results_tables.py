@@ -436,6 +436,20 @@ def section_other_machine(doc: dict) -> list[str]:
     lines += copies_note([f"`{c}` at seed {sd}" for sd in seeds if (c := doc["seeds"][sd].get("copied_from"))])
     if only_test:
         lines += ["Reported as they came out: no setting is chosen on the test seeds.", ""]
+    lines += stage1_and_sft_beside(base, doc, seeds, test, ("first machine", "this machine"))
+    if "ppo" not in ran:
+        return lines
+    targets, flips = targets_beside(base, doc, seeds, test, ("first machine", "this machine"), " on both machines")
+    return lines + ["", "Stages 4 and 5 at the same seeds:", ""] + targets + [
+        "", f"{flips}. With the same settings and seeds, a verdict that differs is one the recipe did not decide: "
+            "another CPU's rounding, or where the first runs' models came from (docs/architecture.md: forced to the "
+            "same kernels, two CPUs give the same numbers)."]
+
+
+def stage1_and_sft_beside(base: dict, doc: dict, seeds: list[str], test: list[str],
+                          where: tuple[str, str]) -> list[str]:
+    """Per seed, stage 1's validation perplexity and SFT's task accuracy in two sets of runs (``where`` names them),
+    and whether SFT moved by no more than float rounding may move it."""
     rows = []
     for s in seeds:
         a, b = base["seeds"][s], doc["seeds"][s]
@@ -444,29 +458,54 @@ def section_other_machine(doc: dict) -> list[str]:
         rows.append([s + (" (test)" if s in test else ""), f(a.get("pretrain/val_ppl"), 3), f(b.get("pretrain/val_ppl"), 3),
                      f(a.get("sft/task_accuracy")), f(b.get("sft/task_accuracy")),
                      rounding_cell(diff)])
-    lines += table(["seed", "stage 1 validation perplexity, first machine", "this machine",
-                    "SFT task accuracy, first machine", "this machine", f"difference (within {ROUNDING_POINTS} points?)"],
-                   rows)
-    if "ppo" not in ran:
-        return lines
-    # Through stage 5: do the stage-4 and stage-5 targets a seed meets on one machine hold on the other?
+    return table(["seed", f"stage 1 validation perplexity, {where[0]}", where[1], f"SFT task accuracy, {where[0]}",
+                  where[1], f"difference (within {ROUNDING_POINTS} points?)"], rows)
+
+
+def targets_beside(base: dict, doc: dict, seeds: list[str], test: list[str], where: tuple[str, str], both: str):
+    """The stage-4 and stage-5 targets per seed in two sets of runs (``where`` names them): the table, and a clause
+    saying how many verdicts are the same (``both``: where) and which differ (how much of a verdict rounding alone
+    decides)."""
     targets = [(label, stage_cell, stage_met, k, rule) for label, k, rule in RM_TARGETS] + \
               [(f"PPO: {label}", ppo_cell, ppo_met, k, rule) for label, k, rule in PPO_TARGETS]
     trows = [[label] + [cell(src["seeds"][s], k, rule) for s in seeds for src in (base, doc)]
              for label, cell, _, k, rule in targets]
     trows += [["targets met"] + [f"{sum(met(src['seeds'][s], k, rule) for _, _, met, k, rule in targets)} of {len(targets)}"
                                  for s in seeds for src in (base, doc)]]
-    # How much of a seed's verdict rounding alone decides: the targets met on one machine and missed on the other
     flips = [f"seed {s}: {label}" for s in seeds for label, _, met, k, rule in targets
              if met(base["seeds"][s], k, rule) != met(doc["seeds"][s], k, rule)]
-    verdict = (f"Of the {len(targets) * len(seeds)} verdicts ({len(targets)} targets at {len(seeds)} seed{'s' * (len(seeds) > 1)}), "
-               f"{len(targets) * len(seeds) - len(flips)} are the same on both machines and {len(flips)} differ"
-               + (f" ({'; '.join(flips)})" if flips else "") + ". With the same settings and seeds, a verdict that "
-               "differs is one the recipe did not decide: another CPU's rounding, or where the first runs' models "
-               "came from (docs/architecture.md: forced to the same kernels, two CPUs give the same numbers).")
-    return lines + ["", "Stages 4 and 5 at the same seeds:", ""] + table(
-        ["target"] + [f"seed {s}{' (test)' if s in test else ''}, {where}" for s in seeds
-                      for where in ("first machine", "this machine")], trows) + ["", verdict]
+    n = len(targets) * len(seeds)
+    said = (f"Of the {n} verdicts ({len(targets)} targets at {len(seeds)} seed{'s' * (len(seeds) > 1)}), "
+            f"{n - len(flips)} are the same{both} and {len(flips)} differ"
+            + (f" ({'; '.join(flips)})" if flips else ""))
+    return table(["target"] + [f"seed {s}{' (test)' if s in test else ''}, {w}" for s in seeds for w in where],
+                 trows), said
+
+
+def section_other_kernels(doc: dict, base_name: str) -> list[str]:
+    """The same seeds and settings on one machine under two sets of ATen kernels (one forced by ATEN_CPU_CAPABILITY):
+    how far float rounding alone moves SFT and the stage-4 and stage-5 verdicts, machine and commit held fixed."""
+    base = load(base_name)
+    seeds = [sd for sd in doc["seeds"] if base and sd in base["seeds"]]
+    if not seeds or base["params"] != doc["params"] or not doc["machine"].get("cpu_id") or \
+            base["machine"].get("cpu_id") != doc["machine"].get("cpu_id"):
+        return []
+    _, test = seed_groups(doc)
+    where = tuple(f"{m['aten_cpu_capability']} kernels" for m in (base["machine"], doc["machine"]))
+    ran = [st for st in stages_reached(doc) if st in stages_reached(base)]
+    lines = ["", f"### One machine, two sets of kernels: {where[1]} beside {where[0]}, {'; '.join(doc['params'])}", "",
+             f"{seeds_command(doc, seeds, ran[-1], kernels=True)} ({doc['date']}) beside "
+             f"{seeds_command(base, seeds, ran[-1], kernels=True)} (`{base_name}`, {base['date']}), both on "
+             f"{doc['machine']['cpu']} (family/model/stepping {doc['machine']['cpu_id']}), {doc['threads']} thread(s) "
+             f"per stage, at {base.get('commit') or 'an unrecorded commit'} and "
+             f"{doc.get('commit') or 'an unrecorded commit'}: the machine, settings and seeds the same, only the "
+             "kernels torch ran differ.", ""]
+    lines += stage1_and_sft_beside(base, doc, seeds, test, where)
+    if "ppo" not in ran:
+        return lines
+    targets, flips = targets_beside(base, doc, seeds, test, where, " under both sets of kernels")
+    return lines + ["", "Stages 4 and 5 at the same seeds:", ""] + targets + [
+        "", f"{flips}: what float rounding alone decides, on one machine."]
 
 
 def flat_numbers(run: dict, prefix: str = "") -> dict:
@@ -1975,6 +2014,9 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("seeds_machine3_sft2000_test.json", [section_other_machine]),
             ("seeds_machine4_avx2_sft2000.json",
              [section_other_machine, lambda doc: section_same_kernels(doc, "seeds_machine3_sft2000.json")]),
+            ("seeds_machine4_sft2000.json",
+             [lambda doc: section_same_kernels(doc, "seeds_machine2_sft2000_ppo.json"),
+              lambda doc: section_other_kernels(doc, "seeds_machine4_avx2_sft2000.json")]),
             ("stage5_verifier.json", [section_stage5_again]),
             ("stage5_verifier_machine3.json", [section_stage5_again]),
             ("stage5_ppo_steps.json", [section_stage5_again]),

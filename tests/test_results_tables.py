@@ -1357,3 +1357,33 @@ def test_the_one_machine_headline_merges_its_files_and_says_what_repeats(tmp_pat
     # without the other machine's runs the lead says nothing of repeating; without the files, no table
     assert "repeated" not in rt.readme_headline_one_machine(("dev.json", "test.json"), first, None)[0]
     assert rt.readme_headline_one_machine(("dev.json", "nope.json"), first, again)[0].startswith("(no results yet")
+
+
+def test_one_machine_under_two_sets_of_kernels_is_set_side_by_side(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    machine = {"cpu": "c", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": "avx2",
+               "cpu_id": "25/17/1"}
+    common = {"preset": "cpu", "params": ["sft.max_steps=2000"], "threads": 1, "dev_seeds": [0, 1], "test_seeds": []}
+    (tmp_path / "avx2.json").write_text(json.dumps({**common, "date": "d1", "commit": "aaa", "machine": machine,
+                                                    "seeds": {"0": {"pretrain/val_ppl": 2.587, "sft/task_accuracy": 62.5},
+                                                              "1": {"pretrain/val_ppl": 2.611,
+                                                                    "sft/task_accuracy": 61.875}}}))
+    doc = {**common, "date": "d2", "commit": "bbb",
+           "machine": {**machine, "aten_cpu_capability": "AVX512", "ATEN_CPU_CAPABILITY": None},
+           "seeds": {"0": {"pretrain/val_ppl": 2.562, "sft/task_accuracy": 64.375},
+                     "1": {"pretrain/val_ppl": 2.594, "sft/task_accuracy": 67.5}}}
+    text = "\n".join(rt.section_other_kernels(doc, "avx2.json"))
+    assert "### One machine, two sets of kernels: AVX512 kernels beside AVX2 kernels, sft.max_steps=2000" in text
+    assert ("`ATEN_CPU_CAPABILITY=avx2 benchmarks/seeds.py --seeds 0,1 --to sft -p sft.max_steps=2000` (`avx2.json`"
+            in text)
+    assert "at aaa and bbb: the machine, settings and seeds the same" in text
+    assert ("| seed | stage 1 validation perplexity, AVX2 kernels | AVX512 kernels | SFT task accuracy, AVX2 kernels |"
+            in text)
+    assert "| 0 | 2.587 | 2.562 | 62.5 | 64.4 | +1.9 within |" in text
+    assert "| 1 | 2.611 | 2.594 | 61.9 | 67.5 | +5.6 **over** |" in text
+    assert "Stages 4 and 5" not in text  # neither reached stage 5
+    # another machine, or other settings: not this comparison
+    assert rt.section_other_kernels({**doc, "machine": {**doc["machine"], "cpu_id": "25/1/1"}}, "avx2.json") == []
+    assert rt.section_other_kernels({**doc, "params": []}, "avx2.json") == []
