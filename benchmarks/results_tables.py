@@ -2223,7 +2223,7 @@ def readme_headline_one_machine(names: tuple[str, ...], first: dict | None, agai
     lead += (f" Its stage 1 models are the table above's at seed{'s' * (len(same_stage1) != 1)} "
              f"{', '.join(same_stage1) or 'none'} (validation perplexity to the last digit)"
              + (f" and not at seed{'s' * (len(other) != 1)} {', '.join(other)}, whose models the first runs partly "
-                "took over from earlier runs (docs/architecture.md, \"Same machine, same seed\")" if other else "")
+                "took over from earlier runs (docs/architecture.md, \"CPU notes\")" if other else "")
              + ".")
     return [lead, ""] + readme_headline(doc)
 
