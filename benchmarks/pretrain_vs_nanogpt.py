@@ -22,11 +22,10 @@ and per model FLOP (6 * parameters * tokens/s, Kaplan et al. 2020). ``--compile`
 ``lab_matched_mlp`` under ``torch.compile`` (Inductor) and its compile seconds from a cold cache, and
 says whether it pays over ``--over-steps`` steps. ``--fused`` adds a stock ``Phi3ForCausalLM`` at
 ``lab_matched_mlp``'s shape: the same layer with q/k/v and gate/up each one matrix, as nanoGPT fuses
-q/k/v. ``--profile`` then runs torch's profiler over a few more steps of ``lab_matched_mlp`` and ``nanogpt``, in
-alternating rounds: each operator's own CPU time per step on either side (median over the rounds), so the gap
-at matched parameters is read per operator (the profiler's own cost per call weighs more on the side with
-more, smaller operators). Writes
-``benchmarks/results/pretrain_vs_nanogpt.json``.
+q/k/v. ``--profile`` then runs torch's profiler over a few more steps of ``lab_matched_mlp`` and
+``nanogpt``, in alternating rounds: each operator's own CPU time per step on either side (median over the
+rounds), so the gap at matched parameters is read per operator (the profiler's own cost per call weighs
+more on the side with more, smaller operators). Writes ``benchmarks/results/pretrain_vs_nanogpt.json``.
 """
 
 from __future__ import annotations

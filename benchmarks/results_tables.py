@@ -522,8 +522,8 @@ def flat_numbers(run: dict, prefix: str = "") -> dict:
 
 
 def section_same_kernels(doc: dict, other_name: str) -> list[str]:
-    """The same seeds and settings run on two CPUs with the same kernels (ATEN_CPU_CAPABILITY forcing one side's
-    to the other's): is every number the same, to the last digit, stage by stage?"""
+    """The same seeds and settings run on two CPUs with the same kernels (the best each supports, or one side's
+    forced by ATEN_CPU_CAPABILITY): is every number the same, to the last digit, stage by stage?"""
     other = load(other_name)
     seeds = [sd for sd in doc["seeds"] if other and sd in other["seeds"]]
     if not seeds or other["params"] != doc["params"] or \
