@@ -521,6 +521,13 @@ def flat_numbers(run: dict, prefix: str = "") -> dict:
     return out
 
 
+def numbers_beside(a: dict, b: dict) -> tuple[list[str], list[str]]:
+    """Two runs' numbers as ``flat_numbers`` gives them: the keys both have, in order, and those of them that
+    differ in any digit."""
+    keys = sorted(set(a) & set(b))
+    return keys, [k for k in keys if a[k] != b[k]]
+
+
 def section_same_kernels(doc: dict, other_name: str) -> list[str]:
     """The same seeds and settings run on two CPUs with the same kernels (the best each supports, or one side's
     forced by ATEN_CPU_CAPABILITY): is every number the same, to the last digit, stage by stage?"""
@@ -538,13 +545,14 @@ def section_same_kernels(doc: dict, other_name: str) -> list[str]:
     rows = []
     for sd in seeds:
         a, b = flat_numbers(other["seeds"][sd]), flat_numbers(doc["seeds"][sd])
+        common, differ = numbers_beside(a, b)
         for st in STAGES:
-            keys = sorted(k for k in set(a) & set(b) if k.startswith(st + "/"))
+            keys = [k for k in common if k.startswith(st + "/")]
             if not keys:
                 continue
-            differ = [k for k in keys if a[k] != b[k]]
-            first = (f"`{differ[0]}`: {a[differ[0]]!r} -> {b[differ[0]]!r}" if differ else "")
-            rows.append([sd, st, f(len(keys)), f(len(keys) - len(differ)), first])
+            moved = [k for k in differ if k.startswith(st + "/")]
+            first = (f"`{moved[0]}`: {a[moved[0]]!r} -> {b[moved[0]]!r}" if moved else "")
+            rows.append([sd, st, f(len(keys)), f(len(keys) - len(moved)), first])
     return lines + table(["seed", "stage", "numbers both recorded", "the same to the last digit",
                           "first that differs (other file -> these runs)"], rows)
 
@@ -2208,12 +2216,13 @@ def readme_headline_one_machine(names: tuple[str, ...], first: dict | None, agai
     lead = (f"The same table from one machine's runs of every seed, {machine_name(doc['machine'])} "
             f"({', '.join(f'`{n}`' for n in names)}).")
     if again:
-        pairs = [(flat_numbers(doc["seeds"][sd]), flat_numbers(again["seeds"][sd])) for sd in again["seeds"]
-                 if sd in doc["seeds"]]
-        n = sum(len(set(a) & set(b)) for a, b in pairs)
-        same = sum(a[k] == b[k] for a, b in pairs for k in set(a) & set(b))
-        lead += (f" Forced to its kernels, {machine_name(again['machine'])} repeated its seeds "
-                 f"{', '.join(sd for sd in again['seeds'] if sd in doc['seeds'])}: {f(same)} of {f(n)} numbers to the "
+        seeds = [sd for sd in again["seeds"] if sd in doc["seeds"]]
+        beside = [numbers_beside(flat_numbers(doc["seeds"][sd]), flat_numbers(again["seeds"][sd])) for sd in seeds]
+        n = sum(len(common) for common, _ in beside)
+        same = n - sum(len(differ) for _, differ in beside)
+        how = "Forced to its kernels" if forced_kernels(again["machine"]) else "On the same kernels"
+        lead += (f" {how}, {machine_name(again['machine'])} repeated its seeds "
+                 f"{', '.join(seeds)}: {f(same)} of {f(n)} numbers to the "
                  "last digit (docs/results.md, \"The same numbers on two CPUs with the same kernels\"), so these can "
                  "be checked on any machine that runs those kernels.")
     shared = [sd for sd in doc["seeds"] if sd in first["seeds"]]

@@ -1348,7 +1348,10 @@ def test_the_one_machine_headline_merges_its_files_and_says_what_repeats(tmp_pat
     assert lead.startswith("The same table from one machine's runs of every seed, c (family/model/stepping 25/1/1; "
                            "AVX2 kernels, the best it supports) (`dev.json`, `test.json`).")
     # 2 numbers per seed compared (times left out): seed 1's SFT differs
+    assert "Forced to its kernels, c (family/model/stepping 25/17/1; AVX2 kernels, forced by" in lead
     assert "repeated its seeds 0, 1: 3 of 4 numbers to the last digit" in lead
+    unforced = {**again, "machine": {**again["machine"], "ATEN_CPU_CAPABILITY": None}}
+    assert "On the same kernels, c (" in rt.readme_headline_one_machine(("dev.json", "test.json"), first, unforced)[0]
     assert ("Its stage 1 models are the table above's at seeds 1, 3 (validation perplexity to the last digit) and "
             "not at seed 0, whose models") in lead
     table = "\n".join(lines[2:])
