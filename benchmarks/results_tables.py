@@ -484,7 +484,7 @@ def targets_beside(base: dict, doc: dict, seeds: list[str], test: list[str], whe
 
 def section_other_kernels(doc: dict, base_name: str) -> list[str]:
     """The same seeds and settings on one machine under two sets of ATen kernels (one forced by ATEN_CPU_CAPABILITY):
-    how far float rounding alone moves SFT and the stage-4 and stage-5 verdicts, machine and commit held fixed."""
+    how far float rounding alone moves SFT and the stage-4 and stage-5 verdicts, the machine held fixed."""
     base = load(base_name)
     seeds = [sd for sd in doc["seeds"] if base and sd in base["seeds"]]
     if not seeds or base["params"] != doc["params"] or not doc["machine"].get("cpu_id") or \
