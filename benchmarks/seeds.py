@@ -214,12 +214,14 @@ def main() -> None:
     if args.beside and not (Path(args.out).parent / args.beside).exists():
         raise SystemExit(f"--beside {args.beside}: no such file in {Path(args.out).parent}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    code = commit()  # the code the stages run: a commit made during a long run must not take its name
     with ThreadPoolExecutor(args.jobs) as pool:  # each seed's stages run in child processes
         results = dict(zip(seeds, pool.map(lambda s: run_seed(s, args, args.param), seeds)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "preset": args.preset, "date": time.strftime("%Y-%m-%d"), "params": args.param, "threads": args.threads,
-        "last": args.last, "work": args.work, "from": args.source, "commit": commit(),
+        "last": args.last, "work": args.work, "from": args.source, "commit": code,
+        **({"commit_at_end": end} if (end := commit()) != code else {}),
         **({"beside": args.beside, "change": args.change} if args.beside else {}),
         **({"candidate": True} if args.candidate else {}),
         "machine": machine(), "dev_seeds": [s for s in seeds if s in DEV_SEEDS],

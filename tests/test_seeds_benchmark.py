@@ -90,3 +90,22 @@ def test_a_code_change_names_the_older_file_and_the_commit(tmp_path, monkeypatch
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=Path(seeds.__file__).parent).stdout.strip()
     assert doc["commit"] in (head, head + "+changes")  # "+changes": labkit/ differs from that commit
+
+
+def test_the_commit_is_the_one_the_runs_started_at(tmp_path, monkeypatch):
+    """A commit made while a long run trains names neither the code the stages ran nor the file: the file names the
+    commit at the start, and the one at the end beside it when they differ."""
+    seeds = _script()
+    _complete_run(tmp_path / "work" / "seed-0", ["pretrain"])
+    out = tmp_path / "new.json"
+    monkeypatch.setattr("sys.argv", ["seeds.py", "--seeds", "0", "--to", "pretrain", "--work", str(tmp_path / "work"),
+                                     "--out", str(out)])
+    commits = iter(["aaa", "bbb"])
+    monkeypatch.setattr(seeds, "commit", lambda: next(commits))
+    seeds.main()
+    doc = json.loads(out.read_text())
+    assert doc["commit"] == "aaa" and doc["commit_at_end"] == "bbb"
+    commits = iter(["aaa", "aaa"])
+    seeds.main()
+    doc = json.loads(out.read_text())
+    assert doc["commit"] == "aaa" and "commit_at_end" not in doc
