@@ -372,7 +372,8 @@ def seeds_command(doc: dict, seeds=None, last: str = "ppo", *, kernels: bool = F
     ``kernels`` puts the forced-kernels setting the machine ran under in front, ``start`` is ``--from``."""
     words = [forced_kernels(doc["machine"]) if kernels else "", "benchmarks/seeds.py",
              f"--seeds {','.join(seeds)}" if seeds else "", f"--to {last}", f"--from {start}" if start else "",
-             *(f"-p {p}" for p in doc["params"]), f"--beside {beside}" if beside else ""]
+             *(f"-p {p}" for p in doc["params"]), f"--beside {beside}" if beside else "",
+             f"--threads {doc['threads']}" if doc.get("threads", 1) != 1 else ""]
     return "`" + " ".join(w for w in words if w) + "`"
 
 
@@ -529,19 +530,34 @@ def numbers_beside(a: dict, b: dict) -> tuple[list[str], list[str]]:
 
 
 def section_same_kernels(doc: dict, other_name: str) -> list[str]:
-    """The same seeds and settings run on two CPUs with the same kernels (the best each supports, or one side's
-    forced by ATEN_CPU_CAPABILITY): is every number the same, to the last digit, stage by stage?"""
+    """The same seeds and settings run twice with the same kernels: on two CPUs (the best kernels each supports, or
+    one side's forced by ATEN_CPU_CAPABILITY), or on one machine at two thread counts (which changes how torch
+    splits its sums). Is every number the same, to the last digit, stage by stage, and does SFT stay within the
+    bound rounding is allowed?"""
     other = load(other_name)
     seeds = [sd for sd in doc["seeds"] if other and sd in other["seeds"]]
     if not seeds or other["params"] != doc["params"] or \
             other["machine"]["aten_cpu_capability"] != doc["machine"]["aten_cpu_capability"]:
         return []
-    lines = ["", f"### The same numbers on two CPUs with the same kernels: {machine_name(doc['machine'])} beside "
-                 f"{machine_name(other['machine'])}", "",
+    one_cpu = doc["machine"].get("cpu_id") and other["machine"].get("cpu_id") == doc["machine"]["cpu_id"]
+    if one_cpu and other["threads"] == doc["threads"]:
+        return []  # nothing differs but the date: a rerun, not a comparison
+    if one_cpu:
+        heading = (f"The same numbers at {doc['threads']} threads as at {other['threads']}: "
+                   f"{machine_name(doc['machine'])}")
+        where = (f"{other['threads']} thread(s)", f"{doc['threads']} thread(s)")
+        minus = f"at {doc['threads']} thread(s) minus at {other['threads']}"
+    else:
+        heading = (f"The same numbers on two CPUs with the same kernels: {machine_name(doc['machine'])} beside "
+                   f"{machine_name(other['machine'])}")
+        where = ("other file", "these runs")
+        minus = f"these runs minus `{other_name}`'s"
+    lines = ["", f"### {heading}", "",
              f"{seeds_command(doc, seeds, stages_reached(doc)[-1], kernels=True)}, {doc['date']}, "
-             f"{doc['threads']} thread(s) per stage, beside `{other_name}` ({other['date']}). Every number both "
-             "recorded, compared to the last digit (times and thread counts left out), per stage in pipeline "
-             "order:", ""]
+             f"{doc['threads']} thread(s) per stage, beside `{other_name}` ({other['date']}"
+             f"{', ' + str(other['threads']) + ' thread(s) per stage' if other['threads'] != doc['threads'] else ''}). "
+             "Every number both recorded, compared to the last digit (times and thread counts left out), per stage "
+             "in pipeline order:", ""]
     rows = []
     for sd in seeds:
         a, b = flat_numbers(other["seeds"][sd]), flat_numbers(doc["seeds"][sd])
@@ -553,8 +569,13 @@ def section_same_kernels(doc: dict, other_name: str) -> list[str]:
             moved = [k for k in differ if k.startswith(st + "/")]
             first = (f"`{moved[0]}`: {a[moved[0]]!r} -> {b[moved[0]]!r}" if moved else "")
             rows.append([sd, st, f(len(keys)), f(len(keys) - len(moved)), first])
-    return lines + table(["seed", "stage", "numbers both recorded", "the same to the last digit",
-                          "first that differs (other file -> these runs)"], rows)
+    lines += table(["seed", "stage", "numbers both recorded", "the same to the last digit",
+                    f"first that differs ({where[0]} -> {where[1]})"], rows)
+    moved = {sd: (None if None in (other["seeds"][sd].get("sft/task_accuracy"), doc["seeds"][sd].get("sft/task_accuracy"))
+                  else doc["seeds"][sd]["sft/task_accuracy"] - other["seeds"][sd]["sft/task_accuracy"]) for sd in seeds}
+    return lines + ["", f"SFT task accuracy, {minus} (within the {ROUNDING_POINTS} points float "
+                        "rounding may move it?): " + "; ".join(f"seed {sd} {rounding_cell(d)}" for sd, d in moved.items())
+                    + "."]
 
 
 def section_ppo_epochs(doc: dict) -> list[str]:
@@ -2025,6 +2046,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("seeds_machine4_sft2000.json",
              [lambda doc: section_same_kernels(doc, "seeds_machine2_sft2000_ppo.json"),
               lambda doc: section_other_kernels(doc, "seeds_machine4_avx2_sft2000.json")]),
+            ("seeds_machine4_threads2.json", [lambda doc: section_same_kernels(doc, "seeds_machine4_sft2000.json")]),
             ("stage5_verifier.json", [section_stage5_again]),
             ("stage5_verifier_machine3.json", [section_stage5_again]),
             ("stage5_ppo_steps.json", [section_stage5_again]),

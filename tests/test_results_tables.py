@@ -1297,7 +1297,7 @@ def test_the_draw_section_shows_each_interval_and_counts_the_close_verdicts(tmp_
             'x, seed 0, "not stated" >= 80 and +30 (met on stage 5\'s draw, not met on the larger).') in text
 
 
-def test_the_same_kernels_on_two_cpus_compares_every_number_per_stage(tmp_path, monkeypatch):
+def test_the_same_kernels_twice_compares_every_number_per_stage(tmp_path, monkeypatch):
     import json
     rt = _script()
     monkeypatch.setattr(rt, "RESULTS", tmp_path)
@@ -1321,10 +1321,27 @@ def test_the_same_kernels_on_two_cpus_compares_every_number_per_stage(tmp_path, 
                     "| 1 | pretrain | 1 | 0 | `pretrain/val_ppl`: 2.587048710308298 -> 2.587048710308299 |",
                     "| 1 | sft | 2 | 1 | `sft/per_family/arithmetic/accuracy`: 50.0 -> 47.5 |",
                     "| 1 | ppo | 1 | 0 | `ppo/harmful_refused_after`: 94.4 -> 93.1 |"]
+    assert ("SFT task accuracy, these runs minus `theirs.json`'s (within the 5 points float rounding may move it?): "
+            "seed 0 +0.0 within; seed 1 +0.0 within.") in text
     # other settings, or other kernels on one side: not the same computation, no section
     assert rt.section_same_kernels({**doc, "params": []}, "theirs.json") == []
     assert rt.section_same_kernels({**doc, "machine": {**doc["machine"], "aten_cpu_capability": "AVX512"}},
                                    "theirs.json") == []
+
+    # One machine at two thread counts: the heading and the columns say threads, the command says --threads
+    one = {**other, "seeds": {"0": run, "1": {**run, "sft/task_accuracy": 68.0}}}
+    (tmp_path / "one.json").write_text(json.dumps(one))
+    two = {**one, "threads": 2, "date": "2026-12-08", "seeds": {"0": run, "1": run}}
+    text = "\n".join(rt.section_same_kernels(two, "one.json"))
+    assert "### The same numbers at 2 threads as at 1: AMD EPYC (family/model/stepping 25/1/1; AVX2 kernels" in text
+    assert "`benchmarks/seeds.py --seeds 0,1 --to ppo -p sft.max_steps=2000 --threads 2`" in text
+    assert "beside `one.json` (2026-12-07, 1 thread(s) per stage)" in text
+    assert "first that differs (1 thread(s) -> 2 thread(s))" in text
+    assert "| 1 | sft | 2 | 1 | `sft/task_accuracy`: 68.0 -> 62.5 |" in text
+    assert "SFT task accuracy, at 2 thread(s) minus at 1 (within the 5 points" in text
+    assert "seed 0 +0.0 within; seed 1 -5.5 **over**." in text
+    # the same machine at the same thread count is a rerun, not a comparison
+    assert rt.section_same_kernels({**two, "threads": 1}, "one.json") == []
 
 
 def test_the_one_machine_headline_merges_its_files_and_says_what_repeats(tmp_path, monkeypatch):
