@@ -571,10 +571,10 @@ def section_same_kernels(doc: dict, other_name: str) -> list[str]:
             rows.append([sd, st, f(len(keys)), f(len(keys) - len(moved)), first])
     lines += table(["seed", "stage", "numbers both recorded", "the same to the last digit",
                     f"first that differs ({where[0]} -> {where[1]})"], rows)
-    moved = {sd: (None if None in (other["seeds"][sd].get("sft/task_accuracy"), doc["seeds"][sd].get("sft/task_accuracy"))
-                  else doc["seeds"][sd]["sft/task_accuracy"] - other["seeds"][sd]["sft/task_accuracy"]) for sd in seeds}
+    sft_moved = {sd: (None if None in (other["seeds"][sd].get("sft/task_accuracy"), doc["seeds"][sd].get("sft/task_accuracy"))
+                      else doc["seeds"][sd]["sft/task_accuracy"] - other["seeds"][sd]["sft/task_accuracy"]) for sd in seeds}
     return lines + ["", f"SFT task accuracy, {minus} (within the {ROUNDING_POINTS} points float "
-                        "rounding may move it?): " + "; ".join(f"seed {sd} {rounding_cell(d)}" for sd, d in moved.items())
+                        "rounding may move it?): " + "; ".join(f"seed {sd} {rounding_cell(d)}" for sd, d in sft_moved.items())
                     + "."]
 
 
