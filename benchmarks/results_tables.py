@@ -2049,6 +2049,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("seeds_machine4_threads2.json", [lambda doc: section_same_kernels(doc, "seeds_machine4_sft2000.json")]),
             ("seeds_machine4_avx2_threads2.json",
              [lambda doc: section_same_kernels(doc, "seeds_machine4_avx2_sft2000.json")]),
+            ("seeds_machine4_seed2.json", [lambda doc: section_same_kernels(doc, "seeds_machine2_sft2000_ppo.json")]),
             ("stage5_verifier.json", [section_stage5_again]),
             ("stage5_verifier_machine3.json", [section_stage5_again]),
             ("stage5_ppo_steps.json", [section_stage5_again]),
