@@ -356,6 +356,13 @@ def within_rounding(diff: float) -> bool:
     return abs(diff) <= ROUNDING_POINTS
 
 
+def sft_moved(a: dict, b: dict) -> float | None:
+    """How far SFT's task accuracy moved from run ``a`` to run ``b`` (one seed's numbers each), None where either lacks it."""
+    if None in (a.get("sft/task_accuracy"), b.get("sft/task_accuracy")):
+        return None
+    return b["sft/task_accuracy"] - a["sft/task_accuracy"]
+
+
 def rounding_cell(diff: float | None) -> str:
     """A change of SFT task accuracy in points, and whether it is within the rounding bound."""
     return "-" if diff is None else f"{diff:+.1f} {'within' if within_rounding(diff) else '**over**'}"
@@ -454,11 +461,9 @@ def stage1_and_sft_beside(base: dict, doc: dict, seeds: list[str], test: list[st
     rows = []
     for s in seeds:
         a, b = base["seeds"][s], doc["seeds"][s]
-        diff = (None if None in (a.get("sft/task_accuracy"), b.get("sft/task_accuracy"))
-                else b["sft/task_accuracy"] - a["sft/task_accuracy"])
         rows.append([s + (" (test)" if s in test else ""), f(a.get("pretrain/val_ppl"), 3), f(b.get("pretrain/val_ppl"), 3),
                      f(a.get("sft/task_accuracy")), f(b.get("sft/task_accuracy")),
-                     rounding_cell(diff)])
+                     rounding_cell(sft_moved(a, b))])
     return table(["seed", f"stage 1 validation perplexity, {where[0]}", where[1], f"SFT task accuracy, {where[0]}",
                   where[1], f"difference (within {ROUNDING_POINTS} points?)"], rows)
 
@@ -571,11 +576,9 @@ def section_same_kernels(doc: dict, other_name: str) -> list[str]:
             rows.append([sd, st, f(len(keys)), f(len(keys) - len(moved)), first])
     lines += table(["seed", "stage", "numbers both recorded", "the same to the last digit",
                     f"first that differs ({where[0]} -> {where[1]})"], rows)
-    sft_moved = {sd: (None if None in (other["seeds"][sd].get("sft/task_accuracy"), doc["seeds"][sd].get("sft/task_accuracy"))
-                      else doc["seeds"][sd]["sft/task_accuracy"] - other["seeds"][sd]["sft/task_accuracy"]) for sd in seeds}
-    return lines + ["", f"SFT task accuracy, {minus} (within the {ROUNDING_POINTS} points float "
-                        "rounding may move it?): " + "; ".join(f"seed {sd} {rounding_cell(d)}" for sd, d in sft_moved.items())
-                    + "."]
+    return lines + ["", f"SFT task accuracy, {minus} (within the {ROUNDING_POINTS} points float rounding may move "
+                        "it?): " + "; ".join(f"seed {sd} {rounding_cell(sft_moved(other['seeds'][sd], doc['seeds'][sd]))}"
+                                             for sd in seeds) + "."]
 
 
 def section_ppo_epochs(doc: dict) -> list[str]:
