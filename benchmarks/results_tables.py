@@ -1216,7 +1216,7 @@ def section_sft_pilot(doc: dict) -> list[str]:
     (target, key, rule), = SFT_TARGETS  # stage 2's one target, as every other table reads it
     met = {which: [s for s in seeds if rule(src["seeds"][s][key])] for which, src in (("without", base), ("with", doc))}
     return ["", f"### A pilot at SFT alone: {doc['change']}", "",
-            f"{seeds_command(doc, seeds, 'sft', start=doc['from'], beside=doc['beside'])}, {doc['date']}, at "
+            f"{seeds_command(doc, seeds, 'sft', kernels=True, start=doc['from'], beside=doc['beside'])}, {doc['date']}, at "
             f"{doc['commit']}, on "
             f"{machine_name(doc['machine'])}, {n_threads(doc['threads'])} per stage. The rows \"without\" are "
             f"`{doc['beside']}`'s runs ({base['date']}, {machine_name(base['machine'])}), from the same stage 1 models; "
@@ -1225,7 +1225,38 @@ def section_sft_pilot(doc: dict) -> list[str]:
         ["", f"The target \"{target}\" is met at {len(met['with'])} of {len(seeds)} seeds with it "
              f"({', '.join(met['with']) or 'none'}) and {len(met['without'])} without ({', '.join(met['without']) or 'none'}). "
              "A pilot: stages 3-5 did not run, so the rule that keeps a setting (stage-5 targets at every development "
-             "seed, and SFT's) has not been applied to it, and nothing here changes the preset."] + order_spread(doc, base, seeds)
+             "seed, and SFT's) has not been applied to it, and nothing here changes the preset."] + \
+        order_spread(doc, base, seeds) + kernels_spread(doc, base, seeds)
+
+
+def kernels_spread(doc: dict, base: dict, seeds: list[str]) -> list[str]:
+    """For a pilot on its machine's own kernels beside runs of the same machine and kernels: how far the same seeds'
+    SFT moves on that machine's forced other kernels (a stand-in for another CPU, docs/architecture.md "CPU notes"),
+    with the setting and without it, read from whichever seeds.py files ran those. Said once, under the pilot on the
+    machine's own kernels."""
+    mine = doc["machine"]
+    if forced_kernels(mine) or base["machine"].get("cpu_id") != mine.get("cpu_id") or forced_kernels(base["machine"]):
+        return []
+
+    def twin(params: list[str]) -> tuple[str, dict] | None:  # the same settings and CPU, other (forced) kernels
+        found = [(name, d) for p in sorted(RESULTS.glob("*.json"))
+                 if isinstance(d := json.loads(p.read_text()), dict) and "last" in d and (name := p.name)
+                 and d.get("params") == params and forced_kernels(d.get("machine", {}))
+                 and d["machine"].get("cpu_id") == mine.get("cpu_id")]
+        covered = lambda d: sum(sd in d["seeds"] and d["seeds"][sd].get("sft/task_accuracy") is not None  # noqa: E731
+                                for sd in seeds)
+        return max(found, key=lambda nd: covered(nd[1]), default=None)
+    with_it, without = twin(doc["params"]), twin(base["params"])
+    both = [sd for sd in seeds if with_it and without
+            and None not in (sft_moved(doc["seeds"][sd], with_it[1]["seeds"].get(sd, {})),
+                             sft_moved(base["seeds"][sd], without[1]["seeds"].get(sd, {})))]
+    if not both:
+        return []
+    cells = [f"seed {sd}: {abs(sft_moved(doc['seeds'][sd], with_it[1]['seeds'][sd])):.1f} with it, "
+             f"{abs(sft_moved(base['seeds'][sd], without[1]['seeds'][sd])):.1f} without" for sd in both]
+    return ["", f"How far this machine's other kernels ({machine_name(with_it[1]['machine'])}: `{with_it[0]}` with it, "
+                f"`{without[0]}` without; each seed's stage 1 and SFT both on them) move SFT's task accuracy: "
+                f"{'; '.join(cells)} (the bound for rounding alone: {ROUNDING_POINTS} points)."]
 
 
 def order_spread(doc: dict, base: dict, seeds: list[str]) -> list[str]:
@@ -2069,6 +2100,7 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
              [lambda doc: section_test_seeds(doc, "sft4000_preference_templates_candidate.json")]),
             ("stages3to5_feedback_candidate.json", [section_stage5_again]),
             ("stage5_extract_weight_candidate.json", [section_stage5_again]),
+            ("sft_weight_decay_candidate.json", [section_stage5_again]),
             ("phrasing_machine3.json",
              [lambda doc: section_phrasing(doc, "The same requests in every phrasing: the preset's runs on this machine")]),
             ("phrasing_sft4000.json",
@@ -2099,6 +2131,10 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("sft_decay_steps.json", [section_sft_pilot]),
             ("story_qa_decay_steps.json",
              [lambda doc: section_story_qa(doc, "Story questions of the pilot with the peak rate held (decay_steps=400)")]),
+            ("sft_weight_decay.json", [section_sft_pilot]),
+            ("story_qa_weight_decay.json",
+             [lambda doc: section_story_qa(doc, "Story questions of the pilot with weight decay (weight_decay=1.0)")]),
+            ("sft_weight_decay_avx512.json", [section_sft_pilot]),
             ("explore_latency.json", [section_explore_latency]),
             ("hh_rlhf_lengths.json", [section_hh_lengths]),
             ("sft_stability.json", [section_sft_stability]),

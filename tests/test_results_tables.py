@@ -1124,6 +1124,40 @@ def test_a_pilot_in_another_order_says_how_far_the_order_moves_sft_with_the_sett
     assert "(`sft.data_seed=100` against the preset's) moves SFT's task accuracy: seed 0: 3.2 with it, 5.6 without" in text
 
 
+def test_a_pilot_on_its_machines_own_kernels_says_how_far_the_other_kernels_move_sft_with_it_and_without(tmp_path, monkeypatch):
+    import json
+    rt = _script()
+    monkeypatch.setattr(rt, "RESULTS", tmp_path)
+    own = {"cpu": "e", "cores": 2, "torch": "t", "aten_cpu_capability": "AVX512", "cpu_id": "25/17/1",
+           "ATEN_CPU_CAPABILITY": None}
+    forced = {**own, "aten_cpu_capability": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    other_cpu = {**forced, "cpu_id": "25/1/1"}
+    common = {"preset": "cpu", "threads": 1, "dev_seeds": [0, 1, 2], "test_seeds": [3, 4], "date": "d", "commit": "c",
+              "last": "sft"}
+    pilot = ["sft.max_steps=2000", "sft.weight_decay=1.0"]
+    files = {"base.json": (["sft.max_steps=2000"], own, {"0": 64.4, "1": 67.5}),
+             "base_avx2.json": (["sft.max_steps=2000"], forced, {"0": 62.5, "1": 61.9}),
+             "base_avx2_one.json": (["sft.max_steps=2000"], forced, {"0": 10.0}),  # covers fewer seeds: not read
+             "pilot_avx2.json": (pilot, forced, {"0": 68.0, "1": 69.4}),
+             "pilot_other_cpu.json": (pilot, other_cpu, {"0": 10.0, "1": 10.0}),  # another CPU: not this machine's
+             "pilot.json": (pilot, own, {"0": 70.0, "1": 66.4})}
+    for name, (params, machine, acc) in files.items():
+        (tmp_path / name).write_text(json.dumps({
+            **common, "params": params, "machine": machine, "from": "runs/z4:pretrain", "change": "Decay",
+            **({"beside": "base.json"} if name.startswith("pilot") else {}),
+            "seeds": {s: {"pretrain/val_ppl": 2.6, "sft/task_accuracy": a} for s, a in acc.items()}}))
+    monkeypatch.setattr(rt, "SECTIONS", [("pilot.json", [rt.section_sft_pilot]),
+                                         ("pilot_avx2.json", [rt.section_sft_pilot])])
+    text = rt.render()
+    # with it: |68.0 - 70.0| = 2.0, |69.4 - 66.4| = 3.0; without: |62.5 - 64.4| = 1.9, |61.9 - 67.5| = 5.6
+    assert text.count("How far this machine's other kernels") == 1  # under the pilot on the machine's own kernels
+    assert "(e (family/model/stepping 25/17/1; AVX2 kernels, forced by ATEN_CPU_CAPABILITY=avx2): `pilot_avx2.json` " \
+           "with it, `base_avx2.json` without" in text
+    assert "move SFT's task accuracy: seed 0: 2.0 with it, 1.9 without; seed 1: 3.0 with it, 5.6 without" in text
+    # the forced pilot's own command names the kernels it ran on
+    assert "`ATEN_CPU_CAPABILITY=avx2 benchmarks/seeds.py --seeds 0,1 --to sft --from runs/z4:pretrain" in text
+
+
 def test_pretraining_beside_nanogpt_names_each_machines_cpu_and_sets_another_machine_under_the_first(tmp_path, monkeypatch):
     import json
     rt = _script()
