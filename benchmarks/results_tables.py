@@ -2112,6 +2112,9 @@ SECTIONS = [("seeds.json", [section_seeds, section_families, section_compare, se
             ("phrasing_sft4000_preference_templates.json",
              [lambda doc: section_phrasing(doc, "The same requests in every phrasing: after twice SFT's steps, with stage "
                                                 "3 sampling in SFT's phrasings too")]),
+            ("phrasing_weight_decay.json",
+             [lambda doc: section_phrasing(doc, "The same requests in every phrasing: with weight decay in SFT "
+                                                "(sft.weight_decay=1.0)")]),
             ("phrasing.json", [section_phrasing]),
             ("target_noise.json", [section_target_noise]),
             ("seeds_rl_templates.json", [section_code_change]),
