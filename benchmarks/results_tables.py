@@ -1239,21 +1239,23 @@ def kernels_spread(doc: dict, base: dict, seeds: list[str]) -> list[str]:
         return []
 
     def twin(params: list[str]) -> tuple[str, dict] | None:  # the same settings and CPU, other (forced) kernels
-        found = [(name, d) for p in sorted(RESULTS.glob("*.json"))
-                 if isinstance(d := json.loads(p.read_text()), dict) and "last" in d and (name := p.name)
-                 and d.get("params") == params and forced_kernels(d.get("machine", {}))
-                 and d["machine"].get("cpu_id") == mine.get("cpu_id")]
-        covered = lambda d: sum(sd in d["seeds"] and d["seeds"][sd].get("sft/task_accuracy") is not None  # noqa: E731
-                                for sd in seeds)
+        found = []
+        for p in sorted(RESULTS.glob("*.json")):
+            d = json.loads(p.read_text())
+            if (isinstance(d, dict) and "last" in d and d.get("params") == params
+                    and forced_kernels(d.get("machine", {})) and d["machine"].get("cpu_id") == mine.get("cpu_id")):
+                found.append((p.name, d))
+        covered = lambda d: sum(d["seeds"].get(sd, {}).get("sft/task_accuracy") is not None for sd in seeds)  # noqa: E731
         return max(found, key=lambda nd: covered(nd[1]), default=None)
     with_it, without = twin(doc["params"]), twin(base["params"])
-    both = [sd for sd in seeds if with_it and without
-            and None not in (sft_moved(doc["seeds"][sd], with_it[1]["seeds"].get(sd, {})),
-                             sft_moved(base["seeds"][sd], without[1]["seeds"].get(sd, {})))]
-    if not both:
+    if not (with_it and without):
         return []
-    cells = [f"seed {sd}: {abs(sft_moved(doc['seeds'][sd], with_it[1]['seeds'][sd])):.1f} with it, "
-             f"{abs(sft_moved(base['seeds'][sd], without[1]['seeds'][sd])):.1f} without" for sd in both]
+    moved = {sd: (sft_moved(doc["seeds"][sd], with_it[1]["seeds"].get(sd, {})),
+                  sft_moved(base["seeds"][sd], without[1]["seeds"].get(sd, {}))) for sd in seeds}
+    cells = [f"seed {sd}: {abs(w):.1f} with it, {abs(wo):.1f} without" for sd, (w, wo) in moved.items()
+             if None not in (w, wo)]
+    if not cells:
+        return []
     return ["", f"How far this machine's other kernels ({machine_name(with_it[1]['machine'])}: `{with_it[0]}` with it, "
                 f"`{without[0]}` without; each seed's stage 1 and SFT both on them) move SFT's task accuracy: "
                 f"{'; '.join(cells)} (the bound for rounding alone: {ROUNDING_POINTS} points)."]

@@ -1139,7 +1139,7 @@ def test_a_pilot_on_its_machines_own_kernels_says_how_far_the_other_kernels_move
              "base_avx2.json": (["sft.max_steps=2000"], forced, {"0": 62.5, "1": 61.9}),
              "base_avx2_one.json": (["sft.max_steps=2000"], forced, {"0": 10.0}),  # covers fewer seeds: not read
              "pilot_avx2.json": (pilot, forced, {"0": 68.0, "1": 69.4}),
-             "pilot_other_cpu.json": (pilot, other_cpu, {"0": 10.0, "1": 10.0}),  # another CPU: not this machine's
+             "other_cpu_pilot.json": (pilot, other_cpu, {"0": 10.0, "1": 10.0}),  # another CPU's: not read
              "pilot.json": (pilot, own, {"0": 70.0, "1": 66.4})}
     for name, (params, machine, acc) in files.items():
         (tmp_path / name).write_text(json.dumps({
