@@ -601,15 +601,17 @@ def section_ppo_epochs(doc: dict) -> list[str]:
     return lines + table(["target", "runs"] + [f"seed {s}" + (" (test)" if s in test else "") for s in seeds], rows)
 
 
+def seeds_files() -> list[tuple[str, dict]]:
+    """Every benchmarks/seeds.py results file (the ones that record the ``last`` stage they trained), by name."""
+    docs = ((p.name, json.loads(p.read_text())) for p in sorted(RESULTS.glob("*.json")))
+    return [(name, d) for name, d in docs if isinstance(d, dict) and "last" in d]
+
+
 def copied_from(doc: dict) -> dict | None:
     """The results file of the runs a ``seeds.py --from WORK:STAGE`` file started from (the one whose ``work`` is
     WORK), or None."""
     work = (doc.get("from") or "").rpartition(":")[0]
-    for p in sorted(RESULTS.glob("*.json")):
-        other = json.loads(p.read_text())
-        if work and isinstance(other, dict) and other.get("work") == work and "last" in other:  # a seeds.py file
-            return {**other, "file": p.name}
-    return None
+    return next(({**other, "file": name} for name, other in seeds_files() if work and other.get("work") == work), None)
 
 
 def section_stage5_again(doc: dict) -> list[str]:
@@ -1239,12 +1241,8 @@ def kernels_spread(doc: dict, base: dict, seeds: list[str]) -> list[str]:
         return []
 
     def twin(params: list[str]) -> tuple[str, dict] | None:  # the same settings and CPU, other (forced) kernels
-        found = []
-        for p in sorted(RESULTS.glob("*.json")):
-            d = json.loads(p.read_text())
-            if (isinstance(d, dict) and "last" in d and d.get("params") == params
-                    and forced_kernels(d.get("machine", {})) and d["machine"].get("cpu_id") == mine.get("cpu_id")):
-                found.append((p.name, d))
+        found = [(name, d) for name, d in seeds_files() if d.get("params") == params
+                 and forced_kernels(d.get("machine", {})) and d["machine"].get("cpu_id") == mine.get("cpu_id")]
         covered = lambda d: sum(d["seeds"].get(sd, {}).get("sft/task_accuracy") is not None for sd in seeds)  # noqa: E731
         return max(found, key=lambda nd: covered(nd[1]), default=None)
     with_it, without = twin(doc["params"]), twin(base["params"])
